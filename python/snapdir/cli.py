@@ -1,0 +1,184 @@
+"""The ``snapdir`` command line.
+
+Data goes to stdout, diagnostics to stderr. Exit status: 0 success, 1 runtime error,
+2 usage error, 130 interrupted. Start-up is kept lean (argparse, no anyio, no cloud SDK at
+import) because ``snapdir id`` is often run on every CI step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from ._errors import SnapdirError
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors name the program and exit 2 (argparse's own convention)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text)
+    if not text.endswith("\n"):
+        sys.stdout.write("\n")
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+
+
+def _warn_cli(message: str) -> None:
+    print(f"snapdir: warning: {message}", file=sys.stderr)
+
+
+def _walk_args(p: argparse.ArgumentParser, *, absolute: bool = True) -> None:
+    p.add_argument("--no-follow", action="store_true", help="leave symbolic links out")
+    if absolute:
+        p.add_argument(
+            "--absolute", action="store_true", help="print absolute paths (display only)"
+        )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="RE",
+        help="leave out entries whose ./-relative path matches RE (repeatable)",
+    )
+
+
+def _walk(args: argparse.Namespace, path: str) -> Any:
+    import warnings
+
+    from ._errors import SnapdirWarning
+    from ._manifest import walk_sync
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SnapdirWarning)
+        m = walk_sync(
+            path,
+            no_follow=args.no_follow,
+            absolute=getattr(args, "absolute", False),
+            exclude=args.exclude,
+        )
+    for w in caught:
+        _warn_cli(str(w.message))
+    return m
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    m = _walk(args, args.path)
+    if args.json:
+        _emit_json(
+            {
+                "id": m.id,
+                "entries": [
+                    {
+                        "type": e.path_type.name,
+                        "permissions": e.permissions,
+                        "checksum": e.checksum,
+                        "size": e.size,
+                        "path": e.path,
+                    }
+                    for e in m.entries
+                ],
+            }
+        )
+    else:
+        _out(m.raw)
+    return 0
+
+
+def cmd_id(args: argparse.Namespace) -> int:
+    if args.path is None and not sys.stdin.isatty():
+        from ._snapdir import Manifest
+
+        text = sys.stdin.read()
+        if not text.strip():
+            raise SnapdirError(
+                "no manifest on standard input (give a PATH to snapshot a directory)",
+                code="INVALID_MANIFEST",
+            )
+        snap_id = Manifest.parse(text).id
+    else:
+        snap_id = _walk(args, args.path or ".").id
+    if args.json:
+        _emit_json({"id": snap_id})
+    else:
+        _out(snap_id)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    from . import version
+
+    parser = _Parser(
+        prog="snapdir",
+        description="Content-addressable directory snapshots (BLAKE3).",
+    )
+    parser.add_argument("--version", action="version", version=f"snapdir {version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    common = _Parser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("-q", "--quiet", action="store_true", help="no diagnostics but errors")
+
+    p = sub.add_parser(
+        "manifest", parents=[common], help="print the manifest of a directory"
+    )
+    p.add_argument("path", nargs="?", default=".", metavar="PATH")
+    _walk_args(p)
+    p.set_defaults(handler=cmd_manifest)
+
+    p = sub.add_parser(
+        "id",
+        parents=[common],
+        help="print the snapshot id of a directory, or of a manifest on stdin",
+    )
+    p.add_argument("path", nargs="?", default=None, metavar="PATH")
+    _walk_args(p)
+    p.set_defaults(handler=cmd_id)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub, common)
+    return parser
+
+
+# Further commands (stores, transfers) register themselves here: (subparsers, common) -> None.
+_EXTRA_COMMANDS: list[Callable[[Any, argparse.ArgumentParser], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``snapdir`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except SnapdirError as e:
+        print(f"snapdir: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("snapdir: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`snapdir manifest | head`): not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except OSError as e:
+        print(f"snapdir: error: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,203 @@
+//! Hashing file contents. Small files are read in one `read` into a per-thread buffer (no
+//! mmap: for a few KiB its set-up costs more than the copy). Large files are read in chunks
+//! while the previous chunk is hashed on the rayon pool, so one huge file keeps every core
+//! busy. We deliberately avoid mmap for large files too: a file truncated while mapped
+//! kills the whole process with SIGBUS, and a snapshot tool must survive a tree in motion.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::manifest::Digest;
+
+/// Files at least this large are hashed with BLAKE3's multi-threaded update.
+pub const PARALLEL_THRESHOLD: u64 = 1 << 20;
+/// Chunk size of the pipelined reader (a power of two keeps BLAKE3's tree aligned).
+pub const CHUNK: usize = 1 << 21;
+
+thread_local! {
+    static SMALL_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What we know about a file at the moment we opened it; compared again after reading, so a
+/// file that changes while it is read is reported instead of silently mis-hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub mode: u32,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Stamp {
+    pub fn of(m: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            size: m.size(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+            mode: m.mode(),
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
+
+    /// Content-relevant equality: size and modification times.
+    pub fn same_content(&self, other: &Stamp) -> bool {
+        self.size == other.size && self.mtime_ns == other.mtime_ns && self.ctime_ns == other.ctime_ns
+    }
+}
+
+/// Opens `path` for reading without blocking on FIFOs, optionally refusing to follow a final
+/// symlink. The caller checks the file type with `fstat`.
+pub fn open_nonblocking(path: &Path, no_follow: bool) -> io::Result<File> {
+    let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
+    if no_follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+}
+
+/// Hashes everything `file` yields, feeding every chunk also to `sink` (used to copy while
+/// hashing). Returns the digest and the number of bytes read.
+pub fn hash_stream(
+    file: &mut (impl Read + Send),
+    size_hint: u64,
+    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<(Digest, u64)> {
+    let mut hasher = blake3::Hasher::new();
+    if size_hint < PARALLEL_THRESHOLD {
+        return SMALL_BUF.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            let want = (size_hint as usize).clamp(4096, 256 * 1024) + 1;
+            if buf.len() < want {
+                buf.resize(want, 0);
+            }
+            let mut total = 0u64;
+            loop {
+                let n = read_full(file, &mut buf[..want])?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                sink(&buf[..n])?;
+                total += n as u64;
+                if n < want {
+                    break;
+                }
+            }
+            Ok((*hasher.finalize().as_bytes(), total))
+        });
+    }
+    // Pipelined: read chunk n+1 while chunk n is hashed across the pool.
+    let mut cur = vec![0u8; CHUNK];
+    let mut next = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    let mut n = read_full(file, &mut cur)?;
+    while n > 0 {
+        sink(&cur[..n])?;
+        let (read_next, ()) = rayon::join(
+            || {
+                if n == CHUNK {
+                    read_full(file, &mut next)
+                } else {
+                    Ok(0)
+                }
+            },
+            || {
+                hasher.update_rayon(&cur[..n]);
+            },
+        );
+        total += n as u64;
+        n = read_next?;
+        std::mem::swap(&mut cur, &mut next);
+    }
+    Ok((*hasher.finalize().as_bytes(), total))
+}
+
+/// Reads until `buf` is full or end of file.
+pub fn read_full(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Result of hashing one regular file.
+#[derive(Debug, Clone, Copy)]
+pub struct Hashed {
+    pub digest: Digest,
+    pub stamp: Stamp,
+}
+
+/// Outcome of [`hash_file`] for something that is not a regular file at open time.
+#[derive(Debug)]
+pub enum HashOutcome {
+    File(Hashed),
+    /// Not a regular file any more (FIFO, socket, device): skipped by the walk.
+    NotRegular,
+}
+
+/// Opens and hashes a regular file, checking that it did not change while it was read.
+/// A file that vanished, shrank, grew, or was modified in the meantime is `IN_FLUX`.
+pub fn hash_file(path: &Path, no_follow: bool) -> Result<HashOutcome> {
+    let mut f = match open_nonblocking(path, no_follow) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Error::in_flux(path, "it vanished"))
+        }
+        Err(e) if no_follow && e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Error::in_flux(path, "it became a symbolic link"))
+        }
+        Err(e) => return Err(Error::io("cannot open", path, e)),
+    };
+    let before = f.metadata().map_err(|e| Error::io("cannot stat", path, e))?;
+    if !before.file_type().is_file() {
+        return Ok(HashOutcome::NotRegular);
+    }
+    let stamp = Stamp::of(&before);
+    let (digest, n) =
+        hash_stream(&mut f, stamp.size, |_| Ok(())).map_err(|e| Error::io("cannot read", path, e))?;
+    let after = f.metadata().map_err(|e| Error::io("cannot stat", path, e))?;
+    if n != stamp.size || !stamp.same_content(&Stamp::of(&after)) {
+        return Err(Error::in_flux(path, "its size or modification time changed"));
+    }
+    Ok(HashOutcome::File(Hashed { digest, stamp }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipelined_equals_plain() {
+        let data: Vec<u8> = (0..(5 * CHUNK + 12345)).map(|i| (i * 7 % 251) as u8).collect();
+        let mut r = &data[..];
+        let mut copied = Vec::new();
+        let (d, n) = hash_stream(&mut r, data.len() as u64, |c| {
+            copied.extend_from_slice(c);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n as usize, data.len());
+        assert_eq!(copied, data);
+        assert_eq!(&d, blake3::hash(&data).as_bytes());
+        // A wrong (small) size hint still reads everything.
+        let mut r = &data[..];
+        let (d2, n2) = hash_stream(&mut r, 10, |_| Ok(())).unwrap();
+        assert_eq!((d2, n2), (d, n));
+    }
+}

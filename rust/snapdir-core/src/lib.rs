@@ -1,0 +1,17 @@
+//! snapdir-core: content-addressable directory snapshots.
+//!
+//! Walks a directory, hashes it with BLAKE3, renders and parses manifests (`TYPE PERMS
+//! CHECKSUM SIZE PATH` lines), computes snapshot ids and does the local file I/O of the
+//! `file://` store and of materialising a snapshot. Knows nothing of Python.
+
+pub mod error;
+pub mod hash;
+pub mod manifest;
+pub mod walk;
+
+pub use error::{Code, Error, Result};
+pub use manifest::{Entry, Kind, Manifest};
+pub use walk::{walk, WalkOptions, Walked};
+
+/// The version of this crate (and of the Python package built from it).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

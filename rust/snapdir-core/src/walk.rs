@@ -1,0 +1,340 @@
+//! Walking a directory into a manifest (SPEC §3).
+//!
+//! Discovery and hashing share one rayon pool: each directory lists its children and hands
+//! them to `par_iter`, so sub-directories are discovered while files elsewhere are hashed and
+//! no single thread serialises the walk.
+
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
+use regex::RegexSet;
+
+use crate::error::{display_path, escape_bytes, Code, Error, Result};
+use crate::hash::{hash_file, HashOutcome};
+use crate::manifest::{Digest, Entry, Kind, Manifest};
+
+/// Counters a caller may poll from another thread to draw progress.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub files: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// How to walk.
+#[derive(Debug, Default, Clone)]
+pub struct WalkOptions {
+    /// Leave symbolic links out entirely.
+    pub no_follow: bool,
+    /// Render paths with the absolute root instead of `.` (display only).
+    pub absolute: bool,
+    /// Entries whose `./`-relative path matches any of these are left out.
+    pub exclude: Option<RegexSet>,
+    /// Set from another thread to stop the walk early with an error.
+    pub cancel: Option<Arc<AtomicBool>>,
+    pub progress: Option<Arc<Progress>>,
+}
+
+impl WalkOptions {
+    /// Compiles `exclude` patterns, naming the one that does not compile.
+    pub fn compile_exclude(patterns: &[String]) -> Result<Option<RegexSet>> {
+        if patterns.is_empty() {
+            return Ok(None);
+        }
+        for p in patterns {
+            regex::Regex::new(p).map_err(|e| {
+                Error::new(
+                    Code::InvalidArgument,
+                    format!("invalid exclude pattern {p:?}: {e}"),
+                )
+            })?;
+        }
+        RegexSet::new(patterns)
+            .map(Some)
+            .map_err(|e| Error::new(Code::InvalidArgument, format!("invalid exclude patterns: {e}")))
+    }
+}
+
+/// A walked tree.
+#[derive(Debug, Clone)]
+pub struct Walked {
+    pub manifest: Manifest,
+    /// Things the caller must tell the user about (dangling symlinks), never silently.
+    pub warnings: Vec<String>,
+    /// The directory that was walked (as given, not canonicalised): file entries are read
+    /// from `root.join(entry.rel())`.
+    pub root: PathBuf,
+}
+
+struct Ctx<'a> {
+    opts: &'a WalkOptions,
+    entries: Mutex<Vec<Entry>>,
+    warnings: Mutex<Vec<String>>,
+}
+
+struct Summary {
+    checksum: Digest,
+    size: u64,
+}
+
+/// Walks `root` into a manifest.
+pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked> {
+    let meta = fs::metadata(root).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Error::new(
+            Code::NotFound,
+            format!("no such directory: {}", display_path(root)),
+        ),
+        _ => Error::io("cannot read", root, e),
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::new(
+            Code::InvalidArgument,
+            format!("not a directory: {}", display_path(root)),
+        ));
+    }
+    let prefix = if opts.absolute {
+        let real = fs::canonicalize(root).map_err(|e| Error::io("cannot resolve", root, e))?;
+        let s = real.to_str().ok_or_else(|| {
+            Error::new(
+                Code::InvalidArgument,
+                format!("the absolute path {} is not valid UTF-8", display_path(&real)),
+            )
+        })?;
+        Some(s.trim_end_matches('/').to_owned())
+    } else {
+        None
+    };
+    let ctx = Ctx {
+        opts,
+        entries: Mutex::new(Vec::new()),
+        warnings: Mutex::new(Vec::new()),
+    };
+    let root_summary = walk_dir(&ctx, root, "./".to_owned(), &meta, &[])?;
+    let mut entries = ctx.entries.into_inner().unwrap_or_else(|p| p.into_inner());
+    entries.push(Entry {
+        kind: Kind::Directory,
+        mode: meta.mode() & 0o7777,
+        checksum: root_summary.checksum,
+        size: root_summary.size,
+        path: "./".to_owned(),
+    });
+    let mut warnings = ctx.warnings.into_inner().unwrap_or_else(|p| p.into_inner());
+    warnings.sort();
+    Ok(Walked {
+        manifest: Manifest::from_walk(entries, prefix),
+        warnings,
+        root: root.to_path_buf(),
+    })
+}
+
+/// Checksum of a directory: BLAKE3 of its children's distinct hex checksums, sorted,
+/// concatenated. Sorting raw digests sorts their hex forms identically.
+pub fn dir_checksum(children: &mut Vec<Digest>) -> Digest {
+    children.sort_unstable();
+    children.dedup();
+    let mut h = blake3::Hasher::new();
+    let mut hex = String::with_capacity(64);
+    for c in children.iter() {
+        hex.clear();
+        crate::manifest::push_hex(&mut hex, c);
+        h.update(hex.as_bytes());
+    }
+    *h.finalize().as_bytes()
+}
+
+enum Child {
+    File(Digest, u64),
+    Dir(Digest, u64),
+    Skipped,
+}
+
+fn walk_dir(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    rel: String,
+    meta: &fs::Metadata,
+    ancestors: &[(u64, u64)],
+) -> Result<Summary> {
+    check_cancel(ctx, dir)?;
+    let mut chain = Vec::with_capacity(ancestors.len() + 1);
+    chain.extend_from_slice(ancestors);
+    chain.push((meta.dev(), meta.ino()));
+
+    let rd = fs::read_dir(dir).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Error::in_flux(dir, "it vanished"),
+        _ => Error::io("cannot list", dir, e),
+    })?;
+    let mut listed = Vec::new();
+    for de in rd {
+        let de = de.map_err(|e| Error::io("cannot list", dir, e))?;
+        let ft = de.file_type().map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::in_flux(&de.path(), "it vanished"),
+            _ => Error::io("cannot stat", &de.path(), e),
+        })?;
+        listed.push((de.file_name(), ft));
+    }
+
+    let children: Vec<Child> = listed
+        .into_par_iter()
+        .map(|(name, ft)| visit(ctx, dir, &rel, &name, ft, &chain))
+        .collect::<Result<_>>()?;
+
+    let mut sums = Vec::with_capacity(children.len());
+    let mut size = 0u64;
+    for c in children {
+        match c {
+            Child::File(d, s) | Child::Dir(d, s) => {
+                sums.push(d);
+                size = size.saturating_add(s);
+            }
+            Child::Skipped => {}
+        }
+    }
+    Ok(Summary {
+        checksum: dir_checksum(&mut sums),
+        size,
+    })
+}
+
+fn visit(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    rel_dir: &str,
+    name: &std::ffi::OsStr,
+    ft: fs::FileType,
+    chain: &[(u64, u64)],
+) -> Result<Child> {
+    let path = dir.join(name);
+    let opts = ctx.opts;
+    // Decide what the entry is, following a symlink when asked to.
+    let (is_dir, link_meta) = if ft.is_symlink() {
+        if opts.no_follow {
+            return Ok(Child::Skipped);
+        }
+        match fs::metadata(&path) {
+            Ok(m) if m.is_dir() => (true, Some(m)),
+            Ok(m) if m.is_file() => (false, Some(m)),
+            Ok(_) => return Ok(Child::Skipped),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(Error::new(
+                    Code::InvalidArgument,
+                    format!("symbolic link loop at {}", display_path(&path)),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                ctx.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(format!(
+                    "skipping dangling symbolic link {}",
+                    display_path(&path)
+                ));
+                return Ok(Child::Skipped);
+            }
+            Err(e) => return Err(Error::io("cannot follow symbolic link", &path, e)),
+        }
+    } else if ft.is_dir() {
+        (true, None)
+    } else if ft.is_file() {
+        (false, None)
+    } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
+        return Ok(Child::Skipped);
+    } else {
+        return Ok(Child::Skipped);
+    };
+
+    let raw = name.as_bytes();
+    let valid = std::str::from_utf8(raw)
+        .ok()
+        .filter(|s| !s.contains(['\n', '\r']));
+    let shown = match valid {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => String::from_utf8_lossy(raw),
+    };
+    let mut rel = String::with_capacity(rel_dir.len() + shown.len() + 1);
+    rel.push_str(rel_dir);
+    rel.push_str(&shown);
+    if is_dir {
+        rel.push('/');
+    }
+    if let Some(set) = &opts.exclude {
+        if set.is_match(&rel) {
+            return Ok(Child::Skipped);
+        }
+    }
+    if valid.is_none() {
+        return Err(Error::new(
+            Code::InvalidArgument,
+            format!(
+                "cannot snapshot {}: names must be UTF-8 without newline or carriage return \
+                 (rename it or exclude it)",
+                escape_bytes(path.as_os_str().as_bytes())
+            ),
+        ));
+    }
+
+    if is_dir {
+        let meta = match link_meta {
+            Some(m) => {
+                if chain.contains(&(m.dev(), m.ino())) {
+                    return Err(Error::new(
+                        Code::InvalidArgument,
+                        format!(
+                            "symbolic link loop: {} points to a directory that contains it",
+                            display_path(&path)
+                        ),
+                    ));
+                }
+                m
+            }
+            None => fs::symlink_metadata(&path).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => Error::in_flux(&path, "it vanished"),
+                _ => Error::io("cannot stat", &path, e),
+            })?,
+        };
+        if !meta.is_dir() {
+            return Err(Error::in_flux(&path, "it is no longer a directory"));
+        }
+        let s = walk_dir(ctx, &path, rel.clone(), &meta, chain)?;
+        push_entry(ctx, Kind::Directory, meta.mode(), s.checksum, s.size, rel);
+        Ok(Child::Dir(s.checksum, s.size))
+    } else {
+        check_cancel(ctx, &path)?;
+        match hash_file(&path, opts.no_follow)? {
+            HashOutcome::NotRegular => Ok(Child::Skipped),
+            HashOutcome::File(h) => {
+                if let Some(p) = &opts.progress {
+                    p.files.fetch_add(1, Ordering::Relaxed);
+                    p.bytes.fetch_add(h.stamp.size, Ordering::Relaxed);
+                }
+                push_entry(ctx, Kind::File, h.stamp.mode, h.digest, h.stamp.size, rel);
+                Ok(Child::File(h.digest, h.stamp.size))
+            }
+        }
+    }
+}
+
+fn push_entry(ctx: &Ctx<'_>, kind: Kind, mode: u32, checksum: Digest, size: u64, path: String) {
+    let e = Entry {
+        kind,
+        mode: mode & 0o7777,
+        checksum,
+        size,
+        path,
+    };
+    ctx.entries.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+}
+
+fn check_cancel(ctx: &Ctx<'_>, path: &Path) -> Result<()> {
+    if let Some(c) = &ctx.opts.cancel {
+        if c.load(Ordering::Relaxed) {
+            return Err(Error::new(
+                Code::Io,
+                format!("interrupted while reading {}", display_path(path)),
+            ));
+        }
+    }
+    Ok(())
+}
