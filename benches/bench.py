@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -253,20 +254,49 @@ class Completed:
         return f"exit {self.returncode}"
 
 
+# The measured command is started by this tiny launcher rather than by the harness itself.
+# Linux carries the memory high-water mark of the process image replaced by execve() into the
+# new program's ru_maxrss (and a fork copies the parent's resident anonymous pages), so a child
+# forked straight from this ~30 MB harness would never report less than ~30 MB.  The launcher is
+# a bare `python -S -I` (a few MB); it forks and execs the command, times fork..wait4 itself (so
+# its own start-up is not timed) and writes "wall maxrss_kib wait_status" to a file.  Since
+# ru_maxrss is a maximum, every peak above the launcher's floor is exact; see rss_floor().
+LAUNCHER = """\
+import os, sys, time
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    except OSError as exc:
+        os.write(2, f"launcher: cannot run {sys.argv[2]!r}: {exc}\\n".encode())
+    os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - t0
+with open(sys.argv[1], "w") as f:
+    f.write(f"{wall!r} {usage.ru_maxrss} {status}")
+"""
+
+
 def measure(argv: Sequence[str], *, timeout: float, cwd: Path | None = None) -> Completed:
-    """Run ``argv``; wall time via perf_counter, peak RSS via os.wait4's rusage."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """Run ``argv``: wall time of fork..wait4, peak RSS from os.wait4's rusage of the child."""
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryDirectory(prefix="snapdir-bench-") as tmp,
+    ):
+        result = Path(tmp, "result")
         timed_out = threading.Event()
         lock = threading.Lock()
         reaped = False
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            list(argv),
+            [sys.executable, "-S", "-I", "-c", LAUNCHER, str(result), *argv],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
             cwd=cwd,
-            start_new_session=True,
+            start_new_session=True,  # the launcher and the command: one process group
         )
 
         def kill() -> None:
@@ -279,28 +309,31 @@ def measure(argv: Sequence[str], *, timeout: float, cwd: Path | None = None) -> 
         timer = threading.Timer(timeout, kill)
         timer.daemon = True
         timer.start()
-        while True:
-            try:
-                _pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries already
-                continue
-        wall = time.perf_counter() - t0
+        _pid, launcher_status, _usage = os.wait4(proc.pid, 0)
+        outer_wall = time.perf_counter() - t0
         with lock:
             reaped = True
         timer.cancel()
-        code = os.waitstatus_to_exitcode(status)
-        proc.returncode = code  # tell Popen the child is reaped
+        proc.returncode = os.waitstatus_to_exitcode(launcher_status)  # Popen: already reaped
         out.seek(0)
         err.seek(0)
-        return Completed(
-            wall_s=wall,
-            maxrss_kib=int(usage.ru_maxrss),
-            returncode=code,
-            stdout=out.read().decode(errors="replace"),
-            stderr=err.read().decode(errors="replace"),
-            timed_out=timed_out.is_set(),
-        )
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+        try:
+            wall_text, rss_text, status_text = result.read_text().split()
+            wall, maxrss, code = (
+                float(wall_text),
+                int(rss_text),
+                os.waitstatus_to_exitcode(int(status_text)),
+            )
+        except (OSError, ValueError):  # killed (timeout) or the launcher itself failed
+            wall, maxrss, code = outer_wall, 0, proc.returncode or -signal.SIGKILL
+        return Completed(wall, maxrss, code, stdout, stderr, timed_out.is_set())
+
+
+def rss_floor() -> int:
+    """ru_maxrss (KiB) that `true` shows: the smallest peak RSS this harness can report."""
+    return measure(["true"], timeout=60).maxrss_kib
 
 
 # --------------------------------------------------------------------------- tools and operations
@@ -672,6 +705,12 @@ def fmt_s(x: float | None) -> str:
     return f"{x:.3f}" if x < 10 else f"{x:.2f}" if x < 100 else f"{x:.1f}"
 
 
+def fmt_rss(n: int | None, floor_kib: int) -> str:
+    if n is not None and floor_kib and n <= floor_kib * 1024 * 1.05:
+        return f"<= {fmt_mb(n)}"
+    return fmt_mb(n)
+
+
 def fmt_mb(n: int | None) -> str:
     return "-" if n is None else f"{n / 1e6:.1f}"
 
@@ -700,8 +739,13 @@ def ratio_of(num: Series | None, den: Series | None) -> float | None:
 
 
 def series_table(
-    op: Operation, tree: Tree, series: dict[str, Series], tools: dict[str, Tool]
+    op: Operation,
+    tree: Tree,
+    series: dict[str, Series],
+    tools: dict[str, Tool],
+    rss_floor_kib: int = 0,
 ) -> str:
+    """One row per tool.  Peaks within 5 % of the launcher's floor are shown as "<= floor"."""
     rows = []
     for step in op.steps:
         s = series.get(step.tool)
@@ -725,7 +769,7 @@ def series_table(
                 fmt_s(med),
                 f"{fmt_s(min(s.times))}-{fmt_s(max(s.times))}",
                 f"{tree.total_bytes / MIB / med:,.0f}" if med > 0 else "-",
-                fmt_mb(s.peak_rss_bytes),
+                fmt_rss(s.peak_rss_bytes, rss_floor_kib),
                 str(len(s.runs)),
                 "; ".join(notes),
             ]
@@ -995,6 +1039,7 @@ class Bench:
         self.exit_stats: list[ExitStats] = []
         self.warnings: list[str] = []
         self.counter = 0
+        self.rss_floor_kib = 0
 
     # -- helpers
     def log(self, msg: str) -> None:
@@ -1116,6 +1161,7 @@ class Bench:
     def run(self) -> None:
         self.remove(self.scratch_root)
         self.scratch_root.mkdir(parents=True)
+        self.rss_floor_kib = min(rss_floor() for _ in range(3))
         try:
             for tree in self.trees:
                 self.log(f"\n== {tree.name}: {tree.files:,} files, {human_size(tree.total_bytes)}")
@@ -1278,8 +1324,12 @@ def render_report(
         "its recipe stamp matches.\n"
         "- One warm-up round (untimed, thorough output checks) warms the page cache, then "
         "interleaved rounds run every tool once per round, rotating the order.\n"
-        "- Wall time is `time.perf_counter()` around the child process; peak RSS is "
-        "`ru_maxrss` from `os.wait4` of that child (for pipelines: the largest process).\n"
+        "- Wall time is `time.perf_counter()` around fork..`os.wait4` of the child process; "
+        "peak RSS is the child's `ru_maxrss` from `os.wait4` (for pipelines: the largest "
+        "process). Children are started by a minimal `python -S -I` fork/exec launcher, so "
+        "the harness's own memory does not leak into them (Linux keeps the pre-`execve` "
+        f"high-water mark); the floor this leaves is {bench.rss_floor_kib / 1000:.1f} MB "
+        "(`true` shows it) and peaks at that floor are shown as `<= floor`.\n"
         "- Setup (fresh empty store or destination directories, stores filled by an earlier "
         "push for pull/verify) and teardown are not timed; `sync` runs between runs.\n"
         "- Ratios compare medians. Targets are goals, not assertions: missing one does not "
@@ -1301,7 +1351,7 @@ def render_report(
             add(f"#### {op.name}: {op.title}\n")
             if op.notes:
                 add(op.notes + "\n")
-            add(series_table(op, tree, series, bench.tools) + "\n")
+            add(series_table(op, tree, series, bench.tools, bench.rss_floor_kib) + "\n")
             add(ratio_table(op, tree, series) + "\n")
             if op.name == "id":
                 add(bench.id_check_line(tree) + "\n")
@@ -1542,6 +1592,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
+    # No core files from crashing children (snapdir 1.12 crashes at exit): they would slow the
+    # next run and litter the working directory.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
     failed_self_test = False
     if args.self_test:
         failed_self_test = bool(self_test())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pty
 import re
 import subprocess
 import sys
@@ -116,6 +117,41 @@ def test_id_reads_manifest_from_stdin() -> None:
         proc = run_cli("id", stdin=noisy)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout == case.id + "\n"
+
+
+def test_id_with_path_ignores_stdin(tmp_path: Path) -> None:
+    root = tree(tmp_path / "root")
+    proc = run_cli("id", str(root), stdin="not a manifest\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == reference.snapshot_id(reference.manifest_text(root)) + "\n"
+
+
+def test_id_without_path_on_a_tty_snapshots_cwd(tmp_path: Path) -> None:
+    root = tree(tmp_path / "root")
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "snapdir", "id"],
+            stdin=slave,
+            capture_output=True,
+            text=True,
+            cwd=root,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == reference.snapshot_id(reference.manifest_text(root)) + "\n"
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_id_from_empty_stdin_is_runtime_error(text: str) -> None:
+    proc = run_cli("id", stdin=text)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr.strip()
 
 
 def test_id_from_invalid_stdin_is_runtime_error() -> None:

@@ -39,7 +39,7 @@ class DirNode:
 Node = FileNode | DirNode
 
 NAME_CHARS = st.characters(
-    exclude_categories=("Cs",),  # no lone surrogates: names must be valid UTF-8
+    exclude_categories=["Cs"],  # no lone surrogates: names must be valid UTF-8
     exclude_characters="/\0\n\r",
 )
 FIXED_NAMES = ["a", "a.txt", "a b", "a-b", "a_b", ".hidden", "café", "Z", "10", "9", "日本", " x"]
@@ -158,23 +158,30 @@ segments = st.one_of(
 
 @st.composite
 def entries(draw: st.DrawFn) -> list[reference.Entry]:
+    """A structurally valid manifest: a root, every parent directory present, and no name that
+    is both a file and a directory."""
     parts_lists = draw(st.lists(st.lists(segments, min_size=1, max_size=3), max_size=25))
-    by_path: dict[str, reference.Entry] = {}
-    root = reference.Entry(
-        "D", draw(st.integers(0, 0o7777)), draw(checksums), draw(st.integers(0, 2**64 - 1)), "./"
-    )
-    by_path["./"] = root
-    for parts in parts_lists:
-        kind = draw(st.sampled_from("DF"))
-        path = "./" + "/".join(parts) + ("/" if kind == "D" else "")
-        by_path[path] = reference.Entry(
+    kinds = [draw(st.sampled_from("DF")) for _ in parts_lists]
+    dirs: set[tuple[str, ...]] = {()}
+    files: set[tuple[str, ...]] = set()
+    for parts, kind in zip(parts_lists, kinds, strict=True):
+        for i in range(1, len(parts)):
+            dirs.add(tuple(parts[:i]))
+        (dirs if kind == "D" else files).add(tuple(parts))
+    files -= dirs
+
+    def make(kind: str, path: str) -> reference.Entry:
+        return reference.Entry(
             kind,
             draw(st.integers(0, 0o7777)),
             draw(checksums),
             draw(st.integers(0, 2**64 - 1)),
             path,
         )
-    return list(by_path.values())
+
+    out = [make("D", "./" + "".join(p + "/" for p in d)) for d in sorted(dirs)]
+    out += [make("F", "./" + "/".join(f)) for f in sorted(files)]
+    return out
 
 
 def as_tuples(m: snapdir.Manifest) -> list[tuple[str, int, str, int, str]]:
@@ -207,7 +214,7 @@ def test_parse_render_round_trip(es: list[reference.Entry]) -> None:
     seed=st.integers(0, 2**32),
     crlf=st.booleans(),
     comments=st.lists(
-        st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\r\n"), max_size=20)
+        st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"), max_size=20)
     ),
 )
 def test_noisy_text_parses_to_canonical(

@@ -130,6 +130,7 @@ BAD_LINES: list[tuple[str, str]] = [
     (_line(perms="17777"), "17777"),
     (_line(perms="rw-"), "rw-"),
     (_line(perms="-644"), "-644"),
+    (_line(perms="00644"), "00644"),
     (_line(checksum=H1.upper()), H1.upper()),
     (_line(checksum=H1[:63]), H1[:63]),
     (_line(checksum=H1 + "0"), H1 + "0"),
@@ -138,29 +139,82 @@ BAD_LINES: list[tuple[str, str]] = [
     (_line(size="1.5"), "1.5"),
     (_line(size="abc"), "abc"),
     (_line(size=str(2**64)), str(2**64)),
-    (_line(path="x"), "x"),
-    (_line(path="/etc/passwd"), "/etc/passwd"),
-    (_line(path="../x"), "../x"),
-    (_line(path="./../x"), "./../x"),
-    (_line(path="./a/../../x"), "./a/../../x"),
-    (_line(path="./a//b"), "./a//b"),
-    (_line(path="./a/./b"), "./a/./b"),
-    (_line(path="./a\0b"), "./a"),
 ]
+
+BAD_PATHS: list[tuple[str, str]] = [
+    # (kind, path): not ./-relative and normalized (SPEC §1, §5)
+    ("F", "x"),
+    ("F", "/etc/passwd"),
+    ("F", "../x"),
+    ("F", "./../x"),
+    ("F", "./a/../../x"),
+    ("F", "./a//b"),
+    ("F", "./a/./b"),
+    ("F", "./a\0b"),
+    ("F", "."),
+    ("F", "./"),
+    ("D", "./a/../"),
+    ("D", "/abs/"),
+    ("D", ".//"),
+    ("F", "./a/"),
+    ("D", "./a"),
+]
+
+
+def _assert_invalid_manifest(text: str, token: str, codes: tuple[str, ...]) -> None:
+    with pytest.raises(snapdir.SnapdirError) as info:
+        snapdir.Manifest.parse(text)
+    err = info.value
+    assert isinstance(err, ValueError)
+    assert err.code in codes, err.code
+    assert token in str(err), str(err)
 
 
 @pytest.mark.parametrize(("line", "token"), BAD_LINES)
 def test_manifest_parse_rejects_bad_lines(line: str, token: str) -> None:
     with pytest.raises(ValueError, match=r"."):
         reference.parse(line)
+    _assert_invalid_manifest(f"D 755 {H1} 3 ./\n{line}", token, ("INVALID_MANIFEST",))
+
+
+@pytest.mark.parametrize(("kind", "path"), BAD_PATHS)
+def test_manifest_parse_rejects_unnormalized_paths(kind: str, path: str) -> None:
+    line = _line(kind=kind, path=path)
+    with pytest.raises(ValueError, match=r"."):
+        reference.parse(line)
+    # docs/format.md: an unsafe or malformed PATH is UNSAFE_PATH (UnsafePathError, a ValueError)
     text = f"D 755 {H1} 3 ./\n{line}"
-    with pytest.raises(snapdir.SnapdirError) as info2:
+    _assert_invalid_manifest(text, path.split("\0")[0], ("UNSAFE_PATH",))
+    with pytest.raises(snapdir.UnsafePathError):
         snapdir.Manifest.parse(text)
-    err = info2.value
-    assert isinstance(err, ValueError)
-    assert isinstance(err, snapdir.InvalidArgumentError)
-    assert err.code == "INVALID_MANIFEST"
-    assert token in str(err), str(err)
+
+
+@pytest.mark.parametrize(
+    ("text", "token"),
+    [
+        (f"F 644 {H1} 3 ./a", "./"),  # no root
+        (f"D 755 {H1} 3 ./\nD 755 {H1} 3 ./", "./"),  # duplicate root
+        (f"D 755 {H1} 3 ./\nF 644 {H1} 3 ./a\nF 600 {H2} 3 ./a", "./a"),  # duplicate file
+        (f"D 755 {H1} 3 ./\nF 644 {H1} 3 ./x\nD 755 {E} 0 ./x/", "./x"),  # file and dir
+        (f"D 755 {H1} 3 ./\nF 644 {H1} 3 ./d/orphan", "./d/orphan"),  # parent not listed
+        (f"D 755 {H1} 3 ./\nF 644 {H1} 3 ./f\nF 644 {H1} 3 ./f/below", "./f/below"),
+    ],
+)
+def test_manifest_parse_rejects_text_that_is_not_a_tree(text: str, token: str) -> None:
+    _assert_invalid_manifest(text, token, ("INVALID_MANIFEST",))
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment"])
+def test_manifest_parse_rejects_empty_text(text: str) -> None:
+    with pytest.raises(snapdir.InvalidArgumentError) as info:
+        snapdir.Manifest.parse(text)
+    assert info.value.code == "INVALID_MANIFEST"
+
+
+def test_manifest_parse_tolerates_leading_zero_in_perms() -> None:
+    m = snapdir.Manifest.parse(f"D 0755 {H1} 3 ./\nF 0644 {H1} 3 ./a")
+    assert m.raw == f"D 755 {H1} 3 ./\nF 644 {H1} 3 ./a"
+    assert m.id == reference.snapshot_id(m.raw)
 
 
 def test_manifest_parse_accepts_max_values() -> None:
@@ -319,9 +373,12 @@ def test_diff_options_from_refs_valid(tmp_path: Path) -> None:
         ([], ["s3://bucket/p"]),
         (["s3://bucket/p"], []),
         ([], []),
-        ([f"s3://bucket/p@{H1[:10]}"], ["s3://bucket/p"]),
-        ([f"s3://bucket/p@{'z' * 64}"], ["s3://bucket/p"]),
         (["ftp://host/x"], ["s3://bucket/p"]),
+        ([f"ftp://host/x@{H1}"], ["s3://bucket/p"]),
+        ([f"s3://@{H1}"], ["s3://bucket/p"]),
+        ([f"file://relative/store@{H1}"], ["s3://bucket/p"]),
+        (["s3://bucket/p"], ["gopher://x"]),
+        (["s3://bucket/p"], [""]),
     ],
 )
 def test_diff_options_from_refs_invalid(from_uris: list[str], to_uris: list[str]) -> None:
@@ -331,10 +388,10 @@ def test_diff_options_from_refs_invalid(from_uris: list[str], to_uris: list[str]
 
 
 def test_diff_entry() -> None:
-    d = snapdir.DiffEntry("+", "./a.txt")
-    assert d.status == "+"
+    d = snapdir.DiffEntry("A", "./a.txt")
+    assert d.status == "A"
     assert d.path == "./a.txt"
-    assert d == snapdir.DiffEntry("+", "./a.txt")
+    assert d == snapdir.DiffEntry("A", "./a.txt")
     assert "./a.txt" in repr(d)
 
 

@@ -135,6 +135,7 @@ def test_special_files_are_skipped(tmp_path: Path, backend: str) -> None:
     root = basic_tree(tmp_path / "root")
     os.mkfifo(root / "fifo")
     os.mkfifo(root / "sub" / "fifo2")
+    (root / "link-to-fifo").symlink_to("fifo")
     sock_path = root / "sock"
     assert len(os.fsencode(sock_path)) < 100, "socket path too long for AF_UNIX"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -147,7 +148,7 @@ def test_special_files_are_skipped(tmp_path: Path, backend: str) -> None:
     finally:
         sock.close()
     assert m.raw == reference.manifest_text(root)
-    assert not {"./fifo", "./sock", "./sub/fifo2"} & set(paths(m))
+    assert not {"./fifo", "./sock", "./sub/fifo2", "./link-to-fifo"} & set(paths(m))
     assert "./sub/b.txt" in paths(m)
 
 
@@ -447,6 +448,40 @@ def test_invalid_utf8_name_is_an_error_naming_the_escaped_path(
     assert "bad\\xffname" in message or "bad\\udcffname" in message, message
 
 
+@pytest.mark.parametrize(
+    ("raw_name", "pattern"),
+    [
+        (b"bad\nname", r"^\./sub/bad\nname$"),
+        (b"bad\rname", "bad\rname"),
+        (b"bad\xffname", "^\\./sub/bad\ufffdname$"),
+        (b"bad\xffname", r"^\./sub/$"),
+    ],
+)
+def test_unrepresentable_names_can_be_excluded(
+    tmp_path: Path, backend: str, raw_name: bytes, pattern: str
+) -> None:
+    root = basic_tree(tmp_path / "root")
+    fd = os.open(os.path.join(os.fsencode(root), b"sub", raw_name), os.O_CREAT | os.O_WRONLY)
+    os.close(fd)
+    m = api_manifest(root, backend, exclude=[pattern])
+    os.remove(os.path.join(os.fsencode(root), b"sub", raw_name))
+    assert m.raw == reference.manifest_text(root, exclude=[pattern])
+
+
+@pytest.mark.skipif(not Path("/proc/version").is_file(), reason="needs Linux /proc")
+def test_file_whose_content_disagrees_with_its_size_is_in_flux(
+    tmp_path: Path, backend: str
+) -> None:
+    # /proc/version is a regular file whose stat size (0) is not the number of bytes it reads:
+    # a manifest pairing its checksum with size 0 would be silently wrong (SPEC §3).
+    root = basic_tree(tmp_path / "root")
+    (root / "sub" / "procfile").symlink_to("/proc/version")
+    with pytest.raises(snapdir.InFluxError) as info:
+        api_manifest(root, backend)
+    assert info.value.code == "IN_FLUX"
+    assert "procfile" in str(info.value)
+
+
 def test_missing_root_is_not_found(tmp_path: Path, backend: str) -> None:
     missing = tmp_path / "does-not-exist"
     with pytest.raises(snapdir.NotFoundError) as info:
@@ -471,23 +506,27 @@ def test_root_that_is_a_file_is_an_error(tmp_path: Path, backend: str) -> None:
 
 _UNREADABLE_SCRIPT = r"""
 import json, os, sys
+import anyio
+import snapdir
+
 root, secret = sys.argv[1], sys.argv[2]
+
+async def main():
+    return await snapdir.manifest(root)
+
+out = {}
 if os.geteuid() == 0:
+    # Warm up as root (the interpreter's own files may be unreadable to nobody, and the walk
+    # imports lazily), then drop to nobody for the real walk.
+    out["as_root"] = anyio.run(main).raw
     os.setgroups([])
     os.setgid(65534)
     os.setuid(65534)
 try:
     open(secret, "rb").close()
-    precondition = False
+    out["precondition"] = False
 except PermissionError:
-    precondition = True
-import anyio
-import snapdir
-
-async def main():
-    return await snapdir.manifest(root)
-
-out = {"precondition": precondition}
+    out["precondition"] = True
 try:
     m = anyio.run(main)
 except snapdir.SnapdirError as e:

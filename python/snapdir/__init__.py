@@ -20,12 +20,47 @@ from ._errors import (
     StoreError,
     UnsafePathError,
 )
+from typing import TYPE_CHECKING, Any
+
 from ._manifest import id, manifest
 from ._snapdir import Manifest, ManifestEntry, PathType
 from ._snapdir import id_from_manifest as _id_from_manifest
 from ._snapdir import manifest_size as _manifest_size
 from ._snapdir import version as _version
 from ._types import DiffEntry, DiffOptions, SizeStats, SnapshotId, StoreUri
+
+if TYPE_CHECKING:
+    from ._cache import cache_dir
+    from ._diff import diff
+    from ._pull import checkout, fetch, pull
+    from ._push import push, stage
+    from ._sync import sync
+    from ._verify import size, verify
+
+# Operations load on first use, so `import snapdir` (and every CLI start) stays cheap.
+_LAZY = {
+    "cache_dir": "._cache",
+    "diff": "._diff",
+    "checkout": "._pull",
+    "fetch": "._pull",
+    "pull": "._pull",
+    "push": "._push",
+    "stage": "._push",
+    "sync": "._sync",
+    "size": "._verify",
+    "verify": "._verify",
+}
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'snapdir' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(mod, __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "CatalogError",
@@ -47,10 +82,20 @@ __all__ = [
     "StoreError",
     "StoreUri",
     "UnsafePathError",
+    "cache_dir",
+    "checkout",
+    "diff",
+    "fetch",
     "id",
     "id_from_manifest",
     "manifest",
     "manifest_size",
+    "pull",
+    "push",
+    "size",
+    "stage",
+    "sync",
+    "verify",
     "version",
 ]
 

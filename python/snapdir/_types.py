@@ -9,15 +9,25 @@ is part of every ``snapdir id`` (``dataclasses`` pulls in ``inspect``, ~8 ms).
 from __future__ import annotations
 
 import os
-import re
-from typing import Literal
+from typing import TYPE_CHECKING
 
 from ._errors import InvalidArgumentError
 
+if TYPE_CHECKING:
+    from typing import Literal
+
 __all__ = ["DiffEntry", "DiffOptions", "Ref", "SizeStats", "SnapshotId", "StoreUri"]
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_HEX = frozenset("0123456789abcdef")
+_BUCKET_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _is_hex64(s: str) -> bool:
+    return len(s) == 64 and all(c in _HEX for c in s)
+
+
+def _is_bucket(s: str) -> bool:
+    return bool(s) and s[0].isalnum() and s.isascii() and all(c in _BUCKET_CHARS for c in s)
 SCHEMES = ("file", "s3", "gs", "b2")
 _ALIASES = {"gcs": "gs"}
 
@@ -35,7 +45,7 @@ class SnapshotId(str):
                 f"a snapshot id must be a string, not {type(value).__name__}", code="INVALID_ID"
             )
         low = value.lower()
-        if not _HEX64.fullmatch(low):
+        if not _is_hex64(low):
             raise InvalidArgumentError(
                 f"invalid snapshot id {value!r}: expected 64 hexadecimal characters",
                 code="INVALID_ID",
@@ -108,7 +118,10 @@ def _normalise_uri(value: str) -> str:
     scheme, rest = value.split("://", 1)
     scheme = _ALIASES.get(scheme.lower(), scheme.lower())
     if scheme not in SCHEMES:
-        raise bad(f"unknown scheme {scheme!r}; accepted: file, s3, gs (or gcs), b2")
+        from .stores import registered_schemes  # third-party stores (entry points)
+
+        if scheme not in registered_schemes():
+            raise bad(f"unknown scheme {scheme!r}; accepted: file, s3, gs (or gcs), b2")
     if any(c in rest for c in "\0\n\r?#") or any(c.isspace() and c != " " for c in rest):
         raise bad("it contains a control character, '?' or '#'")
     if scheme == "file":
@@ -121,7 +134,7 @@ def _normalise_uri(value: str) -> str:
             path = "/" + path.lstrip("/")
         return f"file://{path}"
     bucket, _, prefix = rest.partition("/")
-    if not bucket or not _BUCKET.fullmatch(bucket):
+    if not _is_bucket(bucket):
         raise bad("missing or malformed bucket name")
     parts = [p for p in prefix.split("/") if p]
     if any(p in (".", "..") for p in parts):
@@ -162,7 +175,7 @@ class Ref:
             raise InvalidArgumentError("an empty diff reference", code="INVALID_ARGUMENT")
         if "://" in ref:
             uri, at, tail = ref.rpartition("@")
-            if at and _HEX64.fullmatch(tail.lower()):
+            if at and _is_hex64(tail.lower()):
                 return cls("snapshot", store=StoreUri(uri), id=SnapshotId(tail))
             return cls("store", store=StoreUri(ref))
         if "\0" in ref:

@@ -154,6 +154,16 @@ pub enum HashOutcome {
 /// Opens and hashes a regular file, checking that it did not change while it was read.
 /// A file that vanished, shrank, grew, or was modified in the meantime is `IN_FLUX`.
 pub fn hash_file(path: &Path, no_follow: bool) -> Result<HashOutcome> {
+    hash_file_observed(path, no_follow, |_| {})
+}
+
+/// [`hash_file`], calling `observe` with every chunk read (tests use it to change the file
+/// mid-read and prove the change is caught).
+pub fn hash_file_observed(
+    path: &Path,
+    no_follow: bool,
+    mut observe: impl FnMut(&[u8]),
+) -> Result<HashOutcome> {
     let mut f = match open_nonblocking(path, no_follow) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -170,7 +180,11 @@ pub fn hash_file(path: &Path, no_follow: bool) -> Result<HashOutcome> {
     }
     let stamp = Stamp::of(&before);
     let (digest, n) =
-        hash_stream(&mut f, stamp.size, |_| Ok(())).map_err(|e| Error::io("cannot read", path, e))?;
+        hash_stream(&mut f, stamp.size, |c| {
+            observe(c);
+            Ok(())
+        })
+        .map_err(|e| Error::io("cannot read", path, e))?;
     let after = f.metadata().map_err(|e| Error::io("cannot stat", path, e))?;
     if n != stamp.size || !stamp.same_content(&Stamp::of(&after)) {
         return Err(Error::in_flux(path, "its size or modification time changed"));
@@ -199,5 +213,33 @@ mod tests {
         let mut r = &data[..];
         let (d2, n2) = hash_stream(&mut r, 10, |_| Ok(())).unwrap();
         assert_eq!((d2, n2), (d, n));
+    }
+
+    #[test]
+    fn change_during_read_is_in_flux() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        for size in [10usize, 3 * CHUNK] {
+            let p = dir.path().join(format!("f{size}"));
+            std::fs::write(&p, vec![7u8; size]).unwrap();
+            let err = hash_file_observed(&p, false, |_| {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+                f.write_all(b"more").unwrap();
+            })
+            .unwrap_err();
+            assert_eq!(err.code, crate::Code::InFlux, "{err}");
+            assert!(err.message.contains(&format!("f{size}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn vanished_file_is_in_flux_and_fifo_is_not_regular() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = hash_file(&dir.path().join("gone"), false).unwrap_err();
+        assert_eq!(err.code, crate::Code::InFlux);
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        assert!(matches!(hash_file(&fifo, false).unwrap(), HashOutcome::NotRegular));
     }
 }

@@ -4,9 +4,12 @@
 //! CHECKSUM SIZE PATH` lines), computes snapshot ids and does the local file I/O of the
 //! `file://` store and of materialising a snapshot. Knows nothing of Python.
 
+pub mod checkout;
 pub mod error;
+pub mod fsx;
 pub mod hash;
 pub mod manifest;
+pub mod store;
 pub mod walk;
 
 pub use error::{Code, Error, Result};

@@ -12,6 +12,7 @@ use pyo3::types::PyString;
 use snapdir_core as core;
 
 mod errors;
+mod local;
 use errors::to_py_err;
 
 /// Kind of a manifest entry: `PathType.File` or `PathType.Directory`.
@@ -133,6 +134,27 @@ impl Manifest {
                 checksum: e.checksum_hex(),
                 size: e.size,
             })
+            .collect()
+    }
+
+    /// The distinct objects the snapshot references: `[(checksum, size)]`.
+    fn objects(&self) -> Vec<(String, u64)> {
+        self.inner
+            .objects()
+            .iter()
+            .map(|(d, s)| (core::manifest::to_hex(d), *s))
+            .collect()
+    }
+
+    /// For each distinct object, the first file holding it: `[(checksum, rel_path, size)]`
+    /// where `rel_path` is relative to the snapshot root (no leading `./`).
+    fn object_sources(&self) -> Vec<(String, String, u64)> {
+        let mut seen = std::collections::HashSet::new();
+        self.inner
+            .entries()
+            .iter()
+            .filter(|e| e.kind == core::Kind::File && seen.insert(e.checksum))
+            .map(|e| (e.checksum_hex(), e.rel().to_owned(), e.size))
             .collect()
     }
 
@@ -327,6 +349,12 @@ fn _snapdir(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(manifest_size, m)?)?;
     m.add_function(wrap_pyfunction!(blake3_hex, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_class::<local::CheckoutPlan>()?;
+    m.add_function(wrap_pyfunction!(local::store_put_objects, m)?)?;
+    m.add_function(wrap_pyfunction!(local::store_get_object, m)?)?;
+    m.add_function(wrap_pyfunction!(local::store_verify_objects, m)?)?;
+    m.add_function(wrap_pyfunction!(local::store_list, m)?)?;
+    m.add_function(wrap_pyfunction!(local::plan_checkout, m)?)?;
     m.add("EMPTY_CHECKSUM", core::manifest::EMPTY_CHECKSUM)?;
     Ok(())
 }

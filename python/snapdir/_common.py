@@ -1,0 +1,142 @@
+"""Plumbing shared by the operations: opening stores, moving objects between stores,
+and the result records the CLI prints with ``--json``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._errors import InvalidArgumentError
+from ._types import SnapshotId, StoreUri
+
+if TYPE_CHECKING:
+    from .stores import Store
+    from .stores._base import ProgressFn
+
+__all__ = ["DEFAULT_JOBS", "OpStats", "as_id", "open_wrapped", "transfer_objects"]
+
+DEFAULT_JOBS = 32
+
+
+class OpStats:
+    """What an operation did, for ``--json`` output and benchmarks."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.fields: dict[str, Any] = dict(fields)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.fields[key]
+
+    def update(self, **fields: Any) -> None:
+        self.fields.update(fields)
+
+
+def as_id(value: str) -> SnapshotId:
+    return SnapshotId(value)
+
+
+def open_wrapped(uri: str | StoreUri | Store, jobs: int = DEFAULT_JOBS) -> Store:
+    """Open a store by URI (or take an opened one) wrapped with retries and the
+    concurrency limit; local stores are used as they are."""
+    from .stores import Capability, Store, open_store
+
+    if isinstance(uri, str):
+        store: Store = open_store(uri)
+    elif isinstance(uri, Store):
+        store = uri
+    else:
+        raise InvalidArgumentError(f"not a store or store URI: {uri!r}", code="INVALID_STORE")
+    if jobs < 1:
+        raise InvalidArgumentError(f"jobs must be at least 1, not {jobs}", code="INVALID_ARGUMENT")
+    if store.capabilities & Capability.LOCAL:
+        return store
+    try:
+        from .stores._wrappers import wrap
+    except ImportError:  # pragma: no cover - wrappers ship with the package
+        return store
+    return wrap(store, jobs=jobs)
+
+
+def unwrap(store: Store) -> Store:
+    """The innermost store of a wrapper chain."""
+    seen = store
+    while hasattr(seen, "inner"):
+        seen = seen.inner
+    return seen
+
+
+async def missing_objects(store: Store, checksums: Sequence[str]) -> set[str]:
+    """Which of ``checksums`` the store lacks, as cheaply as the store allows."""
+    from .stores import Capability
+
+    fn = getattr(store, "missing_objects", None)
+    if fn is not None:
+        return set(await fn(checksums))
+    if store.capabilities & Capability.LIST_OBJECTS:
+        have = await store.list_objects()
+        return {c for c in checksums if c not in have}
+    out: set[str] = set()
+    for c in checksums:
+        if not await store.has_object(c):
+            out.add(c)
+    return out
+
+
+async def transfer_objects(
+    src: Store,
+    dst: Store,
+    objects: Sequence[tuple[str, int]],
+    *,
+    jobs: int = DEFAULT_JOBS,
+    progress: ProgressFn | None = None,
+) -> int:
+    """Copy the objects ``dst`` lacks from ``src``; every byte is verified on the way
+    (by ``src.get_object`` and again by ``dst.put_object``). Returns how many were copied."""
+    from .stores import Capability, ObjectPut
+    from .stores._base import for_each_limited
+    from .stores.file import FileStore
+
+    import tempfile
+
+    wanted = await missing_objects(dst, [c for c, _ in objects])
+    todo = [(c, s) for c, s in objects if c in wanted]
+    if not todo:
+        return 0
+    s_in, d_in = unwrap(src), unwrap(dst)
+    if isinstance(s_in, FileStore) and isinstance(d_in, FileStore):
+        s_in.require()
+        await d_in.put_objects(
+            [ObjectPut(c, s_in.object_path(c), size) for c, size in todo],
+            progress=progress,
+            from_tree=False,
+        )
+        return len(todo)
+    if isinstance(d_in, FileStore):
+        os.makedirs(d_in.root, exist_ok=True)
+        tmpdir = tempfile.mkdtemp(prefix=".snapdir-in-", dir=d_in.root)
+    else:
+        tmpdir = tempfile.mkdtemp(prefix="snapdir-sync-")
+    try:
+
+        async def one(obj: tuple[str, int]) -> None:
+            c, size = obj
+            tmp = os.path.join(tmpdir, c)
+            await src.get_object(c, tmp)
+            if isinstance(d_in, FileStore):
+                await d_in.adopt_object(c, tmp)
+            else:
+                try:
+                    await dst.put_object(c, tmp, size)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+            if progress is not None:
+                progress(1, size)
+
+        await for_each_limited(todo, one, jobs if not (dst.capabilities & Capability.LOCAL) else 8)
+    finally:
+        import shutil
+
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return len(todo)

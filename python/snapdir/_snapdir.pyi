@@ -1,0 +1,130 @@
+"""Stubs of the private extension module ``snapdir._snapdir`` (the Rust core's binding).
+
+Checked against the compiled module by ``python -m mypy.stubtest snapdir._snapdir``.
+"""
+
+from typing import ClassVar, final
+
+__all__ = [
+    "EMPTY_CHECKSUM",
+    "CancelToken",
+    "Hasher",
+    "Manifest",
+    "ManifestEntry",
+    "PathType",
+    "Progress",
+    "blake3_hex",
+    "id_from_manifest",
+    "manifest_size",
+    "version",
+    "walk",
+]
+
+EMPTY_CHECKSUM: str
+
+@final
+class PathType:
+    """Kind of a manifest entry."""
+
+    File: ClassVar[PathType]
+    Directory: ClassVar[PathType]
+    @property
+    def name(self) -> str:
+        """``"File"`` or ``"Directory"``."""
+
+    def __int__(self) -> int: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class ManifestEntry:
+    """One manifest line; immutable."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def path_type(self) -> PathType: ...
+    @property
+    def permissions(self) -> int: ...
+    @property
+    def checksum(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class Manifest:
+    """A validated manifest; entries stay in Rust until ``.entries`` is read."""
+
+    @classmethod
+    def parse(cls, text: str) -> Manifest:
+        """Parse manifest text (CRLF, blank lines, ``#`` comments accepted; re-sorted).
+
+        Raises ``InvalidArgumentError`` (a ``ValueError``) naming the first bad line.
+        """
+
+    @property
+    def raw(self) -> str:
+        """The canonical text: lines joined by ``\\n``, no trailing newline."""
+
+    @property
+    def id(self) -> str:
+        """The snapshot id: BLAKE3 of ``raw + "\\n"``."""
+
+    @property
+    def entries(self) -> list[ManifestEntry]:
+        """The entries sorted by path (a new list on each access)."""
+
+    def __len__(self) -> int: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class CancelToken:
+    """A flag a running Rust operation polls; set it to stop the operation early."""
+
+    def __new__(cls) -> CancelToken: ...
+    def cancel(self) -> None: ...
+    @property
+    def cancelled(self) -> bool: ...
+
+@final
+class Progress:
+    """Counters a running operation updates (files and bytes done)."""
+
+    def __new__(cls) -> Progress: ...
+    @property
+    def files(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+
+@final
+class Hasher:
+    """Streaming BLAKE3."""
+
+    def __new__(cls) -> Hasher: ...
+    def update(self, data: bytes) -> None: ...
+    def hexdigest(self) -> str: ...
+
+def walk(
+    path: str,
+    no_follow: bool = False,
+    absolute: bool = False,
+    exclude: list[str] = ...,
+    cancel: CancelToken | None = None,
+    progress: Progress | None = None,
+) -> tuple[Manifest, list[str]]:
+    """Walk and hash ``path``; returns the manifest and warnings (dangling links)."""
+
+def id_from_manifest(m: Manifest | str) -> str:
+    """The snapshot id of a manifest or of manifest text."""
+
+def manifest_size(m: Manifest) -> tuple[int, int, int, int]:
+    """``(logical_bytes, physical_bytes, files, objects)``."""
+
+def blake3_hex(data: bytes) -> str:
+    """BLAKE3 of ``data`` as 64 lowercase hex."""
+
+def version() -> str:
+    """The core library version."""

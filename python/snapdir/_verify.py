@@ -1,0 +1,80 @@
+"""``verify`` (re-hash a snapshot's objects) and ``size`` (how big a snapshot or store is)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._common import DEFAULT_JOBS, open_wrapped
+from ._errors import HashMismatchError, NotFoundError, SnapdirError
+from ._types import SizeStats, SnapshotId, StoreUri
+
+if TYPE_CHECKING:
+    from .stores import Store
+
+__all__ = ["VerifyFailed", "size", "verify", "verify_report"]
+
+
+def VerifyFailed(snapshot_id: str, store: object, problems: dict[str, str]) -> SnapdirError:  # noqa: N802
+    """The error for a snapshot with missing or corrupt objects (``.problems`` lists them)."""
+    corrupt = sorted(c for c, p in problems.items() if p == "corrupt")
+    missing = sorted(c for c, p in problems.items() if p == "missing")
+    parts = []
+    if corrupt:
+        parts.append(f"{len(corrupt)} corrupt object(s): {', '.join(corrupt[:10])}")
+    if missing:
+        parts.append(f"{len(missing)} missing object(s): {', '.join(missing[:10])}")
+    msg = (
+        f"snapshot {snapshot_id} in {store} is damaged: {'; '.join(parts)} "
+        "(re-push it with --repair from a good copy)"
+    )
+    exc: SnapdirError = HashMismatchError(msg) if corrupt else NotFoundError(msg)
+    exc.problems = problems  # type: ignore[attr-defined]
+    return exc
+
+
+async def verify_report(
+    snapshot_id: str, store: str | StoreUri | Store, *, jobs: int = DEFAULT_JOBS
+) -> dict[str, str]:
+    """``{checksum: "missing" | "corrupt"}`` for the snapshot (raises if the manifest itself
+    is missing or does not hash to its id)."""
+    sid = SnapshotId(snapshot_id)
+    st = open_wrapped(store, jobs)
+    m = await st.get_manifest(sid)
+    return await st.verify_objects(m.objects(), jobs=jobs)
+
+
+async def verify(
+    snapshot_id: str, store: str | StoreUri | Store, *, jobs: int = DEFAULT_JOBS
+) -> bool:
+    """Re-hash every object of the snapshot (streamed). Returns ``True`` or raises:
+    :class:`HashMismatchError` if an object (or the manifest) is corrupt, :class:`NotFoundError`
+    if one is missing; the exception's ``.problems`` maps checksums to what is wrong."""
+    problems = await verify_report(snapshot_id, store, jobs=jobs)
+    if problems:
+        raise VerifyFailed(str(SnapshotId(snapshot_id)), store, problems)
+    return True
+
+
+async def size(
+    store: str | StoreUri | Store, id: str | None = None, *, jobs: int = DEFAULT_JOBS
+) -> SizeStats:
+    """Sizes of snapshot ``id`` in ``store``, or of the whole store: logical bytes are every
+    file of every snapshot, physical bytes each distinct object once."""
+    st = open_wrapped(store, jobs)
+    ids = [str(SnapshotId(id))] if id is not None else await st.list_manifests()
+    seen: dict[str, int] = {}
+    logical = files = 0
+    for sid in ids:
+        m = await st.get_manifest(sid)
+        for c, s in m.objects():
+            seen[c] = s
+        lg, _, nf, _ = _manifest_size(m)
+        logical += lg
+        files += nf
+    return SizeStats(logical, sum(seen.values()), files, len(seen))
+
+
+def _manifest_size(m: object) -> tuple[int, int, int, int]:
+    from ._snapdir import manifest_size
+
+    return manifest_size(m)  # type: ignore[arg-type]

@@ -1,0 +1,320 @@
+"""The store protocol: what every backend (file, s3, gs, b2, third-party) implements.
+
+A store holds two kinds of things under its URI (SPEC §4):
+
+* objects: file contents, keyed by their BLAKE3 hex (``.objects/abc/def/ghi/<rest>``);
+* manifests: snapshot texts, keyed by snapshot id (``.manifests/abc/def/ghi/<rest>``),
+  stored as the manifest text plus one newline.
+
+The contract, which the conformance suite in :mod:`snapdir.testing` checks for every
+backend:
+
+1. An object is only ever visible under its key with content that hashes to that key. A
+   backend hashes the bytes it actually sends and makes the object visible only if they
+   match (temporary name + rename, or a conditional/atomic upload it can abort).
+2. Manifests are written by the operations only after every object they reference is
+   present; a backend never needs to check this itself.
+3. Writes are idempotent: putting an existing key again is harmless and leaves one copy;
+   concurrent writers of the same key are safe.
+4. Every byte read is verified against its key before it is handed back.
+5. A missing key raises :class:`snapdir.NotFoundError` (also ``FileNotFoundError``); any other
+   failure raises :class:`snapdir.StoreError` naming the URI and key.
+
+Methods are coroutines; blocking SDK calls run in worker threads. Batch methods
+(``put_objects``, ``get_objects``, ``verify_objects``) have default implementations on
+:class:`BaseStore` that run the single-object methods concurrently behind ``jobs``; a
+backend overrides them when it can do better (the file store does a whole batch in one
+Rust call).
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
+
+from .._errors import HashMismatchError, InvalidArgumentError, NotFoundError, StoreError
+from .._types import StoreUri
+
+if TYPE_CHECKING:
+    from .._snapdir import Manifest
+
+if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup
+
+T = TypeVar("T")
+
+__all__ = [
+    "BaseStore",
+    "for_each_limited",
+    "Capability",
+    "ObjectPut",
+    "ObjectGet",
+    "ProgressFn",
+    "Store",
+    "TransientStoreError",
+    "manifest_key",
+    "object_key",
+    "split_key",
+]
+
+ProgressFn = Callable[[int, int], None]
+"""Called as ``progress(files_done_delta, bytes_done_delta)`` while a batch runs."""
+
+
+class Capability(enum.Flag):
+    """Optional abilities a store declares (the operations use them, never assume them)."""
+
+    NONE = 0
+    #: ``list_objects()`` is implemented and cheaper than one ``has_object`` per key.
+    LIST_OBJECTS = enum.auto()
+    #: Creating a key can be made conditional on its absence (S3 If-None-Match, GCS
+    #: generation 0): a racing writer never overwrites.
+    CONDITIONAL_PUT = enum.auto()
+    #: Objects can be copied inside the store without passing through this machine.
+    SERVER_SIDE_COPY = enum.auto()
+    #: The store lives on this machine's file system (``file://``).
+    LOCAL = enum.auto()
+
+
+def split_key(hex_digest: str) -> str:
+    """``abc/def/ghi/<rest>``: the 3/3/3/rest sharding of SPEC §4."""
+    h = hex_digest
+    return f"{h[0:3]}/{h[3:6]}/{h[6:9]}/{h[9:]}"
+
+
+def object_key(checksum: str) -> str:
+    """Key of an object under a store's prefix."""
+    return ".objects/" + split_key(checksum)
+
+
+def manifest_key(snapshot_id: str) -> str:
+    """Key of a manifest under a store's prefix."""
+    return ".manifests/" + split_key(snapshot_id)
+
+
+class TransientStoreError(StoreError):
+    """A store failure that is worth retrying: throttling (429, SlowDown), a 5xx answer, a
+    reset connection, a timeout, a body stream broken mid-way.
+
+    Backends raise it (or expose ``is_transient(exc)``) so that one wrapper,
+    :class:`snapdir.stores._wrappers.RetryingStore`, does the waiting for every backend
+    instead of each one looping on its own. ``retry_after`` carries the service's
+    ``Retry-After`` in seconds when it sent one. It is a :class:`snapdir.StoreError`, so code
+    that does not retry still sees an ordinary store error.
+    """
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class ObjectPut:
+    """One object to upload: its checksum, the local file holding it, and its size."""
+
+    __slots__ = ("checksum", "size", "source")
+
+    def __init__(self, checksum: str, source: str, size: int) -> None:
+        self.checksum = checksum
+        self.source = source
+        self.size = size
+
+
+class ObjectGet:
+    """One object to download into ``dest`` (a temporary file the caller owns)."""
+
+    __slots__ = ("checksum", "dest", "size")
+
+    def __init__(self, checksum: str, dest: str, size: int) -> None:
+        self.checksum = checksum
+        self.dest = dest
+        self.size = size
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The async store protocol. See the module docstring for the contract."""
+
+    uri: StoreUri
+    capabilities: Capability
+
+    async def has_object(self, checksum: str) -> bool:
+        """Whether the object exists (no content check; ``verify_objects`` does that)."""
+        ...
+
+    async def put_object(self, checksum: str, source: str, size: int) -> None:
+        """Upload the file ``source`` as object ``checksum``, streaming.
+
+        Hashes the bytes actually sent; if they do not hash to ``checksum`` (the file changed
+        since it was walked) nothing becomes visible and :class:`snapdir.InFluxError` is
+        raised. Idempotent: an existing object is left as it is.
+        """
+        ...
+
+    async def get_object(self, checksum: str, dest: str) -> None:
+        """Download object ``checksum`` into the local file ``dest`` (created or truncated),
+        streaming and verifying. :class:`snapdir.HashMismatchError` if the bytes do not hash
+        to the key (``dest`` is then removed); :class:`snapdir.NotFoundError` if absent."""
+        ...
+
+    async def has_manifest(self, snapshot_id: str) -> bool:
+        """Whether the snapshot's manifest exists (a complete snapshot, by invariant 2)."""
+        ...
+
+    async def get_manifest(self, snapshot_id: str) -> Manifest:
+        """The snapshot's manifest, parsed and verified to hash to ``snapshot_id``
+        (:class:`snapdir.HashMismatchError` otherwise; ``NotFoundError`` if absent)."""
+        ...
+
+    async def put_manifest(self, snapshot_id: str, text: str) -> None:
+        """Store ``text`` (manifest text without trailing newline) as the manifest of
+        ``snapshot_id``; written atomically (whole or not at all). Idempotent."""
+        ...
+
+    async def list_manifests(self) -> list[str]:
+        """Every snapshot id in the store, sorted."""
+        ...
+
+    async def list_objects(self) -> set[str]:
+        """Every object checksum in the store (only with :attr:`Capability.LIST_OBJECTS`)."""
+        ...
+
+    async def put_objects(
+        self, items: Sequence[ObjectPut], *, jobs: int = 32, progress: ProgressFn | None = None
+    ) -> None:
+        """Upload many objects; same guarantees as :meth:`put_object` for each."""
+        ...
+
+    async def get_objects(
+        self, items: Sequence[ObjectGet], *, jobs: int = 32, progress: ProgressFn | None = None
+    ) -> None:
+        """Download many objects; same guarantees as :meth:`get_object` for each."""
+        ...
+
+    async def verify_objects(
+        self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
+    ) -> dict[str, str]:
+        """Re-hash the given ``(checksum, size)`` objects, streaming. Returns the problems:
+        ``{checksum: "missing" | "corrupt"}`` (empty when all are sound)."""
+        ...
+
+    def request_count(self) -> int:
+        """Requests sent to the service so far (0 for local stores)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and threads."""
+        ...
+
+
+class BaseStore:
+    """Helpers and default batch implementations for backends."""
+
+    uri: StoreUri
+    capabilities: Capability = Capability.NONE
+
+    def __init__(self, uri: StoreUri) -> None:
+        self.uri = uri
+        self._requests = 0
+
+    # -- to be provided by the backend ---------------------------------------------------
+    async def has_object(self, checksum: str) -> bool:
+        raise NotImplementedError
+
+    async def put_object(self, checksum: str, source: str, size: int) -> None:
+        raise NotImplementedError
+
+    async def get_object(self, checksum: str, dest: str) -> None:
+        raise NotImplementedError
+
+    async def list_objects(self) -> set[str]:
+        raise StoreError(f"{self.uri} cannot list its objects")
+
+    # -- defaults ---------------------------------------------------------------------------
+    async def put_objects(
+        self, items: Sequence[ObjectPut], *, jobs: int = 32, progress: ProgressFn | None = None
+    ) -> None:
+        async def one(it: ObjectPut) -> None:
+            await self.put_object(it.checksum, it.source, it.size)
+            if progress is not None:
+                progress(1, it.size)
+
+        await for_each_limited(items, one, jobs)
+
+    async def get_objects(
+        self, items: Sequence[ObjectGet], *, jobs: int = 32, progress: ProgressFn | None = None
+    ) -> None:
+        async def one(it: ObjectGet) -> None:
+            await self.get_object(it.checksum, it.dest)
+            if progress is not None:
+                progress(1, it.size)
+
+        await for_each_limited(items, one, jobs)
+
+    async def verify_objects(
+        self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
+    ) -> dict[str, str]:
+        import os
+        import tempfile
+
+        problems: dict[str, str] = {}
+
+        async def one(obj: tuple[str, int]) -> None:
+            checksum = obj[0]
+            fd, tmp = tempfile.mkstemp(prefix="snapdir-verify-")
+            os.close(fd)
+            try:
+                await self.get_object(checksum, tmp)
+            except NotFoundError:
+                problems[checksum] = "missing"
+            except HashMismatchError:
+                problems[checksum] = "corrupt"
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+
+        await for_each_limited(objects, one, jobs)
+        return problems
+
+    def request_count(self) -> int:
+        return self._requests
+
+    async def aclose(self) -> None:
+        return None
+
+    def _check_hex(self, value: str, what: str) -> None:
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise InvalidArgumentError(
+                f"invalid {what} {value!r} for {self.uri}", code="INVALID_ID"
+            )
+
+
+async def for_each_limited(
+    items: Iterable[T], fn: Callable[[T], Awaitable[None]], limit: int
+) -> None:
+    """Await ``fn(item)`` for every item with at most ``limit`` in flight (a fixed pool of
+    workers pulling from one iterator: no task per item). The first error cancels the rest
+    and is raised as itself (not wrapped in an exception group)."""
+    import anyio
+
+    it = iter(items)
+
+    async def worker() -> None:
+        for item in it:
+            await fn(item)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(max(1, limit)):
+                tg.start_soon(worker)
+    except BaseExceptionGroup as eg:
+        raise _first_leaf(eg) from None
+
+
+def _first_leaf(eg: BaseException) -> BaseException:
+    while isinstance(eg, BaseExceptionGroup) and eg.exceptions:
+        eg = eg.exceptions[0]
+    return eg

@@ -1,0 +1,362 @@
+"""Retry and concurrency limits as wrappers around any store.
+
+Backends only *classify* failures (raise :class:`TransientStoreError` or answer
+``is_transient(exc)``); they never loop. Waiting and limiting live here, once, so every
+backend (built-in or third-party) gets the same behaviour — the shape of restic's
+``backend/retry`` and ``backend/sema``.
+
+* :class:`RetryingStore` retries each single-object call with jittered exponential backoff
+  and a long overall budget (default: 0.2 s doubling to a 30 s ceiling, giving up after 10
+  minutes), honouring ``Retry-After``. Every store method is idempotent (content-addressed
+  keys), so retrying a call that may have succeeded is safe.
+* :class:`LimitedStore` puts one bound on the calls in flight, whichever method or batch
+  they come from, so a push that runs ``put_objects`` and ``has_object`` at once still
+  opens at most ``jobs`` connections.
+
+:func:`wrap` stacks them the way the operations want: ``LimitedStore(RetryingStore(s))`` —
+the limit outside, so a call that is sleeping between attempts keeps its slot and a
+throttled service sees fewer requests, not a queue of new ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .._errors import StoreError
+from .._types import StoreUri
+from ._base import (
+    Capability,
+    ObjectGet,
+    ObjectPut,
+    ProgressFn,
+    Store,
+    TransientStoreError,
+    for_each_limited,
+)
+
+if TYPE_CHECKING:
+    import anyio
+
+    from .._snapdir import Manifest
+
+__all__ = [
+    "LimitedStore",
+    "RetryPolicy",
+    "RetryingStore",
+    "TransientStoreError",
+    "is_transient",
+    "unwrap",
+    "wrap",
+]
+
+T = TypeVar("T")
+
+_log = logging.getLogger("snapdir.stores")
+
+DEFAULT_JOBS = 32
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long and how often :class:`RetryingStore` retries a transient failure.
+
+    The n-th wait (n = 1, 2, ...) is drawn uniformly from
+    ``[base_delay, min(max_delay, base_delay * multiplier ** n)]`` ("full jitter" with a
+    floor): many workers throttled at the same moment spread out instead of retrying in
+    lock-step, and none hammers the service with zero-length waits. A ``Retry-After`` from
+    the service raises the wait to at least that. The call gives up when the next wait would
+    end after ``max_elapsed`` seconds since the first attempt, or after ``max_attempts``
+    attempts when that is set.
+
+    The budget is long on purpose: a push of a large tree should ride out a few minutes of
+    throttling or a flapping network rather than fail and start over.
+    """
+
+    base_delay: float = 0.2
+    max_delay: float = 30.0
+    max_elapsed: float = 600.0
+    max_attempts: int | None = None
+    multiplier: float = 2.0
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        """The wait before attempt ``attempt + 1`` (``attempt`` >= 1 failed so far)."""
+        ceiling = min(self.max_delay, self.base_delay * self.multiplier**attempt)
+        wait = rng.uniform(min(self.base_delay, ceiling), ceiling)
+        if retry_after is not None and retry_after > wait:
+            wait = retry_after
+        return max(0.0, wait)
+
+
+def is_transient(store: object, exc: BaseException) -> bool:
+    """Whether ``exc`` raised by ``store`` is worth retrying.
+
+    A :class:`TransientStoreError` always is; otherwise the store's own ``is_transient``
+    (when it has one) decides, which lets a third-party backend classify SDK exceptions
+    without converting them.
+    """
+    if isinstance(exc, TransientStoreError):
+        return True
+    classify = getattr(store, "is_transient", None)
+    if callable(classify):
+        return bool(classify(exc))
+    return False
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    value = getattr(exc, "retry_after", None)
+    if isinstance(value, (int, float)) and value >= 0:
+        return float(value)
+    return None
+
+
+def unwrap(store: Store) -> Store:
+    """The innermost store under any number of wrappers."""
+    while isinstance(store, _StoreWrapper):
+        store = store.inner
+    return store
+
+
+class _StoreWrapper:
+    """Delegates everything to ``inner``; subclasses decide how each call runs.
+
+    The batch methods are re-expressed as single calls through ``self`` so that the
+    wrapper's policy (retry, limit) applies per object — except for local stores, whose
+    batches are one native call that a per-object split would only slow down.
+    """
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.uri: StoreUri = inner.uri
+
+    @property
+    def capabilities(self) -> Capability:
+        """The inner store's, read live (a backend may drop one it found unsupported)."""
+        return self.inner.capabilities
+
+    @capabilities.setter
+    def capabilities(self, value: Capability) -> None:
+        self.inner.capabilities = value
+
+    def _local(self) -> bool:
+        return Capability.LOCAL in self.inner.capabilities
+
+    async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Run one call to the inner store under this wrapper's policy."""
+        return await fn(*args, **kwargs)
+
+    async def has_object(self, checksum: str) -> bool:
+        return await self._run(self.inner.has_object, checksum)
+
+    async def put_object(self, checksum: str, source: str, size: int) -> None:
+        await self._run(self.inner.put_object, checksum, source, size)
+
+    async def get_object(self, checksum: str, dest: str) -> None:
+        await self._run(self.inner.get_object, checksum, dest)
+
+    async def has_manifest(self, snapshot_id: str) -> bool:
+        return await self._run(self.inner.has_manifest, snapshot_id)
+
+    async def get_manifest(self, snapshot_id: str) -> Manifest:
+        return await self._run(self.inner.get_manifest, snapshot_id)
+
+    async def put_manifest(self, snapshot_id: str, text: str) -> None:
+        await self._run(self.inner.put_manifest, snapshot_id, text)
+
+    async def list_manifests(self) -> list[str]:
+        return await self._run(self.inner.list_manifests)
+
+    async def list_objects(self) -> set[str]:
+        return await self._run(self.inner.list_objects)
+
+    async def put_objects(
+        self, items: Sequence[ObjectPut], *, jobs: int = 32, progress: ProgressFn | None = None
+    ) -> None:
+        if self._local():
+            await self._run(self.inner.put_objects, items, jobs=jobs, progress=progress)
+            return
+
+        async def one(it: ObjectPut) -> None:
+            await self.put_object(it.checksum, it.source, it.size)
+            if progress is not None:
+                progress(1, it.size)
+
+        await for_each_limited(items, one, self._batch_jobs(jobs))
+
+    async def get_objects(
+        self, items: Sequence[ObjectGet], *, jobs: int = 32, progress: ProgressFn | None = None
+    ) -> None:
+        if self._local():
+            await self._run(self.inner.get_objects, items, jobs=jobs, progress=progress)
+            return
+
+        async def one(it: ObjectGet) -> None:
+            await self.get_object(it.checksum, it.dest)
+            if progress is not None:
+                progress(1, it.size)
+
+        await for_each_limited(items, one, self._batch_jobs(jobs))
+
+    async def verify_objects(
+        self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
+    ) -> dict[str, str]:
+        if self._local():
+            return await self._run(self.inner.verify_objects, objects, jobs=jobs)
+        problems: dict[str, str] = {}
+
+        async def one(obj: tuple[str, int]) -> None:
+            # One object per inner call: the backend keeps its own way of verifying
+            # (streamed hashing for cloud stores) and the policy applies per object.
+            problems.update(await self._verify_one(obj))
+
+        await for_each_limited(objects, one, self._batch_jobs(jobs))
+        return problems
+
+    async def _verify_one(self, obj: tuple[str, int]) -> dict[str, str]:
+        return await self._run(self.inner.verify_objects, [obj], jobs=1)
+
+    def _batch_jobs(self, jobs: int) -> int:
+        return max(1, jobs)
+
+    def request_count(self) -> int:
+        return self.inner.request_count()
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return is_transient(self.inner, exc)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+
+class RetryingStore(_StoreWrapper):
+    """Retries transient failures of any store (see :class:`RetryPolicy`).
+
+    Only failures the backend classifies as transient are retried; ``NotFoundError``,
+    ``HashMismatchError``, ``InFluxError`` and every other error pass through at once. When
+    the budget runs out the last failure is raised as a plain :class:`snapdir.StoreError`
+    (not transient, so an outer retry layer does not start over) naming the URI, the call
+    and how long it tried.
+    """
+
+    def __init__(
+        self,
+        inner: Store,
+        policy: RetryPolicy | None = None,
+        *,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(inner)
+        self.policy = policy if policy is not None else RetryPolicy()
+        self._rng = rng if rng is not None else random.Random()
+        self._sleep = sleep
+        #: Retries done so far (attempts beyond the first), for logs and tests.
+        self.retries = 0
+
+    async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        import anyio
+
+        policy = self.policy
+        start = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as exc:
+                if not is_transient(self.inner, exc):
+                    raise
+                attempt += 1
+                elapsed = time.monotonic() - start
+                wait = policy.delay(attempt, _retry_after(exc), self._rng)
+                out_of_attempts = policy.max_attempts is not None and attempt >= policy.max_attempts
+                if out_of_attempts or elapsed + wait > policy.max_elapsed:
+                    what = _describe(fn, args)
+                    raise StoreError(
+                        f"{self.uri}: {what} failed after {attempt} attempt(s) over "
+                        f"{elapsed:.1f}s: {exc}"
+                    ) from exc
+                _log.info(
+                    "%s: %s failed (%s); retry %d in %.2fs",
+                    self.uri,
+                    _describe(fn, args),
+                    exc,
+                    attempt,
+                    wait,
+                )
+                self.retries += 1
+                await (self._sleep or anyio.sleep)(wait)
+
+
+def _describe(fn: Callable[..., object], args: tuple[Any, ...]) -> str:
+    name = getattr(fn, "__name__", "call")
+    if args and isinstance(args[0], str):
+        return f"{name}({args[0]})"
+    return name
+
+
+class LimitedStore(_StoreWrapper):
+    """At most ``jobs`` calls to the inner store in flight, across every method.
+
+    Batch calls are split into single calls that each take a slot, so concurrent batches and
+    single calls share the one limit. The semaphore is created per event loop (an
+    ``anyio.lowlevel.RunVar``), so one store object can be used from successive
+    ``anyio.run`` calls and from asyncio or trio.
+
+    On construction the limit is passed down as a hint to a backend that sizes a connection
+    pool (``set_max_concurrency(jobs)``), so the pool and the limit agree.
+    """
+
+    def __init__(self, inner: Store, jobs: int = DEFAULT_JOBS) -> None:
+        if jobs < 1:
+            raise ValueError(f"jobs must be at least 1, not {jobs}")
+        super().__init__(inner)
+        self.jobs = jobs
+        from anyio.lowlevel import RunVar
+
+        self._sem_var: RunVar[anyio.Semaphore] = RunVar(f"snapdir-limit-{id(self)}")
+        hint = getattr(unwrap(inner), "set_max_concurrency", None)
+        if callable(hint):
+            hint(jobs)
+
+    def _semaphore(self) -> anyio.Semaphore:
+        import anyio
+
+        try:
+            return self._sem_var.get()
+        except LookupError:
+            sem = anyio.Semaphore(self.jobs)
+            self._sem_var.set(sem)
+            return sem
+
+    async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        async with self._semaphore():
+            return await fn(*args, **kwargs)
+
+    def _batch_jobs(self, jobs: int) -> int:
+        return max(1, min(jobs, self.jobs))
+
+
+def wrap(
+    store: Store,
+    *,
+    jobs: int = DEFAULT_JOBS,
+    retry: bool | RetryPolicy = True,
+) -> Store:
+    """The store as the operations use it: retries (unless ``retry=False``; a
+    :class:`RetryPolicy` customises them) inside one concurrency limit of ``jobs``.
+
+    Local stores are not retried: a full disk or a permission error does not get better by
+    waiting.
+    """
+    inner: Store = store
+    if retry is not False and Capability.LOCAL not in store.capabilities:
+        policy = retry if isinstance(retry, RetryPolicy) else None
+        inner = RetryingStore(inner, policy)
+    return LimitedStore(inner, jobs)

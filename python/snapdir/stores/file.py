@@ -1,0 +1,254 @@
+"""The ``file://`` store: a directory on this machine, byte-compatible with snapdir 1.x.
+
+Every batch is one Rust call with the interpreter released (copy-while-hashing, temporary
+name + rename, objects 0644). ``durable=True`` (or ``SNAPDIR_DURABLE=1``) additionally
+``fsync``s each object and its directory before the manifest is written, so a power loss
+cannot leave a manifest whose objects are not on disk; it costs roughly one disk flush per
+object, so it is off by default (a crash then may lose recent objects, but never exposes a
+wrong one: a later ``verify`` or ``push --repair`` finds and fixes the gap).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from .. import _snapdir
+from .._errors import HashMismatchError, InvalidArgumentError, NotFoundError, StoreError
+from .._manifest import run_cancellable
+from .._types import StoreUri
+from ._base import BaseStore, Capability, ObjectGet, ObjectPut, ProgressFn, for_each_limited
+
+__all__ = ["FileStore"]
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class FileStore(BaseStore):
+    """A store in a local directory (``file:///abs/path``)."""
+
+    capabilities = Capability.LIST_OBJECTS | Capability.LOCAL
+
+    def __init__(self, uri: StoreUri | str, *, durable: bool | None = None) -> None:
+        u = StoreUri(uri)
+        if u.scheme != "file":
+            raise InvalidArgumentError(f"not a file:// URI: {u}", code="INVALID_STORE")
+        super().__init__(u)
+        self.root = u.path
+        self.durable = _env_flag("SNAPDIR_DURABLE") if durable is None else durable
+
+    # -- paths ----------------------------------------------------------------------------
+    def object_path(self, checksum: str) -> str:
+        from ._base import object_key
+
+        return os.path.join(self.root, object_key(checksum))
+
+    def manifest_path(self, snapshot_id: str) -> str:
+        from ._base import manifest_key
+
+        return os.path.join(self.root, manifest_key(snapshot_id))
+
+    def require(self) -> None:
+        """Raise a clear error when the store directory does not exist (reads only: a push
+        creates it)."""
+        if not os.path.isdir(self.root):
+            what = "is not a directory" if os.path.exists(self.root) else "does not exist"
+            raise StoreError(
+                f"no store at {self.uri}: {self.root} {what} "
+                "(check the URI, or push to it first)"
+            )
+
+    # -- objects --------------------------------------------------------------------------
+    async def has_object(self, checksum: str) -> bool:
+        self._check_hex(checksum, "checksum")
+        return os.path.isfile(self.object_path(checksum))
+
+    async def put_object(self, checksum: str, source: str, size: int) -> None:
+        await self.put_objects([ObjectPut(checksum, source, size)])
+
+    async def get_object(self, checksum: str, dest: str) -> None:
+        self._check_hex(checksum, "checksum")
+        self.require()
+        await run_cancellable(
+            lambda _t: _snapdir.store_get_object(self.root, checksum, os.fspath(dest))
+        )
+
+    async def put_objects(
+        self,
+        items: Sequence[ObjectPut],
+        *,
+        jobs: int = 32,
+        progress: ProgressFn | None = None,
+        from_tree: bool = True,
+        repair: bool = False,
+    ) -> None:
+        """All objects in one Rust call (parallel, verified). ``from_tree=False`` when the
+        sources are another store's objects (a mismatch is then corruption, not change)."""
+        batch = [(it.checksum, it.source, it.size) for it in items]
+        await run_with_progress(
+            lambda token, prog: _snapdir.store_put_objects(
+                self.root, batch, from_tree, self.durable, repair, token, prog
+            ),
+            progress,
+        )
+
+    async def get_objects(
+        self, items: Sequence[ObjectGet], *, jobs: int = 32, progress: ProgressFn | None = None
+    ) -> None:
+        self.require()
+
+        async def one(it: ObjectGet) -> None:
+            await self.get_object(it.checksum, it.dest)
+            if progress is not None:
+                progress(1, it.size)
+
+        await for_each_limited(items, one, min(jobs, 8))
+
+    async def adopt_object(self, checksum: str, tmp: str) -> None:
+        """Move an already-verified temporary file into place as object ``checksum``."""
+        dst = self.object_path(checksum)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.chmod(tmp, 0o644)
+        if self.durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, dst)
+
+    async def verify_objects(
+        self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
+    ) -> dict[str, str]:
+        self.require()
+        items = list(objects)
+        bad = await run_cancellable(
+            lambda token: _snapdir.store_verify_objects(self.root, items, token, None)
+        )
+        return dict(bad)
+
+    async def list_objects(self) -> set[str]:
+        self.require()
+        return set(await run_cancellable(lambda _t: _snapdir.store_list(self.root, "objects")))
+
+    async def missing_objects(self, checksums: Sequence[str]) -> set[str]:
+        # One stat per object is cheaper than listing a large local store.
+        return {c for c in checksums if not os.path.isfile(self.object_path(c))}
+
+    # -- manifests ------------------------------------------------------------------------
+    async def has_manifest(self, snapshot_id: str) -> bool:
+        self._check_hex(snapshot_id, "snapshot id")
+        return os.path.isfile(self.manifest_path(snapshot_id))
+
+    async def get_manifest(self, snapshot_id: str) -> _snapdir.Manifest:
+        self._check_hex(snapshot_id, "snapshot id")
+        self.require()
+        path = self.manifest_path(snapshot_id)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise NotFoundError(f"snapshot {snapshot_id} not found in {self.uri}") from None
+        except OSError as e:
+            raise StoreError(f"cannot read snapshot {snapshot_id} from {self.uri}: {e}") from e
+        return parse_stored_manifest(data, snapshot_id, self.uri)
+
+    async def put_manifest(self, snapshot_id: str, text: str) -> None:
+        self._check_hex(snapshot_id, "snapshot id")
+        path = self.manifest_path(snapshot_id)
+        data = (text + "\n").encode()
+        if _snapdir.blake3_hex(data) != snapshot_id:
+            raise HashMismatchError(
+                f"refusing to store a manifest that does not hash to {snapshot_id} in {self.uri}"
+            )
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}-{id(data)}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                if self.durable:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except OSError as e:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise StoreError(f"cannot write snapshot {snapshot_id} to {self.uri}: {e}") from e
+        if self.durable:
+            fd = os.open(os.path.dirname(path), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    async def list_manifests(self) -> list[str]:
+        self.require()
+        return list(await run_cancellable(lambda _t: _snapdir.store_list(self.root, "manifests")))
+
+
+def parse_stored_manifest(data: bytes, snapshot_id: str, uri: str) -> _snapdir.Manifest:
+    """Parse a manifest read from a store and check it hashes to ``snapshot_id``.
+
+    The id is computed over the canonical text, so CRLF line ends or comments in the stored
+    copy still verify; anything else is a :class:`HashMismatchError` naming store and id."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HashMismatchError(
+            f"snapshot {snapshot_id} in {uri}: the manifest is not UTF-8 text"
+        ) from None
+    try:
+        m = _snapdir.Manifest.parse(text)
+    except ValueError as e:
+        raise HashMismatchError(
+            f"snapshot {snapshot_id} in {uri}: the stored manifest is invalid: {e}"
+        ) from e
+    if m.id != snapshot_id:
+        raise HashMismatchError(
+            f"snapshot {snapshot_id} in {uri}: the stored manifest hashes to {m.id}"
+        )
+    return m
+
+
+async def run_with_progress(
+    fn: object,
+    progress: ProgressFn | None,
+) -> object:
+    """Run a Rust batch ``fn(token, progress_counters)`` in a worker thread, forwarding its
+    counters to ``progress`` every 100 ms (and once at the end)."""
+    import anyio
+
+    counters = _snapdir.Progress() if progress is not None else None
+    sent = [0, 0]
+
+    def flush() -> None:
+        if progress is None or counters is None:
+            return
+        f, b = counters.files, counters.bytes
+        if f != sent[0] or b != sent[1]:
+            progress(f - sent[0], b - sent[1])
+            sent[0], sent[1] = f, b
+
+    result: list[object] = []
+
+    async def run() -> None:
+        result.append(await run_cancellable(lambda token: fn(token, counters)))  # type: ignore[operator]
+
+    if progress is None:
+        await run()
+        return result[0]
+    async with anyio.create_task_group() as tg:
+
+        async def poll() -> None:
+            while True:
+                await anyio.sleep(0.1)
+                flush()
+
+        tg.start_soon(poll)
+        await run()
+        tg.cancel_scope.cancel()
+    flush()
+    return result[0]

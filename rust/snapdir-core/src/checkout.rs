@@ -1,0 +1,621 @@
+//! Materialising a snapshot into a directory (pull, checkout) — SPEC §5.
+//!
+//! Three steps, so that a broken or hostile store can neither write outside the destination
+//! nor leave half-verified files behind:
+//!
+//! 1. [`plan`] (read-only): compare the destination with the manifest (which `parse` has
+//!    already validated: normalised paths, no duplicates, parents present). Files already
+//!    right are kept; files that differ are conflicts — an error listing them unless `force`.
+//! 2. fill: every object still needed is written into a private staging directory inside
+//!    the destination and verified (by [`Plan::fill_from_store`] for `file://`, or by the
+//!    Python store for cloud backends). A bad object aborts here, before the tree is touched.
+//! 3. [`Plan::commit`]: directories are created and files renamed into place walking the
+//!    tree with directory descriptors and `O_NOFOLLOW`, so no existing link is ever followed.
+//!
+//! An interrupted run leaves at most a staging directory (removed by the next run) and files
+//! that are complete and verified; re-running finishes the job.
+
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use rayon::prelude::*;
+
+use crate::error::{display_path, escape_bytes, Code, Error, Result};
+use crate::fsx::{self, Dir, Kind as FsKind};
+use crate::hash::hash_stream;
+use crate::manifest::{to_hex, Digest, Entry, Kind, Manifest, EMPTY_CHECKSUM};
+use crate::store::{object_path, LocalOptions};
+
+/// Name prefix of the staging directory inside a destination.
+pub const STAGING_PREFIX: &str = ".snapdir-staging.";
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckoutOptions {
+    /// Overwrite local files that differ from the snapshot.
+    pub force: bool,
+    /// Remove local files and directories the snapshot does not have.
+    pub delete: bool,
+    /// Apply setuid, setgid and sticky bits (off by default: a store may be hostile).
+    pub preserve_special_bits: bool,
+    pub local: LocalOptions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Content and mode already right.
+    Keep,
+    /// Content right, mode to fix.
+    Chmod,
+    /// Content to write (the entry index refers to a needed object).
+    Write,
+    /// Directory to create.
+    Mkdir,
+    /// Directory exists.
+    DirOk,
+}
+
+/// One object the destination still needs, staged under `staging/<index>`.
+#[derive(Debug, Clone)]
+pub struct Needed {
+    pub checksum: Digest,
+    pub size: u64,
+    /// Number of files that take their content from this object.
+    pub uses: usize,
+}
+
+/// A checked plan for one destination.
+#[derive(Debug)]
+pub struct Plan {
+    manifest: Manifest,
+    dest: PathBuf,
+    actions: Vec<Action>,
+    /// Needed object per entry index (for `Write` entries).
+    object_of: Vec<Option<usize>>,
+    needed: Vec<Needed>,
+    /// Paths (relative, as in the manifest) that are in the way and will be replaced.
+    replace: Vec<usize>,
+    /// Extra local paths (relative to dest, raw bytes) to remove with `delete`.
+    extras: Vec<Vec<u8>>,
+    staging: Option<PathBuf>,
+    created_dest: bool,
+    opts: CheckoutOptions,
+}
+
+/// Summary of a finished checkout.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CheckoutStats {
+    pub files_written: u64,
+    pub files_kept: u64,
+    pub bytes_written: u64,
+    pub removed: u64,
+}
+
+fn rel_bytes(e: &Entry) -> &[u8] {
+    e.rel().as_bytes()
+}
+
+fn mode_of(e: &Entry, opts: &CheckoutOptions) -> u32 {
+    if opts.preserve_special_bits {
+        e.mode & 0o7777
+    } else {
+        e.mode & 0o777
+    }
+}
+
+/// Compares `dest` with `manifest` without writing anything (see the module docs).
+pub fn plan(manifest: &Manifest, dest: &Path, opts: &CheckoutOptions) -> Result<Plan> {
+    if manifest.is_absolute() {
+        return Err(Error::new(
+            Code::InvalidArgument,
+            "an absolute-path manifest cannot be checked out",
+        ));
+    }
+    let entries = manifest.entries();
+    let mut actions = vec![Action::Keep; entries.len()];
+    let mut conflicts: Vec<usize> = Vec::new();
+    let mut replace: Vec<usize> = Vec::new();
+    let mut extras = Vec::new();
+    let dest_exists = match fs::metadata(dest) {
+        Ok(m) if m.is_dir() => true,
+        Ok(_) => {
+            return Err(Error::new(
+                Code::InvalidArgument,
+                format!("destination {} exists and is not a directory", display_path(dest)),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Error::io("cannot access destination", dest, e)),
+    };
+    // Walk the manifest in order (a depth-first pre-order, since paths sort with their
+    // parents first), keeping only the current chain of directories open. Files whose size
+    // matches are hashed when their directory is left, in parallel.
+    struct Frame {
+        idx: usize,
+        dir: Option<Dir>,
+        pending: Vec<usize>,
+    }
+    let root_dir = if dest_exists {
+        actions[0] = Action::DirOk;
+        Some(Dir::open(dest).map_err(|e| Error::io("cannot open", dest, e))?)
+    } else {
+        actions[0] = Action::Mkdir;
+        None
+    };
+    let mut stack: Vec<Frame> = vec![Frame {
+        idx: 0,
+        dir: root_dir,
+        pending: Vec::new(),
+    }];
+    let mut finish = |f: Frame, actions: &mut Vec<Action>, conflicts: &mut Vec<usize>| -> Result<()> {
+        let Some(dir) = &f.dir else { return Ok(()) };
+        let results: Vec<(usize, bool)> = f
+            .pending
+            .par_iter()
+            .map(|&i| {
+                let e = &entries[i];
+                let same = dir
+                    .open_read(last_component(rel_bytes(e)))
+                    .and_then(|mut file| hash_stream(&mut file, e.size, |_| Ok(())))
+                    .map(|(d, n)| d == e.checksum && n == e.size)
+                    .unwrap_or(false);
+                (i, same)
+            })
+            .collect();
+        for (i, same) in results {
+            let e = &entries[i];
+            if same {
+                let cur = dir.kind(last_component(rel_bytes(e))).ok();
+                actions[i] = match cur {
+                    Some(FsKind::File { mode, .. }) if mode == mode_of(e, opts) => Action::Keep,
+                    _ => Action::Chmod,
+                };
+            } else {
+                conflicts.push(i);
+                actions[i] = Action::Write;
+            }
+        }
+        if opts.delete {
+            let e = &entries[f.idx];
+            let names = dir
+                .list()
+                .map_err(|err| Error::io("cannot list", &dest.join(e.rel()), err))?;
+            let prefix = if e.rel().is_empty() {
+                String::new()
+            } else {
+                format!("{}/", e.rel())
+            };
+            for n in names {
+                if f.idx == 0 && n.starts_with(STAGING_PREFIX.as_bytes()) {
+                    continue;
+                }
+                let mut rel = prefix.clone().into_bytes();
+                rel.extend_from_slice(&n);
+                if !in_manifest(entries, &rel) {
+                    extras.push(rel);
+                }
+            }
+        }
+        Ok(())
+    };
+    for i in 1..entries.len() {
+        let e = &entries[i];
+        let parent_rel = parent_of(e.rel());
+        while stack.len() > 1 && entries[stack[stack.len() - 1].idx].rel() != parent_rel {
+            let f = stack.pop().expect("non-empty");
+            finish(f, &mut actions, &mut conflicts)?;
+        }
+        let top = stack.last_mut().expect("root frame");
+        let name = last_component(rel_bytes(e));
+        let state = match &top.dir {
+            Some(dir) => dir
+                .kind(name)
+                .map_err(|err| Error::io("cannot inspect", &dest.join(e.rel()), err))?,
+            None => FsKind::Missing,
+        };
+        let mut sub: Option<Dir> = None;
+        match (e.kind, state) {
+            (Kind::Directory, FsKind::Dir { .. }) => {
+                actions[i] = Action::DirOk;
+                let d = top
+                    .dir
+                    .as_ref()
+                    .expect("state came from an open parent")
+                    .open_dir(name)
+                    .map_err(|err| Error::io("cannot open", &dest.join(e.rel()), err))?;
+                sub = Some(d);
+            }
+            (Kind::Directory, FsKind::Missing) => actions[i] = Action::Mkdir,
+            (Kind::Directory, _) => {
+                conflicts.push(i);
+                actions[i] = Action::Mkdir;
+            }
+            (Kind::File, FsKind::Missing) => actions[i] = Action::Write,
+            (Kind::File, FsKind::File { size, .. }) if size == e.size => top.pending.push(i),
+            (Kind::File, _) => {
+                conflicts.push(i);
+                actions[i] = Action::Write;
+            }
+        }
+        if e.kind == Kind::Directory {
+            stack.push(Frame {
+                idx: i,
+                dir: sub,
+                pending: Vec::new(),
+            });
+        }
+    }
+    while let Some(f) = stack.pop() {
+        finish(f, &mut actions, &mut conflicts)?;
+    }
+    conflicts.sort_unstable();
+    if !conflicts.is_empty() {
+        if !opts.force {
+            let shown: Vec<String> = conflicts
+                .iter()
+                .take(20)
+                .map(|&i| escape_bytes(entries[i].path.as_bytes()))
+                .collect();
+            let more = if conflicts.len() > 20 {
+                format!(" and {} more", conflicts.len() - 20)
+            } else {
+                String::new()
+            };
+            return Err(Error::new(
+                Code::Conflict,
+                format!(
+                    "{} local path(s) in {} differ from the snapshot and would be overwritten: \
+                     {}{more} (use force to overwrite)",
+                    conflicts.len(),
+                    display_path(dest),
+                    shown.join(", ")
+                ),
+            ));
+        }
+        replace = conflicts;
+    }
+    // Objects to fetch, one per distinct checksum.
+    let mut object_of = vec![None; entries.len()];
+    let mut needed: Vec<Needed> = Vec::new();
+    let mut by_sum: std::collections::HashMap<Digest, usize> = std::collections::HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if actions[i] == Action::Write {
+            let k = *by_sum.entry(e.checksum).or_insert_with(|| {
+                needed.push(Needed {
+                    checksum: e.checksum,
+                    size: e.size,
+                    uses: 0,
+                });
+                needed.len() - 1
+            });
+            needed[k].uses += 1;
+            object_of[i] = Some(k);
+        }
+    }
+    Ok(Plan {
+        manifest: manifest.clone(),
+        dest: dest.to_path_buf(),
+        actions,
+        object_of,
+        needed,
+        replace,
+        extras,
+        staging: None,
+        created_dest: false,
+        opts: opts.clone(),
+    })
+}
+
+fn parent_of(rel: &str) -> &str {
+    rel.rfind('/').map_or("", |k| &rel[..k])
+}
+
+fn last_component(rel: &[u8]) -> &[u8] {
+    match rel.iter().rposition(|&b| b == b'/') {
+        Some(k) => &rel[k + 1..],
+        None => rel,
+    }
+}
+
+fn in_manifest(entries: &[Entry], rel: &[u8]) -> bool {
+    let Ok(rel) = std::str::from_utf8(rel) else {
+        return false;
+    };
+    let file = format!("./{rel}");
+    let dir = format!("./{rel}/");
+    let find = |p: &str| {
+        entries
+            .binary_search_by(|e| e.path.as_bytes().cmp(p.as_bytes()))
+            .is_ok()
+    };
+    find(&file) || find(&dir)
+}
+
+impl Plan {
+    /// Objects still to be fetched (empty files need none).
+    pub fn needed(&self) -> &[Needed] {
+        &self.needed
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Where object `i` of [`Plan::needed`] must be written before [`Plan::commit`].
+    pub fn staged_path(&self, i: usize) -> Option<PathBuf> {
+        self.staging.as_ref().map(|s| s.join(i.to_string()))
+    }
+
+    /// How many files the checkout will write, keep, and remove.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let writes = self.actions.iter().filter(|a| **a == Action::Write).count();
+        let keeps = self
+            .actions
+            .iter()
+            .zip(self.manifest.entries())
+            .filter(|(a, e)| e.kind == Kind::File && matches!(a, Action::Keep | Action::Chmod))
+            .count();
+        (writes, keeps, self.extras.len())
+    }
+
+    /// Creates the destination (if needed) and the private staging directory.
+    pub fn prepare(&mut self) -> Result<()> {
+        if self.staging.is_some() {
+            return Ok(());
+        }
+        if !self.dest.exists() {
+            fs::create_dir_all(&self.dest)
+                .map_err(|e| Error::io("cannot create destination", &self.dest, e))?;
+            self.created_dest = true;
+        }
+        // Clear staging directories left by interrupted runs.
+        if let Ok(rd) = fs::read_dir(&self.dest) {
+            for e in rd.flatten() {
+                if e.file_name().as_bytes().starts_with(STAGING_PREFIX.as_bytes()) {
+                    let _ = Dir::open(&self.dest).and_then(|d| d.remove_all(e.file_name().as_bytes()));
+                }
+            }
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let staging = self
+            .dest
+            .join(format!("{STAGING_PREFIX}{}.{nanos}", std::process::id()));
+        fs::create_dir(&staging).map_err(|e| Error::io("cannot create", &staging, e))?;
+        self.staging = Some(staging);
+        Ok(())
+    }
+
+    /// Copies the needed objects from the `file://` store at `root` into staging, verifying
+    /// each (digest and size). Empty objects are created without reading the store.
+    pub fn fill_from_store(&mut self, root: &Path) -> Result<()> {
+        self.prepare()?;
+        let staging = self.staging.clone().expect("prepared");
+        let opts = &self.opts.local;
+        self.needed.par_iter().enumerate().try_for_each(|(i, n)| -> Result<()> {
+            let dst = staging.join(i.to_string());
+            if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(Error::new(
+                    Code::Io,
+                    format!("interrupted while writing {}", display_path(&dst)),
+                ));
+            }
+            if to_hex(&n.checksum) == EMPTY_CHECKSUM && n.size == 0 {
+                fs::File::create(&dst).map_err(|e| Error::io("cannot create", &dst, e))?;
+                return Ok(());
+            }
+            let got = crate::store::get_object(root, &n.checksum, &dst)?;
+            if got != n.size {
+                return Err(Error::new(
+                    Code::HashMismatch,
+                    format!(
+                        "object {} in {} has {got} bytes but the manifest says {}",
+                        to_hex(&n.checksum),
+                        display_path(root),
+                        n.size
+                    ),
+                ));
+            }
+            if let Some(p) = &opts.progress {
+                p.files.fetch_add(1, Ordering::Relaxed);
+                p.bytes.fetch_add(got, Ordering::Relaxed);
+            }
+            Ok(())
+        })?;
+        let _ = object_path; // layout helper shared with the store module
+        Ok(())
+    }
+
+    /// Checks that every staged object is present with the right size (objects staged by
+    /// Python stores were verified while downloaded).
+    fn check_staged(&self) -> Result<()> {
+        for (i, n) in self.needed.iter().enumerate() {
+            let p = self.staged_path(i).expect("prepared");
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.is_file() && m.len() == n.size => {}
+                Ok(m) => {
+                    return Err(Error::new(
+                        Code::HashMismatch,
+                        format!(
+                            "object {} has {} bytes but the manifest says {}",
+                            to_hex(&n.checksum),
+                            m.len(),
+                            n.size
+                        ),
+                    ))
+                }
+                Err(e) => return Err(Error::io("staged object missing", &p, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves everything into place (see the module docs). Consumes the plan's staging.
+    pub fn commit(&mut self) -> Result<CheckoutStats> {
+        self.prepare()?;
+        self.check_staged()?;
+        let staging_path = self.staging.clone().expect("prepared");
+        let staging = Dir::open(&staging_path).map_err(|e| Error::io("cannot open", &staging_path, e))?;
+        let entries = self.manifest.entries();
+        let root = Dir::open(&self.dest).map_err(|e| Error::io("cannot open", &self.dest, e))?;
+        let mut stats = CheckoutStats::default();
+        let mut remaining: Vec<usize> = self.needed.iter().map(|n| n.uses).collect();
+        let replace: std::collections::HashSet<usize> = self.replace.iter().copied().collect();
+        let durable = self.opts.local.durable;
+        let dest = self.dest.clone();
+        let io_err = |what: &str, rel: &str, e: io::Error| Error::io(what, &dest.join(rel), e);
+
+        // Directories opened along the current path: (entry index, dir).
+        let mut stack: Vec<(usize, Dir)> = Vec::new();
+        // Keep the root writable while we work; its final mode is applied at the end.
+        let _ = root.chmod(0o700 | mode_of(&entries[0], &self.opts));
+        let finish_dir = |idx: usize, dir: &Dir, opts: &CheckoutOptions| -> Result<()> {
+            if durable {
+                dir.sync().map_err(|e| io_err("cannot sync", entries[idx].rel(), e))?;
+            }
+            dir.chmod(mode_of(&entries[idx], opts))
+                .map_err(|e| io_err("cannot chmod", entries[idx].rel(), e))
+        };
+        for i in 1..entries.len() {
+            let e = &entries[i];
+            let parent_rel = parent_of(e.rel());
+            while let Some((top, _)) = stack.last() {
+                if entries[*top].rel() == parent_rel {
+                    break;
+                }
+                let (idx, dir) = stack.pop().expect("non-empty");
+                finish_dir(idx, &dir, &self.opts)?;
+            }
+            let parent: &Dir = stack.last().map(|(_, d)| d).unwrap_or(&root);
+            let name = last_component(rel_bytes(e));
+            if replace.contains(&i) {
+                parent
+                    .remove_all(name)
+                    .map_err(|err| io_err("cannot replace", e.rel(), err))?;
+            }
+            match self.actions[i] {
+                Action::Mkdir | Action::DirOk => {
+                    match parent.mkdir(name, 0o700) {
+                        Ok(()) => {}
+                        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(err) => return Err(io_err("cannot create directory", e.rel(), err)),
+                    }
+                    let d = parent.open_dir(name).map_err(|err| {
+                        Error::new(
+                            Code::UnsafePath,
+                            format!(
+                                "cannot enter {} (a link or file is in the way?): {err}",
+                                display_path(&dest.join(e.rel()))
+                            ),
+                        )
+                    })?;
+                    let _ = d.chmod(0o700 | mode_of(e, &self.opts));
+                    stack.push((i, d));
+                }
+                Action::Keep => stats.files_kept += 1,
+                Action::Chmod => {
+                    let f = parent
+                        .open_read(name)
+                        .map_err(|err| io_err("cannot open", e.rel(), err))?;
+                    fsx::fchmod(&f, mode_of(e, &self.opts))
+                        .map_err(|err| io_err("cannot chmod", e.rel(), err))?;
+                    stats.files_kept += 1;
+                }
+                Action::Write => {
+                    let k = self.object_of[i].expect("write has an object");
+                    let staged_name = k.to_string();
+                    remaining[k] -= 1;
+                    let mode = mode_of(e, &self.opts);
+                    if remaining[k] == 0 {
+                        let f = staging
+                            .open_read(staged_name.as_bytes())
+                            .map_err(|err| Error::io("cannot open staged", &staging_path.join(&staged_name), err))?;
+                        fsx::fchmod(&f, mode).map_err(|err| io_err("cannot chmod", e.rel(), err))?;
+                        if durable {
+                            f.sync_all().map_err(|err| io_err("cannot sync", e.rel(), err))?;
+                        }
+                        drop(f);
+                        staging
+                            .rename_to(staged_name.as_bytes(), parent, name)
+                            .map_err(|err| io_err("cannot move into place", e.rel(), err))?;
+                    } else {
+                        let tmp = format!("{STAGING_PREFIX}copy.{i}");
+                        let mut src = staging
+                            .open_read(staged_name.as_bytes())
+                            .map_err(|err| Error::io("cannot open staged", &staging_path.join(&staged_name), err))?;
+                        let mut out = staging
+                            .create_new(tmp.as_bytes(), 0o600)
+                            .map_err(|err| io_err("cannot create", e.rel(), err))?;
+                        let (d, _) = fsx::copy_hashing(&mut src, &mut out, e.size)
+                            .map_err(|err| io_err("cannot write", e.rel(), err))?;
+                        if d != e.checksum {
+                            return Err(Error::new(
+                                Code::HashMismatch,
+                                format!("staged object for {} changed", display_path(&dest.join(e.rel()))),
+                            ));
+                        }
+                        fsx::fchmod(&out, mode).map_err(|err| io_err("cannot chmod", e.rel(), err))?;
+                        if durable {
+                            out.sync_all().map_err(|err| io_err("cannot sync", e.rel(), err))?;
+                        }
+                        drop(out);
+                        staging
+                            .rename_to(tmp.as_bytes(), parent, name)
+                            .map_err(|err| io_err("cannot move into place", e.rel(), err))?;
+                    }
+                    stats.files_written += 1;
+                    stats.bytes_written += e.size;
+                }
+            }
+        }
+        while let Some((idx, dir)) = stack.pop() {
+            finish_dir(idx, &dir, &self.opts)?;
+        }
+        for rel in &self.extras {
+            let (parent_rel, name) = match rel.iter().rposition(|&b| b == b'/') {
+                Some(k) => (&rel[..k], &rel[k + 1..]),
+                None => (&rel[..0], &rel[..]),
+            };
+            let mut dir = Dir::open(&self.dest).map_err(|e| Error::io("cannot open", &self.dest, e))?;
+            if !parent_rel.is_empty() {
+                for comp in parent_rel.split(|&b| b == b'/') {
+                    dir = dir
+                        .open_dir(comp)
+                        .map_err(|e| Error::io("cannot open", &self.dest.join(std::ffi::OsStr::from_bytes(parent_rel)), e))?;
+                }
+            }
+            dir.remove_all(name).map_err(|e| {
+                Error::io("cannot remove", &self.dest.join(std::ffi::OsStr::from_bytes(rel)), e)
+            })?;
+            stats.removed += 1;
+        }
+        root.remove_all(
+            staging_path
+                .file_name()
+                .map(|n| n.as_bytes())
+                .unwrap_or_default(),
+        )
+        .map_err(|e| Error::io("cannot remove", &staging_path, e))?;
+        self.staging = None;
+        finish_dir(0, &root, &self.opts)?;
+        Ok(stats)
+    }
+
+    /// Removes the staging directory (and the destination if this plan created it and it is
+    /// otherwise empty). Used when a fill fails: the destination is left as it was.
+    pub fn abort(&mut self) {
+        if let Some(s) = self.staging.take() {
+            if let (Ok(root), Some(name)) = (Dir::open(&self.dest), s.file_name()) {
+                let _ = root.remove_all(name.as_bytes());
+            }
+        }
+        if self.created_dest {
+            let _ = fs::remove_dir(&self.dest);
+            self.created_dest = false;
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Bindings of the local store and checkout code: each call is one batch, run detached.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+use snapdir_core as core;
+use snapdir_core::manifest::{parse_hex, to_hex, Digest};
+use snapdir_core::store::{LocalOptions, Origin, Problem, PutItem};
+
+use crate::errors::to_py_err;
+use crate::{CancelToken, Manifest, Progress};
+
+fn digest(py: Python<'_>, hex: &str) -> PyResult<Digest> {
+    parse_hex(hex).ok_or_else(|| {
+        to_py_err(
+            py,
+            core::Error::new(
+                core::Code::InvalidId,
+                format!("invalid checksum {hex:?}: expected 64 lowercase hex characters"),
+            ),
+        )
+    })
+}
+
+fn local_opts(
+    durable: bool,
+    repair: bool,
+    cancel: Option<&CancelToken>,
+    progress: Option<&Progress>,
+) -> LocalOptions {
+    LocalOptions {
+        durable,
+        repair,
+        cancel: cancel.map(|c| c.flag.clone()),
+        progress: progress.map(|p| p.inner.clone()),
+    }
+}
+
+/// Puts `(checksum, source_path, size)` objects into the `file://` store at `root`.
+/// `from_tree`: sources are files being pushed (a mismatch is `IN_FLUX`), else objects of
+/// another store (a mismatch is `HASH_MISMATCH`). Returns (written, present, repaired, bytes).
+#[pyfunction]
+#[pyo3(signature = (root, items, from_tree=true, durable=false, repair=false, cancel=None, progress=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn store_put_objects(
+    py: Python<'_>,
+    root: PathBuf,
+    items: Vec<(String, PathBuf, u64)>,
+    from_tree: bool,
+    durable: bool,
+    repair: bool,
+    cancel: Option<&CancelToken>,
+    progress: Option<&Progress>,
+) -> PyResult<(u64, u64, u64, u64)> {
+    let items = items
+        .into_iter()
+        .map(|(h, source, size)| {
+            Ok(PutItem {
+                checksum: digest(py, &h)?,
+                source,
+                size,
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let opts = local_opts(durable, repair, cancel, progress);
+    let origin = if from_tree { Origin::Tree } else { Origin::Store };
+    let s = py
+        .detach(|| core::store::put_objects(&root, &items, origin, &opts))
+        .map_err(|e| to_py_err(py, e))?;
+    Ok((s.written, s.present, s.repaired, s.bytes_written))
+}
+
+/// Copies one object of the store at `root` to `dest`, verified; returns its size.
+#[pyfunction]
+pub fn store_get_object(py: Python<'_>, root: PathBuf, checksum: &str, dest: PathBuf) -> PyResult<u64> {
+    let d = digest(py, checksum)?;
+    py.detach(|| core::store::get_object(&root, &d, &dest))
+        .map_err(|e| to_py_err(py, e))
+}
+
+/// Re-hashes `(checksum, size)` objects; returns `[(checksum, "missing" | "corrupt")]`.
+#[pyfunction]
+#[pyo3(signature = (root, items, cancel=None, progress=None))]
+pub fn store_verify_objects(
+    py: Python<'_>,
+    root: PathBuf,
+    items: Vec<(String, u64)>,
+    cancel: Option<&CancelToken>,
+    progress: Option<&Progress>,
+) -> PyResult<Vec<(String, &'static str)>> {
+    let items = items
+        .into_iter()
+        .map(|(h, s)| Ok((digest(py, &h)?, s)))
+        .collect::<PyResult<Vec<_>>>()?;
+    let opts = local_opts(false, false, cancel, progress);
+    let bad = py
+        .detach(|| core::store::verify_objects(&root, &items, &opts))
+        .map_err(|e| to_py_err(py, e))?;
+    Ok(bad
+        .into_iter()
+        .map(|(d, p)| {
+            (
+                to_hex(&d),
+                match p {
+                    Problem::Missing => "missing",
+                    Problem::Corrupt => "corrupt",
+                },
+            )
+        })
+        .collect())
+}
+
+/// The keys under `.objects` or `.manifests` of the store at `root`, sorted.
+#[pyfunction]
+pub fn store_list(py: Python<'_>, root: PathBuf, kind: &str) -> PyResult<Vec<String>> {
+    let kind = match kind {
+        "objects" => ".objects",
+        "manifests" => ".manifests",
+        _ => {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "kind must be 'objects' or 'manifests'",
+            ))
+        }
+    };
+    let keys = py
+        .detach(|| core::store::list_keys(&root, kind))
+        .map_err(|e| to_py_err(py, e))?;
+    Ok(keys.iter().map(|d| to_hex(d)).collect())
+}
+
+/// A checked plan to materialise a snapshot into a directory (see `checkout.rs`).
+#[pyclass(frozen, module = "snapdir._snapdir")]
+pub struct CheckoutPlan {
+    inner: Mutex<core::checkout::Plan>,
+}
+
+impl CheckoutPlan {
+    fn with<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut core::checkout::Plan) -> core::Result<T> + Send,
+    ) -> PyResult<T> {
+        py.detach(|| {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut g)
+        })
+        .map_err(|e| to_py_err(py, e))
+    }
+}
+
+#[pymethods]
+impl CheckoutPlan {
+    /// The objects still to fetch: `[(checksum, size)]`, index `i` goes to `staged_path(i)`.
+    fn needed(&self) -> Vec<(String, u64)> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.needed().iter().map(|n| (to_hex(&n.checksum), n.size)).collect()
+    }
+
+    /// `(files to write, files kept, extra paths to remove)`.
+    fn counts(&self) -> (usize, usize, usize) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).counts()
+    }
+
+    /// Creates the destination and the staging directory.
+    fn prepare(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, |p| p.prepare())
+    }
+
+    /// Where object `i` must be downloaded to (after `prepare`).
+    fn staged_path(&self, i: usize) -> Option<PathBuf> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).staged_path(i)
+    }
+
+    /// Fills staging from the `file://` store at `root` (verified copies).
+    fn fill_from_store(&self, py: Python<'_>, root: PathBuf) -> PyResult<()> {
+        self.with(py, |p| p.fill_from_store(&root))
+    }
+
+    /// Moves everything into place; returns (files written, kept, bytes written, removed).
+    fn commit(&self, py: Python<'_>) -> PyResult<(u64, u64, u64, u64)> {
+        self.with(py, |p| {
+            p.commit()
+                .map(|s| (s.files_written, s.files_kept, s.bytes_written, s.removed))
+        })
+    }
+
+    /// Removes staging (and a destination this plan created); the destination is as before.
+    fn abort(&self, py: Python<'_>) {
+        let _ = self.with(py, |p| {
+            p.abort();
+            Ok(())
+        });
+    }
+}
+
+/// Compares `dest` with `manifest` (read-only) and returns a plan, or raises
+/// `ConflictError` listing local files that differ (unless `force`).
+#[pyfunction]
+#[pyo3(signature = (manifest, dest, force=false, delete=false, preserve_special_bits=false, durable=false, cancel=None, progress=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn plan_checkout(
+    py: Python<'_>,
+    manifest: &Manifest,
+    dest: PathBuf,
+    force: bool,
+    delete: bool,
+    preserve_special_bits: bool,
+    durable: bool,
+    cancel: Option<&CancelToken>,
+    progress: Option<&Progress>,
+) -> PyResult<CheckoutPlan> {
+    let m = manifest.inner.clone();
+    let opts = core::checkout::CheckoutOptions {
+        force,
+        delete,
+        preserve_special_bits,
+        local: local_opts(durable, false, cancel, progress),
+    };
+    let plan = py
+        .detach(|| core::checkout::plan(&m, &dest, &opts))
+        .map_err(|e| to_py_err(py, e))?;
+    Ok(CheckoutPlan {
+        inner: Mutex::new(plan),
+    })
+}
