@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from . import _snapdir
 from ._common import DEFAULT_JOBS, OpStats, missing_objects, open_wrapped, unwrap
 from ._manifest import manifest as walk_manifest
 from ._types import StoreUri
@@ -35,7 +36,10 @@ async def push_with_stats(
     root = os.fspath(path)
     m = await walk_manifest(root, exclude=exclude, no_follow=no_follow)
     sid = m.id
-    stats = OpStats(id=sid, files=0, objects=0, uploaded=0, bytes_uploaded=0, noop=False)
+    _, _, nfiles, nobjects = _snapdir.manifest_size(m)
+    stats = OpStats(
+        id=sid, files=nfiles, objects=nobjects, uploaded=0, bytes_uploaded=0, noop=False
+    )
     before = st.request_count()
     if not repair and await st.has_manifest(sid):
         stats.update(noop=True, requests=st.request_count() - before)
@@ -58,7 +62,6 @@ async def push_with_stats(
         await st.put_objects(items, jobs=jobs, progress=progress)
     await st.put_manifest(sid, m.raw)
     stats.update(
-        objects=len(sources),
         uploaded=len(items),
         bytes_uploaded=sum(it.size for it in items),
         requests=st.request_count() - before,

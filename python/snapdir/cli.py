@@ -152,13 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     _walk_args(p)
     p.set_defaults(handler=cmd_id)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub, common)
+    from ._cli_store import register
+
+    register(sub, common)
     return parser
-
-
-# Further commands (stores, transfers) register themselves here: (subparsers, common) -> None.
-_EXTRA_COMMANDS: list[Callable[[Any, argparse.ArgumentParser], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,8 +164,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
+        if getattr(args, "jobs", 1) < 1:
+            parser.error("--jobs must be at least 1")
         return handler(args)
     except SnapdirError as e:
+        from ._cli_store import UsageError
+
+        if isinstance(e, UsageError):
+            parser.print_usage(sys.stderr)
+            print(f"snapdir: error: {e}", file=sys.stderr)
+            return 2
         print(f"snapdir: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -123,7 +123,10 @@ pub fn plan(manifest: &Manifest, dest: &Path, opts: &CheckoutOptions) -> Result<
         Ok(_) => {
             return Err(Error::new(
                 Code::InvalidArgument,
-                format!("destination {} exists and is not a directory", display_path(dest)),
+                format!(
+                    "destination {} exists and is not a directory",
+                    display_path(dest)
+                ),
             ))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
@@ -149,57 +152,58 @@ pub fn plan(manifest: &Manifest, dest: &Path, opts: &CheckoutOptions) -> Result<
         dir: root_dir,
         pending: Vec::new(),
     }];
-    let mut finish = |f: Frame, actions: &mut Vec<Action>, conflicts: &mut Vec<usize>| -> Result<()> {
-        let Some(dir) = &f.dir else { return Ok(()) };
-        let results: Vec<(usize, bool)> = f
-            .pending
-            .par_iter()
-            .map(|&i| {
+    let mut finish =
+        |f: Frame, actions: &mut Vec<Action>, conflicts: &mut Vec<usize>| -> Result<()> {
+            let Some(dir) = &f.dir else { return Ok(()) };
+            let results: Vec<(usize, bool)> = f
+                .pending
+                .par_iter()
+                .map(|&i| {
+                    let e = &entries[i];
+                    let same = dir
+                        .open_read(last_component(rel_bytes(e)))
+                        .and_then(|mut file| hash_stream(&mut file, e.size, |_| Ok(())))
+                        .map(|(d, n)| d == e.checksum && n == e.size)
+                        .unwrap_or(false);
+                    (i, same)
+                })
+                .collect();
+            for (i, same) in results {
                 let e = &entries[i];
-                let same = dir
-                    .open_read(last_component(rel_bytes(e)))
-                    .and_then(|mut file| hash_stream(&mut file, e.size, |_| Ok(())))
-                    .map(|(d, n)| d == e.checksum && n == e.size)
-                    .unwrap_or(false);
-                (i, same)
-            })
-            .collect();
-        for (i, same) in results {
-            let e = &entries[i];
-            if same {
-                let cur = dir.kind(last_component(rel_bytes(e))).ok();
-                actions[i] = match cur {
-                    Some(FsKind::File { mode, .. }) if mode == mode_of(e, opts) => Action::Keep,
-                    _ => Action::Chmod,
+                if same {
+                    let cur = dir.kind(last_component(rel_bytes(e))).ok();
+                    actions[i] = match cur {
+                        Some(FsKind::File { mode, .. }) if mode == mode_of(e, opts) => Action::Keep,
+                        _ => Action::Chmod,
+                    };
+                } else {
+                    conflicts.push(i);
+                    actions[i] = Action::Write;
+                }
+            }
+            if opts.delete {
+                let e = &entries[f.idx];
+                let names = dir
+                    .list()
+                    .map_err(|err| Error::io("cannot list", &dest.join(e.rel()), err))?;
+                let prefix = if e.rel().is_empty() {
+                    String::new()
+                } else {
+                    format!("{}/", e.rel())
                 };
-            } else {
-                conflicts.push(i);
-                actions[i] = Action::Write;
-            }
-        }
-        if opts.delete {
-            let e = &entries[f.idx];
-            let names = dir
-                .list()
-                .map_err(|err| Error::io("cannot list", &dest.join(e.rel()), err))?;
-            let prefix = if e.rel().is_empty() {
-                String::new()
-            } else {
-                format!("{}/", e.rel())
-            };
-            for n in names {
-                if f.idx == 0 && n.starts_with(STAGING_PREFIX.as_bytes()) {
-                    continue;
-                }
-                let mut rel = prefix.clone().into_bytes();
-                rel.extend_from_slice(&n);
-                if !in_manifest(entries, &rel) {
-                    extras.push(rel);
+                for n in names {
+                    if f.idx == 0 && n.starts_with(STAGING_PREFIX.as_bytes()) {
+                        continue;
+                    }
+                    let mut rel = prefix.clone().into_bytes();
+                    rel.extend_from_slice(&n);
+                    if !in_manifest(entries, &rel) {
+                        extras.push(rel);
+                    }
                 }
             }
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     for i in 1..entries.len() {
         let e = &entries[i];
         let parent_rel = parent_of(e.rel());
@@ -373,8 +377,12 @@ impl Plan {
         // Clear staging directories left by interrupted runs.
         if let Ok(rd) = fs::read_dir(&self.dest) {
             for e in rd.flatten() {
-                if e.file_name().as_bytes().starts_with(STAGING_PREFIX.as_bytes()) {
-                    let _ = Dir::open(&self.dest).and_then(|d| d.remove_all(e.file_name().as_bytes()));
+                if e.file_name()
+                    .as_bytes()
+                    .starts_with(STAGING_PREFIX.as_bytes())
+                {
+                    let _ =
+                        Dir::open(&self.dest).and_then(|d| d.remove_all(e.file_name().as_bytes()));
                 }
             }
         }
@@ -396,36 +404,43 @@ impl Plan {
         self.prepare()?;
         let staging = self.staging.clone().expect("prepared");
         let opts = &self.opts.local;
-        self.needed.par_iter().enumerate().try_for_each(|(i, n)| -> Result<()> {
-            let dst = staging.join(i.to_string());
-            if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-                return Err(Error::new(
-                    Code::Io,
-                    format!("interrupted while writing {}", display_path(&dst)),
-                ));
-            }
-            if to_hex(&n.checksum) == EMPTY_CHECKSUM && n.size == 0 {
-                fs::File::create(&dst).map_err(|e| Error::io("cannot create", &dst, e))?;
-                return Ok(());
-            }
-            let got = crate::store::get_object(root, &n.checksum, &dst)?;
-            if got != n.size {
-                return Err(Error::new(
-                    Code::HashMismatch,
-                    format!(
-                        "object {} in {} has {got} bytes but the manifest says {}",
-                        to_hex(&n.checksum),
-                        display_path(root),
-                        n.size
-                    ),
-                ));
-            }
-            if let Some(p) = &opts.progress {
-                p.files.fetch_add(1, Ordering::Relaxed);
-                p.bytes.fetch_add(got, Ordering::Relaxed);
-            }
-            Ok(())
-        })?;
+        self.needed
+            .par_iter()
+            .enumerate()
+            .try_for_each(|(i, n)| -> Result<()> {
+                let dst = staging.join(i.to_string());
+                if opts
+                    .cancel
+                    .as_ref()
+                    .is_some_and(|c| c.load(Ordering::Relaxed))
+                {
+                    return Err(Error::new(
+                        Code::Io,
+                        format!("interrupted while writing {}", display_path(&dst)),
+                    ));
+                }
+                if to_hex(&n.checksum) == EMPTY_CHECKSUM && n.size == 0 {
+                    fs::File::create(&dst).map_err(|e| Error::io("cannot create", &dst, e))?;
+                    return Ok(());
+                }
+                let got = crate::store::get_object(root, &n.checksum, &dst)?;
+                if got != n.size {
+                    return Err(Error::new(
+                        Code::HashMismatch,
+                        format!(
+                            "object {} in {} has {got} bytes but the manifest says {}",
+                            to_hex(&n.checksum),
+                            display_path(root),
+                            n.size
+                        ),
+                    ));
+                }
+                if let Some(p) = &opts.progress {
+                    p.files.fetch_add(1, Ordering::Relaxed);
+                    p.bytes.fetch_add(got, Ordering::Relaxed);
+                }
+                Ok(())
+            })?;
         let _ = object_path; // layout helper shared with the store module
         Ok(())
     }
@@ -459,7 +474,8 @@ impl Plan {
         self.prepare()?;
         self.check_staged()?;
         let staging_path = self.staging.clone().expect("prepared");
-        let staging = Dir::open(&staging_path).map_err(|e| Error::io("cannot open", &staging_path, e))?;
+        let staging =
+            Dir::open(&staging_path).map_err(|e| Error::io("cannot open", &staging_path, e))?;
         let entries = self.manifest.entries();
         let root = Dir::open(&self.dest).map_err(|e| Error::io("cannot open", &self.dest, e))?;
         let mut stats = CheckoutStats::default();
@@ -475,7 +491,8 @@ impl Plan {
         let _ = root.chmod(0o700 | mode_of(&entries[0], &self.opts));
         let finish_dir = |idx: usize, dir: &Dir, opts: &CheckoutOptions| -> Result<()> {
             if durable {
-                dir.sync().map_err(|e| io_err("cannot sync", entries[idx].rel(), e))?;
+                dir.sync()
+                    .map_err(|e| io_err("cannot sync", entries[idx].rel(), e))?;
             }
             dir.chmod(mode_of(&entries[idx], opts))
                 .map_err(|e| io_err("cannot chmod", entries[idx].rel(), e))
@@ -531,12 +548,14 @@ impl Plan {
                     remaining[k] -= 1;
                     let mode = mode_of(e, &self.opts);
                     if remaining[k] == 0 {
-                        let f = staging
-                            .open_read(staged_name.as_bytes())
-                            .map_err(|err| Error::io("cannot open staged", &staging_path.join(&staged_name), err))?;
-                        fsx::fchmod(&f, mode).map_err(|err| io_err("cannot chmod", e.rel(), err))?;
+                        let f = staging.open_read(staged_name.as_bytes()).map_err(|err| {
+                            Error::io("cannot open staged", &staging_path.join(&staged_name), err)
+                        })?;
+                        fsx::fchmod(&f, mode)
+                            .map_err(|err| io_err("cannot chmod", e.rel(), err))?;
                         if durable {
-                            f.sync_all().map_err(|err| io_err("cannot sync", e.rel(), err))?;
+                            f.sync_all()
+                                .map_err(|err| io_err("cannot sync", e.rel(), err))?;
                         }
                         drop(f);
                         staging
@@ -544,9 +563,9 @@ impl Plan {
                             .map_err(|err| io_err("cannot move into place", e.rel(), err))?;
                     } else {
                         let tmp = format!("{STAGING_PREFIX}copy.{i}");
-                        let mut src = staging
-                            .open_read(staged_name.as_bytes())
-                            .map_err(|err| Error::io("cannot open staged", &staging_path.join(&staged_name), err))?;
+                        let mut src = staging.open_read(staged_name.as_bytes()).map_err(|err| {
+                            Error::io("cannot open staged", &staging_path.join(&staged_name), err)
+                        })?;
                         let mut out = staging
                             .create_new(tmp.as_bytes(), 0o600)
                             .map_err(|err| io_err("cannot create", e.rel(), err))?;
@@ -555,12 +574,17 @@ impl Plan {
                         if d != e.checksum {
                             return Err(Error::new(
                                 Code::HashMismatch,
-                                format!("staged object for {} changed", display_path(&dest.join(e.rel()))),
+                                format!(
+                                    "staged object for {} changed",
+                                    display_path(&dest.join(e.rel()))
+                                ),
                             ));
                         }
-                        fsx::fchmod(&out, mode).map_err(|err| io_err("cannot chmod", e.rel(), err))?;
+                        fsx::fchmod(&out, mode)
+                            .map_err(|err| io_err("cannot chmod", e.rel(), err))?;
                         if durable {
-                            out.sync_all().map_err(|err| io_err("cannot sync", e.rel(), err))?;
+                            out.sync_all()
+                                .map_err(|err| io_err("cannot sync", e.rel(), err))?;
                         }
                         drop(out);
                         staging
@@ -580,16 +604,25 @@ impl Plan {
                 Some(k) => (&rel[..k], &rel[k + 1..]),
                 None => (&rel[..0], &rel[..]),
             };
-            let mut dir = Dir::open(&self.dest).map_err(|e| Error::io("cannot open", &self.dest, e))?;
+            let mut dir =
+                Dir::open(&self.dest).map_err(|e| Error::io("cannot open", &self.dest, e))?;
             if !parent_rel.is_empty() {
                 for comp in parent_rel.split(|&b| b == b'/') {
-                    dir = dir
-                        .open_dir(comp)
-                        .map_err(|e| Error::io("cannot open", &self.dest.join(std::ffi::OsStr::from_bytes(parent_rel)), e))?;
+                    dir = dir.open_dir(comp).map_err(|e| {
+                        Error::io(
+                            "cannot open",
+                            &self.dest.join(std::ffi::OsStr::from_bytes(parent_rel)),
+                            e,
+                        )
+                    })?;
                 }
             }
             dir.remove_all(name).map_err(|e| {
-                Error::io("cannot remove", &self.dest.join(std::ffi::OsStr::from_bytes(rel)), e)
+                Error::io(
+                    "cannot remove",
+                    &self.dest.join(std::ffi::OsStr::from_bytes(rel)),
+                    e,
+                )
             })?;
             stats.removed += 1;
         }

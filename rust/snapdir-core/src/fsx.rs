@@ -109,9 +109,8 @@ impl Dir {
     pub fn kind(&self, name: &[u8]) -> io::Result<Kind> {
         let c = cstr(name)?;
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        let r = unsafe {
-            libc::fstatat(self.raw(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW)
-        };
+        let r =
+            unsafe { libc::fstatat(self.raw(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
         if r < 0 {
             let e = io::Error::last_os_error();
             return match e.raw_os_error() {
@@ -120,6 +119,8 @@ impl Dir {
             };
         }
         let mode = st.st_mode as u32;
+        // mode_t is u16 on macOS and u32 on Linux: the casts are needed on one of them.
+        #[allow(clippy::unnecessary_cast)]
         Ok(match mode & libc::S_IFMT as u32 {
             m if m == libc::S_IFREG as u32 => Kind::File {
                 size: st.st_size as u64,
@@ -136,8 +137,7 @@ impl Dir {
     /// Renames `from` in this directory to `to` in `dest` (replacing a file or link there).
     pub fn rename_to(&self, from: &[u8], dest: &Dir, to: &[u8]) -> io::Result<()> {
         let (a, b) = (cstr(from)?, cstr(to)?);
-        check(unsafe { libc::renameat(self.raw(), a.as_ptr(), dest.raw(), b.as_ptr()) })
-            .map(|_| ())
+        check(unsafe { libc::renameat(self.raw(), a.as_ptr(), dest.raw(), b.as_ptr()) }).map(|_| ())
     }
 
     /// Removes a file or link (`is_dir == false`) or an empty directory.

@@ -48,7 +48,9 @@ impl Stamp {
 
     /// Content-relevant equality: size and modification times.
     pub fn same_content(&self, other: &Stamp) -> bool {
-        self.size == other.size && self.mtime_ns == other.mtime_ns && self.ctime_ns == other.ctime_ns
+        self.size == other.size
+            && self.mtime_ns == other.mtime_ns
+            && self.ctime_ns == other.ctime_ns
     }
 }
 
@@ -70,9 +72,34 @@ pub fn open_nonblocking(path: &Path, no_follow: bool) -> io::Result<File> {
 pub fn hash_stream(
     file: &mut (impl Read + Send),
     size_hint: u64,
+    sink: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<(Digest, u64)> {
+    hash_stream_opt(file, size_hint, false, sink)
+}
+
+/// [`hash_stream`]; with `exact`, a small file is read as exactly `size_hint` bytes (one
+/// `read`, no extra call to see end-of-file). Only for callers that check the size again
+/// afterwards (the walker compares `fstat` before and after).
+pub fn hash_stream_opt(
+    file: &mut (impl Read + Send),
+    size_hint: u64,
+    exact: bool,
     mut sink: impl FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<(Digest, u64)> {
     let mut hasher = blake3::Hasher::new();
+    if exact && size_hint < PARALLEL_THRESHOLD {
+        return SMALL_BUF.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            let want = size_hint as usize;
+            if buf.len() < want {
+                buf.resize(want, 0);
+            }
+            let n = read_full(file, &mut buf[..want])?;
+            hasher.update(&buf[..n]);
+            sink(&buf[..n])?;
+            Ok((*hasher.finalize().as_bytes(), n as u64))
+        });
+    }
     if size_hint < PARALLEL_THRESHOLD {
         return SMALL_BUF.with(|cell| {
             let mut buf = cell.borrow_mut();
@@ -174,20 +201,26 @@ pub fn hash_file_observed(
         }
         Err(e) => return Err(Error::io("cannot open", path, e)),
     };
-    let before = f.metadata().map_err(|e| Error::io("cannot stat", path, e))?;
+    let before = f
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", path, e))?;
     if !before.file_type().is_file() {
         return Ok(HashOutcome::NotRegular);
     }
     let stamp = Stamp::of(&before);
-    let (digest, n) =
-        hash_stream(&mut f, stamp.size, |c| {
-            observe(c);
-            Ok(())
-        })
-        .map_err(|e| Error::io("cannot read", path, e))?;
-    let after = f.metadata().map_err(|e| Error::io("cannot stat", path, e))?;
+    let (digest, n) = hash_stream_opt(&mut f, stamp.size, true, |c| {
+        observe(c);
+        Ok(())
+    })
+    .map_err(|e| Error::io("cannot read", path, e))?;
+    let after = f
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", path, e))?;
     if n != stamp.size || !stamp.same_content(&Stamp::of(&after)) {
-        return Err(Error::in_flux(path, "its size or modification time changed"));
+        return Err(Error::in_flux(
+            path,
+            "its size or modification time changed",
+        ));
     }
     Ok(HashOutcome::File(Hashed { digest, stamp }))
 }
@@ -198,7 +231,9 @@ mod tests {
 
     #[test]
     fn pipelined_equals_plain() {
-        let data: Vec<u8> = (0..(5 * CHUNK + 12345)).map(|i| (i * 7 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(5 * CHUNK + 12345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         let mut r = &data[..];
         let mut copied = Vec::new();
         let (d, n) = hash_stream(&mut r, data.len() as u64, |c| {
@@ -240,6 +275,9 @@ mod tests {
         let fifo = dir.path().join("fifo");
         let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-        assert!(matches!(hash_file(&fifo, false).unwrap(), HashOutcome::NotRegular));
+        assert!(matches!(
+            hash_file(&fifo, false).unwrap(),
+            HashOutcome::NotRegular
+        ));
     }
 }

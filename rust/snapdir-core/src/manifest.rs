@@ -267,7 +267,9 @@ pub fn check_path(path: &str, kind: Kind) -> std::result::Result<(), &'static st
 fn check_structure(entries: &[Entry]) -> Result<()> {
     let invalid = |msg: String| Error::new(Code::InvalidManifest, msg);
     if entries.first().map(|e| e.path.as_str()) != Some("./") {
-        return Err(invalid("invalid manifest: no root directory entry ./".into()));
+        return Err(invalid(
+            "invalid manifest: no root directory entry ./".into(),
+        ));
     }
     let mut dirs: HashSet<&str> = HashSet::with_capacity(entries.len() / 8 + 1);
     let mut names: HashSet<&str> = HashSet::with_capacity(entries.len());
@@ -338,7 +340,8 @@ pub fn parse_hex(s: &str) -> Option<Digest> {
 mod tests {
     use super::*;
 
-    const BASIC: &str = "D 755 af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262 0 ./";
+    const BASIC: &str =
+        "D 755 af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262 0 ./";
 
     #[test]
     fn parse_render_roundtrip_and_id() {

@@ -88,7 +88,8 @@ pub fn put_objects(
     origin: Origin,
     opts: &LocalOptions,
 ) -> Result<PutStats> {
-    fs::create_dir_all(root.join(".objects")).map_err(|e| Error::io("cannot create store", root, e))?;
+    fs::create_dir_all(root.join(".objects"))
+        .map_err(|e| Error::io("cannot create store", root, e))?;
     let written = AtomicU64::new(0);
     let present = AtomicU64::new(0);
     let repaired = AtomicU64::new(0);
@@ -185,7 +186,11 @@ fn write_object(
                 Origin::Tree => Error::in_flux(source, "it vanished"),
                 Origin::Store => Error::new(
                     Code::NotFound,
-                    format!("object {} is missing: {}", to_hex(checksum), display_path(source)),
+                    format!(
+                        "object {} is missing: {}",
+                        to_hex(checksum),
+                        display_path(source)
+                    ),
                 ),
             })
         }
@@ -223,7 +228,8 @@ fn write_object(
             });
         }
         if opts.durable {
-            out.sync_all().map_err(|e| Error::io("cannot sync", &tmp, e))?;
+            out.sync_all()
+                .map_err(|e| Error::io("cannot sync", &tmp, e))?;
         }
         drop(out);
         fs::rename(&tmp, dst).map_err(|e| Error::io("cannot rename into", dst, e))?;
@@ -253,7 +259,11 @@ pub fn get_object(root: &Path, checksum: &Digest, dest: &Path) -> Result<u64> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Error::new(
                 Code::NotFound,
-                format!("object {} not found in {}", to_hex(checksum), display_path(root)),
+                format!(
+                    "object {} not found in {}",
+                    to_hex(checksum),
+                    display_path(root)
+                ),
             ))
         }
         Err(e) => return Err(Error::io("cannot open", &src_path, e)),
@@ -315,8 +325,8 @@ pub fn verify_objects(
                 }
                 Err(e) => return Err(Error::io("cannot open", &p, e)),
             };
-            let (got, n) =
-                hash_stream(&mut f, *size, |_| Ok(())).map_err(|e| Error::io("cannot read", &p, e))?;
+            let (got, n) = hash_stream(&mut f, *size, |_| Ok(()))
+                .map_err(|e| Error::io("cannot read", &p, e))?;
             bump(opts, n);
             Ok((got != *d || n != *size).then_some((*d, Problem::Corrupt)))
         })
@@ -344,7 +354,11 @@ pub fn list_keys(root: &Path, kind: &str) -> Result<Vec<Digest>> {
             Err(e) => Err(Error::io("cannot list", p, e)),
         }
     };
-    let hex3 = |s: &str| s.len() == 3 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let hex3 = |s: &str| {
+        s.len() == 3
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
     for (a, da) in rd(&base)? {
         if !da || !hex3(&a) {
             continue;

@@ -7,7 +7,7 @@
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,9 +54,12 @@ impl WalkOptions {
                 )
             })?;
         }
-        RegexSet::new(patterns)
-            .map(Some)
-            .map_err(|e| Error::new(Code::InvalidArgument, format!("invalid exclude patterns: {e}")))
+        RegexSet::new(patterns).map(Some).map_err(|e| {
+            Error::new(
+                Code::InvalidArgument,
+                format!("invalid exclude patterns: {e}"),
+            )
+        })
     }
 }
 
@@ -102,7 +105,10 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked> {
         let s = real.to_str().ok_or_else(|| {
             Error::new(
                 Code::InvalidArgument,
-                format!("the absolute path {} is not valid UTF-8", display_path(&real)),
+                format!(
+                    "the absolute path {} is not valid UTF-8",
+                    display_path(&real)
+                ),
             )
         })?;
         Some(s.trim_end_matches('/').to_owned())
@@ -227,10 +233,13 @@ fn visit(
                 ))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                ctx.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(format!(
-                    "skipping dangling symbolic link {}",
-                    display_path(&path)
-                ));
+                ctx.warnings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!(
+                        "skipping dangling symbolic link {}",
+                        display_path(&path)
+                    ));
                 return Ok(Child::Skipped);
             }
             Err(e) => return Err(Error::io("cannot follow symbolic link", &path, e)),
@@ -239,9 +248,8 @@ fn visit(
         (true, None)
     } else if ft.is_file() {
         (false, None)
-    } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
-        return Ok(Child::Skipped);
     } else {
+        // FIFOs, sockets, devices: not content a snapshot can hold.
         return Ok(Child::Skipped);
     };
 
@@ -324,7 +332,10 @@ fn push_entry(ctx: &Ctx<'_>, kind: Kind, mode: u32, checksum: Digest, size: u64,
         size,
         path,
     };
-    ctx.entries.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+    ctx.entries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(e);
 }
 
 fn check_cancel(ctx: &Ctx<'_>, path: &Path) -> Result<()> {

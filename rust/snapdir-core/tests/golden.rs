@@ -9,7 +9,8 @@ use serde_json::Value;
 use snapdir_core::{walk, Manifest, WalkOptions};
 
 fn golden() -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/golden_manifests.json");
+    let p =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/golden_manifests.json");
     serde_json::from_str(&fs::read_to_string(p).unwrap()).unwrap()
 }
 

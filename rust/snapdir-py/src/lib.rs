@@ -95,7 +95,11 @@ impl Manifest {
     /// Parses manifest text (CRLF, blank lines and `#` comments accepted; lines re-sorted).
     /// Raises `InvalidArgumentError` (a `ValueError`) naming the first bad line.
     #[classmethod]
-    fn parse(_cls: &Bound<'_, pyo3::types::PyType>, py: Python<'_>, text: &str) -> PyResult<Manifest> {
+    fn parse(
+        _cls: &Bound<'_, pyo3::types::PyType>,
+        py: Python<'_>,
+        text: &str,
+    ) -> PyResult<Manifest> {
         let owned;
         let text = if text.len() > 64 * 1024 {
             owned = text.to_owned();
@@ -170,7 +174,11 @@ impl Manifest {
     }
 
     fn __hash__(&self) -> u64 {
-        u64::from_le_bytes(core::manifest::id_of_text(self.raw_str())[..8].try_into().unwrap_or([0; 8]))
+        u64::from_le_bytes(
+            core::manifest::id_of_text(self.raw_str())[..8]
+                .try_into()
+                .unwrap_or([0; 8]),
+        )
     }
 
     fn __repr__(&self) -> String {

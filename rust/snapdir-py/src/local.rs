@@ -64,7 +64,11 @@ pub fn store_put_objects(
         })
         .collect::<PyResult<Vec<_>>>()?;
     let opts = local_opts(durable, repair, cancel, progress);
-    let origin = if from_tree { Origin::Tree } else { Origin::Store };
+    let origin = if from_tree {
+        Origin::Tree
+    } else {
+        Origin::Store
+    };
     let s = py
         .detach(|| core::store::put_objects(&root, &items, origin, &opts))
         .map_err(|e| to_py_err(py, e))?;
@@ -73,7 +77,12 @@ pub fn store_put_objects(
 
 /// Copies one object of the store at `root` to `dest`, verified; returns its size.
 #[pyfunction]
-pub fn store_get_object(py: Python<'_>, root: PathBuf, checksum: &str, dest: PathBuf) -> PyResult<u64> {
+pub fn store_get_object(
+    py: Python<'_>,
+    root: PathBuf,
+    checksum: &str,
+    dest: PathBuf,
+) -> PyResult<u64> {
     let d = digest(py, checksum)?;
     py.detach(|| core::store::get_object(&root, &d, &dest))
         .map_err(|e| to_py_err(py, e))
@@ -154,12 +163,18 @@ impl CheckoutPlan {
     /// The objects still to fetch: `[(checksum, size)]`, index `i` goes to `staged_path(i)`.
     fn needed(&self) -> Vec<(String, u64)> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.needed().iter().map(|n| (to_hex(&n.checksum), n.size)).collect()
+        g.needed()
+            .iter()
+            .map(|n| (to_hex(&n.checksum), n.size))
+            .collect()
     }
 
     /// `(files to write, files kept, extra paths to remove)`.
     fn counts(&self) -> (usize, usize, usize) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).counts()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .counts()
     }
 
     /// Creates the destination and the staging directory.
@@ -169,7 +184,10 @@ impl CheckoutPlan {
 
     /// Where object `i` must be downloaded to (after `prepare`).
     fn staged_path(&self, i: usize) -> Option<PathBuf> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).staged_path(i)
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .staged_path(i)
     }
 
     /// Fills staging from the `file://` store at `root` (verified copies).

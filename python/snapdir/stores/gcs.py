@@ -1,0 +1,857 @@
+"""``gs://bucket/prefix``: a store on Google Cloud Storage, through google-cloud-storage.
+
+The layout and the guarantees are those of every store (SPEC §4, :mod:`snapdir.stores._base`).
+How this backend keeps them:
+
+* **Create-only writes.** Objects and manifests are created with ``ifGenerationMatch=0``: GCS
+  refuses to replace an existing name (412), so two pushers of one object never overwrite each
+  other, and a retried upload that had in fact succeeded is recognised (412 and the right
+  size: done).
+* **The bytes sent are the bytes hashed.** The SDK reads the source through
+  :class:`_SendReader`, which hashes (BLAKE3) what it hands over and refuses, by raising, the
+  read that would hand over the last bytes when the hash is not the key. An object up to
+  :attr:`GcsStore.resumable_threshold` goes in one multipart request, which is then never
+  sent; a larger one goes as a resumable upload in :attr:`GcsStore.chunk_size` pieces, whose
+  final piece is never sent, so the upload is never finalised and nothing becomes visible (the
+  session is cancelled). Bytes the SDK re-reads after a failed chunk are served from memory,
+  never read again from a file that may have changed.
+* **Downloads are verified** while they stream to disk; a stream that breaks is resumed with a
+  ranged read from the offset reached instead of starting over.
+* **One place retries.** SDK retries are switched off (``retry=None``); throttling, 5xx answers
+  and network failures are raised as :class:`TransientStoreError` for
+  :class:`~snapdir.stores._wrappers.RetryingStore`. The only loops here keep progress the
+  wrapper would throw away: recovering a resumable upload and resuming a download.
+
+The SDK is imported on first use (``pip install 'snapdir[gcs]'``). ``STORAGE_EMULATOR_HOST``
+(the SDK's own variable) points the store at an emulator, with anonymous credentials;
+otherwise Google Application Default Credentials are used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+
+from .._errors import (
+    HashMismatchError,
+    InFluxError,
+    InvalidArgumentError,
+    NotFoundError,
+    SnapdirError,
+    SnapdirIOError,
+    StoreError,
+)
+from .._snapdir import Hasher
+from .._types import StoreUri
+from ._base import BaseStore, Capability, TransientStoreError, manifest_key, object_key
+
+if TYPE_CHECKING:
+    from .._snapdir import Manifest
+
+__all__ = ["EMULATOR_ENV", "GcsStore"]
+
+T = TypeVar("T")
+
+MiB = 1024 * 1024
+#: The environment variable google-cloud-storage reads for an emulator endpoint.
+EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+#: Resumable chunks must be multiples of this (GCS rule).
+_CHUNK_MULTIPLE = 256 * 1024
+#: The SDK sends a single multipart request up to this size, whatever we ask.
+_SDK_MULTIPART_MAX = 8 * MiB
+_SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
+_CONTENT_TYPE = "application/octet-stream"
+_MANIFEST_CONTENT_TYPE = "text/plain; charset=utf-8"
+#: (connect, read) seconds for each request.
+_TIMEOUT = (30.0, 120.0)
+_CREDENTIALS_HINT = (
+    "set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, "
+    "or run `gcloud auth application-default login`"
+)
+
+
+class GcsStore(BaseStore):
+    """A snapdir store in a Google Cloud Storage bucket (``gs://bucket/prefix``).
+
+    Opening is cheap: the client, and with it the credentials lookup, is created on the first
+    operation. ``endpoint`` overrides ``STORAGE_EMULATOR_HOST``; ``resumable_threshold`` and
+    ``chunk_size`` tune when and how large objects are uploaded in pieces (tests lower them).
+    """
+
+    capabilities = Capability.LIST_OBJECTS | Capability.CONDITIONAL_PUT
+
+    #: Objects larger than this are sent as resumable uploads (capped at the SDK's 8 MiB
+    #: multipart limit). Smaller ones are read into memory and sent in one request.
+    resumable_threshold: int = _SDK_MULTIPART_MAX
+    #: Size of each resumable upload request; a multiple of 256 KiB. Also the memory each
+    #: running large upload holds.
+    chunk_size: int = 16 * MiB
+    #: Consecutive failures without progress a resumable upload or a download rides out
+    #: (recovering the session / resuming the range) before giving up to the retry wrapper.
+    max_resumes: int = 3
+
+    def __init__(
+        self,
+        uri: StoreUri | str,
+        *,
+        endpoint: str | None = None,
+        resumable_threshold: int | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
+        uri = StoreUri(uri)
+        if uri.scheme != "gs":
+            raise InvalidArgumentError(
+                f"{uri} is not a gs:// store URI", code="INVALID_STORE"
+            )
+        super().__init__(uri)
+        self._endpoint = endpoint
+        if resumable_threshold is not None:
+            self.resumable_threshold = resumable_threshold
+        if chunk_size is not None:
+            if chunk_size <= 0 or chunk_size % _CHUNK_MULTIPLE:
+                raise InvalidArgumentError(
+                    f"chunk_size must be a positive multiple of 256 KiB, not {chunk_size}",
+                    code="INVALID_ARGUMENT",
+                )
+            self.chunk_size = chunk_size
+        self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._bucket: Any = None
+        self._session: Any = None
+        self._pool_size = 32
+        self._emulated = False
+
+    def __repr__(self) -> str:
+        return f"GcsStore({str(self.uri)!r})"
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _key(self, rel: str) -> str:
+        return f"{self.uri.prefix}/{rel}" if self.uri.prefix else rel
+
+    def _count(self) -> None:
+        with self._count_lock:
+            self._requests += 1
+
+    def set_max_concurrency(self, jobs: int) -> None:
+        """Size the HTTP connection pool for ``jobs`` concurrent calls (a hint from
+        :class:`~snapdir.stores._wrappers.LimitedStore`), so connections are reused instead
+        of being opened and dropped when more threads run than the default pool holds."""
+        self._pool_size = max(10, jobs)
+        if self._session is not None:
+            _mount_pool(self._session, self._pool_size)
+
+    def _connect(self) -> Any:
+        """The SDK bucket handle, created once (credentials are looked up here, not in
+        ``__init__``, so opening a store sends nothing and needs no credentials)."""
+        with self._lock:
+            if self._bucket is not None:
+                return self._bucket
+            try:
+                from google.auth.credentials import AnonymousCredentials
+                from google.cloud import storage  # type: ignore[import-untyped,unused-ignore]
+            except ImportError as e:  # pragma: no cover - depends on the environment
+                raise StoreError(
+                    f"the gs:// store needs google-cloud-storage ({e.name} is missing): "
+                    "pip install 'snapdir[gcs]'"
+                ) from e
+            endpoint = self._endpoint or os.environ.get(EMULATOR_ENV)
+            credentials: Any
+            project: str | None
+            client_options: dict[str, str] | None = None
+            self._emulated = bool(endpoint)
+            if endpoint:
+                if "://" not in endpoint:
+                    endpoint = "http://" + endpoint
+                credentials = AnonymousCredentials()  # type: ignore[no-untyped-call,unused-ignore]
+                project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "snapdir"
+                client_options = {"api_endpoint": endpoint}
+            else:
+                credentials, project = self._default_credentials()
+            session = _counting_session(credentials, self._count)
+            _mount_pool(session, self._pool_size)
+            client = storage.Client(
+                project=project,
+                credentials=credentials,
+                _http=session,
+                client_options=client_options,
+            )
+            if getattr(client, "_bucket_metadata_cache", None) is not None:
+                # Newer SDKs fetch bucket metadata for tracing in background threads (on
+                # the first call, and after every 404: each has_object miss). Requests this
+                # store neither needs nor can count reliably; off.
+                client._bucket_metadata_cache = None
+            self._session = session
+            self._bucket = client.bucket(self.uri.bucket)
+            return self._bucket
+
+    def _default_credentials(self) -> tuple[Any, str | None]:
+        import google.auth
+        import google.auth.exceptions
+
+        try:
+            credentials, project = google.auth.default(scopes=list(_SCOPES))
+        except google.auth.exceptions.DefaultCredentialsError as e:
+            # The SDK's message can quote a key file's parse error; name the file instead.
+            path = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+            where = f" (GOOGLE_APPLICATION_CREDENTIALS={path} could not be used)" if path else ""
+            raise StoreError(
+                f"{self.uri}: no usable Google Cloud credentials{where}: {_CREDENTIALS_HINT}"
+            ) from e
+        return credentials, project
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        import anyio
+
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args))
+
+    def _error(self, exc: BaseException, what: str) -> SnapdirError:
+        """Translate an SDK or network exception into the snapdir hierarchy (see module
+        docstring): 404 -> NotFoundError, throttling/5xx/network -> TransientStoreError."""
+        if isinstance(exc, SnapdirError):
+            return exc
+        where = f"{self.uri}: {what}"
+        status = _status(exc)
+        if status == 404:
+            return NotFoundError(f"{where}: not found")
+        if status in (401, 403):
+            return StoreError(
+                f"{where}: access denied (HTTP {status}); the credentials need "
+                f"roles/storage.objectAdmin on bucket {self.uri.bucket}, or {_CREDENTIALS_HINT}"
+            )
+        if status is not None and (status in (408, 429) or status >= 500):
+            return TransientStoreError(
+                f"{where}: HTTP {status} {_reason(exc)}".rstrip(),
+                retry_after=_retry_after(exc),
+            )
+        if _is_network_error(exc):
+            return TransientStoreError(f"{where}: {type(exc).__name__}: {exc}")
+        if _is_refresh_error(exc):
+            return StoreError(f"{where}: the credentials could not be refreshed: {_CREDENTIALS_HINT}")
+        code = f"HTTP {status} " if status is not None else ""
+        return StoreError(f"{where}: {code}{type(exc).__name__}: {exc}")
+
+    # -- objects ------------------------------------------------------------------------------
+
+    async def has_object(self, checksum: str) -> bool:
+        self._check_hex(checksum, "object checksum")
+        return await self._run(self._exists, object_key(checksum), f"object {checksum}")
+
+    async def put_object(self, checksum: str, source: str, size: int, *, replace: bool = False) -> None:
+        """See :meth:`Store.put_object`. ``replace=True`` (repair) overwrites an existing
+        object instead of keeping it, conditionally on the generation seen, so two repairers
+        never interleave."""
+        self._check_hex(checksum, "object checksum")
+        await self._run(self._put_object, checksum, source, size, replace)
+
+    async def get_object(self, checksum: str, dest: str) -> None:
+        self._check_hex(checksum, "object checksum")
+        await self._run(self._get_object, checksum, dest)
+
+    async def list_objects(self) -> set[str]:
+        return set(await self._run(self._list_hex, ".objects/", "objects"))
+
+    # -- manifests ----------------------------------------------------------------------------
+
+    async def has_manifest(self, snapshot_id: str) -> bool:
+        self._check_hex(snapshot_id, "snapshot id")
+        return await self._run(self._exists, manifest_key(snapshot_id), f"manifest {snapshot_id}")
+
+    async def get_manifest(self, snapshot_id: str) -> Manifest:
+        self._check_hex(snapshot_id, "snapshot id")
+        return await self._run(self._get_manifest, snapshot_id)
+
+    async def put_manifest(self, snapshot_id: str, text: str) -> None:
+        self._check_hex(snapshot_id, "snapshot id")
+        await self._run(self._put_manifest, snapshot_id, text)
+
+    async def list_manifests(self) -> list[str]:
+        return sorted(await self._run(self._list_hex, ".manifests/", "manifests"))
+
+    async def aclose(self) -> None:
+        with self._lock:
+            session, self._session, self._bucket = self._session, None, None
+        if session is not None:
+            session.close()
+
+    # -- blocking implementations (worker threads) --------------------------------------------
+
+    def _exists(self, rel: str, what: str) -> bool:
+        bucket = self._connect()
+        try:
+            return bool(bucket.blob(self._key(rel)).exists(timeout=_TIMEOUT, retry=None))
+        except Exception as e:
+            raise self._error(e, f"checking {what}") from e
+
+    def _list_hex(self, rel_prefix: str, what: str) -> list[str]:
+        """Every 64-hex name under ``rel_prefix`` (keys that are not ours are skipped)."""
+        bucket = self._connect()
+        prefix = self._key(rel_prefix)
+        out: list[str] = []
+        try:
+            blobs = bucket.client.list_blobs(
+                bucket,
+                prefix=prefix,
+                fields="items(name),nextPageToken",
+                timeout=_TIMEOUT,
+                retry=None,
+            )
+            for blob in blobs:
+                h = _hex_from_key(blob.name[len(prefix) :])
+                if h is not None:
+                    out.append(h)
+        except Exception as e:
+            raise self._error(e, f"listing {what}") from e
+        return out
+
+    def _put_object(self, checksum: str, source: str, size: int, replace: bool) -> None:
+        bucket = self._connect()
+        key = self._key(object_key(checksum))
+        what = f"upload of object {checksum} from {source}"
+        generation = 0
+        if replace:
+            generation = self._generation(bucket, key, what)
+        try:
+            f = open(source, "rb")  # noqa: SIM115 - closed below, also on every error path
+        except FileNotFoundError as e:
+            raise InFluxError(f"{source} vanished before it was uploaded to {self.uri}") from e
+        except OSError as e:
+            raise SnapdirIOError(f"cannot read {source}: {e.strerror or e}") from e
+        with f:
+            reader = _SendReader(f, size, checksum, source, self.uri)
+            try:
+                if size <= min(self.resumable_threshold, _SDK_MULTIPART_MAX):
+                    blob = bucket.blob(key)
+                    blob.upload_from_file(
+                        reader,
+                        size=size,
+                        content_type=_CONTENT_TYPE,
+                        if_generation_match=generation,
+                        checksum="auto",
+                        timeout=_TIMEOUT,
+                        retry=None,
+                    )
+                else:
+                    self._put_resumable(bucket, key, reader, size, generation, what)
+            except Exception as e:
+                if reader.failure is not None:
+                    raise reader.failure from None
+                if _status(e) == 412:
+                    self._check_existing(bucket, key, size, what)
+                    return
+                raise self._error(e, what) from e
+            if not reader.verified:  # pragma: no cover - the SDK always reads to the end
+                raise StoreError(f"{self.uri}: {what}: the SDK did not read the whole file")
+
+    def _generation(self, bucket: Any, key: str, what: str) -> int:
+        """The live generation of ``key`` (0 if absent): replacing exactly that one."""
+        try:
+            blob = bucket.get_blob(key, timeout=_TIMEOUT, retry=None)
+        except Exception as e:
+            raise self._error(e, what) from e
+        return int(blob.generation) if blob is not None else 0
+
+    def _check_existing(self, bucket: Any, key: str, size: int, what: str) -> None:
+        """After a 412: the object exists. Same size means it is ours (a concurrent or
+        earlier push, or our own retried request that had succeeded); a different size means
+        a damaged object, which ``push --repair`` replaces."""
+        try:
+            blob = bucket.get_blob(key, timeout=_TIMEOUT, retry=None)
+        except Exception as e:
+            raise self._error(e, what) from e
+        if blob is None:
+            # Deleted between the 412 and this look: let the retry wrapper upload again.
+            raise TransientStoreError(f"{self.uri}: {what}: the object vanished while uploading")
+        if blob.size != size:
+            raise StoreError(
+                f"{self.uri}: {what}: key {key} exists with {blob.size} bytes instead of "
+                f"{size}; it is damaged (run `snapdir push --repair` or `snapdir verify`)"
+            )
+
+    def _put_resumable(
+        self, bucket: Any, key: str, reader: _SendReader, size: int, generation: int, what: str
+    ) -> None:
+        """A resumable upload driven chunk by chunk; a failed upload's session is cancelled.
+
+        ``Blob._initiate_resumable_upload`` is the SDK's own first half of
+        ``upload_from_file``; calling it directly is what allows a threshold below the SDK's
+        fixed 8 MiB, the cancel, and the check below. A chunk that fails with a transient
+        error is re-sent from memory by the SDK (see :func:`_chunk_retry`): the bytes of a
+        chunk are read from the file once. The session status query (``recover``) is not
+        used: fake-gcs-server finalises a partial upload when asked for its status.
+        """
+        blob = bucket.blob(key)
+        upload, transport = blob._initiate_resumable_upload(
+            bucket.client,
+            reader,
+            _CONTENT_TYPE,
+            size,
+            if_generation_match=generation,
+            chunk_size=self.chunk_size,
+            checksum="auto",
+            timeout=_TIMEOUT,
+            retry=_chunk_retry(after_connection_errors=not self._emulated),
+        )
+        try:
+            while not upload.finished:
+                upload.transmit_next_chunk(transport, timeout=_TIMEOUT)
+        except BaseException as e:
+            if not upload.finished:
+                with contextlib.suppress(Exception):
+                    transport.delete(upload.resumable_url, timeout=_TIMEOUT)
+            elif type(e).__name__ == "DataCorruption":
+                # Finalised, but the service's CRC32C of what it stored differs from ours
+                # (bytes damaged on the way). We created this generation (create-only), so
+                # deleting exactly it is safe; the retry wrapper uploads again.
+                self._delete_generation(bucket, key, getattr(e, "response", None))
+                raise TransientStoreError(
+                    f"{self.uri}: {what}: the service stored different bytes than were sent"
+                ) from e
+            raise
+
+    def _delete_generation(self, bucket: Any, key: str, response: Any) -> None:
+        with contextlib.suppress(Exception):
+            generation = int(response.json()["generation"])
+            bucket.blob(key).delete(if_generation_match=generation, timeout=_TIMEOUT, retry=None)
+
+    def _get_object(self, checksum: str, dest: str) -> None:
+        bucket = self._connect()
+        key = self._key(object_key(checksum))
+        what = f"download of object {checksum}"
+        blob = bucket.blob(key)
+        ok = False
+        try:
+            try:
+                f = open(dest, "wb")  # noqa: SIM115 - closed below
+            except OSError as e:
+                raise SnapdirIOError(f"cannot write {dest}: {e.strerror or e}") from e
+            with f:
+                writer = _HashingWriter(f, dest)
+                failures = 0
+                while True:
+                    start = writer.count
+                    try:
+                        blob.download_to_file(
+                            writer,
+                            start=start or None,
+                            raw_download=True,
+                            checksum=None,
+                            timeout=_TIMEOUT,
+                            retry=None,
+                        )
+                        break
+                    except Exception as e:
+                        if writer.failure is not None:
+                            raise writer.failure from None
+                        status = _status(e)
+                        if start > 0 and status == 416:
+                            break  # the stream broke after its last byte: all is here
+                        # A stream that broke is resumed here, from the offset reached; an
+                        # error answer before any byte is the retry wrapper's business (it
+                        # backs off and honours Retry-After).
+                        if not _worth_resuming(e) or (writer.count == 0 and status is not None):
+                            raise self._error(e, what) from e
+                        failures = 0 if writer.count > start else failures + 1
+                        if failures > self.max_resumes:
+                            raise self._error(e, what) from e
+                        if failures:
+                            time.sleep(_backoff(failures, _retry_after(e)))
+            digest = writer.hexdigest()
+            if digest != checksum:
+                raise HashMismatchError(
+                    f"{self.uri}: object {checksum} (key {key}) holds {writer.count} bytes "
+                    f"hashing to {digest}: the stored object is damaged"
+                )
+            ok = True
+        finally:
+            if not ok:
+                with contextlib.suppress(OSError):
+                    os.unlink(dest)
+
+    def _get_manifest(self, snapshot_id: str) -> Manifest:
+        from .._snapdir import Manifest
+
+        bucket = self._connect()
+        key = self._key(manifest_key(snapshot_id))
+        try:
+            data = bucket.blob(key).download_as_bytes(
+                raw_download=True, checksum=None, timeout=_TIMEOUT, retry=None
+            )
+        except Exception as e:
+            raise self._error(e, f"manifest {snapshot_id}") from e
+        return _verify_manifest(data, snapshot_id, self.uri, key, Manifest)
+
+    def _put_manifest(self, snapshot_id: str, text: str) -> None:
+        from .._snapdir import Manifest
+
+        bucket = self._connect()
+        key = self._key(manifest_key(snapshot_id))
+        data = (text + "\n").encode("utf-8")
+        _verify_manifest(data, snapshot_id, self.uri, key, Manifest, stored=False)
+        what = f"upload of manifest {snapshot_id}"
+        generation = 0
+        for _ in range(3):
+            try:
+                bucket.blob(key).upload_from_string(
+                    data,
+                    content_type=_MANIFEST_CONTENT_TYPE,
+                    if_generation_match=generation,
+                    checksum="auto",
+                    timeout=_TIMEOUT,
+                    retry=None,
+                )
+                return
+            except Exception as e:
+                if _status(e) != 412:
+                    raise self._error(e, what) from e
+            # It exists. Keep it if it verifies; otherwise replace exactly that generation
+            # (a damaged manifest would make the snapshot unreadable for good).
+            try:
+                blob = bucket.get_blob(key, timeout=_TIMEOUT, retry=None)
+                if blob is None:
+                    generation = 0
+                    continue
+                existing = blob.download_as_bytes(
+                    raw_download=True, checksum=None, timeout=_TIMEOUT, retry=None
+                )
+            except Exception as e:
+                raise self._error(e, what) from e
+            try:
+                _verify_manifest(existing, snapshot_id, self.uri, key, Manifest)
+                return
+            except HashMismatchError:
+                generation = int(blob.generation)
+        raise TransientStoreError(f"{self.uri}: {what}: the key kept changing while writing")
+
+
+# -- streams ------------------------------------------------------------------------------------
+
+
+class _SendReader:
+    """The file object the SDK uploads from: hashes the bytes it hands over and refuses to
+    hand over the last ones unless they hash to the object's key.
+
+    Each offset's bytes are read from the file once. The SDK may rewind to re-send a chunk
+    (a resumable upload after a failed request rewinds to what the server kept): those bytes
+    are served again from memory (the last read is kept), never re-read from a file that may
+    have changed since. Rewinding to 0 starts a fresh pass over the file, hashed from
+    scratch and verified again at its end, which is safe because a pass is only completed
+    after its verification.
+    """
+
+    def __init__(self, f: BinaryIO, size: int, checksum: str, source: str, uri: str) -> None:
+        self._f = f
+        self._size = size
+        self._checksum = checksum
+        self._source = source
+        self._uri = uri
+        self._hasher = Hasher()
+        self._pos = 0  # the SDK's position
+        self._hi = 0  # bytes [0, _hi) were handed out at least once and are hashed
+        self._kept = b""  # bytes [_kept_at, _hi), served again after a rewind
+        self._kept_at = 0
+        self.verified = False
+        #: The error this reader raised (SDKs may wrap it; the store raises this one).
+        self.failure: SnapdirError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def __len__(self) -> int:
+        return self._size
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_CUR:
+            offset += self._pos
+        elif whence == os.SEEK_END:
+            offset += self._size
+        if offset == 0 and self._hi > 0 and self._kept_at > 0:
+            self._hasher = Hasher()
+            self._hi = 0
+            self._kept, self._kept_at = b"", 0
+            self.verified = False
+            self._f.seek(0)
+        elif not self._kept_at <= offset <= self._hi:
+            # Forward, or behind what is kept: no SDK does this; fail rather than guess.
+            raise self._fail(
+                StoreError(
+                    f"{self._uri}: upload of {self._source}: cannot seek to {offset} "
+                    f"(bytes {self._kept_at}..{self._hi} are available)"
+                )
+            )
+        self._pos = offset
+        return offset
+
+    def read(self, n: int | None = -1) -> bytes:
+        if self.failure is not None:
+            raise self.failure
+        want = self._size - self._pos if n is None or n < 0 else min(n, self._size - self._pos)
+        parts: list[bytes] = []
+        if self._pos < self._hi:  # replay of bytes already handed out
+            at = self._pos - self._kept_at
+            old = self._kept[at : at + want]
+            parts.append(old)
+            want -= len(old)
+        if want > 0:
+            parts.append(self._read_new(want))
+        elif self._hi == self._size and not self.verified:
+            self._check_end()  # an empty source: nothing to read, still to verify
+        data = b"".join(parts)
+        if self._pos + len(data) > self._kept_at + len(self._kept):
+            # Keep what this read handed out: it is what a rewind can ask for again.
+            self._kept, self._kept_at = data, self._pos
+        self._pos += len(data)
+        return data
+
+    def _read_new(self, want: int) -> bytes:
+        chunks: list[bytes] = []
+        got = 0
+        while got < want:
+            try:
+                b = self._f.read(want - got)
+            except OSError as e:
+                raise self._fail(
+                    SnapdirIOError(f"cannot read {self._source}: {e.strerror or e}")
+                ) from e
+            if not b:
+                raise self._fail(
+                    InFluxError(
+                        f"{self._source} shrank while it was uploaded to {self._uri}: "
+                        f"{self._hi + got} bytes instead of {self._size}"
+                    )
+                )
+            chunks.append(b)
+            got += len(b)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._hasher.update(data)
+        self._hi += len(data)
+        if self._hi == self._size:
+            self._check_end()
+        return data
+
+    def _check_end(self) -> None:
+        """Called once every byte has been read, before the last ones are handed over."""
+        digest = self._hasher.hexdigest()
+        if digest != self._checksum:
+            raise self._fail(
+                InFluxError(
+                    f"{self._source} changed while it was uploaded to {self._uri}: its "
+                    f"bytes hash to {digest}, not {self._checksum}; nothing was stored"
+                )
+            )
+        self.verified = True
+
+    def _fail(self, exc: SnapdirError) -> SnapdirError:
+        self.failure = exc
+        return exc
+
+
+class _HashingWriter:
+    """The file object the SDK downloads into: hashes and counts what it writes, so a
+    broken download resumes at ``count`` and is verified without reading the file back."""
+
+    def __init__(self, f: BinaryIO, dest: str) -> None:
+        self._f = f
+        self._dest = dest
+        self._hasher = Hasher()
+        self.count = 0
+        self.failure: SnapdirError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:
+        try:
+            self._f.write(data)
+        except OSError as e:
+            self.failure = SnapdirIOError(f"cannot write {self._dest}: {e.strerror or e}")
+            raise self.failure from e
+        self._hasher.update(data if isinstance(data, bytes) else bytes(data))
+        self.count += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def hexdigest(self) -> str:
+        return self._hasher.hexdigest()
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _counting_session(credentials: Any, count: Callable[[], None]) -> Any:
+    """An ``AuthorizedSession`` that counts the requests it sends (token refreshes go
+    through a separate transport and are not counted: they are not storage requests)."""
+    from google.auth.transport.requests import AuthorizedSession
+
+    class _CountingSession(AuthorizedSession):  # type: ignore[misc]
+        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            count()
+            return super().request(method, url, *args, **kwargs)
+
+    return _CountingSession(credentials)
+
+
+def _mount_pool(session: Any, size: int) -> None:
+    import requests.adapters
+
+    for scheme in ("https://", "http://"):
+        session.mount(
+            scheme, requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=size)
+        )
+
+
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status behind an SDK exception (api_core errors carry ``code``; the
+    resumable-media layer carries ``response``)."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int) and 100 <= code < 600:
+        return code
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _reason(exc: BaseException) -> str:
+    message = getattr(exc, "message", None)
+    return str(message) if message else ""
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """``Retry-After`` of the response behind ``exc``, in seconds (delta or HTTP date)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    value = headers.get("Retry-After") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    """Connection refused/reset, timeouts, a body cut short: worth another attempt."""
+    import http.client
+
+    import requests
+    import urllib3.exceptions
+
+    try:
+        from google.auth.exceptions import TransportError
+    except ImportError:  # pragma: no cover
+        TransportError = ConnectionError  # type: ignore[misc,assignment]  # noqa: N806
+    return isinstance(
+        exc,
+        (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.HTTPError,
+            http.client.HTTPException,
+            ConnectionError,
+            TimeoutError,
+            TransportError,
+        ),
+    )
+
+
+def _is_refresh_error(exc: BaseException) -> bool:
+    try:
+        from google.auth.exceptions import RefreshError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, RefreshError)
+
+
+def _worth_resuming(exc: BaseException) -> bool:
+    status = _status(exc)
+    if status is not None:
+        return status in (408, 429) or status >= 500
+    return _is_network_error(exc)
+
+
+def _chunk_retry(after_connection_errors: bool) -> Any:
+    """The SDK retry policy for resumable chunks: short waits, and a bounded total so a dead
+    service reaches the retry wrapper (which owns the long budget) within a minute.
+
+    An error answer (429, 408, 5xx) means the chunk was not taken and is re-sent. After a
+    connection error the chunk may or may not have been stored; GCS accepts a chunk sent
+    again at an offset it already has, so it is re-sent too. fake-gcs-server appends such a
+    chunk a second time instead, so against an emulator (``endpoint`` / ``STORAGE_EMULATOR_HOST``)
+    a connection error ends the session and the retry wrapper starts the upload over.
+    """
+    from google.api_core.retry import Retry
+
+    def predicate(exc: Exception) -> bool:
+        if _status(exc) is None and not after_connection_errors:
+            return False
+        return _worth_resuming(exc)
+
+    try:
+        return Retry(predicate=predicate, initial=0.2, maximum=4.0, multiplier=2.0, timeout=60.0)
+    except TypeError:  # pragma: no cover - google-api-core < 2.17 calls it deadline
+        return Retry(predicate=predicate, initial=0.2, maximum=4.0, multiplier=2.0, deadline=60.0)
+
+
+def _backoff(failures: int, retry_after: float | None) -> float:
+    wait = min(2.0, 0.1 * 2**failures)
+    if retry_after is not None:
+        wait = max(wait, min(retry_after, 10.0))
+    return wait
+
+
+def _hex_from_key(rest: str) -> str | None:
+    """``abc/def/ghi/<rest>`` back to the 64-hex name, or None for a foreign key."""
+    parts = rest.split("/")
+    if len(parts) != 4 or [len(p) for p in parts[:3]] != [3, 3, 3]:
+        return None
+    h = "".join(parts)
+    if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+        return None
+    return h
+
+
+def _verify_manifest(
+    data: bytes,
+    snapshot_id: str,
+    uri: str,
+    key: str,
+    manifest_cls: type[Manifest],
+    *,
+    stored: bool = True,
+) -> Manifest:
+    """Parse ``data`` and check it is the manifest of ``snapshot_id`` (SPEC §2: the id is
+    over the canonical text, so CRLF or comments in a stored manifest still verify)."""
+    where = f"{uri}: manifest {snapshot_id} (key {key})"
+    try:
+        m = manifest_cls.parse(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        if not stored:
+            raise
+        raise HashMismatchError(f"{where} is not a valid manifest: {e}") from e
+    if m.id != snapshot_id:
+        if not stored:
+            raise HashMismatchError(
+                f"{where}: the text given hashes to snapshot {m.id}, refusing to store it"
+            )
+        raise HashMismatchError(f"{where} hashes to {m.id}: the stored manifest is damaged")
+    return m

@@ -1,0 +1,40 @@
+"""Test-session policy shared by every test file.
+
+* Each test gets its own snapdir cache (``SNAPDIR_CACHE_DIR``), so nothing touches the
+  user's real cache and tests cannot see each other's staged snapshots.
+* With ``SNAPDIR_TEST_NO_SKIP=1`` (set by CI) a skipped test is reported as a failure: the
+  real-server suites must never silently not run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+NO_SKIP = os.environ.get("SNAPDIR_TEST_NO_SKIP", "") not in ("", "0")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("SNAPDIR_CACHE_DIR")
+    os.environ["SNAPDIR_CACHE_DIR"] = str(cache)
+    try:
+        yield cache
+    finally:
+        if old is None:
+            os.environ.pop("SNAPDIR_CACHE_DIR", None)
+        else:
+            os.environ["SNAPDIR_CACHE_DIR"] = old
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if NO_SKIP and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped while SNAPDIR_TEST_NO_SKIP=1: {report.longrepr}"
