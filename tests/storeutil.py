@@ -15,7 +15,8 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -109,9 +110,7 @@ def make_store(
     sid = snapshot_id if snapshot_id is not None else text_id(text)
     for data in objects:
         put_raw_object(store, b3(data), data)
-    put_raw_manifest(
-        store, sid, stored_text if stored_text is not None else (text + "\n").encode()
-    )
+    put_raw_manifest(store, sid, stored_text if stored_text is not None else (text + "\n").encode())
     return sid
 
 
@@ -164,7 +163,11 @@ class Node:
 
 
 def tree_state(root: Path) -> dict[str, Node]:
-    """Every entry below ``root`` (root included as ``"."``), without following links."""
+    """Every entry below ``root`` (root included as ``"."``), without following links.
+
+    Directory mtimes are left out (recorded as 0): a pull stages its objects in a private
+    directory inside the destination, which touches the destination's mtime even when the
+    pull then fails and removes it."""
     out: dict[str, Node] = {}
     if not os.path.lexists(root):
         return out
@@ -174,7 +177,7 @@ def tree_state(root: Path) -> dict[str, Node]:
         if stat.S_ISLNK(st.st_mode):
             out[rel] = Node("L", 0, os.readlink(p), st.st_ino, st.st_mtime_ns)
         elif stat.S_ISDIR(st.st_mode):
-            out[rel] = Node("D", stat.S_IMODE(st.st_mode), "", st.st_ino, st.st_mtime_ns)
+            out[rel] = Node("D", stat.S_IMODE(st.st_mode), "", st.st_ino, 0)
             for name in sorted(os.listdir(p)):
                 one(os.path.join(p, name), name if rel == "." else f"{rel}/{name}")
         elif stat.S_ISREG(st.st_mode):
@@ -324,3 +327,43 @@ def make_writable(root: Path) -> None:
             if not os.path.islink(p):
                 os.chmod(p, 0o755)
     os.chmod(root, 0o755)
+
+
+# --- private tmpfs mounts (we run as root) ----------------------------------------------------
+
+
+@contextmanager
+def tmpfs(path: Path, size: str, *, options: str = "") -> Iterator[Path]:
+    """Mount a fresh tmpfs of ``size`` (``"2m"``) at ``path`` for the duration of the block.
+
+    Fails the test (never skips) when mounting is not permitted: the fault-injection tests
+    must run wherever the suite runs."""
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size},mode=0755" + (f",{options}" if options else "")
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"cannot mount a tmpfs at {path} (these tests need root and mount permission; "
+            f"run them in a privileged container): {proc.stderr.strip()}"
+        )
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def remount(path: Path, options: str) -> None:
+    """``mount -o remount,<options>`` (e.g. ``size=16m`` or ``ro``)."""
+    subprocess.run(
+        ["mount", "-o", f"remount,{options}", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )

@@ -164,9 +164,9 @@ def test_s3_multipart_upload_and_conditional_complete(seaweedfs: S3Server, s3_bu
     def multipart(key: str, parts: list[bytes], **complete_args: Any) -> Any:
         upload_id = s3.create_multipart_upload(Bucket=s3_bucket, Key=key)["UploadId"]
         etags = [
-            s3.upload_part(
-                Bucket=s3_bucket, Key=key, UploadId=upload_id, PartNumber=n, Body=body
-            )["ETag"]
+            s3.upload_part(Bucket=s3_bucket, Key=key, UploadId=upload_id, PartNumber=n, Body=body)[
+                "ETag"
+            ]
             for n, body in enumerate(parts, start=1)
         ]
         layout = {"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, start=1)]}
@@ -379,9 +379,10 @@ def test_gcs_resumable_upload_works_but_ignores_if_generation_match(
     direct = fake_gcs.client().bucket(gcs_bucket)
     assert direct.blob("big").download_as_bytes() == data
     edge = 4 * MiB
-    assert direct.blob("big").download_as_bytes(start=edge - 2, end=edge + 1) == data[
-        edge - 2 : edge + 2
-    ]
+    assert (
+        direct.blob("big").download_as_bytes(start=edge - 2, end=edge + 1)
+        == data[edge - 2 : edge + 2]
+    )
 
     # fake-gcs-server 1.54 drops preconditions on resumable uploads: this overwrites.
     other = _data(9 * MiB, 22)
@@ -391,8 +392,16 @@ def test_gcs_resumable_upload_works_but_ignores_if_generation_match(
     assert direct.blob("big").download_as_bytes() == other
 
 
+def _fast_gcs_retry() -> Any:
+    """The client's default retry policy, with short waits (it starts at 1 s otherwise)."""
+    from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-untyped,unused-ignore]
+
+    return DEFAULT_RETRY.with_delay(initial=0.05, multiplier=2.0, maximum=0.5)
+
+
 def test_gcs_uploads_and_downloads_survive_faults(fake_gcs: GcsServer, gcs_bucket: str) -> None:
     exc = _gcs_exceptions()
+    fast = _fast_gcs_retry()
     upload_faults = [K.ERROR_503, K.ERROR_500, K.ERROR_429, K.RESET_REQUEST, K.LATENCY]
     download_faults = [*upload_faults, K.RESET_RESPONSE, K.LOST_RESPONSE]
     blobs = {f"obj{i}": _data(30_000 + i, 30 + i) for i in range(len(download_faults))}
@@ -407,7 +416,7 @@ def test_gcs_uploads_and_downloads_survive_faults(fake_gcs: GcsServer, gcs_bucke
     ) as proxy:
         bucket = fake_gcs.client(endpoint=proxy.url).bucket(gcs_bucket)
         for key, body in blobs.items():  # conditional creates, retried safely
-            bucket.blob(key).upload_from_string(body, if_generation_match=0)
+            bucket.blob(key).upload_from_string(body, if_generation_match=0, retry=fast)
         assert proxy.stats.total_injected == len(upload_faults)
     with start_fault_proxy(
         fake_gcs.endpoint,
@@ -420,7 +429,7 @@ def test_gcs_uploads_and_downloads_survive_faults(fake_gcs: GcsServer, gcs_bucke
     ) as proxy:
         bucket = fake_gcs.client(endpoint=proxy.url).bucket(gcs_bucket)
         for key, body in blobs.items():
-            assert bucket.blob(key).download_as_bytes() == body
+            assert bucket.blob(key).download_as_bytes(retry=fast) == body
         assert proxy.stats.total_injected == len(download_faults)
 
     with start_fault_proxy(
@@ -428,12 +437,14 @@ def test_gcs_uploads_and_downloads_survive_faults(fake_gcs: GcsServer, gcs_bucke
     ) as proxy:
         bucket = fake_gcs.client(endpoint=proxy.url).bucket(gcs_bucket)
         with pytest.raises(exc.PreconditionFailed):  # the retry finds its own first attempt
-            bucket.blob("once").upload_from_string(b"mine", if_generation_match=0)
+            bucket.blob("once").upload_from_string(b"mine", if_generation_match=0, retry=fast)
     assert fake_gcs.client().bucket(gcs_bucket).blob("once").download_as_bytes() == b"mine"
 
 
 def test_gcs_resumable_chunk_faults(fake_gcs: GcsServer, gcs_bucket: str) -> None:
-    from google.cloud.storage.exceptions import DataCorruption
+    from google.cloud.storage.exceptions import (  # type: ignore[import-untyped,unused-ignore]
+        DataCorruption,
+    )
 
     data = _data(9 * MiB, 40)
     with start_fault_proxy(
@@ -444,7 +455,7 @@ def test_gcs_resumable_chunk_faults(fake_gcs: GcsServer, gcs_bucket: str) -> Non
         flavor="gcs",
     ) as proxy:
         blob = fake_gcs.client(endpoint=proxy.url).bucket(gcs_bucket).blob("r", chunk_size=4 * MiB)
-        blob.upload_from_file(io.BytesIO(data))
+        blob.upload_from_file(io.BytesIO(data), retry=_fast_gcs_retry())
         assert proxy.stats.total_injected == 2
     assert fake_gcs.client().bucket(gcs_bucket).blob("r").download_as_bytes() == data
 
@@ -455,7 +466,7 @@ def test_gcs_resumable_chunk_faults(fake_gcs: GcsServer, gcs_bucket: str) -> Non
     ) as proxy:
         blob = fake_gcs.client(endpoint=proxy.url).bucket(gcs_bucket).blob("l", chunk_size=4 * MiB)
         with pytest.raises(DataCorruption):
-            blob.upload_from_file(io.BytesIO(data))
+            blob.upload_from_file(io.BytesIO(data), retry=_fast_gcs_retry())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,7 +504,11 @@ def test_b2_upload_download_range_info_and_listing(b2_simulator: B2Server) -> No
         _b2_read(bucket, prefix + "missing")
 
     shallow = [(fv.file_name, folder) for fv, folder in bucket.ls(prefix + "a", recursive=False)]
-    assert shallow == [(prefix + "a/1", None), (prefix + "a/2", None), (prefix + "a/sub/3", prefix + "a/sub/")]
+    assert shallow == [
+        (prefix + "a/1", None),
+        (prefix + "a/2", None),
+        (prefix + "a/sub/3", prefix + "a/sub/"),
+    ]
     deep = [fv.file_name for fv, _ in bucket.ls(prefix, recursive=True)]
     assert deep == [prefix + n for n in ("a/1", "a/2", "a/sub/3", "b/4", "obj")]
 
@@ -566,6 +581,7 @@ def test_b2_uploads_and_downloads_survive_faults(b2_simulator: B2Server) -> None
         path_regex=r"/b2_upload_file/",
         flavor="b2",
         latency_s=0.2,
+        retry_after="0",  # b2sdk sleeps for Retry-After; keep the test quick
     ) as proxy:
         bucket = b2_simulator.api(realm_url=proxy.url).get_bucket_by_name(b2_simulator.bucket_name)
         for name, body in blobs.items():
@@ -625,12 +641,23 @@ def test_b2_random_faults_with_a_large_file(b2_simulator: B2Server) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+class _EchoServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _EchoHandler)
+        self.lock = threading.Lock()
+        self.received: list[bytes] = []  # bodies received in full
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # the proxy resets connections on purpose
+
+
 class _EchoHandler(BaseHTTPRequestHandler):
     """Echoes the request body back with chunked encoding; reports what it received."""
 
     protocol_version = "HTTP/1.1"
-    completed: list[bytes]
-    lock: threading.Lock
+    server: _EchoServer
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -645,12 +672,16 @@ class _EchoHandler(BaseHTTPRequestHandler):
                     return out
                 out += self.rfile.read(size)
                 self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        if len(body) != length:
+            raise ConnectionError("truncated request body")
+        return body
 
     def do_POST(self) -> None:
         body = self._body()
-        with self.lock:
-            self.completed.append(body)
+        with self.server.lock:
+            self.server.received.append(body)
         self.send_response(200)
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("X-Seen-Host", self.headers.get("Host", ""))
@@ -670,18 +701,15 @@ class _EchoHandler(BaseHTTPRequestHandler):
 
 class _Echo:
     def __init__(self) -> None:
-        handler = type("Handler", (_EchoHandler,), {"completed": [], "lock": threading.Lock()})
-        self.handler = handler
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
+        self.server = _EchoServer()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def completed(self) -> list[bytes]:
-        with self.handler.lock:
-            return list(self.handler.completed)
+        with self.server.lock:
+            return list(self.server.received)
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -701,6 +729,11 @@ def echo() -> Iterator[_Echo]:
 def _conn(url: str) -> http.client.HTTPConnection:
     host, port = url.removeprefix("http://").split(":")
     return http.client.HTTPConnection(host, int(port), timeout=10)
+
+
+def _post(conn: http.client.HTTPConnection, body: bytes) -> bytes:
+    conn.request("POST", "/", body=body)
+    return conn.getresponse().read()
 
 
 def test_fault_proxy_streams_chunked_and_sized_bodies_unchanged(echo: _Echo) -> None:
@@ -767,8 +800,7 @@ def test_fault_proxy_resets_and_lost_responses(echo: _Echo) -> None:
         proxy.configure(script=[K.RESET_REQUEST])
         conn = _conn(proxy.url)
         with pytest.raises((ConnectionError, http.client.HTTPException)):
-            conn.request("POST", "/", body=payload)
-            conn.getresponse().read()
+            _post(conn, payload)  # fails while sending or while waiting for the answer
         conn.close()
         time.sleep(0.2)
         assert echo.completed == []  # a truncated request never completes upstream

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import snapdir
 from golden import build_case, load_cases
+from snapdir.stores import Store
 from snapdir.stores.file import FileStore
+from snapdir.testing import StoreConformance
 from storeutil import (
     BACKENDS,
     b3,
@@ -133,7 +135,7 @@ def assert_objects_0644(store: Path, sid: str) -> None:
     assert stat.S_IMODE(os.stat(store / manifest_rel(sid)).st_mode) == 0o644
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002, 0o000])
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002, 0o000], ids=["022", "077", "002", "000"])
 def test_objects_are_0644_whatever_the_source_mode_and_umask(tmp_path: Path, umask: int) -> None:
     """A fresh process per umask (the CLI), so each starts with that umask."""
     src = mode_tree(tmp_path / "src")
@@ -145,7 +147,7 @@ def test_objects_are_0644_whatever_the_source_mode_and_umask(tmp_path: Path, uma
         env=cli_env(),
         timeout=120,
         check=False,
-        preexec_fn=lambda: os.umask(umask),  # noqa: PLW1509
+        preexec_fn=lambda: os.umask(umask),
     )
     assert proc.returncode == 0, proc.stderr
     assert_objects_0644(store, proc.stdout.strip())
@@ -171,7 +173,9 @@ def test_no_temporary_files_are_left(tmp_path: Path, backend: str) -> None:
     sid = push(src, uri(store), backend)
     assert staging_leftovers(store) == []
     assert_sound_store(store)
-    assert set(store_files(store)) == expected_layout((store / manifest_rel(sid)).read_text()[:-1], sid)
+    assert set(store_files(store)) == expected_layout(
+        (store / manifest_rel(sid)).read_text()[:-1], sid
+    )
 
 
 # --- idempotence --------------------------------------------------------------------------
@@ -323,10 +327,58 @@ def test_concurrent_pushes_of_overlapping_trees(tmp_path: Path) -> None:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
         ids.append(out.strip())
-    assert ids[0] == ids[2] and ids[1] == ids[3] and ids[0] != ids[1]
+    assert ids[0] == ids[2]
+    assert ids[1] == ids[3]
+    assert ids[0] != ids[1]
     for sid in ids[:2]:
         assert verify(sid, store)
     assert_sound_store(tmp_path / "store")
     assert len(os.listdir(tmp_path / "store" / ".manifests")) >= 1
     objects = [k for k in store_files(tmp_path / "store") if k.startswith(".objects/")]
     assert len(objects) == 150 + 2 * 30 + 1  # one copy of each distinct content
+
+
+# --- the shared conformance suite -----------------------------------------------------------
+
+
+class TestFileStoreConformance(StoreConformance):
+    """:mod:`snapdir.testing` run against the ``file://`` store. The store lives at
+    ``<tmp>/around/store``; ``raw_keys`` lists everything under ``around`` so that a file
+    written next to the store (outside its prefix) is caught too."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Store:
+        # An empty store is an existing empty directory (a missing one is an error for
+        # reads: a mistyped URI must not look like an empty store).
+        (tmp_path / "around" / "store").mkdir(parents=True)
+        return FileStore(uri(tmp_path / "around" / "store"))
+
+    @staticmethod
+    def _around(store: Store) -> Path:
+        assert isinstance(store, FileStore)
+        return Path(store.root).parent
+
+    def key_root(self, store: Store) -> str:
+        return "store/"
+
+    def raw_keys(self, store: Store) -> set[str]:
+        around = self._around(store)
+        return {str(Path(p).relative_to(around)) for p in files_below_abs(around)}
+
+    def read_raw(self, store: Store, key: str) -> bytes:
+        return (self._around(store) / key).read_bytes()
+
+    def raw_mode(self, store: Store, key: str) -> int | None:
+        return stat.S_IMODE(os.stat(self._around(store) / key).st_mode)
+
+    def corrupt(self, store: Store, checksum: str, data: bytes) -> None:
+        assert isinstance(store, FileStore)
+        write(Path(store.object_path(checksum)), data)
+
+    def write_raw_manifest(self, store: Store, snapshot_id: str, data: bytes) -> None:
+        assert isinstance(store, FileStore)
+        write(Path(store.manifest_path(snapshot_id)), data)
+
+
+def files_below_abs(root: Path) -> list[str]:
+    return [os.path.join(d, n) for d, _, names in os.walk(root) for n in names]

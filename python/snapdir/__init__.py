@@ -7,6 +7,8 @@ machinery (anyio) and cloud SDKs are imported on first use.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._errors import (
     CatalogError,
     ConflictError,
@@ -20,8 +22,6 @@ from ._errors import (
     StoreError,
     UnsafePathError,
 )
-from typing import TYPE_CHECKING, Any
-
 from ._manifest import id, manifest
 from ._snapdir import Manifest, ManifestEntry, PathType
 from ._snapdir import id_from_manifest as _id_from_manifest
@@ -61,6 +61,7 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(mod, __name__), name)
     globals()[name] = value
     return value
+
 
 __all__ = [
     "CatalogError",

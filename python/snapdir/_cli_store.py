@@ -15,6 +15,7 @@ from ._errors import InvalidArgumentError, SnapdirError
 class UsageError(InvalidArgumentError):
     """A missing or contradictory command-line argument (exit status 2)."""
 
+
 T = TypeVar("T")
 
 
@@ -143,7 +144,10 @@ def cmd_push(args: argparse.Namespace) -> int:
     if s["noop"]:
         _info(args, f"snapshot {s['id']} is already in {target.uri if store is None else store}")
     else:
-        _info(args, f"uploaded {s['uploaded']} of {s['objects']} objects ({s['bytes_uploaded']} bytes)")
+        _info(
+            args,
+            f"uploaded {s['uploaded']} of {s['objects']} objects ({s['bytes_uploaded']} bytes)",
+        )
     _emit(args, str(s["id"]), dict(s.fields))
     return 0
 
@@ -202,9 +206,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from ._types import StoreUri
 
     if not args.from_ or not args.to:
-        raise UsageError(
-            "snapdir sync: --from URI and --to URI are required", code="INVALID_STORE"
-        )
+        raise UsageError("snapdir sync: --from URI and --to URI are required", code="INVALID_STORE")
     sid, _ = _ids(args, args.args, want_dest=False)
     rep = _reporter(args, "sync")
     try:

@@ -3,6 +3,7 @@ and the result records the CLI prints with ``--json``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,13 @@ class OpStats:
         self.fields.update(fields)
 
 
+def announce_total(progress: object, files: int, nbytes: int) -> None:
+    """Tell a progress reporter how much work there is (enables its ETA), if it listens."""
+    total = getattr(progress, "total", None)
+    if callable(total):
+        total(files, nbytes)
+
+
 def as_id(value: str) -> SnapshotId:
     return SnapshotId(value)
 
@@ -56,6 +64,11 @@ def open_wrapped(uri: str | StoreUri | Store, jobs: int = DEFAULT_JOBS) -> Store
     except ImportError:  # pragma: no cover - wrappers ship with the package
         return store
     return wrap(store, jobs=jobs)
+
+
+def _unlink_quiet(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def unwrap(store: Store) -> Store:
@@ -93,16 +106,17 @@ async def transfer_objects(
 ) -> int:
     """Copy the objects ``dst`` lacks from ``src``; every byte is verified on the way
     (by ``src.get_object`` and again by ``dst.put_object``). Returns how many were copied."""
+    import tempfile
+
     from .stores import Capability, ObjectPut
     from .stores._base import for_each_limited
     from .stores.file import FileStore
-
-    import tempfile
 
     wanted = await missing_objects(dst, [c for c, _ in objects])
     todo = [(c, s) for c, s in objects if c in wanted]
     if not todo:
         return 0
+    announce_total(progress, len(todo), sum(s for _, s in todo))
     s_in, d_in = unwrap(src), unwrap(dst)
     if isinstance(s_in, FileStore) and isinstance(d_in, FileStore):
         s_in.require()
@@ -129,8 +143,7 @@ async def transfer_objects(
                 try:
                     await dst.put_object(c, tmp, size)
                 finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
+                    _unlink_quiet(tmp)
             if progress is not None:
                 progress(1, size)
 

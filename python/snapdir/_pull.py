@@ -9,11 +9,19 @@ directory, and only then is the tree changed, never following a link that is alr
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import TYPE_CHECKING
 
 from . import _snapdir
-from ._common import DEFAULT_JOBS, OpStats, open_wrapped, transfer_objects, unwrap
+from ._common import (
+    DEFAULT_JOBS,
+    OpStats,
+    announce_total,
+    open_wrapped,
+    transfer_objects,
+    unwrap,
+)
 from ._manifest import run_cancellable
 from ._types import SnapshotId, StoreUri
 
@@ -43,7 +51,7 @@ async def pull_with_stats(
     st = open_wrapped(store, jobs)
     before = st.request_count()
     m = await st.get_manifest(sid)
-    target = os.path.abspath(os.fspath(dest))
+    target = _absolute(dest)
     inner = unwrap(st)
     durable = isinstance(inner, FileStore) and inner.durable
     plan = await run_cancellable(
@@ -51,6 +59,8 @@ async def pull_with_stats(
             m, target, force, delete, preserve_special_bits, durable, token, None
         )
     )
+    needed = plan.needed()
+    announce_total(progress, len(needed), sum(n for _, n in needed))
     try:
         if isinstance(inner, FileStore):
             inner.require()
@@ -58,11 +68,11 @@ async def pull_with_stats(
         else:
             await run_cancellable(lambda _t: plan.prepare())
             gets = []
-            for i, (c, size) in enumerate(plan.needed()):
+            for i, (c, size) in enumerate(needed):
                 staged = plan.staged_path(i)
                 assert staged is not None
                 if c == _snapdir.EMPTY_CHECKSUM and size == 0:
-                    open(staged, "wb").close()
+                    await run_cancellable(functools.partial(_touch_token, staged))
                 else:
                     gets.append(ObjectGet(c, os.fspath(staged), size))
             await st.get_objects(gets, jobs=jobs, progress=progress)
@@ -78,6 +88,15 @@ async def pull_with_stats(
         removed=removed,
         requests=st.request_count() - before,
     )
+
+
+def _absolute(p: str | os.PathLike[str]) -> str:
+    return os.path.abspath(os.fspath(p))
+
+
+def _touch_token(path: str | os.PathLike[str], _token: object) -> None:
+    with open(path, "wb"):
+        pass
 
 
 async def pull(

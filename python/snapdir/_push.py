@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import _snapdir
-from ._common import DEFAULT_JOBS, OpStats, missing_objects, open_wrapped, unwrap
+from ._common import (
+    DEFAULT_JOBS,
+    OpStats,
+    announce_total,
+    missing_objects,
+    open_wrapped,
+    unwrap,
+)
 from ._manifest import manifest as walk_manifest
 from ._types import StoreUri
 
@@ -56,6 +63,7 @@ async def push_with_stats(
             bad = await st.verify_objects([(c, n) for c, _, n in sources if c not in lacking])
             todo += [s for s in sources if s[0] in bad]
     items = [ObjectPut(c, os.path.join(root, rel), size) for c, rel, size in todo]
+    announce_total(progress, len(items), sum(it.size for it in items))
     if isinstance(inner, FileStore):
         await inner.put_objects(items, progress=progress, repair=repair)
     else:

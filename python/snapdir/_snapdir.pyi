@@ -8,6 +8,7 @@ from typing import ClassVar, final
 __all__ = [
     "EMPTY_CHECKSUM",
     "CancelToken",
+    "CheckoutPlan",
     "Hasher",
     "Manifest",
     "ManifestEntry",
@@ -16,6 +17,11 @@ __all__ = [
     "blake3_hex",
     "id_from_manifest",
     "manifest_size",
+    "plan_checkout",
+    "store_get_object",
+    "store_list",
+    "store_put_objects",
+    "store_verify_objects",
     "version",
     "walk",
 ]
@@ -76,6 +82,12 @@ class Manifest:
     def entries(self) -> list[ManifestEntry]:
         """The entries sorted by path (a new list on each access)."""
 
+    def objects(self) -> list[tuple[str, int]]:
+        """The distinct objects the snapshot references: ``[(checksum, size)]``."""
+
+    def object_sources(self) -> list[tuple[str, str, int]]:
+        """For each distinct object, the first file holding it: ``[(checksum, rel, size)]``."""
+
     def __len__(self) -> int: ...
     def __eq__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
@@ -128,3 +140,69 @@ def blake3_hex(data: bytes) -> str:
 
 def version() -> str:
     """The core library version."""
+
+@final
+class CheckoutPlan:
+    """A checked plan to materialise a snapshot into a directory (plan, fill, commit)."""
+
+    def needed(self) -> list[tuple[str, int]]:
+        """Objects still to fetch, ``[(checksum, size)]``; index ``i`` goes to
+        ``staged_path(i)``."""
+
+    def counts(self) -> tuple[int, int, int]:
+        """``(files to write, files kept, extra paths to remove)``."""
+
+    def prepare(self) -> None:
+        """Create the destination and the private staging directory."""
+
+    def staged_path(self, i: int) -> str | None:
+        """Where object ``i`` must be written before ``commit`` (after ``prepare``)."""
+
+    def fill_from_store(self, root: str) -> None:
+        """Fill staging from the ``file://`` store at ``root`` (verified copies)."""
+
+    def commit(self) -> tuple[int, int, int, int]:
+        """Move everything into place: ``(files written, kept, bytes written, removed)``."""
+
+    def abort(self) -> None:
+        """Remove staging (and a destination the plan created): the destination is as
+        before."""
+
+def store_put_objects(
+    root: str,
+    items: list[tuple[str, str, int]],
+    from_tree: bool = True,
+    durable: bool = False,
+    repair: bool = False,
+    cancel: CancelToken | None = None,
+    progress: Progress | None = None,
+) -> tuple[int, int, int, int]:
+    """Put ``(checksum, source, size)`` objects into the store at ``root``; returns
+    ``(written, present, repaired, bytes)``."""
+
+def store_get_object(root: str, checksum: str, dest: str) -> int:
+    """Copy one object to ``dest``, verified; returns its size."""
+
+def store_verify_objects(
+    root: str,
+    items: list[tuple[str, int]],
+    cancel: CancelToken | None = None,
+    progress: Progress | None = None,
+) -> list[tuple[str, str]]:
+    """Re-hash objects; returns ``[(checksum, "missing" | "corrupt")]``."""
+
+def store_list(root: str, kind: str) -> list[str]:
+    """Keys under ``.objects`` (``kind="objects"``) or ``.manifests``, sorted."""
+
+def plan_checkout(
+    manifest: Manifest,
+    dest: str,
+    force: bool = False,
+    delete: bool = False,
+    preserve_special_bits: bool = False,
+    durable: bool = False,
+    cancel: CancelToken | None = None,
+    progress: Progress | None = None,
+) -> CheckoutPlan:
+    """Compare ``dest`` with ``manifest`` (read-only); raises ``ConflictError`` listing
+    differing local files unless ``force``."""

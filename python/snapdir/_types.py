@@ -28,6 +28,8 @@ def _is_hex64(s: str) -> bool:
 
 def _is_bucket(s: str) -> bool:
     return bool(s) and s[0].isalnum() and s.isascii() and all(c in _BUCKET_CHARS for c in s)
+
+
 SCHEMES = ("file", "s3", "gs", "b2")
 _ALIASES = {"gcs": "gs"}
 
@@ -257,9 +259,7 @@ class DiffEntry:
 
     def __init__(self, status: str, path: str, detail: str = "") -> None:
         if status not in ("A", "D", "M", "="):
-            raise InvalidArgumentError(
-                f"invalid diff status {status!r}", code="INVALID_ARGUMENT"
-            )
+            raise InvalidArgumentError(f"invalid diff status {status!r}", code="INVALID_ARGUMENT")
         object.__setattr__(self, "status", status)
         object.__setattr__(self, "path", path)
         object.__setattr__(self, "detail", detail)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 __all__ = ["VerifyFailed", "size", "verify", "verify_report"]
 
 
-def VerifyFailed(snapshot_id: str, store: object, problems: dict[str, str]) -> SnapdirError:  # noqa: N802
+def VerifyFailed(snapshot_id: str, store: object, problems: dict[str, str]) -> SnapdirError:
     """The error for a snapshot with missing or corrupt objects (``.problems`` lists them)."""
     corrupt = sorted(c for c, p in problems.items() if p == "corrupt")
     missing = sorted(c for c, p in problems.items() if p == "missing")

@@ -136,9 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("-q", "--quiet", action="store_true", help="no diagnostics but errors")
 
-    p = sub.add_parser(
-        "manifest", parents=[common], help="print the manifest of a directory"
-    )
+    p = sub.add_parser("manifest", parents=[common], help="print the manifest of a directory")
     p.add_argument("path", nargs="?", default=".", metavar="PATH")
     _walk_args(p)
     p.set_defaults(handler=cmd_manifest)

@@ -5,7 +5,11 @@ a conftest.  The functions are named ``*_fixture`` and registered under the shor
 importing them does not clash with test parameters::
 
     # tests/conftest.py (tests/ has no __init__.py, so pytest puts tests/ on sys.path)
-    from servers.fixtures import b2_simulator_fixture, fake_gcs_fixture, seaweedfs_fixture  # noqa: F401
+    from servers.fixtures import (  # noqa: F401
+        b2_simulator_fixture,
+        fake_gcs_fixture,
+        seaweedfs_fixture,
+    )
 
 Fixture names: ``seaweedfs`` (:class:`~servers.seaweed.S3Server`), ``fake_gcs``
 (:class:`~servers.fakegcs.GcsServer`), ``b2_simulator`` (:class:`~servers.b2sim.B2Server`).

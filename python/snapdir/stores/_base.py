@@ -29,6 +29,7 @@ Rust call).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -41,19 +42,19 @@ if TYPE_CHECKING:
     from .._snapdir import Manifest
 
 if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
-    from exceptiongroup import BaseExceptionGroup
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 T = TypeVar("T")
 
 __all__ = [
     "BaseStore",
-    "for_each_limited",
     "Capability",
-    "ObjectPut",
     "ObjectGet",
+    "ObjectPut",
     "ProgressFn",
     "Store",
     "TransientStoreError",
+    "for_each_limited",
     "manifest_key",
     "object_key",
     "split_key",
@@ -273,7 +274,7 @@ class BaseStore:
             except HashMismatchError:
                 problems[checksum] = "corrupt"
             finally:
-                if os.path.exists(tmp):
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
 
         await for_each_limited(objects, one, jobs)

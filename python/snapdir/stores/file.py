@@ -11,7 +11,8 @@ wrong one: a later ``verify`` or ``push --repair`` finds and fixes the gap).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from .. import _snapdir
 from .._errors import HashMismatchError, InvalidArgumentError, NotFoundError, StoreError
@@ -20,6 +21,14 @@ from .._types import StoreUri
 from ._base import BaseStore, Capability, ObjectGet, ObjectPut, ProgressFn, for_each_limited
 
 __all__ = ["FileStore"]
+
+T = TypeVar("T")
+
+
+async def _thread(fn: Callable[..., T], *args: object) -> T:
+    import anyio
+
+    return await anyio.to_thread.run_sync(fn, *args)
 
 
 def _env_flag(name: str) -> bool:
@@ -56,14 +65,13 @@ class FileStore(BaseStore):
         if not os.path.isdir(self.root):
             what = "is not a directory" if os.path.exists(self.root) else "does not exist"
             raise StoreError(
-                f"no store at {self.uri}: {self.root} {what} "
-                "(check the URI, or push to it first)"
+                f"no store at {self.uri}: {self.root} {what} (check the URI, or push to it first)"
             )
 
     # -- objects --------------------------------------------------------------------------
     async def has_object(self, checksum: str) -> bool:
         self._check_hex(checksum, "checksum")
-        return os.path.isfile(self.object_path(checksum))
+        return await _thread(os.path.isfile, self.object_path(checksum))
 
     async def put_object(self, checksum: str, source: str, size: int) -> None:
         await self.put_objects([ObjectPut(checksum, source, size)])
@@ -108,6 +116,9 @@ class FileStore(BaseStore):
 
     async def adopt_object(self, checksum: str, tmp: str) -> None:
         """Move an already-verified temporary file into place as object ``checksum``."""
+        await _thread(self._adopt, checksum, tmp)
+
+    def _adopt(self, checksum: str, tmp: str) -> None:
         dst = self.object_path(checksum)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         os.chmod(tmp, 0o644)
@@ -135,19 +146,22 @@ class FileStore(BaseStore):
 
     async def missing_objects(self, checksums: Sequence[str]) -> set[str]:
         # One stat per object is cheaper than listing a large local store.
-        return {c for c in checksums if not os.path.isfile(self.object_path(c))}
+        paths = [(c, self.object_path(c)) for c in checksums]
+        return await _thread(lambda: {c for c, p in paths if not os.path.isfile(p)})
 
     # -- manifests ------------------------------------------------------------------------
     async def has_manifest(self, snapshot_id: str) -> bool:
         self._check_hex(snapshot_id, "snapshot id")
-        return os.path.isfile(self.manifest_path(snapshot_id))
+        return await _thread(os.path.isfile, self.manifest_path(snapshot_id))
 
     async def get_manifest(self, snapshot_id: str) -> _snapdir.Manifest:
         self._check_hex(snapshot_id, "snapshot id")
         self.require()
-        path = self.manifest_path(snapshot_id)
+        return await _thread(self._read_manifest, snapshot_id)
+
+    def _read_manifest(self, snapshot_id: str) -> _snapdir.Manifest:
         try:
-            with open(path, "rb") as f:
+            with open(self.manifest_path(snapshot_id), "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             raise NotFoundError(f"snapshot {snapshot_id} not found in {self.uri}") from None
@@ -157,12 +171,16 @@ class FileStore(BaseStore):
 
     async def put_manifest(self, snapshot_id: str, text: str) -> None:
         self._check_hex(snapshot_id, "snapshot id")
-        path = self.manifest_path(snapshot_id)
         data = (text + "\n").encode()
         if _snapdir.blake3_hex(data) != snapshot_id:
             raise HashMismatchError(
                 f"refusing to store a manifest that does not hash to {snapshot_id} in {self.uri}"
             )
+        await _thread(self._write_manifest, snapshot_id, data)
+
+    def _write_manifest(self, snapshot_id: str, data: bytes) -> None:
+        """Temporary name, then rename: a manifest is visible whole or not at all."""
+        path = self.manifest_path(snapshot_id)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}-{id(data)}"
         try:

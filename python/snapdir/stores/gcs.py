@@ -5,8 +5,10 @@ How this backend keeps them:
 
 * **Create-only writes.** Objects and manifests are created with ``ifGenerationMatch=0``: GCS
   refuses to replace an existing name (412), so two pushers of one object never overwrite each
-  other, and a retried upload that had in fact succeeded is recognised (412 and the right
-  size: done).
+  other, and a retried upload that had in fact succeeded is recognised. After a 412 the
+  existing object is checked (its size; up to :attr:`GcsStore.verify_on_conflict_max` bytes
+  also its hash) and, when it is damaged, replaced conditionally on exactly the generation
+  that was checked, which is how ``push --repair`` mends a store.
 * **The bytes sent are the bytes hashed.** The SDK reads the source through
   :class:`_SendReader`, which hashes (BLAKE3) what it hands over and refuses, by raising, the
   read that would hand over the last bytes when the hash is not the key. An object up to
@@ -32,10 +34,11 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import functools
+import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from .._errors import (
@@ -49,7 +52,14 @@ from .._errors import (
 )
 from .._snapdir import Hasher
 from .._types import StoreUri
-from ._base import BaseStore, Capability, TransientStoreError, manifest_key, object_key
+from ._base import (
+    BaseStore,
+    Capability,
+    TransientStoreError,
+    for_each_limited,
+    manifest_key,
+    object_key,
+)
 
 if TYPE_CHECKING:
     from .._snapdir import Manifest
@@ -57,6 +67,8 @@ if TYPE_CHECKING:
 __all__ = ["EMULATOR_ENV", "GcsStore"]
 
 T = TypeVar("T")
+
+_log = logging.getLogger("snapdir.stores")
 
 MiB = 1024 * 1024
 #: The environment variable google-cloud-storage reads for an emulator endpoint.
@@ -92,9 +104,12 @@ class GcsStore(BaseStore):
     #: Size of each resumable upload request; a multiple of 256 KiB. Also the memory each
     #: running large upload holds.
     chunk_size: int = 16 * MiB
-    #: Consecutive failures without progress a resumable upload or a download rides out
-    #: (recovering the session / resuming the range) before giving up to the retry wrapper.
+    #: Consecutive broken download streams without progress that are resumed before the
+    #: failure goes to the retry wrapper.
     max_resumes: int = 3
+    #: After a 412, an existing object up to this size is downloaded and hashed before it is
+    #: accepted (larger ones: the size must match).
+    verify_on_conflict_max: int = 16 * MiB
 
     def __init__(
         self,
@@ -106,9 +121,7 @@ class GcsStore(BaseStore):
     ) -> None:
         uri = StoreUri(uri)
         if uri.scheme != "gs":
-            raise InvalidArgumentError(
-                f"{uri} is not a gs:// store URI", code="INVALID_STORE"
-            )
+            raise InvalidArgumentError(f"{uri} is not a gs:// store URI", code="INVALID_STORE")
         super().__init__(uri)
         self._endpoint = endpoint
         if resumable_threshold is not None:
@@ -233,7 +246,9 @@ class GcsStore(BaseStore):
         if _is_network_error(exc):
             return TransientStoreError(f"{where}: {type(exc).__name__}: {exc}")
         if _is_refresh_error(exc):
-            return StoreError(f"{where}: the credentials could not be refreshed: {_CREDENTIALS_HINT}")
+            return StoreError(
+                f"{where}: the credentials could not be refreshed: {_CREDENTIALS_HINT}"
+            )
         code = f"HTTP {status} " if status is not None else ""
         return StoreError(f"{where}: {code}{type(exc).__name__}: {exc}")
 
@@ -243,12 +258,9 @@ class GcsStore(BaseStore):
         self._check_hex(checksum, "object checksum")
         return await self._run(self._exists, object_key(checksum), f"object {checksum}")
 
-    async def put_object(self, checksum: str, source: str, size: int, *, replace: bool = False) -> None:
-        """See :meth:`Store.put_object`. ``replace=True`` (repair) overwrites an existing
-        object instead of keeping it, conditionally on the generation seen, so two repairers
-        never interleave."""
+    async def put_object(self, checksum: str, source: str, size: int) -> None:
         self._check_hex(checksum, "object checksum")
-        await self._run(self._put_object, checksum, source, size, replace)
+        await self._run(self._put_object, checksum, source, size)
 
     async def get_object(self, checksum: str, dest: str) -> None:
         self._check_hex(checksum, "object checksum")
@@ -256,6 +268,29 @@ class GcsStore(BaseStore):
 
     async def list_objects(self) -> set[str]:
         return set(await self._run(self._list_hex, ".objects/", "objects"))
+
+    async def verify_objects(
+        self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
+    ) -> dict[str, str]:
+        """Hash each object as it streams, without writing it anywhere."""
+        problems: dict[str, str] = {}
+
+        async def one(obj: tuple[str, int]) -> None:
+            checksum = obj[0]
+            self._check_hex(checksum, "object checksum")
+            key = self._key(object_key(checksum))
+            found = await self._run(self._hash_remote, key, f"object {checksum}")
+            if found is None:
+                problems[checksum] = "missing"
+            elif found[0] != checksum:
+                problems[checksum] = "corrupt"
+
+        await for_each_limited(objects, one, jobs)
+        return problems
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether the retry wrapper should try ``exc``'s call again."""
+        return isinstance(exc, TransientStoreError)
 
     # -- manifests ----------------------------------------------------------------------------
 
@@ -310,13 +345,33 @@ class GcsStore(BaseStore):
             raise self._error(e, f"listing {what}") from e
         return out
 
-    def _put_object(self, checksum: str, source: str, size: int, replace: bool) -> None:
+    def _put_object(self, checksum: str, source: str, size: int) -> None:
         bucket = self._connect()
         key = self._key(object_key(checksum))
         what = f"upload of object {checksum} from {source}"
-        generation = 0
-        if replace:
-            generation = self._generation(bucket, key, what)
+        generation = 0  # create only
+        for _ in range(3):
+            if self._upload_file(bucket, key, checksum, source, size, generation, what):
+                return
+            # 412: the key exists (a racing or earlier push, or our own retried request).
+            sound, generation = self._existing_is_sound(bucket, key, checksum, size, what)
+            if sound:
+                return
+            _log.warning("%s: %s exists but is damaged; replacing it", self.uri, key)
+        raise TransientStoreError(f"{self.uri}: {what}: the key kept changing while writing")
+
+    def _upload_file(
+        self,
+        bucket: Any,
+        key: str,
+        checksum: str,
+        source: str,
+        size: int,
+        generation: int,
+        what: str,
+    ) -> bool:
+        """One upload attempt of ``source``, created only if the live generation is
+        ``generation`` (0: absent). False on 412 (precondition failed)."""
         try:
             f = open(source, "rb")  # noqa: SIM115 - closed below, also on every error path
         except FileNotFoundError as e:
@@ -327,8 +382,7 @@ class GcsStore(BaseStore):
             reader = _SendReader(f, size, checksum, source, self.uri)
             try:
                 if size <= min(self.resumable_threshold, _SDK_MULTIPART_MAX):
-                    blob = bucket.blob(key)
-                    blob.upload_from_file(
+                    bucket.blob(key).upload_from_file(
                         reader,
                         size=size,
                         content_type=_CONTENT_TYPE,
@@ -343,36 +397,33 @@ class GcsStore(BaseStore):
                 if reader.failure is not None:
                     raise reader.failure from None
                 if _status(e) == 412:
-                    self._check_existing(bucket, key, size, what)
-                    return
+                    return False
                 raise self._error(e, what) from e
-            if not reader.verified:  # pragma: no cover - the SDK always reads to the end
-                raise StoreError(f"{self.uri}: {what}: the SDK did not read the whole file")
+        if not reader.verified:  # pragma: no cover - the SDK always reads to the end
+            raise StoreError(f"{self.uri}: {what}: the SDK did not read the whole file")
+        return True
 
-    def _generation(self, bucket: Any, key: str, what: str) -> int:
-        """The live generation of ``key`` (0 if absent): replacing exactly that one."""
-        try:
-            blob = bucket.get_blob(key, timeout=_TIMEOUT, retry=None)
-        except Exception as e:
-            raise self._error(e, what) from e
-        return int(blob.generation) if blob is not None else 0
-
-    def _check_existing(self, bucket: Any, key: str, size: int, what: str) -> None:
-        """After a 412: the object exists. Same size means it is ours (a concurrent or
-        earlier push, or our own retried request that had succeeded); a different size means
-        a damaged object, which ``push --repair`` replaces."""
+    def _existing_is_sound(
+        self, bucket: Any, key: str, checksum: str, size: int, what: str
+    ) -> tuple[bool, int]:
+        """Whether the object under ``key`` is the right one, and its generation (0 if it
+        vanished meanwhile). The size must match; up to :attr:`verify_on_conflict_max`
+        bytes it is also re-hashed (cheap there, and it lets a put repair a damaged one)."""
         try:
             blob = bucket.get_blob(key, timeout=_TIMEOUT, retry=None)
         except Exception as e:
             raise self._error(e, what) from e
         if blob is None:
-            # Deleted between the 412 and this look: let the retry wrapper upload again.
-            raise TransientStoreError(f"{self.uri}: {what}: the object vanished while uploading")
+            return False, 0
+        generation = int(blob.generation)
         if blob.size != size:
-            raise StoreError(
-                f"{self.uri}: {what}: key {key} exists with {blob.size} bytes instead of "
-                f"{size}; it is damaged (run `snapdir push --repair` or `snapdir verify`)"
-            )
+            return False, generation
+        if size > self.verify_on_conflict_max:
+            return True, generation
+        found = self._hash_remote(key, what, generation)
+        if found is None:
+            return False, 0
+        return found[0] == checksum, generation
 
     def _put_resumable(
         self, bucket: Any, key: str, reader: _SendReader, size: int, generation: int, what: str
@@ -420,11 +471,55 @@ class GcsStore(BaseStore):
             generation = int(response.json()["generation"])
             bucket.blob(key).delete(if_generation_match=generation, timeout=_TIMEOUT, retry=None)
 
+    def _stream(self, key: str, what: str, sink: _Sink, generation: int | None = None) -> None:
+        """Download ``key`` into ``sink`` (which hashes and counts). A stream that breaks
+        is resumed with a ranged read from ``sink.count``, up to :attr:`max_resumes` times
+        in a row without progress; then the failure goes to the retry wrapper. An error
+        answer before any byte goes there at once (it backs off and honours Retry-After)."""
+        blob = self._connect().blob(key)
+        failures = 0
+        while True:
+            start = sink.count
+            try:
+                blob.download_to_file(
+                    sink,
+                    start=start or None,
+                    raw_download=True,
+                    checksum=None,
+                    if_generation_match=generation,
+                    timeout=_TIMEOUT,
+                    retry=None,
+                )
+                return
+            except Exception as e:
+                if sink.failure is not None:
+                    raise sink.failure from None
+                status = _status(e)
+                if start > 0 and status == 416:
+                    return  # the stream broke after its last byte: all is here
+                if not _worth_resuming(e) or (sink.count == 0 and status is not None):
+                    raise self._error(e, what) from e
+                failures = 0 if sink.count > start else failures + 1
+                if failures > self.max_resumes:
+                    raise self._error(e, what) from e
+                _log.info("%s: %s broke at byte %d (%s); resuming", self.uri, what, sink.count, e)
+                if failures:
+                    time.sleep(_backoff(failures, _retry_after(e)))
+
+    def _hash_remote(
+        self, key: str, what: str, generation: int | None = None
+    ) -> tuple[str, int] | None:
+        """(BLAKE3, size) of the object under ``key``, streamed; None if it is absent."""
+        sink = _Sink(None, key)
+        try:
+            self._stream(key, what, sink, generation)
+        except NotFoundError:
+            return None
+        return sink.hexdigest(), sink.count
+
     def _get_object(self, checksum: str, dest: str) -> None:
-        bucket = self._connect()
         key = self._key(object_key(checksum))
         what = f"download of object {checksum}"
-        blob = bucket.blob(key)
         ok = False
         try:
             try:
@@ -432,41 +527,13 @@ class GcsStore(BaseStore):
             except OSError as e:
                 raise SnapdirIOError(f"cannot write {dest}: {e.strerror or e}") from e
             with f:
-                writer = _HashingWriter(f, dest)
-                failures = 0
-                while True:
-                    start = writer.count
-                    try:
-                        blob.download_to_file(
-                            writer,
-                            start=start or None,
-                            raw_download=True,
-                            checksum=None,
-                            timeout=_TIMEOUT,
-                            retry=None,
-                        )
-                        break
-                    except Exception as e:
-                        if writer.failure is not None:
-                            raise writer.failure from None
-                        status = _status(e)
-                        if start > 0 and status == 416:
-                            break  # the stream broke after its last byte: all is here
-                        # A stream that broke is resumed here, from the offset reached; an
-                        # error answer before any byte is the retry wrapper's business (it
-                        # backs off and honours Retry-After).
-                        if not _worth_resuming(e) or (writer.count == 0 and status is not None):
-                            raise self._error(e, what) from e
-                        failures = 0 if writer.count > start else failures + 1
-                        if failures > self.max_resumes:
-                            raise self._error(e, what) from e
-                        if failures:
-                            time.sleep(_backoff(failures, _retry_after(e)))
-            digest = writer.hexdigest()
+                sink = _Sink(f, dest)
+                self._stream(key, what, sink)
+            digest = sink.hexdigest()
             if digest != checksum:
                 raise HashMismatchError(
-                    f"{self.uri}: object {checksum} (key {key}) holds {writer.count} bytes "
-                    f"hashing to {digest}: the stored object is damaged"
+                    f"{self.uri}: object {checksum} (key {key}) holds {sink.count} bytes "
+                    f"hashing to {digest}: the stored object is damaged; {dest} was removed"
                 )
             ok = True
         finally:
@@ -643,6 +710,17 @@ class _SendReader:
 
     def _check_end(self) -> None:
         """Called once every byte has been read, before the last ones are handed over."""
+        try:
+            grew = bool(self._f.read(1))
+        except OSError as e:
+            raise self._fail(SnapdirIOError(f"cannot read {self._source}: {e}")) from e
+        if grew:
+            raise self._fail(
+                InFluxError(
+                    f"{self._source} grew while it was uploaded to {self._uri} (expected "
+                    f"{self._size} bytes); nothing was stored"
+                )
+            )
         digest = self._hasher.hexdigest()
         if digest != self._checksum:
             raise self._fail(
@@ -658,11 +736,12 @@ class _SendReader:
         return exc
 
 
-class _HashingWriter:
-    """The file object the SDK downloads into: hashes and counts what it writes, so a
-    broken download resumes at ``count`` and is verified without reading the file back."""
+class _Sink:
+    """The file object the SDK downloads into: hashes and counts what it is given, and
+    writes it to ``f`` when there is one. A broken download resumes at ``count``, and the
+    result is verified without reading the file back."""
 
-    def __init__(self, f: BinaryIO, dest: str) -> None:
+    def __init__(self, f: BinaryIO | None, dest: str) -> None:
         self._f = f
         self._dest = dest
         self._hasher = Hasher()
@@ -673,17 +752,19 @@ class _HashingWriter:
         return True
 
     def write(self, data: bytes) -> int:
-        try:
-            self._f.write(data)
-        except OSError as e:
-            self.failure = SnapdirIOError(f"cannot write {self._dest}: {e.strerror or e}")
-            raise self.failure from e
+        if self._f is not None:
+            try:
+                self._f.write(data)
+            except OSError as e:
+                self.failure = SnapdirIOError(f"cannot write {self._dest}: {e.strerror or e}")
+                raise self.failure from e
         self._hasher.update(data if isinstance(data, bytes) else bytes(data))
         self.count += len(data)
         return len(data)
 
     def flush(self) -> None:
-        self._f.flush()
+        if self._f is not None:
+            self._f.flush()
 
     def hexdigest(self) -> str:
         return self._hasher.hexdigest()
@@ -697,21 +778,19 @@ def _counting_session(credentials: Any, count: Callable[[], None]) -> Any:
     through a separate transport and are not counted: they are not storage requests)."""
     from google.auth.transport.requests import AuthorizedSession
 
-    class _CountingSession(AuthorizedSession):  # type: ignore[misc]
-        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+    class _CountingSession(AuthorizedSession):
+        def request(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override,unused-ignore]
             count()
-            return super().request(method, url, *args, **kwargs)
+            return super().request(*args, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]
 
-    return _CountingSession(credentials)
+    return _CountingSession(credentials)  # type: ignore[no-untyped-call,unused-ignore]
 
 
 def _mount_pool(session: Any, size: int) -> None:
     import requests.adapters
 
     for scheme in ("https://", "http://"):
-        session.mount(
-            scheme, requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=size)
-        )
+        session.mount(scheme, requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=size))
 
 
 def _status(exc: BaseException) -> int | None:
@@ -758,7 +837,7 @@ def _is_network_error(exc: BaseException) -> bool:
     try:
         from google.auth.exceptions import TransportError
     except ImportError:  # pragma: no cover
-        TransportError = ConnectionError  # type: ignore[misc,assignment]  # noqa: N806
+        TransportError = ConnectionError  # type: ignore[misc,assignment]
     return isinstance(
         exc,
         (
@@ -813,7 +892,7 @@ def _chunk_retry(after_connection_errors: bool) -> Any:
 
 
 def _backoff(failures: int, retry_after: float | None) -> float:
-    wait = min(2.0, 0.1 * 2**failures)
+    wait = min(2.0, 0.1 * 2.0**failures)
     if retry_after is not None:
         wait = max(wait, min(retry_after, 10.0))
     return wait

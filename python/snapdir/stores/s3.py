@@ -403,7 +403,7 @@ class S3Store(BaseStore):
                 "max_pool_connections": self._pool,
                 # botocore's short retries smooth over a single dropped connection; the long
                 # retries are the RetryingStore wrapper's.
-                "retries": {"mode": "standard", "max_attempts": 3},
+                "retries": {"mode": "standard", "total_max_attempts": 3},
                 "connect_timeout": 10,
                 "read_timeout": 60,
                 "tcp_keepalive": True,

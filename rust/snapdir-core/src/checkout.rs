@@ -312,6 +312,23 @@ pub fn plan(manifest: &Manifest, dest: &Path, opts: &CheckoutOptions) -> Result<
     })
 }
 
+/// Whether the process that named a staging directory `.snapdir-staging.<pid>.<nanos>` is
+/// still running (then its staging is not ours to clear).
+fn staging_owner_alive(name: &[u8]) -> bool {
+    let rest = &name[STAGING_PREFIX.len()..];
+    let pid = std::str::from_utf8(rest)
+        .ok()
+        .and_then(|r| r.split('.').next())
+        .and_then(|p| p.parse::<libc::pid_t>().ok());
+    match pid {
+        Some(p) if p > 0 && p as u32 != std::process::id() => {
+            let r = unsafe { libc::kill(p, 0) };
+            r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        }
+        _ => false,
+    }
+}
+
 fn parent_of(rel: &str) -> &str {
     rel.rfind('/').map_or("", |k| &rel[..k])
 }
@@ -374,12 +391,13 @@ impl Plan {
                 .map_err(|e| Error::io("cannot create destination", &self.dest, e))?;
             self.created_dest = true;
         }
-        // Clear staging directories left by interrupted runs.
+        // Clear staging directories left by interrupted runs (not those of a live process).
         if let Ok(rd) = fs::read_dir(&self.dest) {
             for e in rd.flatten() {
                 if e.file_name()
                     .as_bytes()
                     .starts_with(STAGING_PREFIX.as_bytes())
+                    && !staging_owner_alive(e.file_name().as_bytes())
                 {
                     let _ =
                         Dir::open(&self.dest).and_then(|d| d.remove_all(e.file_name().as_bytes()));

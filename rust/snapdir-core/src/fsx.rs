@@ -218,3 +218,55 @@ pub fn copy_hashing(src: &mut File, dst: &mut File, size_hint: u64) -> io::Resul
     use std::io::Write;
     crate::hash::hash_stream(src, size_hint, |chunk| dst.write_all(chunk))
 }
+
+/// An unnamed file in `dir` (Linux `O_TMPFILE`), mode 0644, or `None` where the file system
+/// or kernel does not support it (the caller then uses a temporary name).
+pub fn open_unnamed(dir: &Path) -> Option<File> {
+    #[cfg(target_os = "linux")]
+    {
+        static PROC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if !*PROC.get_or_init(|| Path::new("/proc/self/fd").is_dir()) {
+            return None;
+        }
+        let c = cstr(dir.as_os_str().as_bytes()).ok()?;
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        let f = unsafe { File::from_raw_fd(fd) };
+        if umask() & 0o644 != 0 && fchmod(&f, 0o644).is_err() {
+            return None;
+        }
+        Some(f)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
+/// Gives an [`open_unnamed`] file the name `dst` (fails with `AlreadyExists` if taken).
+pub fn link_unnamed(f: &File, dst: &Path) -> io::Result<()> {
+    let proc_path = format!("/proc/self/fd/{}", f.as_raw_fd());
+    let (a, b) = (
+        cstr(proc_path.as_bytes())?,
+        cstr(dst.as_os_str().as_bytes())?,
+    );
+    check(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })
+    .map(|_| ())
+}

@@ -90,44 +90,91 @@ pub fn put_objects(
 ) -> Result<PutStats> {
     fs::create_dir_all(root.join(".objects"))
         .map_err(|e| Error::io("cannot create store", root, e))?;
-    let written = AtomicU64::new(0);
     let present = AtomicU64::new(0);
+    // 1. What is missing (one stat per object; with `repair`, existing ones are re-hashed).
+    let missing: Vec<(&PutItem, bool)> = items
+        .par_iter()
+        .filter_map(|it| {
+            let dst = object_path(root, &it.checksum);
+            match fs::symlink_metadata(&dst) {
+                Err(_) => Some((it, false)),
+                Ok(m) => {
+                    let sound = !opts.repair
+                        || (m.is_file()
+                            && m.len() == it.size
+                            && object_is_sound(&dst, &it.checksum));
+                    if sound {
+                        present.fetch_add(1, Ordering::Relaxed);
+                        bump(opts, it.size);
+                        None
+                    } else {
+                        Some((it, true))
+                    }
+                }
+            }
+        })
+        .collect();
+    // 2. Shard directories, level by level, each created once.
+    create_shards(root, missing.iter().map(|(it, _)| &it.checksum))?;
+    // 3. The objects, in parallel.
+    let written = AtomicU64::new(0);
     let repaired = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
-    items.par_iter().try_for_each(|it| -> Result<()> {
-        let dst = object_path(root, &it.checksum);
-        if cancelled(opts) {
-            return Err(interrupted(&dst));
-        }
-        let mut was_corrupt = false;
-        if let Ok(m) = fs::symlink_metadata(&dst) {
-            if !opts.repair {
-                present.fetch_add(1, Ordering::Relaxed);
-                bump(opts, it.size);
-                return Ok(());
+    missing
+        .par_iter()
+        .try_for_each(|(it, was_corrupt)| -> Result<()> {
+            let dst = object_path(root, &it.checksum);
+            if cancelled(opts) {
+                return Err(interrupted(&dst));
             }
-            if m.is_file() && m.len() == it.size && object_is_sound(&dst, &it.checksum) {
-                present.fetch_add(1, Ordering::Relaxed);
-                bump(opts, it.size);
-                return Ok(());
+            let n = write_object(
+                &dst,
+                &it.source,
+                &it.checksum,
+                it.size,
+                origin,
+                opts,
+                *was_corrupt,
+            )?;
+            if *was_corrupt {
+                repaired.fetch_add(1, Ordering::Relaxed);
             }
-            was_corrupt = true;
-        }
-        let n = write_object(&dst, &it.source, &it.checksum, it.size, origin, opts)?;
-        if was_corrupt {
-            repaired.fetch_add(1, Ordering::Relaxed);
-        }
-        written.fetch_add(1, Ordering::Relaxed);
-        bytes.fetch_add(n, Ordering::Relaxed);
-        bump(opts, it.size);
-        Ok(())
-    })?;
+            written.fetch_add(1, Ordering::Relaxed);
+            bytes.fetch_add(n, Ordering::Relaxed);
+            bump(opts, it.size);
+            Ok(())
+        })?;
     Ok(PutStats {
         written: written.into_inner(),
         present: present.into_inner(),
         repaired: repaired.into_inner(),
         bytes_written: bytes.into_inner(),
     })
+}
+
+/// Creates `.objects/abc`, `.objects/abc/def`, `.objects/abc/def/ghi` for the given keys:
+/// each directory with exactly one `mkdir` (an existing one costs one failed call), level by
+/// level so no call fails for a missing parent.
+fn create_shards<'a>(root: &Path, keys: impl Iterator<Item = &'a Digest>) -> Result<()> {
+    let base = root.join(".objects");
+    let mut levels: [std::collections::BTreeSet<String>; 3] = Default::default();
+    for d in keys {
+        let h = to_hex(d);
+        levels[0].insert(h[0..3].to_owned());
+        levels[1].insert(format!("{}/{}", &h[0..3], &h[3..6]));
+        levels[2].insert(format!("{}/{}/{}", &h[0..3], &h[3..6], &h[6..9]));
+    }
+    for level in &levels {
+        level.par_iter().try_for_each(|rel| {
+            let p = base.join(rel);
+            match fs::create_dir(&p) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(Error::io("cannot create", &p, e)),
+            }
+        })?;
+    }
+    Ok(())
 }
 
 fn bump(opts: &LocalOptions, size: u64) {
@@ -145,31 +192,22 @@ fn object_is_sound(path: &Path, checksum: &Digest) -> bool {
     matches!(hash_stream(&mut f, size, |_| Ok(())), Ok((d, _)) if &d == checksum)
 }
 
-/// Creates the shard directories of `dst` (one `mkdir` each when the store is fresh).
-fn ensure_parent(dst: &Path) -> Result<()> {
-    let parent = dst.parent().expect("object paths have a parent");
-    match fs::create_dir(parent) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))
-        }
-        Err(e) => Err(Error::io("cannot create", parent, e)),
-    }
-}
-
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A name no other writer uses: `<final>.tmp-<pid>-<n>`.
 pub fn temp_sibling(dst: &Path) -> PathBuf {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let pid = *PID.get_or_init(std::process::id);
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut name = dst.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}-{n}", std::process::id()));
+    name.push(format!(".tmp-{pid}-{n}"));
     dst.with_file_name(name)
 }
 
-/// Copies `source` to `dst` through a temporary file, verifying the digest and size; returns
-/// the number of bytes written.
+/// Copies `source` to `dst` through an unnamed or temporary file, verifying digest and
+/// size before the object gets its name; returns the number of bytes written. `replace`
+/// overwrites an existing (corrupt) object, otherwise an object that appeared meanwhile
+/// (another writer, same bytes) is left as it is.
 fn write_object(
     dst: &Path,
     source: &Path,
@@ -177,8 +215,8 @@ fn write_object(
     size: u64,
     origin: Origin,
     opts: &LocalOptions,
+    replace: bool,
 ) -> Result<u64> {
-    ensure_parent(dst)?;
     let mut src = match open_nonblocking(source, false) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -196,37 +234,49 @@ fn write_object(
         }
         Err(e) => return Err(Error::io("cannot open", source, e)),
     };
+    let parent = dst.parent().expect("object paths have a parent");
+    // Linux: an unnamed file linked in only once verified (no temporary name to clean up
+    // after a crash, one metadata operation fewer than create + rename).
+    if !replace {
+        if let Some(mut out) = fsx::open_unnamed(parent) {
+            let n = copy_checked(&mut src, &mut out, source, checksum, size, origin, dst)?;
+            if opts.durable {
+                out.sync_all()
+                    .map_err(|e| Error::io("cannot sync", dst, e))?;
+            }
+            match fsx::link_unnamed(&out, dst) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io("cannot link into", dst, e)),
+            }
+            if opts.durable {
+                sync_dir(parent)?;
+            }
+            return Ok(n);
+        }
+    }
     let tmp = temp_sibling(dst);
     let result = (|| -> Result<u64> {
-        let mut out = fs::OpenOptions::new()
+        let mut out = match fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)
-            .map_err(|e| Error::io("cannot create", &tmp, e))?;
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp)
+                    .map_err(|e| Error::io("cannot create", &tmp, e))?
+            }
+            Err(e) => return Err(Error::io("cannot create", &tmp, e)),
+        };
         if fsx::umask() & 0o644 != 0 {
             fsx::fchmod(&out, 0o644).map_err(|e| Error::io("cannot chmod", &tmp, e))?;
         }
-        let (d, n) = fsx::copy_hashing(&mut src, &mut out, size).map_err(|e| {
-            if e.kind() == io::ErrorKind::StorageFull {
-                Error::io("no space left writing", &tmp, e)
-            } else {
-                Error::io("cannot copy", source, e)
-            }
-        })?;
-        if &d != checksum || n != size {
-            return Err(match origin {
-                Origin::Tree => Error::in_flux(source, "its content no longer matches the walk"),
-                Origin::Store => Error::new(
-                    Code::HashMismatch,
-                    format!(
-                        "object {} does not hash to its key (got {}, {n} bytes): {}",
-                        to_hex(checksum),
-                        to_hex(&d),
-                        display_path(source)
-                    ),
-                ),
-            });
-        }
+        let n = copy_checked(&mut src, &mut out, source, checksum, size, origin, dst)?;
         if opts.durable {
             out.sync_all()
                 .map_err(|e| Error::io("cannot sync", &tmp, e))?;
@@ -234,7 +284,7 @@ fn write_object(
         drop(out);
         fs::rename(&tmp, dst).map_err(|e| Error::io("cannot rename into", dst, e))?;
         if opts.durable {
-            sync_dir(dst.parent().unwrap_or(dst))?;
+            sync_dir(parent)?;
         }
         Ok(n)
     })();
@@ -242,6 +292,40 @@ fn write_object(
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Copies while hashing and checks the result is exactly object `checksum` of `size` bytes.
+fn copy_checked(
+    src: &mut File,
+    out: &mut File,
+    source: &Path,
+    checksum: &Digest,
+    size: u64,
+    origin: Origin,
+    dst: &Path,
+) -> Result<u64> {
+    let (d, n) = fsx::copy_hashing(src, out, size).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            Error::io("no space left writing", dst, e)
+        } else {
+            Error::io("cannot copy", source, e)
+        }
+    })?;
+    if &d != checksum || n != size {
+        return Err(match origin {
+            Origin::Tree => Error::in_flux(source, "its content no longer matches the walk"),
+            Origin::Store => Error::new(
+                Code::HashMismatch,
+                format!(
+                    "object {} does not hash to its key (got {}, {n} bytes): {}",
+                    to_hex(checksum),
+                    to_hex(&d),
+                    display_path(source)
+                ),
+            ),
+        });
+    }
+    Ok(n)
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {

@@ -1,0 +1,985 @@
+"""``b2://bucket/prefix``: a store on Backblaze B2, through b2sdk's native API (``b2sdk.v2``).
+
+Configuration comes from the environment, as for the ``b2`` command line tool:
+
+* ``B2_APPLICATION_KEY_ID`` and ``B2_APPLICATION_KEY``: the application key (required);
+* ``SNAPDIR_B2_REALM``: the API URL to authorise against (default: production,
+  ``https://api.backblazeb2.com``); used for tests and for B2-compatible services.
+
+The layout and the guarantees are those of every store (SPEC §4, :mod:`snapdir.stores._base`).
+How this backend keeps them:
+
+* **The bytes sent are the bytes hashed.** A file up to :attr:`B2Store.large_file_threshold`
+  is streamed from disk in one ``b2_upload_file`` request through :class:`_UploadBody`, which
+  hashes (BLAKE3) what it hands over and refuses, by raising, the read that would hand over
+  the last bytes when the hash is not the key: the request dies short of its length and B2
+  stores nothing (B2 also checks the SHA-1 that follows the body). A larger file becomes a B2
+  *large file*: its parts are read one after the other (BLAKE3 computed in order over exactly
+  the bytes read), uploaded a few at a time in parallel, and the large file is finished only
+  if the digest matches; otherwise it is cancelled, so no unfinished file is left behind.
+* **One copy.** B2 has no conditional create and keeps every version of a name, so a put
+  first asks whether the object is there (``HEAD``); an existing object is accepted once its
+  size (and up to :attr:`B2Store.verify_on_conflict_max` bytes, its hash) is confirmed. A
+  damaged one is replaced by a new version and the damaged version deleted, which is how
+  ``push --repair`` mends a store. Two pushers racing on one new object may leave two
+  identical versions; readers only ever see the newest.
+* **Every byte read is verified**, streamed to disk; a stream that breaks is resumed with a
+  ranged read from the offset reached, *by file id*, so the version being read cannot change
+  underneath.
+* **Failures are classified.** b2sdk retries most calls itself (its ``B2Http`` layer, with
+  backoff and ``Retry-After``) but sends each upload once, and does not retry a 429 on an
+  upload at all: throttling, 5xx answers, resets and timeouts are raised as
+  :class:`~snapdir.stores._base.TransientStoreError` (carrying ``Retry-After``) for
+  :class:`~snapdir.stores._wrappers.RetryingStore`, which also fetches a fresh upload URL by
+  starting the call over, as B2 asks clients to do.
+
+The SDK is imported on first use (``pip install 'snapdir[b2]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TypeVar
+
+from .._errors import (
+    HashMismatchError,
+    InFluxError,
+    InvalidArgumentError,
+    NotFoundError,
+    SnapdirError,
+    SnapdirIOError,
+    StoreError,
+)
+from .._snapdir import Hasher
+from .._types import StoreUri
+from ._base import (
+    BaseStore,
+    Capability,
+    TransientStoreError,
+    _first_leaf,
+    for_each_limited,
+    manifest_key,
+    object_key,
+)
+
+if TYPE_CHECKING:
+    import anyio
+    from anyio.lowlevel import RunVar
+
+    from .._snapdir import Manifest
+
+if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+
+__all__ = ["KEY_ENV", "KEY_ID_ENV", "REALM_ENV", "B2Store"]
+
+T = TypeVar("T")
+
+_log = logging.getLogger("snapdir.stores")
+
+MiB = 1024 * 1024
+KEY_ID_ENV = "B2_APPLICATION_KEY_ID"
+KEY_ENV = "B2_APPLICATION_KEY"
+REALM_ENV = "SNAPDIR_B2_REALM"
+#: ``X-Bz-Content-Sha1`` value announcing that the SHA-1 follows the body (40 hex digits).
+_HEX_DIGITS_AT_END = "hex_digits_at_end"
+_CONTENT_TYPE = "application/octet-stream"
+_MANIFEST_CONTENT_TYPE = "text/plain"
+#: B2 allows at most this many parts in a large file.
+_MAX_PARTS = 10_000
+_READ_CHUNK = 1 * MiB
+_CREDENTIALS_HINT = (
+    f"set {KEY_ID_ENV} and {KEY_ENV} to a B2 application key "
+    "(with listFiles, readFiles, writeFiles and deleteFiles on the bucket)"
+)
+
+
+class B2Store(BaseStore):
+    """A snapdir store in a Backblaze B2 bucket (``b2://bucket/prefix``).
+
+    Opening is cheap: credentials are read and the account authorised on the first
+    operation. ``large_file_threshold``, ``part_size`` and ``part_concurrency`` tune large
+    files (tests lower them).
+    """
+
+    capabilities = Capability.LIST_OBJECTS
+
+    #: Files above this many bytes are uploaded as B2 large files (in parts, in parallel);
+    #: smaller ones stream from disk in a single request.
+    large_file_threshold: int = 200 * MiB
+    #: Size of a large file's parts (raised to the account's minimum, and as needed to stay
+    #: within 10,000 parts). Each part being uploaded is held in memory.
+    part_size: int = 64 * MiB
+    #: Parts of one large file uploaded at once.
+    part_concurrency: int = 4
+    #: Parts held in memory across all large uploads of this store at once.
+    part_buffers: int = 8
+    #: Consecutive broken download streams without progress that are resumed before the
+    #: failure goes to the retry wrapper.
+    max_resumes: int = 3
+    #: An existing object up to this size is downloaded and hashed before a put accepts it
+    #: (larger ones: the size must match).
+    verify_on_conflict_max: int = 16 * MiB
+
+    def __init__(
+        self,
+        uri: StoreUri | str,
+        *,
+        large_file_threshold: int | None = None,
+        part_size: int | None = None,
+        part_concurrency: int | None = None,
+    ) -> None:
+        uri = StoreUri(uri)
+        if uri.scheme != "b2":
+            raise InvalidArgumentError(f"{uri} is not a b2:// store URI", code="INVALID_STORE")
+        super().__init__(uri)
+        if large_file_threshold is not None:
+            self.large_file_threshold = large_file_threshold
+        if part_size is not None:
+            self.part_size = part_size
+        if part_concurrency is not None:
+            self.part_concurrency = max(1, part_concurrency)
+        self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._api: Any = None
+        self._bucket_id = ""
+        self._pool_size = 32
+        self._buffer_var: RunVar[anyio.Semaphore] | None = None
+
+    def __repr__(self) -> str:
+        return f"B2Store({str(self.uri)!r})"
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _key(self, rel: str) -> str:
+        return f"{self.uri.prefix}/{rel}" if self.uri.prefix else rel
+
+    def _count(self) -> None:
+        with self._count_lock:
+            self._requests += 1
+
+    def set_max_concurrency(self, jobs: int) -> None:
+        """Size the HTTP connection pool for ``jobs`` concurrent calls (a hint from
+        :class:`~snapdir.stores._wrappers.LimitedStore`)."""
+        self._pool_size = max(10, jobs + self.part_concurrency)
+        if self._api is not None:
+            _mount_pool(self._api, self._pool_size)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether the retry wrapper should try ``exc``'s call again."""
+        return isinstance(exc, TransientStoreError)
+
+    def _session(self) -> Any:
+        """The authorised b2sdk session (``B2Session``), created once. Credentials are read
+        here, not in ``__init__``, so opening a store needs none and sends nothing."""
+        with self._lock:
+            if self._api is not None:
+                return self._api.session
+            try:
+                from b2sdk.v2 import (  # type: ignore[import-untyped,unused-ignore]
+                    B2Api,
+                    B2HttpApiConfig,
+                    InMemoryAccountInfo,
+                )
+                from b2sdk.v2 import exception as b2e  # type: ignore[import-untyped,unused-ignore]
+            except ImportError as e:  # pragma: no cover - depends on the environment
+                raise StoreError(
+                    f"the b2:// store needs b2sdk ({e.name} is missing): pip install 'snapdir[b2]'"
+                ) from e
+            key_id = os.environ.get(KEY_ID_ENV, "").strip()
+            key = os.environ.get(KEY_ENV, "").strip()
+            missing = [name for name, value in ((KEY_ID_ENV, key_id), (KEY_ENV, key)) if not value]
+            if missing:
+                raise StoreError(
+                    f"{self.uri}: {' and '.join(missing)} not set: {_CREDENTIALS_HINT}"
+                )
+            realm = os.environ.get(REALM_ENV, "").strip() or "production"
+            count = self._count
+            config = B2HttpApiConfig(http_session_factory=lambda: _counting_session(count))
+            api = B2Api(
+                InMemoryAccountInfo(),
+                api_config=config,
+                max_upload_workers=1,
+                max_copy_workers=1,
+                max_download_workers=1,
+            )
+            _mount_pool(api, self._pool_size)
+            try:
+                api.authorize_account(realm, key_id, key)
+            except Exception as e:
+                if isinstance(e, (b2e.Unauthorized, b2e.AccessDenied)):
+                    raise StoreError(
+                        f"{self.uri}: B2 refused the application key {key_id} "
+                        f"({type(e).__name__}): {_CREDENTIALS_HINT}"
+                    ) from None
+                raise self._error(e, f"authorising key {key_id} at {realm}") from e
+            try:
+                bucket = api.get_bucket_by_name(self.uri.bucket)
+            except Exception as e:
+                raise self._error(e, "looking up the bucket") from e
+            self._bucket_id = str(bucket.id_)
+            self._api = api
+            return api.session
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        import anyio
+
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args))
+
+    def _error(self, exc: BaseException, what: str) -> SnapdirError:
+        """Translate a b2sdk or network exception into the snapdir hierarchy."""
+        if isinstance(exc, SnapdirError):
+            return exc
+        where = f"{self.uri}: {what}"
+        try:
+            from b2sdk.v2 import exception as b2e
+        except ImportError:  # pragma: no cover
+            return StoreError(f"{where}: {type(exc).__name__}: {exc}")
+        if isinstance(exc, (b2e.NonExistentBucket, b2e.BucketIdNotFound, b2e.RestrictedBucket)):
+            return StoreError(
+                f"{where}: the bucket {self.uri.bucket!r} does not exist or the key may not "
+                f"use it ({exc})"
+            )
+        if isinstance(exc, b2e.FileNotPresent) or _named(exc, "ResourceNotFound"):
+            return NotFoundError(f"{where}: not found")
+        if isinstance(exc, b2e.TooManyRequests):
+            return TransientStoreError(f"{where}: {exc}", retry_after=exc.retry_after_seconds)
+        if isinstance(exc, b2e.InvalidAuthToken):  # an expired upload token: ask again
+            return TransientStoreError(f"{where}: {exc}")
+        if isinstance(exc, (b2e.Unauthorized, b2e.AccessDenied)):
+            return StoreError(f"{where}: access denied ({exc}): {_CREDENTIALS_HINT}")
+        if isinstance(exc, b2e.B2Error) and (exc.should_retry_http() or exc.should_retry_upload()):
+            return TransientStoreError(f"{where}: {exc}", retry_after=exc.retry_after_seconds)
+        if _is_network_error(exc):
+            return TransientStoreError(f"{where}: {type(exc).__name__}: {exc}")
+        return StoreError(f"{where}: {type(exc).__name__}: {exc}")
+
+    # -- objects ----------------------------------------------------------------------------------
+
+    async def has_object(self, checksum: str) -> bool:
+        self._check_hex(checksum, "object checksum")
+        key = self._key(object_key(checksum))
+        return await self._run(self._head, key, f"object {checksum}") is not None
+
+    async def put_object(self, checksum: str, source: str, size: int) -> None:
+        self._check_hex(checksum, "object checksum")
+        key = self._key(object_key(checksum))
+        what = f"upload of object {checksum} from {source}"
+        sound, old = await self._run(self._existing, key, checksum, size, what)
+        if sound:
+            return
+        if size > self.large_file_threshold:
+            await self._put_large(key, checksum, source, size, what)
+        else:
+            await self._run(self._put_small, key, checksum, source, size, what)
+        if old is not None:
+            await self._run(self._delete_version, key, old)
+
+    async def get_object(self, checksum: str, dest: str) -> None:
+        self._check_hex(checksum, "object checksum")
+        await self._run(self._get_object, checksum, dest)
+
+    async def list_objects(self) -> set[str]:
+        return set(await self._run(self._list_hex, ".objects/", "objects"))
+
+    async def verify_objects(
+        self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
+    ) -> dict[str, str]:
+        """Hash each object as it streams, without writing it anywhere."""
+        problems: dict[str, str] = {}
+
+        async def one(obj: tuple[str, int]) -> None:
+            checksum = obj[0]
+            self._check_hex(checksum, "object checksum")
+            key = self._key(object_key(checksum))
+            found = await self._run(self._hash_remote, key, f"object {checksum}")
+            if found is None:
+                problems[checksum] = "missing"
+            elif found[0] != checksum:
+                problems[checksum] = "corrupt"
+
+        await for_each_limited(objects, one, jobs)
+        return problems
+
+    # -- manifests --------------------------------------------------------------------------------
+
+    async def has_manifest(self, snapshot_id: str) -> bool:
+        self._check_hex(snapshot_id, "snapshot id")
+        key = self._key(manifest_key(snapshot_id))
+        return await self._run(self._head, key, f"manifest {snapshot_id}") is not None
+
+    async def get_manifest(self, snapshot_id: str) -> Manifest:
+        self._check_hex(snapshot_id, "snapshot id")
+        return await self._run(self._get_manifest, snapshot_id)
+
+    async def put_manifest(self, snapshot_id: str, text: str) -> None:
+        self._check_hex(snapshot_id, "snapshot id")
+        await self._run(self._put_manifest, snapshot_id, text)
+
+    async def list_manifests(self) -> list[str]:
+        return sorted(await self._run(self._list_hex, ".manifests/", "manifests"))
+
+    async def aclose(self) -> None:
+        with self._lock:
+            api, self._api = self._api, None
+        if api is not None:
+            with contextlib.suppress(Exception):
+                api.session.raw_api.b2_http.session.close()
+
+    # -- blocking implementations (worker threads) --------------------------------------------
+
+    def _head(self, key: str, what: str) -> dict[str, str] | None:
+        """The headers of the newest version of ``key`` (``HEAD``), or None if absent."""
+        session = self._session()
+        try:
+            headers = session.get_file_info_by_name(self.uri.bucket, key)
+        except Exception as e:
+            err = self._error(e, f"checking {what}")
+            if isinstance(err, NotFoundError):
+                return None
+            raise err from e
+        return {str(k).lower(): str(v) for k, v in headers.items()}
+
+    def _existing(self, key: str, checksum: str, size: int, what: str) -> tuple[bool, str | None]:
+        """Before a put: whether the object is already there and sound (nothing to do), and
+        otherwise the file id of a damaged version the new upload replaces (None: absent).
+        The size must match; up to :attr:`verify_on_conflict_max` bytes the content is
+        re-hashed too (cheap there, and it lets a put repair a damaged object)."""
+        head = self._head(key, what)
+        if head is None:
+            return False, None
+        if int(head.get("content-length", "-1")) == size:
+            if size > self.verify_on_conflict_max:
+                return True, None
+            found = self._hash_remote(key, what)
+            if found is None:
+                return False, None
+            if found[0] == checksum:
+                return True, None
+        _log.warning("%s: %s exists but is damaged; replacing it", self.uri, key)
+        return False, head.get("x-bz-file-id") or None
+
+    def _delete_version(self, key: str, file_id: str) -> None:
+        """Remove the damaged version a repair replaced (best effort: the newest version,
+        which readers get, is already the right one)."""
+        session = self._session()
+        try:
+            session.delete_file_version(file_id, key)
+        except Exception as e:
+            _log.warning(
+                "%s: could not delete the damaged version %s of %s: %s", self.uri, file_id, key, e
+            )
+
+    def _list_hex(self, rel_prefix: str, what: str) -> list[str]:
+        """Every 64-hex name under ``rel_prefix`` (keys that are not ours are skipped)."""
+        session = self._session()
+        prefix = self._key(rel_prefix)
+        out: list[str] = []
+        start: str | None = None
+        try:
+            while True:
+                page = session.list_file_names(
+                    self._bucket_id, start_file_name=start, max_file_count=10_000, prefix=prefix
+                )
+                for item in page.get("files", []):
+                    if item.get("action", "upload") != "upload":
+                        continue
+                    h = _hex_from_key(str(item["fileName"])[len(prefix) :])
+                    if h is not None:
+                        out.append(h)
+                start = page.get("nextFileName")
+                if not start:
+                    return out
+        except Exception as e:
+            raise self._error(e, f"listing {what}") from e
+
+    def _put_small(self, key: str, checksum: str, source: str, size: int, what: str) -> None:
+        session = self._session()
+        with _open_source(source, self.uri) as f:
+            body = _UploadBody(f, size, checksum, source, self.uri)
+            try:
+                response = session.upload_file(
+                    self._bucket_id,
+                    key,
+                    len(body),
+                    _CONTENT_TYPE,
+                    _HEX_DIGITS_AT_END,
+                    {},
+                    body,
+                )
+            except Exception as e:
+                if body.failure is not None:
+                    raise body.failure from None
+                raise self._error(e, what) from e
+        if body.failure is not None:  # pragma: no cover - the request could not complete
+            raise body.failure
+        if not body.verified or response.get("contentSha1") != body.sha1:
+            # The service stored something other than what was verified: remove it.
+            self._delete_version(key, str(response.get("fileId", "")))
+            raise TransientStoreError(f"{self.uri}: {what}: the service stored other bytes")
+
+    def _part_size_for(self, size: int) -> int:
+        minimum = 0
+        with contextlib.suppress(Exception):
+            minimum = int(self._api.account_info.get_absolute_minimum_part_size())
+        part = max(self.part_size, minimum, -(-size // _MAX_PARTS))
+        return part
+
+    async def _put_large(self, key: str, checksum: str, source: str, size: int, what: str) -> None:
+        """A B2 large file: parts read in order (BLAKE3 over exactly those bytes), uploaded
+        ``part_concurrency`` at a time; finished only if the digest matches the key,
+        cancelled on any failure (no unfinished large file is left behind)."""
+        import anyio
+
+        part_size = await self._run(self._part_size_for, size)
+        f = await self._run(_open_source, source, self.uri)
+        try:
+            file_id = await self._run(self._start_large, key, what)
+            try:
+                sha1s = await self._upload_parts(
+                    f, file_id, checksum, source, size, part_size, what
+                )
+                await self._run(self._finish_large, file_id, sha1s, what)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._run(self._cancel_large, file_id)
+                raise
+        finally:
+            f.close()
+
+    def _buffer_slots(self) -> anyio.Semaphore:
+        """The store-wide bound on parts held in memory, one semaphore per event loop (a
+        store may be used from successive ``anyio.run`` calls, asyncio or trio)."""
+        import anyio
+        from anyio.lowlevel import RunVar
+
+        if self._buffer_var is None:
+            self._buffer_var = RunVar(f"snapdir-b2-parts-{id(self)}")
+        try:
+            return self._buffer_var.get()
+        except LookupError:
+            sem = anyio.Semaphore(max(self.part_buffers, self.part_concurrency))
+            self._buffer_var.set(sem)
+            return sem
+
+    async def _upload_parts(
+        self,
+        f: BinaryIO,
+        file_id: str,
+        checksum: str,
+        source: str,
+        size: int,
+        part_size: int,
+        what: str,
+    ) -> list[str]:
+        """Read the parts in order (the reader hashes them and checks the digest on the last
+        read, before that part is sent) and upload up to ``part_concurrency`` at once."""
+        import anyio
+
+        sha1s: dict[int, str] = {}
+        reader = _PartReader(f, size, checksum, source, self.uri)
+        mine = anyio.Semaphore(self.part_concurrency)
+        shared = self._buffer_slots()
+        # Store-wide slots this upload holds, counted here rather than only released by the
+        # part tasks: a task cancelled before it starts never runs its ``finally``.
+        held = 0
+
+        def release() -> None:
+            nonlocal held
+            if held > 0:
+                held -= 1
+                shared.release()
+            mine.release()
+
+        async def send(number: int, data: bytes) -> None:
+            try:
+                sha1s[number] = await self._run(self._upload_part, file_id, number, data, what)
+            finally:
+                release()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                done = 0
+                number = 0
+                while done < size:
+                    await mine.acquire()
+                    await shared.acquire()
+                    held += 1
+                    want = min(part_size, size - done)
+                    try:
+                        data = await self._run(reader.read_part, want)
+                    except BaseException:
+                        release()
+                        raise
+                    done += want
+                    number += 1
+                    tg.start_soon(send, number, data)
+                    del data
+        except BaseExceptionGroup as eg:
+            raise _first_leaf(eg) from None
+        finally:
+            for _ in range(held):
+                shared.release()
+            held = 0
+        return [sha1s[n] for n in sorted(sha1s)]
+
+    def _start_large(self, key: str, what: str) -> str:
+        session = self._session()
+        try:
+            response = session.start_large_file(self._bucket_id, key, _CONTENT_TYPE, {})
+        except Exception as e:
+            raise self._error(e, what) from e
+        return str(response["fileId"])
+
+    def _upload_part(self, file_id: str, number: int, data: bytes, what: str) -> str:
+        session = self._session()
+        sha1 = hashlib.sha1(data).hexdigest()
+        try:
+            response = session.upload_part(file_id, number, len(data), sha1, data)
+        except Exception as e:
+            raise self._error(e, f"{what} (part {number})") from e
+        if response.get("contentSha1") != sha1:  # pragma: no cover - B2 checks it itself
+            raise TransientStoreError(f"{self.uri}: {what}: part {number} arrived damaged")
+        return sha1
+
+    def _finish_large(self, file_id: str, sha1s: list[str], what: str) -> None:
+        session = self._session()
+        try:
+            session.finish_large_file(file_id, sha1s)
+        except Exception as e:
+            raise self._error(e, what) from e
+
+    def _cancel_large(self, file_id: str) -> None:
+        session = self._session()
+        for _ in range(3):
+            try:
+                session.cancel_large_file(file_id)
+                return
+            except Exception as e:
+                err = self._error(e, f"cancelling large file {file_id}")
+                if isinstance(err, NotFoundError):
+                    return  # already gone (finished or cancelled)
+                if not isinstance(err, TransientStoreError):
+                    break
+        _log.warning(
+            "%s: could not cancel the unfinished large file %s; a lifecycle rule "
+            "(daysFromStartingToCancelingUnfinishedLargeFiles) will remove it",
+            self.uri,
+            file_id,
+        )
+
+    def _stream(self, key: str, what: str, sink: _Sink) -> None:
+        """Download ``key`` into ``sink``. A stream that breaks is resumed with a ranged
+        read of the same file id from ``sink.count``, up to :attr:`max_resumes` times in a
+        row without progress; then the failure goes to the retry wrapper."""
+        session = self._session()
+        url = session.get_download_url_by_name(self.uri.bucket, key)
+        total: int | None = None
+        failures = 0
+        while True:
+            start = sink.count
+            if total is not None and start >= total:
+                return
+            range_ = (start, total - 1) if total is not None and start > 0 else None
+            try:
+                with session.download_file_from_url(url, range_=range_) as response:
+                    if total is None:
+                        total = int(response.headers.get("Content-Length", "0"))
+                        file_id = response.headers.get("x-bz-file-id")
+                        if file_id:  # resume this very version, whatever happens to the name
+                            url = session.get_download_url_by_id(file_id)
+                    for chunk in response.iter_content(chunk_size=_READ_CHUNK):
+                        sink.write(chunk)
+                if sink.count < total:
+                    raise _Truncated(f"the stream ended at byte {sink.count} of {total}")
+                return
+            except Exception as e:
+                if sink.failure is not None:
+                    raise sink.failure from None
+                err = self._error(e, what)
+                if total is None or not isinstance(err, TransientStoreError):
+                    raise err from e
+                failures = 0 if sink.count > start else failures + 1
+                if failures > self.max_resumes:
+                    raise err from e
+                _log.info("%s: %s broke at byte %d (%s); resuming", self.uri, what, sink.count, e)
+
+    def _hash_remote(self, key: str, what: str) -> tuple[str, int] | None:
+        """(BLAKE3, size) of the object under ``key``, streamed; None if it is absent."""
+        sink = _Sink(None, key)
+        try:
+            self._stream(key, what, sink)
+        except NotFoundError:
+            return None
+        return sink.hexdigest(), sink.count
+
+    def _get_object(self, checksum: str, dest: str) -> None:
+        key = self._key(object_key(checksum))
+        what = f"download of object {checksum}"
+        ok = False
+        try:
+            try:
+                f = open(dest, "wb")  # noqa: SIM115 - closed below
+            except OSError as e:
+                raise SnapdirIOError(f"cannot write {dest}: {e.strerror or e}") from e
+            with f:
+                sink = _Sink(f, dest)
+                self._stream(key, what, sink)
+            digest = sink.hexdigest()
+            if digest != checksum:
+                raise HashMismatchError(
+                    f"{self.uri}: object {checksum} (key {key}) holds {sink.count} bytes "
+                    f"hashing to {digest}: the stored object is damaged; {dest} was removed"
+                )
+            ok = True
+        finally:
+            if not ok:
+                with contextlib.suppress(OSError):
+                    os.unlink(dest)
+
+    def _read_manifest(self, key: str, what: str) -> bytes:
+        sink = _Sink(None, key, keep=True)
+        self._stream(key, what, sink)
+        return sink.data()
+
+    def _get_manifest(self, snapshot_id: str) -> Manifest:
+        from .._snapdir import Manifest
+
+        key = self._key(manifest_key(snapshot_id))
+        data = self._read_manifest(key, f"manifest {snapshot_id}")
+        return _verify_manifest(data, snapshot_id, self.uri, key, Manifest)
+
+    def _put_manifest(self, snapshot_id: str, text: str) -> None:
+        from .._snapdir import Manifest
+
+        key = self._key(manifest_key(snapshot_id))
+        data = (text + "\n").encode("utf-8")
+        _verify_manifest(data, snapshot_id, self.uri, key, Manifest, stored=False)
+        what = f"upload of manifest {snapshot_id}"
+        head = self._head(key, what)
+        old: str | None = None
+        if head is not None:
+            try:
+                _verify_manifest(
+                    self._read_manifest(key, what), snapshot_id, self.uri, key, Manifest
+                )
+                return  # already there and sound
+            except NotFoundError:
+                pass
+            except HashMismatchError:
+                old = head.get("x-bz-file-id")
+        session = self._session()
+        sha1 = hashlib.sha1(data).hexdigest()
+        try:
+            session.upload_file(
+                self._bucket_id, key, len(data), _MANIFEST_CONTENT_TYPE, sha1, {}, data
+            )
+        except Exception as e:
+            raise self._error(e, what) from e
+        if old:
+            self._delete_version(key, old)
+
+
+# -- streams ------------------------------------------------------------------------------------
+
+
+class _Abort(OSError):
+    """Raised inside an upload's body read to cut the request short. An ``OSError``, so the
+    HTTP stack treats it as a dead connection (b2sdk would log any other exception as
+    unexpected); the store then raises the reader's ``failure`` instead."""
+
+
+class _UploadBody:
+    """The body of a ``b2_upload_file`` request: the file's ``size`` bytes, hashed (BLAKE3
+    and SHA-1) as they are read, then the SHA-1 as 40 hex digits (``hex_digits_at_end``).
+
+    The read that would hand over the last bytes of the file checks the BLAKE3 digest (and
+    that the file did not grow) first; on a mismatch it raises, the request dies short of
+    its ``Content-Length``, and B2 stores nothing. Every rewind to 0 (b2sdk seeks there
+    before sending) starts a new pass over the file, hashed from scratch and verified again.
+    """
+
+    def __init__(self, f: BinaryIO, size: int, checksum: str, source: str, uri: str) -> None:
+        self._f = f
+        self._size = size
+        self._checksum = checksum
+        self._source = source
+        self._uri = uri
+        self._pos = 0
+        self._hasher = Hasher()
+        self._sha1 = hashlib.sha1()
+        self._tail = b""
+        self.sha1 = ""
+        self.verified = False
+        #: The error this body raised (the HTTP stack wraps it; the store raises this one).
+        self.failure: SnapdirError | None = None
+
+    def __len__(self) -> int:
+        return self._size + 40
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET or offset != 0:
+            if whence == os.SEEK_CUR and offset == 0:
+                return self._pos
+            raise OSError(f"upload of {self._source}: only a rewind to 0 is possible")
+        self._f.seek(0)
+        self._pos = 0
+        self._hasher = Hasher()
+        self._sha1 = hashlib.sha1()
+        self._tail = b""
+        self.verified = False
+        return 0
+
+    def read(self, n: int | None = -1) -> bytes:
+        if self.failure is not None:
+            raise _Abort(str(self.failure))
+        total = self._size + 40
+        want = total - self._pos if n is None or n < 0 else min(n, total - self._pos)
+        out = b""
+        if want > 0 and self._pos < self._size:
+            out = self._read_file(min(want, self._size - self._pos))
+            want -= len(out)
+        if want > 0:
+            at = self._pos + len(out) - self._size
+            out += self._tail[at : at + want]
+        self._pos += len(out)
+        return out
+
+    def _read_file(self, want: int) -> bytes:
+        try:
+            data = self._f.read(want)
+        except OSError as e:
+            self._fail(SnapdirIOError(f"cannot read {self._source}: {e.strerror or e}"))
+        if len(data) < want:
+            self._fail(
+                InFluxError(
+                    f"{self._source} shrank while it was uploaded to {self._uri}: "
+                    f"{self._pos + len(data)} bytes instead of {self._size}"
+                )
+            )
+        self._hasher.update(data)
+        self._sha1.update(data)
+        if self._pos + len(data) == self._size:
+            self._check_end()
+        return data
+
+    def _check_end(self) -> None:
+        if self._f.read(1):
+            self._fail(
+                InFluxError(
+                    f"{self._source} grew while it was uploaded to {self._uri} (expected "
+                    f"{self._size} bytes); nothing was stored"
+                )
+            )
+        digest = self._hasher.hexdigest()
+        if digest != self._checksum:
+            self._fail(
+                InFluxError(
+                    f"{self._source} changed while it was uploaded to {self._uri}: its "
+                    f"bytes hash to {digest}, not {self._checksum}; nothing was stored"
+                )
+            )
+        self.sha1 = self._sha1.hexdigest()
+        self._tail = self.sha1.encode("ascii")
+        self.verified = True
+
+    def _fail(self, exc: SnapdirError) -> NoReturn:
+        self.failure = exc
+        raise _Abort(str(exc))
+
+
+class _PartReader:
+    """Reads a large file's parts in order, hashing exactly the bytes read; the read of
+    the last part checks the digest (and that the file did not grow) before returning it."""
+
+    def __init__(self, f: BinaryIO, size: int, checksum: str, source: str, uri: str) -> None:
+        self._f = f
+        self._size = size
+        self._checksum = checksum
+        self._source = source
+        self._uri = uri
+        self._pos = 0
+        self._hasher = Hasher()
+
+    def read_part(self, want: int) -> bytes:
+        chunks: list[bytes] = []
+        got = 0
+        while got < want:
+            try:
+                b = self._f.read(want - got)
+            except OSError as e:
+                raise SnapdirIOError(f"cannot read {self._source}: {e.strerror or e}") from e
+            if not b:
+                raise InFluxError(
+                    f"{self._source} shrank while it was uploaded to {self._uri}: "
+                    f"{self._pos + got} bytes instead of {self._size}"
+                )
+            chunks.append(b)
+            got += len(b)
+        data = b"".join(chunks)
+        self._hasher.update(data)
+        self._pos += len(data)
+        if self._pos == self._size:
+            if self._f.read(1):
+                raise InFluxError(
+                    f"{self._source} grew while it was uploaded to {self._uri} (expected "
+                    f"{self._size} bytes); the large file was cancelled"
+                )
+            digest = self._hasher.hexdigest()
+            if digest != self._checksum:
+                raise InFluxError(
+                    f"{self._source} changed while it was uploaded to {self._uri}: its "
+                    f"bytes hash to {digest}, not {self._checksum}; the large file was "
+                    "cancelled"
+                )
+        return data
+
+
+class _Sink:
+    """Where a download goes: hashed and counted, written to ``f`` when there is one, kept
+    in memory when ``keep`` (manifests). A broken download resumes at ``count``."""
+
+    def __init__(self, f: BinaryIO | None, dest: str, *, keep: bool = False) -> None:
+        self._f = f
+        self._dest = dest
+        self._hasher = Hasher()
+        self._kept: list[bytes] | None = [] if keep else None
+        self.count = 0
+        self.failure: SnapdirError | None = None
+
+    def write(self, data: bytes) -> int:
+        if self._f is not None:
+            try:
+                self._f.write(data)
+            except OSError as e:
+                self.failure = SnapdirIOError(f"cannot write {self._dest}: {e.strerror or e}")
+                raise self.failure from e
+        if self._kept is not None:
+            self._kept.append(data)
+        self._hasher.update(data)
+        self.count += len(data)
+        return len(data)
+
+    def hexdigest(self) -> str:
+        return self._hasher.hexdigest()
+
+    def data(self) -> bytes:
+        return b"".join(self._kept or [])
+
+
+class _Truncated(ConnectionError):
+    """The body ended before its ``Content-Length`` without an error from the stack."""
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _open_source(source: str, uri: str) -> BinaryIO:
+    try:
+        return open(source, "rb")  # the caller closes it
+    except FileNotFoundError as e:
+        raise InFluxError(f"{source} vanished before it was uploaded to {uri}") from e
+    except OSError as e:
+        raise SnapdirIOError(f"cannot read {source}: {e.strerror or e}") from e
+
+
+def _counting_session(count: Callable[[], None]) -> Any:
+    """A ``requests.Session`` that counts the requests it sends (b2sdk's own retries
+    included: each is a request the service sees)."""
+    import requests
+
+    class _CountingSession(requests.Session):
+        def request(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override,unused-ignore]
+            count()
+            return super().request(*args, **kwargs)
+
+    return _CountingSession()
+
+
+def _mount_pool(api: Any, size: int) -> None:
+    """Give b2sdk's HTTP session a pool of ``size`` connections per host (the default 10
+    would open and drop connections when more threads upload at once)."""
+    with contextlib.suppress(AttributeError):
+        session = api.session.raw_api.b2_http.session
+        for prefix, adapter in list(session.adapters.items()):
+            session.mount(prefix, type(adapter)(pool_connections=4, pool_maxsize=size))
+
+
+def _named(exc: BaseException, name: str) -> bool:
+    """Whether ``exc`` is an instance of a class called ``name``: b2sdk raises 404s as
+    ``ResourceNotFound`` subclasses that ``b2sdk.v2.exception`` does not export."""
+    return any(cls.__name__ == name for cls in type(exc).__mro__)
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    import http.client
+
+    import requests
+    import urllib3.exceptions
+
+    return isinstance(
+        exc,
+        (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.HTTPError,
+            http.client.HTTPException,
+            ConnectionError,
+            TimeoutError,
+        ),
+    )
+
+
+def _hex_from_key(rest: str) -> str | None:
+    """``abc/def/ghi/<rest>`` back to the 64-hex name, or None for a foreign key."""
+    parts = rest.split("/")
+    if len(parts) != 4 or [len(p) for p in parts[:3]] != [3, 3, 3]:
+        return None
+    h = "".join(parts)
+    if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+        return None
+    return h
+
+
+def _verify_manifest(
+    data: bytes,
+    snapshot_id: str,
+    uri: str,
+    key: str,
+    manifest_cls: type[Manifest],
+    *,
+    stored: bool = True,
+) -> Manifest:
+    """Parse ``data`` and check it is the manifest of ``snapshot_id`` (SPEC §2: the id is
+    over the canonical text, so CRLF or comments in a stored manifest still verify)."""
+    where = f"{uri}: manifest {snapshot_id} (key {key})"
+    try:
+        m = manifest_cls.parse(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        if not stored:
+            raise
+        raise HashMismatchError(f"{where} is not a valid manifest: {e}") from e
+    if m.id != snapshot_id:
+        if not stored:
+            raise HashMismatchError(
+                f"{where}: the text given hashes to snapshot {m.id}, refusing to store it"
+            )
+        raise HashMismatchError(f"{where} hashes to {m.id}: the stored manifest is damaged")
+    return m
