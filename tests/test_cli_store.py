@@ -82,7 +82,7 @@ def test_store_from_the_environment(tmp_path: Path, build: Path) -> None:
     all_report = as_json(run_cli("verify", "--json", env=env))
     assert all_report["ok"] is True
     sizes = as_json(run_cli("size", "--json", env=env))
-    assert sizes == {"logical_bytes": 43, "physical_bytes": 43, "files": 6, "objects": 5}
+    assert sizes == {"logical_bytes": 43, "physical_bytes": 43, "files": 6, "objects": 6}
     ok(run_cli("pull", sid, str(tmp_path / "d"), env=env))
     assert (tmp_path / "d" / "hello.txt").read_text() == "hello\n"
 
@@ -158,11 +158,18 @@ def test_every_command_has_json_output(tmp_path: Path, build: Path) -> None:
     ],
 )
 def test_usage_errors_exit_2(tmp_path: Path, build: Path, args: list[str], needle: str) -> None:
-    subs = {"{build}": str(build), "{sid}": CASES["basic"].id, "{store}": uri(tmp_path / "s")}
-    subs["{tmp}"] = str(tmp_path)
-    argv = [a.replace(a, subs[a]) if a in subs else a for a in args]
-    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    proc = run_cli(*argv)
+    subs = {
+        "{build}": str(build),
+        "{sid}": CASES["basic"].id,
+        "{store}": uri(tmp_path / "s"),
+        "{tmp}": str(tmp_path),
+    }
+    argv = []
+    for a in args:
+        for k, v in subs.items():
+            a = a.replace(k, v)
+        argv.append(a)
+    proc = run_cli(*argv, env=cli_env(SNAPDIR_STORE=None))
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert proc.stdout == ""
     assert needle in proc.stderr.lower(), proc.stderr

@@ -119,7 +119,8 @@ class Rewriter(threading.Thread):
         self.rounds = 0
 
     def run(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".new")
+        # the replacement is prepared outside the tree (the walk must not see it)
+        tmp = self.path.parent.parent / (self.path.name + ".new")
         while not self.stop.is_set():
             data = self.contents[self.rounds % len(self.contents)]
             if self.how == "in-place":

@@ -13,7 +13,7 @@ apart across copy-pasted test files. Use it with pytest in a few lines::
 
         @pytest.fixture
         def store(self, tmp_path):
-            s = MyStore(StoreUri("my://bucket/some/fresh/prefix"))  # fresh and empty
+            s = MyStore(StoreUri("my://bucket/some/fresh/prefix"))  # existing, empty
             yield s
             anyio.run(s.aclose)
 
@@ -107,7 +107,9 @@ class StoreConformance:
     # -- what a backend's test class provides ----------------------------------------------
     @pytest.fixture
     def store(self) -> Store:
-        """A fresh, empty store (closed by the fixture after the test). Override it."""
+        """A fresh, empty, existing store (create it first if the backend refuses to read
+        a store that was never written, as ``file://`` does); the fixture closes it after
+        the test. Override it."""
         pytest.fail(f"{type(self).__name__} must define a `store` fixture")
 
     def raw_keys(self, store: Store) -> set[str]:

@@ -15,6 +15,16 @@ fn cstr(name: &[u8]) -> io::Result<CString> {
     CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))
 }
 
+#[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
+unsafe fn errno_ptr() -> *mut libc::c_int {
+    unsafe { libc::__error() }
+}
+
+#[cfg(not(any(target_os = "macos", target_os = "ios", target_os = "freebsd")))]
+unsafe fn errno_ptr() -> *mut libc::c_int {
+    unsafe { libc::__errno_location() }
+}
+
 fn check(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -71,6 +81,78 @@ impl Dir {
         Ok(Dir {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
+    }
+
+    /// Opens the sub-directory `name`, following a final link when `follow`.
+    pub fn open_dir_at(&self, name: &[u8], follow: bool) -> io::Result<Dir> {
+        let c = cstr(name)?;
+        let mut flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        if !follow {
+            flags |= libc::O_NOFOLLOW;
+        }
+        let fd = check(unsafe { libc::openat(self.raw(), c.as_ptr(), flags) })?;
+        Ok(Dir {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Opens `name` for reading without blocking on FIFOs; refuses a final link unless
+    /// `follow`.
+    pub fn open_file_at(&self, name: &[u8], follow: bool) -> io::Result<File> {
+        let c = cstr(name)?;
+        let mut flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        if !follow {
+            flags |= libc::O_NOFOLLOW;
+        }
+        let fd = check(unsafe { libc::openat(self.raw(), c.as_ptr(), flags) })?;
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// `fstatat` of `name` (following a final link when `follow`).
+    pub fn stat_at(&self, name: &[u8], follow: bool) -> io::Result<libc::stat> {
+        let c = cstr(name)?;
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+        check(unsafe { libc::fstatat(self.raw(), c.as_ptr(), &mut st, flags) })?;
+        Ok(st)
+    }
+
+    /// `fstat` of the directory itself.
+    pub fn stat(&self) -> io::Result<libc::stat> {
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        check(unsafe { libc::fstat(self.raw(), &mut st) })?;
+        Ok(st)
+    }
+
+    /// The entries of this directory with their `d_type` (`DT_UNKNOWN` where the file system
+    /// does not say).
+    pub fn list_typed(&self) -> io::Result<Vec<(Vec<u8>, u8)>> {
+        let fd = check(unsafe { libc::fcntl(self.raw(), libc::F_DUPFD_CLOEXEC, 0) })?;
+        let dirp = unsafe { libc::fdopendir(fd) };
+        if dirp.is_null() {
+            let e = io::Error::last_os_error();
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        unsafe { libc::rewinddir(dirp) };
+        let mut out = Vec::new();
+        loop {
+            unsafe { *errno_ptr() = 0 };
+            let ent = unsafe { libc::readdir(dirp) };
+            if ent.is_null() {
+                let errno = unsafe { *errno_ptr() };
+                unsafe { libc::closedir(dirp) };
+                if errno != 0 {
+                    return Err(io::Error::from_raw_os_error(errno));
+                }
+                break;
+            }
+            let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes();
+            if name != b"." && name != b".." {
+                out.push((name.to_vec(), unsafe { (*ent).d_type }));
+            }
+        }
+        Ok(out)
     }
 
     /// Opens the regular file `name` for reading, refusing links (and not blocking on FIFOs).

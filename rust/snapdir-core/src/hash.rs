@@ -90,11 +90,23 @@ pub fn hash_stream_opt(
     if exact && size_hint < PARALLEL_THRESHOLD {
         return SMALL_BUF.with(|cell| {
             let mut buf = cell.borrow_mut();
+            // One `read` of size + 1 bytes: a local regular file answers with exactly `size`
+            // bytes at end of file, so no second call is needed to see EOF; more bytes than
+            // `size` (a /proc file, a file growing) show up as a count the caller rejects.
             let want = size_hint as usize;
-            if buf.len() < want {
-                buf.resize(want, 0);
+            if buf.len() < want + 1 {
+                buf.resize(want + 1, 0);
             }
-            let n = read_full(file, &mut buf[..want])?;
+            let mut n = loop {
+                match file.read(&mut buf[..want + 1]) {
+                    Ok(k) => break k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            };
+            if n > 0 && n < want {
+                n += read_full(file, &mut buf[n..want + 1])?;
+            }
             hasher.update(&buf[..n]);
             sink(&buf[..n])?;
             Ok((*hasher.finalize().as_bytes(), n as u64))
@@ -189,9 +201,20 @@ pub fn hash_file(path: &Path, no_follow: bool) -> Result<HashOutcome> {
 pub fn hash_file_observed(
     path: &Path,
     no_follow: bool,
+    observe: impl FnMut(&[u8]),
+) -> Result<HashOutcome> {
+    hash_opened(open_nonblocking(path, no_follow), path, no_follow, observe)
+}
+
+/// Hashes a file opened by the caller (the walker opens relative to its directory), with the
+/// same checks as [`hash_file`]; `path` is for messages.
+pub fn hash_opened(
+    opened: io::Result<File>,
+    path: &Path,
+    no_follow: bool,
     mut observe: impl FnMut(&[u8]),
 ) -> Result<HashOutcome> {
-    let mut f = match open_nonblocking(path, no_follow) {
+    let mut f = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Error::in_flux(path, "it vanished"))

@@ -4,6 +4,10 @@
 //! them to `par_iter`, so sub-directories are discovered while files elsewhere are hashed and
 //! no single thread serialises the walk.
 
+// `stat` field types differ between Linux and macOS; casts that are no-ops on one are needed
+// on the other.
+#![allow(clippy::unnecessary_cast)]
+
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -16,7 +20,8 @@ use rayon::prelude::*;
 use regex::RegexSet;
 
 use crate::error::{display_path, escape_bytes, Code, Error, Result};
-use crate::hash::{hash_file, HashOutcome};
+use crate::fsx::Dir;
+use crate::hash::{hash_opened, HashOutcome};
 use crate::manifest::{Digest, Entry, Kind, Manifest};
 
 /// Counters a caller may poll from another thread to draw progress.
@@ -115,12 +120,13 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked> {
     } else {
         None
     };
+    let dir = Dir::open(root).map_err(|e| Error::io("cannot open", root, e))?;
     let ctx = Ctx {
         opts,
         entries: Mutex::new(Vec::new()),
         warnings: Mutex::new(Vec::new()),
     };
-    let root_summary = walk_dir(&ctx, root, "./".to_owned(), &meta, &[])?;
+    let root_summary = walk_dir(&ctx, &dir, root, "./", (meta.dev(), meta.ino()), &[])?;
     let mut entries = ctx.entries.into_inner().unwrap_or_else(|p| p.into_inner());
     entries.push(Entry {
         kind: Kind::Directory,
@@ -153,53 +159,60 @@ pub fn dir_checksum(children: &mut Vec<Digest>) -> Digest {
     *h.finalize().as_bytes()
 }
 
+/// What a child contributed: its checksum and size for the parent, and the entries it
+/// produced (its own line; a directory's lines are already in the shared list).
 enum Child {
-    File(Digest, u64),
+    File(Entry),
     Dir(Digest, u64),
     Skipped,
 }
 
 fn walk_dir(
     ctx: &Ctx<'_>,
-    dir: &Path,
-    rel: String,
-    meta: &fs::Metadata,
+    dir: &Dir,
+    dir_path: &Path,
+    rel: &str,
+    id: (u64, u64),
     ancestors: &[(u64, u64)],
 ) -> Result<Summary> {
-    check_cancel(ctx, dir)?;
+    check_cancel(ctx, dir_path)?;
     let mut chain = Vec::with_capacity(ancestors.len() + 1);
     chain.extend_from_slice(ancestors);
-    chain.push((meta.dev(), meta.ino()));
+    chain.push(id);
 
-    let rd = fs::read_dir(dir).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => Error::in_flux(dir, "it vanished"),
-        _ => Error::io("cannot list", dir, e),
+    let listed = dir.list_typed().map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => Error::in_flux(dir_path, "it vanished"),
+        _ => Error::io("cannot list", dir_path, e),
     })?;
-    let mut listed = Vec::new();
-    for de in rd {
-        let de = de.map_err(|e| Error::io("cannot list", dir, e))?;
-        let ft = de.file_type().map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::in_flux(&de.path(), "it vanished"),
-            _ => Error::io("cannot stat", &de.path(), e),
-        })?;
-        listed.push((de.file_name(), ft));
-    }
 
     let children: Vec<Child> = listed
         .into_par_iter()
-        .map(|(name, ft)| visit(ctx, dir, &rel, &name, ft, &chain))
+        .map(|(name, dtype)| visit(ctx, dir, dir_path, rel, &name, dtype, &chain))
         .collect::<Result<_>>()?;
 
     let mut sums = Vec::with_capacity(children.len());
     let mut size = 0u64;
+    let mut files = Vec::new();
     for c in children {
         match c {
-            Child::File(d, s) | Child::Dir(d, s) => {
+            Child::File(e) => {
+                sums.push(e.checksum);
+                size = size.saturating_add(e.size);
+                files.push(e);
+            }
+            Child::Dir(d, s) => {
                 sums.push(d);
                 size = size.saturating_add(s);
             }
             Child::Skipped => {}
         }
+    }
+    if !files.is_empty() {
+        // One lock per directory, not per file.
+        ctx.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(&mut files);
     }
     Ok(Summary {
         checksum: dir_checksum(&mut sums),
@@ -207,59 +220,79 @@ fn walk_dir(
     })
 }
 
+fn is_type(mode: libc::mode_t, t: libc::mode_t) -> bool {
+    mode & libc::S_IFMT == t
+}
+
+#[allow(clippy::too_many_arguments)]
 fn visit(
     ctx: &Ctx<'_>,
-    dir: &Path,
+    dir: &Dir,
+    dir_path: &Path,
     rel_dir: &str,
-    name: &std::ffi::OsStr,
-    ft: fs::FileType,
+    name: &[u8],
+    dtype: u8,
     chain: &[(u64, u64)],
 ) -> Result<Child> {
-    let path = dir.join(name);
     let opts = ctx.opts;
+    let path = || dir_path.join(std::ffi::OsStr::from_bytes(name));
+    let vanished = |e: io::Error, what: &str| match e.raw_os_error() {
+        Some(libc::ENOENT) => Error::in_flux(&path(), "it vanished"),
+        _ => Error::io(what, &path(), e),
+    };
+    let mut dtype = dtype;
+    if dtype == libc::DT_UNKNOWN {
+        let st = dir
+            .stat_at(name, false)
+            .map_err(|e| vanished(e, "cannot stat"))?;
+        dtype = match st.st_mode & libc::S_IFMT {
+            m if m == libc::S_IFDIR => libc::DT_DIR,
+            m if m == libc::S_IFREG => libc::DT_REG,
+            m if m == libc::S_IFLNK => libc::DT_LNK,
+            _ => return Ok(Child::Skipped),
+        };
+    }
     // Decide what the entry is, following a symlink when asked to.
-    let (is_dir, link_meta) = if ft.is_symlink() {
-        if opts.no_follow {
-            return Ok(Child::Skipped);
-        }
-        match fs::metadata(&path) {
-            Ok(m) if m.is_dir() => (true, Some(m)),
-            Ok(m) if m.is_file() => (false, Some(m)),
-            Ok(_) => return Ok(Child::Skipped),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(Error::new(
-                    Code::InvalidArgument,
-                    format!("symbolic link loop at {}", display_path(&path)),
-                ))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                ctx.warnings
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(format!(
-                        "skipping dangling symbolic link {}",
-                        display_path(&path)
-                    ));
+    let (is_dir, via_link) = match dtype {
+        libc::DT_DIR => (true, false),
+        libc::DT_REG => (false, false),
+        libc::DT_LNK => {
+            if opts.no_follow {
                 return Ok(Child::Skipped);
             }
-            Err(e) => return Err(Error::io("cannot follow symbolic link", &path, e)),
+            match dir.stat_at(name, true) {
+                Ok(st) if is_type(st.st_mode, libc::S_IFDIR) => (true, true),
+                Ok(st) if is_type(st.st_mode, libc::S_IFREG) => (false, true),
+                Ok(_) => return Ok(Child::Skipped),
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                    return Err(Error::new(
+                        Code::InvalidArgument,
+                        format!("symbolic link loop at {}", display_path(&path())),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    ctx.warnings
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(format!(
+                            "skipping dangling symbolic link {}",
+                            display_path(&path())
+                        ));
+                    return Ok(Child::Skipped);
+                }
+                Err(e) => return Err(Error::io("cannot follow symbolic link", &path(), e)),
+            }
         }
-    } else if ft.is_dir() {
-        (true, None)
-    } else if ft.is_file() {
-        (false, None)
-    } else {
         // FIFOs, sockets, devices: not content a snapshot can hold.
-        return Ok(Child::Skipped);
+        _ => return Ok(Child::Skipped),
     };
 
-    let raw = name.as_bytes();
-    let valid = std::str::from_utf8(raw)
+    let valid = std::str::from_utf8(name)
         .ok()
         .filter(|s| !s.contains(['\n', '\r']));
     let shown = match valid {
         Some(s) => std::borrow::Cow::Borrowed(s),
-        None => String::from_utf8_lossy(raw),
+        None => String::from_utf8_lossy(name),
     };
     let mut rel = String::with_capacity(rel_dir.len() + shown.len() + 1);
     rel.push_str(rel_dir);
@@ -278,47 +311,71 @@ fn visit(
             format!(
                 "cannot snapshot {}: names must be UTF-8 without newline or carriage return \
                  (rename it or exclude it)",
-                escape_bytes(path.as_os_str().as_bytes())
+                escape_bytes(path().as_os_str().as_bytes())
             ),
         ));
     }
 
     if is_dir {
-        let meta = match link_meta {
-            Some(m) => {
-                if chain.contains(&(m.dev(), m.ino())) {
-                    return Err(Error::new(
-                        Code::InvalidArgument,
-                        format!(
-                            "symbolic link loop: {} points to a directory that contains it",
-                            display_path(&path)
-                        ),
-                    ));
+        let sub_path = path();
+        let sub = dir
+            .open_dir_at(name, via_link)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) => Error::in_flux(&sub_path, "it vanished"),
+                Some(libc::ENOTDIR) | Some(libc::ELOOP) => {
+                    Error::in_flux(&sub_path, "it is no longer a directory")
                 }
-                m
-            }
-            None => fs::symlink_metadata(&path).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => Error::in_flux(&path, "it vanished"),
-                _ => Error::io("cannot stat", &path, e),
-            })?,
-        };
-        if !meta.is_dir() {
-            return Err(Error::in_flux(&path, "it is no longer a directory"));
+                _ => Error::io("cannot open", &sub_path, e),
+            })?;
+        let st = sub
+            .stat()
+            .map_err(|e| Error::io("cannot stat", &sub_path, e))?;
+        let id = (st.st_dev as u64, st.st_ino as u64);
+        if via_link && chain.contains(&id) {
+            return Err(Error::new(
+                Code::InvalidArgument,
+                format!(
+                    "symbolic link loop: {} points to a directory that contains it",
+                    display_path(&sub_path)
+                ),
+            ));
         }
-        let s = walk_dir(ctx, &path, rel.clone(), &meta, chain)?;
-        push_entry(ctx, Kind::Directory, meta.mode(), s.checksum, s.size, rel);
+        let s = walk_dir(ctx, &sub, &sub_path, &rel, id, chain)?;
+        push_entry(
+            ctx,
+            Kind::Directory,
+            st.st_mode as u32,
+            s.checksum,
+            s.size,
+            rel,
+        );
         Ok(Child::Dir(s.checksum, s.size))
     } else {
-        check_cancel(ctx, &path)?;
-        match hash_file(&path, opts.no_follow)? {
+        check_cancel(ctx, dir_path)?;
+        // A regular file is opened without following (a link swapped in meanwhile is then
+        // an error, not silently followed); a followed link is opened through the link.
+        let follow = via_link && !opts.no_follow;
+        let opened = dir.open_file_at(name, follow);
+        let opened = match opened {
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) && !opts.no_follow => {
+                dir.open_file_at(name, true)
+            }
+            other => other,
+        };
+        match hash_opened(opened, &path(), opts.no_follow, |_| {})? {
             HashOutcome::NotRegular => Ok(Child::Skipped),
             HashOutcome::File(h) => {
                 if let Some(p) = &opts.progress {
                     p.files.fetch_add(1, Ordering::Relaxed);
                     p.bytes.fetch_add(h.stamp.size, Ordering::Relaxed);
                 }
-                push_entry(ctx, Kind::File, h.stamp.mode, h.digest, h.stamp.size, rel);
-                Ok(Child::File(h.digest, h.stamp.size))
+                Ok(Child::File(Entry {
+                    kind: Kind::File,
+                    mode: h.stamp.mode & 0o7777,
+                    checksum: h.digest,
+                    size: h.stamp.size,
+                    path: rel,
+                }))
             }
         }
     }

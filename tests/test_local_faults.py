@@ -1,0 +1,345 @@
+"""Local faults: a full disk (a small private tmpfs), read-only file systems, files and
+directories the user may not read or write (privileges dropped to ``nobody`` in a
+subprocess). Each failure must be a clear error naming the path, leave stores and
+destinations consistent, and a re-run after the fault is gone must succeed.
+
+These tests mount tmpfs file systems, so they need root (they fail, never skip, without it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import snapdir
+from storeutil import (
+    cli_env,
+    files_below,
+    make_store,
+    make_writable,
+    manifest_for,
+    manifest_rel,
+    remount,
+    run,
+    run_op_as,
+    staging_leftovers,
+    tmpfs,
+    tree_state,
+    uri,
+    write,
+)
+
+MiB = 1 << 20
+
+
+def five_mib_tree(root: Path) -> Path:
+    for i in range(5):
+        write(root / f"big{i}.bin", os.urandom(MiB))
+    for i in range(20):
+        write(root / "small" / f"{i}.txt", f"small {i}\n")
+    return root
+
+
+def push(path: Path, store: Path) -> str:
+    async def go() -> str:
+        return await snapdir.push(path, uri(store))
+
+    return run(go)
+
+
+def pull(sid: str, store: Path, dest: Path, **kw: bool) -> None:
+    async def go() -> None:
+        await snapdir.pull(sid, uri(store), dest, force=kw.get("force", False))
+
+    run(go)
+
+
+def verify(sid: str, store: Path) -> bool:
+    async def go() -> bool:
+        return await snapdir.verify(sid, uri(store))
+
+    return run(go)
+
+
+def tree_id(path: Path) -> str:
+    async def go() -> str:
+        return await snapdir.id(path)
+
+    return run(go)
+
+
+def list_manifests(store: Path) -> list[str]:
+    from snapdir.stores.file import FileStore
+
+    return run(FileStore(uri(store)).list_manifests)
+
+
+def assert_store_consistent(store: Path) -> None:
+    """No temporary files; every manifest present verifies; every object is sound."""
+    from storeutil import b3
+
+    assert staging_leftovers(store) == []
+    for sid in list_manifests(store) if store.exists() else []:
+        assert verify(sid, store)
+    for rel in files_below(store):
+        if rel.startswith(".objects/"):
+            key = rel[len(".objects/") :].replace("/", "")
+            assert b3((store / rel).read_bytes()) == key, f"{rel} holds other bytes"
+
+
+# --- disk full --------------------------------------------------------------------------------
+
+
+def test_push_into_a_full_store_then_after_freeing_space(tmp_path: Path) -> None:
+    src = five_mib_tree(tmp_path / "src")
+    with tmpfs(tmp_path / "fs", "2m") as fs:
+        store = fs / "store"
+        with pytest.raises(snapdir.SnapdirError) as info:
+            push(src, store)
+        assert str(store) in str(info.value), "the error names where it could not write"
+        assert isinstance(info.value, OSError) or "space" in str(info.value).lower()
+        assert list_manifests(store) == [], "a manifest was written for an incomplete push"
+        assert_store_consistent(store)
+        remount(fs, "size=16m")
+        sid = push(src, store)
+        assert verify(sid, store)
+        assert list_manifests(store) == [sid]
+        assert_store_consistent(store)
+
+
+def test_pull_into_a_full_disk_then_after_freeing_space(tmp_path: Path) -> None:
+    src = five_mib_tree(tmp_path / "src")
+    store = tmp_path / "store"
+    sid = push(src, store)
+    with tmpfs(tmp_path / "fs", "2m") as fs:
+        dest = fs / "dest"
+        with pytest.raises(snapdir.SnapdirError):
+            pull(sid, store, dest)
+        assert files_below(fs) == set(), f"partial files left: {sorted(files_below(fs))}"
+        assert staging_leftovers(fs) == []
+        remount(fs, "size=16m")
+        pull(sid, store, dest)
+        assert tree_id(dest) == sid
+        assert staging_leftovers(fs) == []
+
+
+def test_pull_into_a_full_disk_leaves_the_old_version(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write(src / "big0.bin", "old version\n")
+    write(src / "small" / "0.txt", "small 0\n")
+    store = tmp_path / "store"
+    old = push(src, store)
+    new = push(five_mib_tree(src), store)
+    with tmpfs(tmp_path / "fs", "2m") as fs:
+        dest = fs / "dest"
+        pull(old, store, dest)
+        before = tree_state(dest)
+        with pytest.raises(snapdir.SnapdirError):
+            pull(new, store, dest, force=True)
+        assert tree_state(dest) == before
+        assert staging_leftovers(fs) == []
+        remount(fs, "size=16m")
+        pull(new, store, dest, force=True)
+        assert tree_id(dest) == new
+
+
+def test_full_disk_error_on_pull_names_the_destination(tmp_path: Path) -> None:
+    """The file system that is full is the destination's: the message must point there,
+    not only at the store object being copied."""
+    src = five_mib_tree(tmp_path / "src")
+    store = tmp_path / "store"
+    sid = push(src, store)
+    with tmpfs(tmp_path / "fs", "2m") as fs:
+        with pytest.raises(snapdir.SnapdirError) as info:
+            pull(sid, store, fs / "dest")
+        assert str(fs / "dest") in str(info.value), str(info.value)
+
+
+# --- read-only file systems ---------------------------------------------------------------
+
+
+def two_versions(tmp_path: Path) -> tuple[Path, str, str]:
+    src = tmp_path / "src"
+    write(src / "a.txt", "a\n")
+    write(src / "d" / "b.txt", "b\n")
+    store = tmp_path / "store"
+    one = push(src, store)
+    write(src / "a.txt", "a, second version\n")
+    write(src / "d" / "c.txt", "c\n")
+    two = push(src, store)
+    return store, one, two
+
+
+def test_pull_into_a_read_only_destination(tmp_path: Path) -> None:
+    store, one, two = two_versions(tmp_path)
+    with tmpfs(tmp_path / "fs", "8m") as fs:
+        dest = fs / "dest"
+        pull(one, store, dest)
+        before = tree_state(dest)
+        remount(fs, "ro")
+        try:
+            with pytest.raises(snapdir.SnapdirError) as info:
+                pull(two, store, dest, force=True)
+            assert str(dest) in str(info.value)
+            assert tree_state(dest) == before
+            # a snapshot that is already there needs no write at all
+            pull(one, store, dest)
+        finally:
+            remount(fs, "rw")
+        assert staging_leftovers(fs) == []
+        pull(two, store, dest, force=True)
+        assert tree_id(dest) == two
+
+
+def test_read_only_store(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write(src / "a.txt", "a\n")
+    with tmpfs(tmp_path / "fs", "8m") as fs:
+        store = fs / "store"
+        sid = push(src, store)
+        remount(fs, "ro")
+        try:
+            # reading works: verify, pull, size
+            assert verify(sid, store)
+            pull(sid, store, tmp_path / "dest")
+            assert tree_id(tmp_path / "dest") == sid
+            write(src / "new.txt", "new\n")
+            with pytest.raises(snapdir.SnapdirError) as info:
+                push(src, store)
+            assert str(store) in str(info.value)
+        finally:
+            remount(fs, "rw")
+        assert list_manifests(store) == [sid]
+        assert_store_consistent(store)
+
+
+# --- permissions (privileges dropped to nobody) ------------------------------------------------
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory ``nobody`` can traverse (tmp_path is 0700 for root)."""
+    base = Path(tempfile.mkdtemp(prefix="snapdir-faults-"))
+    os.chmod(base, 0o755)
+    try:
+        yield base
+    finally:
+        make_writable(base)
+        shutil.rmtree(base)
+
+
+def world_writable_store(base: Path) -> Path:
+    store = base / "store"
+    store.mkdir()
+    os.chmod(store, 0o777)
+    return store
+
+
+def test_push_of_an_unreadable_source_file(shared_dir: Path) -> None:
+    src = shared_dir / "src"
+    write(src / "ok.txt", "ok\n")
+    secret = write(src / "sub" / "secret.bin", "secret\n", 0o000)
+    for d in (src, src / "sub"):
+        os.chmod(d, 0o755)
+    store = world_writable_store(shared_dir)
+    out = run_op_as("push", str(src), uri(store), unreadable=[str(secret)])
+    assert out["euid"] == 65534
+    assert out["precondition"], "nobody could still read the file"
+    assert out["kind"] == "SnapdirError", out
+    assert "secret.bin" in out["message"], out
+    assert not (store / ".manifests").exists()
+
+
+_PUT_AS_NOBODY = r"""
+import json, os, sys
+import anyio, anyio.to_thread, snapdir
+from snapdir.stores import ObjectPut
+from snapdir.stores.file import FileStore
+store_uri, checksum, source, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+anyio.run(anyio.to_thread.run_sync, lambda: None)
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+out = {"euid": os.geteuid()}
+async def main():
+    await FileStore(store_uri).put_objects([ObjectPut(checksum, source, size)])
+try:
+    anyio.run(main)
+except snapdir.SnapdirError as e:
+    out.update(kind="SnapdirError", cls=type(e).__name__, code=e.code, message=str(e))
+except BaseException as e:
+    out.update(kind="other", cls=type(e).__name__, message=str(e))
+else:
+    out.update(kind="ok")
+print(json.dumps(out))
+"""
+
+
+def test_source_unreadable_between_walk_and_copy(shared_dir: Path) -> None:
+    """A file that was readable when walked but not when copied: a clear error naming it
+    (not a silent skip), and no object appears."""
+    from storeutil import b3, object_rel
+
+    src = shared_dir / "src"
+    data = b"readable at walk time\n"
+    f = write(src / "f.txt", data, 0o644)
+    os.chmod(src, 0o755)
+    store = world_writable_store(shared_dir)
+    os.chmod(f, 0o000)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PUT_AS_NOBODY, uri(store), b3(data), str(f), str(len(data))],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env=cli_env(),
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["euid"] == 65534
+    assert out["kind"] == "SnapdirError", out
+    assert str(f) in out["message"], out
+    assert not (store / object_rel(b3(data))).exists()
+    assert staging_leftovers(store) == []
+
+
+def test_push_into_a_store_the_user_cannot_write(shared_dir: Path) -> None:
+    src = shared_dir / "src"
+    write(src / "a.txt", "a\n")
+    os.chmod(src, 0o755)
+    store = shared_dir / "store"
+    store.mkdir(mode=0o755)
+    out = run_op_as("push", str(src), uri(store), unwritable=[str(store)])
+    assert out["precondition"]
+    assert out["kind"] == "SnapdirError", out
+    assert str(store) in out["message"], out
+    assert files_below(store) == set()
+
+
+def test_pull_from_a_store_the_user_cannot_read(shared_dir: Path) -> None:
+    store = shared_dir / "store"
+    text = manifest_for({"a.txt": (b"a\n", 0o644)}, {})
+    sid = make_store(store, text, [b"a\n"])
+    for dirpath, _, _ in os.walk(store):
+        os.chmod(dirpath, 0o755)
+    os.chmod(store / manifest_rel(sid), 0o600)
+    dest_parent = shared_dir / "out"
+    dest_parent.mkdir(mode=0o777)
+    os.chmod(dest_parent, 0o777)
+    out = run_op_as(
+        "pull",
+        sid,
+        uri(store),
+        str(dest_parent / "dest"),
+        unreadable=[str(store / manifest_rel(sid))],
+    )
+    assert out["precondition"]
+    assert out["kind"] == "SnapdirError", out
+    assert sid in out["message"] or str(store) in out["message"], out
+    assert not (dest_parent / "dest").exists()
