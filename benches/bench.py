@@ -309,7 +309,13 @@ def measure(argv: Sequence[str], *, timeout: float, cwd: Path | None = None) -> 
         timer = threading.Timer(timeout, kill)
         timer.daemon = True
         timer.start()
-        _pid, launcher_status, _usage = os.wait4(proc.pid, 0)
+        try:
+            _pid, launcher_status, _usage = os.wait4(proc.pid, 0)
+        except BaseException:  # Ctrl-C: do not leave the command running in its own session
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            os.wait4(proc.pid, 0)
+            raise
         outer_wall = time.perf_counter() - t0
         with lock:
             reaped = True

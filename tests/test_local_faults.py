@@ -189,13 +189,27 @@ def test_pull_into_a_read_only_destination(tmp_path: Path) -> None:
                 pull(two, store, dest, force=True)
             assert str(dest) in str(info.value)
             assert tree_state(dest) == before
-            # a snapshot that is already there needs no write at all
-            pull(one, store, dest)
         finally:
             remount(fs, "rw")
         assert staging_leftovers(fs) == []
         pull(two, store, dest, force=True)
         assert tree_id(dest) == two
+
+
+def test_up_to_date_pull_on_a_read_only_destination_is_a_no_op(tmp_path: Path) -> None:
+    """Everything is already right, so nothing needs writing: the pull succeeds even where
+    nothing can be written (a deployed tree on a read-only mount)."""
+    store, one, _ = two_versions(tmp_path)
+    with tmpfs(tmp_path / "fs", "8m") as fs:
+        dest = fs / "dest"
+        pull(one, store, dest)
+        before = tree_state(dest)
+        remount(fs, "ro")
+        try:
+            pull(one, store, dest)
+        finally:
+            remount(fs, "rw")
+        assert tree_state(dest) == before
 
 
 def test_read_only_store(tmp_path: Path) -> None:

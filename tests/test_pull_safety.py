@@ -173,12 +173,24 @@ def test_hostile_manifest_is_refused_before_writing(area: Area, backend: str, na
     before = area.snapshot()
     with pytest.raises(snapdir.SnapdirError) as info:
         pull(sid, area.store, area.dest, backend)
+    assert sid in str(info.value) or str(area.store) in str(info.value), "name the snapshot"
+    assert_nothing_written(area, before)
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_manifest_error_says_what_is_wrong(area: Area, name: str) -> None:
+    """The stored text hashes to its id, so this is not a hash mismatch: it is an unsafe or
+    invalid manifest (SPEC §6 / docs/format.md "Parsing"), a ValueError with that code."""
+    text = hostile_text(name, area.base)
+    sid = make_store(area.store, text, [X, b"other\n"])
+    with pytest.raises(snapdir.SnapdirError) as info:
+        pull(sid, area.store, area.dest)
     err = info.value
     assert isinstance(err, ValueError), f"{type(err).__name__} ({err.code}) is not a ValueError"
     assert isinstance(err, (snapdir.UnsafePathError, snapdir.InvalidArgumentError))
     assert err.code == HOSTILE[name][1]
-    assert sid in str(err) or str(area.store) in str(err), "the error names the snapshot"
-    assert_nothing_written(area, before)
+    with pytest.raises(ValueError, match=sid):
+        run(lambda: snapdir.verify(sid, uri(area.store)))
 
 
 @pytest.mark.parametrize("name", ["dotdot", "absolute", "duplicate", "under-a-file"])
@@ -440,18 +452,29 @@ def test_object_whose_bytes_do_not_hash_to_its_key(area: Area) -> None:
 
 
 def test_object_that_is_a_link_in_the_store(area: Area) -> None:
-    """An object planted as a symlink (to a file that happens to hash right) is not read
-    through: either refused, or its bytes are verified like any other."""
+    """An object planted as a symlink is never trusted: a link to other bytes is refused;
+    a link to the right bytes is either refused or read and verified like any object."""
     data = b"linked\n"
     (area.outside / "real").write_bytes(data)
+    (area.outside / "wrong").write_bytes(b"wrong!\n")
     sid = make_store(area.store, manifest_for({"f": (data, 0o644)}, {}), [])
     obj = area.store / object_rel(b3(data))
     obj.parent.mkdir(parents=True)
-    obj.symlink_to(area.outside / "/etc/hostname")
+    obj.symlink_to(area.outside / "wrong")
     before = area.snapshot()
     with pytest.raises(snapdir.SnapdirError):
         pull(sid, area.store, area.dest)
     assert_nothing_written(area, before)
+    obj.unlink()
+    obj.symlink_to(area.outside / "real")
+    try:
+        pull(sid, area.store, area.dest)
+    except snapdir.SnapdirError:
+        assert_nothing_written(area, before)
+    else:
+        assert (area.dest / "f").read_bytes() == data
+        assert not (area.dest / "f").is_symlink()
+    assert tree_state(area.outside) == before[1]
 
 
 # --- special bits ---------------------------------------------------------------------------

@@ -224,10 +224,13 @@ def _store(bucket: str, **kwargs: Any) -> tuple[S3Store, str]:
     return S3Store(f"s3://{bucket}/{parent}/store", **kwargs), parent
 
 
-def test_open_store_builds_an_s3_store() -> None:
+def test_open_store_builds_an_s3_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SNAPDIR_S3_MULTIPART_THRESHOLD", str(7 * MiB))
+    monkeypatch.setenv("SNAPDIR_S3_PART_SIZE", str(6 * MiB))
     store = open_store("s3://some-bucket/a/b/")
     assert isinstance(store, S3Store)
     assert store.uri == "s3://some-bucket/a/b"
+    assert (store.multipart_threshold, store.part_size) == (7 * MiB, 6 * MiB)
     assert store.request_count() == 0  # nothing sent on open
 
 
@@ -662,6 +665,19 @@ def test_missing_credentials(bucket: str, monkeypatch: pytest.MonkeyPatch) -> No
     assert bucket in message
 
 
+def test_unknown_profile(bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    store, _ = _store(bucket)
+    try:
+        with pytest.raises(StoreError, match="no-such-profile") as info:
+            anyio.run(store.has_manifest, blake3_hex(b"x"))
+    finally:
+        _close(store)
+    assert "~/.aws/credentials" in str(info.value)
+
+
 def test_wrong_secret_is_reported_without_the_secret(
     bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -865,3 +881,20 @@ def test_wrap(bucket: str, tmp_path: Path) -> None:
     plain = wrap(s3, retry=False)
     assert isinstance(plain, LimitedStore)
     assert plain.inner is s3
+
+
+def test_authentic_hostile_manifest_reports_the_parse_error(raw: Any, bucket: str) -> None:
+    """A manifest whose stored bytes hash to its id is authentic; if it does not parse (an
+    unsafe path), that is reported as the parser says, not as corruption."""
+    from snapdir import UnsafePathError
+    from snapdir.stores import manifest_key
+
+    store, parent = _store(bucket)
+    text = f"F 644 {blake3_hex(b'x')} 1 ./../evil\n".encode()
+    snapshot_id = blake3_hex(text)
+    raw.put_object(Bucket=bucket, Key=f"{parent}/store/{manifest_key(snapshot_id)}", Body=text)
+    try:
+        with pytest.raises(UnsafePathError, match=r"\.\./evil"):
+            anyio.run(store.get_manifest, snapshot_id)
+    finally:
+        _close(store)

@@ -50,15 +50,24 @@ async def _manifests(ref: Ref, jobs: int) -> list[Manifest]:
     return [await st.get_manifest(i) for i in await st.list_manifests()]
 
 
-async def _side(refs: tuple[Ref, ...], jobs: int) -> dict[str, set[Version]]:
+def _key(path: str) -> str:
+    """Paths compare without the directory slash, so a file that became a directory is one
+    path whose type changed, not a deletion plus an addition."""
+    return path if path == "./" else path.rstrip("/")
+
+
+async def _side(refs: tuple[Ref, ...], jobs: int) -> tuple[dict[str, set[Version]], dict[str, str]]:
     out: dict[str, set[Version]] = {}
+    shown: dict[str, str] = {}
     for ref in refs:
         for m in await _manifests(ref, jobs):
             for e in m.entries:
                 is_dir = e.path_type.name == "Directory"
                 v: Version = ("D" if is_dir else "F", "" if is_dir else e.checksum, e.permissions)
-                out.setdefault(e.path, set()).add(v)
-    return out
+                k = _key(e.path)
+                out.setdefault(k, set()).add(v)
+                shown[k] = e.path
+    return out, shown
 
 
 def _detail(a: set[Version], b: set[Version]) -> str:
@@ -84,17 +93,19 @@ async def diff(opts: DiffOptions, *, jobs: int = DEFAULT_JOBS) -> list[DiffEntry
             "diff() takes DiffOptions (use DiffOptions.from_refs(from_refs, to_refs))",
             code="INVALID_ARGUMENT",
         )
-    a = await _side(opts.from_, jobs)
-    b = await _side(opts.to, jobs)
-    out: list[DiffEntry] = []
-    for path in sorted(a.keys() | b.keys(), key=lambda p: p.encode()):
-        va, vb = a.get(path), b.get(path)
+    a, shown_a = await _side(opts.from_, jobs)
+    b, shown_b = await _side(opts.to, jobs)
+    entries: list[DiffEntry] = []
+    for key in a.keys() | b.keys():
+        va, vb = a.get(key), b.get(key)
+        path = shown_b.get(key) or shown_a[key]
         if va is None:
-            out.append(DiffEntry("A", path))
+            entries.append(DiffEntry("A", path))
         elif vb is None:
-            out.append(DiffEntry("D", path))
+            entries.append(DiffEntry("D", path))
         elif va & vb:
-            out.append(DiffEntry("=", path))
+            entries.append(DiffEntry("=", path))
         else:
-            out.append(DiffEntry("M", path, _detail(va, vb)))
-    return out
+            entries.append(DiffEntry("M", path, _detail(va, vb)))
+    entries.sort(key=lambda e: e.path.encode())
+    return entries

@@ -15,7 +15,13 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from .. import _snapdir
-from .._errors import HashMismatchError, InvalidArgumentError, NotFoundError, StoreError
+from .._errors import (
+    HashMismatchError,
+    InvalidArgumentError,
+    NotFoundError,
+    SnapdirError,
+    StoreError,
+)
 from .._manifest import run_cancellable
 from .._types import StoreUri
 from ._base import BaseStore, Capability, ObjectGet, ObjectPut, ProgressFn, for_each_limited
@@ -220,10 +226,14 @@ def parse_stored_manifest(data: bytes, snapshot_id: str, uri: str) -> _snapdir.M
         ) from None
     try:
         m = _snapdir.Manifest.parse(text)
-    except ValueError as e:
-        raise HashMismatchError(
-            f"snapshot {snapshot_id} in {uri}: the stored manifest is invalid: {e}"
-        ) from e
+    except SnapdirError as e:
+        if _snapdir.blake3_hex(data) != snapshot_id:
+            raise HashMismatchError(
+                f"snapshot {snapshot_id} in {uri}: the stored manifest is damaged "
+                f"(it does not hash to its id): {e}"
+            ) from e
+        # Intact but hostile or malformed: keep the parser's class (UnsafePathError, ...).
+        raise type(e)(f"snapshot {snapshot_id} in {uri}: {e}", code=e.code) from e
     if m.id != snapshot_id:
         raise HashMismatchError(
             f"snapshot {snapshot_id} in {uri}: the stored manifest hashes to {m.id}"

@@ -963,10 +963,20 @@ class S3Store(BaseStore):
         return b"".join(chunks)
 
     def _verify_manifest(self, snapshot_id: str, key: str, data: bytes) -> Manifest:
+        """Parse a stored manifest and check it hashes to ``snapshot_id``.
+
+        When the stored bytes are exactly the canonical text (they hash to the id as they
+        are), they are authentic, so a parse error is the manifest's own problem (an unsafe
+        path, say) and is raised as the parser reports it. Otherwise a text that does not
+        parse cannot be shown to belong to the id: that is corruption.
+        """
+        authentic = blake3_hex(data) == snapshot_id
         try:
             text = data.decode("utf-8")
             manifest = Manifest.parse(text)
         except (UnicodeDecodeError, ValueError) as e:
+            if authentic and not isinstance(e, UnicodeDecodeError):
+                raise
             raise HashMismatchError(
                 f"{self._where(key)} is corrupt: it is not a valid manifest ({e})"
             ) from e

@@ -80,6 +80,7 @@ pub struct Plan {
     /// Extra local paths (relative to dest, raw bytes) to remove with `delete`.
     extras: Vec<Vec<u8>>,
     staging: Option<PathBuf>,
+    prepared: bool,
     created_dest: bool,
     opts: CheckoutOptions,
 }
@@ -307,6 +308,7 @@ pub fn plan(manifest: &Manifest, dest: &Path, opts: &CheckoutOptions) -> Result<
         replace,
         extras,
         staging: None,
+        prepared: false,
         created_dest: false,
         opts: opts.clone(),
     })
@@ -383,9 +385,10 @@ impl Plan {
 
     /// Creates the destination (if needed) and the private staging directory.
     pub fn prepare(&mut self) -> Result<()> {
-        if self.staging.is_some() {
+        if self.staging.is_some() || (self.prepared && self.needed.is_empty()) {
             return Ok(());
         }
+        self.prepared = true;
         if !self.dest.exists() {
             fs::create_dir_all(&self.dest)
                 .map_err(|e| Error::io("cannot create destination", &self.dest, e))?;
@@ -404,6 +407,10 @@ impl Plan {
                 }
             }
         }
+        if self.needed.is_empty() {
+            // Nothing to fetch: no staging directory (a no-op pull writes nothing at all).
+            return Ok(());
+        }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -420,7 +427,9 @@ impl Plan {
     /// each (digest and size). Empty objects are created without reading the store.
     pub fn fill_from_store(&mut self, root: &Path) -> Result<()> {
         self.prepare()?;
-        let staging = self.staging.clone().expect("prepared");
+        let Some(staging) = self.staging.clone() else {
+            return Ok(());
+        };
         let opts = &self.opts.local;
         self.needed
             .par_iter()
@@ -491,9 +500,11 @@ impl Plan {
     pub fn commit(&mut self) -> Result<CheckoutStats> {
         self.prepare()?;
         self.check_staged()?;
-        let staging_path = self.staging.clone().expect("prepared");
-        let staging =
-            Dir::open(&staging_path).map_err(|e| Error::io("cannot open", &staging_path, e))?;
+        let staging_path = self.staging.clone().unwrap_or_default();
+        let staging = match &self.staging {
+            Some(p) => Some(Dir::open(p).map_err(|e| Error::io("cannot open", p, e))?),
+            None => None,
+        };
         let entries = self.manifest.entries();
         let root = Dir::open(&self.dest).map_err(|e| Error::io("cannot open", &self.dest, e))?;
         let mut stats = CheckoutStats::default();
@@ -503,29 +514,43 @@ impl Plan {
         let dest = self.dest.clone();
         let io_err = |what: &str, rel: &str, e: io::Error| Error::io(what, &dest.join(rel), e);
 
-        // Directories opened along the current path: (entry index, dir).
-        let mut stack: Vec<(usize, Dir)> = Vec::new();
-        // Keep the root writable while we work; its final mode is applied at the end.
-        let _ = root.chmod(0o700 | mode_of(&entries[0], &self.opts));
-        let finish_dir = |idx: usize, dir: &Dir, opts: &CheckoutOptions| -> Result<()> {
+        // Directories opened along the current path: (entry index, dir, its current mode).
+        let mut stack: Vec<(usize, Dir, u32)> = Vec::new();
+        // A directory we write into must be writable by us meanwhile; its final mode is
+        // applied when we leave it, and only if it differs (a pull with nothing to do writes
+        // nothing, and so works on a read-only destination).
+        let current_mode = |d: &Dir| d.stat().map(|st| st.st_mode as u32 & 0o7777).unwrap_or(0);
+        let open_for_work = |d: &Dir| -> u32 {
+            let cur = current_mode(d);
+            if cur & 0o700 != 0o700 {
+                let _ = d.chmod(cur | 0o700);
+            }
+            cur
+        };
+        let root_mode = open_for_work(&root);
+        let finish_dir = |idx: usize, dir: &Dir, cur: u32, opts: &CheckoutOptions| -> Result<()> {
             if durable {
                 dir.sync()
                     .map_err(|e| io_err("cannot sync", entries[idx].rel(), e))?;
             }
-            dir.chmod(mode_of(&entries[idx], opts))
-                .map_err(|e| io_err("cannot chmod", entries[idx].rel(), e))
+            let want = mode_of(&entries[idx], opts);
+            if cur != want || current_mode(dir) != want {
+                dir.chmod(want)
+                    .map_err(|e| io_err("cannot chmod", entries[idx].rel(), e))?;
+            }
+            Ok(())
         };
         for i in 1..entries.len() {
             let e = &entries[i];
             let parent_rel = parent_of(e.rel());
-            while let Some((top, _)) = stack.last() {
+            while let Some((top, _, _)) = stack.last() {
                 if entries[*top].rel() == parent_rel {
                     break;
                 }
-                let (idx, dir) = stack.pop().expect("non-empty");
-                finish_dir(idx, &dir, &self.opts)?;
+                let (idx, dir, cur) = stack.pop().expect("non-empty");
+                finish_dir(idx, &dir, cur, &self.opts)?;
             }
-            let parent: &Dir = stack.last().map(|(_, d)| d).unwrap_or(&root);
+            let parent: &Dir = stack.last().map(|(_, d, _)| d).unwrap_or(&root);
             let name = last_component(rel_bytes(e));
             if replace.contains(&i) {
                 parent
@@ -534,10 +559,15 @@ impl Plan {
             }
             match self.actions[i] {
                 Action::Mkdir | Action::DirOk => {
-                    match parent.mkdir(name, 0o700) {
-                        Ok(()) => {}
-                        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-                        Err(err) => return Err(io_err("cannot create directory", e.rel(), err)),
+                    let existed = self.actions[i] == Action::DirOk && !replace.contains(&i);
+                    if !existed {
+                        match parent.mkdir(name, 0o700) {
+                            Ok(()) => {}
+                            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+                            Err(err) => {
+                                return Err(io_err("cannot create directory", e.rel(), err))
+                            }
+                        }
                     }
                     let d = parent.open_dir(name).map_err(|err| {
                         Error::new(
@@ -548,8 +578,8 @@ impl Plan {
                             ),
                         )
                     })?;
-                    let _ = d.chmod(0o700 | mode_of(e, &self.opts));
-                    stack.push((i, d));
+                    let cur = open_for_work(&d);
+                    stack.push((i, d, cur));
                 }
                 Action::Keep => stats.files_kept += 1,
                 Action::Chmod => {
@@ -561,6 +591,7 @@ impl Plan {
                     stats.files_kept += 1;
                 }
                 Action::Write => {
+                    let staging = staging.as_ref().expect("objects needed, so staging exists");
                     let k = self.object_of[i].expect("write has an object");
                     let staged_name = k.to_string();
                     remaining[k] -= 1;
@@ -588,7 +619,7 @@ impl Plan {
                             .create_new(tmp.as_bytes(), 0o600)
                             .map_err(|err| io_err("cannot create", e.rel(), err))?;
                         let (d, _) = fsx::copy_hashing(&mut src, &mut out, e.size)
-                            .map_err(|err| io_err("cannot write", e.rel(), err))?;
+                            .map_err(|err| err.at(&staging_path, &dest.join(e.rel())))?;
                         if d != e.checksum {
                             return Err(Error::new(
                                 Code::HashMismatch,
@@ -614,8 +645,8 @@ impl Plan {
                 }
             }
         }
-        while let Some((idx, dir)) = stack.pop() {
-            finish_dir(idx, &dir, &self.opts)?;
+        while let Some((idx, dir, cur)) = stack.pop() {
+            finish_dir(idx, &dir, cur, &self.opts)?;
         }
         for rel in &self.extras {
             let (parent_rel, name) = match rel.iter().rposition(|&b| b == b'/') {
@@ -644,15 +675,17 @@ impl Plan {
             })?;
             stats.removed += 1;
         }
-        root.remove_all(
-            staging_path
-                .file_name()
-                .map(|n| n.as_bytes())
-                .unwrap_or_default(),
-        )
-        .map_err(|e| Error::io("cannot remove", &staging_path, e))?;
-        self.staging = None;
-        finish_dir(0, &root, &self.opts)?;
+        if self.staging.is_some() {
+            root.remove_all(
+                staging_path
+                    .file_name()
+                    .map(|n| n.as_bytes())
+                    .unwrap_or_default(),
+            )
+            .map_err(|e| Error::io("cannot remove", &staging_path, e))?;
+            self.staging = None;
+        }
+        finish_dir(0, &root, root_mode, &self.opts)?;
         Ok(stats)
     }
 

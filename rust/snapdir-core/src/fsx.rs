@@ -285,20 +285,43 @@ pub fn fchmod(f: &File, mode: u32) -> io::Result<()> {
     check(unsafe { libc::fchmod(f.as_raw_fd(), mode as libc::mode_t) }).map(|_| ())
 }
 
-/// The process umask (read once; setting it back immediately).
-pub fn umask() -> u32 {
-    static MASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *MASK.get_or_init(|| unsafe {
-        let m = libc::umask(0o022);
-        libc::umask(m);
-        m as u32
-    })
+/// A failed copy, saying which side failed (so a full disk is blamed on the destination).
+#[derive(Debug)]
+pub enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+impl CopyError {
+    /// The core error, naming the side that failed.
+    pub fn at(self, src: &Path, dst: &Path) -> crate::Error {
+        match self {
+            CopyError::Read(e) => crate::Error::io("cannot read", src, e),
+            CopyError::Write(e) => crate::Error::io("cannot write", dst, e),
+        }
+    }
 }
 
 /// Copies everything from `src` to `dst` while hashing it; returns (digest, bytes).
-pub fn copy_hashing(src: &mut File, dst: &mut File, size_hint: u64) -> io::Result<([u8; 32], u64)> {
+pub fn copy_hashing(
+    src: &mut File,
+    dst: &mut File,
+    size_hint: u64,
+) -> Result<([u8; 32], u64), CopyError> {
     use std::io::Write;
-    crate::hash::hash_stream(src, size_hint, |chunk| dst.write_all(chunk))
+    let mut write_error: Option<io::Error> = None;
+    let r = crate::hash::hash_stream(src, size_hint, |chunk| {
+        dst.write_all(chunk).map_err(|e| {
+            let kind = e.kind();
+            write_error = Some(e);
+            io::Error::from(kind)
+        })
+    });
+    match (r, write_error) {
+        (Ok(v), _) => Ok(v),
+        (Err(_), Some(w)) => Err(CopyError::Write(w)),
+        (Err(e), None) => Err(CopyError::Read(e)),
+    }
 }
 
 /// An unnamed file in `dir` (Linux `O_TMPFILE`), mode 0644, or `None` where the file system
@@ -322,7 +345,8 @@ pub fn open_unnamed(dir: &Path) -> Option<File> {
             return None;
         }
         let f = unsafe { File::from_raw_fd(fd) };
-        if umask() & 0o644 != 0 && fchmod(&f, 0o644).is_err() {
+        // Always: the umask may change at any time in the process (it is not ours).
+        if fchmod(&f, 0o644).is_err() {
             return None;
         }
         Some(f)

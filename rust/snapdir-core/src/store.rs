@@ -273,9 +273,7 @@ fn write_object(
             }
             Err(e) => return Err(Error::io("cannot create", &tmp, e)),
         };
-        if fsx::umask() & 0o644 != 0 {
-            fsx::fchmod(&out, 0o644).map_err(|e| Error::io("cannot chmod", &tmp, e))?;
-        }
+        fsx::fchmod(&out, 0o644).map_err(|e| Error::io("cannot chmod", &tmp, e))?;
         let n = copy_checked(&mut src, &mut out, source, checksum, size, origin, dst)?;
         if opts.durable {
             out.sync_all()
@@ -304,13 +302,7 @@ fn copy_checked(
     origin: Origin,
     dst: &Path,
 ) -> Result<u64> {
-    let (d, n) = fsx::copy_hashing(src, out, size).map_err(|e| {
-        if e.raw_os_error() == Some(libc::ENOSPC) {
-            Error::io("no space left writing", dst, e)
-        } else {
-            Error::io("cannot copy", source, e)
-        }
-    })?;
+    let (d, n) = fsx::copy_hashing(src, out, size).map_err(|e| e.at(source, dst))?;
     if &d != checksum || n != size {
         return Err(match origin {
             Origin::Tree => Error::in_flux(source, "its content no longer matches the walk"),
@@ -373,7 +365,7 @@ pub fn get_object(root: &Path, checksum: &Digest, dest: &Path) -> Result<u64> {
         Err(e) => {
             drop(out);
             let _ = fs::remove_file(dest);
-            Err(Error::io("cannot copy", &src_path, e))
+            Err(e.at(&src_path, dest))
         }
     }
 }

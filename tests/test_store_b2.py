@@ -1,0 +1,693 @@
+"""The b2:// store against b2sdk's RawSimulator served over real HTTP on loopback.
+
+The conformance suite (:mod:`snapdir.testing`) runs three times: the bare ``B2Store``
+(credentials and realm from ``B2_APPLICATION_KEY_ID`` / ``B2_APPLICATION_KEY`` /
+``SNAPDIR_B2_REALM``, as a user would set them), the store as the operations use it
+(``wrap``: retries inside one concurrency limit), and that wrapped store behind a
+fault-injecting proxy. Then the B2-specific behaviour: large files in parallel parts, a source
+changing mid-upload (the large file is cancelled, nothing unfinished is left), a 429 on an
+upload (which b2sdk does not retry) reaching the retry wrapper with its Retry-After, resumed
+downloads, repair of a damaged object, request counts and credentials errors.
+
+The simulator runs once for this module with B2's minimum part size lowered (100 kB instead
+of 5 MB) so that multi-part large files stay small. If it cannot start the tests are skipped,
+unless ``SNAPDIR_TEST_NO_SKIP=1`` (CI), where they fail.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from servers.b2sim import B2Server, start_b2_simulator
+from servers.faultproxy import FaultKind, FaultProxy, start_fault_proxy
+from snapdir import HashMismatchError, InFluxError, NotFoundError, StoreError
+from snapdir._snapdir import Manifest, blake3_hex
+from snapdir.stores import Capability, ObjectPut, Store, manifest_key, object_key, open_store
+from snapdir.stores._base import TransientStoreError
+from snapdir.stores._wrappers import RetryingStore, RetryPolicy, unwrap, wrap
+from snapdir.stores.b2 import KEY_ENV, KEY_ID_ENV, REALM_ENV, B2Store, _UploadBody
+from snapdir.testing import StoreConformance
+
+KiB = 1024
+MiB = 1024 * KiB
+MIN_PART = 100_000  # the simulator's (lowered) absolute minimum part size
+THRESHOLD = 512 * KiB
+PART = 256 * KiB
+LARGE = MiB + 300 * KiB + 7  # six parts, the last one short
+NO_SKIP = os.environ.get("SNAPDIR_TEST_NO_SKIP", "") not in ("", "0")
+
+
+def _data(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def _uid() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="module")
+def b2_server() -> Iterator[B2Server]:
+    """The B2 simulator for this module (a thread of this process), stopped at the end."""
+    try:
+        server = start_b2_simulator(
+            bucket_name=f"snapdir-b2-{_uid()}",
+            min_part_size=MIN_PART,
+            recommended_part_size=2 * MIN_PART,
+        )
+    except Exception as e:
+        message = f"the B2 simulator could not start: {type(e).__name__}: {e}"
+        if NO_SKIP:
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def raw(b2_server: B2Server) -> Any:
+    """A plain b2sdk bucket for the hooks: reads and plants keys around the store."""
+    return b2_server.api().get_bucket_by_name(b2_server.bucket_name)
+
+
+@pytest.fixture(autouse=True)
+def _b2_env(monkeypatch: pytest.MonkeyPatch, b2_server: B2Server) -> None:
+    monkeypatch.setenv(KEY_ID_ENV, b2_server.key_id)
+    monkeypatch.setenv(KEY_ENV, b2_server.app_key)
+    monkeypatch.setenv(REALM_ENV, b2_server.realm_url)
+
+
+def _new_proxy(b2_server: B2Server, **kwargs: Any) -> FaultProxy:
+    kwargs.setdefault("flavor", "b2")
+    kwargs.setdefault("seed", 7)
+    kwargs.setdefault("rate", 0.0)
+    return start_fault_proxy(b2_server.realm_url, **kwargs)
+
+
+def _names(raw: Any, prefix: str) -> set[str]:
+    """Every name under ``prefix``: all versions, and unfinished large files too."""
+    names = {fv.file_name for fv, _ in raw.ls(prefix, latest_only=False, recursive=True)}
+    names |= {f.file_name for f in raw.list_unfinished_large_files(prefix=prefix)}
+    return names
+
+
+def _unfinished(raw: Any, prefix: str) -> list[Any]:
+    return list(raw.list_unfinished_large_files(prefix=prefix))
+
+
+def _versions(raw: Any, key: str) -> list[Any]:
+    return [fv for fv in raw.list_file_versions(key) if fv.action == "upload"]
+
+
+def _read(raw: Any, key: str) -> bytes:
+    out = io.BytesIO()
+    raw.download_file_by_name(key).save(out)
+    return out.getvalue()
+
+
+def _close(store: Store) -> None:
+    anyio.run(store.aclose)
+
+
+def _store(b2_server: B2Server, **kwargs: Any) -> tuple[B2Store, str]:
+    parent = f"t-{_uid()}"
+    kwargs.setdefault("large_file_threshold", THRESHOLD)
+    kwargs.setdefault("part_size", PART)
+    return B2Store(f"b2://{b2_server.bucket_name}/{parent}/store", **kwargs), parent
+
+
+def _via(store: B2Store, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch) -> B2Store:
+    monkeypatch.setenv(REALM_ENV, proxy.url)
+    return store
+
+
+class _Recorder:
+    """Records (method, url, headers) of every request a store's HTTP session sends."""
+
+    def __init__(self, store: B2Store) -> None:
+        store._session()
+        session = store._api.session.raw_api.b2_http.session
+        self.calls: list[tuple[str, str, dict[str, str]]] = []
+        original = session.request
+
+        def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            headers = {k.lower(): str(v) for k, v in (kwargs.get("headers") or {}).items()}
+            self.calls.append((method.upper(), url, headers))
+            return original(method, url, *args, **kwargs)
+
+        session.request = request
+
+
+# -------------------------------------------------------------------------------------------
+# The conformance suite
+# -------------------------------------------------------------------------------------------
+
+
+class _B2Hooks(StoreConformance):
+    """Hooks shared by the B2 runs: each test gets a fresh prefix ``t-<uid>/store`` in the
+    module's bucket, and ``raw_keys`` lists all of ``t-<uid>/`` (every version, and
+    unfinished large files, so an upload left half-done would show)."""
+
+    large_object_size = LARGE
+    raw_bucket: Any
+    parent: str
+
+    def _fresh(self, raw: Any, b2_server: B2Server) -> str:
+        self.raw_bucket = raw
+        self.parent = f"t-{_uid()}"
+        return f"b2://{b2_server.bucket_name}/{self.parent}/store"
+
+    def raw_keys(self, store: Store) -> set[str]:
+        return _names(self.raw_bucket, self.parent + "/")
+
+    def read_raw(self, store: Store, key: str) -> bytes:
+        return _read(self.raw_bucket, key)
+
+    def corrupt(self, store: Store, checksum: str, data: bytes) -> None:
+        self.raw_bucket.upload_bytes(data, self.key_root(store) + object_key(checksum))
+
+    def write_raw_manifest(self, store: Store, snapshot_id: str, data: bytes) -> None:
+        self.raw_bucket.upload_bytes(data, self.key_root(store) + manifest_key(snapshot_id))
+
+
+class TestB2Store(_B2Hooks):
+    """The bare store; credentials and realm from the environment."""
+
+    @pytest.fixture
+    def store(self, raw: Any, b2_server: B2Server) -> Iterator[Store]:
+        s = B2Store(self._fresh(raw, b2_server), large_file_threshold=THRESHOLD, part_size=PART)
+        yield s
+        _close(s)
+
+
+class TestB2StoreWrapped(_B2Hooks):
+    """The store as the operations use it: ``wrap`` (retries inside one limit)."""
+
+    @pytest.fixture
+    def store(self, raw: Any, b2_server: B2Server) -> Iterator[Store]:
+        inner = B2Store(self._fresh(raw, b2_server), large_file_threshold=THRESHOLD, part_size=PART)
+        s = wrap(inner, jobs=6)
+        yield s
+        _close(s)
+
+
+class TestB2StoreThroughFaults(_B2Hooks):
+    """The wrapped store behind a proxy that fails ~10% of requests (5xx, 429, resets of
+    the request or the response, lost responses): b2sdk's own retries, the store's resumed
+    downloads and existence checks, and RetryingStore must absorb every one."""
+
+    @pytest.fixture
+    def store(
+        self, raw: Any, b2_server: B2Server, monkeypatch: pytest.MonkeyPatch
+    ) -> Iterator[Store]:
+        p = _new_proxy(
+            b2_server,
+            rate=0.1,
+            kinds=["503", "500", "429", "reset_request", "reset_response", "lost_response"],
+            seed=random.randrange(1 << 30),
+            retry_after="0",
+        )
+        monkeypatch.setenv(REALM_ENV, p.url)
+        inner = B2Store(self._fresh(raw, b2_server), large_file_threshold=THRESHOLD, part_size=PART)
+        s = wrap(inner, jobs=6, retry=RetryPolicy(base_delay=0.01, max_delay=0.1, max_elapsed=60))
+        try:
+            yield s
+        finally:
+            _close(s)
+            p.stop()
+
+
+# -------------------------------------------------------------------------------------------
+# Opening and configuration
+# -------------------------------------------------------------------------------------------
+
+
+def test_open_store_builds_a_b2_store() -> None:
+    store = open_store("b2://some-bucket/a/b/")
+    assert isinstance(store, B2Store)
+    assert store.uri == "b2://some-bucket/a/b"
+    assert store.request_count() == 0  # nothing sent on open
+    assert store.capabilities == Capability.LIST_OBJECTS  # B2 has no conditional create
+
+
+def test_part_size_respects_the_minimum_and_the_part_limit(b2_server: B2Server) -> None:
+    store, _ = _store(b2_server, part_size=1000)
+    try:
+        anyio.run(store.list_manifests)  # authorise: the account's minimum is known then
+        assert store._part_size_for(10 * MiB) == MIN_PART
+        huge = 200 * 1024 * MiB * 1024  # 200 TiB
+        assert math.ceil(huge / store._part_size_for(huge)) <= 10_000
+    finally:
+        _close(store)
+
+
+# -------------------------------------------------------------------------------------------
+# Uploads
+# -------------------------------------------------------------------------------------------
+
+
+def test_small_object_costs(b2_server: B2Server, tmp_path: Path) -> None:
+    """A new small object: HEAD (absent), then one upload (and, once per thread, an upload
+    URL). Putting it again: HEAD and a GET that confirms it, no upload."""
+    store, _ = _store(b2_server)
+    data = _data(THRESHOLD, 1)  # at the threshold: still a single request
+    (tmp_path / "src").write_bytes(data)
+    checksum = blake3_hex(data)
+    try:
+        anyio.run(store.list_manifests)  # authorise first
+        calls = b2_server.calls.copy()
+        before = store.request_count()
+        anyio.run(store.put_object, checksum, str(tmp_path / "src"), len(data))
+        assert store.request_count() - before == 3, "HEAD, get upload URL, upload"
+        assert b2_server.calls["b2_upload_file"] - calls["b2_upload_file"] == 1
+        before = store.request_count()
+        anyio.run(store.put_object, checksum, str(tmp_path / "src"), len(data))
+        assert store.request_count() - before == 2, "HEAD, GET to confirm"
+    finally:
+        _close(store)
+
+
+def test_large_file_in_parallel_parts(raw: Any, b2_server: B2Server, tmp_path: Path) -> None:
+    store, parent = _store(b2_server)
+    data = _data(LARGE, 2)
+    checksum = blake3_hex(data)
+    (tmp_path / "big").write_bytes(data)
+    calls = b2_server.calls.copy()
+    try:
+        anyio.run(store.put_object, checksum, str(tmp_path / "big"), LARGE)
+    finally:
+        _close(store)
+    parts = math.ceil(LARGE / PART)
+    assert b2_server.calls["b2_upload_part"] - calls["b2_upload_part"] == parts
+    assert b2_server.calls["b2_start_large_file"] - calls["b2_start_large_file"] == 1
+    assert b2_server.calls["b2_finish_large_file"] - calls["b2_finish_large_file"] == 1
+    assert b2_server.calls["b2_upload_file"] == calls["b2_upload_file"]
+    key = f"{parent}/store/{object_key(checksum)}"
+    assert _read(raw, key) == data
+    assert _unfinished(raw, parent + "/") == []
+
+
+def test_source_changed_mid_large_file(
+    raw: Any, b2_server: B2Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file changes after its first part went up: the digest of the bytes read does
+    not match, the last part is never sent, the large file is cancelled (nothing unfinished
+    is left) and no object appears."""
+    store, parent = _store(b2_server, part_concurrency=1)
+    data = _data(LARGE, 3)
+    checksum = blake3_hex(data)
+    source = tmp_path / "big"
+    source.write_bytes(data)
+    original = store._upload_part
+    sent: list[int] = []
+
+    def upload_part(file_id: str, number: int, part: bytes, what: str) -> str:
+        sent.append(number)
+        if number == 1:  # the rest of the file changes while part 1 is on its way
+            with open(source, "r+b") as f:
+                f.seek(LARGE - 10)
+                f.write(b"0123456789")
+        return original(file_id, number, part, what)
+
+    monkeypatch.setattr(store, "_upload_part", upload_part)
+    calls = b2_server.calls.copy()
+    try:
+        with pytest.raises(InFluxError, match="changed while it was uploaded"):
+            anyio.run(store.put_object, checksum, str(source), LARGE)
+        assert not anyio.run(store.has_object, checksum)
+    finally:
+        _close(store)
+    parts = math.ceil(LARGE / PART)
+    assert sent == list(range(1, parts)), "every part but the last"
+    assert b2_server.calls["b2_cancel_large_file"] - calls["b2_cancel_large_file"] == 1
+    assert b2_server.calls["b2_finish_large_file"] == calls["b2_finish_large_file"]
+    assert _unfinished(raw, parent + "/") == []
+    assert _names(raw, parent + "/") == set()
+
+
+def test_source_changed_before_small_upload(raw: Any, b2_server: B2Server, tmp_path: Path) -> None:
+    store, parent = _store(b2_server)
+    data = _data(300_000, 4)
+    (tmp_path / "src").write_bytes(data[:-1] + b"!")
+    try:
+        with pytest.raises(InFluxError, match="changed while it was uploaded"):
+            anyio.run(store.put_object, blake3_hex(data), str(tmp_path / "src"), len(data))
+    finally:
+        _close(store)
+    assert _names(raw, parent + "/") == set()
+
+
+def test_upload_body_rehashes_on_every_pass(tmp_path: Path) -> None:
+    import hashlib
+
+    data = _data(100_000, 5)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        body = _UploadBody(f, len(data), blake3_hex(data), str(path), "b2://b/p")
+        assert len(body) == len(data) + 40
+        assert body.read(1000) == data[:1000]
+        assert body.seek(0) == 0  # a new pass: the hashes restart
+        whole = b"".join(iter(lambda: body.read(7777), b""))
+        assert whole == data + hashlib.sha1(data).hexdigest().encode()
+        assert body.verified
+        with pytest.raises(OSError, match="rewind to 0"):
+            body.seek(10)
+
+
+def test_upload_body_withholds_the_last_bytes(tmp_path: Path) -> None:
+    data = _data(50_000, 6)
+    path = tmp_path / "f"
+    path.write_bytes(data[:-1] + b"!")
+    with open(path, "rb") as f:
+        body = _UploadBody(f, len(data), blake3_hex(data), str(path), "b2://b/p")
+        assert len(body.read(40_000)) == 40_000
+        with pytest.raises(OSError):  # to the HTTP stack: a dead connection
+            body.read(40_000)
+        assert isinstance(body.failure, InFluxError)
+    path.write_bytes(data + b"x")
+    with open(path, "rb") as f:
+        body = _UploadBody(f, len(data), blake3_hex(data), str(path), "b2://b/p")
+        with pytest.raises(OSError):
+            body.read()
+        assert isinstance(body.failure, InFluxError)
+        assert "grew" in str(body.failure)
+
+
+def test_429_on_upload_is_transient_with_retry_after(
+    b2_server: B2Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """b2sdk sends an upload once and does not retry a 429 on it: the store raises it as
+    transient, with the service's Retry-After, for the retry wrapper."""
+    p = _new_proxy(b2_server, rate=1.0, kinds=["429"], path_regex="b2_upload_file", retry_after="7")
+    store, _ = _store(b2_server)
+    _via(store, p, monkeypatch)
+    data = _data(1000, 7)
+    (tmp_path / "src").write_bytes(data)
+    try:
+        with pytest.raises(TransientStoreError) as info:
+            anyio.run(store.put_object, blake3_hex(data), str(tmp_path / "src"), len(data))
+    finally:
+        _close(store)
+        p.stop()
+    assert info.value.retry_after == 7.0
+    assert store.is_transient(info.value)
+
+
+def test_retry_wrapper_honours_retry_after_on_upload(
+    raw: Any, b2_server: B2Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = _new_proxy(b2_server, path_regex="b2_upload_file", script=["429"], retry_after="1")
+    inner, parent = _store(b2_server)
+    _via(inner, p, monkeypatch)
+    store = RetryingStore(inner, RetryPolicy(base_delay=0.01, max_delay=0.05))
+    data = _data(1000, 8)
+    (tmp_path / "src").write_bytes(data)
+    try:
+        start = time.monotonic()
+        anyio.run(store.put_object, blake3_hex(data), str(tmp_path / "src"), len(data))
+        elapsed = time.monotonic() - start
+    finally:
+        _close(store)
+        p.stop()
+    assert p.stats.count(FaultKind.ERROR_429) == 1
+    assert store.retries == 1
+    assert elapsed >= 1.0, "waited for Retry-After, not for the (shorter) backoff"
+    assert _read(raw, f"{parent}/store/{object_key(blake3_hex(data))}") == data
+
+
+def test_lost_upload_response_leaves_one_version(
+    raw: Any, b2_server: B2Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload is stored but its answer is lost. The retry first asks whether the object
+    is there (it is, and it is sound), so no second version is uploaded."""
+    p = _new_proxy(b2_server, path_regex="b2_upload_file", script=["lost_response"])
+    inner, parent = _store(b2_server)
+    _via(inner, p, monkeypatch)
+    store = RetryingStore(inner, RetryPolicy(base_delay=0.01))
+    data = _data(5000, 9)
+    (tmp_path / "src").write_bytes(data)
+    try:
+        anyio.run(store.put_object, blake3_hex(data), str(tmp_path / "src"), len(data))
+    finally:
+        _close(store)
+        p.stop()
+    assert p.stats.count(FaultKind.LOST_RESPONSE) == 1
+    assert store.retries == 1
+    assert len(_versions(raw, f"{parent}/store/{object_key(blake3_hex(data))}")) == 1
+
+
+@pytest.mark.parametrize("size", [10_000, LARGE], ids=["small", "large"])
+def test_put_repairs_a_damaged_object(
+    raw: Any, b2_server: B2Server, tmp_path: Path, size: int
+) -> None:
+    """A damaged object (other bytes, same size or not) is replaced by a new version and
+    the damaged version deleted: the name reads right again (``push --repair``)."""
+    store, parent = _store(b2_server)
+    data = _data(size, 10)
+    checksum = blake3_hex(data)
+    (tmp_path / "src").write_bytes(data)
+    key = f"{parent}/store/{object_key(checksum)}"
+    try:
+        for bad in (data[:-1] + b"!", b"short"):
+            damaged = raw.upload_bytes(bad, key)
+            anyio.run(store.put_object, checksum, str(tmp_path / "src"), size)
+            assert _read(raw, key) == data
+            assert damaged.id_ not in {fv.id_ for fv in _versions(raw, key)}
+    finally:
+        _close(store)
+
+
+def test_put_manifest_repairs_a_damaged_manifest(raw: Any, b2_server: B2Server) -> None:
+    store, parent = _store(b2_server)
+    m = Manifest.parse(f"D 755 {blake3_hex(b'')} 0 ./")
+    key = f"{parent}/store/{manifest_key(m.id)}"
+    raw.upload_bytes(b"garbage\n", key)
+    try:
+        with pytest.raises(HashMismatchError):
+            anyio.run(store.get_manifest, m.id)
+        anyio.run(store.put_manifest, m.id, m.raw)
+        assert anyio.run(store.get_manifest, m.id) == m
+    finally:
+        _close(store)
+    assert len(_versions(raw, key)) == 1
+
+
+# -------------------------------------------------------------------------------------------
+# Downloads
+# -------------------------------------------------------------------------------------------
+
+
+def test_broken_download_is_resumed_with_a_range(
+    raw: Any, b2_server: B2Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is reset part-way through the body: the store asks for the rest of
+    the same file id with ``Range: bytes=<offset>-<last>`` (not from zero), and the whole is
+    still verified."""
+    data = _data(3 * MiB, 11)
+    checksum = blake3_hex(data)
+    p = _new_proxy(
+        b2_server,
+        methods=["GET"],
+        path_regex="/file/|b2_download_file_by_id",
+        script=["reset_response"],
+    )
+    store, parent = _store(b2_server)
+    raw.upload_bytes(data, f"{parent}/store/{object_key(checksum)}")
+    _via(store, p, monkeypatch)
+    dest = tmp_path / "dest"
+    try:
+        rec = _Recorder(store)
+        anyio.run(store.get_object, checksum, str(dest))
+    finally:
+        _close(store)
+        p.stop()
+    assert p.stats.count(FaultKind.RESET_RESPONSE) == 1
+    assert dest.read_bytes() == data
+    gets = [(url, h.get("range")) for m, url, h in rec.calls if m == "GET"]
+    assert len(gets) == 2
+    assert gets[0][1] is None
+    assert "b2_download_file_by_id" in gets[1][0], "the resume reads the same version"
+    second = str(gets[1][1])
+    assert second.startswith("bytes=")
+    assert second.endswith(f"-{len(data) - 1}")
+    offset = int(second[len("bytes=") :].split("-")[0])
+    assert 0 < offset < len(data), "resumed from where the stream broke, not from zero"
+
+
+def test_resumed_download_of_a_corrupt_object_is_refused(
+    raw: Any, b2_server: B2Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _data(2 * MiB, 12)
+    checksum = blake3_hex(data)
+    p = _new_proxy(
+        b2_server,
+        methods=["GET"],
+        path_regex="/file/|b2_download_file_by_id",
+        script=["reset_response", "reset_response"],
+    )
+    store, parent = _store(b2_server)
+    raw.upload_bytes(data[:-1] + b"\0", f"{parent}/store/{object_key(checksum)}")
+    _via(store, p, monkeypatch)
+    dest = tmp_path / "dest"
+    try:
+        with pytest.raises(HashMismatchError):
+            anyio.run(store.get_object, checksum, str(dest))
+    finally:
+        _close(store)
+        p.stop()
+    assert not dest.exists()
+
+
+def test_missing_object_leaves_no_destination(b2_server: B2Server, tmp_path: Path) -> None:
+    store, _ = _store(b2_server)
+    dest = tmp_path / "dest"
+    try:
+        with pytest.raises(NotFoundError):
+            anyio.run(store.get_object, blake3_hex(b"absent"), str(dest))
+    finally:
+        _close(store)
+    assert not dest.exists()
+
+
+# -------------------------------------------------------------------------------------------
+# Listing and request counts
+# -------------------------------------------------------------------------------------------
+
+
+def test_list_is_cheaper_than_has(b2_server: B2Server, tmp_path: Path) -> None:
+    """One ``b2_list_file_names`` answers for up to 10,000 objects; ``has_object`` costs a
+    HEAD each."""
+    store, _ = _store(b2_server)
+    puts = []
+    for i in range(30):
+        d = _data(10 + i, 100 + i)
+        (tmp_path / f"s{i}").write_bytes(d)
+        puts.append(ObjectPut(blake3_hex(d), str(tmp_path / f"s{i}"), len(d)))
+    expected = {p.checksum for p in puts}
+
+    async def body() -> None:
+        await store.put_objects(puts, jobs=8)
+        n = store.request_count()
+        assert await store.list_objects() == expected
+        assert store.request_count() - n == 1
+        n = store.request_count()
+        for p in puts:
+            assert await store.has_object(p.checksum)
+        assert store.request_count() - n == len(puts)
+
+    try:
+        anyio.run(body)
+    finally:
+        _close(store)
+
+
+def test_listing_ignores_stray_keys(raw: Any, b2_server: B2Server) -> None:
+    store, parent = _store(b2_server)
+    good = blake3_hex(b"good")
+    root = f"{parent}/store/"
+    for key in (
+        root + object_key(good),
+        root + ".objects/README",
+        root + ".objects/abc/def/ghi/short",
+        root + ".objects/ABC/DEF/GHI/" + "A" * 55,
+        root + ".manifests/tmp-upload",
+    ):
+        raw.upload_bytes(b"x", key)
+    hidden = blake3_hex(b"hidden")
+    raw.upload_bytes(b"hidden", root + object_key(hidden))
+    raw.hide_file(root + object_key(hidden))
+    try:
+        assert anyio.run(store.list_objects) == {good}
+        assert anyio.run(store.list_manifests) == []
+        assert not anyio.run(store.has_object, hidden)
+    finally:
+        _close(store)
+
+
+def test_verify_objects_streams_without_a_temporary_file(raw: Any, b2_server: B2Server) -> None:
+    store, parent = _store(b2_server)
+    good, bad = _data(3000, 13), _data(4000, 14)
+    root = f"{parent}/store/"
+    raw.upload_bytes(good, root + object_key(blake3_hex(good)))
+    raw.upload_bytes(bad[::-1], root + object_key(blake3_hex(bad)))
+    gone = blake3_hex(b"gone")
+    try:
+        problems = anyio.run(
+            store.verify_objects, [(blake3_hex(good), 3000), (blake3_hex(bad), 4000), (gone, 4)]
+        )
+    finally:
+        _close(store)
+    assert problems == {blake3_hex(bad): "corrupt", gone: "missing"}
+
+
+# -------------------------------------------------------------------------------------------
+# Errors and credentials
+# -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("unset", [(KEY_ID_ENV, KEY_ENV), (KEY_ENV,)], ids=["both", "key"])
+def test_missing_credentials(
+    b2_server: B2Server, monkeypatch: pytest.MonkeyPatch, unset: tuple[str, ...]
+) -> None:
+    for name in unset:
+        monkeypatch.delenv(name)
+    store, _ = _store(b2_server)
+    try:
+        with pytest.raises(StoreError) as info:
+            anyio.run(store.has_object, blake3_hex(b"x"))
+    finally:
+        _close(store)
+    message = str(info.value)
+    assert not isinstance(info.value, TransientStoreError)
+    for name in unset:
+        assert f"{name}" in message
+    assert KEY_ID_ENV in message and KEY_ENV in message  # the hint names both
+    assert b2_server.bucket_name in message
+    assert store.request_count() == 0
+
+
+def test_wrong_key_is_reported_without_the_key(
+    b2_server: B2Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "K005" + _uid() + _uid()
+    monkeypatch.setenv(KEY_ENV, secret)
+    store, _ = _store(b2_server)
+    try:
+        with pytest.raises(StoreError) as info:
+            anyio.run(store.list_manifests)
+    finally:
+        _close(store)
+    message = str(info.value)
+    assert not isinstance(info.value, TransientStoreError)
+    assert b2_server.key_id in message
+    assert KEY_ENV in message
+    assert secret not in message
+    assert info.value.__cause__ is None or secret not in repr(info.value.__cause__)
+
+
+def test_missing_bucket(b2_server: B2Server) -> None:
+    store = B2Store(f"b2://no-such-bucket-{_uid()}/x")
+    try:
+        with pytest.raises(StoreError, match="does not exist"):
+            anyio.run(store.list_manifests)
+    finally:
+        _close(store)
+
+
+def test_wrap_sizes_the_connection_pool(b2_server: B2Server) -> None:
+    store, _ = _store(b2_server)
+    wrapped = wrap(store, jobs=48)
+    assert unwrap(wrapped) is store
+    assert store._pool_size == 48 + store.part_concurrency
