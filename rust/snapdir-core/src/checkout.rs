@@ -519,7 +519,7 @@ impl Plan {
         // A directory we write into must be writable by us meanwhile; its final mode is
         // applied when we leave it, and only if it differs (a pull with nothing to do writes
         // nothing, and so works on a read-only destination).
-        let current_mode = |d: &Dir| d.stat().map(|st| st.st_mode as u32 & 0o7777).unwrap_or(0);
+        let current_mode = |d: &Dir| d.stat().map(|st| fsx::perm_bits(&st)).unwrap_or(0);
         let open_for_work = |d: &Dir| -> u32 {
             let cur = current_mode(d);
             if cur & 0o700 != 0o700 {

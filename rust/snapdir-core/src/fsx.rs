@@ -43,6 +43,12 @@ pub enum Kind {
     Other,
 }
 
+/// `st_mode & 0o7777` (mode_t is u16 on macOS, u32 on Linux).
+#[allow(clippy::unnecessary_cast)]
+pub fn perm_bits(st: &libc::stat) -> u32 {
+    st.st_mode as u32 & 0o7777
+}
+
 /// An open directory.
 #[derive(Debug)]
 pub struct Dir {
