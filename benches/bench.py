@@ -717,6 +717,10 @@ def fmt_rss(n: int | None, floor_kib: int) -> str:
     return fmt_mb(n)
 
 
+def fmt_rate(mib_s: float) -> str:
+    return f"{mib_s:,.0f}" if mib_s >= 10 else f"{mib_s:.1f}"
+
+
 def fmt_mb(n: int | None) -> str:
     return "-" if n is None else f"{n / 1e6:.1f}"
 
@@ -774,7 +778,7 @@ def series_table(
                 label,
                 fmt_s(med),
                 f"{fmt_s(min(s.times))}-{fmt_s(max(s.times))}",
-                f"{tree.total_bytes / MIB / med:,.0f}" if med > 0 else "-",
+                fmt_rate(tree.total_bytes / MIB / med) if med > 0 else "-",
                 fmt_rss(s.peak_rss_bytes, rss_floor_kib),
                 str(len(s.runs)),
                 "; ".join(notes),
@@ -906,7 +910,16 @@ def machine_info(workdir: Path) -> list[tuple[str, str]]:
         ("Python", f"{platform.python_version()} ({sys.executable})"),
         ("filesystem of the work dir", fs),
         ("load average at start", load),
+        ("repository revision", repo_revision()),
     ]
+
+
+def repo_revision() -> str:
+    rev = tool_version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    if not rev:
+        return "no commit yet"
+    dirty = tool_version(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
+    return f"{rev}{' (uncommitted changes)' if dirty else ''}"
 
 
 def tool_version(argv: Sequence[str]) -> str:
@@ -1163,6 +1176,12 @@ class Bench:
             f"{'  (' + run.exit_text + ')' if run.returncode else ''}"
         )
 
+    def ops_for(self, tree: Tree) -> list[Operation]:
+        """The huge-count tree is for peak RSS: only --huge-ops run there (default: id)."""
+        if tree.recipe.kind == "huge":
+            return [op for op in self.ops if op.name in self.args.huge_op_names]
+        return self.ops
+
     # -- the whole benchmark
     def run(self) -> None:
         self.remove(self.scratch_root)
@@ -1171,7 +1190,8 @@ class Bench:
         try:
             for tree in self.trees:
                 self.log(f"\n== {tree.name}: {tree.files:,} files, {human_size(tree.total_bytes)}")
-                for op in self.ops:
+                ops = self.ops_for(tree)
+                for op in ops:
                     for step in op.steps:
                         s = self.get_series(tree, op, step.tool)
                         tool = self.tools.get(step.tool)
@@ -1179,11 +1199,11 @@ class Bench:
                             s.skipped = "not selected (--tools)"
                         elif not tool.available:
                             s.skipped = tool.note
-                for op in self.ops:  # warm-up: page cache, thorough output checks
+                for op in ops:  # warm-up: page cache, thorough output checks
                     for step in op.steps:
                         self.record(tree, op, step, thorough=True, timed=False)
                 for rnd in range(self.args.repeat):
-                    for op in self.ops:
+                    for op in ops:
                         k = rnd % len(op.steps)  # rotate the order: no tool always goes first
                         for step in op.steps[k:] + op.steps[:k]:
                             self.record(tree, op, step, thorough=False, timed=True)
@@ -1348,7 +1368,7 @@ def render_report(
     for tree in bench.trees:
         add(f"### {tree.name}: {tree.files:,} files, {human_size(tree.total_bytes)}\n")
         add(f"{tree.recipe.describe()}.\n")
-        for op in bench.ops:
+        for op in bench.ops_for(tree):
             series = {
                 s.tool: s
                 for (tn, on, _t), s in bench.series.items()
@@ -1448,7 +1468,7 @@ def self_test() -> list[str]:
         tools = {k: Tool(k, k, True) for k in ALL_TOOLS}
         table = series_table(id_op, tree, s, tools)
         check(
-            "| snapdir | 1.100 | 1.000-1.200 | 9 | 51.2 | 3 |" in table,
+            "| snapdir | 1.100 | 1.000-1.200 | 9.1 | 51.2 | 3 |" in table,
             f"tables: series row\n{table}",
         )
         check("1 unclean exit(s)" in table and "cp not found" in table, "tables: notes")
@@ -1482,6 +1502,15 @@ def self_test() -> list[str]:
             ID_RE.fullmatch("ab" * 32) is not None and last_id("x\n" + "0" * 64) == "0" * 64,
             "id parsing",
         )
+    a = parse_args(["--quick", "--ops", "all", "--trees", "small,huge-count", "--huge-ops", "id"])
+    check(
+        a.op_names == ["id", "push", "pull", "verify"]
+        and a.huge_op_names == ["id"]
+        and a.tree_kinds == ["small", "huge"]
+        and a.repeat == 2
+        and a.exit_runs == 10,
+        "options: --ops all, --huge-ops, tree aliases, quick defaults",
+    )
     print(f"self-test: {passed} passed, {len(failures)} failed", flush=True)
     return failures
 
@@ -1514,6 +1543,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--ops",
         default="id",
         help="id, all, or a comma-separated list of " + ", ".join(op.name for op in OPERATIONS),
+    )
+    p.add_argument(
+        "--huge-ops",
+        default="id",
+        help="operations (among --ops) run on the huge-count tree; `cp -r` of 200,000 files "
+        "takes minutes per run on a slow filesystem",
     )
     p.add_argument("--tools", default=",".join(ALL_TOOLS), help="comma-separated subset")
     p.add_argument("--repeat", type=int, default=None, help="timed rounds (default 5; quick 2)")
@@ -1576,15 +1611,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             kinds.append(TREE_ALIASES[name])
     args.tree_kinds = kinds
 
-    names = [o.strip() for o in args.ops.split(",") if o.strip()]
-    expanded: list[str] = []
-    for n in names:
-        for m in OP_GROUPS.get(n, (n,)):
-            if m not in {op.name for op in OPERATIONS}:
-                p.error(f"unknown operation {m!r}")
-            if m not in expanded:
-                expanded.append(m)
-    args.op_names = expanded or ["id"]
+    def op_list(text: str) -> list[str]:
+        expanded: list[str] = []
+        for n in [o.strip() for o in text.split(",") if o.strip()]:
+            for m in OP_GROUPS.get(n, (n,)):
+                if m not in {op.name for op in OPERATIONS}:
+                    p.error(f"unknown operation {m!r}")
+                if m not in expanded:
+                    expanded.append(m)
+        return expanded
+
+    args.op_names = op_list(args.ops) or ["id"]
+    args.huge_op_names = [n for n in op_list(args.huge_ops) if n in args.op_names]
 
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     for t in tools:

@@ -373,13 +373,13 @@ def test_upload_body_withholds_the_last_bytes(tmp_path: Path) -> None:
     with open(path, "rb") as f:
         body = _UploadBody(f, len(data), blake3_hex(data), str(path), "b2://b/p")
         assert len(body.read(40_000)) == 40_000
-        with pytest.raises(OSError):  # to the HTTP stack: a dead connection
-            body.read(40_000)
+        with pytest.raises(OSError, match="changed while it was uploaded"):
+            body.read(40_000)  # to the HTTP stack: a dead connection
         assert isinstance(body.failure, InFluxError)
     path.write_bytes(data + b"x")
     with open(path, "rb") as f:
         body = _UploadBody(f, len(data), blake3_hex(data), str(path), "b2://b/p")
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="grew"):
             body.read()
         assert isinstance(body.failure, InFluxError)
         assert "grew" in str(body.failure)
@@ -651,9 +651,9 @@ def test_missing_credentials(
         _close(store)
     message = str(info.value)
     assert not isinstance(info.value, TransientStoreError)
-    for name in unset:
-        assert f"{name}" in message
-    assert KEY_ID_ENV in message and KEY_ENV in message  # the hint names both
+    assert f"{' and '.join(unset)} not set" in message  # what is missing
+    assert KEY_ID_ENV in message  # and the hint names both
+    assert KEY_ENV in message
     assert b2_server.bucket_name in message
     assert store.request_count() == 0
 

@@ -79,20 +79,47 @@ def unwrap(store: Store) -> Store:
     return seen
 
 
-async def missing_objects(store: Store, checksums: Sequence[str]) -> set[str]:
-    """Which of ``checksums`` the store lacks, as cheaply as the store allows."""
+#: Up to this many distinct shards, list them one by one; beyond, list the whole store.
+SHARD_LISTING_LIMIT = 64
+
+
+async def missing_objects(
+    store: Store, checksums: Sequence[str], *, jobs: int = DEFAULT_JOBS
+) -> set[str]:
+    """Which of ``checksums`` the store lacks, learnt by listing — never one request per
+    object on a store that can list.
+
+    A push touching few shards (``abc`` of ``.objects/abc/...``) lists just those: a few
+    requests even on a store of millions of objects. A push touching many lists the whole
+    ``.objects/`` prefix once (1 request per 1,000 keys; a single one for a new store)."""
     from .stores import Capability
+    from .stores._base import for_each_limited
 
     fn = getattr(store, "missing_objects", None)
     if fn is not None:
         return set(await fn(checksums))
+    wanted = set(checksums)
+    if not wanted:
+        return set()
     if store.capabilities & Capability.LIST_OBJECTS:
-        have = await store.list_objects()
-        return {c for c in checksums if c not in have}
+        shards = sorted({c[:3] for c in wanted})
+        have: set[str] = set()
+        if len(shards) <= SHARD_LISTING_LIMIT:
+
+            async def one(shard: str) -> None:
+                have.update(await store.list_objects(shard))
+
+            await for_each_limited(shards, one, jobs)
+        else:
+            have = await store.list_objects()
+        return wanted - have
     out: set[str] = set()
-    for c in checksums:
+
+    async def probe(c: str) -> None:
         if not await store.has_object(c):
             out.add(c)
+
+    await for_each_limited(sorted(wanted), probe, jobs)
     return out
 
 
@@ -112,7 +139,7 @@ async def transfer_objects(
     from .stores._base import for_each_limited
     from .stores.file import FileStore
 
-    wanted = await missing_objects(dst, [c for c, _ in objects])
+    wanted = await missing_objects(dst, [c for c, _ in objects], jobs=jobs)
     todo = [(c, s) for c, s in objects if c in wanted]
     if not todo:
         return 0

@@ -57,7 +57,7 @@ async def push_with_stats(
         # Local: the Rust batch stats each object itself (cheaper than a listing).
         todo = sources
     else:
-        lacking = await missing_objects(st, [c for c, _, _ in sources])
+        lacking = await missing_objects(st, [c for c, _, _ in sources], jobs=jobs)
         todo = [s for s in sources if s[0] in lacking]
         if repair:
             bad = await st.verify_objects([(c, n) for c, _, n in sources if c not in lacking])

@@ -85,6 +85,13 @@ def split_key(hex_digest: str) -> str:
     return f"{h[0:3]}/{h[3:6]}/{h[6:9]}/{h[9:]}"
 
 
+def check_shard(shard: str) -> str:
+    """Validate a listing shard: '' (everything) or three lowercase hex digits."""
+    if shard and (len(shard) != 3 or any(c not in "0123456789abcdef" for c in shard)):
+        raise InvalidArgumentError(f"invalid object shard {shard!r}", code="INVALID_ARGUMENT")
+    return shard
+
+
 def object_key(checksum: str) -> str:
     """Key of an object under a store's prefix."""
     return ".objects/" + split_key(checksum)
@@ -179,8 +186,10 @@ class Store(Protocol):
         """Every snapshot id in the store, sorted."""
         ...
 
-    async def list_objects(self) -> set[str]:
-        """Every object checksum in the store (only with :attr:`Capability.LIST_OBJECTS`)."""
+    async def list_objects(self, shard: str = "") -> set[str]:
+        """Every object checksum in the store (only with :attr:`Capability.LIST_OBJECTS`);
+        with ``shard`` (the first three hex digits of a key), only those under
+        ``.objects/<shard>/`` — what a small push asks, instead of listing a big store."""
         ...
 
     async def put_objects(
@@ -231,7 +240,7 @@ class BaseStore:
     async def get_object(self, checksum: str, dest: str) -> None:
         raise NotImplementedError
 
-    async def list_objects(self) -> set[str]:
+    async def list_objects(self, shard: str = "") -> set[str]:
         raise StoreError(f"{self.uri} cannot list its objects")
 
     # -- defaults ---------------------------------------------------------------------------

@@ -170,8 +170,8 @@ class _StoreWrapper:
     async def list_manifests(self) -> list[str]:
         return await self._run(self.inner.list_manifests)
 
-    async def list_objects(self) -> set[str]:
-        return await self._run(self.inner.list_objects)
+    async def list_objects(self, shard: str = "") -> set[str]:
+        return await self._run(self.inner.list_objects, shard)
 
     async def put_objects(
         self, items: Sequence[ObjectPut], *, jobs: int = 32, progress: ProgressFn | None = None

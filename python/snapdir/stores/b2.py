@@ -45,6 +45,7 @@ import logging
 import os
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TypeVar
 
@@ -64,6 +65,7 @@ from ._base import (
     Capability,
     TransientStoreError,
     _first_leaf,
+    check_shard,
     for_each_limited,
     manifest_key,
     object_key,
@@ -91,6 +93,8 @@ REALM_ENV = "SNAPDIR_B2_REALM"
 #: ``X-Bz-Content-Sha1`` value announcing that the SHA-1 follows the body (40 hex digits).
 _HEX_DIGITS_AT_END = "hex_digits_at_end"
 _CONTENT_TYPE = "application/octet-stream"
+#: File info naming the upload a large file belongs to (to find its orphans).
+_UPLOAD_TOKEN = "snapdir_upload"
 _MANIFEST_CONTENT_TYPE = "text/plain"
 #: B2 allows at most this many parts in a large file.
 _MAX_PARTS = 10_000
@@ -148,6 +152,7 @@ class B2Store(BaseStore):
             self.part_concurrency = max(1, part_concurrency)
         self._lock = threading.Lock()
         self._count_lock = threading.Lock()
+        self._local = threading.local()
         self._api: Any = None
         self._bucket_id = ""
         self._pool_size = 32
@@ -164,6 +169,11 @@ class B2Store(BaseStore):
     def _count(self) -> None:
         with self._count_lock:
             self._requests += 1
+        self._local.requests = getattr(self._local, "requests", 0) + 1
+
+    def _thread_requests(self) -> int:
+        """Requests sent so far by the calling thread (to see whether b2sdk retried)."""
+        return int(getattr(self._local, "requests", 0))
 
     def set_max_concurrency(self, jobs: int) -> None:
         """Size the HTTP connection pool for ``jobs`` concurrent calls (a hint from
@@ -289,8 +299,8 @@ class B2Store(BaseStore):
         self._check_hex(checksum, "object checksum")
         await self._run(self._get_object, checksum, dest)
 
-    async def list_objects(self) -> set[str]:
-        return set(await self._run(self._list_hex, ".objects/", "objects"))
+    async def list_objects(self, shard: str = "") -> set[str]:
+        return set(await self._run(self._list_hex, ".objects/", "objects", check_shard(shard)))
 
     async def verify_objects(
         self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
@@ -380,18 +390,19 @@ class B2Store(BaseStore):
                 "%s: could not delete the damaged version %s of %s: %s", self.uri, file_id, key, e
             )
 
-    def _list_hex(self, rel_prefix: str, what: str) -> list[str]:
+    def _list_hex(self, rel_prefix: str, what: str, shard: str = "") -> list[str]:
         """Every 64-hex name under ``rel_prefix`` (keys that are not ours are skipped)."""
         session = self._session()
         prefix = self._key(rel_prefix)
         out: list[str] = []
         # Start at the prefix itself (what b2sdk's own listing does): equivalent for B2, and
         # the simulator stops at the first name before the prefix otherwise.
-        start = prefix
+        listed = prefix + (shard + "/" if shard else "")
+        start = listed
         try:
             while True:
                 page = session.list_file_names(
-                    self._bucket_id, start_file_name=start, max_file_count=10_000, prefix=prefix
+                    self._bucket_id, start_file_name=start, max_file_count=10_000, prefix=listed
                 )
                 for item in page.get("files", []):
                     if item.get("action", "upload") != "upload":
@@ -444,9 +455,10 @@ class B2Store(BaseStore):
         import anyio
 
         part_size = await self._run(self._part_size_for, size)
+        token = uuid.uuid4().hex
         f = await self._run(_open_source, source, self.uri)
         try:
-            file_id = await self._run(self._start_large, key, what)
+            file_id, retried = await self._run(self._start_large, key, token, what)
             try:
                 sha1s = await self._upload_parts(
                     f, file_id, checksum, source, size, part_size, what
@@ -455,7 +467,11 @@ class B2Store(BaseStore):
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await self._run(self._cancel_large, file_id)
+                    if retried:
+                        await self._run(self._cancel_orphans, key, token)
                 raise
+            if retried:
+                await self._run(self._cancel_orphans, key, token)
         finally:
             f.close()
 
@@ -535,13 +551,35 @@ class B2Store(BaseStore):
             held = 0
         return [sha1s[n] for n in sorted(sha1s)]
 
-    def _start_large(self, key: str, what: str) -> str:
+    def _start_large(self, key: str, token: str, what: str) -> tuple[str, bool]:
+        """Start a large file tagged with this upload's ``token``; also say whether b2sdk
+        had to send the request more than once (then an earlier attempt may have started
+        a large file whose answer was lost: see :meth:`_cancel_orphans`)."""
         session = self._session()
+        before = self._thread_requests()
         try:
-            response = session.start_large_file(self._bucket_id, key, _CONTENT_TYPE, {})
+            response = session.start_large_file(
+                self._bucket_id, key, _CONTENT_TYPE, {_UPLOAD_TOKEN: token}
+            )
         except Exception as e:
             raise self._error(e, what) from e
-        return str(response["fileId"])
+        return str(response["fileId"]), self._thread_requests() - before > 1
+
+    def _cancel_orphans(self, key: str, token: str) -> None:
+        """Cancel every unfinished large file of ``key`` tagged with ``token``: attempts of
+        this upload's ``b2_start_large_file`` whose answers were lost."""
+        session = self._session()
+        try:
+            page = session.list_unfinished_large_files(
+                self._bucket_id, max_file_count=100, prefix=key
+            )
+        except Exception as e:
+            _log.warning("%s: could not look for unfinished uploads of %s: %s", self.uri, key, e)
+            return
+        for item in page.get("files", []):
+            info = item.get("fileInfo") or {}
+            if item.get("fileName") == key and info.get(_UPLOAD_TOKEN) == token:
+                self._cancel_large(str(item["fileId"]))
 
     def _upload_part(self, file_id: str, number: int, data: bytes, what: str) -> str:
         session = self._session()

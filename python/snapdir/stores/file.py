@@ -24,7 +24,15 @@ from .._errors import (
 )
 from .._manifest import run_cancellable
 from .._types import StoreUri
-from ._base import BaseStore, Capability, ObjectGet, ObjectPut, ProgressFn, for_each_limited
+from ._base import (
+    BaseStore,
+    Capability,
+    ObjectGet,
+    ObjectPut,
+    ProgressFn,
+    check_shard,
+    for_each_limited,
+)
 
 __all__ = ["FileStore"]
 
@@ -146,9 +154,11 @@ class FileStore(BaseStore):
         )
         return dict(bad)
 
-    async def list_objects(self) -> set[str]:
+    async def list_objects(self, shard: str = "") -> set[str]:
         self.require()
-        return set(await run_cancellable(lambda _t: _snapdir.store_list(self.root, "objects")))
+        prefix = check_shard(shard)
+        keys = await run_cancellable(lambda _t: _snapdir.store_list(self.root, "objects"))
+        return {k for k in keys if k.startswith(prefix)}
 
     async def missing_objects(self, checksums: Sequence[str]) -> set[str]:
         # One stat per object is cheaper than listing a large local store.

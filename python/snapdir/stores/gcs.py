@@ -56,6 +56,7 @@ from ._base import (
     BaseStore,
     Capability,
     TransientStoreError,
+    check_shard,
     for_each_limited,
     manifest_key,
     object_key,
@@ -266,8 +267,8 @@ class GcsStore(BaseStore):
         self._check_hex(checksum, "object checksum")
         await self._run(self._get_object, checksum, dest)
 
-    async def list_objects(self) -> set[str]:
-        return set(await self._run(self._list_hex, ".objects/", "objects"))
+    async def list_objects(self, shard: str = "") -> set[str]:
+        return set(await self._run(self._list_hex, ".objects/", "objects", check_shard(shard)))
 
     async def verify_objects(
         self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
@@ -324,7 +325,7 @@ class GcsStore(BaseStore):
         except Exception as e:
             raise self._error(e, f"checking {what}") from e
 
-    def _list_hex(self, rel_prefix: str, what: str) -> list[str]:
+    def _list_hex(self, rel_prefix: str, what: str, shard: str = "") -> list[str]:
         """Every 64-hex name under ``rel_prefix`` (keys that are not ours are skipped)."""
         bucket = self._connect()
         prefix = self._key(rel_prefix)
@@ -332,7 +333,7 @@ class GcsStore(BaseStore):
         try:
             blobs = bucket.client.list_blobs(
                 bucket,
-                prefix=prefix,
+                prefix=prefix + (shard + "/" if shard else ""),
                 fields="items(name),nextPageToken",
                 timeout=_TIMEOUT,
                 retry=None,

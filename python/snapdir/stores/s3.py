@@ -75,6 +75,7 @@ from ._base import (
     BaseStore,
     Capability,
     TransientStoreError,
+    check_shard,
     for_each_limited,
     manifest_key,
     object_key,
@@ -1038,7 +1039,7 @@ class S3Store(BaseStore):
         await self._thread(self._put_manifest_sync, snapshot_id, key, data)
 
     # -- listing ------------------------------------------------------------------------------
-    def _list_hex(self, area: str) -> list[str]:
+    def _list_hex(self, area: str, shard: str = "") -> list[str]:
         """Checksums/ids of every well-formed key under ``<prefix>/<area>/`` (paginated);
         stray keys (another tool's files, a half-typed name) are ignored."""
         client = self._client()
@@ -1046,7 +1047,7 @@ class S3Store(BaseStore):
         found: list[str] = []
         params: dict[str, Any] = {
             "Bucket": self.bucket,
-            "Prefix": base,
+            "Prefix": base + (shard + "/" if shard else ""),
             "MaxKeys": self.list_page_size,
         }
         while True:
@@ -1065,8 +1066,8 @@ class S3Store(BaseStore):
             params["ContinuationToken"] = token
         return found
 
-    async def list_objects(self) -> set[str]:
-        return set(await self._thread(self._list_hex, ".objects"))
+    async def list_objects(self, shard: str = "") -> set[str]:
+        return set(await self._thread(self._list_hex, ".objects", check_shard(shard)))
 
     async def list_manifests(self) -> list[str]:
         return sorted(set(await self._thread(self._list_hex, ".manifests")))
