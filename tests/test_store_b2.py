@@ -448,6 +448,31 @@ def test_lost_upload_response_leaves_one_version(
     assert len(_versions(raw, f"{parent}/store/{object_key(blake3_hex(data))}")) == 1
 
 
+@pytest.mark.parametrize("kind", ["lost_response", "reset_response"])
+def test_lost_start_of_a_large_file_leaves_no_orphan(
+    raw: Any, b2_server: B2Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """``b2_start_large_file`` reaches B2 but its answer is lost. b2sdk sends it again
+    (lost response) or gives up (reset response, then the retry wrapper starts over): either
+    way a large file was started that this upload never heard of. It is found by the
+    upload's token and cancelled, so no unfinished large file is left."""
+    p = _new_proxy(b2_server, path_regex="b2_start_large_file", script=[kind])
+    inner, parent = _store(b2_server)
+    _via(inner, p, monkeypatch)
+    store = RetryingStore(inner, RetryPolicy(base_delay=0.01))
+    data = _data(LARGE, 15)
+    checksum = blake3_hex(data)
+    (tmp_path / "big").write_bytes(data)
+    try:
+        anyio.run(store.put_object, checksum, str(tmp_path / "big"), LARGE)
+    finally:
+        _close(store)
+        p.stop()
+    assert p.stats.count(FaultKind(kind)) == 1
+    assert _read(raw, f"{parent}/store/{object_key(checksum)}") == data
+    assert _unfinished(raw, parent + "/") == []
+
+
 @pytest.mark.parametrize("size", [10_000, LARGE], ids=["small", "large"])
 def test_put_repairs_a_damaged_object(
     raw: Any, b2_server: B2Server, tmp_path: Path, size: int
@@ -678,10 +703,41 @@ def test_wrong_key_is_reported_without_the_key(
 
 
 def test_missing_bucket(b2_server: B2Server) -> None:
-    store = B2Store(f"b2://no-such-bucket-{_uid()}/x")
+    """Reads go by name without the bucket id; one that misses confirms the bucket, so a
+    missing bucket is a StoreError naming it, never an absent key."""
+    name = f"no-such-bucket-{_uid()}"
+    store = B2Store(f"b2://{name}/x")
     try:
-        with pytest.raises(StoreError, match="does not exist"):
-            anyio.run(store.list_manifests)
+        for call in (store.list_manifests, store.has_manifest, store.get_manifest):
+            args = () if call == store.list_manifests else (blake3_hex(b"x"),)
+            with pytest.raises(StoreError, match="does not exist") as info:
+                anyio.run(call, *args)
+            assert not isinstance(info.value, NotFoundError)
+            assert name in str(info.value)
+    finally:
+        _close(store)
+
+
+def test_put_after_a_listing_skips_the_head(b2_server: B2Server, tmp_path: Path) -> None:
+    """A key the store has just listed as absent is uploaded without asking again (one
+    request per object in a push); a key it has not seen absent is asked about first."""
+    store, _ = _store(b2_server)
+    listed, unlisted = _data(1000, 16), _data(1000, 17)
+    (tmp_path / "a").write_bytes(listed)
+    (tmp_path / "b").write_bytes(unlisted)
+    try:
+        anyio.run(store.list_objects, blake3_hex(listed)[:3])
+        rec = _Recorder(store)
+        anyio.run(store.put_object, blake3_hex(listed), str(tmp_path / "a"), len(listed))
+        assert [m for m, _, _ in rec.calls if m == "HEAD"] == []
+        assert blake3_hex(unlisted)[:3] != blake3_hex(listed)[:3], "another shard"
+        rec.calls.clear()
+        anyio.run(store.put_object, blake3_hex(unlisted), str(tmp_path / "b"), len(unlisted))
+        assert [m for m, _, _ in rec.calls if m == "HEAD"] == ["HEAD"]
+        rec.calls.clear()  # uploaded by this store: a second put asks, and uploads nothing
+        anyio.run(store.put_object, blake3_hex(listed), str(tmp_path / "a"), len(listed))
+        assert "HEAD" in [m for m, _, _ in rec.calls]
+        assert not any("b2_upload_file" in url for _, url, _ in rec.calls)
     finally:
         _close(store)
 
@@ -691,3 +747,34 @@ def test_wrap_sizes_the_connection_pool(b2_server: B2Server) -> None:
     wrapped = wrap(store, jobs=48)
     assert unwrap(wrapped) is store
     assert store._pool_size == 48 + store.part_concurrency
+
+
+def test_push_and_pull_request_costs(b2_server: B2Server, tmp_path: Path) -> None:
+    """The figures in docs/stores/b2.md, from a fresh process's point of view (each store
+    object authorises once; the bucket id is looked up only when an upload or a listing
+    needs it)."""
+    from snapdir._pull import pull_with_stats
+    from snapdir._push import push_with_stats
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a").write_bytes(b"alpha")
+    (tree / "b").write_bytes(b"beta")
+    (tree / "c").write_bytes(b"alpha")  # the same object as a
+    store, _ = _store(b2_server)
+    try:
+        first = anyio.run(push_with_stats, str(tree), store)
+        shards = len({blake3_hex(b"alpha")[:3], blake3_hex(b"beta")[:3]})
+        # authorise, manifest HEAD (misses), bucket id, a listing per shard, an upload per
+        # object (no HEAD: the listing said absent), an upload URL per concurrent upload
+        # (1 or 2), the manifest upload (no HEAD: it just missed)
+        least = 1 + 1 + 1 + shards + 2 + 1 + 1
+        assert least <= first["requests"] <= least + 1
+        again = anyio.run(push_with_stats, str(tree), B2Store(store.uri))
+        assert again["noop"]
+        assert again["requests"] == 2, "authorise, manifest HEAD"
+        pulled = anyio.run(pull_with_stats, first["id"], B2Store(store.uri), str(tmp_path / "out"))
+        assert pulled["requests"] == 1 + 1 + 2, "authorise, manifest, one GET per object"
+    finally:
+        _close(store)
+    assert (tmp_path / "out" / "c").read_bytes() == b"alpha"

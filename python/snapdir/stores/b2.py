@@ -18,11 +18,13 @@ How this backend keeps them:
   the bytes read), uploaded a few at a time in parallel, and the large file is finished only
   if the digest matches; otherwise it is cancelled, so no unfinished file is left behind.
 * **One copy.** B2 has no conditional create and keeps every version of a name, so a put
-  first asks whether the object is there (``HEAD``); an existing object is accepted once its
-  size (and up to :attr:`B2Store.verify_on_conflict_max` bytes, its hash) is confirmed. A
-  damaged one is replaced by a new version and the damaged version deleted, which is how
-  ``push --repair`` mends a store. Two pushers racing on one new object may leave two
-  identical versions; readers only ever see the newest.
+  first asks whether the object is there (``HEAD``), unless this store has just seen it
+  absent (a push lists the store first; see :meth:`B2Store._known_absent`) and has not tried
+  to upload it since; an existing object is accepted once its size (and up to
+  :attr:`B2Store.verify_on_conflict_max` bytes, its hash) is confirmed. A damaged one is
+  replaced by a new version and the damaged version deleted, which is how ``push --repair``
+  mends a store. Two pushers racing on one new object may leave two identical versions;
+  readers only ever see the newest.
 * **Every byte read is verified**, streamed to disk; a stream that breaks is resumed with a
   ranged read from the offset reached, *by file id*, so the version being read cannot change
   underneath.
@@ -45,6 +47,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TypeVar
@@ -64,7 +67,6 @@ from ._base import (
     BaseStore,
     Capability,
     TransientStoreError,
-    _first_leaf,
     check_shard,
     for_each_limited,
     manifest_key,
@@ -131,6 +133,9 @@ class B2Store(BaseStore):
     #: An existing object up to this size is downloaded and hashed before a put accepts it
     #: (larger ones: the size must match).
     verify_on_conflict_max: int = 16 * MiB
+    #: For how many seconds a put trusts this store's own word that a key is absent (a
+    #: listing that did not show it, a HEAD that missed) instead of asking again.
+    absent_ttl: float = 600.0
 
     def __init__(
         self,
@@ -155,6 +160,12 @@ class B2Store(BaseStore):
         self._local = threading.local()
         self._api: Any = None
         self._bucket_id = ""
+        # What this store learnt about absent keys (see :meth:`_known_absent`).
+        self._memo_lock = threading.Lock()
+        self._listed: dict[str, tuple[float, frozenset[str]]] = {}
+        self._missed: dict[str, float] = {}
+        self._written: set[str] = set()
+        self._uncertain: set[str] = set()
         self._pool_size = 32
         self._buffer_var: RunVar[anyio.Semaphore] | None = None
 
@@ -230,13 +241,27 @@ class B2Store(BaseStore):
                         f"({type(e).__name__}): {_CREDENTIALS_HINT}"
                     ) from None
                 raise self._error(e, f"authorising key {key_id} at {realm}") from e
+            self._api = api
+            return api.session
+
+    def _bucket(self) -> str:
+        """The bucket's id, looked up once and only when a call needs it (uploads and
+        listings; reads and HEADs go by name): a no-op push is then two requests. A key
+        restricted to the bucket names it in its authorisation, which costs nothing."""
+        self._session()
+        with self._lock:
+            if self._bucket_id:
+                return self._bucket_id
+            allowed: dict[str, Any] = self._api.account_info.get_allowed() or {}
+            if allowed.get("bucketName") == self.uri.bucket and allowed.get("bucketId"):
+                self._bucket_id = str(allowed["bucketId"])
+                return self._bucket_id
             try:
-                bucket = api.get_bucket_by_name(self.uri.bucket)
+                bucket = self._api.get_bucket_by_name(self.uri.bucket)
             except Exception as e:
                 raise self._error(e, "looking up the bucket") from e
             self._bucket_id = str(bucket.id_)
-            self._api = api
-            return api.session
+            return self._bucket_id
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         import anyio
@@ -282,25 +307,76 @@ class B2Store(BaseStore):
         return await self._run(self._head, key, f"object {checksum}") is not None
 
     async def put_object(self, checksum: str, source: str, size: int) -> None:
+        """See :meth:`Store.put_object`. B2 has no conditional create and keeps every
+        version, so an upload is preceded by a ``HEAD`` unless this store has just seen the
+        key absent (a push lists the store first: then one request per object)."""
         self._check_hex(checksum, "object checksum")
         key = self._key(object_key(checksum))
         what = f"upload of object {checksum} from {source}"
-        sound, old = await self._run(self._existing, key, checksum, size, what)
-        if sound:
-            return
-        if size > self.large_file_threshold:
-            await self._put_large(key, checksum, source, size, what)
-        else:
-            await self._run(self._put_small, key, checksum, source, size, what)
+        old: str | None = None
+        if not self._known_absent(key, checksum):
+            sound, old = await self._run(self._existing, key, checksum, size, what)
+            if sound:
+                return
+        try:
+            if size > self.large_file_threshold:
+                await self._put_large(key, checksum, source, size, what)
+            else:
+                await self._run(self._put_small, key, checksum, source, size, what)
+        except BaseException as e:
+            self._after_upload(key, ok=False, sent=not isinstance(e, (InFluxError, OSError)))
+            raise
+        self._after_upload(key, ok=True)
         if old is not None:
             await self._run(self._delete_version, key, old)
+
+    def _known_absent(self, key: str, checksum: str | None = None) -> bool:
+        """Whether this store saw ``key`` absent within :attr:`absent_ttl` seconds (a HEAD
+        that missed, or a listing of its shard or of every object that did not show it), and
+        has not uploaded it, or tried to, since. Anything else is asked again."""
+        now = time.monotonic()
+        with self._memo_lock:
+            if key in self._written or key in self._uncertain:
+                return False
+            missed = self._missed.get(key)
+            if missed is not None and now - missed < self.absent_ttl:
+                return True
+            if checksum is None:
+                return False
+            for shard in (checksum[:3], ""):
+                listed = self._listed.get(shard)
+                fresh = listed is not None and now - listed[0] < self.absent_ttl
+                if fresh and listed is not None and checksum not in listed[1]:
+                    return True
+        return False
+
+    def _after_upload(self, key: str, *, ok: bool, sent: bool = True) -> None:
+        """Remember an upload: done (the key exists now), or failed after its request may
+        have reached B2 (ask before the next attempt, so a retry does not add a version)."""
+        with self._memo_lock:
+            self._missed.pop(key, None)
+            if ok:
+                self._written.add(key)
+                self._uncertain.discard(key)
+            elif sent:
+                self._uncertain.add(key)
+
+    def _remember_listing(self, shard: str, present: set[str]) -> None:
+        now = time.monotonic()
+        with self._memo_lock:
+            for old in [s for s, (t, _) in self._listed.items() if now - t >= self.absent_ttl]:
+                del self._listed[old]
+            self._listed[shard] = (now, frozenset(present))
 
     async def get_object(self, checksum: str, dest: str) -> None:
         self._check_hex(checksum, "object checksum")
         await self._run(self._get_object, checksum, dest)
 
     async def list_objects(self, shard: str = "") -> set[str]:
-        return set(await self._run(self._list_hex, ".objects/", "objects", check_shard(shard)))
+        shard = check_shard(shard)
+        found = set(await self._run(self._list_hex, ".objects/", "objects", shard))
+        self._remember_listing(shard, found)
+        return found
 
     async def verify_objects(
         self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
@@ -356,6 +432,9 @@ class B2Store(BaseStore):
         except Exception as e:
             err = self._error(e, f"checking {what}")
             if isinstance(err, NotFoundError):
+                self._bucket()  # a missing bucket is a StoreError, not an absent key
+                with self._memo_lock:
+                    self._missed[key] = time.monotonic()
                 return None
             raise err from e
         return {str(k).lower(): str(v) for k, v in headers.items()}
@@ -399,10 +478,11 @@ class B2Store(BaseStore):
         # the simulator stops at the first name before the prefix otherwise.
         listed = prefix + (shard + "/" if shard else "")
         start = listed
+        bucket_id = self._bucket()
         try:
             while True:
                 page = session.list_file_names(
-                    self._bucket_id, start_file_name=start, max_file_count=10_000, prefix=listed
+                    bucket_id, start_file_name=start, max_file_count=10_000, prefix=listed
                 )
                 for item in page.get("files", []):
                     if item.get("action", "upload") != "upload":
@@ -422,7 +502,7 @@ class B2Store(BaseStore):
             body = _UploadBody(f, size, checksum, source, self.uri)
             try:
                 response = session.upload_file(
-                    self._bucket_id,
+                    self._bucket(),
                     key,
                     len(body),
                     _CONTENT_TYPE,
@@ -458,7 +538,14 @@ class B2Store(BaseStore):
         token = uuid.uuid4().hex
         f = await self._run(_open_source, source, self.uri)
         try:
-            file_id, retried = await self._run(self._start_large, key, token, what)
+            try:
+                file_id, retried = await self._run(self._start_large, key, token, what)
+            except BaseException:
+                # The start may have reached B2 with its answer lost (a reset response is
+                # not retried by b2sdk): whatever this upload started is cancelled.
+                with anyio.CancelScope(shield=True):
+                    await self._run(self._cancel_orphans, key, token)
+                raise
             try:
                 sha1s = await self._upload_parts(
                     f, file_id, checksum, source, size, part_size, what
@@ -559,7 +646,7 @@ class B2Store(BaseStore):
         before = self._thread_requests()
         try:
             response = session.start_large_file(
-                self._bucket_id, key, _CONTENT_TYPE, {_UPLOAD_TOKEN: token}
+                self._bucket(), key, _CONTENT_TYPE, {_UPLOAD_TOKEN: token}
             )
         except Exception as e:
             raise self._error(e, what) from e
@@ -571,7 +658,7 @@ class B2Store(BaseStore):
         session = self._session()
         try:
             page = session.list_unfinished_large_files(
-                self._bucket_id, max_file_count=100, prefix=key
+                self._bucket(), max_file_count=100, prefix=key
             )
         except Exception as e:
             _log.warning("%s: could not look for unfinished uploads of %s: %s", self.uri, key, e)
@@ -654,6 +741,8 @@ class B2Store(BaseStore):
                 if sink.failure is not None:
                     raise sink.failure from None
                 err = self._error(e, what)
+                if isinstance(err, NotFoundError) and total is None:
+                    self._bucket()  # a missing bucket is a StoreError, not an absent key
                 if total is None or not isinstance(err, TransientStoreError):
                     raise err from e
                 failures = 0 if sink.count > start else failures + 1
@@ -713,7 +802,8 @@ class B2Store(BaseStore):
         data = (text + "\n").encode("utf-8")
         _verify_manifest(data, snapshot_id, self.uri, key, Manifest, stored=False)
         what = f"upload of manifest {snapshot_id}"
-        head = self._head(key, what)
+        # A push asked whether the manifest exists a moment ago: no need to ask again.
+        head = None if self._known_absent(key) else self._head(key, what)
         old: str | None = None
         if head is not None:
             try:
@@ -729,10 +819,12 @@ class B2Store(BaseStore):
         sha1 = hashlib.sha1(data).hexdigest()
         try:
             session.upload_file(
-                self._bucket_id, key, len(data), _MANIFEST_CONTENT_TYPE, sha1, {}, data
+                self._bucket(), key, len(data), _MANIFEST_CONTENT_TYPE, sha1, {}, data
             )
         except Exception as e:
+            self._after_upload(key, ok=False)
             raise self._error(e, what) from e
+        self._after_upload(key, ok=True)
         if old:
             self._delete_version(key, old)
 
@@ -971,6 +1063,13 @@ def _mount_pool(api: Any, size: int) -> None:
         session = api.session.raw_api.b2_http.session
         for prefix, adapter in list(session.adapters.items()):
             session.mount(prefix, type(adapter)(pool_connections=4, pool_maxsize=size))
+
+
+def _first_leaf(eg: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups, raised as itself."""
+    while isinstance(eg, BaseExceptionGroup) and eg.exceptions:
+        eg = eg.exceptions[0]
+    return eg
 
 
 def _named(exc: BaseException, name: str) -> bool:

@@ -140,6 +140,7 @@ class GcsStore(BaseStore):
         self._session: Any = None
         self._pool_size = 32
         self._emulated = False
+        self._bucket_seen = False
 
     def __repr__(self) -> str:
         return f"GcsStore({str(self.uri)!r})"
@@ -211,13 +212,13 @@ class GcsStore(BaseStore):
 
         try:
             credentials, project = google.auth.default(scopes=list(_SCOPES))
-        except google.auth.exceptions.DefaultCredentialsError as e:
-            # The SDK's message can quote a key file's parse error; name the file instead.
+        except google.auth.exceptions.DefaultCredentialsError:
             path = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
             where = f" (GOOGLE_APPLICATION_CREDENTIALS={path} could not be used)" if path else ""
+            # ``from None``: the SDK's message may quote a key file; it is named above instead.
             raise StoreError(
                 f"{self.uri}: no usable Google Cloud credentials{where}: {_CREDENTIALS_HINT}"
-            ) from e
+            ) from None
         return credentials, project
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -225,13 +226,20 @@ class GcsStore(BaseStore):
 
         return await anyio.to_thread.run_sync(functools.partial(fn, *args))
 
-    def _error(self, exc: BaseException, what: str) -> SnapdirError:
+    def _error(self, exc: BaseException, what: str, *, keyless: bool = False) -> SnapdirError:
         """Translate an SDK or network exception into the snapdir hierarchy (see module
-        docstring): 404 -> NotFoundError, throttling/5xx/network -> TransientStoreError."""
+        docstring): 404 -> NotFoundError, throttling/5xx/network -> TransientStoreError.
+        ``keyless``: the call (a listing, an upload) cannot miss a key, so a 404 means the
+        bucket is missing."""
         if isinstance(exc, SnapdirError):
             return exc
         where = f"{self.uri}: {what}"
         status = _status(exc)
+        if status == 404 and keyless:
+            return StoreError(
+                f"{where}: the bucket {self.uri.bucket!r} does not exist (or the credentials "
+                "cannot see it)"
+            )
         if status == 404:
             return NotFoundError(f"{where}: not found")
         if status in (401, 403):
@@ -321,9 +329,36 @@ class GcsStore(BaseStore):
     def _exists(self, rel: str, what: str) -> bool:
         bucket = self._connect()
         try:
-            return bool(bucket.blob(self._key(rel)).exists(timeout=_TIMEOUT, retry=None))
+            found = bool(bucket.blob(self._key(rel)).exists(timeout=_TIMEOUT, retry=None))
         except Exception as e:
             raise self._error(e, f"checking {what}") from e
+        if not found:
+            self._confirm_bucket()
+        return found
+
+    def _confirm_bucket(self) -> None:
+        """After a key was not found: make sure the bucket is there, so that a missing (or
+        mistyped) bucket is a StoreError naming it, not an empty store. GCS answers 404 for
+        both and the SDK's ``exists`` hides which; a one-key listing tells them apart (it
+        needs only ``storage.objects.list``). Once per store: a listing or an upload that
+        succeeded proves the bucket as well."""
+        if self._bucket_seen:
+            return
+        bucket = self._connect()
+        try:
+            blobs = bucket.client.list_blobs(
+                bucket,
+                prefix=self._key(".manifests/"),
+                max_results=1,
+                fields="items(name)",
+                timeout=_TIMEOUT,
+                retry=None,
+            )
+            for _ in blobs:
+                pass
+        except Exception as e:
+            raise self._error(e, "checking the bucket", keyless=True) from e
+        self._bucket_seen = True
 
     def _list_hex(self, rel_prefix: str, what: str, shard: str = "") -> list[str]:
         """Every 64-hex name under ``rel_prefix`` (keys that are not ours are skipped)."""
@@ -343,7 +378,8 @@ class GcsStore(BaseStore):
                 if h is not None:
                     out.append(h)
         except Exception as e:
-            raise self._error(e, f"listing {what}") from e
+            raise self._error(e, f"listing {what}", keyless=True) from e
+        self._bucket_seen = True
         return out
 
     def _put_object(self, checksum: str, source: str, size: int) -> None:
@@ -399,9 +435,10 @@ class GcsStore(BaseStore):
                     raise reader.failure from None
                 if _status(e) == 412:
                     return False
-                raise self._error(e, what) from e
+                raise self._error(e, what, keyless=True) from e
         if not reader.verified:  # pragma: no cover - the SDK always reads to the end
             raise StoreError(f"{self.uri}: {what}: the SDK did not read the whole file")
+        self._bucket_seen = True
         return True
 
     def _existing_is_sound(
@@ -498,6 +535,8 @@ class GcsStore(BaseStore):
                 status = _status(e)
                 if start > 0 and status == 416:
                     return  # the stream broke after its last byte: all is here
+                if status == 404 and sink.count == 0:
+                    self._confirm_bucket()
                 if not _worth_resuming(e) or (sink.count == 0 and status is not None):
                     raise self._error(e, what) from e
                 failures = 0 if sink.count > start else failures + 1
@@ -545,15 +584,10 @@ class GcsStore(BaseStore):
     def _get_manifest(self, snapshot_id: str) -> Manifest:
         from .._snapdir import Manifest
 
-        bucket = self._connect()
         key = self._key(manifest_key(snapshot_id))
-        try:
-            data = bucket.blob(key).download_as_bytes(
-                raw_download=True, checksum=None, timeout=_TIMEOUT, retry=None
-            )
-        except Exception as e:
-            raise self._error(e, f"manifest {snapshot_id}") from e
-        return _verify_manifest(data, snapshot_id, self.uri, key, Manifest)
+        sink = _Sink(None, key, keep=True)
+        self._stream(key, f"manifest {snapshot_id}", sink)
+        return _verify_manifest(sink.data(), snapshot_id, self.uri, key, Manifest)
 
     def _put_manifest(self, snapshot_id: str, text: str) -> None:
         from .._snapdir import Manifest
@@ -577,7 +611,7 @@ class GcsStore(BaseStore):
                 return
             except Exception as e:
                 if _status(e) != 412:
-                    raise self._error(e, what) from e
+                    raise self._error(e, what, keyless=True) from e
             # It exists. Keep it if it verifies; otherwise replace exactly that generation
             # (a damaged manifest would make the snapshot unreadable for good).
             try:
@@ -738,14 +772,15 @@ class _SendReader:
 
 
 class _Sink:
-    """The file object the SDK downloads into: hashes and counts what it is given, and
-    writes it to ``f`` when there is one. A broken download resumes at ``count``, and the
-    result is verified without reading the file back."""
+    """The file object the SDK downloads into: hashes and counts what it is given, writes
+    it to ``f`` when there is one, keeps it in memory when ``keep`` (manifests). A broken
+    download resumes at ``count``, and the result is verified without reading it back."""
 
-    def __init__(self, f: BinaryIO | None, dest: str) -> None:
+    def __init__(self, f: BinaryIO | None, dest: str, *, keep: bool = False) -> None:
         self._f = f
         self._dest = dest
         self._hasher = Hasher()
+        self._kept: list[bytes] | None = [] if keep else None
         self.count = 0
         self.failure: SnapdirError | None = None
 
@@ -759,9 +794,12 @@ class _Sink:
             except OSError as e:
                 self.failure = SnapdirIOError(f"cannot write {self._dest}: {e.strerror or e}")
                 raise self.failure from e
-        self._hasher.update(data if isinstance(data, bytes) else bytes(data))
-        self.count += len(data)
-        return len(data)
+        chunk = data if isinstance(data, bytes) else bytes(data)
+        if self._kept is not None:
+            self._kept.append(chunk)
+        self._hasher.update(chunk)
+        self.count += len(chunk)
+        return len(chunk)
 
     def flush(self) -> None:
         if self._f is not None:
@@ -769,6 +807,9 @@ class _Sink:
 
     def hexdigest(self) -> str:
         return self._hasher.hexdigest()
+
+    def data(self) -> bytes:
+        return b"".join(self._kept or [])
 
 
 # -- helpers ------------------------------------------------------------------------------------
