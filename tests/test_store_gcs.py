@@ -32,7 +32,8 @@ from snapdir._snapdir import blake3_hex
 from snapdir.stores import Capability, ObjectPut, Store, manifest_key, object_key, open_store
 from snapdir.stores._base import TransientStoreError
 from snapdir.stores._wrappers import RetryingStore, RetryPolicy, unwrap, wrap
-from snapdir.stores.gcs import GcsStore, _SendReader
+from snapdir.stores._streams import UploadReader
+from snapdir.stores.gcs import GcsStore
 from snapdir.testing import StoreConformance
 
 MiB = 1024 * 1024
@@ -349,7 +350,7 @@ def test_send_reader_replays_rewound_bytes_from_memory(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(data)
     with open(path, "rb") as f:
-        r = _SendReader(f, len(data), blake3_hex(data), str(path), "gs://b/p")
+        r = UploadReader(f, len(data), blake3_hex(data), str(path), "gs://b/p", replay=True)
         assert len(r) == len(data)
         assert r.read(40_000) == data[:40_000]
         assert r.read(40_000) == data[40_000:80_000]
@@ -360,7 +361,7 @@ def test_send_reader_replays_rewound_bytes_from_memory(tmp_path: Path) -> None:
             r.seek(10_000)  # behind what is kept
     path.write_bytes(data)
     with open(path, "rb") as f:
-        r = _SendReader(f, len(data), blake3_hex(data), str(path), "gs://b/p")
+        r = UploadReader(f, len(data), blake3_hex(data), str(path), "gs://b/p", replay=True)
         for _ in range(3):
             assert r.read(30_000) == data[:30_000]
             assert r.read(30_000) == data[30_000:60_000]
@@ -375,7 +376,7 @@ def test_send_reader_withholds_the_last_bytes(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(data[:-1] + b"!")
     with open(path, "rb") as f:
-        r = _SendReader(f, len(data), blake3_hex(data), str(path), "gs://b/p")
+        r = UploadReader(f, len(data), blake3_hex(data), str(path), "gs://b/p", replay=True)
         assert len(r.read(40_000)) == 40_000
         with pytest.raises(InFluxError):
             r.read(40_000)  # would have been the final 10,000 bytes
@@ -383,7 +384,7 @@ def test_send_reader_withholds_the_last_bytes(tmp_path: Path) -> None:
             r.read(10)
     path.write_bytes(data + b"x")
     with open(path, "rb") as f:
-        r = _SendReader(f, len(data), blake3_hex(data), str(path), "gs://b/p")
+        r = UploadReader(f, len(data), blake3_hex(data), str(path), "gs://b/p", replay=True)
         with pytest.raises(InFluxError, match="grew"):
             r.read()
 

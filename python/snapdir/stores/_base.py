@@ -30,15 +30,21 @@ Rust call).
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import enum
+import functools
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from .._errors import HashMismatchError, InvalidArgumentError, NotFoundError, StoreError
 from .._types import StoreUri
 
 if TYPE_CHECKING:
+    import anyio
+    from anyio.lowlevel import RunVar
+
     from .._snapdir import Manifest
 
 if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
@@ -49,15 +55,20 @@ T = TypeVar("T")
 __all__ = [
     "BaseStore",
     "Capability",
+    "LoopSemaphore",
     "ObjectGet",
     "ObjectPut",
     "ProgressFn",
     "Store",
     "TransientStoreError",
+    "first_leaf",
     "for_each_limited",
+    "hex_from_key",
     "manifest_key",
     "object_key",
+    "parse_retry_after",
     "split_key",
+    "to_thread",
 ]
 
 ProgressFn = Callable[[int, int], None]
@@ -90,6 +101,19 @@ def check_shard(shard: str) -> str:
     if shard and (len(shard) != 3 or any(c not in "0123456789abcdef" for c in shard)):
         raise InvalidArgumentError(f"invalid object shard {shard!r}", code="INVALID_ARGUMENT")
     return shard
+
+
+def hex_from_key(rest: str) -> str | None:
+    """``abc/def/ghi/<rest>`` (a listed key below ``.objects/`` or ``.manifests/``) back to
+    its 64-hex name; None for a key that is not one of ours (another tool's file, a
+    half-typed name), which a listing skips."""
+    parts = rest.split("/")
+    if [len(p) for p in parts] != [3, 3, 3, 55]:
+        return None
+    h = "".join(parts)
+    if any(c not in "0123456789abcdef" for c in h):
+        return None
+    return h
 
 
 def object_key(checksum: str) -> str:
@@ -153,12 +177,21 @@ class Store(Protocol):
         """Whether the object exists (no content check; ``verify_objects`` does that)."""
         ...
 
-    async def put_object(self, checksum: str, source: str, size: int) -> None:
+    async def put_object(
+        self, checksum: str, source: str, size: int, *, replace: bool = False
+    ) -> None:
         """Upload the file ``source`` as object ``checksum``, streaming.
 
         Hashes the bytes actually sent; if they do not hash to ``checksum`` (the file changed
         since it was walked) nothing becomes visible and :class:`snapdir.InFluxError` is
-        raised. Idempotent: an existing object is left as it is.
+        raised. Idempotent: an existing object is left as it is (a backend may check it
+        first, but only cheaply: its size, and its hash only when it is small).
+
+        ``replace=True`` is for mending an object known to be bad (``push --repair``): the
+        upload is made whatever is stored under the key (no create-only condition, no "an
+        object of the right size is there" shortcut), with the same verification of the
+        bytes sent. Callers pass it only when true, so a store written before it existed
+        still serves ordinary puts.
         """
         ...
 
@@ -193,9 +226,15 @@ class Store(Protocol):
         ...
 
     async def put_objects(
-        self, items: Sequence[ObjectPut], *, jobs: int = 32, progress: ProgressFn | None = None
+        self,
+        items: Sequence[ObjectPut],
+        *,
+        jobs: int = 32,
+        progress: ProgressFn | None = None,
+        replace: bool = False,
     ) -> None:
-        """Upload many objects; same guarantees as :meth:`put_object` for each."""
+        """Upload many objects; same guarantees (and ``replace``) as :meth:`put_object`
+        for each."""
         ...
 
     async def get_objects(
@@ -234,7 +273,9 @@ class BaseStore:
     async def has_object(self, checksum: str) -> bool:
         raise NotImplementedError
 
-    async def put_object(self, checksum: str, source: str, size: int) -> None:
+    async def put_object(
+        self, checksum: str, source: str, size: int, *, replace: bool = False
+    ) -> None:
         raise NotImplementedError
 
     async def get_object(self, checksum: str, dest: str) -> None:
@@ -245,10 +286,17 @@ class BaseStore:
 
     # -- defaults ---------------------------------------------------------------------------
     async def put_objects(
-        self, items: Sequence[ObjectPut], *, jobs: int = 32, progress: ProgressFn | None = None
+        self,
+        items: Sequence[ObjectPut],
+        *,
+        jobs: int = 32,
+        progress: ProgressFn | None = None,
+        replace: bool = False,
     ) -> None:
+        extra = {"replace": True} if replace else {}
+
         async def one(it: ObjectPut) -> None:
-            await self.put_object(it.checksum, it.source, it.size)
+            await self.put_object(it.checksum, it.source, it.size, **extra)
             if progress is not None:
                 progress(1, it.size)
 
@@ -321,10 +369,62 @@ async def for_each_limited(
             for _ in range(max(1, limit)):
                 tg.start_soon(worker)
     except BaseExceptionGroup as eg:
-        raise _first_leaf(eg) from None
+        raise first_leaf(eg) from None
 
 
-def _first_leaf(eg: BaseException) -> BaseException:
+def first_leaf(eg: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups, so that a task group's
+    failure is raised as itself (``raise first_leaf(eg) from None``)."""
     while isinstance(eg, BaseExceptionGroup) and eg.exceptions:
         eg = eg.exceptions[0]
     return eg
+
+
+async def to_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run the blocking call ``fn(*args, **kwargs)`` in an anyio worker thread (how every
+    backend runs its SDK and file calls)."""
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+class LoopSemaphore:
+    """An :class:`anyio.Semaphore` of ``size()`` slots, one per event loop (an
+    ``anyio.lowlevel.RunVar``): a store object may be used from successive ``anyio.run``
+    calls, on asyncio or trio, and a semaphore cannot cross loops. ``size`` is read when a
+    loop first asks, so it follows the owner's settings."""
+
+    def __init__(self, name: str, size: Callable[[], int]) -> None:
+        self._name = name
+        self._size = size
+        self._var: RunVar[anyio.Semaphore] | None = None
+
+    def get(self) -> anyio.Semaphore:
+        import anyio
+        from anyio.lowlevel import RunVar
+
+        if self._var is None:
+            self._var = RunVar(self._name)
+        try:
+            sem = self._var.get()
+        except LookupError:
+            sem = anyio.Semaphore(max(1, self._size()))
+            self._var.set(sem)
+        return sem
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """An HTTP ``Retry-After`` value in seconds (it is a number of seconds or an HTTP
+    date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

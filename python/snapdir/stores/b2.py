@@ -22,9 +22,11 @@ How this backend keeps them:
   absent (a push lists the store first; see :meth:`B2Store._known_absent`) and has not tried
   to upload it since; an existing object is accepted once its size (and up to
   :attr:`B2Store.verify_on_conflict_max` bytes, its hash) is confirmed. A damaged one is
-  replaced by a new version and the damaged version deleted, which is how ``push --repair``
-  mends a store. Two pushers racing on one new object may leave two identical versions;
-  readers only ever see the newest.
+  replaced by a new version and the damaged version deleted. ``put_object(...,
+  replace=True)`` (what ``push --repair`` does for the objects it found damaged) uploads
+  without accepting what is there, so a damaged object of the right size is mended the same
+  way. Two pushers racing on one new object may leave two identical versions; readers only
+  ever see the newest.
 * **Every byte read is verified**, streamed to disk; a stream that breaks is resumed with a
   ranged read from the offset reached, *by file id*, so the version being read cannot change
   underneath.
@@ -45,12 +47,11 @@ import functools
 import hashlib
 import logging
 import os
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .._errors import (
     HashMismatchError,
@@ -58,33 +59,38 @@ from .._errors import (
     InvalidArgumentError,
     NotFoundError,
     SnapdirError,
-    SnapdirIOError,
     StoreError,
 )
-from .._snapdir import Hasher
 from .._types import StoreUri
 from ._base import (
     BaseStore,
     Capability,
+    LoopSemaphore,
     TransientStoreError,
     check_shard,
-    for_each_limited,
+    hex_from_key,
     manifest_key,
     object_key,
+    to_thread,
+)
+from ._streams import (
+    DownloadSink,
+    SourceHasher,
+    UploadReader,
+    download_verified,
+    hash_streamed,
+    manifest_to_store,
+    open_source,
+    parse_stored_manifest,
+    read_streamed,
+    upload_parts,
+    verify_streamed,
 )
 
 if TYPE_CHECKING:
-    import anyio
-    from anyio.lowlevel import RunVar
-
     from .._snapdir import Manifest
 
-if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
-    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
-
 __all__ = ["KEY_ENV", "KEY_ID_ENV", "REALM_ENV", "B2Store"]
-
-T = TypeVar("T")
 
 _log = logging.getLogger("snapdir.stores")
 
@@ -167,7 +173,10 @@ class B2Store(BaseStore):
         self._written: set[str] = set()
         self._uncertain: set[str] = set()
         self._pool_size = 32
-        self._buffer_var: RunVar[anyio.Semaphore] | None = None
+        #: The store-wide bound on large-file parts held in memory.
+        self._part_buffers = LoopSemaphore(
+            f"snapdir-b2-parts-{id(self)}", lambda: max(self.part_buffers, self.part_concurrency)
+        )
 
     def __repr__(self) -> str:
         return f"B2Store({str(self.uri)!r})"
@@ -263,11 +272,6 @@ class B2Store(BaseStore):
             self._bucket_id = str(bucket.id_)
             return self._bucket_id
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        import anyio
-
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args))
-
     def _error(self, exc: BaseException, what: str) -> SnapdirError:
         """Translate a b2sdk or network exception into the snapdir hierarchy."""
         if isinstance(exc, SnapdirError):
@@ -304,31 +308,38 @@ class B2Store(BaseStore):
     async def has_object(self, checksum: str) -> bool:
         self._check_hex(checksum, "object checksum")
         key = self._key(object_key(checksum))
-        return await self._run(self._head, key, f"object {checksum}") is not None
+        return await to_thread(self._head, key, f"object {checksum}") is not None
 
-    async def put_object(self, checksum: str, source: str, size: int) -> None:
+    async def put_object(
+        self, checksum: str, source: str, size: int, *, replace: bool = False
+    ) -> None:
         """See :meth:`Store.put_object`. B2 has no conditional create and keeps every
         version, so an upload is preceded by a ``HEAD`` unless this store has just seen the
-        key absent (a push lists the store first: then one request per object)."""
+        key absent (a push lists the store first: then one request per object). With
+        ``replace`` the ``HEAD`` only finds the version the upload supersedes (deleted
+        afterwards, so one copy remains)."""
         self._check_hex(checksum, "object checksum")
         key = self._key(object_key(checksum))
         what = f"upload of object {checksum} from {source}"
         old: str | None = None
-        if not self._known_absent(key, checksum):
-            sound, old = await self._run(self._existing, key, checksum, size, what)
+        if replace:
+            head = await to_thread(self._head, key, what)
+            old = head.get("x-bz-file-id") or None if head is not None else None
+        elif not self._known_absent(key, checksum):
+            sound, old = await to_thread(self._existing, key, checksum, size, what)
             if sound:
                 return
         try:
             if size > self.large_file_threshold:
                 await self._put_large(key, checksum, source, size, what)
             else:
-                await self._run(self._put_small, key, checksum, source, size, what)
+                await to_thread(self._put_small, key, checksum, source, size, what)
         except BaseException as e:
             self._after_upload(key, ok=False, sent=not isinstance(e, (InFluxError, OSError)))
             raise
         self._after_upload(key, ok=True)
         if old is not None:
-            await self._run(self._delete_version, key, old)
+            await to_thread(self._delete_version, key, old)
 
     def _known_absent(self, key: str, checksum: str | None = None) -> bool:
         """Whether this store saw ``key`` absent within :attr:`absent_ttl` seconds (a HEAD
@@ -370,11 +381,11 @@ class B2Store(BaseStore):
 
     async def get_object(self, checksum: str, dest: str) -> None:
         self._check_hex(checksum, "object checksum")
-        await self._run(self._get_object, checksum, dest)
+        await to_thread(self._get_object, checksum, dest)
 
     async def list_objects(self, shard: str = "") -> set[str]:
         shard = check_shard(shard)
-        found = set(await self._run(self._list_hex, ".objects/", "objects", shard))
+        found = set(await to_thread(self._list_hex, ".objects/", "objects", shard))
         self._remember_listing(shard, found)
         return found
 
@@ -382,38 +393,33 @@ class B2Store(BaseStore):
         self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
     ) -> dict[str, str]:
         """Hash each object as it streams, without writing it anywhere."""
-        problems: dict[str, str] = {}
-
-        async def one(obj: tuple[str, int]) -> None:
-            checksum = obj[0]
+        for checksum, _ in objects:
             self._check_hex(checksum, "object checksum")
-            key = self._key(object_key(checksum))
-            found = await self._run(self._hash_remote, key, f"object {checksum}")
-            if found is None:
-                problems[checksum] = "missing"
-            elif found[0] != checksum:
-                problems[checksum] = "corrupt"
-
-        await for_each_limited(objects, one, jobs)
-        return problems
+        return await verify_streamed(
+            objects,
+            lambda checksum: self._hash_remote(
+                self._key(object_key(checksum)), f"object {checksum}"
+            ),
+            jobs,
+        )
 
     # -- manifests --------------------------------------------------------------------------------
 
     async def has_manifest(self, snapshot_id: str) -> bool:
         self._check_hex(snapshot_id, "snapshot id")
         key = self._key(manifest_key(snapshot_id))
-        return await self._run(self._head, key, f"manifest {snapshot_id}") is not None
+        return await to_thread(self._head, key, f"manifest {snapshot_id}") is not None
 
     async def get_manifest(self, snapshot_id: str) -> Manifest:
         self._check_hex(snapshot_id, "snapshot id")
-        return await self._run(self._get_manifest, snapshot_id)
+        return await to_thread(self._get_manifest, snapshot_id)
 
     async def put_manifest(self, snapshot_id: str, text: str) -> None:
         self._check_hex(snapshot_id, "snapshot id")
-        await self._run(self._put_manifest, snapshot_id, text)
+        await to_thread(self._put_manifest, snapshot_id, text)
 
     async def list_manifests(self) -> list[str]:
-        return sorted(await self._run(self._list_hex, ".manifests/", "manifests"))
+        return sorted(await to_thread(self._list_hex, ".manifests/", "manifests"))
 
     async def aclose(self) -> None:
         with self._lock:
@@ -487,7 +493,7 @@ class B2Store(BaseStore):
                 for item in page.get("files", []):
                     if item.get("action", "upload") != "upload":
                         continue
-                    h = _hex_from_key(str(item["fileName"])[len(prefix) :])
+                    h = hex_from_key(str(item["fileName"])[len(prefix) :])
                     if h is not None:
                         out.append(h)
                 start = page.get("nextFileName")
@@ -498,7 +504,7 @@ class B2Store(BaseStore):
 
     def _put_small(self, key: str, checksum: str, source: str, size: int, what: str) -> None:
         session = self._session()
-        with _open_source(source, self.uri) as f:
+        with open_source(source, self.uri) as f:
             body = _UploadBody(f, size, checksum, source, self.uri)
             try:
                 response = session.upload_file(
@@ -534,109 +540,37 @@ class B2Store(BaseStore):
         cancelled on any failure (no unfinished large file is left behind)."""
         import anyio
 
-        part_size = await self._run(self._part_size_for, size)
+        part_size = await to_thread(self._part_size_for, size)
         token = uuid.uuid4().hex
-        f = await self._run(_open_source, source, self.uri)
+        f = await to_thread(open_source, source, self.uri)
         try:
             try:
-                file_id, retried = await self._run(self._start_large, key, token, what)
+                file_id, retried = await to_thread(self._start_large, key, token, what)
             except BaseException:
                 # The start may have reached B2 with its answer lost (a reset response is
                 # not retried by b2sdk): whatever this upload started is cancelled.
                 with anyio.CancelScope(shield=True):
-                    await self._run(self._cancel_orphans, key, token)
+                    await to_thread(self._cancel_orphans, key, token)
                 raise
             try:
-                sha1s = await self._upload_parts(
-                    f, file_id, checksum, source, size, part_size, what
+                sha1s = await upload_parts(
+                    SourceHasher(f, size, checksum, source, self.uri),
+                    part_size,
+                    lambda number, data: self._upload_part(file_id, number, data, what),
+                    concurrency=self.part_concurrency,
+                    buffers=self._part_buffers.get(),
                 )
-                await self._run(self._finish_large, key, file_id, sha1s, what)
+                await to_thread(self._finish_large, key, file_id, sha1s, what)
             except BaseException:
                 with anyio.CancelScope(shield=True):
-                    await self._run(self._cancel_large, file_id)
+                    await to_thread(self._cancel_large, file_id)
                     if retried:
-                        await self._run(self._cancel_orphans, key, token)
+                        await to_thread(self._cancel_orphans, key, token)
                 raise
             if retried:
-                await self._run(self._cancel_orphans, key, token)
+                await to_thread(self._cancel_orphans, key, token)
         finally:
             f.close()
-
-    def _buffer_slots(self) -> anyio.Semaphore:
-        """The store-wide bound on parts held in memory, one semaphore per event loop (a
-        store may be used from successive ``anyio.run`` calls, asyncio or trio)."""
-        import anyio
-        from anyio.lowlevel import RunVar
-
-        if self._buffer_var is None:
-            self._buffer_var = RunVar(f"snapdir-b2-parts-{id(self)}")
-        try:
-            return self._buffer_var.get()
-        except LookupError:
-            sem = anyio.Semaphore(max(self.part_buffers, self.part_concurrency))
-            self._buffer_var.set(sem)
-            return sem
-
-    async def _upload_parts(
-        self,
-        f: BinaryIO,
-        file_id: str,
-        checksum: str,
-        source: str,
-        size: int,
-        part_size: int,
-        what: str,
-    ) -> list[str]:
-        """Read the parts in order (the reader hashes them and checks the digest on the last
-        read, before that part is sent) and upload up to ``part_concurrency`` at once."""
-        import anyio
-
-        sha1s: dict[int, str] = {}
-        reader = _PartReader(f, size, checksum, source, self.uri)
-        mine = anyio.Semaphore(self.part_concurrency)
-        shared = self._buffer_slots()
-        # Store-wide slots this upload holds, counted here rather than only released by the
-        # part tasks: a task cancelled before it starts never runs its ``finally``.
-        held = 0
-
-        def release() -> None:
-            nonlocal held
-            if held > 0:
-                held -= 1
-                shared.release()
-            mine.release()
-
-        async def send(number: int, data: bytes) -> None:
-            try:
-                sha1s[number] = await self._run(self._upload_part, file_id, number, data, what)
-            finally:
-                release()
-
-        try:
-            async with anyio.create_task_group() as tg:
-                done = 0
-                number = 0
-                while done < size:
-                    await mine.acquire()
-                    await shared.acquire()
-                    held += 1
-                    want = min(part_size, size - done)
-                    try:
-                        data = await self._run(reader.read_part, want)
-                    except BaseException:
-                        release()
-                        raise
-                    done += want
-                    number += 1
-                    tg.start_soon(send, number, data)
-                    del data
-        except BaseExceptionGroup as eg:
-            raise _first_leaf(eg) from None
-        finally:
-            for _ in range(held):
-                shared.release()
-            held = 0
-        return [sha1s[n] for n in sorted(sha1s)]
 
     def _start_large(self, key: str, token: str, what: str) -> tuple[str, bool]:
         """Start a large file tagged with this upload's ``token``; also say whether b2sdk
@@ -712,7 +646,7 @@ class B2Store(BaseStore):
             file_id,
         )
 
-    def _stream(self, key: str, what: str, sink: _Sink) -> None:
+    def _stream(self, key: str, what: str, sink: DownloadSink) -> None:
         """Download ``key`` into ``sink``. A stream that breaks is resumed with a ranged
         read of the same file id from ``sink.count``, up to :attr:`max_resumes` times in a
         row without progress; then the failure goes to the retry wrapper."""
@@ -752,64 +686,32 @@ class B2Store(BaseStore):
 
     def _hash_remote(self, key: str, what: str) -> tuple[str, int] | None:
         """(BLAKE3, size) of the object under ``key``, streamed; None if it is absent."""
-        sink = _Sink(None, key)
-        try:
-            self._stream(key, what, sink)
-        except NotFoundError:
-            return None
-        return sink.hexdigest(), sink.count
+        return hash_streamed(functools.partial(self._stream, key, what))
 
     def _get_object(self, checksum: str, dest: str) -> None:
         key = self._key(object_key(checksum))
-        what = f"download of object {checksum}"
-        ok = False
-        try:
-            try:
-                f = open(dest, "wb")  # noqa: SIM115 - closed below
-            except OSError as e:
-                raise SnapdirIOError(f"cannot write {dest}: {e.strerror or e}") from e
-            with f:
-                sink = _Sink(f, dest)
-                self._stream(key, what, sink)
-            digest = sink.hexdigest()
-            if digest != checksum:
-                raise HashMismatchError(
-                    f"{self.uri}: object {checksum} (key {key}) holds {sink.count} bytes "
-                    f"hashing to {digest}: the stored object is damaged; {dest} was removed"
-                )
-            ok = True
-        finally:
-            if not ok:
-                with contextlib.suppress(OSError):
-                    os.unlink(dest)
+        stream = functools.partial(self._stream, key, f"download of object {checksum}")
+        where = f"{self.uri}: object {checksum} (key {key})"
+        download_verified(dest, checksum, where, stream)
 
     def _read_manifest(self, key: str, what: str) -> bytes:
-        sink = _Sink(None, key, keep=True)
-        self._stream(key, what, sink)
-        return sink.data()
+        return read_streamed(functools.partial(self._stream, key, what))
 
     def _get_manifest(self, snapshot_id: str) -> Manifest:
-        from .._snapdir import Manifest
-
         key = self._key(manifest_key(snapshot_id))
         data = self._read_manifest(key, f"manifest {snapshot_id}")
-        return _verify_manifest(data, snapshot_id, self.uri, key, Manifest)
+        return parse_stored_manifest(data, snapshot_id, str(self.uri))
 
     def _put_manifest(self, snapshot_id: str, text: str) -> None:
-        from .._snapdir import Manifest
-
         key = self._key(manifest_key(snapshot_id))
-        data = (text + "\n").encode("utf-8")
-        _verify_manifest(data, snapshot_id, self.uri, key, Manifest, stored=False)
+        data = manifest_to_store(text, snapshot_id, f"{self.uri}: manifest {snapshot_id}")
         what = f"upload of manifest {snapshot_id}"
         # A push asked whether the manifest exists a moment ago: no need to ask again.
         head = None if self._known_absent(key) else self._head(key, what)
         old: str | None = None
         if head is not None:
             try:
-                _verify_manifest(
-                    self._read_manifest(key, what), snapshot_id, self.uri, key, Manifest
-                )
+                parse_stored_manifest(self._read_manifest(key, what), snapshot_id, str(self.uri))
                 return  # already there and sound
             except NotFoundError:
                 pass
@@ -839,29 +741,35 @@ class _Abort(OSError):
 
 
 class _UploadBody:
-    """The body of a ``b2_upload_file`` request: the file's ``size`` bytes, hashed (BLAKE3
-    and SHA-1) as they are read, then the SHA-1 as 40 hex digits (``hex_digits_at_end``).
+    """The body of a ``b2_upload_file`` request: the file's ``size`` bytes through an
+    :class:`~snapdir.stores._streams.UploadReader` (BLAKE3 over exactly the bytes handed
+    over; the read that would hand over the last ones is refused unless they match), SHA-1
+    over the same bytes, then that SHA-1 as 40 hex digits (``hex_digits_at_end``).
 
-    The read that would hand over the last bytes of the file checks the BLAKE3 digest (and
-    that the file did not grow) first; on a mismatch it raises, the request dies short of
-    its ``Content-Length``, and B2 stores nothing. Every rewind to 0 (b2sdk seeks there
-    before sending) starts a new pass over the file, hashed from scratch and verified again.
+    A refused read raises :class:`_Abort`, so the request dies short of its
+    ``Content-Length`` and B2 stores nothing; the reader's error is in :attr:`failure`. Every
+    rewind to 0 (b2sdk seeks there before sending) starts a new pass, hashed from scratch
+    and verified again; no other seek is possible.
     """
 
     def __init__(self, f: BinaryIO, size: int, checksum: str, source: str, uri: str) -> None:
-        self._f = f
+        self._reader = UploadReader(f, size, checksum, source, uri)
         self._size = size
-        self._checksum = checksum
         self._source = source
-        self._uri = uri
         self._pos = 0
-        self._hasher = Hasher()
         self._sha1 = hashlib.sha1()
         self._tail = b""
+        #: The SHA-1 of the file, once every byte was read and verified.
         self.sha1 = ""
-        self.verified = False
-        #: The error this body raised (the HTTP stack wraps it; the store raises this one).
-        self.failure: SnapdirError | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self._reader.verified
+
+    @property
+    def failure(self) -> SnapdirError | None:
+        """The error the body raised (the HTTP stack wraps it; the store raises this one)."""
+        return self._reader.failure
 
     def __len__(self) -> int:
         return self._size + 40
@@ -880,151 +788,32 @@ class _UploadBody:
             if whence == os.SEEK_CUR and offset == 0:
                 return self._pos
             raise OSError(f"upload of {self._source}: only a rewind to 0 is possible")
-        self._f.seek(0)
+        self._reader.seek(0)
         self._pos = 0
-        self._hasher = Hasher()
         self._sha1 = hashlib.sha1()
         self._tail = b""
-        self.verified = False
+        self.sha1 = ""
         return 0
 
     def read(self, n: int | None = -1) -> bytes:
-        if self.failure is not None:
-            raise _Abort(str(self.failure))
         total = self._size + 40
         want = total - self._pos if n is None or n < 0 else min(n, total - self._pos)
         out = b""
-        if want > 0 and self._pos < self._size:
-            out = self._read_file(min(want, self._size - self._pos))
+        if self._pos < self._size or not self._tail:  # the file (or an empty one to verify)
+            try:
+                out = self._reader.read(min(want, self._size - self._pos))
+            except SnapdirError as e:
+                raise _Abort(str(e)) from None
+            self._sha1.update(out)
             want -= len(out)
-        if not self.verified and self._pos + len(out) == self._size:
-            self._check_end()  # an empty file: nothing was read, still to verify
+            if self._reader.verified and not self._tail:
+                self.sha1 = self._sha1.hexdigest()
+                self._tail = self.sha1.encode("ascii")
         if want > 0:
             at = self._pos + len(out) - self._size
             out += self._tail[at : at + want]
         self._pos += len(out)
         return out
-
-    def _read_file(self, want: int) -> bytes:
-        try:
-            data = self._f.read(want)
-        except OSError as e:
-            self._fail(SnapdirIOError(f"cannot read {self._source}: {e.strerror or e}"))
-        if len(data) < want:
-            self._fail(
-                InFluxError(
-                    f"{self._source} shrank while it was uploaded to {self._uri}: "
-                    f"{self._pos + len(data)} bytes instead of {self._size}"
-                )
-            )
-        self._hasher.update(data)
-        self._sha1.update(data)
-        if self._pos + len(data) == self._size:
-            self._check_end()
-        return data
-
-    def _check_end(self) -> None:
-        if self._f.read(1):
-            self._fail(
-                InFluxError(
-                    f"{self._source} grew while it was uploaded to {self._uri} (expected "
-                    f"{self._size} bytes); nothing was stored"
-                )
-            )
-        digest = self._hasher.hexdigest()
-        if digest != self._checksum:
-            self._fail(
-                InFluxError(
-                    f"{self._source} changed while it was uploaded to {self._uri}: its "
-                    f"bytes hash to {digest}, not {self._checksum}; nothing was stored"
-                )
-            )
-        self.sha1 = self._sha1.hexdigest()
-        self._tail = self.sha1.encode("ascii")
-        self.verified = True
-
-    def _fail(self, exc: SnapdirError) -> NoReturn:
-        self.failure = exc
-        raise _Abort(str(exc))
-
-
-class _PartReader:
-    """Reads a large file's parts in order, hashing exactly the bytes read; the read of
-    the last part checks the digest (and that the file did not grow) before returning it."""
-
-    def __init__(self, f: BinaryIO, size: int, checksum: str, source: str, uri: str) -> None:
-        self._f = f
-        self._size = size
-        self._checksum = checksum
-        self._source = source
-        self._uri = uri
-        self._pos = 0
-        self._hasher = Hasher()
-
-    def read_part(self, want: int) -> bytes:
-        chunks: list[bytes] = []
-        got = 0
-        while got < want:
-            try:
-                b = self._f.read(want - got)
-            except OSError as e:
-                raise SnapdirIOError(f"cannot read {self._source}: {e.strerror or e}") from e
-            if not b:
-                raise InFluxError(
-                    f"{self._source} shrank while it was uploaded to {self._uri}: "
-                    f"{self._pos + got} bytes instead of {self._size}"
-                )
-            chunks.append(b)
-            got += len(b)
-        data = b"".join(chunks)
-        self._hasher.update(data)
-        self._pos += len(data)
-        if self._pos == self._size:
-            if self._f.read(1):
-                raise InFluxError(
-                    f"{self._source} grew while it was uploaded to {self._uri} (expected "
-                    f"{self._size} bytes); the large file was cancelled"
-                )
-            digest = self._hasher.hexdigest()
-            if digest != self._checksum:
-                raise InFluxError(
-                    f"{self._source} changed while it was uploaded to {self._uri}: its "
-                    f"bytes hash to {digest}, not {self._checksum}; the large file was "
-                    "cancelled"
-                )
-        return data
-
-
-class _Sink:
-    """Where a download goes: hashed and counted, written to ``f`` when there is one, kept
-    in memory when ``keep`` (manifests). A broken download resumes at ``count``."""
-
-    def __init__(self, f: BinaryIO | None, dest: str, *, keep: bool = False) -> None:
-        self._f = f
-        self._dest = dest
-        self._hasher = Hasher()
-        self._kept: list[bytes] | None = [] if keep else None
-        self.count = 0
-        self.failure: SnapdirError | None = None
-
-    def write(self, data: bytes) -> int:
-        if self._f is not None:
-            try:
-                self._f.write(data)
-            except OSError as e:
-                self.failure = SnapdirIOError(f"cannot write {self._dest}: {e.strerror or e}")
-                raise self.failure from e
-        if self._kept is not None:
-            self._kept.append(data)
-        self._hasher.update(data)
-        self.count += len(data)
-        return len(data)
-
-    def hexdigest(self) -> str:
-        return self._hasher.hexdigest()
-
-    def data(self) -> bytes:
-        return b"".join(self._kept or [])
 
 
 class _Truncated(ConnectionError):
@@ -1032,15 +821,6 @@ class _Truncated(ConnectionError):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _open_source(source: str, uri: str) -> BinaryIO:
-    try:
-        return open(source, "rb")  # the caller closes it
-    except FileNotFoundError as e:
-        raise InFluxError(f"{source} vanished before it was uploaded to {uri}") from e
-    except OSError as e:
-        raise SnapdirIOError(f"cannot read {source}: {e.strerror or e}") from e
 
 
 def _counting_session(count: Callable[[], None]) -> Any:
@@ -1063,13 +843,6 @@ def _mount_pool(api: Any, size: int) -> None:
         session = api.session.raw_api.b2_http.session
         for prefix, adapter in list(session.adapters.items()):
             session.mount(prefix, type(adapter)(pool_connections=4, pool_maxsize=size))
-
-
-def _first_leaf(eg: BaseException) -> BaseException:
-    """The first real error inside (nested) exception groups, raised as itself."""
-    while isinstance(eg, BaseExceptionGroup) and eg.exceptions:
-        eg = eg.exceptions[0]
-    return eg
 
 
 def _named(exc: BaseException, name: str) -> bool:
@@ -1096,41 +869,3 @@ def _is_network_error(exc: BaseException | None) -> bool:
             TimeoutError,
         ),
     )
-
-
-def _hex_from_key(rest: str) -> str | None:
-    """``abc/def/ghi/<rest>`` back to the 64-hex name, or None for a foreign key."""
-    parts = rest.split("/")
-    if len(parts) != 4 or [len(p) for p in parts[:3]] != [3, 3, 3]:
-        return None
-    h = "".join(parts)
-    if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
-        return None
-    return h
-
-
-def _verify_manifest(
-    data: bytes,
-    snapshot_id: str,
-    uri: str,
-    key: str,
-    manifest_cls: type[Manifest],
-    *,
-    stored: bool = True,
-) -> Manifest:
-    """Parse ``data`` and check it is the manifest of ``snapshot_id`` (SPEC §2: the id is
-    over the canonical text, so CRLF or comments in a stored manifest still verify)."""
-    where = f"{uri}: manifest {snapshot_id} (key {key})"
-    try:
-        m = manifest_cls.parse(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        if not stored:
-            raise
-        raise HashMismatchError(f"{where} is not a valid manifest: {e}") from e
-    if m.id != snapshot_id:
-        if not stored:
-            raise HashMismatchError(
-                f"{where}: the text given hashes to snapshot {m.id}, refusing to store it"
-            )
-        raise HashMismatchError(f"{where} hashes to {m.id}: the stored manifest is damaged")
-    return m

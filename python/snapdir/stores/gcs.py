@@ -8,9 +8,12 @@ How this backend keeps them:
   other, and a retried upload that had in fact succeeded is recognised. After a 412 the
   existing object is checked (its size; up to :attr:`GcsStore.verify_on_conflict_max` bytes
   also its hash) and, when it is damaged, replaced conditionally on exactly the generation
-  that was checked, which is how ``push --repair`` mends a store.
-* **The bytes sent are the bytes hashed.** The SDK reads the source through
-  :class:`_SendReader`, which hashes (BLAKE3) what it hands over and refuses, by raising, the
+  that was checked. ``put_object(..., replace=True)`` (what ``push --repair`` does for the
+  objects it found damaged) uploads with no precondition, so a damaged object of the right
+  size is mended too.
+* **The bytes sent are the bytes hashed.** The SDK reads the source through an
+  :class:`~snapdir.stores._streams.UploadReader`, which hashes (BLAKE3) what it hands over
+  and refuses, by raising, the
   read that would hand over the last bytes when the hash is not the key. An object up to
   :attr:`GcsStore.resumable_threshold` goes in one multipart request, which is then never
   sent; a larger one goes as a resumable upload in :attr:`GcsStore.chunk_size` pieces, whose
@@ -32,42 +35,49 @@ otherwise Google Application Default Credentials are used.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from .._errors import (
     HashMismatchError,
-    InFluxError,
     InvalidArgumentError,
     NotFoundError,
     SnapdirError,
-    SnapdirIOError,
     StoreError,
 )
-from .._snapdir import Hasher
 from .._types import StoreUri
 from ._base import (
     BaseStore,
     Capability,
     TransientStoreError,
     check_shard,
-    for_each_limited,
+    hex_from_key,
     manifest_key,
     object_key,
+    parse_retry_after,
+    to_thread,
+)
+from ._streams import (
+    DownloadSink,
+    UploadReader,
+    download_verified,
+    hash_streamed,
+    manifest_to_store,
+    open_source,
+    parse_stored_manifest,
+    read_streamed,
+    verify_streamed,
 )
 
 if TYPE_CHECKING:
     from .._snapdir import Manifest
 
 __all__ = ["EMULATOR_ENV", "GcsStore"]
-
-T = TypeVar("T")
 
 _log = logging.getLogger("snapdir.stores")
 
@@ -221,11 +231,6 @@ class GcsStore(BaseStore):
             ) from None
         return credentials, project
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        import anyio
-
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args))
-
     def _error(self, exc: BaseException, what: str, *, keyless: bool = False) -> SnapdirError:
         """Translate an SDK or network exception into the snapdir hierarchy (see module
         docstring): 404 -> NotFoundError, throttling/5xx/network -> TransientStoreError.
@@ -265,37 +270,34 @@ class GcsStore(BaseStore):
 
     async def has_object(self, checksum: str) -> bool:
         self._check_hex(checksum, "object checksum")
-        return await self._run(self._exists, object_key(checksum), f"object {checksum}")
+        return await to_thread(self._exists, object_key(checksum), f"object {checksum}")
 
-    async def put_object(self, checksum: str, source: str, size: int) -> None:
+    async def put_object(
+        self, checksum: str, source: str, size: int, *, replace: bool = False
+    ) -> None:
         self._check_hex(checksum, "object checksum")
-        await self._run(self._put_object, checksum, source, size)
+        await to_thread(self._put_object, checksum, source, size, replace)
 
     async def get_object(self, checksum: str, dest: str) -> None:
         self._check_hex(checksum, "object checksum")
-        await self._run(self._get_object, checksum, dest)
+        await to_thread(self._get_object, checksum, dest)
 
     async def list_objects(self, shard: str = "") -> set[str]:
-        return set(await self._run(self._list_hex, ".objects/", "objects", check_shard(shard)))
+        return set(await to_thread(self._list_hex, ".objects/", "objects", check_shard(shard)))
 
     async def verify_objects(
         self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
     ) -> dict[str, str]:
         """Hash each object as it streams, without writing it anywhere."""
-        problems: dict[str, str] = {}
-
-        async def one(obj: tuple[str, int]) -> None:
-            checksum = obj[0]
+        for checksum, _ in objects:
             self._check_hex(checksum, "object checksum")
-            key = self._key(object_key(checksum))
-            found = await self._run(self._hash_remote, key, f"object {checksum}")
-            if found is None:
-                problems[checksum] = "missing"
-            elif found[0] != checksum:
-                problems[checksum] = "corrupt"
-
-        await for_each_limited(objects, one, jobs)
-        return problems
+        return await verify_streamed(
+            objects,
+            lambda checksum: self._hash_remote(
+                self._key(object_key(checksum)), f"object {checksum}"
+            ),
+            jobs,
+        )
 
     def is_transient(self, exc: BaseException) -> bool:
         """Whether the retry wrapper should try ``exc``'s call again."""
@@ -305,18 +307,18 @@ class GcsStore(BaseStore):
 
     async def has_manifest(self, snapshot_id: str) -> bool:
         self._check_hex(snapshot_id, "snapshot id")
-        return await self._run(self._exists, manifest_key(snapshot_id), f"manifest {snapshot_id}")
+        return await to_thread(self._exists, manifest_key(snapshot_id), f"manifest {snapshot_id}")
 
     async def get_manifest(self, snapshot_id: str) -> Manifest:
         self._check_hex(snapshot_id, "snapshot id")
-        return await self._run(self._get_manifest, snapshot_id)
+        return await to_thread(self._get_manifest, snapshot_id)
 
     async def put_manifest(self, snapshot_id: str, text: str) -> None:
         self._check_hex(snapshot_id, "snapshot id")
-        await self._run(self._put_manifest, snapshot_id, text)
+        await to_thread(self._put_manifest, snapshot_id, text)
 
     async def list_manifests(self) -> list[str]:
-        return sorted(await self._run(self._list_hex, ".manifests/", "manifests"))
+        return sorted(await to_thread(self._list_hex, ".manifests/", "manifests"))
 
     async def aclose(self) -> None:
         with self._lock:
@@ -374,7 +376,7 @@ class GcsStore(BaseStore):
                 retry=None,
             )
             for blob in blobs:
-                h = _hex_from_key(blob.name[len(prefix) :])
+                h = hex_from_key(blob.name[len(prefix) :])
                 if h is not None:
                     out.append(h)
         except Exception as e:
@@ -382,11 +384,11 @@ class GcsStore(BaseStore):
         self._bucket_seen = True
         return out
 
-    def _put_object(self, checksum: str, source: str, size: int) -> None:
+    def _put_object(self, checksum: str, source: str, size: int, replace: bool = False) -> None:
         bucket = self._connect()
         key = self._key(object_key(checksum))
         what = f"upload of object {checksum} from {source}"
-        generation = 0  # create only
+        generation: int | None = None if replace else 0  # no precondition, or create only
         for _ in range(3):
             if self._upload_file(bucket, key, checksum, source, size, generation, what):
                 return
@@ -404,19 +406,14 @@ class GcsStore(BaseStore):
         checksum: str,
         source: str,
         size: int,
-        generation: int,
+        generation: int | None,
         what: str,
     ) -> bool:
         """One upload attempt of ``source``, created only if the live generation is
-        ``generation`` (0: absent). False on 412 (precondition failed)."""
-        try:
-            f = open(source, "rb")  # noqa: SIM115 - closed below, also on every error path
-        except FileNotFoundError as e:
-            raise InFluxError(f"{source} vanished before it was uploaded to {self.uri}") from e
-        except OSError as e:
-            raise SnapdirIOError(f"cannot read {source}: {e.strerror or e}") from e
-        with f:
-            reader = _SendReader(f, size, checksum, source, self.uri)
+        ``generation`` (0: absent; None: whatever it is). False on 412 (precondition
+        failed)."""
+        with open_source(source, self.uri) as f:
+            reader = UploadReader(f, size, checksum, source, self.uri, replay=True)
             try:
                 if size <= min(self.resumable_threshold, _SDK_MULTIPART_MAX):
                     bucket.blob(key).upload_from_file(
@@ -464,7 +461,13 @@ class GcsStore(BaseStore):
         return found[0] == checksum, generation
 
     def _put_resumable(
-        self, bucket: Any, key: str, reader: _SendReader, size: int, generation: int, what: str
+        self,
+        bucket: Any,
+        key: str,
+        reader: UploadReader,
+        size: int,
+        generation: int | None,
+        what: str,
     ) -> None:
         """A resumable upload driven chunk by chunk; a failed upload's session is cancelled.
 
@@ -496,8 +499,8 @@ class GcsStore(BaseStore):
                     transport.delete(upload.resumable_url, timeout=_TIMEOUT)
             elif type(e).__name__ == "DataCorruption":
                 # Finalised, but the service's CRC32C of what it stored differs from ours
-                # (bytes damaged on the way). We created this generation (create-only), so
-                # deleting exactly it is safe; the retry wrapper uploads again.
+                # (bytes damaged on the way). The answer names the generation this upload
+                # created, so deleting exactly it is safe; the retry wrapper uploads again.
                 self._delete_generation(bucket, key, getattr(e, "response", None))
                 raise TransientStoreError(
                     f"{self.uri}: {what}: the service stored different bytes than were sent"
@@ -509,7 +512,9 @@ class GcsStore(BaseStore):
             generation = int(response.json()["generation"])
             bucket.blob(key).delete(if_generation_match=generation, timeout=_TIMEOUT, retry=None)
 
-    def _stream(self, key: str, what: str, sink: _Sink, generation: int | None = None) -> None:
+    def _stream(
+        self, key: str, what: str, sink: DownloadSink, generation: int | None = None
+    ) -> None:
         """Download ``key`` into ``sink`` (which hashes and counts). A stream that breaks
         is resumed with a ranged read from ``sink.count``, up to :attr:`max_resumes` times
         in a row without progress; then the failure goes to the retry wrapper. An error
@@ -550,52 +555,26 @@ class GcsStore(BaseStore):
         self, key: str, what: str, generation: int | None = None
     ) -> tuple[str, int] | None:
         """(BLAKE3, size) of the object under ``key``, streamed; None if it is absent."""
-        sink = _Sink(None, key)
-        try:
-            self._stream(key, what, sink, generation)
-        except NotFoundError:
-            return None
-        return sink.hexdigest(), sink.count
+        return hash_streamed(functools.partial(self._stream, key, what, generation=generation))
 
     def _get_object(self, checksum: str, dest: str) -> None:
         key = self._key(object_key(checksum))
-        what = f"download of object {checksum}"
-        ok = False
-        try:
-            try:
-                f = open(dest, "wb")  # noqa: SIM115 - closed below
-            except OSError as e:
-                raise SnapdirIOError(f"cannot write {dest}: {e.strerror or e}") from e
-            with f:
-                sink = _Sink(f, dest)
-                self._stream(key, what, sink)
-            digest = sink.hexdigest()
-            if digest != checksum:
-                raise HashMismatchError(
-                    f"{self.uri}: object {checksum} (key {key}) holds {sink.count} bytes "
-                    f"hashing to {digest}: the stored object is damaged; {dest} was removed"
-                )
-            ok = True
-        finally:
-            if not ok:
-                with contextlib.suppress(OSError):
-                    os.unlink(dest)
+        stream = functools.partial(self._stream, key, f"download of object {checksum}")
+        where = f"{self.uri}: object {checksum} (key {key})"
+        download_verified(dest, checksum, where, stream)
+
+    def _read_manifest(self, key: str, what: str) -> bytes:
+        return read_streamed(functools.partial(self._stream, key, what))
 
     def _get_manifest(self, snapshot_id: str) -> Manifest:
-        from .._snapdir import Manifest
-
         key = self._key(manifest_key(snapshot_id))
-        sink = _Sink(None, key, keep=True)
-        self._stream(key, f"manifest {snapshot_id}", sink)
-        return _verify_manifest(sink.data(), snapshot_id, self.uri, key, Manifest)
+        data = self._read_manifest(key, f"manifest {snapshot_id}")
+        return parse_stored_manifest(data, snapshot_id, str(self.uri))
 
     def _put_manifest(self, snapshot_id: str, text: str) -> None:
-        from .._snapdir import Manifest
-
         bucket = self._connect()
         key = self._key(manifest_key(snapshot_id))
-        data = (text + "\n").encode("utf-8")
-        _verify_manifest(data, snapshot_id, self.uri, key, Manifest, stored=False)
+        data = manifest_to_store(text, snapshot_id, f"{self.uri}: manifest {snapshot_id}")
         what = f"upload of manifest {snapshot_id}"
         generation = 0
         for _ in range(3):
@@ -625,191 +604,11 @@ class GcsStore(BaseStore):
             except Exception as e:
                 raise self._error(e, what) from e
             try:
-                _verify_manifest(existing, snapshot_id, self.uri, key, Manifest)
+                parse_stored_manifest(existing, snapshot_id, str(self.uri))
                 return
             except HashMismatchError:
                 generation = int(blob.generation)
         raise TransientStoreError(f"{self.uri}: {what}: the key kept changing while writing")
-
-
-# -- streams ------------------------------------------------------------------------------------
-
-
-class _SendReader:
-    """The file object the SDK uploads from: hashes the bytes it hands over and refuses to
-    hand over the last ones unless they hash to the object's key.
-
-    Each offset's bytes are read from the file once. The SDK may rewind to re-send a chunk
-    (a resumable upload after a failed request rewinds to what the server kept): those bytes
-    are served again from memory (the last read is kept), never re-read from a file that may
-    have changed since. Rewinding to 0 starts a fresh pass over the file, hashed from
-    scratch and verified again at its end, which is safe because a pass is only completed
-    after its verification.
-    """
-
-    def __init__(self, f: BinaryIO, size: int, checksum: str, source: str, uri: str) -> None:
-        self._f = f
-        self._size = size
-        self._checksum = checksum
-        self._source = source
-        self._uri = uri
-        self._hasher = Hasher()
-        self._pos = 0  # the SDK's position
-        self._hi = 0  # bytes [0, _hi) were handed out at least once and are hashed
-        self._kept = b""  # bytes [_kept_at, _hi), served again after a rewind
-        self._kept_at = 0
-        self.verified = False
-        #: The error this reader raised (SDKs may wrap it; the store raises this one).
-        self.failure: SnapdirError | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def __len__(self) -> int:
-        return self._size
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        if whence == os.SEEK_CUR:
-            offset += self._pos
-        elif whence == os.SEEK_END:
-            offset += self._size
-        if offset == 0 and self._hi > 0 and self._kept_at > 0:
-            self._hasher = Hasher()
-            self._hi = 0
-            self._kept, self._kept_at = b"", 0
-            self.verified = False
-            self._f.seek(0)
-        elif not self._kept_at <= offset <= self._hi:
-            # Forward, or behind what is kept: no SDK does this; fail rather than guess.
-            raise self._fail(
-                StoreError(
-                    f"{self._uri}: upload of {self._source}: cannot seek to {offset} "
-                    f"(bytes {self._kept_at}..{self._hi} are available)"
-                )
-            )
-        self._pos = offset
-        return offset
-
-    def read(self, n: int | None = -1) -> bytes:
-        if self.failure is not None:
-            raise self.failure
-        want = self._size - self._pos if n is None or n < 0 else min(n, self._size - self._pos)
-        parts: list[bytes] = []
-        if self._pos < self._hi:  # replay of bytes already handed out
-            at = self._pos - self._kept_at
-            old = self._kept[at : at + want]
-            parts.append(old)
-            want -= len(old)
-        if want > 0:
-            parts.append(self._read_new(want))
-        elif self._hi == self._size and not self.verified:
-            self._check_end()  # an empty source: nothing to read, still to verify
-        data = b"".join(parts)
-        if self._pos + len(data) > self._kept_at + len(self._kept):
-            # Keep what this read handed out: it is what a rewind can ask for again.
-            self._kept, self._kept_at = data, self._pos
-        self._pos += len(data)
-        return data
-
-    def _read_new(self, want: int) -> bytes:
-        chunks: list[bytes] = []
-        got = 0
-        while got < want:
-            try:
-                b = self._f.read(want - got)
-            except OSError as e:
-                raise self._fail(
-                    SnapdirIOError(f"cannot read {self._source}: {e.strerror or e}")
-                ) from e
-            if not b:
-                raise self._fail(
-                    InFluxError(
-                        f"{self._source} shrank while it was uploaded to {self._uri}: "
-                        f"{self._hi + got} bytes instead of {self._size}"
-                    )
-                )
-            chunks.append(b)
-            got += len(b)
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self._hasher.update(data)
-        self._hi += len(data)
-        if self._hi == self._size:
-            self._check_end()
-        return data
-
-    def _check_end(self) -> None:
-        """Called once every byte has been read, before the last ones are handed over."""
-        try:
-            grew = bool(self._f.read(1))
-        except OSError as e:
-            raise self._fail(SnapdirIOError(f"cannot read {self._source}: {e}")) from e
-        if grew:
-            raise self._fail(
-                InFluxError(
-                    f"{self._source} grew while it was uploaded to {self._uri} (expected "
-                    f"{self._size} bytes); nothing was stored"
-                )
-            )
-        digest = self._hasher.hexdigest()
-        if digest != self._checksum:
-            raise self._fail(
-                InFluxError(
-                    f"{self._source} changed while it was uploaded to {self._uri}: its "
-                    f"bytes hash to {digest}, not {self._checksum}; nothing was stored"
-                )
-            )
-        self.verified = True
-
-    def _fail(self, exc: SnapdirError) -> SnapdirError:
-        self.failure = exc
-        return exc
-
-
-class _Sink:
-    """The file object the SDK downloads into: hashes and counts what it is given, writes
-    it to ``f`` when there is one, keeps it in memory when ``keep`` (manifests). A broken
-    download resumes at ``count``, and the result is verified without reading it back."""
-
-    def __init__(self, f: BinaryIO | None, dest: str, *, keep: bool = False) -> None:
-        self._f = f
-        self._dest = dest
-        self._hasher = Hasher()
-        self._kept: list[bytes] | None = [] if keep else None
-        self.count = 0
-        self.failure: SnapdirError | None = None
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes) -> int:
-        if self._f is not None:
-            try:
-                self._f.write(data)
-            except OSError as e:
-                self.failure = SnapdirIOError(f"cannot write {self._dest}: {e.strerror or e}")
-                raise self.failure from e
-        chunk = data if isinstance(data, bytes) else bytes(data)
-        if self._kept is not None:
-            self._kept.append(chunk)
-        self._hasher.update(chunk)
-        self.count += len(chunk)
-        return len(chunk)
-
-    def flush(self) -> None:
-        if self._f is not None:
-            self._f.flush()
-
-    def hexdigest(self) -> str:
-        return self._hasher.hexdigest()
-
-    def data(self) -> bytes:
-        return b"".join(self._kept or [])
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -855,18 +654,7 @@ def _retry_after(exc: BaseException) -> float | None:
     """``Retry-After`` of the response behind ``exc``, in seconds (delta or HTTP date)."""
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
-    value = headers.get("Retry-After") if headers is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    return parse_retry_after(headers.get("Retry-After") if headers is not None else None)
 
 
 def _is_network_error(exc: BaseException) -> bool:
@@ -938,41 +726,3 @@ def _backoff(failures: int, retry_after: float | None) -> float:
     if retry_after is not None:
         wait = max(wait, min(retry_after, 10.0))
     return wait
-
-
-def _hex_from_key(rest: str) -> str | None:
-    """``abc/def/ghi/<rest>`` back to the 64-hex name, or None for a foreign key."""
-    parts = rest.split("/")
-    if len(parts) != 4 or [len(p) for p in parts[:3]] != [3, 3, 3]:
-        return None
-    h = "".join(parts)
-    if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
-        return None
-    return h
-
-
-def _verify_manifest(
-    data: bytes,
-    snapshot_id: str,
-    uri: str,
-    key: str,
-    manifest_cls: type[Manifest],
-    *,
-    stored: bool = True,
-) -> Manifest:
-    """Parse ``data`` and check it is the manifest of ``snapshot_id`` (SPEC §2: the id is
-    over the canonical text, so CRLF or comments in a stored manifest still verify)."""
-    where = f"{uri}: manifest {snapshot_id} (key {key})"
-    try:
-        m = manifest_cls.parse(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        if not stored:
-            raise
-        raise HashMismatchError(f"{where} is not a valid manifest: {e}") from e
-    if m.id != snapshot_id:
-        if not stored:
-            raise HashMismatchError(
-                f"{where}: the text given hashes to snapshot {m.id}, refusing to store it"
-            )
-        raise HashMismatchError(f"{where} hashes to {m.id}: the stored manifest is damaged")
-    return m

@@ -14,22 +14,24 @@ Configuration comes from the environment the way every AWS tool reads it:
 
 How the store keeps the contract of :mod:`snapdir.stores._base`:
 
-* **Only verified bytes become visible.** A single PUT streams the file through
-  :class:`_VerifyingReader`, which hashes exactly the bytes botocore reads and, before it
-  hands over the *last* bytes of the body, checks the digest: on a mismatch it raises, the
-  request dies with fewer bytes than its ``Content-Length``, and S3 stores nothing. botocore
-  reads a seekable body more than once (SigV4 payload hash, then the send; again on its own
-  retries); each pass starts with a seek to 0, which restarts the hash. A multipart upload
-  reads each part once into memory, hashes the parts in order while they upload in parallel
-  (a few at a time, so memory stays bounded), and is completed only when the whole digest
-  matches; otherwise it is aborted.
+* **Only verified bytes become visible.** A single PUT streams the file through an
+  :class:`~snapdir.stores._streams.UploadReader`, which hashes exactly the bytes botocore
+  reads and, before it hands over the *last* bytes of the body, checks the digest: on a
+  mismatch it raises, the request dies with fewer bytes than its ``Content-Length``, and S3
+  stores nothing. botocore reads a seekable body more than once (SigV4 payload hash, then
+  the send; again on its own retries); each pass starts with a seek to 0, which restarts the
+  hash. A multipart upload reads each part once into memory, hashes the parts in order while
+  they upload in parallel (a few at a time, so memory stays bounded), refuses to send the
+  last part unless the whole digest matches, and is completed only then; otherwise it is
+  aborted.
 * **Writes are idempotent and race-safe.** Creates are conditional (``If-None-Match: *``)
   when the server supports it; a ``412`` means the key exists — the normal outcome of a
   retried request whose first attempt succeeded, or of a racing writer — and is accepted
   once the existing object's size (and, for objects up to 16 MiB, its hash) is confirmed;
   an existing object that fails that check is overwritten with the verified bytes.
   Without conditional writes a plain PUT is used: overwriting a content-addressed key with
-  the same bytes is harmless.
+  the same bytes is harmless. ``put_object(..., replace=True)`` (``push --repair``) always
+  PUTs unconditionally, so a damaged object of the right size is mended too.
 * **Every byte read is verified.** Downloads are hashed while they stream to disk; a body
   stream that breaks is resumed with a ranged GET from the offset reached (``If-Match`` the
   ETag), never restarted from zero and never trusted unverified.
@@ -41,19 +43,14 @@ How the store keeps the contract of :mod:`snapdir.stores._base`:
 
 from __future__ import annotations
 
-import contextlib
-import email.utils
 import functools
 import logging
 import os
-import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
-import anyio.to_thread
 import botocore.config  # type: ignore[import-untyped,unused-ignore]
 import botocore.exceptions  # type: ignore[import-untyped,unused-ignore]
 import botocore.loaders  # type: ignore[import-untyped,unused-ignore]
@@ -62,30 +59,38 @@ import urllib3.exceptions
 
 from .._errors import (
     HashMismatchError,
-    InFluxError,
     InvalidArgumentError,
     NotFoundError,
     SnapdirError,
-    SnapdirIOError,
     StoreError,
 )
-from .._snapdir import EMPTY_CHECKSUM, Hasher, Manifest, blake3_hex
+from .._snapdir import Manifest
 from .._types import StoreUri
 from ._base import (
     BaseStore,
     Capability,
+    LoopSemaphore,
     TransientStoreError,
     check_shard,
-    for_each_limited,
+    hex_from_key,
     manifest_key,
     object_key,
+    parse_retry_after,
+    to_thread,
 )
-
-if TYPE_CHECKING:
-    from anyio.lowlevel import RunVar
-
-if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
-    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+from ._streams import (
+    DownloadSink,
+    SourceHasher,
+    UploadReader,
+    download_verified,
+    hash_streamed,
+    manifest_to_store,
+    open_source,
+    parse_stored_manifest,
+    read_streamed,
+    upload_parts,
+    verify_streamed,
+)
 
 __all__ = ["S3Store"]
 
@@ -190,121 +195,9 @@ def _status(exc: Any) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
 
 
-def _parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: a number, or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 def _retry_after(exc: Any) -> float | None:
     headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) or {}
-    return _parse_retry_after(headers.get("retry-after"))
-
-
-class _VerifyingReader:
-    """The body of a single PUT: the file's first ``size`` bytes, hashed as they are read.
-
-    Before handing over the last bytes of a pass it compares the digest with ``checksum``
-    (and checks the file did not grow); on a mismatch it raises :class:`InFluxError` instead,
-    so the request is cut short of its ``Content-Length`` and the server stores nothing.
-    A seek restarts the hash (to 0: a new pass, as botocore does after hashing the payload
-    for SigV4 and before a retry; elsewhere: the skipped bytes are re-read and hashed). Once
-    a mismatch is seen the reader stays failed, so botocore's own retries stop at once.
-    """
-
-    def __init__(self, f: IO[bytes], size: int, checksum: str, path: str) -> None:
-        self._f = f
-        self._size = size
-        self._checksum = checksum
-        self._path = path
-        self._pos = 0
-        self._hasher = Hasher()
-        self._f.seek(0)
-        self.failure: InFluxError | None = None
-        #: Complete passes over the body (each one verified), for tests.
-        self.passes = 0
-
-    def __len__(self) -> int:
-        return self._size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        if whence == os.SEEK_SET:
-            target = offset
-        elif whence == os.SEEK_CUR:
-            target = self._pos + offset
-        elif whence == os.SEEK_END:
-            target = self._size + offset
-        else:
-            raise ValueError(f"invalid whence {whence}")
-        target = max(0, min(target, self._size))
-        if target == self._pos and target != 0:
-            return target
-        self._hasher = Hasher()
-        self._f.seek(0)
-        self._pos = 0
-        while self._pos < target:  # rare: botocore only ever rewinds to 0
-            data = self._f.read(min(_READ_CHUNK, target - self._pos))
-            if not data:
-                self._fail(f"{self._path} shrank while it was being uploaded")
-            self._hasher.update(data)
-            self._pos += len(data)
-        return self._pos
-
-    def read(self, n: int | None = -1) -> bytes:
-        if self.failure is not None:
-            raise self.failure
-        remaining = self._size - self._pos
-        if remaining <= 0:
-            return b""
-        want = remaining if n is None or n < 0 else min(n, remaining)
-        data = self._f.read(want)
-        if len(data) < want:
-            # A regular file returns short reads only at its end: it shrank.
-            self._fail(
-                f"{self._path} shrank while it was being uploaded "
-                f"(expected {self._size} bytes, it ended at {self._pos + len(data)})"
-            )
-        self._hasher.update(data)
-        self._pos += len(data)
-        if self._pos == self._size:
-            self._finish()
-        return data
-
-    def _finish(self) -> None:
-        if self._f.read(1):
-            self._fail(
-                f"{self._path} grew while it was being uploaded (expected {self._size} bytes)"
-            )
-        digest = self._hasher.hexdigest()
-        if digest != self._checksum:
-            self._fail(
-                f"{self._path} changed while it was being uploaded: its bytes hash to "
-                f"{digest}, not {self._checksum}; nothing was stored"
-            )
-        self.passes += 1
-
-    def _fail(self, message: str) -> None:
-        self.failure = InFluxError(message)
-        raise self.failure
+    return parse_retry_after(headers.get("retry-after"))
 
 
 class S3Store(BaseStore):
@@ -363,7 +256,10 @@ class S3Store(BaseStore):
         self._client_obj: Any = None
         self._client_lock = threading.Lock()
         self._count_lock = threading.Lock()
-        self._buffer_var: RunVar[anyio.Semaphore] | None = None
+        #: The store-wide bound on multipart parts held in memory.
+        self._part_buffers = LoopSemaphore(
+            f"snapdir-s3-parts-{id(self)}", lambda: self.max_buffered_parts
+        )
 
     # -- configuration ---------------------------------------------------------------------
     def set_max_concurrency(self, jobs: int) -> None:
@@ -530,9 +426,6 @@ class S3Store(BaseStore):
                 raise
             raise converted from e
 
-    async def _thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
-
     # -- existence ---------------------------------------------------------------------------
     def _head(self, key: str) -> dict[str, Any] | None:
         try:
@@ -544,45 +437,36 @@ class S3Store(BaseStore):
         return result
 
     async def has_object(self, checksum: str) -> bool:
-        return await self._thread(self._head, self._object_key(checksum)) is not None
+        return await to_thread(self._head, self._object_key(checksum)) is not None
 
     async def has_manifest(self, snapshot_id: str) -> bool:
-        return await self._thread(self._head, self._manifest_key(snapshot_id)) is not None
+        return await to_thread(self._head, self._manifest_key(snapshot_id)) is not None
 
     # -- downloads ----------------------------------------------------------------------------
-    def _stream(
-        self, key: str, sink: Callable[[bytes], object], ready: Callable[[], None] | None = None
-    ) -> tuple[str, int]:
-        """GET ``key`` and feed its bytes to ``sink`` in order; return (BLAKE3, size).
+    def _stream(self, key: str, sink: DownloadSink) -> None:
+        """GET ``key`` into ``sink`` (which hashes and counts).
 
-        A body stream that breaks is resumed with ``Range: bytes=<offset>-`` and
+        A body stream that breaks is resumed with ``Range: bytes=<sink.count>-`` and
         ``If-Match: <etag>`` (so a replaced object cannot be spliced in), up to
         ``_MAX_RESUMES_WITHOUT_PROGRESS`` times in a row without new bytes; then the
-        failure is raised as transient for the retry wrapper. ``ready`` is called once the
-        first response is in (the caller opens its destination only then, so a missing
-        object leaves nothing behind).
+        failure is raised as transient for the retry wrapper.
         """
         client = self._client()
         resp = self._call(key, "GET", client.get_object, Bucket=self.bucket, Key=key)
-        if ready is not None:
-            ready()
         expected = int(resp.get("ContentLength", 0))
         etag = resp.get("ETag")
-        hasher = Hasher()
-        pos = 0
         stalls = 0
         body = resp["Body"]
         try:
             while True:
+                pos = sink.count
                 try:
                     chunk = body.read(_READ_CHUNK)
                 except _STREAM_ERRORS as e:
                     error: BaseException = e
                 else:
                     if chunk:
-                        hasher.update(chunk)
-                        sink(chunk)
-                        pos += len(chunk)
+                        sink.write(chunk)
                         stalls = 0
                         continue
                     if pos >= expected:
@@ -624,67 +508,23 @@ class S3Store(BaseStore):
                 body = resp["Body"]
         finally:
             body.close()
-        return hasher.hexdigest(), pos
-
-    def _get_sync(self, checksum: str, key: str, dest: str) -> None:
-        out: IO[bytes] | None = None
-
-        def ready() -> None:
-            nonlocal out
-            try:
-                out = open(dest, "wb")  # noqa: SIM115 - closed in the finally below
-            except OSError as e:
-                raise SnapdirIOError(f"cannot write {dest}: {e.strerror or e}") from e
-
-        def sink(chunk: bytes) -> None:
-            assert out is not None
-            try:
-                out.write(chunk)
-            except OSError as e:
-                raise SnapdirIOError(f"cannot write {dest}: {e.strerror or e}") from e
-
-        ok = False
-        try:
-            digest, _ = self._stream(key, sink, ready)
-            if digest != checksum:
-                raise HashMismatchError(
-                    f"{self._where(key)} is corrupt: its bytes hash to {digest}; {dest} was removed"
-                )
-            ok = True
-        finally:
-            if out is not None:
-                out.close()
-                if not ok:
-                    with contextlib.suppress(OSError):
-                        os.unlink(dest)
 
     async def get_object(self, checksum: str, dest: str) -> None:
         key = self._object_key(checksum)
-        await self._thread(self._get_sync, checksum, key, os.fspath(dest))
+        stream = functools.partial(self._stream, key)
+        await to_thread(download_verified, os.fspath(dest), checksum, self._where(key), stream)
 
     def _hash_remote(self, key: str) -> tuple[str, int] | None:
         """(BLAKE3, size) of the object under ``key``, streamed; None if it is absent."""
-        try:
-            return self._stream(key, lambda _chunk: None)
-        except NotFoundError:
-            return None
+        return hash_streamed(functools.partial(self._stream, key))
 
     async def verify_objects(
         self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
     ) -> dict[str, str]:
         """Hash each object as it streams, without writing it anywhere."""
-        problems: dict[str, str] = {}
-
-        async def one(obj: tuple[str, int]) -> None:
-            checksum = obj[0]
-            found = await self._thread(self._hash_remote, self._object_key(checksum))
-            if found is None:
-                problems[checksum] = "missing"
-            elif found[0] != checksum:
-                problems[checksum] = "corrupt"
-
-        await for_each_limited(objects, one, jobs)
-        return problems
+        return await verify_streamed(
+            objects, lambda checksum: self._hash_remote(self._object_key(checksum)), jobs
+        )
 
     # -- uploads ------------------------------------------------------------------------------
     def _existing_is_sound(self, key: str, checksum: str, size: int) -> bool:
@@ -707,32 +547,31 @@ class S3Store(BaseStore):
             return False
         return _status(cause) == 501 or _error_code(cause) == "NotImplemented"
 
-    def _put_bytes_or_file(
-        self, key: str, checksum: str, size: int, make_body: Callable[[], Any]
-    ) -> None:
-        """PUT one body (conditionally when supported), handling 412 and fallbacks."""
-        client = self._client()
-        conditional = self.conditional_put
+    def _create(
+        self,
+        key: str,
+        send: Callable[[bool], object],
+        sound: Callable[[], bool],
+        *,
+        replace: bool = False,
+    ) -> bool:
+        """Run ``send(conditional)``, a write of ``key`` that is conditional on its absence
+        (``If-None-Match: *``) when the server supports it and ``replace`` is off.
+
+        True once the write went through; False when a 412 said the key exists and
+        ``sound()`` confirmed what is there (nothing to do). A 412 over an unsound object
+        is followed by an unconditional write of the verified bytes; a server that does
+        not support the condition (501) loses the capability and gets plain writes.
+        """
+        conditional = self.conditional_put and not replace
         while True:
-            body = make_body()
-            params: dict[str, Any] = {
-                "Bucket": self.bucket,
-                "Key": key,
-                "Body": body,
-                "ContentLength": size,
-            }
-            if conditional:
-                params["IfNoneMatch"] = "*"
             try:
-                self._call(key, "PUT", client.put_object, **params)
-                return
+                send(conditional)
+                return True
             except Exception as e:
-                failure = getattr(body, "failure", None)
-                if failure is not None:
-                    raise failure from None
                 if conditional and _is_precondition_failed(e):
-                    if self._existing_is_sound(key, checksum, size):
-                        return
+                    if sound():
+                        return False
                     _log.warning("%s exists but is not sound; overwriting", self._where(key))
                     conditional = False
                     continue
@@ -743,18 +582,35 @@ class S3Store(BaseStore):
                     continue
                 raise
 
-    def _put_single_sync(self, checksum: str, source: str, size: int, key: str) -> None:
-        with _open_source(source) as f:
-            if size == 0:
-                if f.read(1) or checksum != EMPTY_CHECKSUM:
-                    raise InFluxError(
-                        f"{source} changed while it was being uploaded: it is not the empty "
-                        f"file of checksum {checksum}; nothing was stored"
-                    )
-                self._put_bytes_or_file(key, checksum, 0, lambda: b"")
-                return
-            self._put_bytes_or_file(
-                key, checksum, size, lambda: _VerifyingReader(f, size, checksum, source)
+    def _put_single_sync(
+        self, checksum: str, source: str, size: int, key: str, replace: bool = False
+    ) -> None:
+        """One PUT whose body is the verified file (see :class:`UploadReader`)."""
+        client = self._client()
+        with open_source(source) as f:
+            if size == 0:  # nothing for botocore to read: check the file is still empty
+                SourceHasher(f, 0, checksum, source).read(0)
+
+            def send(conditional: bool) -> None:
+                body = UploadReader(f, size, checksum, source) if size else b""
+                params: dict[str, Any] = {
+                    "Bucket": self.bucket,
+                    "Key": key,
+                    "Body": body,
+                    "ContentLength": size,
+                }
+                if conditional:
+                    params["IfNoneMatch"] = "*"
+                try:
+                    self._call(key, "PUT", client.put_object, **params)
+                except Exception:
+                    failure = getattr(body, "failure", None)
+                    if failure is not None:
+                        raise failure from None
+                    raise
+
+            self._create(
+                key, send, lambda: self._existing_is_sound(key, checksum, size), replace=replace
             )
 
     def _part_size_for(self, size: int) -> int:
@@ -763,19 +619,6 @@ class S3Store(BaseStore):
             part = -(-size // MAX_PARTS)
             part = -(-part // MiB) * MiB
         return part
-
-    def _buffer_slots(self) -> anyio.Semaphore:
-        """The store-wide bound on parts held in memory, one semaphore per event loop."""
-        from anyio.lowlevel import RunVar
-
-        if self._buffer_var is None:
-            self._buffer_var = RunVar(f"snapdir-s3-parts-{id(self)}")
-        try:
-            return self._buffer_var.get()
-        except LookupError:
-            sem = anyio.Semaphore(self.max_buffered_parts)
-            self._buffer_var.set(sem)
-            return sem
 
     def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
         resp = self._call(
@@ -792,13 +635,19 @@ class S3Store(BaseStore):
         return str(resp["ETag"])
 
     def _complete_sync(
-        self, key: str, upload_id: str, parts: list[dict[str, Any]], checksum: str, size: int
+        self,
+        key: str,
+        upload_id: str,
+        parts: list[dict[str, Any]],
+        checksum: str,
+        size: int,
+        replace: bool = False,
     ) -> bool:
         """Complete the upload; True if it was completed, False if an existing sound object
         made it unnecessary (the caller aborts the upload then)."""
         client = self._client()
-        conditional = self.conditional_put
-        while True:
+
+        def send(conditional: bool) -> None:
             params: dict[str, Any] = {
                 "Bucket": self.bucket,
                 "Key": key,
@@ -811,26 +660,19 @@ class S3Store(BaseStore):
                 self._call(
                     key, "complete multipart upload", client.complete_multipart_upload, **params
                 )
-                return True
             except Exception as e:
-                if conditional and _is_precondition_failed(e):
-                    if self._existing_is_sound(key, checksum, size):
-                        return False
-                    conditional = False
-                    continue
-                if conditional and self._is_unsupported_condition(e):
-                    self.capabilities &= ~Capability.CONDITIONAL_PUT
-                    conditional = False
-                    continue
-                if _cause_code(e) == "NoSuchUpload":
-                    # botocore retried a completion whose first answer was lost: the upload
-                    # is gone because it was completed. Trust it only once confirmed.
-                    if self._existing_is_sound(key, checksum, size):
-                        return True
+                if _cause_code(e) != "NoSuchUpload":
+                    raise
+                # botocore retried a completion whose first answer was lost: the upload is
+                # gone because it was completed. Trust it only once confirmed.
+                if not self._existing_is_sound(key, checksum, size):
                     raise TransientStoreError(
                         f"complete multipart upload {self._where(key)}: the upload vanished"
                     ) from e
-                raise
+
+        return self._create(
+            key, send, lambda: self._existing_is_sound(key, checksum, size), replace=replace
+        )
 
     def _abort_sync(self, key: str, upload_id: str) -> None:
         try:
@@ -838,11 +680,16 @@ class S3Store(BaseStore):
         except Exception as e:  # the upload stays invisible; a lifecycle rule reaps it
             _log.warning("could not abort multipart upload %s of %s: %s", upload_id, key, e)
 
-    async def _put_multipart(self, checksum: str, source: str, size: int, key: str) -> None:
+    async def _put_multipart(
+        self, checksum: str, source: str, size: int, key: str, replace: bool = False
+    ) -> None:
+        """A multipart upload: parts read in order and sent ``part_concurrency`` at a time
+        (see :func:`~snapdir.stores._streams.upload_parts`), completed only once the whole
+        file verified, aborted otherwise."""
         part_size = self._part_size_for(size)
-        f = await self._thread(_open_source_file, source)
+        f = await to_thread(open_source, source)
         try:
-            created = await self._thread(
+            created = await to_thread(
                 self._call,
                 key,
                 "create multipart upload",
@@ -853,147 +700,42 @@ class S3Store(BaseStore):
             upload_id = str(created["UploadId"])
             done = False
             try:
-                parts = await self._upload_parts(
-                    f, source, checksum, size, key, upload_id, part_size
+                etags = await upload_parts(
+                    SourceHasher(f, size, checksum, source),
+                    part_size,
+                    functools.partial(self._upload_part, key, upload_id),
+                    concurrency=self.part_concurrency,
+                    buffers=self._part_buffers.get(),
                 )
-                done = await self._thread(
-                    self._complete_sync, key, upload_id, parts, checksum, size
+                parts = [{"PartNumber": n, "ETag": etag} for n, etag in enumerate(etags, 1)]
+                done = await to_thread(
+                    self._complete_sync, key, upload_id, parts, checksum, size, replace
                 )
             finally:
                 if not done:
                     with anyio.CancelScope(shield=True):
-                        await self._thread(self._abort_sync, key, upload_id)
+                        await to_thread(self._abort_sync, key, upload_id)
         finally:
             f.close()
 
-    async def _upload_parts(
-        self,
-        f: IO[bytes],
-        source: str,
-        checksum: str,
-        size: int,
-        key: str,
-        upload_id: str,
-        part_size: int,
-    ) -> list[dict[str, Any]]:
-        """Read the parts in order (hashing them), upload them concurrently; verify the
-        whole digest before returning the part list for completion."""
-        hasher = Hasher()
-        etags: dict[int, str] = {}
-        mine = anyio.Semaphore(self.part_concurrency)
-        shared = self._buffer_slots()
-        # Store-wide buffer slots this upload holds. Counted here rather than released only
-        # by the part tasks, because a task cancelled before it starts never runs its
-        # ``finally``: whatever is still held is given back when the upload ends.
-        held = 0
-
-        def release() -> None:
-            nonlocal held
-            if held > 0:
-                held -= 1
-                shared.release()
-            mine.release()
-
-        def read_part(want: int) -> bytes:
-            data = f.read(want)
-            hasher.update(data)
-            return data
-
-        async def send(number: int, data: bytes) -> None:
-            try:
-                etags[number] = await self._thread(self._upload_part, key, upload_id, number, data)
-            finally:
-                release()
-
-        try:
-            async with anyio.create_task_group() as tg:
-                total = 0
-                number = 0
-                while total < size:
-                    await mine.acquire()
-                    await shared.acquire()
-                    held += 1
-                    want = min(part_size, size - total)
-                    try:
-                        data = await self._thread(read_part, want)
-                    except BaseException:
-                        release()
-                        raise
-                    if len(data) < want:
-                        release()
-                        raise InFluxError(
-                            f"{source} shrank while it was being uploaded (expected {size} "
-                            f"bytes, it ended at {total + len(data)}); nothing was stored"
-                        )
-                    total += len(data)
-                    number += 1
-                    tg.start_soon(send, number, data)
-                    del data
-                extra = await self._thread(f.read, 1)
-                if extra:
-                    raise InFluxError(
-                        f"{source} grew while it was being uploaded (expected {size} bytes); "
-                        "nothing was stored"
-                    )
-                digest = hasher.hexdigest()
-                if digest != checksum:
-                    raise InFluxError(
-                        f"{source} changed while it was being uploaded: its bytes hash to "
-                        f"{digest}, not {checksum}; nothing was stored"
-                    )
-        except BaseExceptionGroup as eg:
-            raise _first_leaf(eg) from None
-        finally:
-            for _ in range(held):
-                shared.release()
-            held = 0
-        return [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
-
-    async def put_object(self, checksum: str, source: str, size: int) -> None:
+    async def put_object(
+        self, checksum: str, source: str, size: int, *, replace: bool = False
+    ) -> None:
         key = self._object_key(checksum)
         source = os.fspath(source)
         if size >= self.multipart_threshold and size > MIN_PART_SIZE:
-            await self._put_multipart(checksum, source, size, key)
+            await self._put_multipart(checksum, source, size, key, replace)
         else:
-            await self._thread(self._put_single_sync, checksum, source, size, key)
+            await to_thread(self._put_single_sync, checksum, source, size, key, replace)
 
     # -- manifests ----------------------------------------------------------------------------
-    def _read_small(self, key: str) -> bytes:
-        chunks: list[bytes] = []
-        self._stream(key, chunks.append)
-        return b"".join(chunks)
-
-    def _verify_manifest(self, snapshot_id: str, key: str, data: bytes) -> Manifest:
-        """Parse a stored manifest and check it hashes to ``snapshot_id``.
-
-        When the stored bytes are exactly the canonical text (they hash to the id as they
-        are), they are authentic, so a parse error is the manifest's own problem (an unsafe
-        path, say) and is raised as the parser reports it. Otherwise a text that does not
-        parse cannot be shown to belong to the id: that is corruption.
-        """
-        authentic = blake3_hex(data) == snapshot_id
-        try:
-            text = data.decode("utf-8")
-            manifest = Manifest.parse(text)
-        except (UnicodeDecodeError, ValueError) as e:
-            if authentic and not isinstance(e, UnicodeDecodeError):
-                raise
-            raise HashMismatchError(
-                f"{self._where(key)} is corrupt: it is not a valid manifest ({e})"
-            ) from e
-        if manifest.id != snapshot_id:
-            raise HashMismatchError(
-                f"{self._where(key)} is corrupt: its manifest hashes to {manifest.id}"
-            )
-        return manifest
-
     def _get_manifest_sync(self, snapshot_id: str, key: str) -> Manifest:
-        return self._verify_manifest(snapshot_id, key, self._read_small(key))
+        data = read_streamed(functools.partial(self._stream, key))
+        return parse_stored_manifest(data, snapshot_id, str(self.uri))
 
     async def get_manifest(self, snapshot_id: str) -> Manifest:
         key = self._manifest_key(snapshot_id)
-        manifest: Manifest = await self._thread(self._get_manifest_sync, snapshot_id, key)
-        return manifest
+        return await to_thread(self._get_manifest_sync, snapshot_id, key)
 
     def _manifest_is_sound(self, key: str, snapshot_id: str) -> bool:
         try:
@@ -1004,39 +746,19 @@ class S3Store(BaseStore):
 
     def _put_manifest_sync(self, snapshot_id: str, key: str, data: bytes) -> None:
         client = self._client()
-        conditional = self.conditional_put
-        while True:
+
+        def send(conditional: bool) -> None:
             params: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data}
             if conditional:
                 params["IfNoneMatch"] = "*"
-            try:
-                self._call(key, "PUT", client.put_object, **params)
-                return
-            except Exception as e:
-                if conditional and _is_precondition_failed(e):
-                    if self._manifest_is_sound(key, snapshot_id):
-                        return
-                    conditional = False
-                    continue
-                if conditional and self._is_unsupported_condition(e):
-                    self.capabilities &= ~Capability.CONDITIONAL_PUT
-                    conditional = False
-                    continue
-                raise
+            self._call(key, "PUT", client.put_object, **params)
+
+        self._create(key, send, lambda: self._manifest_is_sound(key, snapshot_id))
 
     async def put_manifest(self, snapshot_id: str, text: str) -> None:
         key = self._manifest_key(snapshot_id)
-        data = (text + "\n").encode("utf-8")
-        if blake3_hex(data) != snapshot_id:
-            # Not canonical text, or not this snapshot's: never store a manifest under an id
-            # it does not hash to (every reader would reject it).
-            actual = Manifest.parse(text).id
-            if actual != snapshot_id:
-                raise HashMismatchError(
-                    f"refusing to store {self._where(key)}: the manifest text given hashes "
-                    f"to {actual}"
-                )
-        await self._thread(self._put_manifest_sync, snapshot_id, key, data)
+        data = manifest_to_store(text, snapshot_id, self._where(key))
+        await to_thread(self._put_manifest_sync, snapshot_id, key, data)
 
     # -- listing ------------------------------------------------------------------------------
     def _list_hex(self, area: str, shard: str = "") -> list[str]:
@@ -1053,12 +775,8 @@ class S3Store(BaseStore):
         while True:
             page = self._call(base, "LIST", client.list_objects_v2, **params)
             for item in page.get("Contents", ()) or ():
-                rest = str(item["Key"])[len(base) :]
-                parts = rest.split("/")
-                if [len(p) for p in parts] != [3, 3, 3, 55]:
-                    continue
-                digest = "".join(parts)
-                if all(c in "0123456789abcdef" for c in digest):
+                digest = hex_from_key(str(item["Key"])[len(base) :])
+                if digest is not None:
                     found.append(digest)
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
@@ -1067,10 +785,10 @@ class S3Store(BaseStore):
         return found
 
     async def list_objects(self, shard: str = "") -> set[str]:
-        return set(await self._thread(self._list_hex, ".objects", check_shard(shard)))
+        return set(await to_thread(self._list_hex, ".objects", check_shard(shard)))
 
     async def list_manifests(self) -> list[str]:
-        return sorted(set(await self._thread(self._list_hex, ".manifests")))
+        return sorted(set(await to_thread(self._list_hex, ".manifests")))
 
     def __repr__(self) -> str:
         return f"S3Store({str(self.uri)!r})"
@@ -1087,27 +805,3 @@ def _is_precondition_failed(exc: BaseException) -> bool:
     if not isinstance(cause, botocore.exceptions.ClientError):
         return False
     return _status(cause) == 412 or _error_code(cause) == "PreconditionFailed"
-
-
-def _open_source_file(source: str) -> IO[bytes]:
-    try:
-        return open(source, "rb")  # the caller closes it
-    except FileNotFoundError:
-        raise InFluxError(f"{source} vanished before it could be uploaded") from None
-    except OSError as e:
-        raise SnapdirIOError(f"cannot read {source}: {e.strerror or e}") from e
-
-
-@contextlib.contextmanager
-def _open_source(source: str) -> Any:
-    f = _open_source_file(source)
-    try:
-        yield f
-    finally:
-        f.close()
-
-
-def _first_leaf(eg: BaseException) -> BaseException:
-    while isinstance(eg, BaseExceptionGroup) and eg.exceptions:
-        eg = eg.exceptions[0]
-    return eg

@@ -368,7 +368,20 @@ impl Plan {
 
     /// Where object `i` of [`Plan::needed`] must be written before [`Plan::commit`].
     pub fn staged_path(&self, i: usize) -> Option<PathBuf> {
-        self.staging.as_ref().map(|s| s.join(i.to_string()))
+        self.staging.as_ref().map(|s| s.join(self.staged_rel(i)))
+    }
+
+    /// Staged objects are spread over sub-directories when there are many: creating
+    /// thousands of files in one directory serialises on that directory's lock.
+    fn staging_fanout(&self) -> usize {
+        (self.needed.len() / 128).clamp(1, 64)
+    }
+
+    fn staged_rel(&self, i: usize) -> String {
+        match self.staging_fanout() {
+            1 => i.to_string(),
+            n => format!("{}/{i}", i % n),
+        }
     }
 
     /// How many files the checkout will write, keep, and remove.
@@ -419,6 +432,12 @@ impl Plan {
             .dest
             .join(format!("{STAGING_PREFIX}{}.{nanos}", std::process::id()));
         fs::create_dir(&staging).map_err(|e| Error::io("cannot create", &staging, e))?;
+        if self.staging_fanout() > 1 {
+            for k in 0..self.staging_fanout() {
+                let sub = staging.join(k.to_string());
+                fs::create_dir(&sub).map_err(|e| Error::io("cannot create", &sub, e))?;
+            }
+        }
         self.staging = Some(staging);
         Ok(())
     }
@@ -435,7 +454,7 @@ impl Plan {
             .par_iter()
             .enumerate()
             .try_for_each(|(i, n)| -> Result<()> {
-                let dst = staging.join(i.to_string());
+                let dst = staging.join(self.staged_rel(i));
                 if opts
                     .cancel
                     .as_ref()
@@ -593,7 +612,7 @@ impl Plan {
                 Action::Write => {
                     let staging = staging.as_ref().expect("objects needed, so staging exists");
                     let k = self.object_of[i].expect("write has an object");
-                    let staged_name = k.to_string();
+                    let staged_name = self.staged_rel(k);
                     remaining[k] -= 1;
                     let mode = mode_of(e, &self.opts);
                     if remaining[k] == 0 {
