@@ -191,18 +191,8 @@ def gs_raw(fake_gcs: GcsServer) -> _GcsRaw:
 
 
 @pytest.fixture(scope="module")
-def b2_raw(b2_simulator: B2Server) -> Iterator[_B2Raw]:
-    # Two settings of the simulator's http.server that cost time and distort request counts:
-    # socketserver's listen backlog of 5 (32 workers connecting at once overflow it; the
-    # kernel drops SYNs, connections wait a 1 s retransmit or fail and b2sdk retries them),
-    # and Nagle's algorithm on its sockets (headers and body go out in separate writes, so
-    # every response waits ~40 ms for a delayed ACK). Fixed here for the running server.
-    import servers.b2sim
-
-    b2_simulator._server.socket.listen(128)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(servers.b2sim._RequestHandler, "disable_nagle_algorithm", True)
-        yield _B2Raw(b2_simulator.api(), b2_simulator.bucket_name)
+def b2_raw(b2_simulator: B2Server) -> _B2Raw:
+    return _B2Raw(b2_simulator.api(), b2_simulator.bucket_name)
 
 
 # -------------------------------------------------------------------------------------------
@@ -654,10 +644,6 @@ def test_operations_complete_through_faults(
     gs: no file above the resumable threshold (fake-gcs-server appends a re-sent chunk, see
     tests/servers/README.md), so every upload is a single request there.
     ``SNAPDIR_TEST_FAULT_SEED`` varies which requests fail."""
-    import servers.faultproxy
-
-    # Same backlog trouble as the B2 simulator's (see ``b2_raw``) for the proxy's server.
-    monkeypatch.setattr(servers.faultproxy._ProxyServer, "request_queue_size", 128)
     _fast_retries(monkeypatch, give_up_after=120.0, sdk_sleep_cap=0.1)
     seed = 4242 + int(os.environ.get("SNAPDIR_TEST_FAULT_SEED", "0"))
     big = cloud.scheme != "gs"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 from . import _snapdir
@@ -53,8 +53,10 @@ async def push_with_stats(
         return stats
     sources = m.object_sources()
     inner = unwrap(st)
+    bad: Collection[str] = ()
     if isinstance(inner, FileStore):
-        # Local: the Rust batch stats each object itself (cheaper than a listing).
+        # Local: the Rust batch stats each object itself (cheaper than a listing); with
+        # ``replace`` it re-hashes the existing ones and rewrites the damaged ones.
         todo = sources
     else:
         lacking = await missing_objects(st, [c for c, _, _ in sources], jobs=jobs)
@@ -65,9 +67,16 @@ async def push_with_stats(
     items = [ObjectPut(c, os.path.join(root, rel), size) for c, rel, size in todo]
     announce_total(progress, len(items), sum(it.size for it in items))
     if isinstance(inner, FileStore):
-        await inner.put_objects(items, progress=progress, repair=repair)
+        await inner.put_objects(items, progress=progress, replace=repair)
     else:
-        await st.put_objects(items, jobs=jobs, progress=progress)
+        await st.put_objects(
+            [it for it in items if it.checksum not in bad], jobs=jobs, progress=progress
+        )
+        if bad:
+            # A damaged object may have the right size, which an ordinary put accepts
+            # without re-reading a large one: these are uploaded whatever is there.
+            mend = [it for it in items if it.checksum in bad]
+            await st.put_objects(mend, jobs=jobs, progress=progress, replace=True)
     await st.put_manifest(sid, m.raw)
     stats.update(
         uploaded=len(items),

@@ -8,17 +8,22 @@ import) because ``snapdir id`` is often run on every CI step.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
 
 from ._errors import SnapdirError
 
-__all__ = ["main"]
+# `typing` costs ~5 ms at start-up, paid by every CLI call; annotations only need it for
+# the type checker (which treats a module-level TYPE_CHECKING = False as true).
+TYPE_CHECKING = False
 
-Handler = Callable[[argparse.Namespace], int]
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, NoReturn
+
+    Handler = Callable[[argparse.Namespace], int]
+
+__all__ = ["main"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,6 +41,8 @@ def _out(text: str) -> None:
 
 
 def _emit_json(obj: Any) -> None:
+    import json
+
     sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
 
 
@@ -120,8 +127,37 @@ def cmd_id(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for documentation and tests)."""
+COMMANDS = frozenset(
+    {"manifest", "id", "stage", "push", "fetch", "pull", "checkout", "sync", "diff"}
+    | {"verify", "size"}
+)
+
+
+class _Subcommands:
+    """Adds only the sub-parser that will run: building all of them costs ~8 ms, paid on
+    every ``snapdir id`` in a CI loop. Help and usage errors still see every command."""
+
+    def __init__(self, sub: Any, only: str | None) -> None:
+        self._sub = sub
+        self._only = only
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if self._only is None or name == self._only:
+            parser: argparse.ArgumentParser = self._sub.add_parser(name, **kwargs)
+            return parser
+        return _Parser(add_help=False)  # detached: never parsed
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    for a in argv:
+        if not a.startswith("-"):
+            return a if a in COMMANDS else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests); with ``only``, just that
+    command's sub-parser is built."""
     from . import version
 
     parser = _Parser(
@@ -129,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Content-addressable directory snapshots (BLAKE3).",
     )
     parser.add_argument("--version", action="version", version=f"snapdir {version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers.required = True
+    sub = _Subcommands(subparsers, only)
 
     common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
@@ -150,16 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
     _walk_args(p)
     p.set_defaults(handler=cmd_id)
 
-    from ._cli_store import register
+    if only is None or only not in ("manifest", "id"):
+        from ._cli_store import register
 
-    register(sub, common)
+        register(sub, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``snapdir`` console script; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_in(args_list))
+    args = parser.parse_args(args_list)
     handler: Handler = args.handler
     try:
         if getattr(args, "jobs", 1) < 1:

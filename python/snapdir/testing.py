@@ -409,6 +409,85 @@ class StoreConformance:
 
         self.run(body)
 
+    @pytest.mark.parametrize("size", [20_000, _LARGE], ids=["small", "large"])
+    def test_replace_mends_a_same_size_corrupt_object(
+        self, store: Store, tmp_path: Path, size: int
+    ) -> None:
+        """``put_object(..., replace=True)`` uploads whatever the key holds. An object
+        damaged in place with the right size — which an ordinary put may accept on its size
+        alone when it is large — is mended: what ``push --repair`` relies on. On an absent
+        or a sound key it is an ordinary, verified put."""
+        size = self._size(size)
+        data = data_of(size, 15)
+        checksum = blake3_hex(data)
+        source = self._source(tmp_path, "src", data)
+        garbage = data_of(size, 16)  # same size, other bytes
+        dest = tmp_path / "dest"
+
+        async def body() -> None:
+            await store.put_object(checksum, source, size, replace=True)  # absent
+            self.corrupt(store, checksum, garbage)
+            assert await store.verify_objects([(checksum, size)]) == {checksum: "corrupt"}
+            await store.put_object(checksum, source, size, replace=True)
+            assert await store.verify_objects([(checksum, size)]) == {}
+            await store.put_object(checksum, source, size, replace=True)  # sound
+            await store.get_object(checksum, str(dest))
+
+        self.run(body)
+        assert dest.read_bytes() == data
+        assert self.read_raw(store, self._object_raw_key(store, checksum)) == data
+        self._assert_layout(store, {checksum}, set())
+
+    def test_replace_still_refuses_a_source_that_does_not_match(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """``replace`` drops the conditions on what is stored, not the check of what is
+        sent: a changed source is refused and the damaged object stays as it was (a later
+        repair from a good copy can still mend it)."""
+        size = self.large_object_size
+        walked = data_of(size, 17)
+        checksum = blake3_hex(walked)
+        garbage = data_of(size, 18)
+        source = self._source(tmp_path, "src", walked[:-1] + bytes([walked[-1] ^ 1]))
+        self.corrupt(store, checksum, garbage)
+
+        async def body() -> None:
+            with pytest.raises(InFluxError):
+                await store.put_object(checksum, source, size, replace=True)
+
+        self.run(body)
+        assert self.read_raw(store, self._object_raw_key(store, checksum)) == garbage
+        self._assert_layout(store, {checksum}, set())
+
+    def test_push_repair_mends_a_same_size_corrupt_object(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """End to end: ``push(repair=True)`` finds a large object damaged in place (same
+        size) with ``verify_objects`` and re-uploads it with ``replace``; a plain push of the
+        same tree is a no-op that leaves it damaged."""
+        from ._push import push_with_stats
+
+        big = data_of(self.large_object_size, 19)
+        manifest = self._tree_manifest(tmp_path, "tree", {"big": big, "dir/small": b"small"})
+        root = str(tmp_path / "tree")
+        checksum = blake3_hex(big)
+        objects = [(checksum, len(big)), (blake3_hex(b"small"), 5)]
+
+        async def body() -> None:
+            first = await push_with_stats(root, store, jobs=4)
+            assert first["id"] == manifest.id
+            self.corrupt(store, checksum, data_of(len(big), 20))
+            assert (await push_with_stats(root, store, jobs=4))["noop"]
+            assert await store.verify_objects(objects) == {checksum: "corrupt"}
+            mended = await push_with_stats(root, store, jobs=4, repair=True)
+            assert mended["id"] == manifest.id
+            assert await store.verify_objects(objects) == {}
+            assert await store.get_manifest(manifest.id) == manifest
+
+        self.run(body)
+        assert self.read_raw(store, self._object_raw_key(store, checksum)) == big
+        self._assert_layout(store, {c for c, _ in objects}, {manifest.id})
+
     def test_batches(self, store: Store, tmp_path: Path) -> None:
         blobs = [data_of(n, n) for n in (0, 1, 1000, 300_000)]
         blobs.append(blobs[2])  # the same object twice in one batch

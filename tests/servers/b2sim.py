@@ -359,6 +359,8 @@ def _api_table() -> dict[str, _Handler]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # 32 concurrent SDK workers: socketserver's default backlog of 5 drops connections.
+    request_queue_size = 128
 
     def __init__(self, sim: _LoopbackSimulator, port: int) -> None:
         super().__init__((LOOPBACK, port), _RequestHandler)
@@ -377,6 +379,8 @@ class _Server(ThreadingHTTPServer):
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Small responses would otherwise wait ~40 ms for Nagle + delayed ACK.
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:

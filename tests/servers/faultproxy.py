@@ -562,6 +562,8 @@ class _ProxyServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False
+    # 32 concurrent SDK workers: socketserver's default backlog of 5 drops connections.
+    request_queue_size = 128
 
     def __init__(self, proxy: FaultProxy, port: int) -> None:
         self.proxy = proxy

@@ -31,6 +31,7 @@ from .._errors import StoreError
 from .._types import StoreUri
 from ._base import (
     Capability,
+    LoopSemaphore,
     ObjectGet,
     ObjectPut,
     ProgressFn,
@@ -40,8 +41,6 @@ from ._base import (
 )
 
 if TYPE_CHECKING:
-    import anyio
-
     from .._snapdir import Manifest
 
 __all__ = [
@@ -152,8 +151,12 @@ class _StoreWrapper:
     async def has_object(self, checksum: str) -> bool:
         return await self._run(self.inner.has_object, checksum)
 
-    async def put_object(self, checksum: str, source: str, size: int) -> None:
-        await self._run(self.inner.put_object, checksum, source, size)
+    async def put_object(
+        self, checksum: str, source: str, size: int, *, replace: bool = False
+    ) -> None:
+        # ``replace`` only when true: a store from before it existed serves ordinary puts.
+        extra = {"replace": True} if replace else {}
+        await self._run(self.inner.put_object, checksum, source, size, **extra)
 
     async def get_object(self, checksum: str, dest: str) -> None:
         await self._run(self.inner.get_object, checksum, dest)
@@ -174,14 +177,20 @@ class _StoreWrapper:
         return await self._run(self.inner.list_objects, shard)
 
     async def put_objects(
-        self, items: Sequence[ObjectPut], *, jobs: int = 32, progress: ProgressFn | None = None
+        self,
+        items: Sequence[ObjectPut],
+        *,
+        jobs: int = 32,
+        progress: ProgressFn | None = None,
+        replace: bool = False,
     ) -> None:
+        extra = {"replace": True} if replace else {}
         if self._local():
-            await self._run(self.inner.put_objects, items, jobs=jobs, progress=progress)
+            await self._run(self.inner.put_objects, items, jobs=jobs, progress=progress, **extra)
             return
 
         async def one(it: ObjectPut) -> None:
-            await self.put_object(it.checksum, it.source, it.size)
+            await self.put_object(it.checksum, it.source, it.size, **extra)
             if progress is not None:
                 progress(1, it.size)
 
@@ -318,25 +327,13 @@ class LimitedStore(_StoreWrapper):
             raise ValueError(f"jobs must be at least 1, not {jobs}")
         super().__init__(inner)
         self.jobs = jobs
-        from anyio.lowlevel import RunVar
-
-        self._sem_var: RunVar[anyio.Semaphore] = RunVar(f"snapdir-limit-{id(self)}")
+        self._limit = LoopSemaphore(f"snapdir-limit-{id(self)}", lambda: self.jobs)
         hint = getattr(unwrap(inner), "set_max_concurrency", None)
         if callable(hint):
             hint(jobs)
 
-    def _semaphore(self) -> anyio.Semaphore:
-        import anyio
-
-        try:
-            return self._sem_var.get()
-        except LookupError:
-            sem = anyio.Semaphore(self.jobs)
-            self._sem_var.set(sem)
-            return sem
-
     async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-        async with self._semaphore():
+        async with self._limit.get():
             return await fn(*args, **kwargs)
 
     def _batch_jobs(self, jobs: int) -> int:

@@ -11,15 +11,13 @@ wrong one: a later ``verify`` or ``push --repair`` finds and fixes the gap).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 from .. import _snapdir
 from .._errors import (
     HashMismatchError,
     InvalidArgumentError,
     NotFoundError,
-    SnapdirError,
     StoreError,
 )
 from .._manifest import run_cancellable
@@ -32,17 +30,11 @@ from ._base import (
     ProgressFn,
     check_shard,
     for_each_limited,
+    to_thread,
 )
+from ._streams import parse_stored_manifest
 
 __all__ = ["FileStore"]
-
-T = TypeVar("T")
-
-
-async def _thread(fn: Callable[..., T], *args: object) -> T:
-    import anyio
-
-    return await anyio.to_thread.run_sync(fn, *args)
 
 
 def _env_flag(name: str) -> bool:
@@ -85,10 +77,12 @@ class FileStore(BaseStore):
     # -- objects --------------------------------------------------------------------------
     async def has_object(self, checksum: str) -> bool:
         self._check_hex(checksum, "checksum")
-        return await _thread(os.path.isfile, self.object_path(checksum))
+        return await to_thread(os.path.isfile, self.object_path(checksum))
 
-    async def put_object(self, checksum: str, source: str, size: int) -> None:
-        await self.put_objects([ObjectPut(checksum, source, size)])
+    async def put_object(
+        self, checksum: str, source: str, size: int, *, replace: bool = False
+    ) -> None:
+        await self.put_objects([ObjectPut(checksum, source, size)], replace=replace)
 
     async def get_object(self, checksum: str, dest: str) -> None:
         self._check_hex(checksum, "checksum")
@@ -103,15 +97,19 @@ class FileStore(BaseStore):
         *,
         jobs: int = 32,
         progress: ProgressFn | None = None,
+        replace: bool = False,
         from_tree: bool = True,
-        repair: bool = False,
     ) -> None:
         """All objects in one Rust call (parallel, verified). ``from_tree=False`` when the
-        sources are another store's objects (a mismatch is then corruption, not change)."""
+        sources are another store's objects (a mismatch is then corruption, not change).
+
+        ``replace`` is the Rust batch's ``repair``: an existing object is re-hashed and
+        rewritten (temporary name + rename) unless it is sound, which on a local disk costs
+        about what an unconditional copy would and never rewrites a sound one."""
         batch = [(it.checksum, it.source, it.size) for it in items]
         await run_with_progress(
             lambda token, prog: _snapdir.store_put_objects(
-                self.root, batch, from_tree, self.durable, repair, token, prog
+                self.root, batch, from_tree, self.durable, replace, token, prog
             ),
             progress,
         )
@@ -130,7 +128,7 @@ class FileStore(BaseStore):
 
     async def adopt_object(self, checksum: str, tmp: str) -> None:
         """Move an already-verified temporary file into place as object ``checksum``."""
-        await _thread(self._adopt, checksum, tmp)
+        await to_thread(self._adopt, checksum, tmp)
 
     def _adopt(self, checksum: str, tmp: str) -> None:
         dst = self.object_path(checksum)
@@ -163,17 +161,17 @@ class FileStore(BaseStore):
     async def missing_objects(self, checksums: Sequence[str]) -> set[str]:
         # One stat per object is cheaper than listing a large local store.
         paths = [(c, self.object_path(c)) for c in checksums]
-        return await _thread(lambda: {c for c, p in paths if not os.path.isfile(p)})
+        return await to_thread(lambda: {c for c, p in paths if not os.path.isfile(p)})
 
     # -- manifests ------------------------------------------------------------------------
     async def has_manifest(self, snapshot_id: str) -> bool:
         self._check_hex(snapshot_id, "snapshot id")
-        return await _thread(os.path.isfile, self.manifest_path(snapshot_id))
+        return await to_thread(os.path.isfile, self.manifest_path(snapshot_id))
 
     async def get_manifest(self, snapshot_id: str) -> _snapdir.Manifest:
         self._check_hex(snapshot_id, "snapshot id")
         self.require()
-        return await _thread(self._read_manifest, snapshot_id)
+        return await to_thread(self._read_manifest, snapshot_id)
 
     def _read_manifest(self, snapshot_id: str) -> _snapdir.Manifest:
         try:
@@ -192,7 +190,7 @@ class FileStore(BaseStore):
             raise HashMismatchError(
                 f"refusing to store a manifest that does not hash to {snapshot_id} in {self.uri}"
             )
-        await _thread(self._write_manifest, snapshot_id, data)
+        await to_thread(self._write_manifest, snapshot_id, data)
 
     def _write_manifest(self, snapshot_id: str, data: bytes) -> None:
         """Temporary name, then rename: a manifest is visible whole or not at all."""
@@ -221,34 +219,6 @@ class FileStore(BaseStore):
     async def list_manifests(self) -> list[str]:
         self.require()
         return list(await run_cancellable(lambda _t: _snapdir.store_list(self.root, "manifests")))
-
-
-def parse_stored_manifest(data: bytes, snapshot_id: str, uri: str) -> _snapdir.Manifest:
-    """Parse a manifest read from a store and check it hashes to ``snapshot_id``.
-
-    The id is computed over the canonical text, so CRLF line ends or comments in the stored
-    copy still verify; anything else is a :class:`HashMismatchError` naming store and id."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise HashMismatchError(
-            f"snapshot {snapshot_id} in {uri}: the manifest is not UTF-8 text"
-        ) from None
-    try:
-        m = _snapdir.Manifest.parse(text)
-    except SnapdirError as e:
-        if _snapdir.blake3_hex(data) != snapshot_id:
-            raise HashMismatchError(
-                f"snapshot {snapshot_id} in {uri}: the stored manifest is damaged "
-                f"(it does not hash to its id): {e}"
-            ) from e
-        # Intact but hostile or malformed: keep the parser's class (UnsafePathError, ...).
-        raise type(e)(f"snapshot {snapshot_id} in {uri}: {e}", code=e.code) from e
-    if m.id != snapshot_id:
-        raise HashMismatchError(
-            f"snapshot {snapshot_id} in {uri}: the stored manifest hashes to {m.id}"
-        )
-    return m
 
 
 async def run_with_progress(
