@@ -31,8 +31,8 @@ from snapdir import HashMismatchError, InFluxError, NotFoundError, StoreError
 from snapdir._snapdir import blake3_hex
 from snapdir.stores import Capability, ObjectPut, Store, manifest_key, object_key, open_store
 from snapdir.stores._base import TransientStoreError
-from snapdir.stores._wrappers import RetryingStore, RetryPolicy, unwrap, wrap
 from snapdir.stores._streams import UploadReader
+from snapdir.stores._wrappers import RetryingStore, RetryPolicy, unwrap, wrap
 from snapdir.stores.gcs import GcsStore
 from snapdir.testing import StoreConformance
 

@@ -30,8 +30,8 @@ from snapdir import HashMismatchError, InFluxError, NotFoundError, StoreError
 from snapdir._snapdir import Manifest, blake3_hex
 from snapdir.stores import BaseStore, Capability, ObjectPut, Store, object_key, open_store
 from snapdir.stores._base import TransientStoreError
-from snapdir.stores._wrappers import LimitedStore, RetryingStore, RetryPolicy, unwrap, wrap
 from snapdir.stores._streams import UploadReader
+from snapdir.stores._wrappers import LimitedStore, RetryingStore, RetryPolicy, unwrap, wrap
 from snapdir.stores.s3 import S3Store
 from snapdir.testing import StoreConformance
 
@@ -817,7 +817,9 @@ class _SlowStore(BaseStore):
             raise self.failures.pop()
         return True
 
-    async def put_object(self, checksum: str, source: str, size: int) -> None:
+    async def put_object(
+        self, checksum: str, source: str, size: int, *, replace: bool = False
+    ) -> None:
         await self._work()
 
     async def has_manifest(self, snapshot_id: str) -> bool:

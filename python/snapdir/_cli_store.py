@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._errors import InvalidArgumentError, SnapdirError
@@ -19,7 +19,13 @@ class UsageError(InvalidArgumentError):
 T = TypeVar("T")
 
 
-def _run(fn: Callable[[], Awaitable[T]]) -> T:
+def _run(fn: Callable[[], Coroutine[Any, Any, T]], *stores: object) -> T:
+    """Run an operation: without an event loop when every store involved is local (see
+    :func:`snapdir._manifest.run_local`), else under anyio."""
+    if all(str(getattr(s, "uri", s)).startswith("file://") for s in stores):
+        from ._manifest import run_local
+
+        return run_local(fn)
     import anyio
 
     return anyio.run(fn)
@@ -137,7 +143,8 @@ def cmd_push(args: argparse.Namespace) -> int:
                 jobs=args.jobs,
                 progress=rep,
                 repair=args.repair,
-            )
+            ),
+            target,
         )
     finally:
         _finish(rep)
@@ -159,7 +166,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     sid, _ = _ids(args, args.args, want_dest=False)
     rep = _reporter(args, "fetch")
     try:
-        s = _run(lambda: fetch_with_stats(sid, store, jobs=args.jobs, progress=rep))
+        s = _run(lambda: fetch_with_stats(sid, store, jobs=args.jobs, progress=rep), store)
     finally:
         _finish(rep)
     _emit(args, "", dict(s.fields))
@@ -188,7 +195,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
                 preserve_special_bits=args.preserve_special_bits,
                 jobs=getattr(args, "jobs", 32),
                 progress=rep,
-            )
+            ),
+            store,
         )
     finally:
         _finish(rep)
@@ -213,7 +221,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
         s = _run(
             lambda: copy_snapshot(
                 sid, StoreUri(args.from_), StoreUri(args.to), jobs=args.jobs, progress=rep
-            )
+            ),
+            args.from_,
+            args.to,
         )
     finally:
         _finish(rep)
@@ -231,7 +241,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
             "snapdir diff: --from REF and --to REF are required", code="INVALID_ARGUMENT"
         )
     opts = DiffOptions.from_refs(args.from_, args.to)
-    entries = _run(lambda: diff(opts, jobs=args.jobs))
+    stores = [r.store for r in opts.from_ + opts.to if r.store is not None]
+    entries = _run(lambda: diff(opts, jobs=args.jobs), *stores)
     shown = [e for e in entries if args.all or e.status != "="]
     changed = any(e.status != "=" for e in entries)
     if args.json:
@@ -275,7 +286,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from ._types import SnapshotId
 
         args.id = SnapshotId(args.id)
-    report = _run(run)
+    report = _run(run, store)
     bad = {sid: p for sid, p in report.items() if p}
     if args.json:
         from .cli import _emit_json
@@ -301,7 +312,7 @@ def cmd_size(args: argparse.Namespace) -> int:
     from ._verify import size
 
     store = _need_store(args)
-    s = _run(lambda: size(store, args.id, jobs=args.jobs))
+    s = _run(lambda: size(store, args.id, jobs=args.jobs), store)
     text = (
         f"logical_bytes {s.logical_bytes}\nphysical_bytes {s.physical_bytes}\n"
         f"files {s.files}\nobjects {s.objects}"

@@ -30,7 +30,6 @@ Rust call).
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import enum
 import functools
 import sys
@@ -356,6 +355,12 @@ async def for_each_limited(
     """Await ``fn(item)`` for every item with at most ``limit`` in flight (a fixed pool of
     workers pulling from one iterator: no task per item). The first error cancels the rest
     and is raised as itself (not wrapped in an exception group)."""
+    from .._manifest import LOCAL_SYNC
+
+    if LOCAL_SYNC.get():  # local work driven without an event loop: one at a time
+        for item in items:
+            await fn(item)
+        return
     import anyio
 
     it = iter(items)
@@ -382,7 +387,12 @@ def first_leaf(eg: BaseException) -> BaseException:
 
 async def to_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run the blocking call ``fn(*args, **kwargs)`` in an anyio worker thread (how every
-    backend runs its SDK and file calls)."""
+    backend runs its SDK and file calls); in place when local work runs without an event
+    loop (:func:`snapdir._manifest.run_local`)."""
+    from .._manifest import LOCAL_SYNC
+
+    if LOCAL_SYNC.get():
+        return fn(*args, **kwargs)
     import anyio.to_thread
 
     return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
@@ -424,6 +434,8 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         pass
     try:
+        import email.utils  # only for an HTTP-date Retry-After
+
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None

@@ -14,7 +14,9 @@ that; so the pieces that do it live here:
   broken stream resumes); :func:`download_verified`, :func:`hash_streamed`,
   :func:`read_streamed` and :func:`verify_streamed` are the ways the backends use it;
 * :func:`parse_stored_manifest` and :func:`manifest_to_store` check manifests read from and
-  written to any store (the ``file://`` store too).
+  written to any store (the ``file://`` store too);
+* :class:`StreamingStore` is the read side of a cloud store (downloads, verification,
+  manifests) over the one primitive a backend provides: streaming a key into a sink.
 
 Everything here is blocking unless it is a coroutine; the backends run it in worker threads.
 """
@@ -22,8 +24,10 @@ Everything here is blocking unless it is a coroutine; the backends run it in wor
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
@@ -36,7 +40,16 @@ from .._errors import (
     SnapdirIOError,
     StoreError,
 )
-from ._base import first_leaf, for_each_limited, to_thread
+from .._types import StoreUri
+from ._base import (
+    BaseStore,
+    TransientStoreError,
+    first_leaf,
+    for_each_limited,
+    manifest_key,
+    object_key,
+    to_thread,
+)
 
 if TYPE_CHECKING:
     import anyio
@@ -47,6 +60,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backpo
 __all__ = [
     "DownloadSink",
     "SourceHasher",
+    "StreamingStore",
     "UploadReader",
     "download_verified",
     "hash_streamed",
@@ -535,3 +549,81 @@ def manifest_to_store(text: str, snapshot_id: str, where: str) -> bytes:
                 f"refusing to store {where}: the manifest text given hashes to {actual}"
             )
     return data
+
+
+# -- the read side of a cloud store ----------------------------------------------------------
+
+
+class StreamingStore(BaseStore):
+    """What the cloud backends share above their SDKs: keys under the store's prefix, a
+    thread-safe request count, the transient-error answer for the retry wrapper, and the
+    whole read side — :meth:`get_object`, :meth:`verify_objects`, :meth:`get_manifest` —
+    verified through :class:`DownloadSink`.
+
+    A backend provides one primitive, :meth:`_stream` (blocking: download ``key`` into
+    ``sink``, resuming a broken stream from ``sink.count`` as its service allows;
+    :class:`NotFoundError` when the key is absent), calls :meth:`_count` for every request
+    it sends, and implements the rest of the protocol.
+    """
+
+    def __init__(self, uri: StoreUri) -> None:
+        super().__init__(uri)
+        self._count_lock = threading.Lock()
+
+    def _key(self, rel: str) -> str:
+        """The full key of ``rel`` (``.objects/...``, ``.manifests/...``) in the bucket."""
+        prefix = self.uri.prefix
+        return f"{prefix}/{rel}" if prefix else rel
+
+    def _count(self) -> None:
+        with self._count_lock:
+            self._requests += 1
+
+    def request_count(self) -> int:
+        with self._count_lock:
+            return self._requests
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether the retry wrapper should try ``exc``'s call again."""
+        return isinstance(exc, TransientStoreError)
+
+    def _stream(self, key: str, what: str, sink: DownloadSink) -> None:
+        """Download ``key`` into ``sink`` (``what`` names the call in messages)."""
+        raise NotImplementedError
+
+    def _hash_remote(self, key: str, what: str) -> tuple[str, int] | None:
+        """(BLAKE3, size) of the object under ``key``, streamed; None if it is absent."""
+        return hash_streamed(functools.partial(self._stream, key, what))
+
+    async def get_object(self, checksum: str, dest: str) -> None:
+        self._check_hex(checksum, "object checksum")
+        await to_thread(self._get_object, checksum, os.fspath(dest))
+
+    def _get_object(self, checksum: str, dest: str) -> None:
+        key = self._key(object_key(checksum))
+        stream = functools.partial(self._stream, key, f"download of object {checksum}")
+        download_verified(dest, checksum, f"{self.uri}: object {checksum} (key {key})", stream)
+
+    async def verify_objects(
+        self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
+    ) -> dict[str, str]:
+        """Hash each object as it streams, without writing it anywhere."""
+        for checksum, _ in objects:
+            self._check_hex(checksum, "object checksum")
+
+        def hash_object(checksum: str) -> tuple[str, int] | None:
+            return self._hash_remote(self._key(object_key(checksum)), f"object {checksum}")
+
+        return await verify_streamed(objects, hash_object, jobs)
+
+    async def get_manifest(self, snapshot_id: str) -> _snapdir.Manifest:
+        self._check_hex(snapshot_id, "snapshot id")
+        return await to_thread(self._get_manifest, snapshot_id)
+
+    def _read_manifest(self, key: str, what: str) -> bytes:
+        return read_streamed(functools.partial(self._stream, key, what))
+
+    def _get_manifest(self, snapshot_id: str) -> _snapdir.Manifest:
+        key = self._key(manifest_key(snapshot_id))
+        data = self._read_manifest(key, f"manifest {snapshot_id}")
+        return parse_stored_manifest(data, snapshot_id, str(self.uri))

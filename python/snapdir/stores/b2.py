@@ -43,15 +43,14 @@ The SDK is imported on first use (``pip install 'snapdir[b2]'``).
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from .._errors import (
     HashMismatchError,
@@ -63,7 +62,6 @@ from .._errors import (
 )
 from .._types import StoreUri
 from ._base import (
-    BaseStore,
     Capability,
     LoopSemaphore,
     TransientStoreError,
@@ -76,19 +74,13 @@ from ._base import (
 from ._streams import (
     DownloadSink,
     SourceHasher,
+    StreamingStore,
     UploadReader,
-    download_verified,
-    hash_streamed,
     manifest_to_store,
     open_source,
     parse_stored_manifest,
-    read_streamed,
     upload_parts,
-    verify_streamed,
 )
-
-if TYPE_CHECKING:
-    from .._snapdir import Manifest
 
 __all__ = ["KEY_ENV", "KEY_ID_ENV", "REALM_ENV", "B2Store"]
 
@@ -113,7 +105,7 @@ _CREDENTIALS_HINT = (
 )
 
 
-class B2Store(BaseStore):
+class B2Store(StreamingStore):
     """A snapdir store in a Backblaze B2 bucket (``b2://bucket/prefix``).
 
     Opening is cheap: credentials are read and the account authorised on the first
@@ -162,7 +154,6 @@ class B2Store(BaseStore):
         if part_concurrency is not None:
             self.part_concurrency = max(1, part_concurrency)
         self._lock = threading.Lock()
-        self._count_lock = threading.Lock()
         self._local = threading.local()
         self._api: Any = None
         self._bucket_id = ""
@@ -183,12 +174,8 @@ class B2Store(BaseStore):
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    def _key(self, rel: str) -> str:
-        return f"{self.uri.prefix}/{rel}" if self.uri.prefix else rel
-
     def _count(self) -> None:
-        with self._count_lock:
-            self._requests += 1
+        super()._count()
         self._local.requests = getattr(self._local, "requests", 0) + 1
 
     def _thread_requests(self) -> int:
@@ -201,10 +188,6 @@ class B2Store(BaseStore):
         self._pool_size = max(10, jobs + self.part_concurrency)
         if self._api is not None:
             _mount_pool(self._api, self._pool_size)
-
-    def is_transient(self, exc: BaseException) -> bool:
-        """Whether the retry wrapper should try ``exc``'s call again."""
-        return isinstance(exc, TransientStoreError)
 
     def _session(self) -> Any:
         """The authorised b2sdk session (``B2Session``), created once. Credentials are read
@@ -379,29 +362,11 @@ class B2Store(BaseStore):
                 del self._listed[old]
             self._listed[shard] = (now, frozenset(present))
 
-    async def get_object(self, checksum: str, dest: str) -> None:
-        self._check_hex(checksum, "object checksum")
-        await to_thread(self._get_object, checksum, dest)
-
     async def list_objects(self, shard: str = "") -> set[str]:
         shard = check_shard(shard)
         found = set(await to_thread(self._list_hex, ".objects/", "objects", shard))
         self._remember_listing(shard, found)
         return found
-
-    async def verify_objects(
-        self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
-    ) -> dict[str, str]:
-        """Hash each object as it streams, without writing it anywhere."""
-        for checksum, _ in objects:
-            self._check_hex(checksum, "object checksum")
-        return await verify_streamed(
-            objects,
-            lambda checksum: self._hash_remote(
-                self._key(object_key(checksum)), f"object {checksum}"
-            ),
-            jobs,
-        )
 
     # -- manifests --------------------------------------------------------------------------------
 
@@ -409,10 +374,6 @@ class B2Store(BaseStore):
         self._check_hex(snapshot_id, "snapshot id")
         key = self._key(manifest_key(snapshot_id))
         return await to_thread(self._head, key, f"manifest {snapshot_id}") is not None
-
-    async def get_manifest(self, snapshot_id: str) -> Manifest:
-        self._check_hex(snapshot_id, "snapshot id")
-        return await to_thread(self._get_manifest, snapshot_id)
 
     async def put_manifest(self, snapshot_id: str, text: str) -> None:
         self._check_hex(snapshot_id, "snapshot id")
@@ -683,24 +644,6 @@ class B2Store(BaseStore):
                 if failures > self.max_resumes:
                     raise err from e
                 _log.info("%s: %s broke at byte %d (%s); resuming", self.uri, what, sink.count, e)
-
-    def _hash_remote(self, key: str, what: str) -> tuple[str, int] | None:
-        """(BLAKE3, size) of the object under ``key``, streamed; None if it is absent."""
-        return hash_streamed(functools.partial(self._stream, key, what))
-
-    def _get_object(self, checksum: str, dest: str) -> None:
-        key = self._key(object_key(checksum))
-        stream = functools.partial(self._stream, key, f"download of object {checksum}")
-        where = f"{self.uri}: object {checksum} (key {key})"
-        download_verified(dest, checksum, where, stream)
-
-    def _read_manifest(self, key: str, what: str) -> bytes:
-        return read_streamed(functools.partial(self._stream, key, what))
-
-    def _get_manifest(self, snapshot_id: str) -> Manifest:
-        key = self._key(manifest_key(snapshot_id))
-        data = self._read_manifest(key, f"manifest {snapshot_id}")
-        return parse_stored_manifest(data, snapshot_id, str(self.uri))
 
     def _put_manifest(self, snapshot_id: str, text: str) -> None:
         key = self._key(manifest_key(snapshot_id))

@@ -20,7 +20,7 @@ from .._errors import (
     NotFoundError,
     StoreError,
 )
-from .._manifest import run_cancellable
+from .._manifest import LOCAL_SYNC, run_blocking, run_cancellable
 from .._types import StoreUri
 from ._base import (
     BaseStore,
@@ -239,6 +239,11 @@ async def run_with_progress(
         if f != sent[0] or b != sent[1]:
             progress(f - sent[0], b - sent[1])
             sent[0], sent[1] = f, b
+
+    if LOCAL_SYNC.get():
+        value = run_blocking(lambda token: fn(token, counters), flush)  # type: ignore[operator]
+        flush()
+        return value
 
     result: list[object] = []
 

@@ -40,8 +40,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from .._errors import (
     HashMismatchError,
@@ -52,7 +52,6 @@ from .._errors import (
 )
 from .._types import StoreUri
 from ._base import (
-    BaseStore,
     Capability,
     TransientStoreError,
     check_shard,
@@ -64,18 +63,13 @@ from ._base import (
 )
 from ._streams import (
     DownloadSink,
+    StreamingStore,
     UploadReader,
-    download_verified,
     hash_streamed,
     manifest_to_store,
     open_source,
     parse_stored_manifest,
-    read_streamed,
-    verify_streamed,
 )
-
-if TYPE_CHECKING:
-    from .._snapdir import Manifest
 
 __all__ = ["EMULATOR_ENV", "GcsStore"]
 
@@ -99,7 +93,7 @@ _CREDENTIALS_HINT = (
 )
 
 
-class GcsStore(BaseStore):
+class GcsStore(StreamingStore):
     """A snapdir store in a Google Cloud Storage bucket (``gs://bucket/prefix``).
 
     Opening is cheap: the client, and with it the credentials lookup, is created on the first
@@ -145,7 +139,6 @@ class GcsStore(BaseStore):
                 )
             self.chunk_size = chunk_size
         self._lock = threading.Lock()
-        self._count_lock = threading.Lock()
         self._bucket: Any = None
         self._session: Any = None
         self._pool_size = 32
@@ -156,13 +149,6 @@ class GcsStore(BaseStore):
         return f"GcsStore({str(self.uri)!r})"
 
     # -- plumbing ---------------------------------------------------------------------------
-
-    def _key(self, rel: str) -> str:
-        return f"{self.uri.prefix}/{rel}" if self.uri.prefix else rel
-
-    def _count(self) -> None:
-        with self._count_lock:
-            self._requests += 1
 
     def set_max_concurrency(self, jobs: int) -> None:
         """Size the HTTP connection pool for ``jobs`` concurrent calls (a hint from
@@ -278,40 +264,14 @@ class GcsStore(BaseStore):
         self._check_hex(checksum, "object checksum")
         await to_thread(self._put_object, checksum, source, size, replace)
 
-    async def get_object(self, checksum: str, dest: str) -> None:
-        self._check_hex(checksum, "object checksum")
-        await to_thread(self._get_object, checksum, dest)
-
     async def list_objects(self, shard: str = "") -> set[str]:
         return set(await to_thread(self._list_hex, ".objects/", "objects", check_shard(shard)))
-
-    async def verify_objects(
-        self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
-    ) -> dict[str, str]:
-        """Hash each object as it streams, without writing it anywhere."""
-        for checksum, _ in objects:
-            self._check_hex(checksum, "object checksum")
-        return await verify_streamed(
-            objects,
-            lambda checksum: self._hash_remote(
-                self._key(object_key(checksum)), f"object {checksum}"
-            ),
-            jobs,
-        )
-
-    def is_transient(self, exc: BaseException) -> bool:
-        """Whether the retry wrapper should try ``exc``'s call again."""
-        return isinstance(exc, TransientStoreError)
 
     # -- manifests ----------------------------------------------------------------------------
 
     async def has_manifest(self, snapshot_id: str) -> bool:
         self._check_hex(snapshot_id, "snapshot id")
         return await to_thread(self._exists, manifest_key(snapshot_id), f"manifest {snapshot_id}")
-
-    async def get_manifest(self, snapshot_id: str) -> Manifest:
-        self._check_hex(snapshot_id, "snapshot id")
-        return await to_thread(self._get_manifest, snapshot_id)
 
     async def put_manifest(self, snapshot_id: str, text: str) -> None:
         self._check_hex(snapshot_id, "snapshot id")
@@ -556,20 +516,6 @@ class GcsStore(BaseStore):
     ) -> tuple[str, int] | None:
         """(BLAKE3, size) of the object under ``key``, streamed; None if it is absent."""
         return hash_streamed(functools.partial(self._stream, key, what, generation=generation))
-
-    def _get_object(self, checksum: str, dest: str) -> None:
-        key = self._key(object_key(checksum))
-        stream = functools.partial(self._stream, key, f"download of object {checksum}")
-        where = f"{self.uri}: object {checksum} (key {key})"
-        download_verified(dest, checksum, where, stream)
-
-    def _read_manifest(self, key: str, what: str) -> bytes:
-        return read_streamed(functools.partial(self._stream, key, what))
-
-    def _get_manifest(self, snapshot_id: str) -> Manifest:
-        key = self._key(manifest_key(snapshot_id))
-        data = self._read_manifest(key, f"manifest {snapshot_id}")
-        return parse_stored_manifest(data, snapshot_id, str(self.uri))
 
     def _put_manifest(self, snapshot_id: str, text: str) -> None:
         bucket = self._connect()

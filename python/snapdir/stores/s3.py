@@ -47,7 +47,7 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -64,10 +64,8 @@ from .._errors import (
     SnapdirError,
     StoreError,
 )
-from .._snapdir import Manifest
 from .._types import StoreUri
 from ._base import (
-    BaseStore,
     Capability,
     LoopSemaphore,
     TransientStoreError,
@@ -81,15 +79,11 @@ from ._base import (
 from ._streams import (
     DownloadSink,
     SourceHasher,
+    StreamingStore,
     UploadReader,
-    download_verified,
-    hash_streamed,
     manifest_to_store,
     open_source,
-    parse_stored_manifest,
-    read_streamed,
     upload_parts,
-    verify_streamed,
 )
 
 __all__ = ["S3Store"]
@@ -200,7 +194,7 @@ def _retry_after(exc: Any) -> float | None:
     return parse_retry_after(headers.get("retry-after"))
 
 
-class S3Store(BaseStore):
+class S3Store(StreamingStore):
     """A store in an S3 bucket (see the module docstring for configuration and guarantees).
 
     Keyword arguments override the environment; the registry constructs it as
@@ -228,7 +222,6 @@ class S3Store(BaseStore):
             raise InvalidArgumentError(f"not an s3:// URI: {uri}", code="INVALID_STORE")
         super().__init__(uri)
         self.bucket = uri.bucket
-        self._root = uri.prefix + "/" if uri.prefix else ""
         self._endpoint_url = endpoint_url or os.environ.get("SNAPDIR_S3_STORE_ENDPOINT_URL") or None
         threshold = multipart_threshold
         if threshold is None:
@@ -255,7 +248,6 @@ class S3Store(BaseStore):
         self._client_config = dict(client_config or {})
         self._client_obj: Any = None
         self._client_lock = threading.Lock()
-        self._count_lock = threading.Lock()
         #: The store-wide bound on multipart parts held in memory.
         self._part_buffers = LoopSemaphore(
             f"snapdir-s3-parts-{id(self)}", lambda: self.max_buffered_parts
@@ -330,12 +322,7 @@ class S3Store(BaseStore):
     def _count_request(self, **kwargs: Any) -> None:
         # Runs on every attempt botocore sends, retries included; returns None so the
         # request goes ahead.
-        with self._count_lock:
-            self._requests += 1
-
-    def request_count(self) -> int:
-        with self._count_lock:
-            return self._requests
+        self._count()
 
     async def aclose(self) -> None:
         with self._client_lock:
@@ -343,17 +330,14 @@ class S3Store(BaseStore):
         if client is not None:
             client.close()
 
-    def is_transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, TransientStoreError)
-
     # -- keys --------------------------------------------------------------------------------
     def _object_key(self, checksum: str) -> str:
         self._check_hex(checksum, "object checksum")
-        return self._root + object_key(checksum)
+        return self._key(object_key(checksum))
 
     def _manifest_key(self, snapshot_id: str) -> str:
         self._check_hex(snapshot_id, "snapshot id")
-        return self._root + manifest_key(snapshot_id)
+        return self._key(manifest_key(snapshot_id))
 
     def _where(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -443,8 +427,9 @@ class S3Store(BaseStore):
         return await to_thread(self._head, self._manifest_key(snapshot_id)) is not None
 
     # -- downloads ----------------------------------------------------------------------------
-    def _stream(self, key: str, sink: DownloadSink) -> None:
-        """GET ``key`` into ``sink`` (which hashes and counts).
+    def _stream(self, key: str, what: str, sink: DownloadSink) -> None:
+        """GET ``key`` into ``sink`` (which hashes and counts); messages name the request
+        and the key, not ``what``.
 
         A body stream that breaks is resumed with ``Range: bytes=<sink.count>-`` and
         ``If-Match: <etag>`` (so a replaced object cannot be spliced in), up to
@@ -509,23 +494,6 @@ class S3Store(BaseStore):
         finally:
             body.close()
 
-    async def get_object(self, checksum: str, dest: str) -> None:
-        key = self._object_key(checksum)
-        stream = functools.partial(self._stream, key)
-        await to_thread(download_verified, os.fspath(dest), checksum, self._where(key), stream)
-
-    def _hash_remote(self, key: str) -> tuple[str, int] | None:
-        """(BLAKE3, size) of the object under ``key``, streamed; None if it is absent."""
-        return hash_streamed(functools.partial(self._stream, key))
-
-    async def verify_objects(
-        self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
-    ) -> dict[str, str]:
-        """Hash each object as it streams, without writing it anywhere."""
-        return await verify_streamed(
-            objects, lambda checksum: self._hash_remote(self._object_key(checksum)), jobs
-        )
-
     # -- uploads ------------------------------------------------------------------------------
     def _existing_is_sound(self, key: str, checksum: str, size: int) -> bool:
         """After a 412: is the object already under ``key`` the right one?
@@ -538,7 +506,7 @@ class S3Store(BaseStore):
             return False
         if size > self.verify_on_conflict_max:
             return True
-        found = self._hash_remote(key)
+        found = self._hash_remote(key, "the existing object")
         return found is not None and found[0] == checksum
 
     def _is_unsupported_condition(self, exc: BaseException) -> bool:
@@ -729,17 +697,9 @@ class S3Store(BaseStore):
             await to_thread(self._put_single_sync, checksum, source, size, key, replace)
 
     # -- manifests ----------------------------------------------------------------------------
-    def _get_manifest_sync(self, snapshot_id: str, key: str) -> Manifest:
-        data = read_streamed(functools.partial(self._stream, key))
-        return parse_stored_manifest(data, snapshot_id, str(self.uri))
-
-    async def get_manifest(self, snapshot_id: str) -> Manifest:
-        key = self._manifest_key(snapshot_id)
-        return await to_thread(self._get_manifest_sync, snapshot_id, key)
-
     def _manifest_is_sound(self, key: str, snapshot_id: str) -> bool:
         try:
-            self._get_manifest_sync(snapshot_id, key)
+            self._get_manifest(snapshot_id)
         except (NotFoundError, HashMismatchError):
             return False
         return True
@@ -765,7 +725,7 @@ class S3Store(BaseStore):
         """Checksums/ids of every well-formed key under ``<prefix>/<area>/`` (paginated);
         stray keys (another tool's files, a half-typed name) are ignored."""
         client = self._client()
-        base = self._root + area + "/"
+        base = self._key(area + "/")
         found: list[str] = []
         params: dict[str, Any] = {
             "Bucket": self.bucket,
