@@ -30,6 +30,8 @@ from ._base import (
     split_key,
 )
 
+from ._streams import parse_stored_manifest
+
 __all__ = [
     "BaseStore",
     "Capability",
@@ -40,6 +42,7 @@ __all__ = [
     "manifest_key",
     "object_key",
     "open_store",
+    "parse_stored_manifest",
     "register",
     "registered_schemes",
     "split_key",
