@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 
 import anyio
-
 from snapdir import HashMismatchError, InFluxError, NotFoundError
 from snapdir._snapdir import Hasher, Manifest, blake3_hex
 from snapdir.stores import BaseStore, Capability, manifest_key, object_key
