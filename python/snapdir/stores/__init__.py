@@ -29,7 +29,6 @@ from ._base import (
     object_key,
     split_key,
 )
-
 from ._streams import parse_stored_manifest
 
 __all__ = [
