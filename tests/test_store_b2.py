@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import random
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,16 @@ from snapdir.stores._base import TransientStoreError
 from snapdir.stores._wrappers import RetryingStore, RetryPolicy, unwrap, wrap
 from snapdir.stores.b2 import KEY_ENV, KEY_ID_ENV, REALM_ENV, B2Store, _UploadBody
 from snapdir.testing import StoreConformance
+from storeutil_cloud import (
+    NO_SKIP,
+    Recorder,
+    alpha_beta_tree,
+    check_repair_of_same_size_damage,
+    close_store,
+    random_bytes,
+    stray_keys,
+    uid,
+)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -44,15 +52,6 @@ MIN_PART = 100_000  # the simulator's (lowered) absolute minimum part size
 THRESHOLD = 512 * KiB
 PART = 256 * KiB
 LARGE = MiB + 300 * KiB + 7  # six parts, the last one short
-NO_SKIP = os.environ.get("SNAPDIR_TEST_NO_SKIP", "") not in ("", "0")
-
-
-def _data(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def _uid() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +59,7 @@ def b2_server() -> Iterator[B2Server]:
     """The B2 simulator for this module (a thread of this process), stopped at the end."""
     try:
         server = start_b2_simulator(
-            bucket_name=f"snapdir-b2-{_uid()}",
+            bucket_name=f"snapdir-b2-{uid()}",
             min_part_size=MIN_PART,
             recommended_part_size=2 * MIN_PART,
         )
@@ -116,12 +115,8 @@ def _read(raw: Any, key: str) -> bytes:
     return out.getvalue()
 
 
-def _close(store: Store) -> None:
-    anyio.run(store.aclose)
-
-
 def _store(b2_server: B2Server, **kwargs: Any) -> tuple[B2Store, str]:
-    parent = f"t-{_uid()}"
+    parent = f"t-{uid()}"
     kwargs.setdefault("large_file_threshold", THRESHOLD)
     kwargs.setdefault("part_size", PART)
     return B2Store(f"b2://{b2_server.bucket_name}/{parent}/store", **kwargs), parent
@@ -132,21 +127,10 @@ def _via(store: B2Store, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch) -> 
     return store
 
 
-class _Recorder:
-    """Records (method, url, headers) of every request a store's HTTP session sends."""
-
-    def __init__(self, store: B2Store) -> None:
-        store._session()
-        session = store._api.session.raw_api.b2_http.session
-        self.calls: list[tuple[str, str, dict[str, str]]] = []
-        original = session.request
-
-        def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            headers = {k.lower(): str(v) for k, v in (kwargs.get("headers") or {}).items()}
-            self.calls.append((method.upper(), url, headers))
-            return original(method, url, *args, **kwargs)
-
-        session.request = request
+def _recorder(store: B2Store) -> Recorder:
+    """Records every request the store's HTTP session sends."""
+    store._session()
+    return Recorder(store._api.session.raw_api.b2_http.session)
 
 
 # -------------------------------------------------------------------------------------------
@@ -165,7 +149,7 @@ class _B2Hooks(StoreConformance):
 
     def _fresh(self, raw: Any, b2_server: B2Server) -> str:
         self.raw_bucket = raw
-        self.parent = f"t-{_uid()}"
+        self.parent = f"t-{uid()}"
         return f"b2://{b2_server.bucket_name}/{self.parent}/store"
 
     def raw_keys(self, store: Store) -> set[str]:
@@ -188,7 +172,7 @@ class TestB2Store(_B2Hooks):
     def store(self, raw: Any, b2_server: B2Server) -> Iterator[Store]:
         s = B2Store(self._fresh(raw, b2_server), large_file_threshold=THRESHOLD, part_size=PART)
         yield s
-        _close(s)
+        close_store(s)
 
 
 class TestB2StoreWrapped(_B2Hooks):
@@ -199,7 +183,7 @@ class TestB2StoreWrapped(_B2Hooks):
         inner = B2Store(self._fresh(raw, b2_server), large_file_threshold=THRESHOLD, part_size=PART)
         s = wrap(inner, jobs=6)
         yield s
-        _close(s)
+        close_store(s)
 
 
 class TestB2StoreThroughFaults(_B2Hooks):
@@ -224,7 +208,7 @@ class TestB2StoreThroughFaults(_B2Hooks):
         try:
             yield s
         finally:
-            _close(s)
+            close_store(s)
             p.stop()
 
 
@@ -249,7 +233,7 @@ def test_part_size_respects_the_minimum_and_the_part_limit(b2_server: B2Server) 
         huge = 200 * 1024 * MiB * 1024  # 200 TiB
         assert math.ceil(huge / store._part_size_for(huge)) <= 10_000
     finally:
-        _close(store)
+        close_store(store)
 
 
 # -------------------------------------------------------------------------------------------
@@ -261,7 +245,7 @@ def test_small_object_costs(b2_server: B2Server, tmp_path: Path) -> None:
     """A new small object: HEAD (absent), then one upload (and, once per thread, an upload
     URL). Putting it again: HEAD and a GET that confirms it, no upload."""
     store, _ = _store(b2_server)
-    data = _data(THRESHOLD, 1)  # at the threshold: still a single request
+    data = random_bytes(THRESHOLD, 1)  # at the threshold: still a single request
     (tmp_path / "src").write_bytes(data)
     checksum = blake3_hex(data)
     try:
@@ -275,19 +259,19 @@ def test_small_object_costs(b2_server: B2Server, tmp_path: Path) -> None:
         anyio.run(store.put_object, checksum, str(tmp_path / "src"), len(data))
         assert store.request_count() - before == 2, "HEAD, GET to confirm"
     finally:
-        _close(store)
+        close_store(store)
 
 
 def test_large_file_in_parallel_parts(raw: Any, b2_server: B2Server, tmp_path: Path) -> None:
     store, parent = _store(b2_server)
-    data = _data(LARGE, 2)
+    data = random_bytes(LARGE, 2)
     checksum = blake3_hex(data)
     (tmp_path / "big").write_bytes(data)
     calls = b2_server.calls.copy()
     try:
         anyio.run(store.put_object, checksum, str(tmp_path / "big"), LARGE)
     finally:
-        _close(store)
+        close_store(store)
     parts = math.ceil(LARGE / PART)
     assert b2_server.calls["b2_upload_part"] - calls["b2_upload_part"] == parts
     assert b2_server.calls["b2_start_large_file"] - calls["b2_start_large_file"] == 1
@@ -305,7 +289,7 @@ def test_source_changed_mid_large_file(
     not match, the last part is never sent, the large file is cancelled (nothing unfinished
     is left) and no object appears."""
     store, parent = _store(b2_server, part_concurrency=1)
-    data = _data(LARGE, 3)
+    data = random_bytes(LARGE, 3)
     checksum = blake3_hex(data)
     source = tmp_path / "big"
     source.write_bytes(data)
@@ -327,7 +311,7 @@ def test_source_changed_mid_large_file(
             anyio.run(store.put_object, checksum, str(source), LARGE)
         assert not anyio.run(store.has_object, checksum)
     finally:
-        _close(store)
+        close_store(store)
     parts = math.ceil(LARGE / PART)
     assert sent == list(range(1, parts)), "every part but the last"
     assert b2_server.calls["b2_cancel_large_file"] - calls["b2_cancel_large_file"] == 1
@@ -338,20 +322,20 @@ def test_source_changed_mid_large_file(
 
 def test_source_changed_before_small_upload(raw: Any, b2_server: B2Server, tmp_path: Path) -> None:
     store, parent = _store(b2_server)
-    data = _data(300_000, 4)
+    data = random_bytes(300_000, 4)
     (tmp_path / "src").write_bytes(data[:-1] + b"!")
     try:
         with pytest.raises(InFluxError, match="changed while it was uploaded"):
             anyio.run(store.put_object, blake3_hex(data), str(tmp_path / "src"), len(data))
     finally:
-        _close(store)
+        close_store(store)
     assert _names(raw, parent + "/") == set()
 
 
 def test_upload_body_rehashes_on_every_pass(tmp_path: Path) -> None:
     import hashlib
 
-    data = _data(100_000, 5)
+    data = random_bytes(100_000, 5)
     path = tmp_path / "f"
     path.write_bytes(data)
     with open(path, "rb") as f:
@@ -367,7 +351,7 @@ def test_upload_body_rehashes_on_every_pass(tmp_path: Path) -> None:
 
 
 def test_upload_body_withholds_the_last_bytes(tmp_path: Path) -> None:
-    data = _data(50_000, 6)
+    data = random_bytes(50_000, 6)
     path = tmp_path / "f"
     path.write_bytes(data[:-1] + b"!")
     with open(path, "rb") as f:
@@ -393,13 +377,13 @@ def test_429_on_upload_is_transient_with_retry_after(
     p = _new_proxy(b2_server, rate=1.0, kinds=["429"], path_regex="b2_upload_file", retry_after="7")
     store, _ = _store(b2_server)
     _via(store, p, monkeypatch)
-    data = _data(1000, 7)
+    data = random_bytes(1000, 7)
     (tmp_path / "src").write_bytes(data)
     try:
         with pytest.raises(TransientStoreError) as info:
             anyio.run(store.put_object, blake3_hex(data), str(tmp_path / "src"), len(data))
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     assert info.value.retry_after == 7.0
     assert store.is_transient(info.value)
@@ -412,14 +396,14 @@ def test_retry_wrapper_honours_retry_after_on_upload(
     inner, parent = _store(b2_server)
     _via(inner, p, monkeypatch)
     store = RetryingStore(inner, RetryPolicy(base_delay=0.01, max_delay=0.05))
-    data = _data(1000, 8)
+    data = random_bytes(1000, 8)
     (tmp_path / "src").write_bytes(data)
     try:
         start = time.monotonic()
         anyio.run(store.put_object, blake3_hex(data), str(tmp_path / "src"), len(data))
         elapsed = time.monotonic() - start
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     assert p.stats.count(FaultKind.ERROR_429) == 1
     assert store.retries == 1
@@ -436,12 +420,12 @@ def test_lost_upload_response_leaves_one_version(
     inner, parent = _store(b2_server)
     _via(inner, p, monkeypatch)
     store = RetryingStore(inner, RetryPolicy(base_delay=0.01))
-    data = _data(5000, 9)
+    data = random_bytes(5000, 9)
     (tmp_path / "src").write_bytes(data)
     try:
         anyio.run(store.put_object, blake3_hex(data), str(tmp_path / "src"), len(data))
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     assert p.stats.count(FaultKind.LOST_RESPONSE) == 1
     assert store.retries == 1
@@ -460,13 +444,13 @@ def test_lost_start_of_a_large_file_leaves_no_orphan(
     inner, parent = _store(b2_server)
     _via(inner, p, monkeypatch)
     store = RetryingStore(inner, RetryPolicy(base_delay=0.01))
-    data = _data(LARGE, 15)
+    data = random_bytes(LARGE, 15)
     checksum = blake3_hex(data)
     (tmp_path / "big").write_bytes(data)
     try:
         anyio.run(store.put_object, checksum, str(tmp_path / "big"), LARGE)
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     assert p.stats.count(FaultKind(kind)) == 1
     assert _read(raw, f"{parent}/store/{object_key(checksum)}") == data
@@ -480,7 +464,7 @@ def test_put_repairs_a_damaged_object(
     """A damaged object (other bytes, same size or not) is replaced by a new version and
     the damaged version deleted: the name reads right again (``push --repair``)."""
     store, parent = _store(b2_server)
-    data = _data(size, 10)
+    data = random_bytes(size, 10)
     checksum = blake3_hex(data)
     (tmp_path / "src").write_bytes(data)
     key = f"{parent}/store/{object_key(checksum)}"
@@ -491,7 +475,33 @@ def test_put_repairs_a_damaged_object(
             assert _read(raw, key) == data
             assert damaged.id_ not in {fv.id_ for fv in _versions(raw, key)}
     finally:
-        _close(store)
+        close_store(store)
+
+
+def test_push_repair_mends_same_size_damage_past_the_hash_check(
+    raw: Any, b2_server: B2Server, tmp_path: Path
+) -> None:
+    """A large object damaged in place, size unchanged: a put finding it only checks its
+    size, so ``push(repair=True)`` uploads it with ``replace``; the damaged version is
+    deleted."""
+    store, parent = _store(b2_server)
+    store.verify_on_conflict_max = 64 * KiB
+    damaged: list[tuple[str, str]] = []
+
+    def key(checksum: str) -> str:
+        return f"{parent}/store/{object_key(checksum)}"
+
+    def plant(checksum: str, data: bytes) -> None:
+        damaged.append((key(checksum), raw.upload_bytes(data, key(checksum)).id_))
+
+    try:
+        check_repair_of_same_size_damage(
+            store, tmp_path, LARGE, plant, lambda c: _read(raw, key(c))
+        )
+    finally:
+        close_store(store)
+    [(name, file_id)] = damaged
+    assert file_id not in {fv.id_ for fv in _versions(raw, name)}
 
 
 def test_put_manifest_repairs_a_damaged_manifest(raw: Any, b2_server: B2Server) -> None:
@@ -505,7 +515,7 @@ def test_put_manifest_repairs_a_damaged_manifest(raw: Any, b2_server: B2Server) 
         anyio.run(store.put_manifest, m.id, m.raw)
         assert anyio.run(store.get_manifest, m.id) == m
     finally:
-        _close(store)
+        close_store(store)
     assert len(_versions(raw, key)) == 1
 
 
@@ -520,7 +530,7 @@ def test_broken_download_is_resumed_with_a_range(
     """The connection is reset part-way through the body: the store asks for the rest of
     the same file id with ``Range: bytes=<offset>-<last>`` (not from zero), and the whole is
     still verified."""
-    data = _data(3 * MiB, 11)
+    data = random_bytes(3 * MiB, 11)
     checksum = blake3_hex(data)
     p = _new_proxy(
         b2_server,
@@ -533,10 +543,10 @@ def test_broken_download_is_resumed_with_a_range(
     _via(store, p, monkeypatch)
     dest = tmp_path / "dest"
     try:
-        rec = _Recorder(store)
+        rec = _recorder(store)
         anyio.run(store.get_object, checksum, str(dest))
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     assert p.stats.count(FaultKind.RESET_RESPONSE) == 1
     assert dest.read_bytes() == data
@@ -554,7 +564,7 @@ def test_broken_download_is_resumed_with_a_range(
 def test_resumed_download_of_a_corrupt_object_is_refused(
     raw: Any, b2_server: B2Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = _data(2 * MiB, 12)
+    data = random_bytes(2 * MiB, 12)
     checksum = blake3_hex(data)
     p = _new_proxy(
         b2_server,
@@ -570,7 +580,7 @@ def test_resumed_download_of_a_corrupt_object_is_refused(
         with pytest.raises(HashMismatchError):
             anyio.run(store.get_object, checksum, str(dest))
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     assert not dest.exists()
 
@@ -582,7 +592,7 @@ def test_missing_object_leaves_no_destination(b2_server: B2Server, tmp_path: Pat
         with pytest.raises(NotFoundError):
             anyio.run(store.get_object, blake3_hex(b"absent"), str(dest))
     finally:
-        _close(store)
+        close_store(store)
     assert not dest.exists()
 
 
@@ -597,7 +607,7 @@ def test_list_is_cheaper_than_has(b2_server: B2Server, tmp_path: Path) -> None:
     store, _ = _store(b2_server)
     puts = []
     for i in range(30):
-        d = _data(10 + i, 100 + i)
+        d = random_bytes(10 + i, 100 + i)
         (tmp_path / f"s{i}").write_bytes(d)
         puts.append(ObjectPut(blake3_hex(d), str(tmp_path / f"s{i}"), len(d)))
     expected = {p.checksum for p in puts}
@@ -615,20 +625,14 @@ def test_list_is_cheaper_than_has(b2_server: B2Server, tmp_path: Path) -> None:
     try:
         anyio.run(body)
     finally:
-        _close(store)
+        close_store(store)
 
 
 def test_listing_ignores_stray_keys(raw: Any, b2_server: B2Server) -> None:
     store, parent = _store(b2_server)
     good = blake3_hex(b"good")
     root = f"{parent}/store/"
-    for key in (
-        root + object_key(good),
-        root + ".objects/README",
-        root + ".objects/abc/def/ghi/short",
-        root + ".objects/ABC/DEF/GHI/" + "A" * 55,
-        root + ".manifests/tmp-upload",
-    ):
+    for key in [root + object_key(good), *stray_keys(root)]:
         raw.upload_bytes(b"x", key)
     hidden = blake3_hex(b"hidden")
     raw.upload_bytes(b"hidden", root + object_key(hidden))
@@ -638,12 +642,12 @@ def test_listing_ignores_stray_keys(raw: Any, b2_server: B2Server) -> None:
         assert anyio.run(store.list_manifests) == []
         assert not anyio.run(store.has_object, hidden)
     finally:
-        _close(store)
+        close_store(store)
 
 
 def test_verify_objects_streams_without_a_temporary_file(raw: Any, b2_server: B2Server) -> None:
     store, parent = _store(b2_server)
-    good, bad = _data(3000, 13), _data(4000, 14)
+    good, bad = random_bytes(3000, 13), random_bytes(4000, 14)
     root = f"{parent}/store/"
     raw.upload_bytes(good, root + object_key(blake3_hex(good)))
     raw.upload_bytes(bad[::-1], root + object_key(blake3_hex(bad)))
@@ -653,7 +657,7 @@ def test_verify_objects_streams_without_a_temporary_file(raw: Any, b2_server: B2
             store.verify_objects, [(blake3_hex(good), 3000), (blake3_hex(bad), 4000), (gone, 4)]
         )
     finally:
-        _close(store)
+        close_store(store)
     assert problems == {blake3_hex(bad): "corrupt", gone: "missing"}
 
 
@@ -673,7 +677,7 @@ def test_missing_credentials(
         with pytest.raises(StoreError) as info:
             anyio.run(store.has_object, blake3_hex(b"x"))
     finally:
-        _close(store)
+        close_store(store)
     message = str(info.value)
     assert not isinstance(info.value, TransientStoreError)
     assert f"{' and '.join(unset)} not set" in message  # what is missing
@@ -686,14 +690,14 @@ def test_missing_credentials(
 def test_wrong_key_is_reported_without_the_key(
     b2_server: B2Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    secret = "K005" + _uid() + _uid()
+    secret = "K005" + uid() + uid()
     monkeypatch.setenv(KEY_ENV, secret)
     store, _ = _store(b2_server)
     try:
         with pytest.raises(StoreError) as info:
             anyio.run(store.list_manifests)
     finally:
-        _close(store)
+        close_store(store)
     message = str(info.value)
     assert not isinstance(info.value, TransientStoreError)
     assert b2_server.key_id in message
@@ -705,7 +709,7 @@ def test_wrong_key_is_reported_without_the_key(
 def test_missing_bucket(b2_server: B2Server) -> None:
     """Reads go by name without the bucket id; one that misses confirms the bucket, so a
     missing bucket is a StoreError naming it, never an absent key."""
-    name = f"no-such-bucket-{_uid()}"
+    name = f"no-such-bucket-{uid()}"
     store = B2Store(f"b2://{name}/x")
     try:
         for call in (store.list_manifests, store.has_manifest, store.get_manifest):
@@ -715,19 +719,19 @@ def test_missing_bucket(b2_server: B2Server) -> None:
             assert not isinstance(info.value, NotFoundError)
             assert name in str(info.value)
     finally:
-        _close(store)
+        close_store(store)
 
 
 def test_put_after_a_listing_skips_the_head(b2_server: B2Server, tmp_path: Path) -> None:
     """A key the store has just listed as absent is uploaded without asking again (one
     request per object in a push); a key it has not seen absent is asked about first."""
     store, _ = _store(b2_server)
-    listed, unlisted = _data(1000, 16), _data(1000, 17)
+    listed, unlisted = random_bytes(1000, 16), random_bytes(1000, 17)
     (tmp_path / "a").write_bytes(listed)
     (tmp_path / "b").write_bytes(unlisted)
     try:
         anyio.run(store.list_objects, blake3_hex(listed)[:3])
-        rec = _Recorder(store)
+        rec = _recorder(store)
         anyio.run(store.put_object, blake3_hex(listed), str(tmp_path / "a"), len(listed))
         assert [m for m, _, _ in rec.calls if m == "HEAD"] == []
         assert blake3_hex(unlisted)[:3] != blake3_hex(listed)[:3], "another shard"
@@ -739,7 +743,7 @@ def test_put_after_a_listing_skips_the_head(b2_server: B2Server, tmp_path: Path)
         assert "HEAD" in [m for m, _, _ in rec.calls]
         assert not any("b2_upload_file" in url for _, url, _ in rec.calls)
     finally:
-        _close(store)
+        close_store(store)
 
 
 def test_wrap_sizes_the_connection_pool(b2_server: B2Server) -> None:
@@ -756,11 +760,7 @@ def test_push_and_pull_request_costs(b2_server: B2Server, tmp_path: Path) -> Non
     from snapdir._pull import pull_with_stats
     from snapdir._push import push_with_stats
 
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    (tree / "a").write_bytes(b"alpha")
-    (tree / "b").write_bytes(b"beta")
-    (tree / "c").write_bytes(b"alpha")  # the same object as a
+    tree = alpha_beta_tree(tmp_path)
     store, _ = _store(b2_server)
     try:
         first = anyio.run(push_with_stats, str(tree), store)
@@ -776,5 +776,5 @@ def test_push_and_pull_request_costs(b2_server: B2Server, tmp_path: Path) -> Non
         pulled = anyio.run(pull_with_stats, first["id"], B2Store(store.uri), str(tmp_path / "out"))
         assert pulled["requests"] == 1 + 1 + 2, "authorise, manifest, one GET per object"
     finally:
-        _close(store)
+        close_store(store)
     assert (tmp_path / "out" / "c").read_bytes() == b"alpha"

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import random
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,16 @@ from snapdir.stores._streams import UploadReader
 from snapdir.stores._wrappers import RetryingStore, RetryPolicy, unwrap, wrap
 from snapdir.stores.gcs import GcsStore
 from snapdir.testing import StoreConformance
+from storeutil_cloud import (
+    NO_SKIP,
+    Recorder,
+    alpha_beta_tree,
+    check_repair_of_same_size_damage,
+    close_store,
+    random_bytes,
+    stray_keys,
+    uid,
+)
 
 MiB = 1024 * 1024
 KiB = 1024
@@ -42,15 +51,6 @@ KiB = 1024
 THRESHOLD = 512 * KiB
 CHUNK = 256 * KiB  # the smallest chunk GCS allows
 LARGE = MiB + 300 * KiB + 7  # six chunks, the last one short
-NO_SKIP = os.environ.get("SNAPDIR_TEST_NO_SKIP", "") not in ("", "0")
-
-
-def _data(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def _uid() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def raw(gcs_server: GcsServer) -> Any:
 
 @pytest.fixture(scope="module")
 def bucket(raw: Any) -> str:
-    name = f"snapdir-gcs-{_uid()}"
+    name = f"snapdir-gcs-{uid()}"
     raw.create_bucket(name)
     return name
 
@@ -102,32 +102,17 @@ def _list_all(raw: Any, bucket: str, prefix: str) -> set[str]:
     return {b.name for b in raw.list_blobs(bucket, prefix=prefix)}
 
 
-def _close(store: Store) -> None:
-    anyio.run(store.aclose)
-
-
 def _store(bucket: str, **kwargs: Any) -> tuple[GcsStore, str]:
-    parent = f"t-{_uid()}"
+    parent = f"t-{uid()}"
     kwargs.setdefault("resumable_threshold", THRESHOLD)
     kwargs.setdefault("chunk_size", CHUNK)
     return GcsStore(f"gs://{bucket}/{parent}/store", **kwargs), parent
 
 
-class _Recorder:
-    """Records (method, headers) of every request a store's session sends."""
-
-    def __init__(self, store: GcsStore) -> None:
-        store._connect()
-        session = store._session
-        self.calls: list[tuple[str, str, dict[str, str]]] = []
-        original = session.request
-
-        def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            headers = {k.lower(): str(v) for k, v in (kwargs.get("headers") or {}).items()}
-            self.calls.append((method.upper(), url, headers))
-            return original(method, url, *args, **kwargs)
-
-        session.request = request
+def _recorder(store: GcsStore) -> Recorder:
+    """Records every request the store's session sends."""
+    store._connect()
+    return Recorder(store._session)
 
 
 # -------------------------------------------------------------------------------------------
@@ -148,7 +133,7 @@ class _GcsHooks(StoreConformance):
     def _fresh(self, raw: Any, bucket: str) -> str:
         self.raw_client = raw
         self.bucket_name = bucket
-        self.parent = f"t-{_uid()}"
+        self.parent = f"t-{uid()}"
         return f"gs://{bucket}/{self.parent}/store"
 
     def raw_keys(self, store: Store) -> set[str]:
@@ -174,7 +159,7 @@ class TestGcsStore(_GcsHooks):
     def store(self, raw: Any, bucket: str) -> Iterator[Store]:
         s = GcsStore(self._fresh(raw, bucket), resumable_threshold=THRESHOLD, chunk_size=CHUNK)
         yield s
-        _close(s)
+        close_store(s)
 
 
 class TestGcsStoreWrapped(_GcsHooks):
@@ -185,7 +170,7 @@ class TestGcsStoreWrapped(_GcsHooks):
         inner = GcsStore(self._fresh(raw, bucket), resumable_threshold=THRESHOLD, chunk_size=CHUNK)
         s = wrap(inner, jobs=6)
         yield s
-        _close(s)
+        close_store(s)
 
 
 class TestGcsStoreThroughFaults(_GcsHooks):
@@ -212,7 +197,7 @@ class TestGcsStoreThroughFaults(_GcsHooks):
         try:
             yield s
         finally:
-            _close(s)
+            close_store(s)
             p.stop()
 
 
@@ -243,7 +228,7 @@ def test_explicit_endpoint_wins_over_the_environment(
     try:
         assert anyio.run(store.list_manifests) == []
     finally:
-        _close(store)
+        close_store(store)
 
 
 # -------------------------------------------------------------------------------------------
@@ -253,13 +238,13 @@ def test_explicit_endpoint_wins_over_the_environment(
 
 def test_small_object_is_one_request(bucket: str, tmp_path: Path) -> None:
     store, _ = _store(bucket)
-    data = _data(THRESHOLD, 1)  # at the threshold: still a single multipart request
+    data = random_bytes(THRESHOLD, 1)  # at the threshold: still a single multipart request
     (tmp_path / "src").write_bytes(data)
     try:
-        rec = _Recorder(store)
+        rec = _recorder(store)
         anyio.run(store.put_object, blake3_hex(data), str(tmp_path / "src"), len(data))
     finally:
-        _close(store)
+        close_store(store)
     assert [m for m, _, _ in rec.calls] == ["POST"]
     assert "uploadType=multipart" in rec.calls[0][1]
     assert "ifGenerationMatch=0" in rec.calls[0][1]
@@ -267,14 +252,14 @@ def test_small_object_is_one_request(bucket: str, tmp_path: Path) -> None:
 
 def test_resumable_upload_in_chunks(raw: Any, bucket: str, tmp_path: Path) -> None:
     store, parent = _store(bucket)
-    data = _data(LARGE, 2)
+    data = random_bytes(LARGE, 2)
     checksum = blake3_hex(data)
     (tmp_path / "big").write_bytes(data)
     try:
-        rec = _Recorder(store)
+        rec = _recorder(store)
         anyio.run(store.put_object, checksum, str(tmp_path / "big"), LARGE)
     finally:
-        _close(store)
+        close_store(store)
     chunks = math.ceil(LARGE / CHUNK)
     assert [m for m, _, _ in rec.calls] == ["POST"] + ["PUT"] * chunks
     assert "uploadType=resumable" in rec.calls[0][1]
@@ -292,11 +277,11 @@ def test_source_changed_mid_resumable_upload(raw: Any, bucket: str, tmp_path: Pa
     not match, the final chunk is never sent (so the upload is never finalised), the
     session is cancelled, and no object appears."""
     store, parent = _store(bucket)
-    data = _data(LARGE, 3)
+    data = random_bytes(LARGE, 3)
     checksum = blake3_hex(data)
     source = tmp_path / "big"
     source.write_bytes(data)
-    rec = _Recorder(store)
+    rec = _recorder(store)
     original = store._session.request
 
     def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
@@ -313,7 +298,7 @@ def test_source_changed_mid_resumable_upload(raw: Any, bucket: str, tmp_path: Pa
             anyio.run(store.put_object, checksum, str(source), LARGE)
         assert not anyio.run(store.has_object, checksum)
     finally:
-        _close(store)
+        close_store(store)
     puts = [h["content-range"] for m, _, h in rec.calls if m == "PUT"]
     assert puts, "chunks were sent before the change was seen"
     assert all(not r.endswith(f"-{LARGE - 1}/{LARGE}") for r in puts), "no final chunk"
@@ -328,14 +313,14 @@ def test_source_changed_before_upload(bucket: str, tmp_path: Path, size: int) ->
     """Nothing is sent at all for a small object whose bytes do not match (the only read
     is refused), and only non-final chunks for a large one."""
     store, _ = _store(bucket)
-    data = _data(size, 4)
+    data = random_bytes(size, 4)
     (tmp_path / "src").write_bytes(data[:-1] + b"!")
-    rec = _Recorder(store)
+    rec = _recorder(store)
     try:
         with pytest.raises(InFluxError):
             anyio.run(store.put_object, blake3_hex(data), str(tmp_path / "src"), size)
     finally:
-        _close(store)
+        close_store(store)
     if size < THRESHOLD:
         assert rec.calls == []
     else:
@@ -346,7 +331,7 @@ def test_source_changed_before_upload(bucket: str, tmp_path: Path, size: int) ->
 def test_send_reader_replays_rewound_bytes_from_memory(tmp_path: Path) -> None:
     """A rewind (the SDK re-sending a chunk) gets the bytes handed out before, never bytes
     re-read from a file that may have changed; a rewind to 0 starts a verified new pass."""
-    data = _data(100_000, 5)
+    data = random_bytes(100_000, 5)
     path = tmp_path / "f"
     path.write_bytes(data)
     with open(path, "rb") as f:
@@ -372,7 +357,7 @@ def test_send_reader_replays_rewound_bytes_from_memory(tmp_path: Path) -> None:
 
 
 def test_send_reader_withholds_the_last_bytes(tmp_path: Path) -> None:
-    data = _data(50_000, 6)
+    data = random_bytes(50_000, 6)
     path = tmp_path / "f"
     path.write_bytes(data[:-1] + b"!")
     with open(path, "rb") as f:
@@ -394,7 +379,7 @@ def test_create_only_and_repair(raw: Any, bucket: str, tmp_path: Path) -> None:
     accepted once the object is confirmed (size and, this small, its hash); a damaged
     object in the way is replaced, conditionally on the generation that was checked."""
     store, parent = _store(bucket)
-    data = _data(10_000, 7)
+    data = random_bytes(10_000, 7)
     checksum = blake3_hex(data)
     (tmp_path / "src").write_bytes(data)
     key = f"{parent}/store/{object_key(checksum)}"
@@ -409,7 +394,33 @@ def test_create_only_and_repair(raw: Any, bucket: str, tmp_path: Path) -> None:
             anyio.run(store.put_object, checksum, str(tmp_path / "src"), len(data))
             assert blob.download_as_bytes() == data
     finally:
-        _close(store)
+        close_store(store)
+
+
+def test_push_repair_mends_same_size_damage_past_the_hash_check(
+    raw: Any, bucket: str, tmp_path: Path
+) -> None:
+    """An object damaged in place, size unchanged, above ``verify_on_conflict_max``: a put
+    finding it (412) only checks its size, so ``push(repair=True)`` re-uploads it with
+    ``replace`` (no precondition). Below the resumable threshold: fake-gcs-server does not
+    enforce preconditions on resumable uploads, so only a single request shows the 412."""
+    store, parent = _store(bucket)
+    store.verify_on_conflict_max = 64 * KiB
+    size = 300 * KiB
+
+    def blob(checksum: str) -> Any:
+        return raw.bucket(bucket).blob(f"{parent}/store/{object_key(checksum)}")
+
+    def read(checksum: str) -> bytes:
+        data: bytes = blob(checksum).download_as_bytes()
+        return data
+
+    try:
+        check_repair_of_same_size_damage(
+            store, tmp_path, size, lambda c, d: blob(c).upload_from_string(d), read
+        )
+    finally:
+        close_store(store)
 
 
 def test_lost_upload_response_is_success_after_retry(
@@ -420,7 +431,7 @@ def test_lost_upload_response_is_success_after_retry(
     p = _new_proxy(gcs_server, kinds=["lost_response"], methods=["POST"], script=["lost_response"])
     inner, _ = _store(bucket, endpoint=p.url)
     store = RetryingStore(inner, RetryPolicy(base_delay=0.01))
-    data = _data(5000, 8)
+    data = random_bytes(5000, 8)
     (tmp_path / "src").write_bytes(data)
     try:
         anyio.run(store.put_object, blake3_hex(data), str(tmp_path / "src"), len(data))
@@ -428,7 +439,7 @@ def test_lost_upload_response_is_success_after_retry(
         assert store.retries == 1
         assert anyio.run(inner.has_object, blake3_hex(data))
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
 
 
@@ -440,13 +451,13 @@ def test_failed_chunk_is_sent_again(
     upload goes on where it was; no restart from the first chunk."""
     p = _new_proxy(gcs_server, methods=["PUT"], script=[None, kind], retry_after="0")
     store, parent = _store(bucket, endpoint=p.url)
-    data = _data(LARGE, 9)
+    data = random_bytes(LARGE, 9)
     checksum = blake3_hex(data)
     (tmp_path / "big").write_bytes(data)
     try:
         anyio.run(store.put_object, checksum, str(tmp_path / "big"), LARGE)
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     assert p.stats.injected[FaultKind(kind)] == 1
     assert store.request_count() == 1 + math.ceil(LARGE / CHUNK) + 1
@@ -464,13 +475,13 @@ def test_broken_chunk_connection_starts_over(
     p = _new_proxy(gcs_server, methods=["PUT"], script=[None, kind])
     inner, parent = _store(bucket, endpoint=p.url)
     store = RetryingStore(inner, RetryPolicy(base_delay=0.01))
-    data = _data(LARGE, 10)
+    data = random_bytes(LARGE, 10)
     checksum = blake3_hex(data)
     (tmp_path / "big").write_bytes(data)
     try:
         anyio.run(store.put_object, checksum, str(tmp_path / "big"), LARGE)
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     assert store.retries == 1
     key = f"{parent}/store/{object_key(checksum)}"
@@ -488,17 +499,17 @@ def test_broken_download_is_resumed_with_a_range(
 ) -> None:
     """The connection is reset part-way through the body: the store asks for the rest with
     ``Range: bytes=<offset>-`` (not from zero), and the whole is still verified."""
-    data = _data(3 * MiB, 11)
+    data = random_bytes(3 * MiB, 11)
     checksum = blake3_hex(data)
     p = _new_proxy(gcs_server, methods=["GET"], script=["reset_response"])
     store, parent = _store(bucket, endpoint=p.url)
     raw.bucket(bucket).blob(f"{parent}/store/{object_key(checksum)}").upload_from_string(data)
     dest = tmp_path / "dest"
     try:
-        rec = _Recorder(store)
+        rec = _recorder(store)
         anyio.run(store.get_object, checksum, str(dest))
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     assert p.stats.count(FaultKind.RESET_RESPONSE) == 1
     assert dest.read_bytes() == data
@@ -515,7 +526,7 @@ def test_broken_download_is_resumed_with_a_range(
 def test_resumed_download_of_a_corrupt_object_is_refused(
     raw: Any, bucket: str, tmp_path: Path, gcs_server: GcsServer
 ) -> None:
-    data = _data(2 * MiB, 12)
+    data = random_bytes(2 * MiB, 12)
     checksum = blake3_hex(data)
     p = _new_proxy(gcs_server, methods=["GET"], script=["reset_response", "reset_response"])
     store, parent = _store(bucket, endpoint=p.url)
@@ -526,7 +537,7 @@ def test_resumed_download_of_a_corrupt_object_is_refused(
         with pytest.raises(HashMismatchError):
             anyio.run(store.get_object, checksum, str(dest))
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     assert not dest.exists()
 
@@ -538,7 +549,7 @@ def test_missing_object_leaves_no_destination(bucket: str, tmp_path: Path) -> No
         with pytest.raises(NotFoundError):
             anyio.run(store.get_object, blake3_hex(b"absent"), str(dest))
     finally:
-        _close(store)
+        close_store(store)
     assert not dest.exists()
 
 
@@ -552,7 +563,7 @@ def test_list_is_cheaper_than_has(bucket: str, tmp_path: Path) -> None:
     store, _ = _store(bucket)
     puts = []
     for i in range(30):
-        d = _data(10 + i, 100 + i)
+        d = random_bytes(10 + i, 100 + i)
         (tmp_path / f"s{i}").write_bytes(d)
         puts.append(ObjectPut(blake3_hex(d), str(tmp_path / f"s{i}"), len(d)))
     expected = {p.checksum for p in puts}
@@ -571,33 +582,27 @@ def test_list_is_cheaper_than_has(bucket: str, tmp_path: Path) -> None:
     try:
         anyio.run(body)
     finally:
-        _close(store)
+        close_store(store)
 
 
 def test_listing_ignores_stray_keys(raw: Any, bucket: str) -> None:
     store, parent = _store(bucket)
     good = blake3_hex(b"good")
     root = f"{parent}/store/"
-    for key in (
-        root + object_key(good),
-        root + ".objects/README",
-        root + ".objects/abc/def/ghi/short",
-        root + ".objects/ABC/DEF/GHI/" + "A" * 55,
-        root + ".manifests/tmp-upload",
-    ):
+    for key in [root + object_key(good), *stray_keys(root)]:
         raw.bucket(bucket).blob(key).upload_from_string(b"x")
     try:
         assert anyio.run(store.list_objects) == {good}
         assert anyio.run(store.list_manifests) == []
     finally:
-        _close(store)
+        close_store(store)
 
 
 def test_verify_objects_streams_without_a_temporary_file(
     raw: Any, bucket: str, tmp_path: Path
 ) -> None:
     store, parent = _store(bucket)
-    good, bad = _data(3000, 13), _data(4000, 14)
+    good, bad = random_bytes(3000, 13), random_bytes(4000, 14)
     root = f"{parent}/store/"
     raw.bucket(bucket).blob(root + object_key(blake3_hex(good))).upload_from_string(good)
     raw.bucket(bucket).blob(root + object_key(blake3_hex(bad))).upload_from_string(bad[::-1])
@@ -607,7 +612,7 @@ def test_verify_objects_streams_without_a_temporary_file(
             store.verify_objects, [(blake3_hex(good), 3000), (blake3_hex(bad), 4000), (gone, 4)]
         )
     finally:
-        _close(store)
+        close_store(store)
     assert problems == {blake3_hex(bad): "corrupt", gone: "missing"}
 
 
@@ -639,7 +644,7 @@ def test_missing_credentials(bucket: str, tmp_path: Path, monkeypatch: pytest.Mo
         with pytest.raises(StoreError) as info:
             anyio.run(store.has_object, blake3_hex(b"x"))
     finally:
-        _close(store)
+        close_store(store)
     message = str(info.value)
     assert not isinstance(info.value, TransientStoreError)
     assert "GOOGLE_APPLICATION_CREDENTIALS" in message
@@ -652,7 +657,7 @@ def test_unusable_key_file_is_reported_without_the_secret(
     bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _no_google_environment(monkeypatch, tmp_path)
-    marker = _uid()
+    marker = uid()
     secret = f"-----BEGIN PRIVATE KEY-----{marker}-----END PRIVATE KEY-----"
     key_file = tmp_path / "key.json"
     key_file.write_text(json.dumps({"type": "service_account", "private_key": secret}))
@@ -662,7 +667,7 @@ def test_unusable_key_file_is_reported_without_the_secret(
         with pytest.raises(StoreError) as info:
             anyio.run(store.list_manifests)
     finally:
-        _close(store)
+        close_store(store)
     message = str(info.value)
     assert str(key_file) in message
     assert "gcloud auth application-default login" in message
@@ -673,7 +678,7 @@ def test_unusable_key_file_is_reported_without_the_secret(
 def test_missing_bucket(gcs_server: GcsServer, tmp_path: Path) -> None:
     """A missing bucket is a StoreError naming it, never a missing key: a listing or an
     upload cannot miss a key, and a read that misses checks the bucket (once per store)."""
-    name = f"no-such-bucket-{_uid()}"
+    name = f"no-such-bucket-{uid()}"
     store = GcsStore(f"gs://{name}/x")
     (tmp_path / "src").write_bytes(b"x")
     try:
@@ -689,7 +694,7 @@ def test_missing_bucket(gcs_server: GcsServer, tmp_path: Path) -> None:
             assert not isinstance(info.value, NotFoundError)
             assert name in str(info.value)
     finally:
-        _close(store)
+        close_store(store)
 
 
 def test_transient_errors_carry_retry_after(bucket: str, gcs_server: GcsServer) -> None:
@@ -699,7 +704,7 @@ def test_transient_errors_carry_retry_after(bucket: str, gcs_server: GcsServer) 
         with pytest.raises(TransientStoreError) as info:
             anyio.run(store.has_object, blake3_hex(b"x"))
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     assert info.value.retry_after == 7.0
     assert store.is_transient(info.value)
@@ -713,7 +718,7 @@ def test_retry_gives_up_after_its_budget(bucket: str, gcs_server: GcsServer) -> 
         with pytest.raises(StoreError) as info:
             anyio.run(store.has_manifest, blake3_hex(b"x"))
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     assert not isinstance(info.value, TransientStoreError)
     assert store.retries >= 3
@@ -734,11 +739,7 @@ def test_push_and_pull_request_costs(bucket: str, tmp_path: Path) -> None:
     from snapdir._pull import pull_with_stats
     from snapdir._push import push_with_stats
 
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    (tree / "a").write_bytes(b"alpha")
-    (tree / "b").write_bytes(b"beta")
-    (tree / "c").write_bytes(b"alpha")  # the same object as a
+    tree = alpha_beta_tree(tmp_path)
     store, _ = _store(bucket)
     try:
         first = anyio.run(push_with_stats, str(tree), store)
@@ -752,5 +753,5 @@ def test_push_and_pull_request_costs(bucket: str, tmp_path: Path) -> None:
         pulled = anyio.run(pull_with_stats, first["id"], GcsStore(store.uri), str(tmp_path / "out"))
         assert pulled["requests"] == 1 + 2
     finally:
-        _close(store)
+        close_store(store)
     assert (tmp_path / "out" / "c").read_bytes() == b"alpha"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import random
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,20 +33,19 @@ from snapdir.stores._streams import UploadReader
 from snapdir.stores._wrappers import LimitedStore, RetryingStore, RetryPolicy, unwrap, wrap
 from snapdir.stores.s3 import S3Store
 from snapdir.testing import StoreConformance
+from storeutil_cloud import (
+    check_repair_of_same_size_damage,
+    close_store,
+    random_bytes,
+    stray_keys,
+    uid,
+)
 
 MiB = 1024 * 1024
 #: Lowered multipart settings so the "large" tests cover multipart in a fraction of a second.
 THRESHOLD = 6 * MiB
 PART = 5 * MiB  # S3's minimum part size
 LARGE = 11 * MiB + 3  # three parts
-
-
-def _data(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def _uid() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 @pytest.fixture(autouse=True)
@@ -76,7 +74,7 @@ def raw(seaweedfs: S3Server) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def bucket(raw: Any) -> str:
-    name = f"snapdir-s3-{_uid()}"
+    name = f"snapdir-s3-{uid()}"
     raw.create_bucket(Bucket=name)
     return name
 
@@ -100,10 +98,6 @@ def _list_all(raw: Any, bucket: str, prefix: str) -> set[str]:
     for page in raw.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys.update(item["Key"] for item in page.get("Contents", []))
     return keys
-
-
-def _close(store: Store) -> None:
-    anyio.run(store.aclose)
 
 
 def _s3(store: Store) -> S3Store:
@@ -130,7 +124,7 @@ class _S3Hooks(StoreConformance):
     def _fresh(self, raw: Any, bucket: str) -> str:
         self.raw_client = raw
         self.bucket_name = bucket
-        self.parent = f"t-{_uid()}"
+        self.parent = f"t-{uid()}"
         return f"s3://{bucket}/{self.parent}/store"
 
     def raw_keys(self, store: Store) -> set[str]:
@@ -158,7 +152,7 @@ class TestS3Store(_S3Hooks):
     def store(self, raw: Any, bucket: str) -> Iterator[Store]:
         s = S3Store(self._fresh(raw, bucket), multipart_threshold=THRESHOLD, part_size=PART)
         yield s
-        _close(s)
+        close_store(s)
 
 
 class TestS3StoreWrapped(_S3Hooks):
@@ -169,7 +163,7 @@ class TestS3StoreWrapped(_S3Hooks):
         inner = S3Store(self._fresh(raw, bucket), multipart_threshold=THRESHOLD, part_size=PART)
         s = wrap(inner, jobs=6)
         yield s
-        _close(s)
+        close_store(s)
 
 
 class TestS3StoreThroughFaults(_S3Hooks):
@@ -210,7 +204,7 @@ class TestS3StoreThroughFaults(_S3Hooks):
         )
         s = wrap(inner, jobs=6, retry=RetryPolicy(base_delay=0.01, max_delay=0.1, max_elapsed=60))
         yield s
-        _close(s)
+        close_store(s)
 
 
 # -------------------------------------------------------------------------------------------
@@ -219,7 +213,7 @@ class TestS3StoreThroughFaults(_S3Hooks):
 
 
 def _store(bucket: str, **kwargs: Any) -> tuple[S3Store, str]:
-    parent = f"t-{_uid()}"
+    parent = f"t-{uid()}"
     kwargs.setdefault("multipart_threshold", THRESHOLD)
     kwargs.setdefault("part_size", PART)
     return S3Store(f"s3://{bucket}/{parent}/store", **kwargs), parent
@@ -237,14 +231,14 @@ def test_open_store_builds_an_s3_store(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_multipart_upload(raw: Any, bucket: str, tmp_path: Path) -> None:
     store, parent = _store(bucket)
-    data = _data(LARGE, 1)
+    data = random_bytes(LARGE, 1)
     checksum = blake3_hex(data)
     source = tmp_path / "big"
     source.write_bytes(data)
     try:
         anyio.run(store.put_object, checksum, str(source), LARGE)
     finally:
-        _close(store)
+        close_store(store)
     key = f"{parent}/store/{object_key(checksum)}"
     head = raw.head_object(Bucket=bucket, Key=key)
     assert head["ETag"].strip('"').endswith("-3"), "three parts of 5, 5 and 1 MiB"
@@ -267,7 +261,7 @@ def test_source_changed_mid_multipart(
     not match, so the last part is never sent, the upload is aborted (no parts left behind)
     and no object appears."""
     store, parent = _store(bucket, part_concurrency=1)
-    data = _data(LARGE, 2)
+    data = random_bytes(LARGE, 2)
     checksum = blake3_hex(data)
     source = tmp_path / "big"
     source.write_bytes(data)
@@ -288,7 +282,7 @@ def test_source_changed_mid_multipart(
             anyio.run(store.put_object, checksum, str(source), LARGE)
         assert not anyio.run(store.has_object, checksum)
     finally:
-        _close(store)
+        close_store(store)
     assert calls == [1, 2], "every part but the last: its read saw the change"
     assert _list_all(raw, bucket, parent + "/") == set()
     uploads = raw.list_multipart_uploads(Bucket=bucket, Prefix=parent + "/")
@@ -301,7 +295,7 @@ def test_source_changed_between_signing_and_sending(raw: Any, bucket: str, tmp_p
     to hand over the last bytes, and nothing is stored (the server never sees a complete
     body, so this is our check, not the server's signature check)."""
     store, parent = _store(bucket)
-    data = _data(300_000, 3)
+    data = random_bytes(300_000, 3)
     checksum = blake3_hex(data)
     source = tmp_path / "src"
     source.write_bytes(data)
@@ -321,13 +315,13 @@ def test_source_changed_between_signing_and_sending(raw: Any, bucket: str, tmp_p
             anyio.run(store.put_object, checksum, str(source), len(data))
         assert not anyio.run(store.has_object, checksum)
     finally:
-        _close(store)
+        close_store(store)
     assert changed, "the hook ran"
     assert _list_all(raw, bucket, parent + "/") == set()
 
 
 def test_verifying_reader_rehashes_on_every_pass(tmp_path: Path) -> None:
-    data = _data(100_000, 4)
+    data = random_bytes(100_000, 4)
     path = tmp_path / "f"
     path.write_bytes(data)
     with open(path, "rb") as f:
@@ -348,7 +342,7 @@ def test_verifying_reader_rehashes_on_every_pass(tmp_path: Path) -> None:
 
 
 def test_verifying_reader_withholds_the_last_bytes(tmp_path: Path) -> None:
-    data = _data(50_000, 5)
+    data = random_bytes(50_000, 5)
     path = tmp_path / "f"
     path.write_bytes(data[:-1] + b"!")
     with open(path, "rb") as f:
@@ -371,7 +365,7 @@ def test_conditional_create(raw: Any, bucket: str, tmp_path: Path) -> None:
     accepted after the object is confirmed (size, and hash for a small object); a corrupt
     object in the way is repaired with the verified bytes."""
     store, parent = _store(bucket)
-    data = _data(10_000, 6)
+    data = random_bytes(10_000, 6)
     checksum = blake3_hex(data)
     source = tmp_path / "src"
     source.write_bytes(data)
@@ -389,7 +383,7 @@ def test_conditional_create(raw: Any, bucket: str, tmp_path: Path) -> None:
             assert raw.get_object(Bucket=bucket, Key=key)["Body"].read() == data
         assert Capability.CONDITIONAL_PUT in store.capabilities
     finally:
-        _close(store)
+        close_store(store)
 
 
 def test_conditional_create_falls_back_when_unsupported(
@@ -422,7 +416,7 @@ def test_conditional_create_falls_back_when_unsupported(
         assert Capability.CONDITIONAL_PUT not in store.capabilities
         assert anyio.run(store.has_object, blake3_hex(data))
     finally:
-        _close(store)
+        close_store(store)
 
 
 def test_conditional_put_can_be_turned_off(
@@ -437,7 +431,30 @@ def test_conditional_put_can_be_turned_off(
         for _ in range(2):
             anyio.run(store.put_object, blake3_hex(data), str(tmp_path / "src"), len(data))
     finally:
-        _close(store)
+        close_store(store)
+
+
+def test_push_repair_mends_same_size_damage_past_the_hash_check(
+    raw: Any, bucket: str, tmp_path: Path
+) -> None:
+    """A large object damaged in place, size unchanged: a put finding it (412) only checks
+    its size, so ``push(repair=True)`` re-uploads it with ``replace`` (no If-None-Match)."""
+    store, parent = _store(bucket, verify_on_conflict_max=MiB)
+
+    def key(checksum: str) -> str:
+        return f"{parent}/store/{object_key(checksum)}"
+
+    def plant(checksum: str, data: bytes) -> None:
+        raw.put_object(Bucket=bucket, Key=key(checksum), Body=data)
+
+    def read(checksum: str) -> bytes:
+        body: bytes = raw.get_object(Bucket=bucket, Key=key(checksum))["Body"].read()
+        return body
+
+    try:
+        check_repair_of_same_size_damage(store, tmp_path, LARGE, plant, read)
+    finally:
+        close_store(store)
 
 
 def test_lost_put_response_is_success_after_retry(
@@ -454,7 +471,7 @@ def test_lost_put_response_is_success_after_retry(
         client_config={"retries": {"mode": "standard", "total_max_attempts": 1}},
     )
     store = RetryingStore(inner, RetryPolicy(base_delay=0.01))
-    data = _data(5000, 7)
+    data = random_bytes(5000, 7)
     (tmp_path / "src").write_bytes(data)
     try:
         anyio.run(store.put_object, blake3_hex(data), str(tmp_path / "src"), len(data))
@@ -462,7 +479,7 @@ def test_lost_put_response_is_success_after_retry(
         assert store.retries == 1
         assert anyio.run(inner.has_object, blake3_hex(data))
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
 
 
@@ -480,14 +497,14 @@ def test_lost_multipart_completion_is_confirmed(
         script=["lost_response"],
     )
     store, parent = _store(bucket, endpoint_url=p.url)
-    data = _data(LARGE, 8)
+    data = random_bytes(LARGE, 8)
     checksum = blake3_hex(data)
     (tmp_path / "src").write_bytes(data)
     try:
         anyio.run(store.put_object, checksum, str(tmp_path / "src"), LARGE)
         assert p.stats.count(FaultKind.LOST_RESPONSE) == 1
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     key = f"{parent}/store/{object_key(checksum)}"
     assert raw.get_object(Bucket=bucket, Key=key)["Body"].read() == data
@@ -505,7 +522,7 @@ def test_broken_download_is_resumed_with_a_range(
     """The connection is reset part-way through the body: the store asks for the rest with
     ``Range: bytes=<offset>-`` (not from zero), and the whole is still verified."""
     store, parent = _store(bucket)
-    data = _data(3 * MiB, 9)
+    data = random_bytes(3 * MiB, 9)
     checksum = blake3_hex(data)
     raw.put_object(Bucket=bucket, Key=f"{parent}/store/{object_key(checksum)}", Body=data)
     p = _new_proxy(
@@ -526,7 +543,7 @@ def test_broken_download_is_resumed_with_a_range(
     try:
         anyio.run(store.get_object, checksum, str(dest))
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     assert p.stats.count(FaultKind.RESET_RESPONSE) == 1
     assert dest.read_bytes() == data
@@ -546,7 +563,7 @@ def test_resumed_download_of_a_corrupt_object_is_refused(
     raw: Any, bucket: str, tmp_path: Path, seaweedfs: S3Server
 ) -> None:
     store, parent = _store(bucket)
-    data = _data(2 * MiB, 10)
+    data = random_bytes(2 * MiB, 10)
     checksum = blake3_hex(data)
     bad = data[:-1] + b"\0"
     raw.put_object(Bucket=bucket, Key=f"{parent}/store/{object_key(checksum)}", Body=bad)
@@ -563,7 +580,7 @@ def test_resumed_download_of_a_corrupt_object_is_refused(
         with pytest.raises(HashMismatchError):
             anyio.run(store.get_object, checksum, str(dest))
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     assert not dest.exists()
 
@@ -575,7 +592,7 @@ def test_missing_object_leaves_no_destination(bucket: str, tmp_path: Path) -> No
         with pytest.raises(NotFoundError):
             anyio.run(store.get_object, blake3_hex(b"absent"), str(dest))
     finally:
-        _close(store)
+        close_store(store)
     assert not dest.exists()
 
 
@@ -588,7 +605,7 @@ def test_list_is_cheaper_than_has(bucket: str, tmp_path: Path) -> None:
     """One LIST page answers for up to 1000 objects; ``has_object`` costs one HEAD each.
     Paging works (a small page size forces several pages)."""
     store, _ = _store(bucket)
-    blobs = [_data(10 + i, 100 + i) for i in range(30)]
+    blobs = [random_bytes(10 + i, 100 + i) for i in range(30)]
     puts = []
     for i, d in enumerate(blobs):
         (tmp_path / f"s{i}").write_bytes(d)
@@ -612,26 +629,20 @@ def test_list_is_cheaper_than_has(bucket: str, tmp_path: Path) -> None:
     try:
         anyio.run(body)
     finally:
-        _close(store)
+        close_store(store)
 
 
 def test_listing_ignores_stray_keys(raw: Any, bucket: str, tmp_path: Path) -> None:
     store, parent = _store(bucket)
     good = blake3_hex(b"good")
     root = f"{parent}/store/"
-    for key in (
-        root + object_key(good),
-        root + ".objects/README",
-        root + ".objects/abc/def/ghi/short",
-        root + ".objects/ABC/DEF/GHI/" + "A" * 55,
-        root + ".manifests/tmp-upload",
-    ):
+    for key in [root + object_key(good), *stray_keys(root)]:
         raw.put_object(Bucket=bucket, Key=key, Body=b"x")
     try:
         assert anyio.run(store.list_objects) == {good}
         assert anyio.run(store.list_manifests) == []
     finally:
-        _close(store)
+        close_store(store)
 
 
 # -------------------------------------------------------------------------------------------
@@ -648,7 +659,7 @@ def test_endpoint_from_aws_endpoint_url(
     try:
         assert anyio.run(store.list_manifests) == []
     finally:
-        _close(store)
+        close_store(store)
 
 
 def test_missing_credentials(bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -659,7 +670,7 @@ def test_missing_credentials(bucket: str, monkeypatch: pytest.MonkeyPatch) -> No
         with pytest.raises(StoreError) as info:
             anyio.run(store.has_object, blake3_hex(b"x"))
     finally:
-        _close(store)
+        close_store(store)
     message = str(info.value)
     assert not isinstance(info.value, TransientStoreError)
     for hint in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "~/.aws/credentials"):
@@ -676,21 +687,21 @@ def test_unknown_profile(bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
         with pytest.raises(StoreError, match="no-such-profile") as info:
             anyio.run(store.has_manifest, blake3_hex(b"x"))
     finally:
-        _close(store)
+        close_store(store)
     assert "~/.aws/credentials" in str(info.value)
 
 
 def test_wrong_secret_is_reported_without_the_secret(
     bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    secret = "wrong-secret-" + _uid()
+    secret = "wrong-secret-" + uid()
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     store, _ = _store(bucket)
     try:
         with pytest.raises(StoreError) as info:
             anyio.run(store.list_manifests)
     finally:
-        _close(store)
+        close_store(store)
     message = str(info.value)
     assert "SignatureDoesNotMatch" in message
     assert "AWS_SECRET_ACCESS_KEY" in message
@@ -699,12 +710,12 @@ def test_wrong_secret_is_reported_without_the_secret(
 
 
 def test_missing_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
-    store = S3Store(f"s3://no-such-bucket-{_uid()}/x")
+    store = S3Store(f"s3://no-such-bucket-{uid()}/x")
     try:
         with pytest.raises(StoreError, match="does not exist"):
             anyio.run(store.list_manifests)
     finally:
-        _close(store)
+        close_store(store)
 
 
 # -------------------------------------------------------------------------------------------
@@ -723,7 +734,7 @@ def test_transient_errors_carry_retry_after(bucket: str, seaweedfs: S3Server) ->
         with pytest.raises(TransientStoreError) as info:
             anyio.run(store.has_object, blake3_hex(b"x"))
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     assert info.value.retry_after == 7.0
     assert store.is_transient(info.value)
@@ -742,7 +753,7 @@ def test_retry_honours_retry_after(bucket: str, seaweedfs: S3Server) -> None:
         assert anyio.run(store.list_manifests) == []
         elapsed = time.monotonic() - start
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     assert store.retries == 1
     assert elapsed >= 1.0, "waited for Retry-After, not for the (shorter) backoff"
@@ -760,7 +771,7 @@ def test_retry_gives_up_after_its_budget(bucket: str, seaweedfs: S3Server) -> No
         with pytest.raises(StoreError) as info:
             anyio.run(store.has_manifest, blake3_hex(b"x"))
     finally:
-        _close(store)
+        close_store(store)
         p.stop()
     assert not isinstance(info.value, TransientStoreError), "not retried again by an outer layer"
     assert "attempt" in str(info.value)
@@ -777,7 +788,7 @@ def test_retry_does_not_retry_permanent_errors(bucket: str, tmp_path: Path) -> N
         with pytest.raises(InFluxError):
             anyio.run(store.put_object, blake3_hex(b"walked!"), str(tmp_path / "src"), 7)
     finally:
-        _close(store)
+        close_store(store)
     assert store.retries == 0
 
 
@@ -901,4 +912,4 @@ def test_authentic_hostile_manifest_reports_the_parse_error(raw: Any, bucket: st
         with pytest.raises(UnsafePathError, match=r"\.\./evil"):
             anyio.run(store.get_manifest, snapshot_id)
     finally:
-        _close(store)
+        close_store(store)
