@@ -81,6 +81,28 @@ class RetryPolicy:
     max_elapsed: float = 600.0
     max_attempts: int | None = None
     multiplier: float = 2.0
+    #: Budget while the store has never answered and the failure is "cannot connect": a
+    #: mistyped endpoint or a server that is down should fail in seconds, not ten minutes.
+    unreachable_elapsed: float = 10.0
+
+    @classmethod
+    def from_env(cls) -> RetryPolicy:
+        """The default policy, with ``SNAPDIR_RETRY_MAX_SECONDS`` as the overall budget."""
+        import os
+
+        raw = os.environ.get("SNAPDIR_RETRY_MAX_SECONDS", "").strip()
+        if not raw:
+            return cls()
+        try:
+            budget = float(raw)
+        except ValueError:
+            from .._errors import InvalidArgumentError
+
+            raise InvalidArgumentError(
+                f"SNAPDIR_RETRY_MAX_SECONDS must be a number of seconds, not {raw!r}",
+                code="INVALID_ARGUMENT",
+            ) from None
+        return cls(max_elapsed=max(0.0, budget), unreachable_elapsed=min(10.0, budget))
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         """The wait before attempt ``attempt + 1`` (``attempt`` >= 1 failed so far)."""
@@ -103,6 +125,34 @@ def is_transient(store: object, exc: BaseException) -> bool:
     classify = getattr(store, "is_transient", None)
     if callable(classify):
         return bool(classify(exc))
+    return False
+
+
+_UNREACHABLE_TEXT = (
+    "connection refused",
+    "could not connect to the endpoint",
+    "failed to establish a new connection",
+    "name or service not known",
+    "nodename nor servname",
+    "temporary failure in name resolution",
+)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or anything in its cause chain) says no connection could be made at
+    all — as opposed to a request that reached the service and failed."""
+    import socket
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (ConnectionRefusedError, socket.gaierror)):
+            return True
+        text = str(e).lower()
+        if any(t in text for t in _UNREACHABLE_TEXT):
+            return True
+        e = e.__cause__ or e.__context__
     return False
 
 
@@ -261,9 +311,13 @@ class RetryingStore(_StoreWrapper):
         *,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(inner)
-        self.policy = policy if policy is not None else RetryPolicy()
+        self._clock = clock
+        self.policy = policy if policy is not None else RetryPolicy.from_env()
+        #: Whether any call has reached the service yet (see ``unreachable_elapsed``).
+        self._answered = False
         self._rng = rng if rng is not None else random.Random()
         self._sleep = sleep
         #: Retries done so far (attempts beyond the first), for logs and tests.
@@ -273,19 +327,25 @@ class RetryingStore(_StoreWrapper):
         import anyio
 
         policy = self.policy
-        start = time.monotonic()
+        start = self._clock()
         attempt = 0
         while True:
             try:
-                return await fn(*args, **kwargs)
+                result = await fn(*args, **kwargs)
+                self._answered = True
+                return result
             except Exception as exc:
                 if not is_transient(self.inner, exc):
+                    self._answered = True
                     raise
                 attempt += 1
-                elapsed = time.monotonic() - start
+                elapsed = self._clock() - start
                 wait = policy.delay(attempt, _retry_after(exc), self._rng)
                 out_of_attempts = policy.max_attempts is not None and attempt >= policy.max_attempts
-                if out_of_attempts or elapsed + wait > policy.max_elapsed:
+                budget = policy.max_elapsed
+                if not self._answered and is_unreachable(exc):
+                    budget = min(budget, policy.unreachable_elapsed)
+                if out_of_attempts or elapsed + wait > budget:
                     what = _describe(fn, args)
                     raise StoreError(
                         f"{self.uri}: {what} failed after {attempt} attempt(s) over "
