@@ -1938,6 +1938,46 @@ def self_test() -> list[str]:
             f"tables: exit table\n{ex}",
         )
         check(md_table(["a"], [["x|y"]]).endswith("| x\\|y |"), "tables: pipe escaped")
+        s3_op = next(op for op in OPERATIONS if op.name == "s3-push")
+        cs = {t: Series("t", "s3-push", t) for t in (OURS, OLD, RCLONE)}
+        cs[OURS].runs = [Completed(x, 40_000, 0, "", "", cpu_s=x / 2) for x in (2.0, 3.0, 4.0)]
+        cs[OURS].own_requests = [63, 63, 63]
+        cs[OURS].counted_requests = 63
+        cs[RCLONE].runs = [Completed(1.5, 90_000, 0, "", "", cpu_s=1.0)]
+        cs[OLD].skipped = "no venv"
+        ctable = cloud_series_table(s3_op, tree, cs, tools)
+        check(
+            "| snapdir | 3.000 | 2.000-4.000 | 20 | 3.3 | 63 | 63 | 1.500 | 41.0 | 3 |  |" in ctable
+            and "| rclone | 1.500 | 1.500-1.500 | 40 | 6.7 | - | n/a | 1.000 | 92.2 | 1 |" in ctable
+            and "no venv" in ctable,
+            f"tables: cloud series rows\n{ctable}",
+        )
+        small = Tree(Recipe("s", "small", ()), root, 60, 10 * MIB)
+        cratios = ratio_table(s3_op, small, cs)
+        check(
+            "| snapdir / rclone (median time) | 2.00x | <= 1x (>= its throughput) | missed |"
+            in cratios
+            and "| snapdir / snapdir-1.12 (median time) | n/a | <= 0.5x" in cratios,
+            f"tables: cloud ratios\n{cratios}",
+        )
+        check(
+            json_requests(Completed(1, 1, 0, 'x\n{"id": "ab", "requests": 7}\n', "")) == 7
+            and json_requests(Completed(1, 1, 0, "no json", "")) is None,
+            "json_requests",
+        )
+        ctx = s3bench.S3Context(
+            "http://127.0.0.1:9", "k", "s", "r", "b", root / "empty.conf", lambda _p: []
+        )
+        env = ctx.env({"AWS_PROFILE": "prod", "RCLONE_CONFIG_X_TYPE": "s3", "HOME": "/h"})
+        check(
+            "AWS_PROFILE" not in env
+            and "RCLONE_CONFIG_X_TYPE" not in env
+            and env["HOME"] == "/h"
+            and env["SNAPDIR_S3_STORE_ENDPOINT_URL"] == env["RCLONE_CONFIG_S3_ENDPOINT"]
+            and ctx.uri("p") == "s3://b/p"
+            and ctx.remote("p") == "s3:b/p",
+            "s3 environment",
+        )
         check(
             ID_RE.fullmatch("ab" * 32) is not None and last_id("x\n" + "0" * 64) == "0" * 64,
             "id parsing",

@@ -78,11 +78,10 @@ async def push_with_stats(
             mend = [it for it in items if it.checksum in bad]
             await st.put_objects(mend, jobs=jobs, progress=progress, replace=True)
     await st.put_manifest(sid, m.raw)
-    stats.update(
-        uploaded=len(items),
-        bytes_uploaded=sum(it.size for it in items),
-        requests=st.request_count() - before,
-    )
+    uploaded, nbytes = len(items), sum(it.size for it in items)
+    if isinstance(inner, FileStore):
+        uploaded, nbytes = inner.last_written  # the batch skipped objects already there
+    stats.update(uploaded=uploaded, bytes_uploaded=nbytes, requests=st.request_count() - before)
     return stats
 
 

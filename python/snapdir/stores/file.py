@@ -11,7 +11,8 @@ wrong one: a later ``verify`` or ``push --repair`` finds and fixes the gap).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from .. import _snapdir
 from .._errors import (
@@ -35,6 +36,8 @@ from ._base import (
 from ._streams import parse_stored_manifest
 
 __all__ = ["FileStore"]
+
+T = TypeVar("T")
 
 
 def _env_flag(name: str) -> bool:
@@ -107,12 +110,14 @@ class FileStore(BaseStore):
         rewritten (temporary name + rename) unless it is sound, which on a local disk costs
         about what an unconditional copy would and never rewrites a sound one."""
         batch = [(it.checksum, it.source, it.size) for it in items]
-        await run_with_progress(
+        written, _present, _repaired, nbytes = await run_with_progress(
             lambda token, prog: _snapdir.store_put_objects(
                 self.root, batch, from_tree, self.durable, replace, token, prog
             ),
             progress,
         )
+        #: (objects written, bytes written) by the last batch (for ``push --json``).
+        self.last_written: tuple[int, int] = (int(written), int(nbytes))
 
     async def get_objects(
         self, items: Sequence[ObjectGet], *, jobs: int = 32, progress: ProgressFn | None = None
@@ -222,9 +227,9 @@ class FileStore(BaseStore):
 
 
 async def run_with_progress(
-    fn: object,
+    fn: Callable[[_snapdir.CancelToken, _snapdir.Progress | None], T],
     progress: ProgressFn | None,
-) -> object:
+) -> T:
     """Run a Rust batch ``fn(token, progress_counters)`` in a worker thread, forwarding its
     counters to ``progress`` every 100 ms (and once at the end)."""
     import anyio
@@ -240,19 +245,16 @@ async def run_with_progress(
             progress(f - sent[0], b - sent[1])
             sent[0], sent[1] = f, b
 
+    def call(token: _snapdir.CancelToken) -> T:
+        return fn(token, counters)
+
     if LOCAL_SYNC.get():
-        value = run_blocking(lambda token: fn(token, counters), flush)  # type: ignore[operator]
+        value = run_blocking(call, flush)
         flush()
         return value
-
-    result: list[object] = []
-
-    async def run() -> None:
-        result.append(await run_cancellable(lambda token: fn(token, counters)))  # type: ignore[operator]
-
     if progress is None:
-        await run()
-        return result[0]
+        return await run_cancellable(call)
+    result: list[T] = []
     async with anyio.create_task_group() as tg:
 
         async def poll() -> None:
@@ -261,7 +263,7 @@ async def run_with_progress(
                 flush()
 
         tg.start_soon(poll)
-        await run()
+        result.append(await run_cancellable(call))
         tg.cancel_scope.cancel()
     flush()
     return result[0]
