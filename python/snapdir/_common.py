@@ -9,13 +9,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._errors import InvalidArgumentError
-from ._types import SnapshotId, StoreUri
+from ._types import StoreUri
 
 if TYPE_CHECKING:
     from .stores import Store
     from .stores._base import ProgressFn
 
-__all__ = ["DEFAULT_JOBS", "OpStats", "as_id", "open_wrapped", "transfer_objects"]
+__all__ = ["DEFAULT_JOBS", "OpStats", "open_wrapped", "transfer_objects", "unwrap"]
 
 DEFAULT_JOBS = 32
 
@@ -40,10 +40,6 @@ def announce_total(progress: object, files: int, nbytes: int) -> None:
         total(files, nbytes)
 
 
-def as_id(value: str) -> SnapshotId:
-    return SnapshotId(value)
-
-
 def open_wrapped(uri: str | StoreUri | Store, jobs: int = DEFAULT_JOBS) -> Store:
     """Open a store by URI (or take an opened one) wrapped with retries and the
     concurrency limit; local stores are used as they are."""
@@ -59,10 +55,8 @@ def open_wrapped(uri: str | StoreUri | Store, jobs: int = DEFAULT_JOBS) -> Store
         raise InvalidArgumentError(f"jobs must be at least 1, not {jobs}", code="INVALID_ARGUMENT")
     if store.capabilities & Capability.LOCAL:
         return store
-    try:
-        from .stores._wrappers import wrap
-    except ImportError:  # pragma: no cover - wrappers ship with the package
-        return store
+    from .stores._wrappers import wrap
+
     return wrap(store, jobs=jobs)
 
 
@@ -73,10 +67,9 @@ def _unlink_quiet(path: str) -> None:
 
 def unwrap(store: Store) -> Store:
     """The innermost store of a wrapper chain."""
-    seen = store
-    while hasattr(seen, "inner"):
-        seen = seen.inner
-    return seen
+    from .stores._wrappers import unwrap as inner_of
+
+    return inner_of(store)
 
 
 #: Up to this many distinct shards, list them one by one; beyond, list the whole store.
