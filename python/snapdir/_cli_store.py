@@ -264,7 +264,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ._verify import VerifyFailed, verify_report
+    from ._verify import verify_failed, verify_report
 
     store = _need_store(args)
 
@@ -301,7 +301,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if bad:
         if not args.json:
             for sid, p in sorted(bad.items()):
-                err = VerifyFailed(sid, store, p) if "manifest" not in p else None
+                err = verify_failed(sid, store, p) if "manifest" not in p else None
                 print(f"snapdir: error: {err if err else p['manifest']}", file=sys.stderr)
         return 1
     _info(args, f"{len(report)} snapshot(s) verified in {store}")

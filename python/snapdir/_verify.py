@@ -11,10 +11,10 @@ from ._types import SizeStats, SnapshotId, StoreUri
 if TYPE_CHECKING:
     from .stores import Store
 
-__all__ = ["VerifyFailed", "size", "verify", "verify_report"]
+__all__ = ["size", "verify", "verify_failed", "verify_report"]
 
 
-def VerifyFailed(snapshot_id: str, store: object, problems: dict[str, str]) -> SnapdirError:
+def verify_failed(snapshot_id: str, store: object, problems: dict[str, str]) -> SnapdirError:
     """The error for a snapshot with missing or corrupt objects (``.problems`` lists them)."""
     corrupt = sorted(c for c, p in problems.items() if p == "corrupt")
     missing = sorted(c for c, p in problems.items() if p == "missing")
@@ -51,7 +51,7 @@ async def verify(
     if one is missing; the exception's ``.problems`` maps checksums to what is wrong."""
     problems = await verify_report(snapshot_id, store, jobs=jobs)
     if problems:
-        raise VerifyFailed(str(SnapshotId(snapshot_id)), store, problems)
+        raise verify_failed(str(SnapshotId(snapshot_id)), store, problems)
     return True
 
 
