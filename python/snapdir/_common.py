@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import InvalidArgumentError
 from ._types import StoreUri
+from .stores._wrappers import unwrap as _inner_of
 
 if TYPE_CHECKING:
     from .stores import Store
@@ -67,9 +68,7 @@ def _unlink_quiet(path: str) -> None:
 
 def unwrap(store: Store) -> Store:
     """The innermost store of a wrapper chain."""
-    from .stores._wrappers import unwrap as inner_of
-
-    return inner_of(store)
+    return _inner_of(store)
 
 
 #: Up to this many distinct shards, list them one by one; beyond, list the whole store.
