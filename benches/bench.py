@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Benchmark suite for snapdir: our CLI against b3sum, cp -r and snapdir 1.12.
+"""Benchmark suite for snapdir: our CLI against b3sum, cp -r, snapdir 1.12 and rclone.
 
-Standard library only.  See benches/README.md for what is measured and how.
+Standard library only (the s3-* operations also need boto3 and SeaweedFS: see s3bench.py).
+See benches/README.md for what is measured and how.
 
     python benches/bench.py [--quick] [--trees mixed,small,huge] [--repeat N]
-                            [--ops id|all|id,push,pull,verify] [--out docs/benchmarks.md]
+                            [--ops id|all|id,push,pull,verify,s3-push,s3-pull]
+                            [--s3-repeat N] [--out docs/benchmarks.md]
 
 The script never fails because something is slow: it exits non-zero only when a
 tool that is present is broken (a failed run, bad output, or - for our snapdir -
@@ -1753,7 +1755,35 @@ def render_report(
         for w in [*bench.warnings, *bench.problems()]:
             add(f"- **WARNING**: {w}")
         add("")
-    return "\n".join(out).rstrip() + "\n"
+    return with_target_summary("\n".join(out).rstrip() + "\n")
+
+
+def with_target_summary(report: str) -> str:
+    """Insert a "Targets at a glance" table before "## Machine", collected from the report's
+    own comparison tables (every row that has a target), in report order."""
+    rows: list[list[str]] = []
+    tree = op = ""
+    for line in report.splitlines():
+        if line.startswith("### "):
+            tree = line[4:].split(":")[0].removeprefix("S3, ")
+        elif line.startswith("#### "):
+            op = line[5:].split(":")[0]
+        elif line.startswith("| ") and not line.startswith("| comparison"):
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            if len(cells) == 4 and cells[3] in ("met", "missed", "not measured"):
+                status = f"**{cells[3]}**" if cells[3] == "missed" else cells[3]
+                rows.append([tree, op, cells[0], cells[1], cells[2], status])
+    if not rows or "\n## Machine\n" not in report:
+        return report
+    met = sum(1 for r in rows if r[5] == "met")
+    section = (
+        "## Targets at a glance\n\n"
+        f"{met} of {len(rows)} targets met (medians; details in the tables below).\n\n"
+        + md_table(["tree", "operation", "comparison", "value", "target", "status"], rows)
+        + "\n\n"
+    )
+    head, _sep, rest = report.partition("## Machine\n")
+    return head + section + "## Machine\n" + rest
 
 
 def render_cloud(bench: Bench, add: Callable[[str], None]) -> None:
@@ -1960,6 +1990,19 @@ def self_test() -> list[str]:
             and "| snapdir / snapdir-1.12 (median time) | n/a | <= 0.5x" in cratios,
             f"tables: cloud ratios\n{cratios}",
         )
+        summary = with_target_summary(
+            "# r\n\nx\n\n## Machine\n\n### S3, small: 1 files\n\n#### s3-push: p\n\n"
+            + cratios
+            + "\n"
+        )
+        check(
+            "## Targets at a glance" in summary
+            and "| small | s3-push | snapdir / rclone (median time) | 2.00x | <= 1x (>= its "
+            "throughput) | **missed** |"
+            in summary
+            and summary.index("Targets at a glance") < summary.index("## Machine"),
+            f"target summary\n{summary}",
+        )
         check(
             json_requests(Completed(1, 1, 0, 'x\n{"id": "ab", "requests": 7}\n', "")) == 7
             and json_requests(Completed(1, 1, 0, "no json", "")) is None,
@@ -2001,7 +2044,7 @@ def self_test() -> list[str]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Benchmark `snapdir` against b3sum, cp -r and snapdir 1.12.",
+        description="Benchmark `snapdir` against b3sum, cp -r, snapdir 1.12 and rclone (S3).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
@@ -2155,6 +2198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ops = [op for name in args.op_names for op in OPERATIONS if op.name == name]
     bench = Bench(args, tools, trees, ops, exit_tree)
     bench.run()
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    machine.insert(
+        next(i for i, (k, _v) in enumerate(machine) if k == "load average at start") + 1,
+        ("load average at end", f"{load} (1, 5, 15 min; counts the benchmark's own threads)"),
+    )
 
     report = render_report(bench, machine, command_line(), started, time.perf_counter() - t0)
     print("\n" + report)
