@@ -143,6 +143,8 @@ def cmd_push(args: argparse.Namespace) -> int:
                 jobs=args.jobs,
                 progress=rep,
                 repair=args.repair,
+                use_cache=not args.no_stat_cache,
+                rehash=args.rehash,
             ),
             target,
         )

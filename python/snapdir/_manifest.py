@@ -106,6 +106,19 @@ def _exclude(exclude: Sequence[str] | None) -> list[str]:
     return list(exclude)
 
 
+def stat_cache_dir(use_cache: bool = True) -> str | None:
+    """The directory of stat cache files (``<cache>/statcache``), or ``None`` when the stat
+    cache is off: ``use_cache=False`` or ``SNAPDIR_STAT_CACHE`` set to ``0``/``false``/
+    ``no``/``off`` (docs/statcache.md)."""
+    if not use_cache:
+        return None
+    if os.environ.get("SNAPDIR_STAT_CACHE", "").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    from ._cache import cache_dir
+
+    return os.path.join(cache_dir(), "statcache")
+
+
 def walk_sync(
     path: str | os.PathLike[str],
     *,
@@ -114,10 +127,19 @@ def walk_sync(
     exclude: Sequence[str] | None = None,
     cancel: CancelToken | None = None,
     stacklevel: int = 3,
+    use_cache: bool = True,
+    rehash: bool = False,
 ) -> Manifest:
     """Walk ``path`` in the calling thread (the CLI uses this: no event loop needed)."""
     m, warnings = _snapdir.walk(
-        os.fspath(path), no_follow, absolute, _exclude(exclude), cancel, None
+        os.fspath(path),
+        no_follow,
+        absolute,
+        _exclude(exclude),
+        cancel,
+        None,
+        stat_cache_dir(use_cache),
+        rehash,
     )
     _warn(warnings, stacklevel=stacklevel)
     return m
@@ -129,6 +151,8 @@ async def manifest(
     no_follow: bool = False,
     absolute: bool = False,
     exclude: Sequence[str] | None = None,
+    use_cache: bool = True,
+    rehash: bool = False,
 ) -> Manifest:
     """Walk ``path`` and return its :class:`Manifest`.
 
@@ -136,11 +160,18 @@ async def manifest(
     links are skipped with a :class:`SnapdirWarning`. ``exclude`` is a list of regular
     expressions searched in each entry's ``./``-relative path (directories end in ``/``).
     ``absolute`` renders paths from the absolute root (for display only).
+
+    A file whose device, inode, size, mtime, ctime and mode are unchanged since it was last
+    hashed is not read again: its checksum comes from the stat cache under
+    :func:`snapdir.cache_dir` (docs/statcache.md). ``use_cache=False`` (or the environment
+    variable ``SNAPDIR_STAT_CACHE=0``) hashes every file and keeps no cache; ``rehash=True``
+    re-reads every file but still rewrites the cache.
     """
     p = os.fspath(path)
     ex = _exclude(exclude)
+    sc = stat_cache_dir(use_cache)
     m, warnings = await run_cancellable(
-        lambda token: _snapdir.walk(p, no_follow, absolute, ex, token, None)
+        lambda token: _snapdir.walk(p, no_follow, absolute, ex, token, None, sc, rehash)
     )
     _warn(warnings)
     return m
@@ -152,7 +183,16 @@ async def id(
     no_follow: bool = False,
     absolute: bool = False,
     exclude: Sequence[str] | None = None,
+    use_cache: bool = True,
+    rehash: bool = False,
 ) -> str:
     """The snapshot id (64 lowercase hex) of ``path``; same options as :func:`manifest`."""
-    m = await manifest(path, no_follow=no_follow, absolute=absolute, exclude=exclude)
+    m = await manifest(
+        path,
+        no_follow=no_follow,
+        absolute=absolute,
+        exclude=exclude,
+        use_cache=use_cache,
+        rehash=rehash,
+    )
     return m.id

@@ -34,6 +34,8 @@ async def push_with_stats(
     jobs: int = DEFAULT_JOBS,
     progress: ProgressFn | None = None,
     repair: bool = False,
+    use_cache: bool = True,
+    rehash: bool = False,
 ) -> OpStats:
     """:func:`push`, returning what it did (id, objects uploaded, requests)."""
     from .stores import ObjectPut
@@ -41,7 +43,9 @@ async def push_with_stats(
 
     st = open_wrapped(store, jobs)
     root = os.fspath(path)
-    m = await walk_manifest(root, exclude=exclude, no_follow=no_follow)
+    m = await walk_manifest(
+        root, exclude=exclude, no_follow=no_follow, use_cache=use_cache, rehash=rehash
+    )
     sid = m.id
     _, _, nfiles, nobjects = _snapdir.manifest_size(m)
     stats = OpStats(
@@ -94,6 +98,8 @@ async def push(
     jobs: int = DEFAULT_JOBS,
     progress: ProgressFn | None = None,
     repair: bool = False,
+    use_cache: bool = True,
+    rehash: bool = False,
 ) -> str:
     """Snapshot ``path`` into ``store`` and return the snapshot id.
 
@@ -101,7 +107,8 @@ async def push(
     complete. Each file is hashed again while it is copied: if it changed since the walk the
     push fails with :class:`InFluxError` and no object with wrong content is stored. A
     snapshot already in the store is a no-op (one request); ``repair=True`` re-checks its
-    objects and re-uploads missing or corrupt ones.
+    objects and re-uploads missing or corrupt ones. ``use_cache`` and ``rehash`` control the
+    stat cache as in :func:`snapdir.manifest` (uploads always read the files).
     """
     s = await push_with_stats(
         path,
@@ -111,6 +118,8 @@ async def push(
         jobs=jobs,
         progress=progress,
         repair=repair,
+        use_cache=use_cache,
+        rehash=rehash,
     )
     return str(s["id"])
 
@@ -121,8 +130,19 @@ async def stage(
     exclude: Sequence[str] | None = None,
     no_follow: bool = False,
     progress: ProgressFn | None = None,
+    use_cache: bool = True,
+    rehash: bool = False,
 ) -> str:
-    """Snapshot ``path`` into the local cache (see :func:`snapdir.cache_dir`); returns the id."""
+    """Snapshot ``path`` into the local cache (see :func:`snapdir.cache_dir`); returns the id.
+    ``use_cache`` and ``rehash`` control the stat cache as in :func:`snapdir.manifest`."""
     from ._cache import cache_store
 
-    return await push(path, cache_store(), exclude=exclude, no_follow=no_follow, progress=progress)
+    return await push(
+        path,
+        cache_store(),
+        exclude=exclude,
+        no_follow=no_follow,
+        progress=progress,
+        use_cache=use_cache,
+        rehash=rehash,
+    )

@@ -110,6 +110,9 @@ class Progress:
     def files(self) -> int: ...
     @property
     def bytes(self) -> int: ...
+    @property
+    def reused(self) -> int:
+        """Files whose checksum came from the stat cache (included in ``files``)."""
 
 @final
 class Hasher:
@@ -126,8 +129,13 @@ def walk(
     exclude: list[str] = ...,
     cancel: CancelToken | None = None,
     progress: Progress | None = None,
+    stat_cache: str | None = None,
+    rehash: bool = False,
 ) -> tuple[Manifest, list[str]]:
-    """Walk and hash ``path``; returns the manifest and warnings (dangling links)."""
+    """Walk and hash ``path``; returns the manifest and warnings (dangling links).
+
+    ``stat_cache`` is the directory of stat cache files (``None``: hash every file, keep no
+    cache); ``rehash`` re-reads every file but still rewrites the cache."""
 
 def id_from_manifest(m: Manifest | str) -> str:
     """The snapshot id of a manifest or of manifest text."""

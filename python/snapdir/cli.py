@@ -63,6 +63,16 @@ def _walk_args(p: argparse.ArgumentParser, *, absolute: bool = True) -> None:
         metavar="RE",
         help="leave out entries whose ./-relative path matches RE (repeatable)",
     )
+    p.add_argument(
+        "--no-stat-cache",
+        action="store_true",
+        help="hash every file; neither read nor write the stat cache",
+    )
+    p.add_argument(
+        "--rehash",
+        action="store_true",
+        help="re-read every file (ignore the stat cache) but rewrite the cache",
+    )
 
 
 def _walk(args: argparse.Namespace, path: str) -> Any:
@@ -78,6 +88,8 @@ def _walk(args: argparse.Namespace, path: str) -> Any:
             no_follow=args.no_follow,
             absolute=getattr(args, "absolute", False),
             exclude=args.exclude,
+            use_cache=not args.no_stat_cache,
+            rehash=args.rehash,
         )
     for w in caught:
         _warn_cli(str(w.message))

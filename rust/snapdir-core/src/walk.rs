@@ -21,14 +21,17 @@ use regex::RegexSet;
 
 use crate::error::{display_path, escape_bytes, Code, Error, Result};
 use crate::fsx::Dir;
-use crate::hash::{hash_opened, HashOutcome};
+use crate::hash::{hash_opened, HashOutcome, Stamp};
 use crate::manifest::{Digest, Entry, Kind, Manifest};
+use crate::statcache::{self, Rec, StatCache};
 
 /// Counters a caller may poll from another thread to draw progress.
 #[derive(Debug, Default)]
 pub struct Progress {
     pub files: AtomicU64,
     pub bytes: AtomicU64,
+    /// Files whose checksum came from the stat cache (counted in `files` too), not read.
+    pub reused: AtomicU64,
 }
 
 /// How to walk.
@@ -43,6 +46,11 @@ pub struct WalkOptions {
     /// Set from another thread to stop the walk early with an error.
     pub cancel: Option<Arc<AtomicBool>>,
     pub progress: Option<Arc<Progress>>,
+    /// Directory of stat cache files (`<cache>/statcache`); `None` hashes every file and
+    /// keeps no cache. See [`crate::statcache`].
+    pub stat_cache: Option<PathBuf>,
+    /// With `stat_cache`: ignore what the cache holds (re-read every file) but rewrite it.
+    pub rehash: bool,
 }
 
 impl WalkOptions {
@@ -83,6 +91,13 @@ struct Ctx<'a> {
     opts: &'a WalkOptions,
     entries: Mutex<Vec<Entry>>,
     warnings: Mutex<Vec<String>>,
+    /// The loaded stat cache (absent when disabled or with `rehash`).
+    cache: Option<&'a StatCache>,
+    /// Whether to collect records for a new cache file, and the records collected.
+    collect: bool,
+    fresh: Mutex<Vec<(String, Rec)>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 struct Summary {
@@ -121,12 +136,40 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked> {
         None
     };
     let dir = Dir::open(root).map_err(|e| Error::io("cannot open", root, e))?;
+    // The stat cache is keyed by the canonical root and the options that change the walk;
+    // a root that cannot be resolved is walked without it.
+    let start_ns = statcache::now_ns();
+    let cache_at = opts.stat_cache.as_ref().and_then(|dir| {
+        let real = fs::canonicalize(root).ok()?;
+        let patterns = opts.exclude.as_ref().map(|s| s.patterns()).unwrap_or(&[]);
+        let file = statcache::cache_file(dir, &real, opts.no_follow, patterns);
+        Some((file, real))
+    });
+    let loaded = match &cache_at {
+        Some((file, real)) if !opts.rehash => Some(StatCache::load(file, real)),
+        _ => None,
+    };
     let ctx = Ctx {
         opts,
         entries: Mutex::new(Vec::new()),
         warnings: Mutex::new(Vec::new()),
+        cache: loaded.as_ref(),
+        collect: cache_at.is_some(),
+        fresh: Mutex::new(Vec::new()),
+        hits: AtomicU64::new(0),
+        misses: AtomicU64::new(0),
     };
     let root_summary = walk_dir(&ctx, &dir, root, "./", (meta.dev(), meta.ino()), &[])?;
+    if let Some((file, real)) = &cache_at {
+        let hits = ctx.hits.load(Ordering::Relaxed);
+        let misses = ctx.misses.load(Ordering::Relaxed);
+        let unchanged = misses == 0 && loaded.as_ref().is_some_and(|c| c.len() as u64 == hits);
+        if !unchanged {
+            let fresh = ctx.fresh.into_inner().unwrap_or_else(|p| p.into_inner());
+            // Best effort: an unwritable cache directory must not fail the walk.
+            let _ = statcache::save(file, real, &fresh, start_ns);
+        }
+    }
     let mut entries = ctx.entries.into_inner().unwrap_or_else(|p| p.into_inner());
     entries.push(Entry {
         kind: Kind::Directory,
@@ -162,7 +205,7 @@ pub fn dir_checksum(children: &mut Vec<Digest>) -> Digest {
 /// What a child contributed: its checksum and size for the parent, and the entries it
 /// produced (its own line; a directory's lines are already in the shared list).
 enum Child {
-    File(Entry),
+    File(Entry, Option<Rec>),
     Dir(Digest, u64),
     Skipped,
 }
@@ -193,11 +236,15 @@ fn walk_dir(
     let mut sums = Vec::with_capacity(children.len());
     let mut size = 0u64;
     let mut files = Vec::new();
+    let mut recs = Vec::new();
     for c in children {
         match c {
-            Child::File(e) => {
+            Child::File(e, rec) => {
                 sums.push(e.checksum);
                 size = size.saturating_add(e.size);
+                if let Some(r) = rec {
+                    recs.push((e.path.clone(), r));
+                }
                 files.push(e);
             }
             Child::Dir(d, s) => {
@@ -213,6 +260,12 @@ fn walk_dir(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .append(&mut files);
+    }
+    if !recs.is_empty() {
+        ctx.fresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(&mut recs);
     }
     Ok(Summary {
         checksum: dir_checksum(&mut sums),
@@ -241,10 +294,13 @@ fn visit(
         _ => Error::io(what, &path(), e),
     };
     let mut dtype = dtype;
+    // A `stat` already made of the entry (following a link when it is one followed).
+    let mut known: Option<libc::stat> = None;
     if dtype == libc::DT_UNKNOWN {
         let st = dir
             .stat_at(name, false)
             .map_err(|e| vanished(e, "cannot stat"))?;
+        known = Some(st);
         dtype = match st.st_mode & libc::S_IFMT {
             m if m == libc::S_IFDIR => libc::DT_DIR,
             m if m == libc::S_IFREG => libc::DT_REG,
@@ -262,7 +318,10 @@ fn visit(
             }
             match dir.stat_at(name, true) {
                 Ok(st) if is_type(st.st_mode, libc::S_IFDIR) => (true, true),
-                Ok(st) if is_type(st.st_mode, libc::S_IFREG) => (false, true),
+                Ok(st) if is_type(st.st_mode, libc::S_IFREG) => {
+                    known = Some(st);
+                    (false, true)
+                }
                 Ok(_) => return Ok(Child::Skipped),
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
                     return Err(Error::new(
@@ -352,6 +411,34 @@ fn visit(
         Ok(Child::Dir(s.checksum, s.size))
     } else {
         check_cancel(ctx, dir_path)?;
+        if let Some(cache) = ctx.cache {
+            // The point of the cache: an unchanged file is only `stat`ed, never opened.
+            let st = match known {
+                Some(st) => Some(st),
+                None => dir.stat_at(name, via_link).ok(),
+            };
+            if let Some(st) = st.filter(|st| is_type(st.st_mode, libc::S_IFREG)) {
+                let stamp = stamp_of(&st);
+                if let Some(rec) = cache.get(&rel).filter(|r| r.matches(&stamp)) {
+                    ctx.hits.fetch_add(1, Ordering::Relaxed);
+                    if let Some(p) = &opts.progress {
+                        p.files.fetch_add(1, Ordering::Relaxed);
+                        p.bytes.fetch_add(stamp.size, Ordering::Relaxed);
+                        p.reused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(Child::File(
+                        Entry {
+                            kind: Kind::File,
+                            mode: stamp.mode & 0o7777,
+                            checksum: rec.digest,
+                            size: stamp.size,
+                            path: rel,
+                        },
+                        Some(*rec),
+                    ));
+                }
+            }
+        }
         // A regular file is opened without following (a link swapped in meanwhile is then
         // an error, not silently followed); a followed link is opened through the link.
         let follow = via_link && !opts.no_follow;
@@ -369,15 +456,36 @@ fn visit(
                     p.files.fetch_add(1, Ordering::Relaxed);
                     p.bytes.fetch_add(h.stamp.size, Ordering::Relaxed);
                 }
-                Ok(Child::File(Entry {
-                    kind: Kind::File,
-                    mode: h.stamp.mode & 0o7777,
-                    checksum: h.digest,
-                    size: h.stamp.size,
-                    path: rel,
-                }))
+                let rec = if ctx.collect {
+                    ctx.misses.fetch_add(1, Ordering::Relaxed);
+                    Some(Rec::new(&h.stamp, h.digest))
+                } else {
+                    None
+                };
+                Ok(Child::File(
+                    Entry {
+                        kind: Kind::File,
+                        mode: h.stamp.mode & 0o7777,
+                        checksum: h.digest,
+                        size: h.stamp.size,
+                        path: rel,
+                    },
+                    rec,
+                ))
             }
         }
+    }
+}
+
+/// The stamp of a `stat` result (the same fields [`Stamp::of`] reads from `Metadata`).
+fn stamp_of(st: &libc::stat) -> Stamp {
+    Stamp {
+        size: st.st_size as u64,
+        mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
+        ctime_ns: st.st_ctime as i128 * 1_000_000_000 + st.st_ctime_nsec as i128,
+        mode: st.st_mode as u32,
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
     }
 }
 

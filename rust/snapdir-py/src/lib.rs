@@ -234,6 +234,12 @@ impl Progress {
     fn bytes(&self) -> u64 {
         self.inner.bytes.load(Ordering::Relaxed)
     }
+
+    /// Files whose checksum came from the stat cache (included in `files`).
+    #[getter]
+    fn reused(&self) -> u64 {
+        self.inner.reused.load(Ordering::Relaxed)
+    }
 }
 
 /// Streaming BLAKE3, for Python-side transfers that must hash what they send or receive.
@@ -284,12 +290,17 @@ pub(crate) fn walk_options(
         exclude: core::WalkOptions::compile_exclude(exclude)?,
         cancel: cancel.map(|c| c.flag.clone()),
         progress: progress.map(|p| p.inner.clone()),
+        stat_cache: None,
+        rehash: false,
     })
 }
 
 /// Walks and hashes `path`; returns the manifest and the warnings (dangling links).
+/// `stat_cache` is the directory of stat cache files (`None`: no cache); `rehash` re-reads
+/// every file but still rewrites the cache.
 #[pyfunction]
-#[pyo3(signature = (path, no_follow=false, absolute=false, exclude=Vec::new(), cancel=None, progress=None))]
+#[pyo3(signature = (path, no_follow=false, absolute=false, exclude=Vec::new(), cancel=None, progress=None, stat_cache=None, rehash=false))]
+#[allow(clippy::too_many_arguments)]
 fn walk(
     py: Python<'_>,
     path: PathBuf,
@@ -298,9 +309,13 @@ fn walk(
     exclude: Vec<String>,
     cancel: Option<&CancelToken>,
     progress: Option<&Progress>,
+    stat_cache: Option<PathBuf>,
+    rehash: bool,
 ) -> PyResult<(Manifest, Vec<String>)> {
-    let opts = walk_options(no_follow, absolute, &exclude, cancel, progress)
+    let mut opts = walk_options(no_follow, absolute, &exclude, cancel, progress)
         .map_err(|e| to_py_err(py, e))?;
+    opts.stat_cache = stat_cache;
+    opts.rehash = rehash;
     let walked = py
         .detach(|| core::walk(&path, &opts))
         .map_err(|e| to_py_err(py, e))?;
