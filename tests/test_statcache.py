@@ -1,0 +1,369 @@
+"""The stat cache (docs/statcache.md): reuse is never at the cost of a wrong manifest.
+
+Files younger than the racy margin (2 s) are never cached, so the trees these tests edit are
+built once per module and aged by one sleep; each test takes its own copy by renaming a
+directory (which does not touch the files' ctimes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import snapdir
+from snapdir import _snapdir
+from snapdir._manifest import stat_cache_dir
+
+N_TREES = 24
+
+
+def build(root: Path) -> None:
+    (root / "deep" / "er" / "est").mkdir(parents=True)
+    (root / "sub").mkdir()
+    (root / "a.txt").write_bytes(b"alpha")
+    (root / "b.bin").write_bytes(bytes(range(256)) * 64)
+    (root / "sub" / "c.txt").write_bytes(b"charlie")
+    (root / "sub" / "d.txt").write_bytes(b"delta!!")
+    (root / "deep" / "er" / "est" / "e.txt").write_bytes(b"echo")
+    (root / "x.sh").write_bytes(b"#!/bin/sh\n")
+    os.chmod(root / "x.sh", 0o755)
+    (root / "t1").write_bytes(b"target one")
+    (root / "t2").write_bytes(b"target two")
+    os.symlink("t1", root / "link")
+    for i in range(20):
+        (root / "sub" / f"n{i:02}").write_bytes(f"file {i}".encode())
+
+
+@pytest.fixture(scope="module")
+def aged_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
+    base = tmp_path_factory.mktemp("aged")
+    pool = []
+    for i in range(N_TREES):
+        r = base / f"t{i}"
+        r.mkdir()
+        build(r)
+        pool.append(r)
+    time.sleep(2.2)
+    yield pool
+
+
+@pytest.fixture
+def aged(aged_pool: list[Path], tmp_path: Path) -> Path:
+    """A tree whose files are older than the racy margin, at a path of this test's own."""
+    dest = tmp_path / "tree"
+    os.rename(aged_pool.pop(), dest)
+    return dest
+
+
+def walk(root: Path, **kw: object) -> tuple[snapdir.Manifest, int, int]:
+    """Manifest with the cache (or as ``kw`` say), files counted, files reused."""
+    prog = _snapdir.Progress()
+    use_cache = bool(kw.pop("use_cache", True))
+    rehash = bool(kw.pop("rehash", False))
+    no_follow = bool(kw.pop("no_follow", False))
+    exclude = list(kw.pop("exclude", []))  # type: ignore[call-overload]
+    m, _ = _snapdir.walk(
+        str(root), no_follow, False, exclude, None, prog, stat_cache_dir(use_cache), rehash
+    )
+    return m, prog.files, prog.reused
+
+
+def uncached(root: Path, **kw: object) -> snapdir.Manifest:
+    return walk(root, use_cache=False, **kw)[0]
+
+
+def cache_files() -> list[Path]:
+    d = Path(os.environ["SNAPDIR_CACHE_DIR"]) / "statcache"
+    return sorted(p for p in d.iterdir() if not p.name.startswith(".")) if d.exists() else []
+
+
+def primed(root: Path, *, strict: bool = True) -> snapdir.Manifest:
+    """Walk twice: the second walk must reuse every file (``strict``: none was written in
+    the last 2 s)."""
+    m1, files, _ = walk(root)
+    m2, files2, reused = walk(root)
+    assert m1 == m2
+    assert files2 == files
+    if strict:
+        assert reused == files
+    return m2
+
+
+def check_sees(
+    root: Path, edit: Callable[[Path], None], *, min_read: int = 0, strict: bool = True
+) -> None:
+    before = primed(root, strict=strict)
+    edit(root)
+    m, files, reused = walk(root)
+    assert m == uncached(root)
+    assert m != before
+    assert files - reused >= min_read
+
+
+def test_noop_reuses_every_file_and_equals_uncached(aged: Path) -> None:
+    m = primed(aged)
+    assert m == uncached(aged)
+    assert len(cache_files()) == 1
+
+
+def test_content_change_same_size_mtime_restored(aged: Path) -> None:
+    def edit(r: Path) -> None:
+        p = r / "sub" / "c.txt"
+        st = p.stat()
+        p.write_bytes(b"CHARLIE")  # same size
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert p.stat().st_mtime_ns == st.st_mtime_ns
+        assert p.stat().st_size == st.st_size
+
+    check_sees(aged, edit, min_read=1)
+
+
+def test_mode_change(aged: Path) -> None:
+    check_sees(aged, lambda r: os.chmod(r / "a.txt", 0o600))
+
+
+def test_rename(aged: Path) -> None:
+    check_sees(aged, lambda r: os.rename(r / "sub" / "c.txt", r / "sub" / "c2.txt"))
+
+
+def test_rename_swap_same_size(aged: Path) -> None:
+    # c.txt and d.txt have the same size: swapping them must swap the checksums.
+    def edit(r: Path) -> None:
+        os.rename(r / "sub" / "c.txt", r / "tmp")
+        os.rename(r / "sub" / "d.txt", r / "sub" / "c.txt")
+        os.rename(r / "tmp", r / "sub" / "d.txt")
+
+    check_sees(aged, edit)
+
+
+def test_replaced_by_new_inode(aged: Path) -> None:
+    def edit(r: Path) -> None:
+        p = r / "a.txt"
+        st = p.stat()
+        (r / "new").write_bytes(b"ALPHA")
+        os.utime(r / "new", ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.chmod(r / "new", st.st_mode & 0o7777)
+        os.replace(r / "new", p)
+
+    check_sees(aged, edit, min_read=1)
+
+
+def test_file_became_directory(aged: Path) -> None:
+    def edit(r: Path) -> None:
+        os.unlink(r / "a.txt")
+        (r / "a.txt").mkdir()
+        (r / "a.txt" / "inner").write_bytes(b"alpha")
+
+    check_sees(aged, edit)
+
+
+def test_directory_became_file(aged: Path) -> None:
+    def edit(r: Path) -> None:
+        shutil.rmtree(r / "deep")
+        (r / "deep").write_bytes(b"echo")
+
+    check_sees(aged, edit)
+
+
+def test_symlink_retargeted(aged: Path) -> None:
+    def edit(r: Path) -> None:
+        os.unlink(r / "link")
+        os.symlink("t2", r / "link")
+
+    check_sees(aged, edit)
+    m = walk(aged)[0]
+    link = next(e for e in m.entries if e.path == "./link")
+    t2 = next(e for e in m.entries if e.path == "./t2")
+    assert link.checksum == t2.checksum
+
+
+def test_symlink_target_content_changed(aged: Path) -> None:
+    def edit(r: Path) -> None:
+        p = r / "t1"
+        st = p.stat()
+        p.write_bytes(b"TARGET ONE")
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    check_sees(aged, edit, min_read=2)
+
+
+def test_deletions(aged: Path) -> None:
+    check_sees(aged, lambda r: os.unlink(r / "sub" / "n05"))
+    check_sees(aged, lambda r: shutil.rmtree(r / "deep" / "er"), strict=False)
+
+
+def test_addition_deep_in_tree(aged: Path) -> None:
+    check_sees(aged, lambda r: (r / "deep" / "er" / "est" / "new.txt").write_bytes(b"new"))
+    check_sees(aged, lambda r: (r / "deep" / "er" / "est" / "empty").mkdir(), strict=False)
+
+
+def test_no_follow_and_exclude_have_their_own_cache(aged: Path) -> None:
+    primed(aged)
+    m, files, reused = walk(aged, no_follow=True)
+    assert m == uncached(aged, no_follow=True)
+    assert "./link" not in [e.path for e in m.entries]
+    m, files, reused = walk(aged, exclude=["^./sub/"])
+    assert m == uncached(aged, exclude=["^./sub/"])
+    assert len(cache_files()) == 3
+
+
+def test_corrupt_cache_is_ignored(aged: Path) -> None:
+    good = primed(aged)
+    (f,) = cache_files()
+    data = bytearray(f.read_bytes())
+    # Flip a byte of a stored checksum (the last bytes of the file): if the file were
+    # trusted, a file's checksum would be wrong.
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    m, files, reused = walk(aged)
+    assert reused == 0
+    assert m == good
+    # Rewritten: the next walk reuses again.
+    assert walk(aged)[2] == files
+    # Torn (truncated) and garbage files are ignored too.
+    for bad in (f.read_bytes()[:100], b"", b"garbage" * 100):
+        f.write_bytes(bad)
+        m, files, reused = walk(aged)
+        assert (m, reused) == (good, 0)
+
+
+def test_cache_of_another_root_is_not_used(aged: Path, tmp_path: Path) -> None:
+    primed(aged)
+    (f,) = cache_files()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.txt").write_bytes(b"zzzzz")
+    # Point the other root's cache file at this root's content: the root recorded inside
+    # does not match, so nothing is reused.
+    _, _, _ = walk(other)
+    for g in cache_files():
+        if g != f:
+            g.write_bytes(f.read_bytes())
+    m, _, reused = walk(other)
+    assert reused == 0
+    assert m == uncached(other)
+
+
+def test_use_cache_false_env_and_rehash(aged: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    walk(aged, use_cache=False)
+    assert cache_files() == []
+    asyncio.run(snapdir.id(aged, use_cache=False))
+    assert cache_files() == []
+    monkeypatch.setenv("SNAPDIR_STAT_CACHE", "0")
+    asyncio.run(snapdir.id(aged))
+    assert cache_files() == []
+    monkeypatch.delenv("SNAPDIR_STAT_CACHE")
+    primed(aged)
+    (f,) = cache_files()
+    before = f.stat().st_ino
+    # No change: the cache file is not rewritten.
+    walk(aged)
+    assert f.stat().st_ino == before
+    m, files, reused = walk(aged, rehash=True)
+    assert reused == 0 and files > 0
+    # Rewritten (a new file renamed over the old one) and used by the next walk.
+    assert f.stat().st_ino != before
+    assert walk(aged)[2] == files
+
+
+def test_cli_flags(aged: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def cli(*args: str, env: dict[str, str] | None = None) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "snapdir", *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+        ).stdout.strip()
+
+    want = uncached(aged).id
+    assert cli("id", "--no-stat-cache", str(aged)) == want
+    assert cli("id", str(aged), env={"SNAPDIR_STAT_CACHE": "0"}) == want
+    assert cache_files() == []
+    assert cli("id", str(aged)) == want
+    assert len(cache_files()) == 1
+    assert cli("id", "--rehash", str(aged)) == want
+    assert cli("manifest", "--rehash", str(aged)) == uncached(aged).raw
+    assert cli("stage", "--no-stat-cache", str(aged)) == want
+    assert cli("stage", "--rehash", str(aged)) == want
+
+
+def test_stage_and_push_use_the_cache(aged: Path, tmp_path: Path) -> None:
+    want = uncached(aged).id
+    assert asyncio.run(snapdir.stage(aged)) == want
+    assert len(cache_files()) == 1
+    store = f"file://{tmp_path / 'store'}"
+    assert asyncio.run(snapdir.push(aged, store)) == want
+    assert asyncio.run(snapdir.push(aged, store, use_cache=False, rehash=True)) == want
+    p = aged / "sub" / "c.txt"
+    st = p.stat()
+    p.write_bytes(b"CHARLIE")
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    new = asyncio.run(snapdir.push(aged, store))
+    assert new == uncached(aged).id != want
+
+
+def test_racy_file_is_rehashed(tmp_path: Path) -> None:
+    # Written just now: a snapshot right away must not trust its stamp later, even when
+    # the file changes within the same second with its size and mtime kept.
+    root = tmp_path / "r"
+    root.mkdir()
+    p = root / "f"
+    p.write_bytes(b"one")
+    m1, _, _ = walk(root)
+    st = p.stat()
+    p.write_bytes(b"two")
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    m2, files, reused = walk(root)
+    assert reused == 0
+    assert m2 != m1
+    assert m2 == uncached(root)
+    # Even a cache entry forged with the racy stamp of a file written now is not written.
+    q = root / "g"
+    q.write_bytes(b"x")
+    walk(root)
+    walk(root)
+    assert walk(root)[2] == 0
+
+
+def test_random_edits_cached_equals_uncached(aged: Path) -> None:
+    rng = random.Random(1234)
+    primed(aged)
+    for step in range(60):
+        files = [p for p in aged.rglob("*") if p.is_file() and not p.is_symlink()]
+        dirs = [aged] + [p for p in aged.rglob("*") if p.is_dir() and not p.is_symlink()]
+        op = rng.choice(["rewrite", "chmod", "rename", "delete", "add", "mkdir", "replace"])
+        if op == "rewrite" and files:
+            p = rng.choice(files)
+            st = p.stat()
+            data = p.read_bytes()
+            p.write_bytes(bytes(b ^ 1 for b in data) if data else b"")
+            os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+        elif op == "chmod" and files:
+            os.chmod(rng.choice(files), rng.choice([0o600, 0o644, 0o755, 0o700]))
+        elif op == "rename" and files:
+            p = rng.choice(files)
+            os.rename(p, rng.choice(dirs) / f"r{step}")
+        elif op == "delete" and files:
+            rng.choice(files).unlink()
+        elif op == "add":
+            (rng.choice(dirs) / f"a{step}").write_bytes(os.urandom(rng.randint(0, 50)))
+        elif op == "mkdir":
+            (rng.choice(dirs) / f"d{step}").mkdir()
+        elif op == "replace" and files:
+            p = rng.choice(files)
+            st = p.stat()
+            tmp = aged / f".tmp{step}"
+            tmp.write_bytes(os.urandom(st.st_size))
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.replace(tmp, p)
+        m, _, _ = walk(aged)
+        assert m == uncached(aged), (step, op)
