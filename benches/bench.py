@@ -677,7 +677,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "id",
         "snapshot id (`snapdir id TREE`)",
         (
-            Step(OURS, lambda j: _ours(j, "id", str(j.tree.path)), check=check_id),
+            # --no-stat-cache: this measures walking and hashing, as the peers do every time.
+            Step(
+                OURS,
+                lambda j: _ours(j, "id", "--no-stat-cache", str(j.tree.path)),
+                check=check_id,
+            ),
             Step(B3SUM, lambda j: _b3sum(j, j.tree.path), check=check_b3sum),
             Step(OLD, lambda j: _old(j, OLD_ID, str(j.tree.path)), check=check_id),
             Step(CP, _cp, check=check_copy("copy")),
@@ -691,7 +696,14 @@ OPERATIONS: tuple[Operation, ...] = (
         (
             Step(
                 OURS,
-                lambda j: _ours(j, "push", str(j.tree.path), "--store", uri(j.scratch / "store")),
+                lambda j: _ours(
+                    j,
+                    "push",
+                    "--no-stat-cache",
+                    str(j.tree.path),
+                    "--store",
+                    uri(j.scratch / "store"),
+                ),
                 setup=mkdirs("store"),
                 check=check_store,
                 location=lambda j: uri(j.scratch / "store"),
@@ -759,7 +771,9 @@ OPERATIONS: tuple[Operation, ...] = (
         (
             Step(
                 OURS,
-                lambda j: _ours(j, "push", str(j.tree.path), "--store", _s3_uri(j), "--json"),
+                lambda j: _ours(
+                    j, "push", "--no-stat-cache", str(j.tree.path), "--store", _s3_uri(j), "--json"
+                ),
                 check=check_s3_ours_push,
                 env=_s3_env,
                 location=_s3_uri,
