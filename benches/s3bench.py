@@ -27,7 +27,6 @@ import contextlib
 import importlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -142,7 +141,6 @@ class S3Service:
             self.proxy = faultproxy.start_fault_proxy(
                 self.server.endpoint_url, rate=0.0, kinds=["503"], flavor="s3"
             )
-            _no_delay(self.proxy)
         except BaseException:
             self.stop()
             raise
@@ -207,28 +205,6 @@ class S3Service:
         for page in paginator.paginate(Bucket=BUCKET, Prefix=prefix):
             keys.extend(str(o["Key"]) for o in page.get("Contents", []))
         return keys
-
-
-def _no_delay(proxy: Any) -> None:
-    """Set TCP_NODELAY on the proxy's client connections.
-
-    The proxy writes a response head and its body with separate ``sendall`` calls; with Nagle's
-    algorithm on, a client that delays its ACKs (snapdir 1.12's HTTP stack does) then waits
-    ~40 ms for every small response: a counted pull of 20,000 objects took minutes instead of
-    seconds.  Only affects the untimed counted run.  If the proxy's internals change this is
-    skipped (the counts stay right, the counted run is just slower)."""
-    server = getattr(proxy, "_server", None)
-    handler = getattr(server, "RequestHandlerClass", None)
-    if server is None or handler is None or not hasattr(handler, "handle"):
-        return
-
-    class NoDelayHandler(handler):  # type: ignore[misc,valid-type]
-        def setup(self) -> None:
-            with contextlib.suppress(OSError):
-                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            super().setup()
-
-    server.RequestHandlerClass = NoDelayHandler
 
 
 @contextlib.contextmanager

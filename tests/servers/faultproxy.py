@@ -492,6 +492,7 @@ class FaultProxy:
 
         try:
             upstream = socket.create_connection(self._upstream, timeout=self.timeout_s)
+            upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             body = b"fault proxy: upstream unreachable"
             client.sendall(
@@ -577,6 +578,10 @@ class _ConnectionHandler(socketserver.BaseRequestHandler):
         proxy = self.server.proxy
         sock: socket.socket = self.request
         sock.settimeout(proxy.timeout_s)
+        # Heads and bodies go out in separate writes: without this a client that delays its
+        # ACKs waits ~40 ms (Nagle) for every small response.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         proxy._track(sock, add=True)
         reader = sock.makefile("rb")
         try:
