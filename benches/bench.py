@@ -554,6 +554,19 @@ def mkdirs(*names: str) -> Callable[[Job], None]:
     return setup
 
 
+def _without_local_paths(text: str) -> str:
+    """The report goes into the repository: name tools, not this machine's directories."""
+    repo = str(Path(__file__).resolve().parent.parent)
+    for prefix, short in (
+        (sys.prefix + "/bin/", ""),
+        (sys.base_prefix + "/bin/", ""),
+        (repo + "/", ""),
+        (os.path.expanduser("~") + "/", "~/"),
+    ):
+        text = text.replace(prefix, short)
+    return text
+
+
 def _ours(job: Job, *args: str) -> list[str]:
     return [job.exe(OURS), *args]
 
@@ -2218,7 +2231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("load average at end", f"{load} (1, 5, 15 min; counts the benchmark's own threads)"),
     )
 
-    report = render_report(bench, machine, command_line(), started, time.perf_counter() - t0)
+    report = _without_local_paths(
+        render_report(bench, machine, command_line(), started, time.perf_counter() - t0)
+    )
     print("\n" + report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
