@@ -25,6 +25,15 @@ unsafe fn errno_ptr() -> *mut libc::c_int {
     unsafe { libc::__errno_location() }
 }
 
+/// `O_NOFOLLOW` unless a final link may be followed.
+fn nofollow(follow: bool) -> libc::c_int {
+    if follow {
+        0
+    } else {
+        libc::O_NOFOLLOW
+    }
+}
+
 fn check(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -76,42 +85,25 @@ impl Dir {
 
     /// Opens the sub-directory `name`, refusing links.
     pub fn open_dir(&self, name: &[u8]) -> io::Result<Dir> {
-        let c = cstr(name)?;
-        let fd = check(unsafe {
-            libc::openat(
-                self.raw(),
-                c.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        })?;
-        Ok(Dir {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        self.open_dir_at(name, false)
     }
 
     /// Opens the sub-directory `name`, following a final link when `follow`.
     pub fn open_dir_at(&self, name: &[u8], follow: bool) -> io::Result<Dir> {
-        let c = cstr(name)?;
-        let mut flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
-        if !follow {
-            flags |= libc::O_NOFOLLOW;
-        }
-        let fd = check(unsafe { libc::openat(self.raw(), c.as_ptr(), flags) })?;
-        Ok(Dir {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        let fd = self.openat(name, flags | nofollow(follow), 0)?;
+        Ok(Dir { fd })
     }
 
     /// Opens `name` for reading without blocking on FIFOs; refuses a final link unless
     /// `follow`.
     pub fn open_file_at(&self, name: &[u8], follow: bool) -> io::Result<File> {
-        let c = cstr(name)?;
-        let mut flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC;
-        if !follow {
-            flags |= libc::O_NOFOLLOW;
-        }
-        let fd = check(unsafe { libc::openat(self.raw(), c.as_ptr(), flags) })?;
-        Ok(unsafe { File::from_raw_fd(fd) })
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        Ok(File::from(self.openat(
+            name,
+            flags | nofollow(follow),
+            0,
+        )?))
     }
 
     /// `fstatat` of `name` (following a final link when `follow`).
@@ -163,29 +155,25 @@ impl Dir {
 
     /// Opens the regular file `name` for reading, refusing links (and not blocking on FIFOs).
     pub fn open_read(&self, name: &[u8]) -> io::Result<File> {
-        let c = cstr(name)?;
-        let fd = check(unsafe {
-            libc::openat(
-                self.raw(),
-                c.as_ptr(),
-                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
-            )
-        })?;
-        Ok(unsafe { File::from_raw_fd(fd) })
+        self.open_file_at(name, false)
     }
 
     /// Creates `name` exclusively (fails if anything exists there, link or not).
     pub fn create_new(&self, name: &[u8], mode: u32) -> io::Result<File> {
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+        Ok(File::from(self.openat(
+            name,
+            flags | libc::O_CLOEXEC,
+            mode,
+        )?))
+    }
+
+    /// `openat(self, name, flags, mode)` as an owned descriptor.
+    fn openat(&self, name: &[u8], flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
         let c = cstr(name)?;
-        let fd = check(unsafe {
-            libc::openat(
-                self.raw(),
-                c.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                mode as libc::c_uint,
-            )
-        })?;
-        Ok(unsafe { File::from_raw_fd(fd) })
+        let fd =
+            check(unsafe { libc::openat(self.raw(), c.as_ptr(), flags, mode as libc::c_uint) })?;
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
     pub fn mkdir(&self, name: &[u8], mode: u32) -> io::Result<()> {
