@@ -31,13 +31,18 @@ if TYPE_CHECKING:
 LOCAL_SYNC: ContextVar[bool] = ContextVar("snapdir_local_sync", default=False)
 
 
-def run_blocking(fn: Callable[[CancelToken], T], on_tick: Callable[[], None] | None = None) -> T:
+def run_blocking(
+    fn: Callable[[CancelToken], T],
+    on_tick: Callable[[], None] | None = None,
+    token: CancelToken | None = None,
+) -> T:
     """Run ``fn(token)`` in a worker thread while this thread waits, waking every 50 ms (to
     call ``on_tick``, e.g. a progress bar). Ctrl-C in this thread sets the token, so the Rust
-    side stops at its next file, and re-raises once it has."""
+    side stops at its next file, and re-raises once it has. Pass ``token`` when the Rust
+    side watches one it was given earlier (a checkout plan keeps the one it was made with)."""
     import threading
 
-    token = CancelToken()
+    token = token if token is not None else CancelToken()
     box: list[tuple[bool, object]] = []
 
     def target() -> None:
@@ -83,14 +88,15 @@ def run_local(make: Callable[[], Coroutine[object, object, T]]) -> T:
         LOCAL_SYNC.reset(reset)
 
 
-async def run_cancellable(fn: Callable[[CancelToken], T]) -> T:
+async def run_cancellable(fn: Callable[[CancelToken], T], token: CancelToken | None = None) -> T:
     """Run ``fn(token)`` in a worker thread; if the caller is cancelled, set the token so the
-    Rust side stops at its next file, and let the cancellation propagate at once."""
+    Rust side stops at its next file, and let the cancellation propagate at once. ``token``:
+    as for :func:`run_blocking`."""
     if LOCAL_SYNC.get():
-        return run_blocking(fn)
+        return run_blocking(fn, token=token)
     import anyio
 
-    token = CancelToken()
+    token = token if token is not None else CancelToken()
     try:
         return await anyio.to_thread.run_sync(fn, token, abandon_on_cancel=True)
     except BaseException:
@@ -98,7 +104,8 @@ async def run_cancellable(fn: Callable[[CancelToken], T]) -> T:
         raise
 
 
-def _exclude(exclude: Sequence[str] | None) -> list[str]:
+def exclude_list(exclude: Sequence[str] | None) -> list[str]:
+    """``exclude`` as the list the Rust walker takes (one pattern may be given as a str)."""
     if exclude is None:
         return []
     if isinstance(exclude, str):
@@ -135,7 +142,7 @@ def walk_sync(
         os.fspath(path),
         no_follow,
         absolute,
-        _exclude(exclude),
+        exclude_list(exclude),
         cancel,
         None,
         stat_cache_dir(use_cache),
@@ -168,7 +175,7 @@ async def manifest(
     re-reads every file but still rewrites the cache.
     """
     p = os.fspath(path)
-    ex = _exclude(exclude)
+    ex = exclude_list(exclude)
     sc = stat_cache_dir(use_cache)
     m, warnings = await run_cancellable(
         lambda token: _snapdir.walk(p, no_follow, absolute, ex, token, None, sc, rehash)

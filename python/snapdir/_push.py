@@ -15,12 +15,14 @@ from ._common import (
     open_wrapped,
     unwrap,
 )
+from ._errors import _warn
 from ._manifest import manifest as walk_manifest
 from ._types import StoreUri
 
 if TYPE_CHECKING:
     from .stores import Store
     from .stores._base import ProgressFn
+    from .stores.file import FileStore
 
 __all__ = ["push", "push_with_stats", "stage"]
 
@@ -43,20 +45,27 @@ async def push_with_stats(
 
     st = open_wrapped(store, jobs)
     root = os.fspath(path)
+    inner = unwrap(st)
+    if isinstance(inner, FileStore) and not repair:
+        return await _push_local(
+            inner,
+            root,
+            exclude=exclude,
+            no_follow=no_follow,
+            progress=progress,
+            use_cache=use_cache,
+            rehash=rehash,
+        )
     m = await walk_manifest(
         root, exclude=exclude, no_follow=no_follow, use_cache=use_cache, rehash=rehash
     )
     sid = m.id
-    _, _, nfiles, nobjects = _snapdir.manifest_size(m)
-    stats = OpStats(
-        id=sid, files=nfiles, objects=nobjects, uploaded=0, bytes_uploaded=0, noop=False
-    )
+    stats = _new_stats(m)
     before = st.request_count()
     if not repair and await st.has_manifest(sid):
         stats.update(noop=True, requests=st.request_count() - before)
         return stats
     sources = m.object_sources()
-    inner = unwrap(st)
     bad: Collection[str] = ()
     if isinstance(inner, FileStore):
         # Local: the Rust batch stats each object itself (cheaper than a listing); with
@@ -86,6 +95,44 @@ async def push_with_stats(
     if isinstance(inner, FileStore):
         uploaded, nbytes = inner.last_written  # the batch skipped objects already there
     stats.update(uploaded=uploaded, bytes_uploaded=nbytes, requests=st.request_count() - before)
+    return stats
+
+
+def _new_stats(m: _snapdir.Manifest) -> OpStats:
+    _, _, nfiles, nobjects = _snapdir.manifest_size(m)
+    return OpStats(
+        id=m.id, files=nfiles, objects=nobjects, uploaded=0, bytes_uploaded=0, noop=False
+    )
+
+
+async def _push_local(
+    store: FileStore,
+    root: str,
+    *,
+    exclude: Sequence[str] | None,
+    no_follow: bool,
+    progress: ProgressFn | None,
+    use_cache: bool,
+    rehash: bool,
+) -> OpStats:
+    """A push into a ``file://`` store: walk and copy in one pass (each byte read once),
+    then the manifest, last."""
+    from ._manifest import exclude_list, stat_cache_dir
+
+    m, warnings, noop = await store.push_tree(
+        root,
+        exclude=exclude_list(exclude),
+        no_follow=no_follow,
+        stat_cache=stat_cache_dir(use_cache),
+        rehash=rehash,
+        progress=progress,
+    )
+    _warn(warnings, stacklevel=4)
+    stats = _new_stats(m)
+    uploaded, nbytes = store.last_written
+    if not noop:
+        await store.put_manifest(m.id, m.raw)
+    stats.update(uploaded=uploaded, bytes_uploaded=nbytes, noop=noop and uploaded == 0, requests=0)
     return stats
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "plan_checkout",
     "store_get_object",
     "store_list",
+    "store_push_tree",
     "store_put_objects",
     "store_verify_objects",
     "version",
@@ -187,6 +188,21 @@ def store_put_objects(
 ) -> tuple[int, int, int, int]:
     """Put ``(checksum, source, size)`` objects into the store at ``root``; returns
     ``(written, present, repaired, bytes)``."""
+
+def store_push_tree(
+    root: str,
+    path: str,
+    no_follow: bool = False,
+    exclude: list[str] = ...,
+    stat_cache: str | None = None,
+    rehash: bool = False,
+    durable: bool = False,
+    cancel: CancelToken | None = None,
+    progress: Progress | None = None,
+) -> tuple[Manifest, list[str], int, int, int, bool]:
+    """Snapshot ``path`` into the store at ``root``, copying each file while it is hashed;
+    returns ``(manifest, warnings, written, present, bytes, noop)``. The caller writes the
+    manifest, last."""
 
 def store_get_object(root: str, checksum: str, dest: str) -> int:
     """Copy one object to ``dest``, verified; returns its size."""

@@ -11,6 +11,7 @@ wrong one: a later ``verify`` or ``push --repair`` finds and fixes the gap).
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -119,6 +120,38 @@ class FileStore(BaseStore):
         #: (objects written, bytes written) by the last batch (for ``push --json``).
         self.last_written: tuple[int, int] = (int(written), int(nbytes))
 
+    async def push_tree(
+        self,
+        path: str,
+        *,
+        exclude: list[str],
+        no_follow: bool,
+        stat_cache: str | None,
+        rehash: bool,
+        progress: ProgressFn | None = None,
+    ) -> tuple[_snapdir.Manifest, list[str], bool]:
+        """Walk ``path`` and copy its files into this store in the same pass: each file is
+        read once, and the bytes written are the bytes hashed (a file that changes while
+        it is read fails the push with :class:`InFluxError` before its object is named).
+        Returns ``(manifest, warnings, noop)``; ``noop`` when the store already has the
+        manifest. The manifest itself is not written (the caller writes it last)."""
+        m, warnings, written, _present, nbytes, noop = await run_with_progress(
+            lambda token, prog: _snapdir.store_push_tree(
+                self.root,
+                path,
+                no_follow,
+                exclude,
+                stat_cache,
+                rehash,
+                self.durable,
+                token,
+                prog,
+            ),
+            progress,
+        )
+        self.last_written = (int(written), int(nbytes))
+        return m, warnings, bool(noop)
+
     async def get_objects(
         self, items: Sequence[ObjectGet], *, jobs: int = 32, progress: ProgressFn | None = None
     ) -> None:
@@ -179,11 +212,23 @@ class FileStore(BaseStore):
         return await to_thread(self._read_manifest, snapshot_id)
 
     def _read_manifest(self, snapshot_id: str) -> _snapdir.Manifest:
+        # Non-blocking open and a regular-file check: a FIFO planted under the key would
+        # block the read forever, a link to /dev/zero would never end.
+        path = self.manifest_path(snapshot_id)
         try:
-            with open(self.manifest_path(snapshot_id), "rb") as f:
-                data = f.read()
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             raise NotFoundError(f"snapshot {snapshot_id} not found in {self.uri}") from None
+        except OSError as e:
+            raise StoreError(f"cannot read snapshot {snapshot_id} from {self.uri}: {e}") from e
+        try:
+            with open(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise StoreError(
+                        f"cannot read snapshot {snapshot_id} from {self.uri}: "
+                        f"{path} is not a regular file"
+                    )
+                data = f.read()
         except OSError as e:
             raise StoreError(f"cannot read snapshot {snapshot_id} from {self.uri}: {e}") from e
         return parse_stored_manifest(data, snapshot_id, self.uri)

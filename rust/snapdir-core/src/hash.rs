@@ -72,7 +72,7 @@ pub fn open_nonblocking(path: &Path, no_follow: bool) -> io::Result<File> {
 pub fn hash_stream(
     file: &mut (impl Read + Send),
     size_hint: u64,
-    sink: impl FnMut(&[u8]) -> io::Result<()>,
+    sink: impl FnMut(&[u8]) -> io::Result<()> + Send,
 ) -> io::Result<(Digest, u64)> {
     hash_stream_opt(file, size_hint, false, sink)
 }
@@ -84,7 +84,7 @@ pub fn hash_stream_opt(
     file: &mut (impl Read + Send),
     size_hint: u64,
     exact: bool,
-    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+    mut sink: impl FnMut(&[u8]) -> io::Result<()> + Send,
 ) -> io::Result<(Digest, u64)> {
     let mut hasher = blake3::Hasher::new();
     if exact && size_hint < PARALLEL_THRESHOLD {
@@ -135,15 +135,16 @@ pub fn hash_stream_opt(
             Ok((*hasher.finalize().as_bytes(), total))
         });
     }
-    // Pipelined: read chunk n+1 while chunk n is hashed across the pool.
+    // Pipelined: chunk n is handed to the sink (a copy's write) and chunk n+1 read on one
+    // side while chunk n is hashed across the pool on the other.
     let mut cur = vec![0u8; CHUNK];
     let mut next = vec![0u8; CHUNK];
     let mut total = 0u64;
     let mut n = read_full(file, &mut cur)?;
     while n > 0 {
-        sink(&cur[..n])?;
         let (read_next, ()) = rayon::join(
             || {
+                sink(&cur[..n])?;
                 if n == CHUNK {
                     read_full(file, &mut next)
                 } else {
@@ -201,7 +202,7 @@ pub fn hash_file(path: &Path, no_follow: bool) -> Result<HashOutcome> {
 pub fn hash_file_observed(
     path: &Path,
     no_follow: bool,
-    observe: impl FnMut(&[u8]),
+    observe: impl FnMut(&[u8]) + Send,
 ) -> Result<HashOutcome> {
     hash_opened(open_nonblocking(path, no_follow), path, no_follow, observe)
 }
@@ -212,7 +213,23 @@ pub fn hash_opened(
     opened: io::Result<File>,
     path: &Path,
     no_follow: bool,
-    mut observe: impl FnMut(&[u8]),
+    mut observe: impl FnMut(&[u8]) + Send,
+) -> Result<HashOutcome> {
+    hash_opened_into(opened, path, no_follow, |c| {
+        observe(c);
+        Ok(())
+    })
+}
+
+/// [`hash_opened`], handing every chunk read to `sink` too (the `file://` push copies into
+/// the store this way, so each byte is read once). An error of the sink stops the read and
+/// is returned as a read error of `path`: a sink that must report its own failure keeps it
+/// and replaces the error.
+pub fn hash_opened_into(
+    opened: io::Result<File>,
+    path: &Path,
+    no_follow: bool,
+    sink: impl FnMut(&[u8]) -> io::Result<()> + Send,
 ) -> Result<HashOutcome> {
     let mut f = match opened {
         Ok(f) => f,
@@ -231,11 +248,8 @@ pub fn hash_opened(
         return Ok(HashOutcome::NotRegular);
     }
     let stamp = Stamp::of(&before);
-    let (digest, n) = hash_stream_opt(&mut f, stamp.size, true, |c| {
-        observe(c);
-        Ok(())
-    })
-    .map_err(|e| Error::io("cannot read", path, e))?;
+    let (digest, n) = hash_stream_opt(&mut f, stamp.size, true, sink)
+        .map_err(|e| Error::io("cannot read", path, e))?;
     let after = f
         .metadata()
         .map_err(|e| Error::io("cannot stat", path, e))?;

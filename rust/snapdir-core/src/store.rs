@@ -5,19 +5,20 @@
 //! if the digest is the key. Renaming over an object a concurrent writer just created is
 //! harmless (same key, same bytes).
 
+use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
 use crate::error::{display_path, Code, Error, Result};
 use crate::fsx;
-use crate::hash::{hash_stream, open_nonblocking};
-use crate::manifest::{to_hex, Digest};
-use crate::walk::Progress;
+use crate::hash::{hash_opened_into, hash_stream, open_nonblocking, HashOutcome};
+use crate::manifest::{to_hex, Digest, Kind};
+use crate::walk::{walk, Ingest, Progress, WalkOptions, Walked};
 
 /// `abc/def/ghi/<rest>` of a hex digest.
 pub fn shard(hex: &str) -> String {
@@ -460,4 +461,509 @@ pub fn list_keys(root: &Path, kind: &str) -> Result<Vec<Digest>> {
     }
     out.sort_unstable();
     Ok(out)
+}
+
+/// A file held while it is hashed, until its key is known: in memory up to this size (a
+/// file already in the store then costs no write at all), past it in an unnamed file.
+const SPOOL_MEM: usize = 1 << 20;
+
+/// The bytes of one file on their way into the store.
+struct Spool<'a> {
+    objects: &'a Path,
+    buf: Vec<u8>,
+    spill: Option<Spill>,
+    error: Option<io::Error>,
+    len: u64,
+}
+
+/// A spooled file on disk, in `.objects/` (the file system of its final name).
+enum Spill {
+    /// Linux: `O_TMPFILE`, given its name with `linkat`, nothing to clean up after a crash.
+    Unnamed(File),
+    /// Elsewhere: a temporary name (not a key: listings ignore it) renamed into place.
+    Named(File, PathBuf),
+}
+
+impl Spool<'_> {
+    fn push(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.len += chunk.len() as u64;
+        #[cfg(test)]
+        tests::while_reading(self.len);
+        if self.spill.is_none() && self.buf.len() + chunk.len() <= SPOOL_MEM {
+            self.buf.extend_from_slice(chunk);
+            return Ok(());
+        }
+        let r = (|| {
+            if self.spill.is_none() {
+                let mut spill = Spill::open(self.objects)?;
+                spill.file().write_all(&self.buf)?;
+                self.buf = Vec::new();
+                self.spill = Some(spill);
+            }
+            self.spill
+                .as_mut()
+                .expect("just set")
+                .file()
+                .write_all(chunk)
+        })();
+        r.map_err(|e| {
+            let kind = e.kind();
+            self.error = Some(e);
+            io::Error::from(kind)
+        })
+    }
+}
+
+impl Spill {
+    fn open(objects: &Path) -> io::Result<Spill> {
+        if let Some(f) = fsx::open_unnamed(objects) {
+            return Ok(Spill::Unnamed(f));
+        }
+        let tmp = temp_sibling(&objects.join("spool"));
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        fsx::fchmod(&f, 0o644)?;
+        Ok(Spill::Named(f, tmp))
+    }
+
+    fn file(&mut self) -> &mut File {
+        match self {
+            Spill::Unnamed(f) | Spill::Named(f, _) => f,
+        }
+    }
+
+    /// Gives the spooled bytes the name `dst` (an object that appeared meanwhile, from a
+    /// concurrent writer of the same key, is kept).
+    fn publish(mut self, dst: &Path, durable: bool) -> io::Result<()> {
+        if durable {
+            self.file().sync_all()?;
+        }
+        match self {
+            Spill::Unnamed(f) => match fsx::link_unnamed(&f, dst) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+                _ => Ok(()),
+            },
+            Spill::Named(f, tmp) => {
+                drop(f);
+                fs::rename(&tmp, dst).inspect_err(|_| {
+                    let _ = fs::remove_file(&tmp);
+                })
+            }
+        }
+    }
+
+    fn discard(self) {
+        if let Spill::Named(f, tmp) = self {
+            drop(f);
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Copies the files of a tree into a `file://` store while the walk hashes them, so each
+/// byte is read once (SPEC §4: objects appear only under their final name, with the
+/// content their name says: the bytes written are the bytes hashed, and the walk's
+/// before/after `fstat` turns a file that changed meanwhile into `IN_FLUX` before anything
+/// is named).
+#[derive(Debug)]
+pub struct Ingestor {
+    root: PathBuf,
+    objects: PathBuf,
+    durable: bool,
+    /// Shard directories known to exist (`abc`, `abc/def`, `abc/def/ghi`).
+    shards: Mutex<HashSet<String>>,
+    /// Keys this push has placed or found present.
+    seen: Mutex<HashSet<Digest>>,
+    written: AtomicU64,
+    present: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl std::fmt::Debug for Spill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spill")
+    }
+}
+
+impl Ingestor {
+    pub fn new(root: &Path, durable: bool) -> Ingestor {
+        Ingestor {
+            root: root.to_path_buf(),
+            objects: root.join(".objects"),
+            durable,
+            shards: Mutex::new(HashSet::new()),
+            seen: Mutex::new(HashSet::new()),
+            written: AtomicU64::new(0),
+            present: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Creates the shard directories of `hex` that are not known to exist, each with one
+    /// `mkdir` (an existing one costs a failed call), parents first.
+    fn ensure_shards(&self, hex: &str) -> Result<()> {
+        let levels = [
+            hex[0..3].to_owned(),
+            format!("{}/{}", &hex[0..3], &hex[3..6]),
+            format!("{}/{}/{}", &hex[0..3], &hex[3..6], &hex[6..9]),
+        ];
+        let known = |rel: &String| {
+            self.shards
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(rel)
+        };
+        if known(&levels[2]) {
+            return Ok(());
+        }
+        for rel in levels {
+            if known(&rel) {
+                continue;
+            }
+            let p = self.objects.join(&rel);
+            match fs::create_dir(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io("cannot create", &p, e)),
+            }
+            self.shards
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(rel);
+        }
+        Ok(())
+    }
+
+    /// Names the spooled bytes of a file that hashed to `digest`, unless the store has it.
+    fn place(&self, digest: &Digest, spool: Spool<'_>) -> Result<()> {
+        let first = self
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*digest);
+        let dst = object_path(&self.root, digest);
+        if !first || fs::symlink_metadata(&dst).is_ok() {
+            if first {
+                self.present.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(s) = spool.spill {
+                s.discard();
+            }
+            return Ok(());
+        }
+        let hex = to_hex(digest);
+        self.ensure_shards(&hex)?;
+        match spool.spill {
+            Some(spill) => spill
+                .publish(&dst, self.durable)
+                .map_err(|e| Error::io("cannot write", &dst, e))?,
+            None => write_bytes(&dst, &spool.buf, self.durable)?,
+        };
+        let n = spool.len;
+        if self.durable {
+            sync_dir(dst.parent().expect("object paths have a parent"))?;
+        }
+        self.written.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Keys placed or found present so far.
+    pub fn seen(&self) -> HashSet<Digest> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn stats(&self) -> PutStats {
+        PutStats {
+            written: self.written.load(Ordering::Relaxed),
+            present: self.present.load(Ordering::Relaxed),
+            repaired: 0,
+            bytes_written: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Ingest for Ingestor {
+    fn file(&self, opened: io::Result<File>, path: &Path, no_follow: bool) -> Result<HashOutcome> {
+        let mut spool = Spool {
+            objects: &self.objects,
+            buf: Vec::new(),
+            spill: None,
+            error: None,
+            len: 0,
+        };
+        let outcome = hash_opened_into(opened, path, no_follow, |c| spool.push(c));
+        if let Some(e) = spool.error.take() {
+            if let Some(s) = spool.spill.take() {
+                s.discard();
+            }
+            return Err(Error::io("cannot write into", &self.objects, e));
+        }
+        match outcome {
+            Ok(HashOutcome::File(h)) => {
+                self.place(&h.digest, spool)?;
+                Ok(HashOutcome::File(h))
+            }
+            other => {
+                if let Some(s) = spool.spill.take() {
+                    s.discard();
+                }
+                other
+            }
+        }
+    }
+}
+
+/// Writes `bytes` as the object `dst` (its shard directory exists): unnamed file + link
+/// where the system has them, else a temporary name + rename.
+fn write_bytes(dst: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    let parent = dst.parent().expect("object paths have a parent");
+    let mut spill = match fsx::open_unnamed(parent) {
+        Some(f) => Spill::Unnamed(f),
+        None => {
+            let tmp = temp_sibling(dst);
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| Error::io("cannot create", &tmp, e))?;
+            let spill = Spill::Named(f, tmp);
+            spill_chmod(spill, dst)?
+        }
+    };
+    if let Err(e) = spill.file().write_all(bytes) {
+        spill.discard();
+        return Err(Error::io("cannot write", dst, e));
+    }
+    spill
+        .publish(dst, durable)
+        .map_err(|e| Error::io("cannot write", dst, e))
+}
+
+fn spill_chmod(mut spill: Spill, dst: &Path) -> Result<Spill> {
+    match fsx::fchmod(spill.file(), 0o644) {
+        Ok(()) => Ok(spill),
+        Err(e) => {
+            spill.discard();
+            Err(Error::io("cannot chmod", dst, e))
+        }
+    }
+}
+
+/// What [`push_tree`] did.
+#[derive(Debug)]
+pub struct PushOutcome {
+    pub walked: Walked,
+    pub stats: PutStats,
+    /// The store already had the snapshot's manifest: nothing more was copied.
+    pub noop: bool,
+}
+
+/// Snapshots `tree` into the `file://` store at `root` (created if missing): files are
+/// copied into the store while the walk hashes them (one read of each byte); files whose
+/// checksum came from the stat cache are copied afterwards if the store lacks them (read
+/// again and verified, as [`put_objects`] does). The manifest is the caller's to write,
+/// last.
+pub fn push_tree(
+    root: &Path,
+    tree: &Path,
+    walk_opts: &WalkOptions,
+    opts: &LocalOptions,
+) -> Result<PushOutcome> {
+    fs::create_dir_all(root.join(".objects"))
+        .map_err(|e| Error::io("cannot create store", root, e))?;
+    let ingestor = Arc::new(Ingestor::new(root, opts.durable));
+    let mut wo = walk_opts.clone();
+    wo.ingest = Some(ingestor.clone());
+    let walked = walk(tree, &wo)?;
+    let mut stats = ingestor.stats();
+    let id = walked.manifest.id();
+    if manifest_path(root, &id).is_file() {
+        return Ok(PushOutcome {
+            walked,
+            stats,
+            noop: true,
+        });
+    }
+    let seen = ingestor.seen();
+    let mut rest: Vec<PutItem> = Vec::new();
+    let mut queued: HashSet<Digest> = HashSet::new();
+    for e in walked.manifest.entries() {
+        if e.kind == Kind::File && !seen.contains(&e.checksum) && queued.insert(e.checksum) {
+            rest.push(PutItem {
+                checksum: e.checksum,
+                source: tree.join(e.rel()),
+                size: e.size,
+            });
+        }
+    }
+    if !rest.is_empty() {
+        let quiet = LocalOptions {
+            progress: None,
+            ..opts.clone()
+        };
+        let more = put_objects(root, &rest, Origin::Tree, &quiet)?;
+        stats.written += more.written;
+        stats.present += more.present;
+        stats.bytes_written += more.bytes_written;
+    }
+    Ok(PushOutcome {
+        walked,
+        stats,
+        noop: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn tree(dir: &Path) -> PathBuf {
+        let t = dir.join("tree");
+        fs::create_dir_all(t.join("a/b")).unwrap();
+        fs::write(t.join("small.txt"), b"small\n").unwrap();
+        fs::write(t.join("a/same.txt"), b"small\n").unwrap();
+        fs::write(t.join("a/b/big.bin"), vec![9u8; 5 * crate::hash::CHUNK + 7]).unwrap();
+        fs::write(t.join("a/empty"), b"").unwrap();
+        t
+    }
+
+    /// Every object under `.objects/` hashes to its key; returns the keys.
+    fn sound_keys(store: &Path) -> Vec<Digest> {
+        let keys = list_keys(store, ".objects").unwrap();
+        for k in &keys {
+            let bytes = fs::read(object_path(store, k)).unwrap();
+            assert_eq!(blake3::hash(&bytes).as_bytes(), k);
+            let mode = fs::metadata(object_path(store, k)).unwrap().mode();
+            assert_eq!(mode & 0o7777, 0o644);
+        }
+        keys
+    }
+
+    #[test]
+    fn push_tree_copies_while_hashing_and_skips_present_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tree(dir.path());
+        let store = dir.path().join("store");
+        let out = push_tree(
+            &store,
+            &t,
+            &WalkOptions::default(),
+            &LocalOptions::default(),
+        )
+        .unwrap();
+        assert!(!out.noop);
+        let plain = walk(&t, &WalkOptions::default()).unwrap();
+        assert_eq!(out.walked.manifest.id(), plain.manifest.id());
+        // small.txt and a/same.txt share one object; the empty file is an object too.
+        assert_eq!(out.stats.written, 3, "{:?}", out.stats);
+        assert_eq!(
+            out.stats.bytes_written,
+            6 + 5 * crate::hash::CHUNK as u64 + 7
+        );
+        let keys = sound_keys(&store);
+        assert_eq!(keys.len(), 3);
+        // Nothing but shard directories and objects: no temporary left behind.
+        let stray: Vec<_> = fs::read_dir(store.join(".objects"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.len() != 3)
+            .collect();
+        assert!(stray.is_empty(), "{stray:?}");
+        // Again: objects present are neither rewritten nor counted as written.
+        let inode = fs::metadata(object_path(&store, &keys[0])).unwrap().ino();
+        let again = push_tree(
+            &store,
+            &t,
+            &WalkOptions::default(),
+            &LocalOptions::default(),
+        )
+        .unwrap();
+        assert_eq!((again.stats.written, again.stats.present), (0, 3));
+        assert_eq!(
+            fs::metadata(object_path(&store, &keys[0])).unwrap().ino(),
+            inode
+        );
+    }
+
+    #[test]
+    fn push_tree_sees_the_manifest_and_fills_what_the_stat_cache_vouched_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tree(dir.path());
+        let cache = dir.path().join("statcache");
+        let opts = WalkOptions {
+            stat_cache: Some(cache),
+            ..WalkOptions::default()
+        };
+        // Old enough for the racy-timestamp rule to let the cache vouch for the files.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        for f in ["small.txt", "a/same.txt", "a/b/big.bin", "a/empty"] {
+            let file = fs::File::options().write(true).open(t.join(f)).unwrap();
+            file.set_modified(old).unwrap();
+        }
+        let first = dir.path().join("first");
+        push_tree(&first, &t, &opts, &LocalOptions::default()).unwrap();
+        // The cache now knows every file: a push into another store reads them afterwards.
+        let second = dir.path().join("second");
+        let out = push_tree(&second, &t, &opts, &LocalOptions::default()).unwrap();
+        assert_eq!(out.stats.written, 3, "{:?}", out.stats);
+        assert_eq!(sound_keys(&second).len(), 3);
+        // With its manifest in place the push is a no-op.
+        let id = out.walked.manifest.id();
+        let mp = manifest_path(&second, &id);
+        fs::create_dir_all(mp.parent().unwrap()).unwrap();
+        fs::write(&mp, out.walked.manifest.render()).unwrap();
+        let noop = push_tree(&second, &t, &opts, &LocalOptions::default()).unwrap();
+        assert!(noop.noop);
+        assert_eq!(noop.stats.written, 0);
+    }
+
+    /// A file the tests append to while it is being read: once a spool has taken this many
+    /// bytes (a count no other test file reaches exactly, as tests run in parallel).
+    static GROW: Mutex<Option<(PathBuf, u64)>> = Mutex::new(None);
+    const TRIGGER: u64 = 3 * crate::hash::CHUNK as u64 + 1;
+
+    pub(super) fn while_reading(spooled: u64) {
+        let mut g = GROW.lock().unwrap();
+        if g.as_ref().is_some_and(|(_, at)| *at == spooled) {
+            let (p, _) = g.take().unwrap();
+            let mut f = fs::OpenOptions::new().append(true).open(p).unwrap();
+            f.write_all(b"more").unwrap();
+        }
+    }
+
+    #[test]
+    fn a_file_changing_while_pushed_is_in_flux_and_names_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("tree");
+        fs::create_dir_all(&t).unwrap();
+        // Only a file the stat cache does not know and the only one: the hook fires on it.
+        let big = t.join("big.bin");
+        fs::write(&big, vec![3u8; TRIGGER as usize]).unwrap();
+        let store = dir.path().join("store");
+        *GROW.lock().unwrap() = Some((big, TRIGGER));
+        let err = push_tree(
+            &store,
+            &t,
+            &WalkOptions::default(),
+            &LocalOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, Code::InFlux, "{err}");
+        assert!(err.message.contains("big.bin"), "{err}");
+        assert!(sound_keys(&store).is_empty());
+        // Holding still, the same push succeeds.
+        let out = push_tree(
+            &store,
+            &t,
+            &WalkOptions::default(),
+            &LocalOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(out.stats.written, 1);
+        assert_eq!(sound_keys(&store).len(), 1);
+    }
 }

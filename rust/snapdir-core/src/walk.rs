@@ -51,6 +51,20 @@ pub struct WalkOptions {
     pub stat_cache: Option<PathBuf>,
     /// With `stat_cache`: ignore what the cache holds (re-read every file) but rewrite it.
     pub rehash: bool,
+    /// Reads every file the walk must hash (those the stat cache does not vouch for) in its
+    /// place: a `file://` push copies them into the store while they are hashed.
+    pub ingest: Option<Arc<dyn Ingest>>,
+}
+
+/// Something that reads the regular files of a walk instead of the plain hasher. It must
+/// behave like [`hash_opened`] (same checks, same errors), with whatever else it does.
+pub trait Ingest: std::fmt::Debug + Send + Sync {
+    fn file(
+        &self,
+        opened: io::Result<fs::File>,
+        path: &Path,
+        no_follow: bool,
+    ) -> Result<HashOutcome>;
 }
 
 impl WalkOptions {
@@ -449,7 +463,11 @@ fn visit(
             }
             other => other,
         };
-        match hash_opened(opened, &path(), opts.no_follow, |_| {})? {
+        let outcome = match &opts.ingest {
+            Some(ingest) => ingest.file(opened, &path(), opts.no_follow)?,
+            None => hash_opened(opened, &path(), opts.no_follow, |_| {})?,
+        };
+        match outcome {
             HashOutcome::NotRegular => Ok(Child::Skipped),
             HashOutcome::File(h) => {
                 if let Some(p) = &opts.progress {

@@ -292,6 +292,7 @@ pub(crate) fn walk_options(
         progress: progress.map(|p| p.inner.clone()),
         stat_cache: None,
         rehash: false,
+        ingest: None,
     })
 }
 
@@ -374,6 +375,7 @@ fn _snapdir(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add_class::<local::CheckoutPlan>()?;
     m.add_function(wrap_pyfunction!(local::store_put_objects, m)?)?;
+    m.add_function(wrap_pyfunction!(local::store_push_tree, m)?)?;
     m.add_function(wrap_pyfunction!(local::store_get_object, m)?)?;
     m.add_function(wrap_pyfunction!(local::store_verify_objects, m)?)?;
     m.add_function(wrap_pyfunction!(local::store_list, m)?)?;

@@ -75,6 +75,44 @@ pub fn store_put_objects(
     Ok((s.written, s.present, s.repaired, s.bytes_written))
 }
 
+/// Snapshots the directory `path` into the `file://` store at `root`, copying each file
+/// into the store while it is hashed (see `snapdir_core::store::push_tree`). Returns
+/// `(manifest, warnings, written, present, bytes, noop)`; the manifest is the caller's to
+/// write, last.
+#[pyfunction]
+#[pyo3(signature = (root, path, no_follow=false, exclude=Vec::new(), stat_cache=None, rehash=false, durable=false, cancel=None, progress=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn store_push_tree(
+    py: Python<'_>,
+    root: PathBuf,
+    path: PathBuf,
+    no_follow: bool,
+    exclude: Vec<String>,
+    stat_cache: Option<PathBuf>,
+    rehash: bool,
+    durable: bool,
+    cancel: Option<&CancelToken>,
+    progress: Option<&Progress>,
+) -> PyResult<(Manifest, Vec<String>, u64, u64, u64, bool)> {
+    let mut wo = crate::walk_options(no_follow, false, &exclude, cancel, progress)
+        .map_err(|e| to_py_err(py, e))?;
+    wo.stat_cache = stat_cache;
+    wo.rehash = rehash;
+    let opts = local_opts(durable, false, cancel, progress);
+    let out = py
+        .detach(|| core::store::push_tree(&root, &path, &wo, &opts))
+        .map_err(|e| to_py_err(py, e))?;
+    let s = out.stats;
+    Ok((
+        Manifest::wrap(out.walked.manifest),
+        out.walked.warnings,
+        s.written,
+        s.present,
+        s.bytes_written,
+        out.noop,
+    ))
+}
+
 /// Copies one object of the store at `root` to `dest`, verified; returns its size.
 #[pyfunction]
 pub fn store_get_object(
