@@ -151,8 +151,10 @@ async def push(
     """Snapshot ``path`` into ``store`` and return the snapshot id.
 
     Objects are uploaded before the manifest, so a snapshot whose manifest is present is
-    complete. Each file is hashed again while it is copied: if it changed since the walk the
-    push fails with :class:`InFluxError` and no object with wrong content is stored. A
+    complete. Every byte stored is hashed as it is sent: into a ``file://`` store the walk
+    itself copies each file while hashing it (one read), elsewhere each file is hashed again
+    while it is uploaded; a file that changes meanwhile fails the push with
+    :class:`InFluxError` and no object with wrong content is stored. A
     snapshot already in the store is a no-op (one request); ``repair=True`` re-checks its
     objects and re-uploads missing or corrupt ones. ``use_cache`` and ``rehash`` control the
     stat cache as in :func:`snapdir.manifest` (uploads always read the files).
