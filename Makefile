@@ -41,8 +41,8 @@ fmt: ## Format Rust and Python, apply ruff's safe fixes
 	$(PYTHON) -m ruff check --fix .
 	$(PYTHON) -m ruff format .
 
-bench: ## Full benchmark run (benches/bench.py)
-	$(PYTHON) benches/bench.py
+bench: ## Full benchmark (all trees, tools, operations, S3; ~35 min) -> docs/benchmarks.md
+	$(PYTHON) benches/bench.py --trees mixed,small,large,huge --ops all --repeat 3
 
-bench-quick: ## Short benchmark run: smaller trees, fewer repeats
-	$(PYTHON) benches/bench.py --quick
+bench-quick: ## Benchmark smoke run: harness self-test, tiny trees, 1 round -> .bench/
+	$(PYTHON) benches/bench.py --quick --self-test

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Benchmark suite for snapdir: our CLI against b3sum, cp -r, snapdir 1.12 and rclone.
+"""Benchmark suite for snapdir: our CLI against the limits and the peers, in one run.
 
+Limits: a bare stat walk (`find -printf`), b3sum (hashing), `cp -r` (local copy).  Peers:
+tar (archive), rclone (local copy/sync, and S3), restic (backup repository), snapdir 1.12.
+Operations: id, no-op id, no-op push, push to an empty store, pull to an empty dir,
+incremental pull (1 % changed), verify; S3 push/pull against SeaweedFS on loopback.
 Standard library only (the s3-* operations also need boto3 and SeaweedFS: see s3bench.py).
 See benches/README.md for what is measured and how.
 
-    python benches/bench.py [--quick] [--trees mixed,small,huge] [--repeat N]
-                            [--ops id|all|id,push,pull,verify,s3-push,s3-pull]
-                            [--s3-repeat N] [--out docs/benchmarks.md]
+    python benches/bench.py                      # everything (make bench) -> docs/benchmarks.md
+    python benches/bench.py --quick --self-test  # tiny trees, 1 round (make bench-quick)
+    python benches/bench.py --trees mixed --ops noop-id,walk --repeat 3
 
 The script never fails because something is slow: it exits non-zero only when a
 tool that is present is broken (a failed run, bad output, or - for our snapdir -
@@ -18,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
@@ -38,67 +41,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import s3bench  # benches/s3bench.py: SeaweedFS on loopback, request counting, rclone
+from benchtrees import (
+    GIB,
+    KIB,
+    MIB,
+    ChangePlan,
+    FileGroup,
+    Recipe,
+    Tree,
+    ensure_tree,
+    human_size,
+    scan_tree,
+    tree_digest,
+)
 
 REPO = Path(__file__).resolve().parent.parent
-GENERATOR_VERSION = 1  # bump when the way trees are generated changes
-SEED = "snapdir-bench"
-KIB = 1024
-MIB = 1024 * 1024
 ID_RE = re.compile(r"\b[0-9a-f]{64}\b")
 
-# Tool keys.  Order is the column/row order in the report.
+# Tool keys.  Order is the row order in the report.
 OURS = "snapdir"
+FIND = "find"
 B3SUM = "b3sum"
-OLD = "snapdir-1.12"
 CP = "cp"
+TAR = "tar"
 RCLONE = "rclone"
-ALL_TOOLS = (OURS, B3SUM, OLD, CP, RCLONE)
+RESTIC = "restic"
+OLD = "snapdir-1.12"
+ALL_TOOLS = (OURS, FIND, B3SUM, CP, TAR, RCLONE, RESTIC, OLD)
 OLD_VERSION = "1.12.0"
+# Peers that no target depends on: in the local operations they run --peer-repeat timed
+# rounds (each of their pushes and pulls of `small` creates 20,000 files, a minute here).
+PEERS = (TAR, RCLONE, RESTIC)
+RESTIC_PASSWORD = "snapdir-bench"  # of the throw-away repositories under the work dir
 
 
 # --------------------------------------------------------------------------- trees
-
-
-@dataclass(frozen=True)
-class FileGroup:
-    """``count`` files of ``min_size``..``max_size`` bytes spread over ``dirs`` directories."""
-
-    name: str
-    count: int
-    dirs: int
-    min_size: int
-    max_size: int
-
-    def describe(self) -> str:
-        if self.min_size == self.max_size:
-            size = human_size(self.min_size)
-        else:
-            size = f"{self.min_size}-{self.max_size} B"
-        return f"{self.count:,} x {size} in {self.dirs} dir{'s' if self.dirs > 1 else ''}"
-
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str  # directory name under <workdir>/trees
-    kind: str  # mixed | small | huge: what the targets refer to
-    groups: tuple[FileGroup, ...]
-    seed: str = SEED
-
-    def stamp(self) -> dict[str, object]:
-        return {
-            "generator": GENERATOR_VERSION,
-            "name": self.name,
-            "seed": self.seed,
-            "groups": [vars(g) for g in self.groups],
-        }
-
-    def describe(self) -> str:
-        return " + ".join(g.describe() for g in self.groups)
-
-    @property
-    def file_count(self) -> int:
-        return sum(g.count for g in self.groups)
-
 
 FULL_RECIPES: dict[str, Recipe] = {
     "mixed": Recipe(
@@ -110,6 +87,7 @@ FULL_RECIPES: dict[str, Recipe] = {
         ),
     ),
     "small": Recipe("small", "small", (FileGroup("small", 20_000, 100, 4 * KIB, 4 * KIB),)),
+    "large": Recipe("large", "large", (FileGroup("large", 4, 1, GIB, GIB, block=16 * MIB),)),
     "huge": Recipe("huge-count", "huge", (FileGroup("tiny", 200_000, 200, 0, 64),)),
 }
 QUICK_RECIPES: dict[str, Recipe] = {
@@ -118,119 +96,15 @@ QUICK_RECIPES: dict[str, Recipe] = {
         "mixed",
         (FileGroup("small", 200, 5, 4 * KIB, 4 * KIB), FileGroup("large", 4, 1, 2 * MIB, 2 * MIB)),
     ),
-    "small": Recipe("small-quick", "small", (FileGroup("small", 2_000, 20, 4 * KIB, 4 * KIB),)),
-    "huge": Recipe("huge-count-quick", "huge", (FileGroup("tiny", 5_000, 10, 0, 64),)),
+    "small": Recipe("small-quick", "small", (FileGroup("small", 500, 10, 4 * KIB, 4 * KIB),)),
+    "large": Recipe(
+        "large-quick", "large", (FileGroup("large", 4, 1, 8 * MIB, 8 * MIB, block=MIB),)
+    ),
+    "huge": Recipe("huge-count-quick", "huge", (FileGroup("tiny", 2_000, 10, 0, 64),)),
 }
-TREE_ALIASES = {"mixed": "mixed", "small": "small", "huge": "huge", "huge-count": "huge"}
-
-
-@dataclass(frozen=True)
-class Tree:
-    recipe: Recipe
-    path: Path
-    files: int
-    total_bytes: int
-
-    @property
-    def name(self) -> str:
-        return self.recipe.name
-
-
-def _stream(key: str, length: int) -> bytes:
-    """Deterministic pseudo-random bytes: SHAKE-256 is fully specified, so never changes."""
-    return hashlib.shake_256(f"{SEED}/{key}".encode()).digest(length) if length else b""
-
-
-def _write_group(root: Path, seed: str, group: FileGroup) -> int:
-    """Write one group of files; returns the number of bytes written."""
-    base = root / group.name
-    dirs = [base / f"d{d:03d}" for d in range(group.dirs)]
-    for d in dirs:
-        d.mkdir(parents=True)
-    span = group.max_size - group.min_size + 1
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    written = 0
-    # Batches bound memory: at most ~64 MiB of content is held at once.
-    per_batch = max(1, min(group.count, (64 * MIB) // max(group.max_size, 1)))
-    for start in range(0, group.count, per_batch):
-        stop = min(group.count, start + per_batch)
-        key = f"{seed}/{group.name}/{start}"
-        if span == 1:
-            sizes = [group.max_size] * (stop - start)
-        else:
-            sizes = [group.min_size + b % span for b in _stream(key + "/sizes", stop - start)]
-        data = memoryview(_stream(key, sum(sizes)))
-        offset = 0
-        for i, size in zip(range(start, stop), sizes, strict=True):
-            fd = os.open(dirs[i % group.dirs] / f"f{i:06d}.bin", flags, 0o644)
-            try:
-                chunk = data[offset : offset + size]
-                while chunk:
-                    n = os.write(fd, chunk)
-                    chunk = chunk[n:]
-            finally:
-                os.close(fd)
-            offset += size
-        written += offset
-    return written
-
-
-def ensure_tree(recipe: Recipe, trees_dir: Path, log: Callable[[str], None] = print) -> Tree:
-    """Generate the tree for ``recipe`` unless a tree with the same recipe stamp exists."""
-    path = trees_dir / recipe.name
-    stamp_path = trees_dir / f"{recipe.name}.recipe.json"  # beside the tree: not hashed
-    wanted = recipe.stamp()
-    if stamp_path.is_file() and path.is_dir():
-        try:
-            stamp = json.loads(stamp_path.read_text())
-        except ValueError:
-            stamp = {}
-        if stamp.get("recipe") == wanted:
-            log(f"tree {recipe.name}: reusing {path} (recipe stamp matches)")
-            return Tree(recipe, path, int(stamp["files"]), int(stamp["bytes"]))
-    log(f"tree {recipe.name}: generating {recipe.describe()} ...")
-    stamp_path.unlink(missing_ok=True)
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    t0 = time.perf_counter()
-    old_umask = os.umask(0o022)
-    try:
-        total = sum(_write_group(path, recipe.seed, g) for g in recipe.groups)
-    finally:
-        os.umask(old_umask)
-    os.sync()  # do not let write-back of the new tree run into the first measurement
-    stamp_path.write_text(
-        json.dumps({"recipe": wanted, "files": recipe.file_count, "bytes": total}, indent=1)
-    )
-    log(
-        f"tree {recipe.name}: {recipe.file_count:,} files, {human_size(total)} "
-        f"in {time.perf_counter() - t0:.1f} s"
-    )
-    return Tree(recipe, path, recipe.file_count, total)
-
-
-def scan_tree(path: Path) -> tuple[int, int]:
-    """(regular files, bytes) under ``path``."""
-    files = size = 0
-    for dirpath, _dirs, names in os.walk(path):
-        for name in names:
-            st = os.lstat(os.path.join(dirpath, name))
-            files += 1
-            size += st.st_size
-    return files, size
-
-
-def tree_digest(path: Path) -> str:
-    """Digest of relative paths and contents (self-test: determinism of the generator)."""
-    h = hashlib.blake2b()
-    for dirpath, dirs, names in os.walk(path):
-        dirs.sort()
-        for name in sorted(names):
-            p = Path(dirpath, name)
-            h.update(str(p.relative_to(path)).encode() + b"\0")
-            h.update(p.read_bytes())
-    return h.hexdigest()
+TREE_KINDS = ("mixed", "small", "large", "huge")
+TREE_ALIASES = {"mixed": "mixed", "small": "small", "large": "large", "huge": "huge"}
+TREE_ALIASES["huge-count"] = "huge"
 
 
 # --------------------------------------------------------------------------- measuring
@@ -370,6 +244,7 @@ class Tool:
     version: str = ""
     exe: str = ""  # binary or interpreter used to run it
     tolerate_unclean_exit: bool = False  # snapdir 1.12: crashes at interpreter exit
+    env: Mapping[str, str] = field(default_factory=dict)  # added to every command's environment
 
 
 @dataclass
@@ -380,10 +255,12 @@ class Job:
     scratch: Path  # fresh and empty for every run, removed afterwards (not timed)
     tools: dict[str, Tool]
     threads: int
-    store: str | None = None  # prepared store of this tool (pull, verify): URI or rclone path
+    store: str | None = None  # prepared store of this tool (pull, verify): URI or path
     snapshot_id: str | None = None  # id of the tree in ``store``
     s3: s3bench.S3Context | None = None  # cloud operations: where the S3 traffic goes
     s3_prefix: str = ""  # cloud operations: a fresh prefix in the bucket for this run
+    changes: ChangePlan | None = None  # incremental pull: the 1 % change of this tree
+    env: dict[str, str] = field(default_factory=dict)  # the command's whole environment
 
     def exe(self, key: str) -> str:
         return self.tools[key].exe
@@ -392,6 +269,11 @@ class Job:
     def cloud(self) -> s3bench.S3Context:
         assert self.s3 is not None
         return self.s3
+
+    @property
+    def plan(self) -> ChangePlan:
+        assert self.changes is not None
+        return self.changes
 
 
 Check = Callable[[Job, Completed, bool], str | None]  # (job, run, thorough) -> error or None
@@ -405,8 +287,8 @@ def _no_setup(_job: Job) -> None:
     return None
 
 
-def _no_env(_job: Job) -> dict[str, str]:
-    return {}
+def _same_env(_job: Job, base: dict[str, str]) -> dict[str, str]:
+    return base
 
 
 def _no_requests(_run: Completed) -> int | None:
@@ -415,24 +297,30 @@ def _no_requests(_run: Completed) -> int | None:
 
 @dataclass(frozen=True)
 class Step:
-    """How one tool performs one operation."""
+    """How one tool performs one operation (one cell of the tools x operations table)."""
 
     tool: str
     command: Callable[[Job], list[str]]
     setup: Callable[[Job], None] = _no_setup  # runs before the timer starts
     check: Check = _no_check
-    needs_store: bool = False  # pull/verify: a store filled by this tool's push (untimed)
+    needs_store: bool = False  # a store filled by this tool's push (untimed, once per tree)
     teardown: Callable[[Job], None] = _no_setup  # before the scratch dir is removed
-    env: Callable[[Job], dict[str, str]] = _no_env  # extra environment of the command
-    location: Callable[[Job], str] | None = None  # push: the store it filled (URI/remote)
+    env: Callable[[Job, dict[str, str]], dict[str, str]] = _same_env  # whole env from base
+    location: Callable[[Job], str] | None = None  # push: the store it filled (URI/path)
     uses_id: bool = True  # needs_store: the command needs the snapshot id
     requests: Callable[[Completed], int | None] = _no_requests  # the tool's own count
+    cwd: Callable[[Job], Path] | None = None  # working directory of the command
+    note: str = ""  # shown in the tool's row of the results (a known limitation)
 
 
 @dataclass(frozen=True)
 class Ratio:
     num: str
     den: str
+    den_op: str | None = None  # the denominator's operation (default: the same one)
+
+    def label(self) -> str:
+        return f"{self.num} / {self.den}" + (f" ({self.den_op})" if self.den_op else "")
 
 
 @dataclass(frozen=True)
@@ -444,40 +332,76 @@ class Operation:
     notes: str = ""
     cloud: bool = False  # runs against the loopback S3 server, --s3-repeat rounds
     store_from: str = "push"  # needs_store steps: the operation whose step fills the store
+    # Steps run in one kept scratch directory per tool and tree that this operation's step
+    # of the same tool filled once, untimed (the incremental pull: a full pull first).
+    dest_from: str | None = None
+    primes: bool = False  # the warm-up run fills our stat cache: never skipped
+
+
+LOCAL = "*"  # Target.op: every local (non-S3) operation
 
 
 @dataclass(frozen=True)
 class Target:
-    op: str
-    kind: str  # tree kind (mixed/small/huge) or "*"
+    op: str  # operation name, or LOCAL
+    kind: str  # tree kind (mixed/small/large/huge) or "*"
     num: str
     den: str | None  # None: an absolute peak-RSS bound on ``num``
-    bound: float  # ratio of median times, or bytes for RSS
+    bound: float  # ratio of median times; bytes for RSS; bytes per entry with per_entry
     hint: str = ""  # shown after the bound, e.g. what a time ratio means for throughput
+    den_op: str | None = None  # the denominator's operation (default: the same one)
+    issue: int = 0  # where the target is written down
+    per_entry: bool = False  # RSS bound in bytes per manifest entry of the tree
 
-    def applies(self, op: str, kind: str) -> bool:
-        return self.op == op and self.kind in ("*", kind)
+    def applies(self, op: Operation, kind: str) -> bool:
+        if self.op == LOCAL:  # every local operation that the tool takes part in
+            tools = {step.tool for step in op.steps}
+            return not op.cloud and self.num in tools and self.kind in ("*", kind)
+        return self.op == op.name and self.kind in ("*", kind)
+
+    @property
+    def ratio(self) -> Ratio | None:
+        return None if self.den is None else Ratio(self.num, self.den, self.den_op)
 
     def text(self) -> str:
         if self.den is None:
-            return f"<= {self.bound / 1e6:g} MB"
-        return f"<= {self.bound:g}x" + (f" ({self.hint})" if self.hint else "")
+            text = f"<= {self.bound:g} B/entry" if self.per_entry else f"<= {self.bound / 1e6:g} MB"
+        else:
+            text = f"<= {self.bound:g}x" + (f" ({self.hint})" if self.hint else "")
+        return text + (f" #{self.issue}" if self.issue else "")
 
 
 TARGETS: tuple[Target, ...] = (
-    Target("id", "mixed", OURS, B3SUM, 1.1),
-    Target("id", "mixed", OURS, OLD, 0.6),
-    Target("id", "small", OURS, B3SUM, 1.0),
-    Target("id", "huge", OURS, None, 150e6),
-    Target("push", "*", OURS, CP, 1.5),
-    Target("push", "*", OURS, OLD, 0.6),
-    Target("pull", "*", OURS, CP, 1.5),
-    Target("s3-push", "small", OURS, OLD, 0.5, ">= 2x its throughput"),
-    Target("s3-push", "*", OURS, RCLONE, 1.0, ">= its throughput"),
-    Target("s3-push", "*", OURS, None, 150e6),
-    Target("s3-pull", "small", OURS, OLD, 0.5, ">= 2x its throughput"),
-    Target("s3-pull", "*", OURS, RCLONE, 1.0, ">= its throughput"),
-    Target("s3-pull", "*", OURS, None, 150e6),
+    # issue 2 (snapshot core): id against b3sum and snapdir 1.12, RSS on 200,000 files
+    Target("id", "mixed", OURS, B3SUM, 1.1, issue=2),
+    Target("id", "mixed", OURS, OLD, 0.6, issue=2),
+    Target("id", "small", OURS, B3SUM, 1.0, issue=2),
+    Target("id", "huge", OURS, None, 150e6, issue=2),
+    # issue 3 (stores and transfers): file:// push, pull, verify
+    Target("push", "*", OURS, CP, 1.5, den_op="copy", issue=3),
+    Target("push", "*", OURS, OLD, 0.6, issue=3),
+    Target("pull", "*", OURS, CP, 1.5, den_op="copy", issue=3),
+    Target("verify", "*", OURS, B3SUM, 1.2, den_op="id", issue=3),
+    # issue 4 (cloud stores): S3 against snapdir 1.12 and rclone, RSS
+    Target("s3-push", "small", OURS, OLD, 0.5, ">= 2x its throughput", issue=4),
+    Target("s3-push", "*", OURS, RCLONE, 1.0, ">= its throughput", issue=4),
+    Target("s3-push", "*", OURS, None, 150e6, issue=4),
+    Target("s3-pull", "small", OURS, OLD, 0.5, ">= 2x its throughput", issue=4),
+    Target("s3-pull", "*", OURS, RCLONE, 1.0, ">= its throughput", issue=4),
+    Target("s3-pull", "*", OURS, None, 150e6, issue=4),
+    # issue 5 (speed to the physical limit)
+    Target("id", "mixed", OURS, B3SUM, 1.05, issue=5),
+    Target("id", "small", OURS, B3SUM, 0.9, issue=5),
+    Target("noop-id", "*", OURS, FIND, 1.5, den_op="walk", issue=5),
+    Target("noop-id", "*", OURS, OLD, 0.2, den_op="id", issue=5),
+    Target("noop-push", "*", OURS, FIND, 1.5, den_op="walk", issue=5),
+    Target("noop-push", "*", OURS, OLD, 0.2, issue=5),
+    Target("push", "*", OURS, CP, 1.2, den_op="copy", issue=5),
+    Target("pull", "*", OURS, CP, 1.2, den_op="copy", issue=5),
+    Target("incr-pull", "*", OURS, OURS, 0.1, den_op="pull", issue=5),
+    Target(LOCAL, "mixed", OURS, None, 60e6, issue=5),
+    Target(LOCAL, "small", OURS, None, 60e6, issue=5),
+    Target(LOCAL, "huge", OURS, None, 200, issue=5, per_entry=True),
 )
 
 OLD_ID = "import asyncio,snapdir,sys; print(asyncio.run(snapdir.id(sys.argv[1])), flush=True)"
@@ -496,6 +420,8 @@ OLD_VERIFY = (
     "snapdir.StoreUri(sys.argv[2]))); print(ok, flush=True); sys.exit(0 if ok else 1)"
 )
 B3SUM_SH = 'find "$1" -type f -print0 | xargs -0 "$2" --num-threads="$3"'
+FIND_SH = 'exec "$2" "$1" -printf \'%s %T@ %m\\n\' > /dev/null'
+TAR_FILE = "tree.tar"
 
 
 def uri(path: Path) -> str:
@@ -536,14 +462,50 @@ def check_copy(sub: str) -> Check:
     return check
 
 
+def check_prepared_copy(job: Job, run: Completed, thorough: bool) -> str | None:
+    """A sync into the prepared store left it a copy of the tree (rclone's no-op push)."""
+    if thorough:
+        files, size = scan_tree(Path(_store(job)))
+        if (files, size) != (job.tree.files, job.tree.total_bytes):
+            return f"the store has {files} files / {size} bytes after the sync"
+    return None
+
+
 def check_store(job: Job, run: Completed, thorough: bool) -> str | None:
     if thorough and not any((job.scratch / "store").iterdir()):
         return "push left the store empty"
     return None
 
 
+def check_output(*needles: str) -> Check:
+    """The tool's stdout says it did the work (restic: `snapshot ... saved`, `no errors`)."""
+
+    def check(job: Job, run: Completed, _thorough: bool) -> str | None:
+        if all(n in run.stdout for n in needles):
+            return None
+        return f"expected {' ... '.join(needles)!r} in the output {run.stdout.strip()[-200:]!r}"
+
+    return check
+
+
 def check_true(job: Job, run: Completed, _thorough: bool) -> str | None:
     return None if run.stdout.strip().endswith("True") else f"verify said {run.stdout.strip()!r}"
+
+
+def check_incremental(exact: bool) -> Check:
+    """The kept destination is the tree again (``exact``: the added files are gone too)."""
+
+    def check(job: Job, run: Completed, thorough: bool) -> str | None:
+        return job.plan.check(job.scratch / "dest", job.tree.path, exact=exact, thorough=thorough)
+
+    return check
+
+
+def both(*checks: Check) -> Check:
+    def check(job: Job, run: Completed, thorough: bool) -> str | None:
+        return next((e for c in checks if (e := c(job, run, thorough))), None)
+
+    return check
 
 
 def mkdirs(*names: str) -> Callable[[Job], None]:
@@ -552,6 +514,21 @@ def mkdirs(*names: str) -> Callable[[Job], None]:
             (job.scratch / name).mkdir()
 
     return setup
+
+
+def apply_changes(job: Job) -> None:
+    job.plan.apply(job.scratch / "dest")
+
+
+def restic_init(job: Job) -> None:
+    """A new, empty repository in SCRATCH/store (untimed: key derivation takes a second)."""
+    subprocess.run(
+        [job.exe(RESTIC), "init", "--repo", str(job.scratch / "store")],
+        env=job.env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
 
 
 def _without_local_paths(text: str) -> str:
@@ -579,10 +556,6 @@ def _b3sum(job: Job, target: Path) -> list[str]:
     return ["sh", "-c", B3SUM_SH, "sh", str(target), job.exe(B3SUM), str(job.threads)]
 
 
-def _cp(job: Job) -> list[str]:
-    return [job.exe(CP), "-r", str(job.tree.path), str(job.scratch / "copy")]
-
-
 def _sid(job: Job) -> str:
     assert job.snapshot_id is not None
     return job.snapshot_id
@@ -593,14 +566,35 @@ def _store(job: Job) -> str:
     return job.store
 
 
-def _fill_step_for(op: Operation, tool: str) -> Step:
-    """The step of ``op.store_from`` (a push) that fills ``tool``'s store for ``op``."""
-    for fill in OPERATIONS:
-        if fill.name == op.store_from:
-            for step in fill.steps:
+def _tree(job: Job) -> str:
+    return str(job.tree.path)
+
+
+def _dest(job: Job) -> str:
+    return str(job.scratch / "dest")
+
+
+def _new_store(job: Job) -> str:
+    return str(job.scratch / "store")
+
+
+def _new_store_uri(job: Job) -> str:
+    return uri(job.scratch / "store")
+
+
+def _in_tree(job: Job) -> Path:
+    """restic records the paths it is given: `backup .` inside the tree restores into DEST/."""
+    return job.tree.path
+
+
+def _fill_step_for(op_name: str, tool: str) -> Step:
+    """The step of operation ``op_name`` that ``tool`` performs (fills a store or a dest)."""
+    for op in OPERATIONS:
+        if op.name == op_name:
+            for step in op.steps:
                 if step.tool == tool:
                     return step
-    raise KeyError((op.store_from, tool))
+    raise KeyError((op_name, tool))
 
 
 # ---- cloud (S3) operations: the S3 environment comes from job.s3 (see s3bench.py)
@@ -608,8 +602,8 @@ def _fill_step_for(op: Operation, tool: str) -> Step:
 RCLONE_FLAGS = ("--transfers", "32", "--checkers", "32")
 
 
-def _s3_env(job: Job) -> dict[str, str]:
-    return job.cloud.env(os.environ)
+def _s3_env(job: Job, base: dict[str, str]) -> dict[str, str]:
+    return job.cloud.env(base)
 
 
 def _s3_uri(job: Job) -> str:
@@ -681,57 +675,157 @@ def check_pulled(job: Job, run: Completed, thorough: bool) -> str | None:
     return check_copy("dest")(job, run, thorough)
 
 
-STANDARD_RATIOS = (Ratio(OURS, B3SUM), Ratio(OURS, OLD), Ratio(OURS, CP), Ratio(OLD, B3SUM))
-TRANSFER_RATIOS = (Ratio(OURS, CP), Ratio(OURS, OLD), Ratio(OLD, CP))
+# ---- the table of tools x operations
 
-# To add an operation, append an Operation here and name it in OP_GROUPS.
+RESTIC_SAVED = check_output("snapshot", "saved")
+NO_DELETE = "cannot delete: leaves the files the 1 % change added"
+
+# To add an operation, append an Operation here (it is then part of `--ops all`).
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
+        "walk",
+        "bare stat walk (`find TREE -printf '%s %T@ %m\\n' > /dev/null`)",
+        (Step(FIND, lambda j: ["sh", "-c", FIND_SH, "sh", _tree(j), j.exe(FIND)]),),
+        (),
+        "The limit of a no-op: one `stat` per entry, nothing read, nothing hashed.",
+    ),
+    Operation(
+        "copy",
+        "local copy (`cp -r TREE DEST`)",
+        (Step(CP, lambda j: [j.exe(CP), "-r", _tree(j), _dest(j)], check=check_copy("dest")),),
+        (),
+        "The limit of a push to an empty `file://` store and of a pull to an empty directory.",
+    ),
+    Operation(
         "id",
-        "snapshot id (`snapdir id TREE`)",
+        "snapshot id, every byte hashed (`snapdir id --no-stat-cache TREE`)",
         (
             # --no-stat-cache: this measures walking and hashing, as the peers do every time.
+            Step(OURS, lambda j: _ours(j, "id", "--no-stat-cache", _tree(j)), check=check_id),
+            Step(B3SUM, lambda j: _b3sum(j, j.tree.path), check=check_b3sum),
+            Step(OLD, lambda j: _old(j, OLD_ID, _tree(j)), check=check_id),
+        ),
+        (Ratio(OURS, B3SUM), Ratio(OURS, OLD), Ratio(OLD, B3SUM)),
+        "A new process each run, warm page cache. b3sum over the same files is the hashing limit.",
+    ),
+    Operation(
+        "noop-id",
+        "no-op id: nothing changed since the last run (`snapdir id TREE`, stat cache)",
+        (Step(OURS, lambda j: _ours(j, "id", _tree(j)), check=check_id),),
+        (
+            Ratio(OURS, FIND, "walk"),
+            Ratio(OURS, OLD, "id"),
+            Ratio(OURS, OURS, "id"),
+        ),
+        "Our stat cache is warm (the warm-up run fills it). snapdir 1.12 has no cache: its "
+        "no-op id is its `id`, so the ratio uses that row.",
+        primes=True,
+    ),
+    Operation(
+        "noop-push",
+        "no-op push: the unchanged tree into a store that has it",
+        (
             Step(
                 OURS,
-                lambda j: _ours(j, "id", "--no-stat-cache", str(j.tree.path)),
+                lambda j: _ours(j, "push", _tree(j), "--store", _store(j)),
                 check=check_id,
+                needs_store=True,
+                uses_id=False,
             ),
-            Step(B3SUM, lambda j: _b3sum(j, j.tree.path), check=check_b3sum),
-            Step(OLD, lambda j: _old(j, OLD_ID, str(j.tree.path)), check=check_id),
-            Step(CP, _cp, check=check_copy("copy")),
+            Step(
+                OLD,
+                lambda j: _old(j, OLD_PUSH, _tree(j), _store(j)),
+                check=check_id,
+                needs_store=True,
+                uses_id=False,
+            ),
+            Step(
+                RCLONE,
+                lambda j: [j.exe(RCLONE), "sync", _tree(j), _store(j)],
+                check=check_prepared_copy,
+                needs_store=True,
+                uses_id=False,
+            ),
+            Step(
+                RESTIC,
+                lambda j: [j.exe(RESTIC), "backup", "--repo", _store(j), "--host", "bench", "."],
+                check=RESTIC_SAVED,
+                needs_store=True,
+                uses_id=False,
+                cwd=_in_tree,
+            ),
         ),
-        STANDARD_RATIOS,
-        "b3sum is the hashing speed limit we compare against; cp -r is the local-copy limit.",
+        (
+            Ratio(OURS, FIND, "walk"),
+            Ratio(OURS, OLD),
+            Ratio(OURS, RCLONE),
+            Ratio(OURS, RESTIC),
+        ),
+        "Into the store the tool's own push filled (untimed). Ours: stat cache warm. "
+        "rclone: `sync` compares size and mtime; restic: `backup` with its parent snapshot "
+        "skips files whose metadata did not change; snapdir 1.12 re-hashes everything. "
+        "tar has no no-op: its push rewrites the archive.",
+        primes=True,
     ),
     Operation(
         "push",
-        "push to an empty `file://` store",
+        "push to an empty store (`file://` for snapdir)",
         (
             Step(
                 OURS,
                 lambda j: _ours(
-                    j,
-                    "push",
-                    "--no-stat-cache",
-                    str(j.tree.path),
-                    "--store",
-                    uri(j.scratch / "store"),
+                    j, "push", "--no-stat-cache", _tree(j), "--store", _new_store_uri(j)
                 ),
                 setup=mkdirs("store"),
-                check=check_store,
-                location=lambda j: uri(j.scratch / "store"),
+                check=both(check_id, check_store),
+                location=_new_store_uri,
             ),
             Step(
                 OLD,
-                lambda j: _old(j, OLD_PUSH, str(j.tree.path), uri(j.scratch / "store")),
+                lambda j: _old(j, OLD_PUSH, _tree(j), _new_store_uri(j)),
                 setup=mkdirs("store"),
-                check=lambda j, r, t: check_id(j, r, t) or check_store(j, r, t),
-                location=lambda j: uri(j.scratch / "store"),
+                check=both(check_id, check_store),
+                location=_new_store_uri,
             ),
-            Step(CP, _cp, check=check_copy("copy")),
+            Step(
+                TAR,
+                lambda j: [j.exe(TAR), "-cf", f"{_new_store(j)}/{TAR_FILE}", "-C", _tree(j), "."],
+                setup=mkdirs("store"),
+                check=check_store,
+                location=lambda j: f"{_new_store(j)}/{TAR_FILE}",
+            ),
+            Step(
+                RCLONE,
+                lambda j: [j.exe(RCLONE), "copy", _tree(j), _new_store(j)],
+                check=check_copy("store"),
+                location=_new_store,
+            ),
+            Step(
+                RESTIC,
+                lambda j: [
+                    j.exe(RESTIC),
+                    "backup",
+                    "--repo",
+                    _new_store(j),
+                    "--host",
+                    "bench",
+                    ".",
+                ],
+                setup=restic_init,
+                check=RESTIC_SAVED,
+                location=_new_store,
+                cwd=_in_tree,
+            ),
         ),
-        TRANSFER_RATIOS,
-        "Each push goes to a fresh empty store directory (created before the timer starts).",
+        (
+            Ratio(OURS, CP, "copy"),
+            Ratio(OURS, OLD),
+            Ratio(OURS, TAR),
+            Ratio(OURS, RCLONE),
+            Ratio(OURS, RESTIC),
+        ),
+        "A fresh empty store each run (restic: `restic init` before the timer). Ours with "
+        "`--no-stat-cache`: every byte read, hashed and copied, as for the peers.",
     ),
     Operation(
         "pull",
@@ -739,27 +833,124 @@ OPERATIONS: tuple[Operation, ...] = (
         (
             Step(
                 OURS,
-                lambda j: _ours(j, "pull", _sid(j), str(j.scratch / "dest"), "--store", _store(j)),
+                lambda j: _ours(j, "pull", _sid(j), _dest(j), "--store", _store(j)),
                 setup=mkdirs("dest"),
                 check=check_copy("dest"),
                 needs_store=True,
             ),
             Step(
                 OLD,
-                lambda j: _old(j, OLD_PULL, _sid(j), _store(j), str(j.scratch / "dest")),
+                lambda j: _old(j, OLD_PULL, _sid(j), _store(j), _dest(j)),
+                setup=mkdirs("dest"),
+                check=check_pulled,
+                needs_store=True,
+            ),
+            Step(
+                TAR,
+                lambda j: [j.exe(TAR), "-xf", _store(j), "-C", _dest(j)],
                 setup=mkdirs("dest"),
                 check=check_copy("dest"),
                 needs_store=True,
+                uses_id=False,
             ),
-            Step(CP, _cp, check=check_copy("copy")),
+            Step(
+                RCLONE,
+                lambda j: [j.exe(RCLONE), "copy", _store(j), _dest(j)],
+                check=check_copy("dest"),
+                needs_store=True,
+                uses_id=False,
+            ),
+            Step(
+                RESTIC,
+                lambda j: [
+                    j.exe(RESTIC),
+                    "restore",
+                    "latest",
+                    "--repo",
+                    _store(j),
+                    "--target",
+                    _dest(j),
+                ],
+                check=check_copy("dest"),
+                needs_store=True,
+                uses_id=False,
+            ),
         ),
-        TRANSFER_RATIOS,
-        "Each tool pulls from a store its own push filled (untimed) into a fresh empty directory; "
-        "cp -r copies the tree.",
+        (
+            Ratio(OURS, CP, "copy"),
+            Ratio(OURS, OLD),
+            Ratio(OURS, TAR),
+            Ratio(OURS, RCLONE),
+            Ratio(OURS, RESTIC),
+        ),
+        "Each tool reads the store its own push filled (untimed) and writes a fresh empty "
+        "directory.",
+    ),
+    Operation(
+        "incr-pull",
+        "incremental pull into a directory that differs by 1 %",
+        (
+            Step(
+                OURS,
+                lambda j: _ours(
+                    j, "pull", _sid(j), _dest(j), "--store", _store(j), "--force", "--delete"
+                ),
+                setup=apply_changes,
+                check=check_incremental(exact=True),
+                needs_store=True,
+            ),
+            Step(
+                OLD,
+                lambda j: _old(j, OLD_PULL, _sid(j), _store(j), _dest(j)),
+                setup=apply_changes,
+                check=both(check_output("pulled"), check_incremental(exact=False)),
+                needs_store=True,
+                note=NO_DELETE,
+            ),
+            Step(
+                RCLONE,
+                lambda j: [j.exe(RCLONE), "sync", _store(j), _dest(j)],
+                setup=apply_changes,
+                check=check_incremental(exact=True),
+                needs_store=True,
+                uses_id=False,
+            ),
+            Step(
+                RESTIC,
+                lambda j: [
+                    j.exe(RESTIC),
+                    "restore",
+                    "latest",
+                    "--repo",
+                    _store(j),
+                    "--target",
+                    _dest(j),
+                ],
+                setup=apply_changes,
+                check=check_incremental(exact=False),
+                needs_store=True,
+                uses_id=False,
+                note=NO_DELETE + " (restic 0.14 has no `--delete`)",
+            ),
+        ),
+        (
+            Ratio(OURS, OURS, "pull"),
+            Ratio(OURS, OLD),
+            Ratio(OURS, RCLONE),
+            Ratio(OURS, RESTIC),
+            Ratio(RCLONE, RCLONE, "pull"),
+        ),
+        "Prepared once per tool (untimed): a full pull by the same tool into a kept directory. "
+        "Before each run (untimed) about 1 % of the files are changed there deterministically "
+        "(every 100th path: rewritten with other bytes of the same size, deleted, or given a "
+        "new sibling); the timed pull must make the directory the snapshot again (ours with "
+        "`--force --delete`, rclone `sync`), checked file by file after every run. tar has no "
+        "incremental extract (it is its full pull).",
+        dest_from="pull",
     ),
     Operation(
         "verify",
-        "verify a snapshot in a `file://` store",
+        "verify a snapshot in the store",
         (
             Step(
                 OURS,
@@ -772,11 +963,17 @@ OPERATIONS: tuple[Operation, ...] = (
                 check=check_true,
                 needs_store=True,
             ),
-            Step(B3SUM, lambda j: _b3sum(j, j.tree.path), check=check_b3sum),
-            Step(CP, _cp, check=check_copy("copy")),
+            Step(
+                RESTIC,
+                lambda j: [j.exe(RESTIC), "check", "--read-data", "--repo", _store(j)],
+                check=check_output("no errors were found"),
+                needs_store=True,
+                uses_id=False,
+            ),
         ),
-        (Ratio(OURS, B3SUM), Ratio(OURS, OLD), Ratio(OURS, CP)),
-        "Verify re-reads and re-hashes every object: b3sum over the tree is its hashing limit.",
+        (Ratio(OURS, B3SUM, "id"), Ratio(OURS, OLD), Ratio(OURS, RESTIC)),
+        "Re-reads and re-hashes every object of the store: b3sum over the tree (the `id` "
+        "row) is its hashing limit.",
     ),
     Operation(
         "s3-push",
@@ -785,7 +982,7 @@ OPERATIONS: tuple[Operation, ...] = (
             Step(
                 OURS,
                 lambda j: _ours(
-                    j, "push", "--no-stat-cache", str(j.tree.path), "--store", _s3_uri(j), "--json"
+                    j, "push", "--no-stat-cache", _tree(j), "--store", _s3_uri(j), "--json"
                 ),
                 check=check_s3_ours_push,
                 env=_s3_env,
@@ -794,20 +991,14 @@ OPERATIONS: tuple[Operation, ...] = (
             ),
             Step(
                 OLD,
-                lambda j: _old(j, OLD_PUSH, str(j.tree.path), _s3_uri(j)),
+                lambda j: _old(j, OLD_PUSH, _tree(j), _s3_uri(j)),
                 check=check_s3_snapshot,
                 env=_s3_env,
                 location=_s3_uri,
             ),
             Step(
                 RCLONE,
-                lambda j: [
-                    j.exe(RCLONE),
-                    "copy",
-                    str(j.tree.path),
-                    _rclone_remote(j),
-                    *RCLONE_FLAGS,
-                ],
+                lambda j: [j.exe(RCLONE), "copy", _tree(j), _rclone_remote(j), *RCLONE_FLAGS],
                 check=check_s3_rclone_push,
                 env=_s3_env,
                 location=_rclone_remote,
@@ -823,9 +1014,7 @@ OPERATIONS: tuple[Operation, ...] = (
         (
             Step(
                 OURS,
-                lambda j: _ours(
-                    j, "pull", _sid(j), str(j.scratch / "dest"), "--store", _store(j), "--json"
-                ),
+                lambda j: _ours(j, "pull", _sid(j), _dest(j), "--store", _store(j), "--json"),
                 setup=mkdirs("dest"),
                 check=check_copy("dest"),
                 needs_store=True,
@@ -834,7 +1023,7 @@ OPERATIONS: tuple[Operation, ...] = (
             ),
             Step(
                 OLD,
-                lambda j: _old(j, OLD_PULL, _sid(j), _store(j), str(j.scratch / "dest")),
+                lambda j: _old(j, OLD_PULL, _sid(j), _store(j), _dest(j)),
                 setup=mkdirs("dest"),
                 check=check_pulled,
                 needs_store=True,
@@ -842,13 +1031,7 @@ OPERATIONS: tuple[Operation, ...] = (
             ),
             Step(
                 RCLONE,
-                lambda j: [
-                    j.exe(RCLONE),
-                    "copy",
-                    _store(j),
-                    str(j.scratch / "dest"),
-                    *RCLONE_FLAGS,
-                ],
+                lambda j: [j.exe(RCLONE), "copy", _store(j), _dest(j), *RCLONE_FLAGS],
                 setup=mkdirs("dest"),
                 check=check_copy("dest"),
                 needs_store=True,
@@ -863,7 +1046,22 @@ OPERATIONS: tuple[Operation, ...] = (
         store_from="s3-push",
     ),
 )
-OP_GROUPS = {"all": ("id", "push", "pull", "verify", "s3-push", "s3-pull")}
+OP_NAMES = tuple(op.name for op in OPERATIONS)
+
+
+def op_named(name: str) -> Operation:
+    return next(op for op in OPERATIONS if op.name == name)
+
+
+LOCAL_OPS = tuple(op.name for op in OPERATIONS if not op.cloud)
+OP_GROUPS = {"all": OP_NAMES, "local": LOCAL_OPS, "s3": ("s3-push", "s3-pull")}
+# Operations per tree kind by default (--large-ops / --huge-ops override them):
+# the 1 % change of the 4-file large tree is one whole 1 GiB file, so no incr-pull there;
+# on the 200,000-file tree every run that creates files takes minutes on this filesystem.
+DEFAULT_KIND_OPS = {
+    "large": tuple(n for n in LOCAL_OPS if n != "incr-pull"),
+    "huge": ("walk", "id", "noop-id"),
+}
 
 
 # --------------------------------------------------------------------------- results
@@ -935,14 +1133,6 @@ class ExitStats:
 # --------------------------------------------------------------------------- formatting
 
 
-def human_size(n: float) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", MIB), ("KiB", KIB)):
-        if n >= scale:
-            v = n / scale
-            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
-    return f"{int(n)} B"
-
-
 def fmt_s(x: float | None) -> str:
     if x is None:
         return "-"
@@ -986,6 +1176,9 @@ def ratio_of(num: Series | None, den: Series | None) -> float | None:
     return num.median / den.median
 
 
+Lookup = Callable[[str, str], "Series | None"]  # (operation, tool) -> series of one tree
+
+
 def series_table(
     op: Operation,
     tree: Tree,
@@ -1004,13 +1197,6 @@ def series_table(
             continue
         med = s.median
         assert med is not None
-        notes = []
-        if s.unclean:
-            notes.append(f"{s.unclean} unclean exit(s), timing kept")
-        if s.failures:
-            notes.append(f"{len(s.failures)} failed run(s) dropped")
-        if s.broken:
-            notes.append(f"BROKEN: {s.broken}")
         rows.append(
             [
                 label,
@@ -1019,7 +1205,7 @@ def series_table(
                 fmt_rate(tree.total_bytes / MIB / med) if med > 0 else "-",
                 fmt_rss(s.peak_rss_bytes, rss_floor_kib),
                 str(len(s.runs)),
-                "; ".join(notes),
+                "; ".join(n for n in (step.note, _series_notes(s)) if n),
             ]
         )
     return md_table(
@@ -1095,47 +1281,43 @@ def cloud_series_table(
     )
 
 
-def ratio_table(op: Operation, tree: Tree, series: dict[str, Series]) -> str:
-    rows = []
-    seen: set[tuple[str, str | None]] = set()
-    targets = [t for t in TARGETS if t.applies(op.name, tree.recipe.kind)]
-    for r in op.ratios:
-        seen.add((r.num, r.den))
-        value = ratio_of(series.get(r.num), series.get(r.den))
-        tgt = next((t for t in targets if t.num == r.num and t.den == r.den), None)
-        rows.append(
-            _ratio_row(
-                f"{r.num} / {r.den} (median time)",
-                None if value is None else f"{value:.2f}x",
-                value,
-                tgt,
-            )
-        )
+def ratio_table(op: Operation, tree: Tree, lookup: Lookup) -> str:
+    """The op's ratios of medians (``den_op``: the denominator from another operation of the
+    same tree and rounds) and every target that applies, one row per target."""
+    rows: list[list[str]] = []
+    targets = [t for t in TARGETS if t.applies(op, tree.recipe.kind)]
+
+    def value_of(r: Ratio) -> float | None:
+        return ratio_of(lookup(op.name, r.num), lookup(r.den_op or op.name, r.den))
+
+    shown: list[Ratio] = list(op.ratios)
+    shown += [t.ratio for t in targets if t.ratio is not None and t.ratio not in shown]
+    for r in shown:
+        value = value_of(r)
+        text = None if value is None else f"{value:.2f}x"
+        label = f"{r.label()} (median time)"
+        matching = [t for t in targets if t.ratio == r]
+        if not matching:
+            rows.append(_ratio_row(label, text, value, None))
+        rows += [_ratio_row(label, text, value, t) for t in matching]
     for t in targets:
-        if (t.num, t.den) in seen:
+        if t.den is not None:
             continue
-        if t.den is None:
-            s = series.get(t.num)
-            rss = s.peak_rss_bytes if s else None
-            rows.append(
-                _ratio_row(
-                    f"{t.num} peak RSS",
-                    None if rss is None else f"{rss / 1e6:.1f} MB",
-                    None if rss is None else float(rss),
-                    t,
-                )
-            )
+        s = lookup(op.name, t.num)
+        rss = s.peak_rss_bytes if s else None
+        if rss is None:
+            rows.append(_ratio_row(f"{t.num} peak RSS", None, None, t))
+        elif t.per_entry:
+            per = rss / tree.entries
+            shown_rss = f"{per:.0f} B/entry ({rss_mb(rss)} MB)"
+            rows.append(_ratio_row(f"{t.num} peak RSS per entry", shown_rss, per, t))
         else:
-            value = ratio_of(series.get(t.num), series.get(t.den))
-            rows.append(
-                _ratio_row(
-                    f"{t.num} / {t.den} (median time)",
-                    None if value is None else f"{value:.2f}x",
-                    value,
-                    t,
-                )
-            )
+            rows.append(_ratio_row(f"{t.num} peak RSS", f"{rss_mb(rss)} MB", rss, t))
     return md_table(["comparison", "value", "target", "status"], rows, "lrrl")
+
+
+def rss_mb(n: float) -> str:
+    return f"{n / 1e6:.1f}"
 
 
 def _ratio_row(label: str, shown: str | None, value: float | None, tgt: Target | None) -> list[str]:
@@ -1263,30 +1445,57 @@ def ensure_old_venv(venv: Path, log: Callable[[str], None]) -> tuple[str | None,
     return str(python), ""
 
 
+# Peers found on PATH: (key, label, binary, --version argument, how to install it).
+SYSTEM_TOOLS: tuple[tuple[str, str, str, str, str], ...] = (
+    (FIND, "find (stat walk)", "find", "--version", "GNU findutils"),
+    (B3SUM, "b3sum", "b3sum", "--version", "`apt-get install b3sum` or `cargo install b3sum`"),
+    (CP, "cp -r", "cp", "--version", "GNU coreutils"),
+    (TAR, "tar", "tar", "--version", "`apt-get install tar`"),
+    (RESTIC, "restic", "restic", "version", "`apt-get install restic` (Debian/Ubuntu)"),
+)
+
+
+def tools_needed(op_names: Sequence[str]) -> set[str]:
+    return {s.tool for op in OPERATIONS if op.name in op_names for s in op.steps}
+
+
 def resolve_tools(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Tool]:
-    wanted = set(args.tools)
+    """Every selected tool that an operation of this run uses: found, or why not (skipped)."""
+    needed = tools_needed(args.all_op_names) | ({OURS, OLD} if args.exit_runs > 0 else set())
+    wanted = set(args.tools) & needed
     tools: dict[str, Tool] = {}
+    workdir: Path = args.workdir
 
     if OURS in wanted:
         exe, note = find_ours(args.snapdir)
         if exe:
             ver = tool_version([exe, "--version"])
-            tools[OURS] = Tool(OURS, "snapdir (ours)", True, note, ver or "?", exe)
+            # The stat cache of the no-op operations lives in the work dir, emptied per run.
+            ours_env = {"SNAPDIR_CACHE_DIR": str(workdir / "cache"), "SNAPDIR_NO_PROGRESS": "1"}
+            tools[OURS] = Tool(OURS, "snapdir (ours)", True, note, ver or "?", exe, env=ours_env)
         else:
             tools[OURS] = Tool(OURS, "snapdir (ours)", False, note)
-    if B3SUM in wanted:
-        exe = shutil.which("b3sum")
-        if exe:
-            tools[B3SUM] = Tool(B3SUM, "b3sum", True, "", tool_version([exe, "--version"]), exe)
-        else:
-            tools[B3SUM] = Tool(
-                B3SUM,
-                "b3sum",
-                False,
-                "b3sum not found: install it with `apt-get install b3sum` "
-                "(Debian/Ubuntu) or `cargo install b3sum`; skipped",
-            )
-    venv = Path(args.snapdir112_venv) if args.snapdir112_venv else args.workdir / "venv-snapdir112"
+    for key, label, binary, version_arg, install in SYSTEM_TOOLS:
+        if key not in wanted:
+            continue
+        found = shutil.which(binary)
+        env: dict[str, str] = {}
+        if key == RESTIC:
+            env = {
+                "RESTIC_PASSWORD": RESTIC_PASSWORD,
+                "RESTIC_CACHE_DIR": str(workdir / "restic-cache"),
+                "RESTIC_PROGRESS_FPS": "0.016",  # no progress redraws into the captured output
+            }
+        tools[key] = Tool(
+            key,
+            label,
+            found is not None,
+            "" if found else f"`{binary}` not found: install it with {install}; skipped",
+            tool_version([found, version_arg]) if found else "",
+            found or "",
+            env=env,
+        )
+    venv = Path(args.snapdir112_venv) if args.snapdir112_venv else workdir / "venv-snapdir112"
     if OLD in wanted:
         py, note = ensure_old_venv(venv, log)
         tools[OLD] = Tool(
@@ -1298,24 +1507,21 @@ def resolve_tools(args: argparse.Namespace, log: Callable[[str], None]) -> dict[
             py or "",
             tolerate_unclean_exit=True,
         )
-    if CP in wanted:
-        exe = shutil.which("cp")
-        tools[CP] = Tool(
-            CP,
-            "cp -r",
-            exe is not None,
-            "" if exe else "cp not found",
-            tool_version([exe, "--version"]) if exe else "",
-            exe or "",
-        )
     if RCLONE in wanted:
-        if any(op.cloud for op in OPERATIONS if op.name in args.op_names):
-            rclone, version, note = s3bench.ensure_rclone(venv, log)  # the 1.12 venv
-            tools[RCLONE] = Tool(RCLONE, "rclone", rclone is not None, note, version, rclone or "")
-        else:
-            tools[RCLONE] = Tool(RCLONE, "rclone", False, "only used by the s3-* operations")
+        rclone, version, note = s3bench.ensure_rclone(venv, log)  # the 1.12 venv
+        empty = workdir / "rclone-empty.conf"  # local operations: never the user's config
+        empty.write_text("")
+        tools[RCLONE] = Tool(
+            RCLONE,
+            "rclone",
+            rclone is not None,
+            note,
+            version,
+            rclone or "",
+            env={"RCLONE_CONFIG": str(empty)},
+        )
     for t in tools.values():
-        if not t.available and t.note != "only used by the s3-* operations":
+        if not t.available:
             log(f"NOTE: {t.label}: {t.note}")
     return tools
 
@@ -1340,10 +1546,15 @@ class Bench:
         self.scratch_root: Path = args.workdir / "scratch"
         self.series: dict[tuple[str, str, str], Series] = {}
         self.stores: dict[tuple[str, str, str], tuple[str, str | None] | str] = {}  # or an error
+        self.store_dirs: dict[tuple[str, str, str], Path] = {}
+        self.kept: dict[tuple[str, str, str], Path | str] = {}  # or an error
+        self.plans: dict[str, ChangePlan] = {}
         self.exit_stats: list[ExitStats] = []
         self.warnings: list[str] = []
         self.counter = 0
         self.rss_floor_kib = 0
+        self.started = time.perf_counter()
+        self.cleanup_s = 0.0  # untimed removal of the last run's scratch dir and `sync`
         ours = tools.get(OURS)
         self.s3 = s3bench.S3Service(
             args.workdir / "s3",
@@ -1356,7 +1567,10 @@ class Bench:
 
     # -- helpers
     def log(self, msg: str) -> None:
-        print(msg, flush=True)
+        """Progress with the minutes since the start (what the run-time estimate uses)."""
+        elapsed = int(time.perf_counter() - self.started)
+        lead = "\n" if msg.startswith("\n") else ""
+        print(f"{lead}[{elapsed // 60:3d}:{elapsed % 60:02d}] {msg.lstrip(chr(10))}", flush=True)
 
     def warn(self, msg: str) -> None:
         if msg not in self.warnings:
@@ -1373,45 +1587,140 @@ class Bench:
         shutil.rmtree(path, ignore_errors=True)
 
     def job(
-        self, tree: Tree, scratch: Path, op: Operation | None = None, counted: bool = False
+        self,
+        tree: Tree,
+        scratch: Path,
+        op: Operation | None = None,
+        counted: bool = False,
+        step: Step | None = None,
     ) -> Job:
         job = Job(tree, scratch, self.tools, self.args.threads)
         if op is not None and op.cloud:
             job.s3 = self.s3.context(counted=counted)
             job.s3_prefix = scratch.name  # e.g. 00042-s3-push-rclone: new for every run
+        if op is not None and op.dest_from:
+            job.changes = self.change_plan(tree)
+        if step is not None:
+            tool = self.tools.get(step.tool)
+            job.env = step.env(job, {**os.environ, **(tool.env if tool else {})})
         return job
 
-    def command_env(self, step: Step, job: Job) -> dict[str, str] | None:
-        extra = step.env(job)
-        return {**os.environ, **extra} if extra else None
+    def change_plan(self, tree: Tree) -> ChangePlan:
+        if tree.name not in self.plans:
+            self.plans[tree.name] = ChangePlan.for_tree(tree.path)
+        return self.plans[tree.name]
+
+    def verdict(self, step: Step, run: Completed, error: str | None) -> str | None:
+        """The run's error: the check's, a timeout, or a non-zero exit."""
+        if run.timed_out:
+            return f"timed out after {self.args.timeout:g} s"
+        if run.returncode != 0:
+            why = f"{run.exit_text}: {run.stderr.strip()[-300:]}"
+            # snapdir 1.12 may crash at interpreter exit after doing the work: keep the
+            # timing when its output proves the work was done, count the unclean exit.
+            if not self.tools[step.tool].tolerate_unclean_exit or error:
+                return why if not error else f"{why}; {error}"
+        return error
+
+    def execute(
+        self, tree: Tree, op: Operation, step: Step, job: Job, thorough: bool, counted: bool
+    ) -> tuple[Completed | None, str | None, int | None]:
+        """Attach the prepared store, set up (untimed), run and check one step in ``job``."""
+        if step.needs_store:
+            prepared = self.prepared_store(tree, op, step.tool)
+            if isinstance(prepared, str):
+                return None, prepared, None
+            job.store, job.snapshot_id = prepared
+            if job.snapshot_id is None and step.uses_id:
+                return None, "no snapshot id known for the prepared store", None
+        try:
+            step.setup(job)
+        except (OSError, subprocess.SubprocessError) as exc:
+            detail = getattr(exc, "stderr", b"") or b""
+            text = detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)
+            return None, f"setup failed: {exc} {text.strip()[-300:]}", None
+        before = self.s3.requests_seen() if counted else 0
+        run = measure(
+            step.command(job),
+            timeout=self.args.timeout,
+            env=job.env,
+            cwd=step.cwd(job) if step.cwd else None,
+        )
+        requests = self.s3.requests_seen() - before if counted else None
+        error = self.verdict(step, run, step.check(job, run, thorough))
+        step.teardown(job)
+        return run, error, requests
 
     def prepared_store(self, tree: Tree, op: Operation, tool: str) -> tuple[str, str | None] | str:
         """A store filled once by this tool's push (untimed): (location, snapshot id or None);
         or an error text."""
         key = (tree.name, op.store_from, tool)
         if key not in self.stores:
-            fill_op = next(o for o in OPERATIONS if o.name == op.store_from)
-            step = _fill_step_for(op, tool)
+            fill_op = op_named(op.store_from)
+            step = _fill_step_for(op.store_from, tool)
+            assert step.location is not None, f"{fill_op.name} {tool}: no store location"
             scratch = self.scratch_root / "stores" / f"{tree.name}-{fill_op.name}-{tool}"
             self.remove(scratch)
             scratch.mkdir(parents=True)
-            job = self.job(tree, scratch, fill_op)
-            step.setup(job)
-            assert step.location is not None, f"{fill_op.name} {tool}: no store location"
-            run = measure(
-                step.command(job), timeout=self.args.timeout, env=self.command_env(step, job)
-            )
-            sid = last_id(run.stdout) or self.reference_id(tree)
-            error = step.check(job, run, True)
-            if run.timed_out or (
-                run.returncode != 0 and not self.tools[tool].tolerate_unclean_exit
-            ):
-                error = f"{run.exit_text}: {run.stderr.strip()[-300:]}"
-            if error:
+            self.store_dirs[key] = scratch
+            job = self.job(tree, scratch, fill_op, step=step)
+            run, error, _ = self.execute(tree, fill_op, step, job, True, False)
+            if run is None or error:
                 self.stores[key] = f"preparing its store failed: {error}"
             else:
-                self.stores[key] = (step.location(job), sid)
+                self.stores[key] = (
+                    step.location(job),
+                    last_id(run.stdout) or self.reference_id(tree),
+                )
         return self.stores[key]
+
+    def kept_scratch(self, tree: Tree, op: Operation, tool: str) -> Path | str:
+        """The directory the runs of ``op`` (incremental pull) work in, filled once by the
+        same tool's ``op.dest_from`` step (a full pull, untimed); or an error text."""
+        assert op.dest_from is not None
+        key = (tree.name, op.name, tool)
+        if key not in self.kept:
+            fill_op = op_named(op.dest_from)
+            step = _fill_step_for(op.dest_from, tool)
+            scratch = self.scratch_root / "kept" / f"{tree.name}-{op.name}-{tool}"
+            self.remove(scratch)
+            scratch.mkdir(parents=True)
+            job = self.job(tree, scratch, fill_op, step=step)
+            run, error, _ = self.execute(tree, fill_op, step, job, True, False)
+            self.kept[key] = (
+                scratch if run is not None and not error else f"its {fill_op.name} failed: {error}"
+            )
+        return self.kept[key]
+
+    def pre_read(self, tree: Tree, op: Operation, step: Step) -> None:
+        """Untimed: read the tree and the tool's local store, so the run finds them in the
+        page cache although tens of GiB were written since (the large tree's runs)."""
+        paths = [tree.path]
+        if step.needs_store and not op.cloud:
+            prepared = self.prepared_store(tree, op, step.tool)
+            if not isinstance(prepared, str):
+                location = prepared[0].removeprefix("file://")
+                paths.append(Path(location))
+        buf = bytearray(16 * MIB)
+        for top in paths:
+            walked = os.walk(top) if top.is_dir() else [(str(top.parent), [], [top.name])]
+            for dirpath, _dirs, names in walked:
+                for name in names:
+                    with contextlib.suppress(OSError), open(os.path.join(dirpath, name), "rb") as f:
+                        while f.readinto(buf):
+                            pass
+
+    def drop_local_state(self, tree: Tree) -> None:
+        """Free the disk after a tree: its file:// stores and kept directories."""
+        for key in [k for k in self.store_dirs if k[0] == tree.name]:
+            if not op_named(key[1]).cloud:
+                self.remove(self.store_dirs.pop(key))
+                self.stores.pop(key, None)
+        for key in [k for k in self.kept if k[0] == tree.name]:
+            kept = self.kept.pop(key)
+            if isinstance(kept, Path):
+                self.remove(kept)
+        os.sync()
 
     def reference_id(self, tree: Tree) -> str | None:
         for tool in (OLD, OURS):
@@ -1427,6 +1736,9 @@ class Bench:
             self.series[key] = Series(tree.name, op.name, tool)
         return self.series[key]
 
+    def lookup(self, tree: Tree) -> Lookup:
+        return lambda op, tool: self.series.get((tree.name, op, tool))
+
     # -- one run
     def run_once(
         self, tree: Tree, op: Operation, step: Step, thorough: bool, counted: bool = False
@@ -1434,36 +1746,25 @@ class Bench:
         """(run, error, requests counted by the proxy).  Setup and teardown are not timed.
 
         ``counted``: a cloud command talks to the request-counting proxy, not to SeaweedFS."""
-        scratch = self.fresh_scratch(f"{op.name}-{step.tool}")
+        kept = op.dest_from is not None
+        if kept:
+            got = self.kept_scratch(tree, op, step.tool)
+            if isinstance(got, str):
+                return None, got, None
+            scratch = got
+        else:
+            scratch = self.fresh_scratch(f"{op.name}-{step.tool}")
         try:
-            job = self.job(tree, scratch, op, counted)
-            if step.needs_store:
-                prepared = self.prepared_store(tree, op, step.tool)
-                if isinstance(prepared, str):
-                    return None, prepared, None
-                job.store, job.snapshot_id = prepared
-                if job.snapshot_id is None and step.uses_id:
-                    return None, "no snapshot id known for the prepared store", None
-            step.setup(job)
-            before = self.s3.requests_seen() if counted else 0
-            run = measure(
-                step.command(job), timeout=self.args.timeout, env=self.command_env(step, job)
-            )
-            requests = self.s3.requests_seen() - before if counted else None
-            error = step.check(job, run, thorough)
-            if run.timed_out:
-                error = f"timed out after {self.args.timeout:g} s"
-            elif run.returncode != 0:
-                why = f"{run.exit_text}: {run.stderr.strip()[-300:]}"
-                # snapdir 1.12 may crash at interpreter exit after doing the work: keep the
-                # timing when its output proves the work was done, count the unclean exit.
-                if not self.tools[step.tool].tolerate_unclean_exit or error:
-                    error = why if not error else f"{why}; {error}"
-            step.teardown(job)
-            return run, error, requests
+            job = self.job(tree, scratch, op, counted, step)
+            if not self.args.large_warmup and tree.recipe.kind == "large":
+                self.pre_read(tree, op, step)
+            return self.execute(tree, op, step, job, thorough, counted)
         finally:
-            self.remove(scratch)
+            t0 = time.perf_counter()
+            if not kept:
+                self.remove(scratch)
             os.sync()  # write-back of this run must not land in the next one
+            self.cleanup_s = time.perf_counter() - t0
 
     def record(self, tree: Tree, op: Operation, step: Step, thorough: bool, timed: bool) -> None:
         s = self.get_series(tree, op, step.tool)
@@ -1500,28 +1801,36 @@ class Bench:
             extra += f"  {requests:,} HTTP requests" if requests is not None else ""
             extra += f"  (own count {own:,})" if own is not None else ""
         self.log(
-            f"  {'round' if timed else 'warm-up':7} {tree.name:>12} {op.name:7} "
+            f"  {'round' if timed else 'warm-up':7} {tree.name:>12} {op.name:9} "
             f"{step.tool:13} {fmt_s(run.wall_s):>8} s {fmt_mb(run.maxrss_kib * 1024):>7} MB"
             f"{extra}{'  (' + run.exit_text + ')' if run.returncode else ''}"
+            + (f"  [cleanup {self.cleanup_s:.0f} s]" if self.cleanup_s >= 1 else "")
         )
 
     def ops_for(self, tree: Tree) -> list[Operation]:
-        """The huge-count tree is for peak RSS: only --huge-ops run there (default: id)."""
-        if tree.recipe.kind == "huge":
-            return [op for op in self.ops if op.name in self.args.huge_op_names]
-        return self.ops
+        """The operations of --ops that run on this tree (--large-ops, --huge-ops)."""
+        names = self.args.kind_ops.get(tree.recipe.kind)
+        return [op for op in self.ops if names is None or op.name in names]
+
+    def repeat_for(self, tree: Tree) -> int:
+        return int(self.args.large_repeat if tree.recipe.kind == "large" else self.args.repeat)
 
     # -- the whole benchmark
     def run(self) -> None:
         """Local operations on every tree, the clean-exit check, then the cloud operations
         on every tree: SeaweedFS runs only during the last phase."""
-        self.remove(self.scratch_root)
+        caches = [self.args.workdir / "cache", self.args.workdir / "restic-cache"]
+        for path in [self.scratch_root, *caches]:  # a fresh stat cache: the warm-up fills it
+            self.remove(path)
         self.scratch_root.mkdir(parents=True)
         self.rss_floor_kib = min(rss_floor() for _ in range(3))
         try:
             for tree in self.trees:
                 ops = [op for op in self.ops_for(tree) if not op.cloud]
-                self.run_tree(tree, ops, self.args.repeat)
+                large = tree.recipe.kind == "large"
+                warmup = self.args.large_warmup or not large
+                self.run_tree(tree, ops, self.repeat_for(tree), warmup)
+                self.drop_local_state(tree)
             self.exit_check()
             cloud = [(t, [op for op in self.ops_for(t) if op.cloud]) for t in self.trees]
             cloud = [(t, ops) for t, ops in cloud if ops]
@@ -1535,7 +1844,8 @@ class Bench:
                             self.get_series(tree, op, step.tool).skipped = self.s3_note
         finally:
             self.s3.stop()
-            self.remove(self.scratch_root)
+            for path in [self.scratch_root, *caches]:
+                self.remove(path)
 
     def start_s3(self) -> bool:
         self.log("\n== starting SeaweedFS (`weed mini`) on 127.0.0.1 for the S3 operations")
@@ -1552,7 +1862,7 @@ class Bench:
         )
         return True
 
-    def run_tree(self, tree: Tree, ops: list[Operation], repeat: int) -> None:
+    def run_tree(self, tree: Tree, ops: list[Operation], repeat: int, warmup: bool = True) -> None:
         if not ops:
             return
         self.log(
@@ -1567,14 +1877,19 @@ class Bench:
                     s.skipped = "not selected (--tools)"
                 elif not tool.available:
                     s.skipped = tool.note
-        for op in ops:  # warm-up: page cache, thorough output checks, request counts
+        # Warm-up: page cache, stat cache, thorough output checks, request counts.  Without
+        # it (the large tree) only the operations whose timed runs need a primed stat cache
+        # get one, the first timed round checks thoroughly and inputs are read before each run.
+        for op in ops if warmup else [op for op in ops if op.primes]:
             for step in op.steps:
                 self.record(tree, op, step, thorough=True, timed=False)
         for rnd in range(repeat):
             for op in ops:
                 k = rnd % len(op.steps)  # rotate the order: no tool always goes first
                 for step in op.steps[k:] + op.steps[:k]:
-                    self.record(tree, op, step, thorough=False, timed=True)
+                    if rnd >= self.args.peer_repeat and not op.cloud and step.tool in PEERS:
+                        continue  # no target depends on them: fewer rounds (--peer-repeat)
+                    self.record(tree, op, step, thorough=not warmup and rnd == 0, timed=True)
         self.compare_ids(tree)
 
     def compare_ids(self, tree: Tree) -> None:
@@ -1628,8 +1943,8 @@ class Bench:
                 st = stats[step.tool]
                 if st.skipped:
                     continue
-                job = self.job(tree, self.scratch_root)
-                run = measure(step.command(job), timeout=self.args.timeout)
+                job = self.job(tree, self.scratch_root, step=step)
+                run = measure(step.command(job), timeout=self.args.timeout, env=job.env)
                 got = last_id(run.stdout)
                 st.add(run, got is not None and (expected is None or got == expected))
             if (i + 1) % 10 == 0 or i + 1 == n:
@@ -1674,6 +1989,35 @@ def command_line() -> str:
     return "python " + shlex.join([shown, *sys.argv[1:]])
 
 
+def shown_command(step: Step, threads: int) -> str:
+    """The command of ``step`` as the report shows it: placeholders for paths and ids."""
+    tree = Tree(Recipe("TREE", "mixed", ()), Path("/TREE"), 0, 0)
+    tools = {k: Tool(k, k, True, exe=k if k != OLD else "python") for k in ALL_TOOLS}
+    ctx = s3bench.S3Context(
+        "http://127.0.0.1:PORT", "KEY", "SECRET", "REGION", "BUCKET", Path(os.devnull), list
+    )
+    job = Job(tree, Path("/SCRATCH"), tools, threads, "STORE", "ID", ctx, "PREFIX")
+    argv = step.command(job)
+    if argv[:2] == ["sh", "-c"]:
+        text = argv[2].removeprefix("exec ")
+        for i, arg in reversed(list(enumerate(argv[4:], 1))):
+            text = text.replace(f'"${i}"', arg)
+    elif step.tool == OLD:
+        call = re.search(r"snapdir\.(\w+)\(", argv[2])
+        text = f'python -c "...asyncio.run(snapdir.{call.group(1) if call else "?"}(...))" '
+        text += shlex.join(argv[3:])
+    else:
+        text = shlex.join(argv)
+    for path, shown in (("/SCRATCH/store", "STORE"), ("/SCRATCH/dest", "DEST"), ("/TREE", "TREE")):
+        text = text.replace(path, shown)
+    text = text.replace("file:///STORE", "file://STORE")
+    return f"(cd TREE && {text})" if step.cwd else text
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def render_report(
     bench: Bench,
     machine: Sequence[tuple[str, str]],
@@ -1685,12 +2029,25 @@ def render_report(
     out: list[str] = []
     add = out.append
     add("# snapdir benchmarks\n")
-    mode = "quick smoke run (small trees - not representative)" if args.quick else "full run"
+    mode = "quick smoke run (tiny trees - not representative)" if args.quick else "full run"
+    rounds = f"{plural(args.repeat, 'timed round')} after a warm-up round"
+    if any(t.recipe.kind == "large" for t in bench.trees):
+        rounds += f" ({args.large_repeat} on the large tree"
+        rounds += ")" if args.large_warmup else ", no warm-up round)"
+    if args.peer_repeat < args.repeat and any(
+        s.tool in PEERS for op in bench.ops for s in op.steps
+    ):
+        rounds += f", {args.peer_repeat} for {', '.join(PEERS)} in the local operations"
+    if any(op.cloud for op in bench.ops):
+        rounds += f", {args.s3_repeat} for S3"
     add(
         f"Produced by `{command}` on {started.strftime('%Y-%m-%d %H:%M UTC')} "
-        f"({mode}; {args.repeat} timed rounds after a warm-up round; took {elapsed_s:.0f} s).\n"
+        f"({mode}; {rounds}; took {elapsed_s / 60:.0f} min).\n"
     )
     add("Regenerate with the same command from the repository root; see `benches/README.md`.\n")
+    if args.notes:
+        add("## Notes\n")
+        add(Path(args.notes).read_text().strip() + "\n")
     add("## Machine\n")
     add(md_table(["", ""], machine) + "\n")
     add("## Tools\n")
@@ -1698,44 +2055,69 @@ def render_report(
     for key in ALL_TOOLS:
         t = bench.tools.get(key)
         if t is None:
-            rows.append([key, "not selected", "", ""])
+            rows.append([key, "-", "not used by the selected operations or not selected"])
             continue
-        how = {
-            OURS: f"`{t.exe or args.snapdir} id TREE` (end to end, console script)",
-            B3SUM: f"`find TREE -type f -print0 | xargs -0 b3sum --num-threads={args.threads}`",
-            OLD: f'`{t.exe or "python"} -c "...asyncio.run(snapdir.id(TREE))..."` '
-            "(separate venv, never imported by the harness)",
-            CP: "`cp -r TREE SCRATCH/copy`",
-            RCLONE: f"`{t.exe or 'rclone'} copy TREE s3:BUCKET/PREFIX "
-            f"{' '.join(RCLONE_FLAGS)}` (S3 operations only)",
-        }[key]
-        rows.append([t.label, how, t.version or "-", "" if t.available else t.note])
-    add(md_table(["tool", "command", "version", "note"], rows) + "\n")
+        rows.append([t.label, t.version or "-", t.note if not t.available else ""])
+    add(md_table(["tool", "version", "note"], rows) + "\n")
+    add(
+        "Commands (`STORE`: the tool's store - a fresh empty one for `push`, else the one its "
+        "own push filled; `DEST`: a fresh empty directory, or the kept one for `incr-pull`):\n"
+    )
+    rows = [
+        [
+            op.name,
+            bench.tools[s.tool].label if s.tool in bench.tools else s.tool,
+            f"`{shown_command(s, args.threads)}`",
+        ]
+        for op in bench.ops
+        for s in op.steps
+    ]
+    add(md_table(["operation", "tool", "command"], rows) + "\n")
     add("## Method\n")
     add(
-        "- Every tree is generated deterministically (SHAKE-256 byte stream) and reused while "
-        "its recipe stamp matches.\n"
-        "- One warm-up round (untimed, thorough output checks) warms the page cache, then "
-        "interleaved rounds run every tool once per round, rotating the order.\n"
-        "- Wall time is `time.perf_counter()` around fork..`os.wait4` of the child process; "
+        "- Every tree is generated deterministically (SHAKE-256 byte streams; the 1 GiB files "
+        "of `large` from rotated, byte-permuted SHAKE-256 blocks: incompressible) and reused "
+        "while its recipe stamp matches.\n"
+        "- Per tree, one warm-up round (untimed, thorough output checks) warms the page cache "
+        "and our stat cache, then interleaved rounds run every operation and every tool once "
+        "per round, rotating the order of the tools.\n"
+        + (
+            ""
+            if args.large_warmup or not any(t.recipe.kind == "large" for t in bench.trees)
+            else "- The large tree has no warm-up round (every push, pull and copy writes 4 GiB): "
+            "only the runs that fill our stat cache for the no-op operations happen untimed, "
+            "the first timed round checks outputs thoroughly, and before every run the tree and "
+            "the tool's store are read (untimed) so that they are in the page cache.\n"
+        )
+        + "- Wall time is `time.perf_counter()` around fork..`os.wait4` of the child process; "
         "peak RSS is the child's `ru_maxrss` from `os.wait4` (for pipelines: the largest "
         "process). Children are started by a minimal `python -S -I` fork/exec launcher, so "
         "the harness's own memory does not leak into them (Linux keeps the pre-`execve` "
         f"high-water mark); the floor this leaves is {bench.rss_floor_kib / 1000:.1f} MB "
         "(`true` shows it) and peaks at that floor are shown as `<= floor`.\n"
-        "- Setup (fresh empty store or destination directories, stores filled by an earlier "
-        "push for pull/verify) and teardown are not timed; `sync` runs between runs.\n"
-        "- Ratios compare medians. Targets are goals, not assertions: missing one does not "
-        "fail the benchmark.\n"
+        "- Setup (fresh empty store or destination directories, `restic init`, stores filled "
+        "once by the tool's own push, the full pull and the 1 % change before an incremental "
+        "pull) and teardown are not timed; `sync` runs between runs.\n"
+        "- Limits: `walk` (a bare stat walk) for the no-op operations, b3sum (the `id` row) "
+        "for id and verify, `copy` (`cp -r`) for push and pull. A ratio `a / b (op)` takes "
+        "`b` from operation `op` of the same tree and rounds.\n"
+        "- Our snapdir runs with its own cache directory under the work dir "
+        "(`SNAPDIR_CACHE_DIR`, emptied at the start); restic with `RESTIC_PASSWORD` and a "
+        "cache directory under the work dir; local rclone with an empty config file.\n"
+        "- Ratios compare medians. Targets (`#N`: the issue that sets them) are goals, not "
+        "assertions: missing one does not fail the benchmark.\n"
         f"- snapdir {OLD_VERSION} can crash at interpreter exit after finishing its work; "
         "such runs keep their timing when their output proves the work was done, and are "
         "counted as unclean exits.\n"
     )
     add("## Results\n")
     for tree in bench.trees:
+        ops = [op for op in bench.ops_for(tree) if not op.cloud]
+        if not ops:
+            continue
         add(f"### {tree.name}: {tree.files:,} files, {human_size(tree.total_bytes)}\n")
-        add(f"{tree.recipe.describe()}.\n")
-        for op in [op for op in bench.ops_for(tree) if not op.cloud]:
+        add(f"{tree.recipe.describe()}; {tree.entries:,} manifest entries.\n")
+        for op in ops:
             series = {
                 s.tool: s
                 for (tn, on, _t), s in bench.series.items()
@@ -1744,8 +2126,10 @@ def render_report(
             add(f"#### {op.name}: {op.title}\n")
             if op.notes:
                 add(op.notes + "\n")
+            if op.dest_from and tree.name in bench.plans:
+                add(f"The change on this tree: {bench.plans[tree.name].describe()}.\n")
             add(series_table(op, tree, series, bench.tools, bench.rss_floor_kib) + "\n")
-            add(ratio_table(op, tree, series) + "\n")
+            add(ratio_table(op, tree, bench.lookup(tree)) + "\n")
             if op.name == "id":
                 add(bench.id_check_line(tree) + "\n")
     render_cloud(bench, add)
@@ -1775,17 +2159,26 @@ def with_target_summary(report: str) -> str:
             if len(cells) == 4 and cells[3] in ("met", "missed", "not measured"):
                 status = f"**{cells[3]}**" if cells[3] == "missed" else cells[3]
                 rows.append([tree, op, cells[0], cells[1], cells[2], status])
-    if not rows or "\n## Machine\n" not in report:
+    anchor = next((a for a in ("\n## Notes\n", "\n## Machine\n") if a in report), None)
+    if not rows or anchor is None:
         return report
     met = sum(1 for r in rows if r[5] == "met")
+    per_issue: dict[str, list[int]] = {}
+    for r in rows:
+        found = re.search(r"#(\d+)$", r[4])
+        tally = per_issue.setdefault(f"#{found.group(1)}" if found else "other", [0, 0])
+        tally[0] += r[5] == "met"
+        tally[1] += 1
+    by_issue = ", ".join(f"{k}: {m} of {n}" for k, (m, n) in sorted(per_issue.items()))
     section = (
         "## Targets at a glance\n\n"
-        f"{met} of {len(rows)} targets met (medians; details in the tables below).\n\n"
+        f"{met} of {len(rows)} targets met ({by_issue}; medians; details in the tables "
+        "below; `#N` is the issue that sets the target).\n\n"
         + md_table(["tree", "operation", "comparison", "value", "target", "status"], rows)
         + "\n\n"
     )
-    head, _sep, rest = report.partition("## Machine\n")
-    return head + section + "## Machine\n" + rest
+    head, sep, rest = report.partition(anchor)
+    return head + "\n" + section + sep.lstrip("\n") + rest
 
 
 def render_cloud(bench: Bench, add: Callable[[str], None]) -> None:
@@ -1861,7 +2254,7 @@ def render_cloud(bench: Bench, add: Callable[[str], None]) -> None:
             if op.notes:
                 add(op.notes + "\n")
             add(cloud_series_table(op, tree, series, bench.tools, bench.rss_floor_kib) + "\n")
-            add(ratio_table(op, tree, series) + "\n")
+            add(ratio_table(op, tree, bench.lookup(tree)) + "\n")
 
 
 # --------------------------------------------------------------------------- self-test
@@ -1886,8 +2279,8 @@ def self_test() -> list[str]:
         recipe = Recipe(
             "t", "mixed", (FileGroup("a", 57, 4, 0, 64), FileGroup("b", 3, 1, 5000, 5000))
         )
-        t1 = ensure_tree(recipe, root / "one", quiet)
-        t2 = ensure_tree(recipe, root / "two", quiet)
+        t1 = ensure_tree(recipe, root / "one", quiet, sync=False)
+        t2 = ensure_tree(recipe, root / "two", quiet, sync=False)
         check(
             t1.files == 60 and scan_tree(t1.path) == (60, t1.total_bytes),
             "generator: file count and size",
@@ -1901,10 +2294,10 @@ def self_test() -> list[str]:
         )
         marker = t1.path / "a" / "marker"
         marker.write_bytes(b"x")
-        ensure_tree(recipe, root / "one", quiet)
+        ensure_tree(recipe, root / "one", quiet, sync=False)
         check(marker.exists(), "generator: reuses a tree whose stamp matches")
         changed = Recipe("t", "mixed", (FileGroup("a", 58, 4, 0, 64),))
-        t3 = ensure_tree(changed, root / "one", quiet)
+        t3 = ensure_tree(changed, root / "one", quiet, sync=False)
         check(not marker.exists() and t3.files == 58, "generator: regenerates on recipe change")
 
         run = measure(["sh", "-c", "echo hi; echo err >&2"], timeout=30)
@@ -1935,29 +2328,60 @@ def self_test() -> list[str]:
         ):
             s[tool].runs = [Completed(x, rss, 0, "", "") for x in secs]
         s[OLD].unclean = 1
-        s[CP].skipped = "cp not found"
-        id_op = OPERATIONS[0]
+        walk = Series("t", "walk", FIND)
+        walk.runs = [Completed(x, 2000, 0, "", "") for x in (0.1, 0.1)]
+        noop = Series("t", "noop-id", OURS)
+        noop.runs = [Completed(x, 30_000, 0, "", "") for x in (0.12, 0.14)]
+        table_of = {("id", k): v for k, v in s.items()}
+        table_of[("walk", FIND)] = walk
+        table_of[("noop-id", OURS)] = noop
+
+        def lookup(op: str, tool: str) -> Series | None:
+            return table_of.get((op, tool))
+
+        id_op = op_named("id")
         tools = {k: Tool(k, k, True) for k in ALL_TOOLS}
-        table = series_table(id_op, tree, s, tools)
+        tools[B3SUM] = Tool(B3SUM, B3SUM, False, "b3sum not found")
+        s[B3SUM].skipped = "b3sum not found"
+        table = series_table(id_op, tree, {OURS: s[OURS], OLD: s[OLD]}, tools)
         check(
             "| snapdir | 1.100 | 1.000-1.200 | 9.1 | 51.2 | 3 |" in table,
             f"tables: series row\n{table}",
         )
-        check("1 unclean exit(s)" in table and "cp not found" in table, "tables: notes")
-        ratios = ratio_table(id_op, tree, s)
+        check("1 unclean exit(s)" in table and "| b3sum | - |" in table, "tables: notes")
+        s[B3SUM].skipped = None
+        ratios = ratio_table(id_op, tree, lookup)
         check(
-            "| snapdir / b3sum (median time) | 1.10x | <= 1.1x | met |" in ratios,
-            f"tables: ratio with target\n{ratios}",
+            "| snapdir / b3sum (median time) | 1.10x | <= 1.1x #2 | met |" in ratios
+            and "| snapdir / b3sum (median time) | 1.10x | <= 1.05x #5 | missed |" in ratios,
+            f"tables: one row per target of a ratio\n{ratios}",
         )
         check(
-            "| snapdir / snapdir-1.12 (median time) | 0.44x | <= 0.6x | met |" in ratios,
-            "tables: second target",
+            "| snapdir / snapdir-1.12 (median time) | 0.44x | <= 0.6x #2 | met |" in ratios
+            and "| snapdir peak RSS | 51.2 MB | <= 60 MB #5 | met |" in ratios,
+            f"tables: second target, RSS target of every local op\n{ratios}",
         )
-        check("| snapdir / cp (median time) | n/a |" in ratios, "tables: missing tool ratio")
-        huge = Tree(Recipe("h", "huge", ()), root, 1, 1)
-        rss_table = ratio_table(id_op, huge, s)
+        noop_ratios = ratio_table(op_named("noop-id"), tree, lookup)
         check(
-            "| snapdir peak RSS | 51.2 MB | <= 150 MB | met |" in rss_table,
+            "| snapdir / find (walk) (median time) | 1.30x | <= 1.5x #5 | met |" in noop_ratios
+            and "| snapdir / snapdir-1.12 (id) (median time) | 0.05x | <= 0.2x #5 | met |"
+            in noop_ratios
+            and "| snapdir / snapdir (id) (median time) | 0.12x |  |  |" in noop_ratios,
+            f"tables: ratios across operations\n{noop_ratios}",
+        )
+        missing = ratio_table(op_named("push"), tree, lookup)
+        check(
+            "| snapdir / cp (copy) (median time) | n/a | <= 1.2x #5 | not measured |" in missing,
+            f"tables: missing tool ratio\n{missing}",
+        )
+        huge = Tree(Recipe("h", "huge", (FileGroup("tiny", 999, 9, 0, 1),)), root, 999, 1)
+        rss_table = ratio_table(id_op, huge, lookup)
+        check(
+            huge.entries == 999 + 10 + 1
+            and "| snapdir peak RSS | 51.2 MB | <= 150 MB #2 | met |" in rss_table
+            and "| snapdir peak RSS per entry | 50693 B/entry (51.2 MB) | <= 200 B/entry #5 | "
+            "missed |"
+            in rss_table,
             f"tables: RSS\n{rss_table}",
         )
         st = ExitStats(OLD)
@@ -1970,7 +2394,7 @@ def self_test() -> list[str]:
             f"tables: exit table\n{ex}",
         )
         check(md_table(["a"], [["x|y"]]).endswith("| x\\|y |"), "tables: pipe escaped")
-        s3_op = next(op for op in OPERATIONS if op.name == "s3-push")
+        s3_op = op_named("s3-push")
         cs = {t: Series("t", "s3-push", t) for t in (OURS, OLD, RCLONE)}
         cs[OURS].runs = [Completed(x, 40_000, 0, "", "", cpu_s=x / 2) for x in (2.0, 3.0, 4.0)]
         cs[OURS].own_requests = [63, 63, 63]
@@ -1985,24 +2409,26 @@ def self_test() -> list[str]:
             f"tables: cloud series rows\n{ctable}",
         )
         small = Tree(Recipe("s", "small", ()), root, 60, 10 * MIB)
-        cratios = ratio_table(s3_op, small, cs)
+        cratios = ratio_table(s3_op, small, lambda op, tool: cs.get(tool))
         check(
-            "| snapdir / rclone (median time) | 2.00x | <= 1x (>= its throughput) | missed |"
+            "| snapdir / rclone (median time) | 2.00x | <= 1x (>= its throughput) #4 | missed |"
             in cratios
-            and "| snapdir / snapdir-1.12 (median time) | n/a | <= 0.5x" in cratios,
-            f"tables: cloud ratios\n{cratios}",
+            and "| snapdir / snapdir-1.12 (median time) | n/a | <= 0.5x" in cratios
+            and "| snapdir peak RSS | 41.0 MB | <= 150 MB #4 | met |" in cratios
+            and "60 MB" not in cratios,
+            f"tables: cloud ratios (no local RSS target)\n{cratios}",
         )
         summary = with_target_summary(
-            "# r\n\nx\n\n## Machine\n\n### S3, small: 1 files\n\n#### s3-push: p\n\n"
-            + cratios
-            + "\n"
+            "# r\n\nx\n\n## Notes\n\nwhy\n\n## Machine\n\n### S3, small: 1 files\n\n"
+            "#### s3-push: p\n\n" + cratios + "\n"
         )
         check(
             "## Targets at a glance" in summary
             and "| small | s3-push | snapdir / rclone (median time) | 2.00x | <= 1x (>= its "
-            "throughput) | **missed** |"
+            "throughput) #4 | **missed** |"
             in summary
-            and summary.index("Targets at a glance") < summary.index("## Machine"),
+            and "1 of 3 targets met (#4: 1 of 3;" in summary
+            and summary.index("Targets at a glance") < summary.index("## Notes"),
             f"target summary\n{summary}",
         )
         check(
@@ -2027,18 +2453,104 @@ def self_test() -> list[str]:
             ID_RE.fullmatch("ab" * 32) is not None and last_id("x\n" + "0" * 64) == "0" * 64,
             "id parsing",
         )
+        self_test_changes(root, check)
+        shown = {(op.name, st.tool): shown_command(st, 2) for op in OPERATIONS for st in op.steps}
+        check(
+            all(text and "SCRATCH" not in text for text in shown.values())
+            and shown[("walk", FIND)] == "find TREE -printf '%s %T@ %m\\n' > /dev/null"
+            and shown[("push", TAR)] == "tar -cf STORE/tree.tar -C TREE ."
+            and shown[("noop-push", RESTIC)]
+            == "(cd TREE && restic backup --repo STORE --host bench .)"
+            and shown[("incr-pull", OURS)] == "snapdir pull ID DEST --store STORE --force --delete"
+            and shown[("push", OURS)] == "snapdir push --no-stat-cache TREE --store file://STORE"
+            and shown[("verify", OLD)].startswith('python -c "...asyncio.run(snapdir.verify('),
+            f"commands of every step\n{shown}",
+        )
+        check(
+            all(
+                op.dest_from is None
+                or all(_fill_step_for(op.dest_from, st.tool) for st in op.steps)
+                for op in OPERATIONS
+            )
+            and all(
+                _fill_step_for(op.store_from, st.tool).location is not None
+                for op in OPERATIONS
+                for st in op.steps
+                if st.needs_store
+            ),
+            "every store and kept directory has a step of the same tool that fills it",
+        )
     a = parse_args(["--quick", "--ops", "all", "--trees", "small,huge-count", "--huge-ops", "id"])
     check(
-        a.op_names == ["id", "push", "pull", "verify", "s3-push", "s3-pull"]
-        and a.huge_op_names == ["id"]
+        a.op_names == list(OP_NAMES)
+        and a.kind_ops["huge"] == ["id"]
         and a.tree_kinds == ["small", "huge"]
-        and a.repeat == 2
-        and a.s3_repeat == 2
-        and a.exit_runs == 10,
+        and a.repeat == 1
+        and a.s3_repeat == 1
+        and a.exit_runs == 5,
         "options: --ops all, --huge-ops, tree aliases, quick defaults",
+    )
+    b = parse_args(["--trees", "large,huge", "--ops", "walk,incr-pull,s3-push"])
+    check(
+        b.repeat == 3
+        and b.large_repeat == 1
+        and b.peer_repeat == 1
+        and not b.large_warmup
+        and b.kind_ops["large"] == ["walk"]
+        and b.kind_ops["huge"] == ["walk"]
+        and b.all_op_names == ["walk"]
+        and tools_needed(b.all_op_names) == {FIND},
+        "options: full defaults, per-tree operations, tools of the operations that run",
     )
     print(f"self-test: {passed} passed, {len(failures)} failed", flush=True)
     return failures
+
+
+def self_test_changes(root: Path, check: Callable[[bool, str], None]) -> None:
+    """The block generator and the 1 % change (apply, detect, repair) on a small tree."""
+    quiet: Callable[[str], None] = lambda _msg: None  # noqa: E731
+    big = Recipe("b", "large", (FileGroup("g", 2, 1, 5 * KIB + 7, 5 * KIB + 7, block=KIB),))
+    b1 = ensure_tree(big, root / "b1", quiet, sync=False)
+    b2 = ensure_tree(big, root / "b2", quiet, sync=False)
+    data = (b1.path / "g" / "d000" / "f000000.bin").read_bytes()
+    check(
+        tree_digest(b1.path) == tree_digest(b2.path)
+        and len(data) == 5 * KIB + 7
+        and data[:KIB] != data[KIB : 2 * KIB]
+        and data != (b1.path / "g" / "d000" / "f000001.bin").read_bytes()
+        and "block" not in Recipe("m", "mixed", (FileGroup("x", 1, 1, 1, 1),)).stamp()["groups"][0]  # type: ignore[index]
+        and big.stamp()["groups"][0]["block"] == KIB,  # type: ignore[index]
+        "generator: block-wise files deterministic, blocks differ, old stamps unchanged",
+    )
+    recipe = Recipe("c", "small", (FileGroup("a", 450, 3, 10, 20),))
+    tree = ensure_tree(recipe, root / "c", quiet, sync=False)
+    plan = ChangePlan.for_tree(tree.path)
+    check(
+        plan.count == 5 and len(plan.modified) == 2 and len(plan.added) == 1,
+        f"changes: every 100th file ({plan.describe()})",
+    )
+    check(plan == ChangePlan.for_tree(tree.path), "changes: deterministic")
+    dest = root / "dest"
+    shutil.copytree(tree.path, dest)
+    check(plan.check(dest, tree.path, exact=True, thorough=True) is None, "changes: copy is exact")
+    plan.apply(dest)
+    plan.apply(dest)  # idempotent
+    error = plan.check(dest, tree.path, exact=False, thorough=True)
+    check(error is not None and "content" in error, f"changes: detected ({error})")
+    for rel in (*plan.modified, *plan.deleted):
+        shutil.copyfile(tree.path / rel, dest / rel)
+    left = plan.check(dest, tree.path, exact=True, thorough=False)
+    check(
+        left is not None
+        and "added file" in left
+        and plan.check(dest, tree.path, exact=False, thorough=True) is None,
+        f"changes: an inexact tool's extras ({left})",
+    )
+    for rel in plan.added:
+        (dest / rel).unlink()
+    (dest / "a" / "stray").write_bytes(b"")
+    stray = plan.check(dest, tree.path, exact=True, thorough=True)
+    check(stray is not None and "stray" in stray, f"changes: thorough check sees all ({stray})")
 
 
 # --------------------------------------------------------------------------- main
@@ -2046,13 +2558,14 @@ def self_test() -> list[str]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Benchmark `snapdir` against b3sum, cp -r, snapdir 1.12 and rclone (S3).",
+        description="Benchmark `snapdir` against the limits (stat walk, b3sum, cp -r) and the "
+        "peers (tar, rclone, restic, snapdir 1.12), locally and on S3 (SeaweedFS on loopback).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: small trees, 2 rounds, 10 exit runs (< 1 minute)",
+        help="smoke run: tiny trees, 1 round, 5 exit runs (a few minutes)",
     )
     p.add_argument(
         "--self-test",
@@ -2060,29 +2573,57 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="check the harness itself first (no snapdir needed), then run",
     )
     p.add_argument(
+        "--self-test-only", action="store_true", help="check the harness itself, then exit"
+    )
+    p.add_argument(
         "--trees",
-        default="mixed,small",
-        help="comma-separated: mixed, small, huge (huge = 200,000 tiny files)",
+        default=",".join(TREE_KINDS),
+        help="comma-separated: mixed, small, large (4 x 1 GiB), huge (200,000 tiny files)",
     )
     p.add_argument("--huge", action="store_true", help="add the huge-count tree")
     p.add_argument(
         "--ops",
-        default="id",
-        help="id, all, or a comma-separated list of " + ", ".join(op.name for op in OPERATIONS),
+        default="all",
+        help="all, local, s3, or a comma-separated list of " + ", ".join(OP_NAMES),
+    )
+    p.add_argument(
+        "--large-ops",
+        default=",".join(DEFAULT_KIND_OPS["large"]),
+        help="operations (among --ops) run on the large tree",
     )
     p.add_argument(
         "--huge-ops",
-        default="id",
-        help="operations (among --ops) run on the huge-count tree; `cp -r` of 200,000 files "
+        default=",".join(DEFAULT_KIND_OPS["huge"]),
+        help="operations (among --ops) run on the huge-count tree; creating 200,000 files "
         "takes minutes per run on a slow filesystem",
     )
     p.add_argument("--tools", default=",".join(ALL_TOOLS), help="comma-separated subset")
-    p.add_argument("--repeat", type=int, default=None, help="timed rounds (default 5; quick 2)")
+    p.add_argument("--repeat", type=int, default=None, help="timed rounds (default 3; quick 1)")
+    p.add_argument(
+        "--large-repeat",
+        type=int,
+        default=None,
+        help="timed rounds on the large tree (default 1: every push and pull writes 4 GiB)",
+    )
+    p.add_argument(
+        "--peer-repeat",
+        type=int,
+        default=1,
+        help="timed rounds of tar, rclone and restic in the local operations (no target "
+        "depends on them; at most --repeat)",
+    )
+    p.add_argument(
+        "--large-warmup",
+        action="store_true",
+        help="a warm-up round on the large tree too (default: none - only the stat-cache "
+        "priming runs; the first timed round checks thoroughly and every run's inputs are "
+        "read into the page cache before the timer starts)",
+    )
     p.add_argument(
         "--s3-repeat",
         type=int,
         default=None,
-        help="timed rounds of the s3-* operations (default 3; quick 2)",
+        help="timed rounds of the s3-* operations (default 3; quick 1)",
     )
     p.add_argument(
         "--weed",
@@ -2094,7 +2635,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--exit-runs",
         type=int,
         default=None,
-        help="clean-exit check: `id` runs per snapdir (default 50; quick 10; 0: off)",
+        help="clean-exit check: `id` runs per snapdir (default 50; quick 5; 0: off)",
     )
     p.add_argument(
         "--out",
@@ -2102,6 +2643,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="Markdown report (default docs/benchmarks.md; with --quick "
         "<workdir>/benchmarks-quick.md)",
+    )
+    p.add_argument(
+        "--notes",
+        type=Path,
+        default=None,
+        help="Markdown put into the report as its `Notes` section (e.g. why a target is missed)",
     )
     p.add_argument(
         "--workdir",
@@ -2123,11 +2670,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     args.workdir = args.workdir.resolve()
     if args.repeat is None:
-        args.repeat = 2 if args.quick else 5
+        args.repeat = 1 if args.quick else 3
+    if args.large_repeat is None:
+        args.large_repeat = 1
     if args.s3_repeat is None:
-        args.s3_repeat = 2 if args.quick else 3
+        args.s3_repeat = 1 if args.quick else 3
     if args.exit_runs is None:
-        args.exit_runs = 10 if args.quick else 50
+        args.exit_runs = 5 if args.quick else 50
     if args.threads is None:
         args.threads = (
             len(os.sched_getaffinity(0))
@@ -2138,15 +2687,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.out = (
             args.workdir / "benchmarks-quick.md" if args.quick else REPO / "docs" / "benchmarks.md"
         )
-    if args.repeat < 1 or args.s3_repeat < 1:
-        p.error("--repeat and --s3-repeat must be at least 1")
+    if min(args.repeat, args.large_repeat, args.s3_repeat, args.peer_repeat) < 1:
+        p.error("--repeat, --large-repeat, --s3-repeat and --peer-repeat must be at least 1")
+    if args.notes is not None and not args.notes.is_file():
+        p.error(f"--notes {args.notes}: no such file")
 
     kinds: list[str] = []
     for name in [t.strip() for t in args.trees.split(",") if t.strip()] + (
         ["huge"] if args.huge else []
     ):
         if name not in TREE_ALIASES:
-            p.error(f"unknown tree {name!r}: choose from mixed, small, huge")
+            p.error(f"unknown tree {name!r}: choose from {', '.join(TREE_KINDS)}")
         if TREE_ALIASES[name] not in kinds:
             kinds.append(TREE_ALIASES[name])
     args.tree_kinds = kinds
@@ -2155,14 +2706,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         expanded: list[str] = []
         for n in [o.strip() for o in text.split(",") if o.strip()]:
             for m in OP_GROUPS.get(n, (n,)):
-                if m not in {op.name for op in OPERATIONS}:
+                if m not in OP_NAMES:
                     p.error(f"unknown operation {m!r}")
                 if m not in expanded:
                     expanded.append(m)
         return expanded
 
     args.op_names = op_list(args.ops) or ["id"]
-    args.huge_op_names = [n for n in op_list(args.huge_ops) if n in args.op_names]
+    args.kind_ops = {
+        "large": [n for n in op_list(args.large_ops) if n in args.op_names],
+        "huge": [n for n in op_list(args.huge_ops) if n in args.op_names],
+    }
+    args.huge_op_names = args.kind_ops["huge"]
+    args.all_op_names = [
+        n
+        for n in args.op_names
+        if any(k not in args.kind_ops or n in args.kind_ops[k] for k in kinds)
+    ]
 
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     for t in tools:
@@ -2183,8 +2743,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so `finally` blocks stop SeaweedFS and the measured child.
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     failed_self_test = False
-    if args.self_test:
+    if args.self_test or args.self_test_only:
         failed_self_test = bool(self_test())
+        if args.self_test_only:
+            return 1 if failed_self_test else 0
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     machine = machine_info(args.workdir)  # before we load the machine ourselves
