@@ -703,6 +703,12 @@ impl Ingest for Ingestor {
         }
         match outcome {
             Ok(HashOutcome::File(h)) => {
+                if let Err(e) = confirm_if_racy(path, no_follow, &h) {
+                    if let Some(s) = spool.spill.take() {
+                        s.discard();
+                    }
+                    return Err(e);
+                }
                 self.place(&h.digest, spool)?;
                 Ok(HashOutcome::File(h))
             }
@@ -714,6 +720,42 @@ impl Ingest for Ingestor {
             }
         }
     }
+}
+
+/// A file modified within the timestamp granularity of its read may have been rewritten
+/// during the read with its size and times unchanged (the racy case of the stat cache):
+/// such a file is read a second time and must give the same bytes and stamp, else it is
+/// `IN_FLUX`. Settled files (the vast majority) are read once.
+fn confirm_if_racy(path: &Path, no_follow: bool, h: &crate::hash::Hashed) -> Result<()> {
+    let limit = crate::statcache::now_ns() - crate::statcache::RACY_MARGIN_NS;
+    if h.stamp.mtime_ns < limit && h.stamp.ctime_ns < limit {
+        return Ok(());
+    }
+    let changed = || Error::in_flux(path, "its content changed while it was read");
+    let mut f = match open_nonblocking(path, no_follow) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Error::in_flux(path, "it vanished"))
+        }
+        Err(e) => return Err(Error::io("cannot open", path, e)),
+    };
+    let stamp_now = |f: &File| -> Result<crate::hash::Stamp> {
+        f.metadata()
+            .map(|m| crate::hash::Stamp::of(&m))
+            .map_err(|e| Error::io("cannot stat", path, e))
+    };
+    let same = |s: &crate::hash::Stamp| {
+        s.same_content(&h.stamp) && s.ino == h.stamp.ino && s.dev == h.stamp.dev
+    };
+    if !same(&stamp_now(&f)?) {
+        return Err(changed());
+    }
+    let (d, n) = hash_stream(&mut f, h.stamp.size, |_| Ok(()))
+        .map_err(|e| Error::io("cannot read", path, e))?;
+    if d != h.digest || n != h.stamp.size || !same(&stamp_now(&f)?) {
+        return Err(changed());
+    }
+    Ok(())
 }
 
 /// Writes `bytes` as the object `dst` (its shard directory exists): unnamed file + link
@@ -752,6 +794,28 @@ fn spill_chmod(mut spill: Spill, dst: &Path) -> Result<Spill> {
     }
 }
 
+/// A pool wider than the cores for pushes: creating shard directories and files waits on
+/// the file system's journal more than on the CPU, and with one thread per core every such
+/// wait idles a core that could be reading or hashing another file.
+fn io_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let n: usize = std::env::var("SNAPDIR_PUSH_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(8);
+        if n <= 1 {
+            return None;
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("snapdir-push-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
 /// What [`push_tree`] did.
 #[derive(Debug)]
 pub struct PushOutcome {
@@ -777,7 +841,10 @@ pub fn push_tree(
     let ingestor = Arc::new(Ingestor::new(root, opts.durable));
     let mut wo = walk_opts.clone();
     wo.ingest = Some(ingestor.clone());
-    let walked = walk(tree, &wo)?;
+    let walked = match io_pool() {
+        Some(pool) => pool.install(|| walk(tree, &wo))?,
+        None => walk(tree, &wo)?,
+    };
     let mut stats = ingestor.stats();
     let id = walked.manifest.id();
     if manifest_path(root, &id).is_file() {
