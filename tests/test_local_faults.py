@@ -14,11 +14,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import snapdir
+from servers.fixtures import seaweedfs_fixture  # noqa: F401  (the `seaweedfs` fixture)
+from servers.seaweed import S3Server
 from storeutil import (
     cli_env,
     files_below,
@@ -357,3 +360,294 @@ def test_pull_from_a_store_the_user_cannot_read(shared_dir: Path) -> None:
     assert out["kind"] == "SnapdirError", out
     assert sid in out["message"] or str(store) in out["message"], out
     assert not (dest_parent / "dest").exists()
+
+
+def test_push_of_an_unreadable_source_file_succeeds_once_it_is_readable(
+    shared_dir: Path,
+) -> None:
+    """The same user, the same command, after the file's mode is fixed: the push goes
+    through and the store, which the failed run left without a manifest, verifies."""
+    src = shared_dir / "src"
+    write(src / "ok.txt", "ok\n")
+    secret = write(src / "sub" / "secret.bin", "secret\n", 0o000)
+    for d in (src, src / "sub"):
+        os.chmod(d, 0o755)
+    store = world_writable_store(shared_dir)
+    failed = run_op_as("push", str(src), uri(store), unreadable=[str(secret)])
+    assert failed["kind"] == "SnapdirError", failed
+    assert str(secret) in failed["message"], failed
+    os.chmod(secret, 0o644)
+    out = run_op_as("push", str(src), uri(store))
+    assert out["euid"] == 65534
+    assert out["kind"] == "ok", out
+    assert out["result"] == tree_id(src)
+    assert list_manifests(store) == [out["result"]]
+    assert_store_consistent(store)
+
+
+# --- the stat cache on a full or read-only file system --------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_push_with_the_cache_directory_on_a_broken_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """The stat cache is an optimisation: when it cannot be written the push still succeeds
+    (and stores the right snapshot)."""
+    src = tmp_path / "src"
+    for i in range(200):
+        write(src / f"d{i % 5}" / f"{i}.txt", f"file {i}\n")
+    store = tmp_path / "store"
+    with tmpfs(tmp_path / "fs", "64k") as fs:
+        cache = fs / "cache"
+        if fault == "full":
+            cache.mkdir()
+            with open(fs / "filler", "wb", buffering=0) as f:  # fill it to the last block
+                try:
+                    while True:
+                        f.write(b"\0" * 4096)
+                except OSError:
+                    pass
+        else:
+            remount(fs, "ro")
+        monkeypatch.setenv("SNAPDIR_CACHE_DIR", str(cache))
+        try:
+            sid = push(src, store)
+        finally:
+            remount(fs, "rw")
+    monkeypatch.delenv("SNAPDIR_CACHE_DIR")
+    assert sid == tree_id(src)
+    assert verify(sid, store)
+    assert_store_consistent(store)
+
+
+# --- a source file that changes while it is pushed ------------------------------------------
+
+BIG = 24 * MiB
+
+
+class Mutator:
+    """Changes one file, over and over, from a background thread: ``grow`` appends, ``shrink``
+    truncates, ``rewrite`` overwrites bytes in place keeping the size and the mtime (which a
+    size/mtime check alone cannot see). :meth:`step` makes one change now."""
+
+    def __init__(self, path: Path, mode: str) -> None:
+        import random
+        import threading
+
+        self.path = path
+        self.mode = mode
+        self.steps = 0
+        self._rng = random.Random(7)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"mutate-{mode}", daemon=True)
+
+    def step(self) -> None:
+        if self.mode == "grow":
+            with open(self.path, "ab") as f:
+                f.write(self._rng.randbytes(16 * 1024))
+        elif self.mode == "shrink":
+            size = self.path.stat().st_size
+            os.truncate(self.path, max(0, size - 64 * 1024))
+        else:
+            st = self.path.stat()
+            with open(self.path, "r+b") as f:
+                f.seek(self._rng.randrange(max(1, st.st_size - 4096)))
+                f.write(self._rng.randbytes(4096))
+            os.utime(self.path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        self.steps += 1
+
+    def _loop(self) -> None:
+        import time
+
+        while not self._stop.is_set():
+            self.step()
+            time.sleep(0.005)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        assert not self._thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def s3_bucket(seaweedfs: S3Server) -> str:
+    client = seaweedfs.client()
+    name = f"local-faults-{os.urandom(4).hex()}"
+    client.create_bucket(Bucket=name)
+    client.close()
+    return name
+
+
+def s3_env(mp: pytest.MonkeyPatch, server: S3Server) -> None:
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "SNAPDIR_S3_")):
+            mp.delenv(name)
+    mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    mp.setenv("AWS_CONFIG_FILE", os.devnull)
+    mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    mp.setenv("AWS_ACCESS_KEY_ID", server.access_key)
+    mp.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
+    mp.setenv("AWS_DEFAULT_REGION", server.region)
+    mp.setenv("SNAPDIR_S3_STORE_ENDPOINT_URL", server.endpoint_url)
+    # The big file goes multipart: the check at its end guards the last part.
+    mp.setenv("SNAPDIR_S3_MULTIPART_THRESHOLD", str(8 * MiB))
+    mp.setenv("SNAPDIR_S3_PART_SIZE", str(5 * MiB))
+
+
+def s3_problems(server: S3Server, store_uri: str) -> list[str]:
+    """Every key under the store re-hashed through the SDK: objects and manifests must hash
+    to their keys, every manifest must verify, no multipart upload may hold parts."""
+    from snapdir._snapdir import blake3_hex
+
+    parsed = snapdir.StoreUri(store_uri)
+    prefix = parsed.prefix + "/"
+    client = server.client()
+    problems: list[str] = []
+    manifests: list[str] = []
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=parsed.bucket, Prefix=prefix
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                key = str(item["Key"])
+                data = client.get_object(Bucket=parsed.bucket, Key=key)["Body"].read()
+                area, _, rest = key[len(prefix) :].partition("/")
+                if blake3_hex(data) != rest.replace("/", ""):
+                    problems.append(f"{key} holds other bytes")
+                if area == ".manifests":
+                    manifests.append(rest.replace("/", ""))
+        uploads = client.list_multipart_uploads(Bucket=parsed.bucket, Prefix=prefix)
+        for up in uploads.get("Uploads", []):
+            parts = client.list_parts(Bucket=parsed.bucket, Key=up["Key"], UploadId=up["UploadId"])
+            if parts.get("Parts"):
+                problems.append(f"unfinished upload of {up['Key']} holds parts")
+    finally:
+        client.close()
+    for sid in manifests:
+        if not run(lambda sid=sid: snapdir.verify(sid, store_uri)):  # type: ignore[misc]
+            problems.append(f"{sid} does not verify")
+    return problems
+
+
+@pytest.mark.parametrize("mode", ["grow", "shrink", "rewrite"])
+@pytest.mark.parametrize(
+    ("backend", "when"),
+    # A file:// push reads each file once (hashing and copying in one pass, or the copy
+    # re-hashing what it writes), so there only "all along" is meaningful.
+    [("file", "walk"), ("s3", "walk"), ("s3", "upload")],
+)
+def test_source_file_changing_while_it_is_pushed(
+    backend: str,
+    mode: str,
+    when: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A large file keeps changing during the push, from the start (``walk``: while it is
+    hashed) or from the moment the walk returns (``upload``: while it is copied, the first
+    change made before the copy begins). The push either fails with InFluxError naming the
+    file or succeeds with a snapshot that verifies; it never stores bytes under a wrong key
+    or a manifest without its objects. Once the file holds still, the same push succeeds and
+    a pull gives the file back byte for byte."""
+    import snapdir._push as push_module
+
+    src = tmp_path / "src"
+    write(src / "small.txt", "small\n")
+    big = write(src / "data" / "big.bin", os.urandom(BIG))
+    if backend == "s3":
+        server: S3Server = request.getfixturevalue("seaweedfs")
+        s3_env(monkeypatch, server)
+        store_uri = f"s3://{request.getfixturevalue('s3_bucket')}/{os.urandom(4).hex()}/store"
+    else:
+        store_uri = uri(tmp_path / "store")
+    mutator = Mutator(big, mode)
+    original: Callable[..., Awaitable[snapdir.Manifest]] = getattr(  # noqa: B009
+        push_module,
+        "walk_manifest",  # (not re-exported, hence getattr)
+    )
+
+    async def walk_then_change(*args: Any, **kwargs: Any) -> snapdir.Manifest:
+        m = await original(*args, **kwargs)
+        mutator.step()
+        mutator.start()
+        return m
+
+    if when == "walk":
+        mutator.start()
+    else:
+        monkeypatch.setattr(push_module, "walk_manifest", walk_then_change)
+
+    async def go() -> str:
+        return await snapdir.push(src, store_uri, use_cache=False)
+
+    outcome: str | BaseException
+    try:
+        outcome = run(go)
+    except snapdir.SnapdirError as e:
+        outcome = e
+    finally:
+        mutator.stop()
+        monkeypatch.setattr(push_module, "walk_manifest", original)
+    assert mutator.steps > 0
+    if when == "upload":
+        assert isinstance(outcome, snapdir.InFluxError), f"a change after the walk: {outcome!r}"
+    if isinstance(outcome, BaseException):
+        assert isinstance(outcome, snapdir.InFluxError), repr(outcome)
+        assert str(big) in str(outcome), str(outcome)
+
+    def problems() -> list[str]:
+        if backend == "s3":
+            return s3_problems(server, store_uri)
+        assert_store_consistent(tmp_path / "store")
+        return []
+
+    assert problems() == []
+    sid = run(go)  # the file holds still now
+    assert sid == tree_id(src)
+    assert run(lambda: snapdir.verify(sid, store_uri))
+    assert problems() == []
+    dest = tmp_path / "dest"
+    run(lambda: snapdir.pull(sid, store_uri, dest))
+    assert (dest / "data" / "big.bin").read_bytes() == big.read_bytes()
+
+
+# --- a cloud pull into a full disk ----------------------------------------------------------
+
+
+def test_pull_from_s3_into_a_full_disk_then_after_freeing_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seaweedfs: S3Server, s3_bucket: str
+) -> None:
+    """The cloud download path (objects streamed by the SDK into staging files) on a full
+    disk: an error naming the destination, no partial or staging files, the store untouched;
+    once there is room the same pull succeeds."""
+    s3_env(monkeypatch, seaweedfs)
+    src = five_mib_tree(tmp_path / "src")
+    store_uri = f"s3://{s3_bucket}/{os.urandom(4).hex()}/store"
+
+    async def push_s3() -> str:
+        return await snapdir.push(src, store_uri)
+
+    sid = run(push_s3)
+    with tmpfs(tmp_path / "fs", "2m") as fs:
+        dest = fs / "dest"
+
+        async def pull_s3() -> None:
+            await snapdir.pull(sid, store_uri, dest)
+
+        with pytest.raises(snapdir.SnapdirError) as info:
+            run(pull_s3)
+        assert str(dest) in str(info.value), str(info.value)
+        assert files_below(fs) == set(), f"partial files left: {sorted(files_below(fs))}"
+        assert staging_leftovers(fs) == []
+        remount(fs, "size=16m")
+        run(pull_s3)
+        assert tree_id(dest) == sid
+        assert staging_leftovers(fs) == []
+    assert s3_problems(seaweedfs, store_uri) == []

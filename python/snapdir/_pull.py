@@ -54,19 +54,23 @@ async def pull_with_stats(
     target = _absolute(dest)
     inner = unwrap(st)
     durable = isinstance(inner, FileStore) and inner.durable
+    # One token for the plan's life: the plan keeps the token it is made with and its fill
+    # watches that one, so each later step must cancel the same token.
+    cancel = _snapdir.CancelToken()
     plan = await run_cancellable(
         lambda token: _snapdir.plan_checkout(
             m, target, force, delete, preserve_special_bits, durable, token, None
-        )
+        ),
+        cancel,
     )
     needed = plan.needed()
     announce_total(progress, len(needed), sum(n for _, n in needed))
     try:
         if isinstance(inner, FileStore):
             inner.require()
-            await run_cancellable(lambda _t: plan.fill_from_store(inner.root))
+            await run_cancellable(lambda _t: plan.fill_from_store(inner.root), cancel)
         else:
-            await run_cancellable(lambda _t: plan.prepare())
+            await run_cancellable(lambda _t: plan.prepare(), cancel)
             gets = []
             for i, (c, size) in enumerate(needed):
                 staged = plan.staged_path(i)
@@ -76,7 +80,7 @@ async def pull_with_stats(
                 else:
                     gets.append(ObjectGet(c, os.fspath(staged), size))
             await st.get_objects(gets, jobs=jobs, progress=progress)
-        written, kept, nbytes, removed = await run_cancellable(lambda _t: plan.commit())
+        written, kept, nbytes, removed = await run_cancellable(lambda _t: plan.commit(), cancel)
     except BaseException:
         plan.abort()
         raise

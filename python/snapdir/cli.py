@@ -209,8 +209,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``snapdir`` console script; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_command_in(args_list))
-    args = parser.parse_args(args_list)
+    try:
+        # Building the parser imports the store commands: Ctrl-C this early is no error.
+        parser = build_parser(_command_in(args_list))
+        args = parser.parse_args(args_list)
+    except KeyboardInterrupt:
+        print("snapdir: interrupted", file=sys.stderr)
+        return 130
     handler: Handler = args.handler
     try:
         if getattr(args, "jobs", 1) < 1:

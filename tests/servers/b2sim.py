@@ -47,6 +47,7 @@ from __future__ import annotations
 import base64
 import enum
 import io
+import itertools
 import json
 import re
 import sys
@@ -109,6 +110,18 @@ class _B2Failure(Exception):
 
 class _LoopbackBucketSimulator(BucketSimulator):  # type: ignore[misc]
     MAX_SIMPLE_COPY_SIZE = 5_000_000_000
+    # b2sdk's simulator has 200 upload URLs, 4,999 upload timestamps and 9,999 file ids per
+    # bucket, then answers every upload with a 500 (StopIteration): a long test session, or
+    # faults that make b2sdk discard upload URLs, would run out. These counters do not end
+    # (file ids still count down, at a fixed width so that they also sort as strings).
+    FIRST_FILE_NUMBER = 999_999_999
+    FIRST_FILE_ID = str(FIRST_FILE_NUMBER)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.upload_url_counter = itertools.count()
+        self.file_id_counter = itertools.count(self.FIRST_FILE_NUMBER, -1)
+        self.upload_timestamp_counter = itertools.count(5000)
 
 
 class _LoopbackSimulator(RawSimulator):  # type: ignore[misc]

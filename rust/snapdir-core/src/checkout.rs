@@ -469,7 +469,12 @@ impl Plan {
                     fs::File::create(&dst).map_err(|e| Error::io("cannot create", &dst, e))?;
                     return Ok(());
                 }
-                let got = crate::store::get_object(root, &n.checksum, &dst)?;
+                let got = crate::store::get_object_cancellable(
+                    root,
+                    &n.checksum,
+                    &dst,
+                    opts.cancel.as_deref(),
+                )?;
                 if got != n.size {
                     return Err(Error::new(
                         Code::HashMismatch,

@@ -302,9 +302,25 @@ pub fn copy_hashing(
     dst: &mut File,
     size_hint: u64,
 ) -> Result<([u8; 32], u64), CopyError> {
+    copy_hashing_cancellable(src, dst, size_hint, None)
+}
+
+/// [`copy_hashing`] that gives up between chunks once `cancel` is set, so that Ctrl-C does
+/// not wait for a multi-GiB object to be copied to the end; the error is a write error of
+/// kind `Interrupted`.
+pub fn copy_hashing_cancellable(
+    src: &mut File,
+    dst: &mut File,
+    size_hint: u64,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<([u8; 32], u64), CopyError> {
     use std::io::Write;
     let mut write_error: Option<io::Error> = None;
     let r = crate::hash::hash_stream(src, size_hint, |chunk| {
+        if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+            write_error = Some(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+            return Err(io::Error::from(io::ErrorKind::Interrupted));
+        }
         dst.write_all(chunk).map_err(|e| {
             let kind = e.kind();
             write_error = Some(e);

@@ -240,7 +240,16 @@ fn write_object(
     // after a crash, one metadata operation fewer than create + rename).
     if !replace {
         if let Some(mut out) = fsx::open_unnamed(parent) {
-            let n = copy_checked(&mut src, &mut out, source, checksum, size, origin, dst)?;
+            let n = copy_checked(
+                &mut src,
+                &mut out,
+                source,
+                checksum,
+                size,
+                origin,
+                dst,
+                opts.cancel.as_deref(),
+            )?;
             if opts.durable {
                 out.sync_all()
                     .map_err(|e| Error::io("cannot sync", dst, e))?;
@@ -275,7 +284,16 @@ fn write_object(
             Err(e) => return Err(Error::io("cannot create", &tmp, e)),
         };
         fsx::fchmod(&out, 0o644).map_err(|e| Error::io("cannot chmod", &tmp, e))?;
-        let n = copy_checked(&mut src, &mut out, source, checksum, size, origin, dst)?;
+        let n = copy_checked(
+            &mut src,
+            &mut out,
+            source,
+            checksum,
+            size,
+            origin,
+            dst,
+            opts.cancel.as_deref(),
+        )?;
         if opts.durable {
             out.sync_all()
                 .map_err(|e| Error::io("cannot sync", &tmp, e))?;
@@ -294,6 +312,7 @@ fn write_object(
 }
 
 /// Copies while hashing and checks the result is exactly object `checksum` of `size` bytes.
+#[allow(clippy::too_many_arguments)]
 fn copy_checked(
     src: &mut File,
     out: &mut File,
@@ -302,8 +321,10 @@ fn copy_checked(
     size: u64,
     origin: Origin,
     dst: &Path,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<u64> {
-    let (d, n) = fsx::copy_hashing(src, out, size).map_err(|e| e.at(source, dst))?;
+    let (d, n) =
+        fsx::copy_hashing_cancellable(src, out, size, cancel).map_err(|e| e.at(source, dst))?;
     if &d != checksum || n != size {
         return Err(match origin {
             Origin::Tree => Error::in_flux(source, "its content no longer matches the walk"),
@@ -330,6 +351,17 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// Copies one object of the store at `root` to `dest` (any path), verifying it; on a
 /// mismatch `dest` is removed and `HASH_MISMATCH` raised.
 pub fn get_object(root: &Path, checksum: &Digest, dest: &Path) -> Result<u64> {
+    get_object_cancellable(root, checksum, dest, None)
+}
+
+/// [`get_object`] that stops within a chunk of `cancel` being set (the copy fails and
+/// `dest` is removed).
+pub fn get_object_cancellable(
+    root: &Path,
+    checksum: &Digest,
+    dest: &Path,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<u64> {
     let src_path = object_path(root, checksum);
     let mut src = match open_nonblocking(&src_path, true) {
         Ok(f) => f,
@@ -347,7 +379,7 @@ pub fn get_object(root: &Path, checksum: &Digest, dest: &Path) -> Result<u64> {
     };
     let size = src.metadata().map(|m| m.len()).unwrap_or(0);
     let mut out = File::create(dest).map_err(|e| Error::io("cannot create", dest, e))?;
-    let res = fsx::copy_hashing(&mut src, &mut out, size);
+    let res = fsx::copy_hashing_cancellable(&mut src, &mut out, size, cancel);
     match res {
         Ok((d, n)) if &d == checksum => Ok(n),
         Ok((d, _)) => {
@@ -1032,5 +1064,73 @@ mod tests {
         .unwrap();
         assert_eq!(out.stats.written, 1);
         assert_eq!(sound_keys(&store).len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod cancel_tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// A store holding one object of `size` pseudo-random bytes; returns (store, digest).
+    fn store_with_object(dir: &Path, size: usize) -> Digest {
+        let mut data = vec![0u8; size];
+        let mut x: u32 = 12345;
+        for b in data.iter_mut() {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            *b = (x >> 16) as u8;
+        }
+        let digest = *blake3::hash(&data).as_bytes();
+        let path = object_path(dir, &digest);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, &data).unwrap();
+        digest
+    }
+
+    #[test]
+    fn a_cancelled_copy_out_of_the_store_stops_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = store_with_object(dir.path(), 24 << 20);
+        let dest = dir.path().join("out");
+        let cancel = AtomicBool::new(true);
+        let err = get_object_cancellable(dir.path(), &digest, &dest, Some(&cancel)).unwrap_err();
+        assert!(err.to_string().contains("interrupted"), "{err}");
+        assert!(!dest.exists());
+        cancel.store(false, Ordering::Relaxed);
+        let n = get_object_cancellable(dir.path(), &digest, &dest, Some(&cancel)).unwrap();
+        assert_eq!(n, 24 << 20);
+    }
+
+    #[test]
+    fn a_cancelled_put_stops_within_the_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let src_dir = tempfile::tempdir().unwrap();
+        let digest = store_with_object(src_dir.path(), 24 << 20);
+        let source = object_path(src_dir.path(), &digest);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let opts = LocalOptions {
+            cancel: Some(cancel.clone()),
+            ..Default::default()
+        };
+        // Set once the batch has begun (the per-object check has passed): only the check
+        // inside the copy can stop it.
+        let dst = object_path(dir.path(), &digest);
+        fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        let mut src = File::open(&source).unwrap();
+        let mut out = File::create(dir.path().join("partial")).unwrap();
+        cancel.store(true, Ordering::Relaxed);
+        let err = copy_checked(
+            &mut src,
+            &mut out,
+            &source,
+            &digest,
+            24 << 20,
+            Origin::Tree,
+            &dst,
+            opts.cancel.as_deref(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("interrupted"), "{err}");
+        assert!(!dst.exists());
     }
 }
