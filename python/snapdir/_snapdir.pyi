@@ -113,6 +113,9 @@ class Progress:
     @property
     def reused(self) -> int:
         """Files whose checksum came from the stat cache (included in ``files``)."""
+    @property
+    def dirs_reused(self) -> int:
+        """Directories whose listing came from the stat cache (not read again)."""
 
 @final
 class Hasher:

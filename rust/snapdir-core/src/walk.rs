@@ -32,6 +32,8 @@ pub struct Progress {
     pub bytes: AtomicU64,
     /// Files whose checksum came from the stat cache (counted in `files` too), not read.
     pub reused: AtomicU64,
+    /// Directories whose listing came from the stat cache (not read again).
+    pub dirs_reused: AtomicU64,
 }
 
 /// How to walk.
@@ -247,6 +249,9 @@ fn walk_dir(
     let old = ctx.cache.and_then(|c| c.dir(rel));
     let reuse = old.filter(|o| o.listing_valid_for(&stamp) && ctx.listing_reuse_ok(stamp.dev, dir));
     let read;
+    if let (Some(_), Some(p)) = (reuse, &ctx.opts.progress) {
+        p.dirs_reused.fetch_add(1, Ordering::Relaxed);
+    }
     let listed: Vec<(&[u8], u8, Option<OldChild<'_>>)> = match reuse {
         Some(o) => (0..o.len())
             .map(|k| {
