@@ -214,6 +214,8 @@ def plan_checkout(
     durable: bool = False,
     cancel: CancelToken | None = None,
     progress: Progress | None = None,
+    link: str = "copy",
 ) -> CheckoutPlan:
     """Compare ``dest`` with ``manifest`` (read-only); raises ``ConflictError`` listing
-    differing local files unless ``force``."""
+    differing local files unless ``force``. ``link`` (``"copy"``, ``"hardlink"``,
+    ``"reflink"``) says how ``fill_from_store`` gives files their content."""
