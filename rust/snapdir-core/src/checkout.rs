@@ -471,7 +471,7 @@ fn unsupported(what: &str, root: &Path, dest: &Path, e: io::Error) -> Error {
         Code::Io,
         format!(
             "cannot {what} objects of {} ({}) into {} ({}): {e}; {what} checkouts need the \
-             cache and the destination on one file system{} (use link='copy', or put the \
+             cache and the destination on one file system{} (use link=\"copy\" or --link copy, or put the \
              cache there with SNAPDIR_CACHE_DIR)",
             display_path(root),
             fsx::fs_name(root),
