@@ -11,6 +11,7 @@ import asyncio
 import os
 import random
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ import snapdir
 from snapdir import _snapdir
 from snapdir._manifest import stat_cache_dir
 
-N_TREES = 24
+N_TREES = 40
 
 
 def build(root: Path) -> None:
@@ -40,6 +41,9 @@ def build(root: Path) -> None:
     os.symlink("t1", root / "link")
     for i in range(20):
         (root / "sub" / f"n{i:02}").write_bytes(f"file {i}".encode())
+    five = root / "l1" / "l2" / "l3" / "l4" / "l5"
+    five.mkdir(parents=True)
+    (five / "f.txt").write_bytes(b"five levels deep")
 
 
 @pytest.fixture(scope="module")
@@ -47,20 +51,20 @@ def aged_pool(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     base = tmp_path_factory.mktemp("aged")
     pool = []
     for i in range(N_TREES):
-        r = base / f"t{i}"
-        r.mkdir()
+        r = base / f"t{i}" / "tree"
+        r.mkdir(parents=True)
         build(r)
-        pool.append(r)
+        pool.append(r.parent)
     time.sleep(2.2)
     return pool
 
 
 @pytest.fixture
 def aged(aged_pool: list[Path], tmp_path: Path) -> Path:
-    """A tree whose files are older than the racy margin, at a path of this test's own."""
-    dest = tmp_path / "tree"
-    os.rename(aged_pool.pop(), dest)
-    return dest
+    """A tree whose files and directories are older than the racy margin, at a path of
+    this test's own (its parent is moved: a rename sets the moved directory's ctime)."""
+    os.rename(aged_pool.pop(), tmp_path / "w")
+    return tmp_path / "w" / "tree"
 
 
 def walk(root: Path, **kw: object) -> tuple[snapdir.Manifest, int, int]:
@@ -74,6 +78,21 @@ def walk(root: Path, **kw: object) -> tuple[snapdir.Manifest, int, int]:
         str(root), no_follow, False, exclude, None, prog, stat_cache_dir(use_cache), rehash
     )
     return m, prog.files, prog.reused
+
+
+def walk_dirs(root: Path) -> tuple[snapdir.Manifest, int, int, int]:
+    """Manifest with the cache, files counted, files reused, directory listings reused."""
+    prog = _snapdir.Progress()
+    m, _ = _snapdir.walk(str(root), False, False, [], None, prog, stat_cache_dir(True), False)
+    return m, prog.files, prog.reused, prog.dirs_reused
+
+
+def n_dirs(root: Path) -> int:
+    return 1 + sum(1 for p in root.rglob("*") if p.is_dir() and not p.is_symlink())
+
+
+def paths(m: snapdir.Manifest) -> set[str]:
+    return {e.path for e in m.entries}
 
 
 def uncached(root: Path, **kw: object) -> snapdir.Manifest:
@@ -112,6 +131,141 @@ def test_noop_reuses_every_file_and_equals_uncached(aged: Path) -> None:
     m = primed(aged)
     assert m == uncached(aged)
     assert len(cache_files()) == 1
+
+
+def test_unchanged_directories_are_not_listed_again(aged: Path) -> None:
+    primed(aged)
+    m, files, reused, dirs = walk_dirs(aged)
+    assert (reused, dirs) == (files, n_dirs(aged))
+    assert m == uncached(aged)
+
+
+@pytest.mark.parametrize(
+    ("edit", "changed_dirs"),
+    [
+        (lambda r: (r / "sub" / "added").write_bytes(b"added"), 1),
+        (lambda r: (r / "sub" / "n07").unlink(), 1),
+        (lambda r: os.rename(r / "sub" / "n07", r / "sub" / "n07-renamed"), 1),
+        # Moved to another directory: both are read again.
+        (lambda r: os.rename(r / "sub" / "n07", r / "deep" / "er" / "n07"), 2),
+    ],
+    ids=["added", "removed", "renamed", "moved"],
+)
+def test_entry_change_inside_a_cached_directory(
+    aged: Path, edit: Callable[[Path], object], changed_dirs: int
+) -> None:
+    before = primed(aged)
+    edit(aged)
+    m, _files, _reused, dirs = walk_dirs(aged)
+    assert m == uncached(aged)
+    assert m != before
+    # Only the directories whose entries changed are listed again.
+    assert dirs == n_dirs(aged) - changed_dirs
+
+
+def test_directory_replaced_by_another_with_the_same_name(aged: Path) -> None:
+    before = primed(aged)
+    sub = aged / "sub"
+    st = sub.stat()
+    shutil.copytree(sub, aged / "sub2")  # copy2: the files keep their mtimes
+    c = aged / "sub2" / "c.txt"
+    cst = c.stat()
+    c.write_bytes(b"CHARLIE")  # same size, mtime restored
+    os.utime(c, ns=(cst.st_atime_ns, cst.st_mtime_ns))
+    (aged / "sub2" / "n03").unlink()
+    (aged / "sub2" / "extra").write_bytes(b"extra")
+    os.utime(aged / "sub2", ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.rename(sub, aged / "old")
+    os.rename(aged / "sub2", sub)
+    shutil.rmtree(aged / "old")
+    assert sub.stat().st_mtime_ns == st.st_mtime_ns
+    assert sub.stat().st_ino != st.st_ino
+    m = walk_dirs(aged)[0]
+    assert m == uncached(aged)
+    assert m != before
+    assert "./sub/extra" in paths(m)
+    assert "./sub/n03" not in paths(m)
+
+
+def test_content_change_five_levels_deep(aged: Path) -> None:
+    # No directory changes: every listing is reused, and the file is still seen.
+    before = primed(aged)
+    p = aged / "l1" / "l2" / "l3" / "l4" / "l5" / "f.txt"
+    st = p.stat()
+    p.write_bytes(b"FIVE LEVELS DEEP")
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    m, files, reused, dirs = walk_dirs(aged)
+    assert m == uncached(aged)
+    assert m != before
+    assert dirs == n_dirs(aged)
+    assert files - reused == 1
+
+
+def test_directory_mtime_restored_after_adding_a_file(aged: Path, tmp_path: Path) -> None:
+    before = primed(aged)
+    d = aged / "deep" / "er"
+    ref = tmp_path / "ref"
+    ref.write_bytes(b"")
+    st = d.stat()
+    os.utime(ref, ns=(st.st_atime_ns, st.st_mtime_ns))
+    (d / "new.txt").write_bytes(b"new")
+    subprocess.run(["touch", "-r", str(ref), str(d)], check=True)
+    # The mtime is back; the ctime is not (no call can set it).
+    assert d.stat().st_mtime_ns == st.st_mtime_ns
+    assert d.stat().st_ctime_ns != st.st_ctime_ns
+    m, _files, _reused, dirs = walk_dirs(aged)
+    assert m == uncached(aged)
+    assert m != before
+    assert "./deep/er/new.txt" in paths(m)
+    assert dirs == n_dirs(aged) - 1
+
+
+def test_racy_directory_is_listed_again(tmp_path: Path) -> None:
+    # Listed just now: a file added within the same timestamp tick could leave the
+    # directory's mtime as it was, so its listing is not remembered yet.
+    root = tmp_path / "r"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "a").write_bytes(b"a")
+    walk_dirs(root)
+    (root / "d" / "b").write_bytes(b"b")
+    m, _files, _reused, dirs = walk_dirs(root)
+    assert dirs == 0
+    assert "./d/b" in paths(m)
+    assert m == uncached(root)
+
+
+def test_version_1_cache_is_ignored(aged: Path) -> None:
+    good = uncached(aged)
+    walk(aged)
+    (f,) = cache_files()
+    # A well-formed cache of the previous format (one record per file path) whose
+    # checksums are all wrong: read as the current format, it would poison the manifest.
+    real = os.path.realpath(aged).encode()
+    body = struct.pack("<I", len(real)) + real
+    n = 0
+    for p in sorted(aged.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            st = p.stat()
+            rel = ("./" + p.relative_to(aged).as_posix()).encode()
+            body += struct.pack("<I", len(rel)) + rel
+            body += struct.pack(
+                "<QQQqqI",
+                st.st_dev,
+                st.st_ino,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_mode,
+            )
+            body += b"\x01" * 32
+            n += 1
+    head = b"SNAPSTC\0" + struct.pack("<IIQQq", 1, 0, n, len(body), time.time_ns())
+    f.write_bytes(head + bytes.fromhex(_snapdir.blake3_hex(head + body)) + body)
+    m, files, reused = walk(aged)
+    assert reused == 0
+    assert m == good
+    # Replaced by the current format: the next walk reuses every file.
+    assert walk(aged)[1:] == (files, files)
 
 
 def test_content_change_same_size_mtime_restored(aged: Path) -> None:
@@ -343,7 +497,13 @@ def test_random_edits_cached_equals_uncached(aged: Path) -> None:
     for step in range(60):
         files = [p for p in aged.rglob("*") if p.is_file() and not p.is_symlink()]
         dirs = [aged] + [p for p in aged.rglob("*") if p.is_dir() and not p.is_symlink()]
-        op = rng.choice(["rewrite", "chmod", "rename", "delete", "add", "mkdir", "replace"])
+        subdirs = dirs[1:]
+        op = rng.choice(
+            [
+                *("rewrite", "chmod", "rename", "delete", "add", "mkdir", "replace"),
+                *("nest", "rmtree", "mvdir", "touchdir"),
+            ]
+        )
         if op == "rewrite" and files:
             p = rng.choice(files)
             st = p.stat()
@@ -368,5 +528,23 @@ def test_random_edits_cached_equals_uncached(aged: Path) -> None:
             tmp.write_bytes(os.urandom(st.st_size))
             os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
             os.replace(tmp, p)
+        elif op == "nest":
+            d = rng.choice(dirs)
+            for k in range(rng.randint(1, 4)):
+                d = d / f"n{step}-{k}"
+                d.mkdir()
+                (d / "f").write_bytes(os.urandom(rng.randint(0, 20)))
+        elif op == "rmtree" and subdirs:
+            shutil.rmtree(rng.choice(subdirs))
+        elif op == "mvdir" and subdirs:
+            src = rng.choice(subdirs)
+            dst = rng.choice([d for d in dirs if d != src and src not in d.parents])
+            os.rename(src, dst / f"m{step}")
+        elif op == "touchdir":
+            # An entry added, the directory's mtime set back (its ctime still moves).
+            d = rng.choice(dirs)
+            st = d.stat()
+            (d / f"t{step}").write_bytes(b"t")
+            os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns))
         m, _, _ = walk(aged)
         assert m == uncached(aged), (step, op)

@@ -197,6 +197,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
                 preserve_special_bits=args.preserve_special_bits,
                 jobs=getattr(args, "jobs", 32),
                 progress=rep,
+                link=args.link,
             ),
             store,
         )
@@ -325,6 +326,7 @@ def cmd_size(args: argparse.Namespace) -> int:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the store commands to the CLI's sub-parsers."""
+    from ._pull import LINK_MODES
     from .cli import _walk_args
 
     for name, help_ in (
@@ -366,6 +368,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
             "--preserve-special-bits",
             action="store_true",
             help="apply setuid/setgid/sticky bits from the manifest",
+        )
+        p.add_argument(
+            "--link",
+            choices=LINK_MODES,
+            default="copy",
+            help="copy files (default), hard-link the local cache's objects (read-only use: "
+            "editing a file in place edits the cache) or clone them (reflink: Btrfs, XFS); "
+            "see docs/checkout-links.md",
         )
         _jobs_arg(p)
         _progress_arg(p)

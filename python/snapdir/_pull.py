@@ -5,13 +5,17 @@ Materialising is done by the Rust core in three steps (plan, fill, commit; see
 ``rust/snapdir-core/src/checkout.rs``): the whole manifest is validated and the destination
 compared before anything is written, every object is verified in a private staging
 directory, and only then is the tree changed, never following a link that is already there.
+
+With ``link="hardlink"`` or ``link="reflink"`` the files are hard links to, or copy-on-write
+clones of, the local cache's objects (the snapshot is fetched into the cache first); see
+docs/checkout-links.md for the trade-offs.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from . import _snapdir
 from ._common import (
@@ -29,7 +33,22 @@ if TYPE_CHECKING:
     from .stores import Store
     from .stores._base import ProgressFn
 
-__all__ = ["checkout", "fetch", "pull", "pull_with_stats"]
+__all__ = ["LINK_MODES", "LinkMode", "checkout", "fetch", "pull", "pull_with_stats"]
+
+#: How a checkout gives files their content: ``"copy"`` (independent files, any store),
+#: ``"hardlink"`` (links to the cache's objects: read-only use) or ``"reflink"``
+#: (copy-on-write clones of the cache's objects, on Btrfs, XFS, ...).
+LinkMode = Literal["copy", "hardlink", "reflink"]
+LINK_MODES: tuple[LinkMode, ...] = ("copy", "hardlink", "reflink")
+
+
+def _check_link(link: str) -> None:
+    if link not in LINK_MODES:
+        from ._errors import InvalidArgumentError
+
+        raise InvalidArgumentError(
+            f"link must be one of {', '.join(repr(m) for m in LINK_MODES)}, not {link!r}"
+        )
 
 
 async def pull_with_stats(
@@ -42,12 +61,25 @@ async def pull_with_stats(
     preserve_special_bits: bool = False,
     jobs: int = DEFAULT_JOBS,
     progress: ProgressFn | None = None,
+    link: LinkMode = "copy",
 ) -> OpStats:
     """:func:`pull`, returning what it did."""
     from .stores import ObjectGet
     from .stores.file import FileStore
 
+    _check_link(link)
     sid = SnapshotId(snapshot_id)
+    fetch_requests = 0
+    if link != "copy":
+        # Links and clones point into the local cache: the snapshot goes there first
+        # (verified, only what the cache lacks), then the files come from it.
+        from ._cache import cache_store
+
+        cache = cache_store()
+        if not _is_store_at(open_wrapped(store, jobs), cache.root):
+            fetched = await copy_snapshot(sid, store, cache, jobs=jobs, progress=progress)
+            fetch_requests = int(fetched["requests"])
+        store = cache
     st = open_wrapped(store, jobs)
     before = st.request_count()
     m = await st.get_manifest(sid)
@@ -59,7 +91,7 @@ async def pull_with_stats(
     cancel = _snapdir.CancelToken()
     plan = await run_cancellable(
         lambda token: _snapdir.plan_checkout(
-            m, target, force, delete, preserve_special_bits, durable, token, None
+            m, target, force, delete, preserve_special_bits, durable, token, None, link
         ),
         cancel,
     )
@@ -90,8 +122,21 @@ async def pull_with_stats(
         files_kept=kept,
         bytes_written=nbytes,
         removed=removed,
-        requests=st.request_count() - before,
+        requests=st.request_count() - before + fetch_requests,
     )
+
+
+def _is_store_at(store: Store, root: str) -> bool:
+    """Whether ``store`` is the ``file://`` store at ``root`` (the cache itself)."""
+    from .stores.file import FileStore
+
+    inner = unwrap(store)
+    if not isinstance(inner, FileStore):
+        return False
+    try:
+        return os.path.samefile(inner.root, root)
+    except OSError:
+        return os.path.abspath(inner.root) == os.path.abspath(root)
 
 
 def _absolute(p: str | os.PathLike[str]) -> str:
@@ -113,6 +158,7 @@ async def pull(
     preserve_special_bits: bool = False,
     jobs: int = DEFAULT_JOBS,
     progress: ProgressFn | None = None,
+    link: LinkMode = "copy",
 ) -> None:
     """Materialise snapshot ``snapshot_id`` from ``store`` into ``dest`` (created if needed).
 
@@ -121,6 +167,11 @@ async def pull(
     Nothing is written outside ``dest``; setuid/setgid/sticky bits are dropped unless
     ``preserve_special_bits``. If any object is missing or corrupt the destination is left
     as it was. File modification times are not restored (the manifest does not carry them).
+
+    ``link="hardlink"`` or ``"reflink"`` fetch the snapshot into the local cache, then make
+    each file a hard link to (read-only use: editing one in place edits the cache) or a
+    copy-on-write clone of the cache's object; a file system that cannot is an error, not a
+    silent copy (docs/checkout-links.md).
     """
     await pull_with_stats(
         snapshot_id,
@@ -131,6 +182,7 @@ async def pull(
         preserve_special_bits=preserve_special_bits,
         jobs=jobs,
         progress=progress,
+        link=link,
     )
 
 
@@ -142,8 +194,11 @@ async def checkout(
     delete: bool = False,
     preserve_special_bits: bool = False,
     progress: ProgressFn | None = None,
+    link: LinkMode = "copy",
 ) -> None:
-    """:func:`pull` from the local cache (after :func:`stage` or :func:`fetch`)."""
+    """:func:`pull` from the local cache (after :func:`stage` or :func:`fetch`);
+    ``link="hardlink"`` / ``"reflink"`` link or clone the cache's objects instead of copying
+    them (docs/checkout-links.md)."""
     from ._cache import cache_store
 
     await pull(
@@ -154,6 +209,7 @@ async def checkout(
         delete=delete,
         preserve_special_bits=preserve_special_bits,
         progress=progress,
+        link=link,
     )
 
 

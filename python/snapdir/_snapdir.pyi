@@ -114,6 +114,9 @@ class Progress:
     @property
     def reused(self) -> int:
         """Files whose checksum came from the stat cache (included in ``files``)."""
+    @property
+    def dirs_reused(self) -> int:
+        """Directories whose listing came from the stat cache (not read again)."""
 
 @final
 class Hasher:
@@ -227,6 +230,8 @@ def plan_checkout(
     durable: bool = False,
     cancel: CancelToken | None = None,
     progress: Progress | None = None,
+    link: str = "copy",
 ) -> CheckoutPlan:
     """Compare ``dest`` with ``manifest`` (read-only); raises ``ConflictError`` listing
-    differing local files unless ``force``."""
+    differing local files unless ``force``. ``link`` (``"copy"``, ``"hardlink"``,
+    ``"reflink"``) says how ``fill_from_store`` gives files their content."""

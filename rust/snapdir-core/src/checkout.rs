@@ -14,6 +14,10 @@
 //!
 //! An interrupted run leaves at most a staging directory (removed by the next run) and files
 //! that are complete and verified; re-running finishes the job.
+//!
+//! From a local cache the files may also be hard links to, or copy-on-write clones of, the
+//! cache's objects ([`LinkMode`], docs/checkout-links.md). Each object is verified before
+//! it is used either way.
 
 use std::fs;
 use std::io;
@@ -25,12 +29,42 @@ use rayon::prelude::*;
 
 use crate::error::{display_path, escape_bytes, Code, Error, Result};
 use crate::fsx::{self, Dir, Kind as FsKind};
-use crate::hash::hash_stream;
+use crate::hash::{hash_stream, open_nonblocking};
 use crate::manifest::{to_hex, Digest, Entry, Kind, Manifest, EMPTY_CHECKSUM};
 use crate::store::{object_path, LocalOptions};
 
 /// Name prefix of the staging directory inside a destination.
 pub const STAGING_PREFIX: &str = ".snapdir-staging.";
+
+/// How files get their content from a `file://` store (the local cache).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LinkMode {
+    /// Independent copies.
+    #[default]
+    Copy,
+    /// Hard links to the objects: no data written, but the file *is* the object (editing it
+    /// in place edits the cache). A file whose mode differs from the object's (0644) is
+    /// copied instead, so that no mode is ever changed through a link.
+    Hardlink,
+    /// Copy-on-write clones (`FICLONE`): no data written, independent files. Needs a file
+    /// system that clones (Btrfs, XFS with reflink, ...) holding both the cache and the
+    /// destination; anywhere else it is an error, not a silent copy.
+    Reflink,
+}
+
+impl LinkMode {
+    pub fn parse(s: &str) -> Result<LinkMode> {
+        match s {
+            "copy" => Ok(LinkMode::Copy),
+            "hardlink" => Ok(LinkMode::Hardlink),
+            "reflink" => Ok(LinkMode::Reflink),
+            _ => Err(Error::new(
+                Code::InvalidArgument,
+                format!("link must be 'copy', 'hardlink' or 'reflink', not {s:?}"),
+            )),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct CheckoutOptions {
@@ -40,6 +74,8 @@ pub struct CheckoutOptions {
     pub delete: bool,
     /// Apply setuid, setgid and sticky bits (off by default: a store may be hostile).
     pub preserve_special_bits: bool,
+    /// Copies, hard links or clones (only [`Plan::fill_from_store`] links or clones).
+    pub link: LinkMode,
     pub local: LocalOptions,
 }
 
@@ -356,6 +392,111 @@ fn in_manifest(entries: &[Entry], rel: &[u8]) -> bool {
     find(&file) || find(&dir)
 }
 
+/// Puts object `n` of the `file://` store at `root` at `dst` (a fresh name in staging) as
+/// `link` says, and verifies it (digest and size); returns its size.
+fn stage_object(
+    root: &Path,
+    n: &Needed,
+    dst: &Path,
+    dest: &Path,
+    link: LinkMode,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<u64> {
+    let src = object_path(root, &n.checksum);
+    let missing = || {
+        Error::new(
+            Code::NotFound,
+            format!(
+                "object {} not found in {}",
+                to_hex(&n.checksum),
+                display_path(root)
+            ),
+        )
+    };
+    match link {
+        LinkMode::Copy => {
+            return crate::store::get_object_cancellable(root, &n.checksum, dst, cancel)
+        }
+        LinkMode::Hardlink => match fs::hard_link(&src, dst) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
+            // As many links as the file system allows (ext4: 65,000): this one is a copy.
+            Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
+                return crate::store::get_object_cancellable(root, &n.checksum, dst, cancel)
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EPERM)) => {
+                return Err(unsupported("hard-link", root, dest, e))
+            }
+            Err(e) => return Err(Error::io("cannot hard-link", &src, e)),
+        },
+        LinkMode::Reflink => {
+            let from = match open_nonblocking(&src, true) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
+                Err(e) => return Err(Error::io("cannot open", &src, e)),
+            };
+            let out = fs::File::create(dst).map_err(|e| Error::io("cannot create", dst, e))?;
+            if let Err(e) = fsx::clone_file(&from, &out) {
+                drop(out);
+                let _ = fs::remove_file(dst);
+                return Err(if fsx::clone_unsupported(&e) {
+                    unsupported("reflink", root, dest, e)
+                } else {
+                    Error::io("cannot clone", &src, e)
+                });
+            }
+        }
+    }
+    // Linked or cloned, the object is read once: a corrupt object (a hard-linked file edited
+    // in place edits it) is found here, before anything in the destination changes.
+    let checked =
+        open_nonblocking(dst, true).and_then(|mut f| hash_stream(&mut f, n.size, |_| Ok(())));
+    match checked {
+        Ok((d, got)) if d == n.checksum && got == n.size => Ok(got),
+        other => {
+            let _ = fs::remove_file(dst);
+            let why = match other {
+                Ok((d, got)) => format!("got {} ({got} bytes)", to_hex(&d)),
+                Err(e) => e.to_string(),
+            };
+            Err(Error::new(
+                Code::HashMismatch,
+                format!(
+                    "object {} in {} does not hash to its key ({why}); a hard-linked \
+                     checkout edited in place edits the cache's object: `snapdir verify` \
+                     lists such objects, `snapdir stage --repair` of a good tree rewrites them",
+                    to_hex(&n.checksum),
+                    display_path(root)
+                ),
+            ))
+        }
+    }
+}
+
+/// The error for a link or clone the file systems cannot make: names both places, their
+/// file systems, and the way out.
+fn unsupported(what: &str, root: &Path, dest: &Path, e: io::Error) -> Error {
+    let mut err = Error::new(
+        Code::Io,
+        format!(
+            "cannot {what} objects of {} ({}) into {} ({}): {e}; {what} checkouts need the \
+             cache and the destination on one file system{} (use link=\"copy\" or --link copy, or put the \
+             cache there with SNAPDIR_CACHE_DIR)",
+            display_path(root),
+            fsx::fs_name(root),
+            display_path(dest),
+            fsx::fs_name(dest),
+            if what == "reflink" {
+                " that supports copy-on-write clones (Btrfs, XFS with reflink=1, ...)"
+            } else {
+                ""
+            }
+        ),
+    );
+    err.errno = e.raw_os_error();
+    err
+}
+
 impl Plan {
     /// Objects still to be fetched (empty files need none).
     pub fn needed(&self) -> &[Needed] {
@@ -469,10 +610,12 @@ impl Plan {
                     fs::File::create(&dst).map_err(|e| Error::io("cannot create", &dst, e))?;
                     return Ok(());
                 }
-                let got = crate::store::get_object_cancellable(
+                let got = stage_object(
                     root,
-                    &n.checksum,
+                    n,
                     &dst,
+                    &self.dest,
+                    self.opts.link,
                     opts.cancel.as_deref(),
                 )?;
                 if got != n.size {
@@ -607,11 +750,50 @@ impl Plan {
                 }
                 Action::Keep => stats.files_kept += 1,
                 Action::Chmod => {
-                    let f = parent
+                    let mut f = parent
                         .open_read(name)
                         .map_err(|err| io_err("cannot open", e.rel(), err))?;
-                    fsx::fchmod(&f, mode_of(e, &self.opts))
-                        .map_err(|err| io_err("cannot chmod", e.rel(), err))?;
+                    let links = f
+                        .metadata()
+                        .map(|m| std::os::unix::fs::MetadataExt::nlink(&m))
+                        .unwrap_or(1);
+                    if links > 1 {
+                        // A mode set through a hard link would change every other name of
+                        // the file too (a cache object, another checkout): the file gets an
+                        // inode of its own instead.
+                        let tmp = format!("{STAGING_PREFIX}{}.relink.{i}", std::process::id());
+                        let mut out = root
+                            .create_new(tmp.as_bytes(), 0o600)
+                            .map_err(|err| io_err("cannot create", e.rel(), err))?;
+                        let copied = fsx::copy_hashing(&mut f, &mut out, e.size)
+                            .map_err(|err| err.at(&dest.join(e.rel()), &dest.join(&tmp)));
+                        let ok = matches!(copied, Ok((d, n)) if d == e.checksum && n == e.size);
+                        if ok {
+                            fsx::fchmod(&out, mode_of(e, &self.opts))
+                                .map_err(|err| io_err("cannot chmod", e.rel(), err))?;
+                            if durable {
+                                out.sync_all()
+                                    .map_err(|err| io_err("cannot sync", e.rel(), err))?;
+                            }
+                        }
+                        drop(out);
+                        if !ok {
+                            let _ = root.unlink(tmp.as_bytes(), false);
+                            copied?;
+                            return Err(Error::new(
+                                Code::InFlux,
+                                format!(
+                                    "{} changed while it was checked out",
+                                    display_path(&dest.join(e.rel()))
+                                ),
+                            ));
+                        }
+                        root.rename_to(tmp.as_bytes(), parent, name)
+                            .map_err(|err| io_err("cannot move into place", e.rel(), err))?;
+                    } else {
+                        fsx::fchmod(&f, mode_of(e, &self.opts))
+                            .map_err(|err| io_err("cannot chmod", e.rel(), err))?;
+                    }
                     stats.files_kept += 1;
                 }
                 Action::Write => {
@@ -620,12 +802,21 @@ impl Plan {
                     let staged_name = self.staged_rel(k);
                     remaining[k] -= 1;
                     let mode = mode_of(e, &self.opts);
-                    if remaining[k] == 0 {
+                    let link = self.opts.link;
+                    // A hard link shares the object's inode and so its mode: it is only used
+                    // where that mode is the file's; other files are copied.
+                    let mode_fits = link != LinkMode::Hardlink
+                        || staging
+                            .stat_at(staged_name.as_bytes(), false)
+                            .is_ok_and(|st| fsx::perm_bits(&st) == mode);
+                    if remaining[k] == 0 && mode_fits {
                         let f = staging.open_read(staged_name.as_bytes()).map_err(|err| {
                             Error::io("cannot open staged", &staging_path.join(&staged_name), err)
                         })?;
-                        fsx::fchmod(&f, mode)
-                            .map_err(|err| io_err("cannot chmod", e.rel(), err))?;
+                        if link != LinkMode::Hardlink {
+                            fsx::fchmod(&f, mode)
+                                .map_err(|err| io_err("cannot chmod", e.rel(), err))?;
+                        }
                         if durable {
                             f.sync_all()
                                 .map_err(|err| io_err("cannot sync", e.rel(), err))?;
@@ -633,6 +824,36 @@ impl Plan {
                         drop(f);
                         staging
                             .rename_to(staged_name.as_bytes(), parent, name)
+                            .map_err(|err| io_err("cannot move into place", e.rel(), err))?;
+                    } else if link != LinkMode::Copy && mode_fits {
+                        // Another name for verified content: one more link, or one more clone.
+                        let tmp = format!("{STAGING_PREFIX}copy.{i}");
+                        if link == LinkMode::Hardlink {
+                            staging
+                                .link_to(staged_name.as_bytes(), staging, tmp.as_bytes())
+                                .map_err(|err| io_err("cannot hard-link", e.rel(), err))?;
+                        } else {
+                            let src = staging.open_read(staged_name.as_bytes()).map_err(|err| {
+                                Error::io(
+                                    "cannot open staged",
+                                    &staging_path.join(&staged_name),
+                                    err,
+                                )
+                            })?;
+                            let out = staging
+                                .create_new(tmp.as_bytes(), 0o600)
+                                .map_err(|err| io_err("cannot create", e.rel(), err))?;
+                            fsx::clone_file(&src, &out)
+                                .map_err(|err| io_err("cannot clone", e.rel(), err))?;
+                            fsx::fchmod(&out, mode)
+                                .map_err(|err| io_err("cannot chmod", e.rel(), err))?;
+                            if durable {
+                                out.sync_all()
+                                    .map_err(|err| io_err("cannot sync", e.rel(), err))?;
+                            }
+                        }
+                        staging
+                            .rename_to(tmp.as_bytes(), parent, name)
                             .map_err(|err| io_err("cannot move into place", e.rel(), err))?;
                     } else {
                         let tmp = format!("{STAGING_PREFIX}copy.{i}");

@@ -216,6 +216,14 @@ impl Dir {
         check(unsafe { libc::renameat(self.raw(), a.as_ptr(), dest.raw(), b.as_ptr()) }).map(|_| ())
     }
 
+    /// Gives the file `from` in this directory a second name `to` in `dest` (a hard link;
+    /// fails if `to` exists). Links are not followed.
+    pub fn link_to(&self, from: &[u8], dest: &Dir, to: &[u8]) -> io::Result<()> {
+        let (a, b) = (cstr(from)?, cstr(to)?);
+        check(unsafe { libc::linkat(self.raw(), a.as_ptr(), dest.raw(), b.as_ptr(), 0) })
+            .map(|_| ())
+    }
+
     /// Removes a file or link (`is_dir == false`) or an empty directory.
     pub fn unlink(&self, name: &[u8], is_dir: bool) -> io::Result<()> {
         let c = cstr(name)?;
@@ -385,4 +393,67 @@ pub fn link_unnamed(f: &File, dst: &Path) -> io::Result<()> {
         )
     })
     .map(|_| ())
+}
+
+/// Makes `dst` share `src`'s data blocks (copy-on-write: Linux `FICLONE`, as
+/// `cp --reflink=always`). Fails with `EOPNOTSUPP`/`EXDEV`/`EINVAL` where the file system
+/// cannot (ext4, tmpfs, two file systems); see [`clone_unsupported`].
+pub fn clone_file(src: &File, dst: &File) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // _IOW(0x94, 9, int)
+        const FICLONE: libc::c_ulong = 0x4004_9409;
+        check(unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) }).map(|_| ())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (src, dst);
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
+}
+
+/// Whether a failed [`clone_file`] means "this file system (pair) cannot clone", as opposed
+/// to an I/O error.
+pub fn clone_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP | libc::EXDEV | libc::EINVAL | libc::ENOTTY | libc::ENOSYS)
+    )
+}
+
+/// A readable name for the file system holding `path` ("ext4", "xfs", "tmpfs", ... or its
+/// magic number), for messages that explain why a link or clone is impossible there.
+pub fn fs_name(path: &Path) -> String {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(c) = cstr(path.as_os_str().as_bytes()) else {
+            return "unknown".to_owned();
+        };
+        let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statfs(c.as_ptr(), &mut sfs) } != 0 {
+            return "unknown".to_owned();
+        }
+        #[allow(clippy::unnecessary_cast)]
+        let magic = sfs.f_type as i64;
+        match magic {
+            0xEF53 => "ext2/3/4".to_owned(),
+            0x5846_5342 => "xfs".to_owned(),
+            0x9123_683E => "btrfs".to_owned(),
+            0x0102_1994 => "tmpfs".to_owned(),
+            0x2FC1_2FC1 => "zfs".to_owned(),
+            0xF2F5_2010 => "f2fs".to_owned(),
+            0xCA45_1A4E => "bcachefs".to_owned(),
+            0x794C_7630 => "overlayfs".to_owned(),
+            0x6969 => "nfs".to_owned(),
+            0xFF53_4D42 => "cifs".to_owned(),
+            0x6573_5546 => "fuse".to_owned(),
+            0x4d44 => "vfat".to_owned(),
+            m => format!("file system 0x{m:x}"),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        "unknown".to_owned()
+    }
 }

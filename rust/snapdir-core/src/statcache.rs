@@ -1,17 +1,30 @@
-//! The stat cache: checksums of files whose `stat` has not changed since they were hashed.
+//! The stat cache: what a walk learnt about each directory, reused when nothing changed.
 //!
-//! One cache file per (real root path, walk options): a map from `./`-relative path to the
-//! file's `(dev, ino, size, mtime_ns, ctime_ns, mode)` and checksum. The walker `fstatat`s a
-//! regular file and reuses the checksum when every field matches, without opening the file.
+//! One cache file per (real root path, walk options) holds one record per directory:
+//! its `(dev, ino, mtime_ns, ctime_ns, mode)`, its digest and size, and its sorted listing
+//! (name and `d_type` of every entry); a regular file in the listing also carries the
+//! `(dev, ino, size, mtime_ns, ctime_ns, mode)` and checksum it was hashed under.
+//!
+//! On the next walk (see `walk.rs`):
+//! - a directory whose own stamp is unchanged is not read again: the remembered listing is
+//!   used (adding, removing or renaming an entry always changes the directory's mtime and
+//!   ctime). Every entry is still `fstatat`ed: a file's content changes its own stamp, not
+//!   its directory's;
+//! - a regular file whose six fields are unchanged keeps its checksum without being opened;
+//! - a directory whose entries all contribute what they contributed last time (same names,
+//!   same checksums and sizes) keeps its digest without recomputing it.
 //!
 //! Correctness rules (docs/statcache.md):
-//! - Racy timestamps: an entry is only written when the file's mtime and ctime are both
-//!   strictly older than the start of the walk minus [`RACY_MARGIN_NS`]. A file modified
-//!   after it was hashed within the timestamp granularity could otherwise keep its stamp;
-//!   such a file is simply left out and hashed again next time. Any change to a file sets
-//!   its ctime to the current time, which `utime` cannot set back.
-//! - Integrity: the file starts with a header (magic, version, entry count, body length,
-//!   BLAKE3 of the body). A torn, truncated, corrupt or foreign file is ignored whole.
+//! - Racy timestamps: a file record, or a directory's listing, is only written when the
+//!   stamp's mtime and ctime are both strictly older than the start of the walk minus
+//!   [`RACY_MARGIN_NS`]. A file or directory modified after it was read within the
+//!   timestamp granularity could otherwise keep its stamp; it is read again next time.
+//!   Any change sets the ctime to the current time, which `utime` cannot set back.
+//! - Listings are only reused on file systems known to update a directory's mtime on every
+//!   change of its entries ([`listing_reuse_ok`]); elsewhere every directory is read.
+//! - Integrity: the file starts with a header (magic, version, record count, body length,
+//!   BLAKE3 of the body), and the body is fully validated before anything is used. A torn,
+//!   truncated, corrupt, foreign or older-version file is ignored whole.
 //! - Concurrency: written to a temporary file in the same directory, then renamed over the
 //!   old one; concurrent runs never see a half-written file (last writer wins).
 
@@ -26,8 +39,17 @@ use crate::hash::Stamp;
 use crate::manifest::Digest;
 
 const MAGIC: &[u8; 8] = b"SNAPSTC\0";
-const VERSION: u32 = 1;
+/// 1: one record per file keyed by path. 2: one record per directory (listing + files).
+const VERSION: u32 = 2;
 const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 + 32;
+/// Bytes of a directory record without its path and children.
+const DIR_FIXED: usize = 4 + 8 * 4 + 4 + 4 + 32 + 8 + 8 + 4;
+/// Bytes of a file's stamp and checksum in a listing.
+const REC_LEN: usize = 8 * 5 + 4 + 32;
+/// Smallest child entry (empty names are rejected, so this bounds counts safely).
+const CHILD_MIN: usize = 4 + 1 + 1 + 1;
+/// The directory's stamp was settled when written: its listing may be reused.
+const FLAG_LISTING: u32 = 1;
 /// Entries whose mtime or ctime is this close to (or later than) the start of the walk
 /// that hashed them are not cached: 2 s covers coarse file-system timestamps (FAT: 2 s),
 /// the kernel's coarse clock lagging `clock_gettime`, and small clock differences.
@@ -43,6 +65,10 @@ pub struct Rec {
     pub ctime_ns: i64,
     pub mode: u32,
     pub digest: Digest,
+}
+
+fn sane_time(t: i64) -> bool {
+    t != i64::MAX && t != i64::MIN
 }
 
 impl Rec {
@@ -67,10 +93,61 @@ impl Rec {
             && self.mtime_ns as i128 == stamp.mtime_ns
             && self.ctime_ns as i128 == stamp.ctime_ns
             // A clamped (absurd) time never matches: such a file is always re-hashed.
-            && self.mtime_ns != i64::MAX
-            && self.mtime_ns != i64::MIN
-            && self.ctime_ns != i64::MAX
-            && self.ctime_ns != i64::MIN
+            && sane_time(self.mtime_ns)
+            && sane_time(self.ctime_ns)
+    }
+
+    fn settled(&self, start_ns: i128) -> bool {
+        is_settled(self.mtime_ns, self.ctime_ns, start_ns)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.dev.to_le_bytes());
+        out.extend_from_slice(&self.ino.to_le_bytes());
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&self.ctime_ns.to_le_bytes());
+        out.extend_from_slice(&self.mode.to_le_bytes());
+        out.extend_from_slice(&self.digest);
+    }
+
+    /// Decodes a record that [`parse`] has already bounds-checked.
+    fn decode(b: &[u8]) -> Rec {
+        let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        Rec {
+            dev: u(0),
+            ino: u(8),
+            size: u(16),
+            mtime_ns: u(24) as i64,
+            ctime_ns: u(32) as i64,
+            mode: u32::from_le_bytes(b[40..44].try_into().expect("4 bytes")),
+            digest: b[44..76].try_into().expect("32 bytes"),
+        }
+    }
+}
+
+/// What the cache remembers of a directory's own `stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub mode: u32,
+}
+
+impl DirStamp {
+    // `stat` field types differ between Linux and macOS; some casts are no-ops on one.
+    #[allow(clippy::unnecessary_cast)]
+    pub fn of(st: &libc::stat) -> DirStamp {
+        let ns = |s: i64, n: i64| clamp_i64(s as i128 * 1_000_000_000 + n as i128);
+        DirStamp {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            mtime_ns: ns(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime_ns: ns(st.st_ctime as i64, st.st_ctime_nsec as i64),
+            mode: st.st_mode as u32,
+        }
     }
 }
 
@@ -78,23 +155,151 @@ fn clamp_i64(v: i128) -> i64 {
     v.clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
-/// A loaded cache (possibly empty).
-#[derive(Debug, Default)]
-pub struct StatCache {
-    map: HashMap<Box<str>, Rec>,
+/// Where one directory's record sits in the loaded file, with its fixed fields decoded.
+#[derive(Debug)]
+struct DirMeta {
+    start: usize,
+    end: usize,
+    stamp: DirStamp,
+    flags: u32,
+    digest: Digest,
+    size: u64,
+    n_contrib: u64,
+    /// Range into [`StatCache::children`].
+    kids: std::ops::Range<usize>,
 }
 
-impl StatCache {
-    pub fn get(&self, rel: &str) -> Option<&Rec> {
-        self.map.get(rel)
+/// A loaded cache (possibly empty). The file's bytes are kept as read; records are decoded
+/// on use, so loading costs one allocation per directory, not per file.
+#[derive(Debug, Default)]
+pub struct StatCache {
+    data: Vec<u8>,
+    dirs: HashMap<Box<str>, usize>,
+    metas: Vec<DirMeta>,
+    /// Offset in `data` of every listed entry, directory after directory.
+    children: Vec<usize>,
+}
+
+/// One directory of a loaded cache.
+#[derive(Debug, Clone, Copy)]
+pub struct OldDir<'a> {
+    cache: &'a StatCache,
+    idx: usize,
+}
+
+/// One entry of a remembered listing.
+#[derive(Debug, Clone, Copy)]
+pub struct OldChild<'a> {
+    name: &'a [u8],
+    dtype: u8,
+    rec: Option<&'a [u8]>,
+}
+
+impl<'a> OldChild<'a> {
+    pub fn name(&self) -> &'a [u8] {
+        self.name
+    }
+    pub fn dtype(&self) -> u8 {
+        self.dtype
+    }
+    /// The file's stamp and checksum, when it was a settled regular file.
+    pub fn rec(&self) -> Option<Rec> {
+        self.rec.map(Rec::decode)
+    }
+}
+
+fn child_at(data: &[u8], off: usize) -> OldChild<'_> {
+    let nl = u32::from_le_bytes(data[off..off + 4].try_into().expect("4 bytes")) as usize;
+    let name = &data[off + 4..off + 4 + nl];
+    let dtype = data[off + 4 + nl];
+    let rec = (data[off + 5 + nl] == 1).then(|| &data[off + 6 + nl..off + 6 + nl + REC_LEN]);
+    OldChild { name, dtype, rec }
+}
+
+impl<'a> OldDir<'a> {
+    fn meta(&self) -> &'a DirMeta {
+        &self.cache.metas[self.idx]
+    }
+
+    /// Index of this record in the loaded file (for [`Fresh::Old`]).
+    pub fn index(&self) -> usize {
+        self.idx
+    }
+
+    /// Whether the remembered listing is still the directory's: its stamp was settled
+    /// when written and is exactly `stamp` now.
+    pub fn listing_valid_for(&self, stamp: &DirStamp) -> bool {
+        let m = self.meta();
+        m.flags & FLAG_LISTING != 0
+            && m.stamp == *stamp
+            && sane_time(stamp.mtime_ns)
+            && sane_time(stamp.ctime_ns)
+    }
+
+    pub fn digest(&self) -> Digest {
+        self.meta().digest
+    }
+
+    pub fn size(&self) -> u64 {
+        self.meta().size
+    }
+
+    /// How many entries contributed to the digest.
+    pub fn n_contrib(&self) -> u64 {
+        self.meta().n_contrib
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.meta().kids.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.meta().kids.is_empty()
+    }
+
+    /// Entry `k` of the listing (sorted by name).
+    pub fn child(&self, k: usize) -> OldChild<'a> {
+        let off = self.cache.children[self.meta().kids.start + k];
+        child_at(&self.cache.data, off)
+    }
+
+    /// The entry called `name`, if the listing had one.
+    pub fn find(&self, name: &[u8]) -> Option<OldChild<'a>> {
+        let kids = &self.cache.children[self.meta().kids.clone()];
+        let data = &self.cache.data;
+        kids.binary_search_by(|&off| child_at(data, off).name.cmp(name))
+            .ok()
+            .map(|k| child_at(data, kids[k]))
+    }
+
+    /// The record's bytes exactly as loaded.
+    fn bytes(&self) -> &'a [u8] {
+        let m = self.meta();
+        &self.cache.data[m.start..m.end]
+    }
+}
+
+impl StatCache {
+    /// The record of directory `rel` (`./`, `./a/`, ...).
+    pub fn dir(&self, rel: &str) -> Option<OldDir<'_>> {
+        self.dirs.get(rel).map(|&idx| OldDir { cache: self, idx })
+    }
+
+    /// Number of directory records.
+    pub fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.metas.is_empty()
+    }
+
+    /// Number of file records (settled regular files), for tests and statistics.
+    pub fn files(&self) -> usize {
+        self.children
+            .iter()
+            .filter(|&&off| child_at(&self.data, off).rec.is_some())
+            .count()
     }
 
     /// Loads `file`, checking it was written for `root` (the canonical root path). Anything
@@ -102,12 +307,13 @@ impl StatCache {
     pub fn load(file: &Path, root: &Path) -> StatCache {
         fs::read(file)
             .ok()
-            .and_then(|data| parse(&data, root.as_os_str().as_bytes()))
+            .and_then(|data| parse(data, root.as_os_str().as_bytes()))
             .unwrap_or_default()
     }
 }
 
 /// The cache file for a walk of `root` (canonical) with the options that change the walk.
+/// (The name does not depend on the format version: a new version overwrites the old file.)
 pub fn cache_file(dir: &Path, root: &Path, no_follow: bool, exclude: &[String]) -> PathBuf {
     let mut h = blake3::Hasher::new();
     h.update(b"snapdir statcache v1\0");
@@ -144,6 +350,9 @@ impl<'a> Reader<'a> {
         self.pos = end;
         Some(s)
     }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
     fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
@@ -153,10 +362,17 @@ impl<'a> Reader<'a> {
     fn i64(&mut self) -> Option<i64> {
         Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
+    fn left(&self) -> usize {
+        self.data.len() - self.pos
+    }
 }
 
-fn parse(data: &[u8], root: &[u8]) -> Option<StatCache> {
-    let mut r = Reader { data, pos: 0 };
+/// Validates the whole file (every offset used later is checked here) and indexes it.
+fn parse(data: Vec<u8>, root: &[u8]) -> Option<StatCache> {
+    let mut r = Reader {
+        data: &data,
+        pos: 0,
+    };
     if r.take(8)? != MAGIC || r.u32()? != VERSION {
         return None;
     }
@@ -169,40 +385,84 @@ fn parse(data: &[u8], root: &[u8]) -> Option<StatCache> {
     if body.len() as u64 != body_len || checksum(&data[..HEADER_LEN - 32], body) != sum {
         return None;
     }
-    let mut b = Reader { data: body, pos: 0 };
-    let rl = b.u32()? as usize;
-    if b.take(rl)? != root {
+    let rl = r.u32()? as usize;
+    if r.take(rl)? != root {
         return None;
     }
-    // Each entry is at least 4 + 3*8 + 2*8 + 4 + 32 bytes: bounds `count` before allocating.
-    if count > (body.len() / 80) as u64 {
+    if count > (r.left() / DIR_FIXED) as u64 {
         return None;
     }
-    let mut map = HashMap::with_capacity(count as usize);
-    for _ in 0..count {
-        let pl = b.u32()? as usize;
-        let path = std::str::from_utf8(b.take(pl)?).ok()?;
-        let rec = Rec {
-            dev: b.u64()?,
-            ino: b.u64()?,
-            size: b.u64()?,
-            mtime_ns: b.i64()?,
-            ctime_ns: b.i64()?,
-            mode: b.u32()?,
-            digest: b.take(32)?.try_into().ok()?,
+    let mut dirs = HashMap::with_capacity(count as usize);
+    let mut metas = Vec::with_capacity(count as usize);
+    let mut children = Vec::new();
+    for idx in 0..count as usize {
+        let start = r.pos;
+        let pl = r.u32()? as usize;
+        let rel = std::str::from_utf8(r.take(pl)?).ok()?;
+        let stamp = DirStamp {
+            dev: r.u64()?,
+            ino: r.u64()?,
+            mtime_ns: r.i64()?,
+            ctime_ns: r.i64()?,
+            mode: r.u32()?,
         };
-        map.insert(Box::from(path), rec);
+        let flags = r.u32()?;
+        let digest: Digest = r.take(32)?.try_into().ok()?;
+        let size = r.u64()?;
+        let n_contrib = r.u64()?;
+        let n = r.u32()? as usize;
+        if n > r.left() / CHILD_MIN {
+            return None;
+        }
+        let first = children.len();
+        let mut prev: Option<&[u8]> = None;
+        for _ in 0..n {
+            let off = r.pos;
+            let nl = r.u32()? as usize;
+            let name = r.take(nl)?;
+            // Sorted, distinct, plain names: `find` relies on it.
+            if name.is_empty() || name.contains(&b'/') || prev.is_some_and(|p| p >= name) {
+                return None;
+            }
+            prev = Some(name);
+            let _dtype = r.u8()?;
+            match r.u8()? {
+                0 => {}
+                1 => {
+                    r.take(REC_LEN)?;
+                }
+                _ => return None,
+            }
+            children.push(off);
+        }
+        if n_contrib > n as u64 || dirs.insert(Box::from(rel), idx).is_some() {
+            return None;
+        }
+        metas.push(DirMeta {
+            start,
+            end: r.pos,
+            stamp,
+            flags,
+            digest,
+            size,
+            n_contrib,
+            kids: first..children.len(),
+        });
     }
-    if b.pos != body.len() {
+    if r.pos != data.len() {
         return None;
     }
-    Some(StatCache { map })
+    Some(StatCache {
+        data,
+        dirs,
+        metas,
+        children,
+    })
 }
 
-/// Whether a file with this stamp may be cached by a walk that started at `start_ns`.
-pub fn is_settled(rec: &Rec, start_ns: i128) -> bool {
+fn is_settled(mtime_ns: i64, ctime_ns: i64, start_ns: i128) -> bool {
     let limit = start_ns - RACY_MARGIN_NS;
-    (rec.mtime_ns as i128) < limit && (rec.ctime_ns as i128) < limit
+    (mtime_ns as i128) < limit && (ctime_ns as i128) < limit
 }
 
 /// Nanoseconds since the epoch, now.
@@ -213,34 +473,105 @@ pub fn now_ns() -> i128 {
     }
 }
 
-/// Writes the cache for `root` atomically (temporary file + rename). Entries that are not
-/// settled relative to `start_ns` are left out. Errors are returned for the caller to
-/// ignore: the cache is an optimisation, never a reason to fail.
+/// One entry of a directory as walked: its name and `d_type`, and for a regular file the
+/// record it was read (or reused) under.
+pub struct FreshChild<'a> {
+    pub name: &'a [u8],
+    pub dtype: u8,
+    pub rec: Option<Rec>,
+}
+
+/// A directory as walked, for the next cache file.
+pub struct FreshDir<'a> {
+    pub rel: &'a str,
+    pub stamp: DirStamp,
+    pub digest: Digest,
+    pub size: u64,
+    pub n_contrib: u64,
+    /// Sorted by name, distinct.
+    pub children: Vec<FreshChild<'a>>,
+}
+
+/// A directory's record in the next cache file: the loaded one unchanged, or new bytes.
+#[derive(Debug)]
+pub enum Fresh {
+    Old(usize),
+    New(Vec<u8>),
+}
+
+impl FreshDir<'_> {
+    /// Encodes the record, leaving out what is not settled relative to `start_ns` (racy
+    /// files, a racy directory's listing), and compares it with the loaded one: an
+    /// unchanged record is referred to, not copied.
+    pub fn finish(&self, old: Option<OldDir<'_>>, start_ns: i128) -> Fresh {
+        let mut out = Vec::with_capacity(DIR_FIXED + self.rel.len() + self.children.len() * 96);
+        out.extend_from_slice(&(self.rel.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.rel.as_bytes());
+        let s = &self.stamp;
+        out.extend_from_slice(&s.dev.to_le_bytes());
+        out.extend_from_slice(&s.ino.to_le_bytes());
+        out.extend_from_slice(&s.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&s.ctime_ns.to_le_bytes());
+        out.extend_from_slice(&s.mode.to_le_bytes());
+        let settled = is_settled(s.mtime_ns, s.ctime_ns, start_ns)
+            && sane_time(s.mtime_ns)
+            && sane_time(s.ctime_ns);
+        let flags = if settled { FLAG_LISTING } else { 0 };
+        out.extend_from_slice(&flags.to_le_bytes());
+        out.extend_from_slice(&self.digest);
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.n_contrib.to_le_bytes());
+        out.extend_from_slice(&(self.children.len() as u32).to_le_bytes());
+        for c in &self.children {
+            out.extend_from_slice(&(c.name.len() as u32).to_le_bytes());
+            out.extend_from_slice(c.name);
+            out.push(c.dtype);
+            match c.rec.filter(|r| r.settled(start_ns)) {
+                Some(r) => {
+                    out.push(1);
+                    r.encode(&mut out);
+                }
+                None => out.push(0),
+            }
+        }
+        match old {
+            Some(o) if o.bytes() == out.as_slice() => Fresh::Old(o.index()),
+            _ => Fresh::New(out),
+        }
+    }
+}
+
+/// Writes the cache for `root` atomically (temporary file + rename) from the records of a
+/// walk; `old` is the cache those records may refer to. Errors are returned for the caller
+/// to ignore: the cache is an optimisation, never a reason to fail.
 pub fn save(
     file: &Path,
     root: &Path,
-    entries: &[(String, Rec)],
+    dirs: &[Fresh],
+    old: Option<&StatCache>,
     start_ns: i128,
 ) -> std::io::Result<()> {
     let root_b = root.as_os_str().as_bytes();
-    let mut body = Vec::with_capacity(4 + root_b.len() + entries.len() * 100);
+    let mut len = 4 + root_b.len();
+    for d in dirs {
+        len += match d {
+            Fresh::Old(i) => old.map_or(0, |c| c.metas[*i].end - c.metas[*i].start),
+            Fresh::New(b) => b.len(),
+        };
+    }
+    let mut body = Vec::with_capacity(len);
     body.extend_from_slice(&(root_b.len() as u32).to_le_bytes());
     body.extend_from_slice(root_b);
     let mut count = 0u64;
-    for (path, rec) in entries {
-        if !is_settled(rec, start_ns) {
-            continue;
+    for d in dirs {
+        match d {
+            Fresh::Old(i) => {
+                let Some(c) = old else { continue };
+                body.extend_from_slice(OldDir { cache: c, idx: *i }.bytes());
+            }
+            Fresh::New(b) => body.extend_from_slice(b),
         }
         count += 1;
-        body.extend_from_slice(&(path.len() as u32).to_le_bytes());
-        body.extend_from_slice(path.as_bytes());
-        body.extend_from_slice(&rec.dev.to_le_bytes());
-        body.extend_from_slice(&rec.ino.to_le_bytes());
-        body.extend_from_slice(&rec.size.to_le_bytes());
-        body.extend_from_slice(&rec.mtime_ns.to_le_bytes());
-        body.extend_from_slice(&rec.ctime_ns.to_le_bytes());
-        body.extend_from_slice(&rec.mode.to_le_bytes());
-        body.extend_from_slice(&rec.digest);
     }
     let mut head = Vec::with_capacity(HEADER_LEN);
     head.extend_from_slice(MAGIC);
@@ -279,6 +610,38 @@ pub fn save(
     result
 }
 
+/// Whether the file system holding the open directory `fd` is known to update a
+/// directory's mtime and ctime whenever an entry is added, removed or renamed (local
+/// POSIX file systems). Network and FUSE file systems may not, so their directories are
+/// always read again.
+pub fn listing_reuse_ok(fd: std::os::fd::RawFd) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstatfs(fd, &mut sfs) } != 0 {
+            return false;
+        }
+        #[allow(clippy::unnecessary_cast)]
+        let magic = sfs.f_type as i64;
+        matches!(
+            magic,
+            0xEF53            // ext2/3/4
+            | 0x5846_5342     // xfs
+            | 0x9123_683E     // btrfs
+            | 0x0102_1994     // tmpfs
+            | 0x2FC1_2FC1     // zfs
+            | 0xF2F5_2010     // f2fs
+            | 0xCA45_1A4E     // bcachefs
+            | 0x794C_7630 // overlayfs
+        )
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,23 +658,101 @@ mod tests {
         }
     }
 
+    fn stamp(t: i64) -> DirStamp {
+        DirStamp {
+            dev: 1,
+            ino: 7,
+            mtime_ns: t,
+            ctime_ns: t,
+            mode: 0o40755,
+        }
+    }
+
+    fn fresh<'a>(rel: &'a str, t: i64, kids: Vec<FreshChild<'a>>) -> FreshDir<'a> {
+        FreshDir {
+            rel,
+            stamp: stamp(t),
+            digest: [5; 32],
+            size: 3,
+            n_contrib: kids.len() as u64,
+            children: kids,
+        }
+    }
+
     #[test]
     fn round_trip_and_corruption() {
         let d = tempfile::tempdir().unwrap();
         let root = Path::new("/some/root");
         let f = cache_file(d.path(), root, false, &[]);
         let now = now_ns();
-        let entries = vec![
-            ("./a".to_owned(), rec(1_000_000_000)),
-            // Racy: too recent, left out.
-            ("./b".to_owned(), rec((now - 1_000_000_000) as i64)),
+        let racy = (now - 1_000_000_000) as i64;
+        let kids = vec![
+            FreshChild {
+                name: b"a",
+                dtype: libc::DT_REG,
+                rec: Some(rec(1_000_000_000)),
+            },
+            // Racy: too recent, its record is left out (the name stays).
+            FreshChild {
+                name: b"b",
+                dtype: libc::DT_REG,
+                rec: Some(rec(racy)),
+            },
+            FreshChild {
+                name: b"s",
+                dtype: libc::DT_DIR,
+                rec: None,
+            },
         ];
-        save(&f, root, &entries, now).unwrap();
+        let dirs = vec![
+            fresh("./", 1_000_000_000, kids).finish(None, now),
+            // A racy directory: no reusable listing.
+            fresh("./s/", racy, vec![]).finish(None, now),
+        ];
+        save(&f, root, &dirs, None, now).unwrap();
         let c = StatCache::load(&f, root);
-        assert_eq!(c.len(), 1);
-        assert_eq!(c.get("./a"), Some(&rec(1_000_000_000)));
-        assert!(StatCache::load(&f, Path::new("/other")).is_empty());
+        assert_eq!((c.len(), c.files()), (2, 1));
+        let top = c.dir("./").unwrap();
+        assert!(top.listing_valid_for(&stamp(1_000_000_000)));
+        assert!(!top.listing_valid_for(&stamp(1_000_000_001)));
+        assert!(!c.dir("./s/").unwrap().listing_valid_for(&stamp(racy)));
+        assert_eq!(top.len(), 3);
+        assert_eq!(top.find(b"a").unwrap().rec(), Some(rec(1_000_000_000)));
+        assert_eq!(top.find(b"b").unwrap().rec(), None);
+        assert_eq!(top.find(b"s").unwrap().dtype(), libc::DT_DIR);
+        assert!(top.find(b"c").is_none());
+        assert_eq!(top.child(2).name(), b"s");
+        assert_eq!((top.digest(), top.size(), top.n_contrib()), ([5; 32], 3, 3));
+        // An unchanged record is referred to, a changed one re-encoded.
+        let same = fresh(
+            "./",
+            1_000_000_000,
+            vec![
+                FreshChild {
+                    name: b"a",
+                    dtype: libc::DT_REG,
+                    rec: Some(rec(1_000_000_000)),
+                },
+                FreshChild {
+                    name: b"b",
+                    dtype: libc::DT_REG,
+                    rec: None,
+                },
+                FreshChild {
+                    name: b"s",
+                    dtype: libc::DT_DIR,
+                    rec: None,
+                },
+            ],
+        );
+        assert!(matches!(same.finish(Some(top), now), Fresh::Old(0)));
+        let other = fresh("./", 1_000_000_001, vec![]);
+        assert!(matches!(other.finish(Some(top), now), Fresh::New(_)));
+        // Saving from references gives the same file.
         let good = fs::read(&f).unwrap();
+        save(&f, root, &[Fresh::Old(0), Fresh::Old(1)], Some(&c), now).unwrap();
+        assert_eq!(fs::read(&f).unwrap(), good);
+        assert!(StatCache::load(&f, Path::new("/other")).is_empty());
         // Every truncation and every single flipped byte is rejected.
         for n in 0..good.len() {
             fs::write(&f, &good[..n]).unwrap();
@@ -320,6 +761,56 @@ mod tests {
             bad[n] ^= 0x40;
             fs::write(&f, &bad).unwrap();
             assert!(StatCache::load(&f, root).is_empty(), "flipped byte {n}");
+        }
+    }
+
+    #[test]
+    fn other_versions_and_unsorted_listings_are_ignored() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Path::new("/r");
+        let f = cache_file(d.path(), root, false, &[]);
+        let now = now_ns();
+        let kids = |a: &'static [u8], b: &'static [u8]| {
+            vec![
+                FreshChild {
+                    name: a,
+                    dtype: libc::DT_REG,
+                    rec: Some(rec(1)),
+                },
+                FreshChild {
+                    name: b,
+                    dtype: libc::DT_REG,
+                    rec: Some(rec(1)),
+                },
+            ]
+        };
+        save(
+            &f,
+            root,
+            &[fresh("./", 1, kids(b"a", b"b")).finish(None, now)],
+            None,
+            now,
+        )
+        .unwrap();
+        assert_eq!(StatCache::load(&f, root).files(), 2);
+        // Same bytes under version 1 (with a valid checksum): not read.
+        let mut v1 = fs::read(&f).unwrap();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let sum = checksum(&v1[..HEADER_LEN - 32], &v1[HEADER_LEN..]);
+        v1[HEADER_LEN - 32..HEADER_LEN].copy_from_slice(&sum);
+        fs::write(&f, &v1).unwrap();
+        assert!(StatCache::load(&f, root).is_empty());
+        // A listing out of order (or with duplicates) would break `find`: rejected whole.
+        for (a, b) in [(b"b", b"a"), (b"a", b"a")] {
+            save(
+                &f,
+                root,
+                &[fresh("./", 1, kids(a, b)).finish(None, now)],
+                None,
+                now,
+            )
+            .unwrap();
+            assert!(StatCache::load(&f, root).is_empty());
         }
     }
 

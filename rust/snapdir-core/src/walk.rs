@@ -23,7 +23,7 @@ use crate::error::{display_path, escape_bytes, Code, Error, Result};
 use crate::fsx::Dir;
 use crate::hash::{hash_opened, HashOutcome, Stamp};
 use crate::manifest::{Digest, Entry, Kind, Manifest};
-use crate::statcache::{self, Rec, StatCache};
+use crate::statcache::{self, DirStamp, Fresh, FreshChild, FreshDir, OldChild, Rec, StatCache};
 
 /// Counters a caller may poll from another thread to draw progress.
 #[derive(Debug, Default)]
@@ -32,6 +32,8 @@ pub struct Progress {
     pub bytes: AtomicU64,
     /// Files whose checksum came from the stat cache (counted in `files` too), not read.
     pub reused: AtomicU64,
+    /// Directories whose listing came from the stat cache (not read again).
+    pub dirs_reused: AtomicU64,
 }
 
 /// How to walk.
@@ -109,14 +111,30 @@ struct Ctx<'a> {
     cache: Option<&'a StatCache>,
     /// Whether to collect records for a new cache file, and the records collected.
     collect: bool,
-    fresh: Mutex<Vec<(String, Rec)>>,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    fresh: Mutex<Vec<Fresh>>,
+    /// When the walk started (for the racy-timestamp rule).
+    start_ns: i128,
+    /// Per device: whether a directory's remembered listing may be reused there.
+    listing_ok: Mutex<Vec<(u64, bool)>>,
+}
+
+impl Ctx<'_> {
+    fn listing_reuse_ok(&self, dev: u64, dir: &Dir) -> bool {
+        let mut known = self.listing_ok.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, ok)) = known.iter().find(|(d, _)| *d == dev) {
+            return *ok;
+        }
+        let ok = statcache::listing_reuse_ok(dir.raw());
+        known.push((dev, ok));
+        ok
+    }
 }
 
 struct Summary {
     checksum: Digest,
     size: u64,
+    /// Same checksum and size as the cache remembers for this directory.
+    same: bool,
 }
 
 /// Walks `root` into a manifest.
@@ -170,18 +188,19 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked> {
         cache: loaded.as_ref(),
         collect: cache_at.is_some(),
         fresh: Mutex::new(Vec::new()),
-        hits: AtomicU64::new(0),
-        misses: AtomicU64::new(0),
+        start_ns,
+        listing_ok: Mutex::new(Vec::new()),
     };
-    let root_summary = walk_dir(&ctx, &dir, root, "./", (meta.dev(), meta.ino()), &[])?;
+    let root_st = dir.stat().map_err(|e| Error::io("cannot stat", root, e))?;
+    let root_summary = walk_dir(&ctx, &dir, root, "./", &root_st, &[])?;
     if let Some((file, real)) = &cache_at {
-        let hits = ctx.hits.load(Ordering::Relaxed);
-        let misses = ctx.misses.load(Ordering::Relaxed);
-        let unchanged = misses == 0 && loaded.as_ref().is_some_and(|c| c.len() as u64 == hits);
+        let fresh = ctx.fresh.into_inner().unwrap_or_else(|p| p.into_inner());
+        // A no-op walk (every directory's record unchanged, none gone) writes nothing.
+        let unchanged = loaded.as_ref().is_some_and(|c| c.len() == fresh.len())
+            && fresh.iter().all(|f| matches!(f, Fresh::Old(_)));
         if !unchanged {
-            let fresh = ctx.fresh.into_inner().unwrap_or_else(|p| p.into_inner());
             // Best effort: an unwritable cache directory must not fail the walk.
-            let _ = statcache::save(file, real, &fresh, start_ns);
+            let _ = statcache::save(file, real, &fresh, loaded.as_ref(), start_ns);
         }
     }
     let mut entries = ctx.entries.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -218,9 +237,10 @@ pub fn dir_checksum(children: &mut Vec<Digest>) -> Digest {
 
 /// What a child contributed: its checksum and size for the parent, and the entries it
 /// produced (its own line; a directory's lines are already in the shared list).
+/// `same`: the checksum and size are those the stat cache remembers for this entry.
 enum Child {
-    File(Entry, Option<Rec>),
-    Dir(Digest, u64),
+    File(Entry, Option<Rec>, bool),
+    Dir(Digest, u64, bool),
     Skipped,
 }
 
@@ -229,43 +249,77 @@ fn walk_dir(
     dir: &Dir,
     dir_path: &Path,
     rel: &str,
-    id: (u64, u64),
+    st: &libc::stat,
     ancestors: &[(u64, u64)],
 ) -> Result<Summary> {
     check_cancel(ctx, dir_path)?;
     let mut chain = Vec::with_capacity(ancestors.len() + 1);
     chain.extend_from_slice(ancestors);
-    chain.push(id);
+    chain.push((st.st_dev as u64, st.st_ino as u64));
 
-    let listed = dir.list_typed().map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOENT) => Error::in_flux(dir_path, "it vanished"),
-        _ => Error::io("cannot list", dir_path, e),
-    })?;
+    // A directory whose own stamp is unchanged (and was settled) has the entries the cache
+    // remembers: they are not read again. Each entry is still visited (`fstatat`).
+    let stamp = DirStamp::of(st);
+    let old = ctx.cache.and_then(|c| c.dir(rel));
+    let reuse = old.filter(|o| o.listing_valid_for(&stamp) && ctx.listing_reuse_ok(stamp.dev, dir));
+    let read;
+    if let (Some(_), Some(p)) = (reuse, &ctx.opts.progress) {
+        p.dirs_reused.fetch_add(1, Ordering::Relaxed);
+    }
+    let listed: Vec<(&[u8], u8, Option<OldChild<'_>>)> = match reuse {
+        Some(o) => (0..o.len())
+            .map(|k| {
+                let c = o.child(k);
+                (c.name(), c.dtype(), Some(c))
+            })
+            .collect(),
+        None => {
+            let mut l = dir.list_typed().map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) => Error::in_flux(dir_path, "it vanished"),
+                _ => Error::io("cannot list", dir_path, e),
+            })?;
+            if ctx.collect {
+                l.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            }
+            read = l;
+            read.iter()
+                .map(|(n, t)| (n.as_slice(), *t, old.and_then(|o| o.find(n))))
+                .collect()
+        }
+    };
 
     let children: Vec<Child> = listed
-        .into_par_iter()
-        .map(|(name, dtype)| visit(ctx, dir, dir_path, rel, &name, dtype, &chain))
+        .par_iter()
+        .map(|&(name, dtype, oc)| visit(ctx, dir, dir_path, rel, name, dtype, oc, &chain))
         .collect::<Result<_>>()?;
 
     let mut sums = Vec::with_capacity(children.len());
     let mut size = 0u64;
     let mut files = Vec::new();
-    let mut recs = Vec::new();
-    for c in children {
+    let mut all_same = true;
+    let mut n_contrib = 0u64;
+    let mut kids = Vec::with_capacity(if ctx.collect { listed.len() } else { 0 });
+    for (&(name, dtype, _), c) in listed.iter().zip(children) {
+        let mut rec = None;
         match c {
-            Child::File(e, rec) => {
+            Child::File(e, r, same) => {
                 sums.push(e.checksum);
                 size = size.saturating_add(e.size);
-                if let Some(r) = rec {
-                    recs.push((e.path.clone(), r));
-                }
+                all_same &= same;
+                n_contrib += 1;
+                rec = r;
                 files.push(e);
             }
-            Child::Dir(d, s) => {
+            Child::Dir(d, s, same) => {
                 sums.push(d);
                 size = size.saturating_add(s);
+                all_same &= same;
+                n_contrib += 1;
             }
             Child::Skipped => {}
+        }
+        if ctx.collect {
+            kids.push(FreshChild { name, dtype, rec });
         }
     }
     if !files.is_empty() {
@@ -275,15 +329,31 @@ fn walk_dir(
             .unwrap_or_else(|p| p.into_inner())
             .append(&mut files);
     }
-    if !recs.is_empty() {
+    // Every entry contributing what it contributed last time, and as many as then: the
+    // digest is the remembered one.
+    let checksum = match old {
+        Some(o) if all_same && o.n_contrib() == n_contrib && o.size() == size => o.digest(),
+        _ => dir_checksum(&mut sums),
+    };
+    if ctx.collect {
+        let fresh = FreshDir {
+            rel,
+            stamp,
+            digest: checksum,
+            size,
+            n_contrib,
+            children: kids,
+        }
+        .finish(old, ctx.start_ns);
         ctx.fresh
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .append(&mut recs);
+            .push(fresh);
     }
     Ok(Summary {
-        checksum: dir_checksum(&mut sums),
+        checksum,
         size,
+        same: old.is_some_and(|o| o.digest() == checksum && o.size() == size),
     })
 }
 
@@ -299,6 +369,7 @@ fn visit(
     rel_dir: &str,
     name: &[u8],
     dtype: u8,
+    old: Option<OldChild<'_>>,
     chain: &[(u64, u64)],
 ) -> Result<Child> {
     let opts = ctx.opts;
@@ -413,7 +484,7 @@ fn visit(
                 ),
             ));
         }
-        let s = walk_dir(ctx, &sub, &sub_path, &rel, id, chain)?;
+        let s = walk_dir(ctx, &sub, &sub_path, &rel, &st, chain)?;
         push_entry(
             ctx,
             Kind::Directory,
@@ -422,10 +493,11 @@ fn visit(
             s.size,
             rel,
         );
-        Ok(Child::Dir(s.checksum, s.size))
+        Ok(Child::Dir(s.checksum, s.size, s.same))
     } else {
         check_cancel(ctx, dir_path)?;
-        if let Some(cache) = ctx.cache {
+        let old_rec = old.and_then(|c| c.rec());
+        if let Some(orec) = old_rec {
             // The point of the cache: an unchanged file is only `stat`ed, never opened.
             let st = match known {
                 Some(st) => Some(st),
@@ -433,8 +505,7 @@ fn visit(
             };
             if let Some(st) = st.filter(|st| is_type(st.st_mode, libc::S_IFREG)) {
                 let stamp = stamp_of(&st);
-                if let Some(rec) = cache.get(&rel).filter(|r| r.matches(&stamp)) {
-                    ctx.hits.fetch_add(1, Ordering::Relaxed);
+                if orec.matches(&stamp) {
                     if let Some(p) = &opts.progress {
                         p.files.fetch_add(1, Ordering::Relaxed);
                         p.bytes.fetch_add(stamp.size, Ordering::Relaxed);
@@ -444,11 +515,12 @@ fn visit(
                         Entry {
                             kind: Kind::File,
                             mode: stamp.mode & 0o7777,
-                            checksum: rec.digest,
+                            checksum: orec.digest,
                             size: stamp.size,
                             path: rel,
                         },
-                        Some(*rec),
+                        Some(orec),
+                        true,
                     ));
                 }
             }
@@ -474,12 +546,8 @@ fn visit(
                     p.files.fetch_add(1, Ordering::Relaxed);
                     p.bytes.fetch_add(h.stamp.size, Ordering::Relaxed);
                 }
-                let rec = if ctx.collect {
-                    ctx.misses.fetch_add(1, Ordering::Relaxed);
-                    Some(Rec::new(&h.stamp, h.digest))
-                } else {
-                    None
-                };
+                let rec = ctx.collect.then(|| Rec::new(&h.stamp, h.digest));
+                let same = old_rec.is_some_and(|o| o.digest == h.digest && o.size == h.stamp.size);
                 Ok(Child::File(
                     Entry {
                         kind: Kind::File,
@@ -489,6 +557,7 @@ fn visit(
                         path: rel,
                     },
                     rec,
+                    same,
                 ))
             }
         }

@@ -240,6 +240,12 @@ impl Progress {
     fn reused(&self) -> u64 {
         self.inner.reused.load(Ordering::Relaxed)
     }
+
+    /// Directories whose listing came from the stat cache (not read again).
+    #[getter]
+    fn dirs_reused(&self) -> u64 {
+        self.inner.dirs_reused.load(Ordering::Relaxed)
+    }
 }
 
 /// Streaming BLAKE3, for Python-side transfers that must hash what they send or receive.

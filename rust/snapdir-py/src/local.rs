@@ -251,9 +251,10 @@ impl CheckoutPlan {
 }
 
 /// Compares `dest` with `manifest` (read-only) and returns a plan, or raises
-/// `ConflictError` listing local files that differ (unless `force`).
+/// `ConflictError` listing local files that differ (unless `force`). `link` ("copy",
+/// "hardlink", "reflink") says how `fill_from_store` gives files their content.
 #[pyfunction]
-#[pyo3(signature = (manifest, dest, force=false, delete=false, preserve_special_bits=false, durable=false, cancel=None, progress=None))]
+#[pyo3(signature = (manifest, dest, force=false, delete=false, preserve_special_bits=false, durable=false, cancel=None, progress=None, link="copy"))]
 #[allow(clippy::too_many_arguments)]
 pub fn plan_checkout(
     py: Python<'_>,
@@ -265,12 +266,15 @@ pub fn plan_checkout(
     durable: bool,
     cancel: Option<&CancelToken>,
     progress: Option<&Progress>,
+    link: &str,
 ) -> PyResult<CheckoutPlan> {
     let m = manifest.inner.clone();
+    let link = core::checkout::LinkMode::parse(link).map_err(|e| to_py_err(py, e))?;
     let opts = core::checkout::CheckoutOptions {
         force,
         delete,
         preserve_special_bits,
+        link,
         local: local_opts(durable, false, cancel, progress),
     };
     let plan = py
