@@ -293,8 +293,9 @@ def test_source_changed_between_signing_and_sending(raw: Any, bucket: str, tmp_p
     """botocore reads the body once to sign it (SHA-256 payload) and again to send it. The
     file changes in between: the send pass no longer hashes to the key, the reader refuses
     to hand over the last bytes, and nothing is stored (the server never sees a complete
-    body, so this is our check, not the server's signature check)."""
-    store, parent = _store(bucket)
+    body, so this is our check, not the server's signature check). Small files are read once
+    and sent from memory (the lean path), so this is the streamed path: ``small_put_max=0``."""
+    store, parent = _store(bucket, small_put_max=0)
     data = random_bytes(300_000, 3)
     checksum = blake3_hex(data)
     source = tmp_path / "src"
@@ -386,26 +387,26 @@ def test_conditional_create(raw: Any, bucket: str, tmp_path: Path) -> None:
         close_store(store)
 
 
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "botocore"])
 def test_conditional_create_falls_back_when_unsupported(
-    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bucket: str, tmp_path: Path, lean: bool
 ) -> None:
     """A server that answers If-None-Match with 501 NotImplemented: the store drops the
-    capability and uses plain PUTs (harmless for content-addressed keys)."""
+    capability and uses plain PUTs (harmless for content-addressed keys). The answer is
+    injected where both request paths pass: botocore's ``before-send`` event."""
     from botocore.exceptions import ClientError  # type: ignore[import-untyped,unused-ignore]
 
-    store, _ = _store(bucket)
+    store, _ = _store(bucket, lean=lean)
     client = store._client()
-    real_put = client.put_object
     refused: list[str] = []
 
-    def put_object(**params: Any) -> Any:
-        if "IfNoneMatch" in params:
-            refused.append(params["Key"])
+    def before_send(request: Any, **kwargs: Any) -> None:
+        if request.method == "PUT" and request.headers.get("If-None-Match"):
+            refused.append(request.url)
             error = {"Error": {"Code": "NotImplemented", "Message": "If-None-Match"}}
             raise ClientError({**error, "ResponseMetadata": {"HTTPStatusCode": 501}}, "PutObject")
-        return real_put(**params)
 
-    monkeypatch.setattr(client, "put_object", put_object)
+    client.meta.events.register("before-send.s3.PutObject", before_send)
     data = b"no conditional writes here"
     source = tmp_path / "src"
     source.write_bytes(data)

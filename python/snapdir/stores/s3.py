@@ -10,11 +10,23 @@ Configuration comes from the environment the way every AWS tool reads it:
   ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``, ``~/.aws/credentials``,
   ``~/.aws/config``, SSO, container and instance roles); region defaults to ``us-east-1``;
 * ``SNAPDIR_S3_MULTIPART_THRESHOLD`` / ``SNAPDIR_S3_PART_SIZE`` (bytes) tune multipart
-  uploads; ``SNAPDIR_S3_CONDITIONAL_PUT=0`` turns off ``If-None-Match`` creates.
+  uploads; ``SNAPDIR_S3_CONDITIONAL_PUT=0`` turns off ``If-None-Match`` creates;
+  ``SNAPDIR_S3_LEAN=0`` sends every request through botocore's client calls (see below).
+
+Single-request PUTs of small files (up to ``small_put_max``, 1 MiB), manifest PUTs, GETs
+and HEADs take the lean path of :mod:`snapdir.stores._s3lean`: signed by botocore's SigV4
+signer with the client's credentials and endpoint, and sent on the store's own keep-alive
+connections (with the client's socket, timeout and TLS settings; through the client's HTTP
+session when a proxy or client certificate is configured), without botocore's per-call
+machinery and http.client/urllib3, which cost several times the CPU of the request itself
+(a push of many small files is CPU-bound on them). Listing, multipart uploads and larger
+single PUTs (streamed) go through the client calls.
 
 How the store keeps the contract of :mod:`snapdir.stores._base`:
 
-* **Only verified bytes become visible.** A single PUT streams the file through an
+* **Only verified bytes become visible.** A small file is read into memory and verified
+  (size, end of file, BLAKE3) before its PUT is sent: the bytes sent are the bytes
+  checked. A larger single PUT streams the file through an
   :class:`~snapdir.stores._streams.UploadReader`, which hashes exactly the bytes botocore
   reads and, before it hands over the *last* bytes of the body, checks the digest: on a
   mismatch it raises, the request dies with fewer bytes than its ``Content-Length``, and S3
@@ -64,6 +76,7 @@ from .._errors import (
     SnapdirError,
     StoreError,
 )
+from .._snapdir import EMPTY_CHECKSUM
 from .._types import StoreUri
 from ._base import (
     Capability,
@@ -76,6 +89,7 @@ from ._base import (
     parse_retry_after,
     to_thread,
 )
+from ._s3lean import LeanS3, LeanUnsuitable, lean_for
 from ._streams import (
     DownloadSink,
     SourceHasher,
@@ -103,6 +117,9 @@ DEFAULT_PART_CONCURRENCY = 4
 #: Parts buffered in memory across all uploads of one store (bounds memory when many big
 #: files go up at once: 8 x 16 MiB).
 DEFAULT_MAX_BUFFERED_PARTS = 8
+#: Files up to this size are uploaded from memory through the lean path (bounded memory:
+#: one such buffer per concurrent upload).
+DEFAULT_SMALL_PUT_MAX = 1 * MiB
 #: On a 412, an existing object up to this size is re-hashed before it is trusted.
 DEFAULT_VERIFY_ON_CONFLICT_MAX = 16 * MiB
 _READ_CHUNK = 1 * MiB
@@ -181,6 +198,13 @@ def _env_int(name: str) -> int | None:
         ) from None
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    return value not in ("0", "false", "no", "off")
+
+
 def _error_code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -216,6 +240,8 @@ class S3Store(StreamingStore):
         conditional_put: bool | None = None,
         verify_on_conflict_max: int = DEFAULT_VERIFY_ON_CONFLICT_MAX,
         client_config: dict[str, Any] | None = None,
+        lean: bool | None = None,
+        small_put_max: int = DEFAULT_SMALL_PUT_MAX,
     ) -> None:
         uri = StoreUri(uri)
         if uri.scheme != "s3":
@@ -235,12 +261,7 @@ class S3Store(StreamingStore):
         #: Keys per LIST request (S3's maximum is 1000).
         self.list_page_size = 1000
         if conditional_put is None:
-            conditional_put = os.environ.get("SNAPDIR_S3_CONDITIONAL_PUT", "1").strip() not in (
-                "0",
-                "false",
-                "no",
-                "off",
-            )
+            conditional_put = _env_flag("SNAPDIR_S3_CONDITIONAL_PUT", True)
         self.capabilities = type(self).capabilities
         if not conditional_put:
             self.capabilities &= ~Capability.CONDITIONAL_PUT
@@ -248,6 +269,13 @@ class S3Store(StreamingStore):
         self._client_config = dict(client_config or {})
         self._client_obj: Any = None
         self._client_lock = threading.Lock()
+        if lean is None:
+            lean = _env_flag("SNAPDIR_S3_LEAN", True)
+        #: Whether single-request PUT/GET/HEAD may take the lean path (turned off for good
+        #: when the bucket turns out to need botocore's own handling).
+        self.lean = lean
+        self.small_put_max = max(0, small_put_max)
+        self._lean_obj: LeanS3 | None = None
         #: The store-wide bound on multipart parts held in memory.
         self._part_buffers = LoopSemaphore(
             f"snapdir-s3-parts-{id(self)}", lambda: self.max_buffered_parts
@@ -324,9 +352,52 @@ class S3Store(StreamingStore):
         # request goes ahead.
         self._count()
 
+    # -- the lean path (see :mod:`snapdir.stores._s3lean`) -----------------------------------
+    def _lean_path(self) -> LeanS3 | None:
+        """The lean path, built on first use (may raise botocore's NoCredentialsError);
+        None when it is off or this bucket needs botocore."""
+        if not self.lean:
+            return None
+        lean = self._lean_obj
+        if lean is not None:
+            return lean
+        client = self._client()
+        with self._client_lock:
+            if self._lean_obj is None and self.lean:
+                try:
+                    self._lean_obj = lean_for(client, self.bucket, self._pool)
+                except LeanUnsuitable as e:
+                    _log.info("%s: requests go through botocore (%s)", self.uri, e)
+                    self.lean = False
+            return self._lean_obj
+
+    def _lean_send(self, operation: str, method: str, key: str, **params: Any) -> Any:
+        lean = self._lean_path()
+        if lean is None:
+            return None
+        return lean.send(operation, method, key, **params)
+
+    def _send_lean(self, key: str, what: str, operation: str, method: str, **params: Any) -> Any:
+        """One lean request with errors mapped like the client calls' (see :meth:`_call`);
+        None when the request must go through botocore instead (the path is off, or the
+        answer was a redirect to another region or endpoint, which turns it off)."""
+        if not self.lean:
+            return None
+        try:
+            return self._call(
+                key, what, functools.partial(self._lean_send, operation, method, key), **params
+            )
+        except LeanUnsuitable as e:
+            _log.info("%s: %s; requests go through botocore from now on", self.uri, e)
+            self.lean = False
+            return None
+
     async def aclose(self) -> None:
         with self._client_lock:
             client, self._client_obj = self._client_obj, None
+            lean, self._lean_obj = self._lean_obj, None
+        if lean is not None:
+            lean.close()
         if client is not None:
             client.close()
 
@@ -413,6 +484,12 @@ class S3Store(StreamingStore):
     # -- existence ---------------------------------------------------------------------------
     def _head(self, key: str) -> dict[str, Any] | None:
         try:
+            resp = self._send_lean(key, "HEAD", "HeadObject", "HEAD")
+            if resp is not None:
+                return {
+                    "ContentLength": int(resp.headers.get("content-length", 0) or 0),
+                    "ETag": resp.headers.get("etag"),
+                }
             result: dict[str, Any] = self._call(
                 key, "HEAD", self._client().head_object, Bucket=self.bucket, Key=key
             )
@@ -436,12 +513,8 @@ class S3Store(StreamingStore):
         ``_MAX_RESUMES_WITHOUT_PROGRESS`` times in a row without new bytes; then the
         failure is raised as transient for the retry wrapper.
         """
-        client = self._client()
-        resp = self._call(key, "GET", client.get_object, Bucket=self.bucket, Key=key)
-        expected = int(resp.get("ContentLength", 0))
-        etag = resp.get("ETag")
+        expected, etag, _, body = self._get(key, "GET")
         stalls = 0
-        body = resp["Body"]
         try:
             while True:
                 pos = sink.count
@@ -468,15 +541,8 @@ class S3Store(StreamingStore):
                         f"{expected} {stalls} times in a row: {error}"
                     ) from error
                 _log.info("GET %s broke at byte %d (%s); resuming", self._where(key), pos, error)
-                params: dict[str, Any] = {
-                    "Bucket": self.bucket,
-                    "Key": key,
-                    "Range": f"bytes={pos}-",
-                }
-                if etag:
-                    params["IfMatch"] = etag
                 try:
-                    resp = self._call(key, "GET (resume)", client.get_object, **params)
+                    _, _, content_range, body = self._get(key, "GET (resume)", pos, etag)
                 except StoreError as e:
                     if _is_precondition_failed(e):
                         raise TransientStoreError(
@@ -484,15 +550,43 @@ class S3Store(StreamingStore):
                             "read; starting over"
                         ) from e
                     raise
-                content_range = str(resp.get("ContentRange", ""))
                 if not content_range.startswith(f"bytes {pos}-"):
+                    body.close()
                     raise TransientStoreError(
                         f"GET {self._where(key)}: asked to resume at byte {pos}, the server "
                         f"answered {content_range or 'the whole object'}"
                     )
-                body = resp["Body"]
         finally:
             body.close()
+
+    def _get(
+        self, key: str, what: str, start: int = 0, etag: str | None = None
+    ) -> tuple[int, str | None, str, Any]:
+        """Send a GET of ``key`` (from byte ``start``, ``If-Match: etag``); returns
+        (Content-Length, ETag, Content-Range, body) with the body unread (``read(n)``,
+        ``close()``)."""
+        headers: dict[str, str] = {}
+        if start:
+            headers["Range"] = f"bytes={start}-"
+        if etag:
+            headers["If-Match"] = etag
+        resp = self._send_lean(key, what, "GetObject", "GET", headers=headers, stream=True)
+        if resp is not None:
+            h = resp.headers
+            length = int(h.get("content-length", 0) or 0)
+            return length, h.get("etag"), str(h.get("content-range", "")), resp.raw
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if start:
+            params["Range"] = headers["Range"]
+        if etag:
+            params["IfMatch"] = etag
+        result = self._call(key, what, self._client().get_object, **params)
+        return (
+            int(result.get("ContentLength", 0)),
+            result.get("ETag"),
+            str(result.get("ContentRange", "")),
+            result["Body"],
+        )
 
     # -- uploads ------------------------------------------------------------------------------
     def _existing_is_sound(self, key: str, checksum: str, size: int) -> bool:
@@ -549,6 +643,40 @@ class S3Store(StreamingStore):
                     conditional = False
                     continue
                 raise
+
+    def _put_small_sync(
+        self, checksum: str, source: str, size: int, key: str, replace: bool = False
+    ) -> None:
+        """A small file: read whole and verified (size, end, BLAKE3) before one lean PUT
+        sends exactly those bytes; through botocore if the lean path is unavailable."""
+        with open_source(source) as f:
+            data = SourceHasher(f, size, checksum, source).read(size)
+        if not self._put_bytes_lean(
+            key, data, lambda: self._existing_is_sound(key, checksum, size), replace
+        ):
+            self._put_single_sync(checksum, source, size, key, replace)
+
+    def _put_bytes_lean(
+        self, key: str, data: bytes, sound: Callable[[], bool], replace: bool = False
+    ) -> bool:
+        """PUT ``data`` (verified by the caller) under ``key`` through the lean path, with
+        the create rules of :meth:`_create`. False when the lean path is not available
+        (nothing was stored then: the caller uses botocore)."""
+        if not self.lean:
+            return False
+
+        def send(conditional: bool) -> None:
+            headers = {"Content-Length": str(len(data))}
+            if conditional:
+                headers["If-None-Match"] = "*"
+            if self._send_lean(key, "PUT", "PutObject", "PUT", body=data, headers=headers) is None:
+                raise _NoLean()
+
+        try:
+            self._create(key, send, sound, replace=replace)
+        except _NoLean:
+            return False
+        return True
 
     def _put_single_sync(
         self, checksum: str, source: str, size: int, key: str, replace: bool = False
@@ -693,6 +821,8 @@ class S3Store(StreamingStore):
         source = os.fspath(source)
         if size >= self.multipart_threshold and size > MIN_PART_SIZE:
             await self._put_multipart(checksum, source, size, key, replace)
+        elif size <= self.small_put_max and self.lean:
+            await to_thread(self._put_small_sync, checksum, source, size, key, replace)
         else:
             await to_thread(self._put_single_sync, checksum, source, size, key, replace)
 
@@ -705,6 +835,8 @@ class S3Store(StreamingStore):
         return True
 
     def _put_manifest_sync(self, snapshot_id: str, key: str, data: bytes) -> None:
+        if self._put_bytes_lean(key, data, lambda: self._manifest_is_sound(key, snapshot_id)):
+            return
         client = self._client()
 
         def send(conditional: bool) -> None:
@@ -723,7 +855,12 @@ class S3Store(StreamingStore):
     # -- listing ------------------------------------------------------------------------------
     def _list_hex(self, area: str, shard: str = "") -> list[str]:
         """Checksums/ids of every well-formed key under ``<prefix>/<area>/`` (paginated);
-        stray keys (another tool's files, a half-typed name) are ignored."""
+        stray keys (another tool's files, a half-typed name) are ignored.
+
+        So is an empty object under any key but the empty file's: some servers (SeaweedFS
+        4.48) commit a PUT whose client died after the headers as a 0-byte object. Listed
+        as missing, it is uploaded again (over the conditional put's 412, whose size check
+        fails), so a push after a crash repairs it instead of writing a manifest over it."""
         client = self._client()
         base = self._key(area + "/")
         found: list[str] = []
@@ -736,8 +873,11 @@ class S3Store(StreamingStore):
             page = self._call(base, "LIST", client.list_objects_v2, **params)
             for item in page.get("Contents", ()) or ():
                 digest = hex_from_key(str(item["Key"])[len(base) :])
-                if digest is not None:
-                    found.append(digest)
+                if digest is None:
+                    continue
+                if area == ".objects" and item.get("Size") == 0 and digest != EMPTY_CHECKSUM:
+                    continue
+                found.append(digest)
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 break
@@ -752,6 +892,10 @@ class S3Store(StreamingStore):
 
     def __repr__(self) -> str:
         return f"S3Store({str(self.uri)!r})"
+
+
+class _NoLean(Exception):
+    """The lean path turned out unavailable before anything was stored."""
 
 
 def _cause_code(exc: BaseException) -> str:
