@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._errors import InvalidArgumentError
+from ._errors import HashMismatchError, InvalidArgumentError
 from ._types import StoreUri
 from .stores._wrappers import unwrap as _inner_of
 
@@ -115,6 +115,40 @@ async def missing_objects(
     return out
 
 
+#: Download directory of ``transfer_objects`` in a local destination store:
+#: ``.snapdir-in-<pid>-<random>`` (the pid lets a later run tell a dead owner's apart).
+DOWNLOAD_PREFIX = ".snapdir-in-"
+
+
+def _clear_stale_downloads(root: str) -> None:
+    """Remove download directories whose process is gone (a killed ``fetch`` or ``sync``
+    leaves one holding partial objects that nothing else would ever remove), as ``pull``
+    does with its staging directories. Those of live processes are left alone."""
+    import shutil
+
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(DOWNLOAD_PREFIX):
+            continue
+        pid = name[len(DOWNLOAD_PREFIX) :].partition("-")[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # e.g. EPERM: it exists
+    return True
+
+
 async def transfer_objects(
     src: Store,
     dst: Store,
@@ -128,7 +162,7 @@ async def transfer_objects(
     import tempfile
 
     from .stores import Capability, ObjectPut
-    from .stores._base import for_each_limited
+    from .stores._base import for_each_limited, to_thread
     from .stores.file import FileStore
 
     wanted = await missing_objects(dst, [c for c, _ in objects], jobs=jobs)
@@ -147,7 +181,8 @@ async def transfer_objects(
         return len(todo)
     if isinstance(d_in, FileStore):
         os.makedirs(d_in.root, exist_ok=True)
-        tmpdir = tempfile.mkdtemp(prefix=".snapdir-in-", dir=d_in.root)
+        _clear_stale_downloads(d_in.root)
+        tmpdir = tempfile.mkdtemp(prefix=f"{DOWNLOAD_PREFIX}{os.getpid()}-", dir=d_in.root)
     else:
         tmpdir = tempfile.mkdtemp(prefix="snapdir-sync-")
     try:
@@ -156,6 +191,12 @@ async def transfer_objects(
             c, size = obj
             tmp = os.path.join(tmpdir, c)
             await src.get_object(c, tmp)
+            got = await to_thread(os.path.getsize, tmp)
+            if got != size:  # the right bytes, but not what the manifest says: refuse, as
+                _unlink_quiet(tmp)  # the file:// copy does, rather than cache an unusable set
+                raise HashMismatchError(
+                    f"object {c} in {src.uri} has {got} bytes but the manifest says {size}"
+                )
             if isinstance(d_in, FileStore):
                 await d_in.adopt_object(c, tmp)
             else:

@@ -826,28 +826,6 @@ fn spill_chmod(mut spill: Spill, dst: &Path) -> Result<Spill> {
     }
 }
 
-/// A pool wider than the cores for pushes: creating shard directories and files waits on
-/// the file system's journal more than on the CPU, and with one thread per core every such
-/// wait idles a core that could be reading or hashing another file.
-fn io_pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        let n: usize = std::env::var("SNAPDIR_PUSH_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(8);
-        if n <= 1 {
-            return None;
-        }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .thread_name(|i| format!("snapdir-push-{i}"))
-            .build()
-            .ok()
-    })
-    .as_ref()
-}
-
 /// What [`push_tree`] did.
 #[derive(Debug)]
 pub struct PushOutcome {
@@ -873,10 +851,7 @@ pub fn push_tree(
     let ingestor = Arc::new(Ingestor::new(root, opts.durable));
     let mut wo = walk_opts.clone();
     wo.ingest = Some(ingestor.clone());
-    let walked = match io_pool() {
-        Some(pool) => pool.install(|| walk(tree, &wo))?,
-        None => walk(tree, &wo)?,
-    };
+    let walked = walk(tree, &wo)?;
     let mut stats = ingestor.stats();
     let id = walked.manifest.id();
     if manifest_path(root, &id).is_file() {
