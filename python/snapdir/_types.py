@@ -179,7 +179,9 @@ class Ref:
         if not ref:
             raise InvalidArgumentError("an empty diff reference", code="INVALID_ARGUMENT")
         if "://" in ref:
-            uri, at, tail = ref.rpartition("@")
+            # Trailing slashes ignored here as StoreUri ignores them: otherwise
+            # ``s3://b/x@<id>/`` would be a store that prints as a snapshot reference.
+            uri, at, tail = ref.rstrip("/").rpartition("@")
             if at and _is_hex64(tail.lower()):
                 return cls("snapshot", store=StoreUri(uri), id=SnapshotId(tail))
             return cls("store", store=StoreUri(ref))

@@ -325,6 +325,10 @@ class BaseStore:
             os.close(fd)
             try:
                 await self.get_object(checksum, tmp)
+                if (
+                    await to_thread(os.path.getsize, tmp) != obj[1]
+                ):  # right bytes, not the manifest's size
+                    problems[checksum] = "corrupt"
             except NotFoundError:
                 problems[checksum] = "missing"
             except HashMismatchError:

@@ -415,14 +415,14 @@ fn stage_object(
     };
     match link {
         LinkMode::Copy => {
-            return crate::store::get_object_cancellable(root, &n.checksum, dst, cancel)
+            return crate::store::get_object_sized(root, &n.checksum, dst, Some(n.size), cancel)
         }
         LinkMode::Hardlink => match fs::hard_link(&src, dst) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
             // As many links as the file system allows (ext4: 65,000): this one is a copy.
             Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
-                return crate::store::get_object_cancellable(root, &n.checksum, dst, cancel)
+                return crate::store::get_object_sized(root, &n.checksum, dst, Some(n.size), cancel)
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EPERM)) => {
                 return Err(unsupported("hard-link", root, dest, e))

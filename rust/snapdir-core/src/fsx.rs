@@ -306,7 +306,7 @@ impl CopyError {
 
 /// Copies everything from `src` to `dst` while hashing it; returns (digest, bytes).
 pub fn copy_hashing(
-    src: &mut File,
+    src: &mut (impl std::io::Read + Send),
     dst: &mut File,
     size_hint: u64,
 ) -> Result<([u8; 32], u64), CopyError> {
@@ -317,7 +317,7 @@ pub fn copy_hashing(
 /// not wait for a multi-GiB object to be copied to the end; the error is a write error of
 /// kind `Interrupted`.
 pub fn copy_hashing_cancellable(
-    src: &mut File,
+    src: &mut (impl std::io::Read + Send),
     dst: &mut File,
     size_hint: u64,
     cancel: Option<&std::sync::atomic::AtomicBool>,

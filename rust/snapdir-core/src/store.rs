@@ -323,8 +323,11 @@ fn copy_checked(
     dst: &Path,
     cancel: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<u64> {
-    let (d, n) =
-        fsx::copy_hashing_cancellable(src, out, size, cancel).map_err(|e| e.at(source, dst))?;
+    // At most one byte more than expected: a source that never ends (a link to
+    // /dev/zero planted in a store, a FIFO) or a huge sparse file must not fill the disk.
+    let mut bounded = io::Read::take(src, size.saturating_add(1));
+    let (d, n) = fsx::copy_hashing_cancellable(&mut bounded, out, size, cancel)
+        .map_err(|e| e.at(source, dst))?;
     if &d != checksum || n != size {
         return Err(match origin {
             Origin::Tree => Error::in_flux(source, "its content no longer matches the walk"),
@@ -362,6 +365,19 @@ pub fn get_object_cancellable(
     dest: &Path,
     cancel: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<u64> {
+    get_object_sized(root, checksum, dest, None, cancel)
+}
+
+/// [`get_object_cancellable`] for an object the caller expects to have `size` bytes: a
+/// stored file of another size is refused before a byte is copied (a sparse terabyte under
+/// a key must not be copied out), and the copy stops one byte past `size`.
+pub fn get_object_sized(
+    root: &Path,
+    checksum: &Digest,
+    dest: &Path,
+    size: Option<u64>,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<u64> {
     let src_path = object_path(root, checksum);
     let mut src = match open_nonblocking(&src_path, true) {
         Ok(f) => f,
@@ -377,9 +393,24 @@ pub fn get_object_cancellable(
         }
         Err(e) => return Err(Error::io("cannot open", &src_path, e)),
     };
-    let size = src.metadata().map(|m| m.len()).unwrap_or(0);
+    let meta = src
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", &src_path, e))?;
+    if !meta.is_file() || size.is_some_and(|s| s != meta.len()) {
+        return Err(Error::new(
+            Code::HashMismatch,
+            format!(
+                "object {} in {} is not a regular file of {} bytes",
+                to_hex(checksum),
+                display_path(root),
+                size.map_or_else(|| "the right number of".to_owned(), |s| s.to_string())
+            ),
+        ));
+    }
+    let want = size.unwrap_or(meta.len());
     let mut out = File::create(dest).map_err(|e| Error::io("cannot create", dest, e))?;
-    let res = fsx::copy_hashing_cancellable(&mut src, &mut out, size, cancel);
+    let mut bounded = io::Read::take(&mut src, want.saturating_add(1));
+    let res = fsx::copy_hashing_cancellable(&mut bounded, &mut out, want, cancel);
     match res {
         Ok((d, n)) if &d == checksum => Ok(n),
         Ok((d, _)) => {
@@ -424,7 +455,7 @@ pub fn verify_objects(
             if cancelled(opts) {
                 return Err(interrupted(&p));
             }
-            let mut f = match open_nonblocking(&p, true) {
+            let f = match open_nonblocking(&p, true) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     return Ok(Some((*d, Problem::Missing)))
@@ -434,6 +465,14 @@ pub fn verify_objects(
                 }
                 Err(e) => return Err(Error::io("cannot open", &p, e)),
             };
+            match f.metadata() {
+                Ok(m) if m.is_file() && m.len() == *size => {}
+                // Not a regular file, or the wrong size: corrupt without reading it (a
+                // sparse terabyte or a link to /dev/zero would never finish).
+                Ok(_) => return Ok(Some((*d, Problem::Corrupt))),
+                Err(e) => return Err(Error::io("cannot stat", &p, e)),
+            }
+            let mut f = io::Read::take(f, size.saturating_add(1));
             let (got, n) = hash_stream(&mut f, *size, |_| Ok(()))
                 .map_err(|e| Error::io("cannot read", &p, e))?;
             bump(opts, n);
