@@ -1555,6 +1555,9 @@ class Bench:
         self.rss_floor_kib = 0
         self.started = time.perf_counter()
         self.cleanup_s = 0.0  # untimed removal of the last run's scratch dir and `sync`
+        # Run outputs removed only once a tree is done (see `settle`).
+        self.deferred: list[Path] = []
+        self.inode_pause = 0 if args.quick else 61  # seconds; tiny quick trees need none
         ours = tools.get(OURS)
         self.s3 = s3bench.S3Service(
             args.workdir / "s3",
@@ -1710,6 +1713,27 @@ class Bench:
                         while f.readinto(buf):
                             pass
 
+    def settle(self) -> None:
+        """Remove the deferred run outputs, then wait out the file system's inode reuse delay.
+
+        ext4 without a journal (as on the machines this is measured on) will not reuse an
+        inode freed in the last 60 s, and skips each such inode, one buffer lookup apiece,
+        every time it allocates one in that block group. Removing a run's 20,000 files right
+        before the next run therefore taxes that next run in proportion to the inodes *it*
+        creates: the 1.x store layout (three directory levels per object) far more than
+        `cp -r`. Outputs are kept until a tree is done, removed together, and followed by a
+        pause, so no timed run pays for an earlier run's clean-up."""
+        if not self.deferred:
+            return
+        t0 = time.perf_counter()
+        for path in self.deferred:
+            self.remove(path)
+        self.deferred.clear()
+        os.sync()
+        took = time.perf_counter() - t0
+        self.log(f"   removed run outputs in {took:.0f} s; pause {self.inode_pause} s")
+        time.sleep(self.inode_pause)
+
     def drop_local_state(self, tree: Tree) -> None:
         """Free the disk after a tree: its file:// stores and kept directories."""
         for key in [k for k in self.store_dirs if k[0] == tree.name]:
@@ -1762,7 +1786,10 @@ class Bench:
         finally:
             t0 = time.perf_counter()
             if not kept:
-                self.remove(scratch)
+                if tree.recipe.kind == "large":
+                    self.remove(scratch)  # 4 files: no inode pressure, and 4 GiB each
+                else:
+                    self.deferred.append(scratch)
             os.sync()  # write-back of this run must not land in the next one
             self.cleanup_s = time.perf_counter() - t0
 
@@ -1821,7 +1848,9 @@ class Bench:
         on every tree: SeaweedFS runs only during the last phase."""
         caches = [self.args.workdir / "cache", self.args.workdir / "restic-cache"]
         for path in [self.scratch_root, *caches]:  # a fresh stat cache: the warm-up fills it
-            self.remove(path)
+            if path.exists():
+                self.deferred.append(path)
+        self.settle()
         self.scratch_root.mkdir(parents=True)
         self.rss_floor_kib = min(rss_floor() for _ in range(3))
         try:
@@ -1831,12 +1860,14 @@ class Bench:
                 warmup = self.args.large_warmup or not large
                 self.run_tree(tree, ops, self.repeat_for(tree), warmup)
                 self.drop_local_state(tree)
+                self.settle()
             self.exit_check()
             cloud = [(t, [op for op in self.ops_for(t) if op.cloud]) for t in self.trees]
             cloud = [(t, ops) for t, ops in cloud if ops]
             if cloud and self.start_s3():
                 for tree, ops in cloud:
                     self.run_tree(tree, ops, self.args.s3_repeat)
+                    self.settle()
             elif cloud:
                 for tree, ops in cloud:
                     for op in ops:

@@ -420,12 +420,21 @@ class DownloadSink:
 
     def flush(self) -> None:
         if self._f is not None:
-            self._f.flush()
+            try:
+                self._f.flush()
+            except OSError as e:
+                self.failure = SnapdirIOError(f"cannot write {self.dest}: {e.strerror or e}")
+                raise self.failure from e
 
     def close(self) -> None:
+        # Buffered bytes reach the disk here: a full disk may only show now.
         f, self._f = self._f, None
         if f is not None:
-            f.close()
+            try:
+                f.close()
+            except OSError as e:
+                self.failure = SnapdirIOError(f"cannot write {self.dest}: {e.strerror or e}")
+                raise self.failure from e
 
     def hexdigest(self) -> str:
         return self._hasher.hexdigest()
