@@ -237,78 +237,40 @@ fn write_object(
     };
     let parent = dst.parent().expect("object paths have a parent");
     // Linux: an unnamed file linked in only once verified (no temporary name to clean up
-    // after a crash, one metadata operation fewer than create + rename).
-    if !replace {
-        if let Some(mut out) = fsx::open_unnamed(parent) {
-            let n = copy_checked(
-                &mut src,
-                &mut out,
-                source,
-                checksum,
-                size,
-                origin,
-                dst,
-                opts.cancel.as_deref(),
-            )?;
-            if opts.durable {
-                out.sync_all()
-                    .map_err(|e| Error::io("cannot sync", dst, e))?;
-            }
-            match fsx::link_unnamed(&out, dst) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io("cannot link into", dst, e)),
-            }
-            if opts.durable {
-                sync_dir(parent)?;
-            }
-            return Ok(n);
+    // after a crash, one metadata operation fewer than create + rename). A repair renames
+    // over the corrupt object instead (a link cannot replace a name).
+    let mut spill = match Spill::create(parent, dst, !replace) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+            Spill::create(parent, dst, !replace)
         }
+        other => other,
     }
-    let tmp = temp_sibling(dst);
-    let result = (|| -> Result<u64> {
-        let mut out = match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
-                fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&tmp)
-                    .map_err(|e| Error::io("cannot create", &tmp, e))?
-            }
-            Err(e) => return Err(Error::io("cannot create", &tmp, e)),
-        };
-        fsx::fchmod(&out, 0o644).map_err(|e| Error::io("cannot chmod", &tmp, e))?;
-        let n = copy_checked(
-            &mut src,
-            &mut out,
-            source,
-            checksum,
-            size,
-            origin,
-            dst,
-            opts.cancel.as_deref(),
-        )?;
-        if opts.durable {
-            out.sync_all()
-                .map_err(|e| Error::io("cannot sync", &tmp, e))?;
+    .map_err(|e| Error::io("cannot create", dst, e))?;
+    let copied = copy_checked(
+        &mut src,
+        spill.file(),
+        source,
+        checksum,
+        size,
+        origin,
+        dst,
+        opts.cancel.as_deref(),
+    );
+    let n = match copied {
+        Ok(n) => n,
+        Err(e) => {
+            spill.discard();
+            return Err(e);
         }
-        drop(out);
-        fs::rename(&tmp, dst).map_err(|e| Error::io("cannot rename into", dst, e))?;
-        if opts.durable {
-            sync_dir(parent)?;
-        }
-        Ok(n)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    };
+    spill
+        .publish(dst, opts.durable)
+        .map_err(|e| Error::io("cannot write", dst, e))?;
+    if opts.durable {
+        sync_dir(parent)?;
     }
-    result
+    Ok(n)
 }
 
 /// Copies while hashing and checks the result is exactly object `checksum` of `size` bytes.
@@ -587,16 +549,30 @@ impl Spool<'_> {
 
 impl Spill {
     fn open(objects: &Path) -> io::Result<Spill> {
-        if let Some(f) = fsx::open_unnamed(objects) {
-            return Ok(Spill::Unnamed(f));
+        Spill::create(objects, &objects.join("spool"), true)
+    }
+
+    /// An unnamed file in `dir` (when `unnamed` and the system has them), else a new file
+    /// named after `beside` (see [`temp_sibling`]), mode 0644 either way.
+    fn create(dir: &Path, beside: &Path, unnamed: bool) -> io::Result<Spill> {
+        if unnamed {
+            if let Some(f) = fsx::open_unnamed(dir) {
+                return Ok(Spill::Unnamed(f));
+            }
         }
-        let tmp = temp_sibling(&objects.join("spool"));
+        let tmp = temp_sibling(beside);
         let f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)?;
-        fsx::fchmod(&f, 0o644)?;
-        Ok(Spill::Named(f, tmp))
+        let spill = Spill::Named(f, tmp);
+        match fsx::fchmod(f_of(&spill), 0o644) {
+            Ok(()) => Ok(spill),
+            Err(e) => {
+                spill.discard();
+                Err(e)
+            }
+        }
     }
 
     fn file(&mut self) -> &mut File {
@@ -650,6 +626,12 @@ pub struct Ingestor {
     written: AtomicU64,
     present: AtomicU64,
     bytes: AtomicU64,
+}
+
+fn f_of(spill: &Spill) -> &File {
+    match spill {
+        Spill::Unnamed(f) | Spill::Named(f, _) => f,
+    }
 }
 
 impl std::fmt::Debug for Spill {
@@ -833,19 +815,8 @@ fn confirm_if_racy(path: &Path, no_follow: bool, h: &crate::hash::Hashed) -> Res
 /// where the system has them, else a temporary name + rename.
 fn write_bytes(dst: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let parent = dst.parent().expect("object paths have a parent");
-    let mut spill = match fsx::open_unnamed(parent) {
-        Some(f) => Spill::Unnamed(f),
-        None => {
-            let tmp = temp_sibling(dst);
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(|e| Error::io("cannot create", &tmp, e))?;
-            let spill = Spill::Named(f, tmp);
-            spill_chmod(spill, dst)?
-        }
-    };
+    let mut spill =
+        Spill::create(parent, dst, true).map_err(|e| Error::io("cannot create", dst, e))?;
     if let Err(e) = spill.file().write_all(bytes) {
         spill.discard();
         return Err(Error::io("cannot write", dst, e));
@@ -853,16 +824,6 @@ fn write_bytes(dst: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     spill
         .publish(dst, durable)
         .map_err(|e| Error::io("cannot write", dst, e))
-}
-
-fn spill_chmod(mut spill: Spill, dst: &Path) -> Result<Spill> {
-    match fsx::fchmod(spill.file(), 0o644) {
-        Ok(()) => Ok(spill),
-        Err(e) => {
-            spill.discard();
-            Err(Error::io("cannot chmod", dst, e))
-        }
-    }
 }
 
 /// What [`push_tree`] did.
