@@ -4,6 +4,9 @@
   user's real cache and tests cannot see each other's staged snapshots.
 * With ``SNAPDIR_TEST_NO_SKIP=1`` (set by CI) a skipped test is reported as a failure: the
   real-server suites must never silently not run.
+* The loopback servers (SeaweedFS, fake-gcs-server, the B2 simulator) are session fixtures
+  registered here, so every test module shares one instance of each: a server per module
+  would cost its start-up and its memory again in every module that uses it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from servers.fixtures import (  # noqa: F401  (registers the fixtures below)
+    b2_simulator_fixture,
+    fake_gcs_fixture,
+    seaweedfs_fixture,
+)
 
 NO_SKIP = os.environ.get("SNAPDIR_TEST_NO_SKIP", "") not in ("", "0")
 

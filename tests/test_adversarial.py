@@ -28,7 +28,6 @@ from typing import Any
 
 import pytest
 from adversarial import BY_NAME, MISSING, OPS, Case, Report, cases, run_case
-from servers.fixtures import seaweedfs_fixture  # noqa: F401  (the `seaweedfs` fixture)
 from servers.seaweed import S3Server
 from storeutil import cli_env, tmpfs
 

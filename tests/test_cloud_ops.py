@@ -44,11 +44,6 @@ import snapdir
 from servers.b2sim import B2Server
 from servers.fakegcs import EMULATOR_ENV, GcsServer
 from servers.faultproxy import FaultProxy, start_fault_proxy
-from servers.fixtures import (
-    b2_simulator_fixture,  # noqa: F401  (the `b2_simulator` fixture)
-    fake_gcs_fixture,  # noqa: F401  (the `fake_gcs` fixture)
-    seaweedfs_fixture,  # noqa: F401  (the `seaweedfs` fixture)
-)
 from servers.seaweed import S3Server
 from snapdir._common import OpStats
 from snapdir._pull import copy_snapshot, pull_with_stats

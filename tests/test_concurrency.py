@@ -33,7 +33,6 @@ from pathlib import Path
 import anyio
 import pytest
 import snapdir
-from servers.fixtures import seaweedfs_fixture  # noqa: F401  (the `seaweedfs` fixture)
 from servers.seaweed import S3Server
 from snapdir import _snapdir
 from snapdir._manifest import stat_cache_dir

@@ -22,7 +22,6 @@ import time
 import uuid
 from pathlib import Path
 
-from servers.fixtures import seaweedfs_fixture  # noqa: F401  (the `seaweedfs` fixture)
 from servers.seaweed import S3Server
 from snapdir._snapdir import blake3_hex
 from storeutil import cli_env, run_cli

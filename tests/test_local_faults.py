@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import snapdir
-from servers.fixtures import seaweedfs_fixture  # noqa: F401  (the `seaweedfs` fixture)
 from servers.seaweed import S3Server
 from storeutil import (
     cli_env,

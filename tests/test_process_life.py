@@ -28,7 +28,6 @@ import anyio
 import pytest
 import snapdir
 from servers.faultproxy import FaultProxy, start_fault_proxy
-from servers.fixtures import seaweedfs_fixture  # noqa: F401  (the `seaweedfs` fixture)
 from servers.seaweed import S3Server
 from snapdir._snapdir import blake3_hex
 from storeutil import b3, cli_env, files_below, staging_leftovers, uri, write

@@ -25,11 +25,6 @@ import pytest
 from servers.b2sim import B2Server
 from servers.fakegcs import GcsServer
 from servers.faultproxy import FaultKind, start_fault_proxy
-from servers.fixtures import (  # noqa: F401  (pytest fixtures: seaweedfs, fake_gcs, b2_simulator)
-    b2_simulator_fixture,
-    fake_gcs_fixture,
-    seaweedfs_fixture,
-)
 from servers.seaweed import S3Server
 
 MiB = 1024 * 1024

@@ -23,7 +23,6 @@ from typing import Any
 import anyio
 import pytest
 from servers.faultproxy import FaultKind, FaultProxy, start_fault_proxy
-from servers.fixtures import seaweedfs_fixture  # noqa: F401  (the `seaweedfs` fixture)
 from servers.seaweed import S3Server
 from snapdir import HashMismatchError, InFluxError, NotFoundError, StoreError
 from snapdir._snapdir import Manifest, blake3_hex

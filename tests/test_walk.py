@@ -570,3 +570,65 @@ def test_unreadable_file_is_an_error_naming_it(world_readable_dir: Path) -> None
     assert out["precondition"], "the walker process could still read the file"
     assert out["kind"] == "SnapdirError", out
     assert "secret.bin" in out["message"], out
+
+
+_TRUNCATION_LOOP = r"""
+import asyncio, json, sys
+import snapdir
+root, rounds = sys.argv[1], int(sys.argv[2])
+out = []
+for _ in range(rounds):
+    try:
+        out.append(["id", asyncio.run(snapdir.id(root, use_cache=False))])
+    except snapdir.InFluxError as e:
+        out.append(["in-flux", str(e)])
+print(json.dumps(out))
+"""
+
+
+def test_large_file_truncated_while_hashed_is_in_flux_never_a_crash(tmp_path: Path) -> None:
+    # Large files are hashed through a memory mapping; a file truncated while it is mapped
+    # would kill the process with SIGBUS if the fault were not caught (rust/.../mapped.rs).
+    # A child process hashes the tree over and over while this thread keeps truncating and
+    # re-extending the file: every round must give one of the two stable ids or an
+    # InFluxError, and the child must end normally.
+    import threading
+
+    size, short = 32 << 20, 5000
+    root = tmp_path / "root"
+    root.mkdir()
+    big = root / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(size)  # zeros: truncating then extending restores the same content
+    full_id = api_id(root)
+    os.truncate(big, short)
+    short_id = api_id(root)
+    os.truncate(big, size)
+
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            os.truncate(big, short)
+            os.truncate(big, size)
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _TRUNCATION_LOOP, str(root), "60"],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    finally:
+        stop.set()
+        churner.join()
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    results = json.loads(proc.stdout)
+    assert len(results) == 60
+    for kind, value in results:
+        if kind == "id":
+            assert value in (full_id, short_id)
+        else:
+            assert "big.bin" in value, value

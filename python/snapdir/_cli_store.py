@@ -198,6 +198,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
                 jobs=getattr(args, "jobs", 32),
                 progress=rep,
                 link=args.link,
+                use_cache=not args.no_stat_cache,
             ),
             store,
         )
@@ -326,7 +327,7 @@ def cmd_size(args: argparse.Namespace) -> int:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the store commands to the CLI's sub-parsers."""
-    from ._pull import LINK_MODES
+    from ._types import LINK_MODES
     from .cli import _walk_args
 
     for name, help_ in (
@@ -376,6 +377,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
             help="copy files (default), hard-link the local cache's objects (read-only use: "
             "editing a file in place edits the cache) or clone them (reflink: Btrfs, XFS); "
             "see docs/checkout-links.md",
+        )
+        p.add_argument(
+            "--no-stat-cache",
+            action="store_true",
+            help="hash every destination file of the right size; neither read nor write the "
+            "stat cache",
         )
         _jobs_arg(p)
         _progress_arg(p)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._errors import HashMismatchError, InvalidArgumentError
 from ._types import StoreUri
-from .stores._wrappers import unwrap as _inner_of
 
 if TYPE_CHECKING:
     from .stores import Store
@@ -67,8 +67,13 @@ def _unlink_quiet(path: str) -> None:
 
 
 def unwrap(store: Store) -> Store:
-    """The innermost store of a wrapper chain."""
-    return _inner_of(store)
+    """The innermost store of a wrapper chain.
+
+    No import happens here: while the wrappers module is not loaded no store can be a
+    wrapper, and a local operation (which never wraps) does not pay for loading it. (An
+    import at call time could also fail after a process dropped its privileges.)"""
+    wrappers = sys.modules.get("snapdir.stores._wrappers")
+    return store if wrappers is None else wrappers.unwrap(store)
 
 
 #: Up to this many distinct shards, list them one by one; beyond, list the whole store.

@@ -26,8 +26,8 @@ from ._common import (
     transfer_objects,
     unwrap,
 )
-from ._manifest import run_cancellable
-from ._types import SnapshotId, StoreUri
+from ._manifest import run_cancellable, stat_cache_dir
+from ._types import LINK_MODES, SnapshotId, StoreUri
 
 if TYPE_CHECKING:
     from .stores import Store
@@ -39,7 +39,6 @@ __all__ = ["LINK_MODES", "LinkMode", "checkout", "fetch", "pull", "pull_with_sta
 #: ``"hardlink"`` (links to the cache's objects: read-only use) or ``"reflink"``
 #: (copy-on-write clones of the cache's objects, on Btrfs, XFS, ...).
 LinkMode = Literal["copy", "hardlink", "reflink"]
-LINK_MODES: tuple[LinkMode, ...] = ("copy", "hardlink", "reflink")
 
 
 def _check_link(link: str) -> None:
@@ -62,6 +61,7 @@ async def pull_with_stats(
     jobs: int = DEFAULT_JOBS,
     progress: ProgressFn | None = None,
     link: LinkMode = "copy",
+    use_cache: bool = True,
 ) -> OpStats:
     """:func:`pull`, returning what it did."""
     from .stores import ObjectGet
@@ -91,7 +91,16 @@ async def pull_with_stats(
     cancel = _snapdir.CancelToken()
     plan = await run_cancellable(
         lambda token: _snapdir.plan_checkout(
-            m, target, force, delete, preserve_special_bits, durable, token, None, link
+            m,
+            target,
+            force,
+            delete,
+            preserve_special_bits,
+            durable,
+            token,
+            None,
+            link,
+            stat_cache_dir(use_cache),
         ),
         cancel,
     )
@@ -120,6 +129,7 @@ async def pull_with_stats(
         id=str(sid),
         files_written=written,
         files_kept=kept,
+        files_unread=plan.unread(),
         bytes_written=nbytes,
         removed=removed,
         requests=st.request_count() - before + fetch_requests,
@@ -159,6 +169,7 @@ async def pull(
     jobs: int = DEFAULT_JOBS,
     progress: ProgressFn | None = None,
     link: LinkMode = "copy",
+    use_cache: bool = True,
 ) -> None:
     """Materialise snapshot ``snapshot_id`` from ``store`` into ``dest`` (created if needed).
 
@@ -172,6 +183,12 @@ async def pull(
     each file a hard link to (read-only use: editing one in place edits the cache) or a
     copy-on-write clone of the cache's object; a file system that cannot is an error, not a
     silent copy (docs/checkout-links.md).
+
+    A destination file whose size matches is read and hashed to tell whether it is right,
+    unless a previous pull or checkout into ``dest`` found it right and its stat (device,
+    inode, size, mtime, ctime, mode) has not changed since: the stat cache, as for
+    :func:`snapdir.manifest` (docs/statcache.md). ``use_cache=False`` (or
+    ``SNAPDIR_STAT_CACHE=0``) reads every such file.
     """
     await pull_with_stats(
         snapshot_id,
@@ -183,6 +200,7 @@ async def pull(
         jobs=jobs,
         progress=progress,
         link=link,
+        use_cache=use_cache,
     )
 
 
@@ -195,6 +213,7 @@ async def checkout(
     preserve_special_bits: bool = False,
     progress: ProgressFn | None = None,
     link: LinkMode = "copy",
+    use_cache: bool = True,
 ) -> None:
     """:func:`pull` from the local cache (after :func:`stage` or :func:`fetch`);
     ``link="hardlink"`` / ``"reflink"`` link or clone the cache's objects instead of copying
@@ -210,6 +229,7 @@ async def checkout(
         preserve_special_bits=preserve_special_bits,
         progress=progress,
         link=link,
+        use_cache=use_cache,
     )
 
 

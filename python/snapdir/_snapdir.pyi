@@ -164,6 +164,9 @@ class CheckoutPlan:
     def counts(self) -> tuple[int, int, int]:
         """``(files to write, files kept, extra paths to remove)``."""
 
+    def unread(self) -> int:
+        """How many kept files were trusted without being read (the stat cache)."""
+
     def prepare(self) -> None:
         """Create the destination and the private staging directory."""
 
@@ -231,7 +234,10 @@ def plan_checkout(
     cancel: CancelToken | None = None,
     progress: Progress | None = None,
     link: str = "copy",
+    stat_cache: str | None = None,
 ) -> CheckoutPlan:
     """Compare ``dest`` with ``manifest`` (read-only); raises ``ConflictError`` listing
     differing local files unless ``force``. ``link`` (``"copy"``, ``"hardlink"``,
-    ``"reflink"``) says how ``fill_from_store`` gives files their content."""
+    ``"reflink"``) says how ``fill_from_store`` gives files their content. ``stat_cache``
+    (the stat cache directory; ``None``: off): files a previous checkout found right and
+    whose stamp has not changed since are trusted without being read."""

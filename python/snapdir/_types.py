@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 __all__ = ["DiffEntry", "DiffOptions", "Ref", "SizeStats", "SnapshotId", "StoreUri"]
 
+#: The values of ``link=`` (``snapdir._pull.LinkMode``); here so that the CLI can offer them
+#: without importing the operations.
+LINK_MODES: tuple[Literal["copy", "hardlink", "reflink"], ...] = ("copy", "hardlink", "reflink")
+
 _HEX = frozenset("0123456789abcdef")
 _BUCKET_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 

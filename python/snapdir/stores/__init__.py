@@ -27,9 +27,9 @@ from ._base import (
     for_each_limited,
     manifest_key,
     object_key,
+    parse_stored_manifest,
     split_key,
 )
-from ._streams import parse_stored_manifest
 
 __all__ = [
     "BaseStore",

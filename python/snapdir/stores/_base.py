@@ -37,7 +37,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from .._errors import HashMismatchError, InvalidArgumentError, NotFoundError, StoreError
+from .. import _snapdir
+from .._errors import (
+    HashMismatchError,
+    InvalidArgumentError,
+    NotFoundError,
+    SnapdirError,
+    StoreError,
+)
 from .._types import StoreUri
 
 if TYPE_CHECKING:
@@ -444,3 +451,49 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def parse_stored_manifest(data: bytes, snapshot_id: str, uri: str) -> _snapdir.Manifest:
+    """Parse a manifest read from a store and check it hashes to ``snapshot_id``.
+
+    The id is computed over the canonical text, so CRLF line ends or comments in the stored
+    copy still verify. Stored bytes that do not parse are corruption
+    (:class:`HashMismatchError` naming store and id) unless they hash to the id as they are:
+    then they are authentic, and the parse error is the manifest's own (an unsafe path,
+    say), raised as the parser's class with store and id in the message."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HashMismatchError(
+            f"snapshot {snapshot_id} in {uri}: the manifest is not UTF-8 text"
+        ) from None
+    try:
+        m = _snapdir.Manifest.parse(text)
+    except SnapdirError as e:
+        if _snapdir.blake3_hex(data) != snapshot_id:
+            raise HashMismatchError(
+                f"snapshot {snapshot_id} in {uri}: the stored manifest is damaged "
+                f"(it does not hash to its id): {e}"
+            ) from e
+        # Intact but hostile or malformed: keep the parser's class (UnsafePathError, ...).
+        raise type(e)(f"snapshot {snapshot_id} in {uri}: {e}", code=e.code) from e
+    if m.id != snapshot_id:
+        raise HashMismatchError(
+            f"snapshot {snapshot_id} in {uri}: the stored manifest hashes to {m.id}"
+        )
+    return m
+
+
+def manifest_to_store(text: str, snapshot_id: str, where: str) -> bytes:
+    """The bytes to store for manifest ``text`` (without its trailing newline) under
+    ``snapshot_id``: the text and one newline. A text that is not this snapshot's is
+    refused (:class:`HashMismatchError`; one that does not parse raises the parser's
+    error): every reader would reject it."""
+    data = (text + "\n").encode("utf-8")
+    if _snapdir.blake3_hex(data) != snapshot_id:  # not canonical text, or another's
+        actual = _snapdir.Manifest.parse(text).id
+        if actual != snapshot_id:
+            raise HashMismatchError(
+                f"refusing to store {where}: the manifest text given hashes to {actual}"
+            )
+    return data

@@ -47,7 +47,9 @@ from ._base import (
     first_leaf,
     for_each_limited,
     manifest_key,
+    manifest_to_store,
     object_key,
+    parse_stored_manifest,
     to_thread,
 )
 
@@ -514,52 +516,6 @@ async def verify_streamed(
 
 
 # -- manifests ----------------------------------------------------------------------------------
-
-
-def parse_stored_manifest(data: bytes, snapshot_id: str, uri: str) -> _snapdir.Manifest:
-    """Parse a manifest read from a store and check it hashes to ``snapshot_id``.
-
-    The id is computed over the canonical text, so CRLF line ends or comments in the stored
-    copy still verify. Stored bytes that do not parse are corruption
-    (:class:`HashMismatchError` naming store and id) unless they hash to the id as they are:
-    then they are authentic, and the parse error is the manifest's own (an unsafe path,
-    say), raised as the parser's class with store and id in the message."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise HashMismatchError(
-            f"snapshot {snapshot_id} in {uri}: the manifest is not UTF-8 text"
-        ) from None
-    try:
-        m = _snapdir.Manifest.parse(text)
-    except SnapdirError as e:
-        if _snapdir.blake3_hex(data) != snapshot_id:
-            raise HashMismatchError(
-                f"snapshot {snapshot_id} in {uri}: the stored manifest is damaged "
-                f"(it does not hash to its id): {e}"
-            ) from e
-        # Intact but hostile or malformed: keep the parser's class (UnsafePathError, ...).
-        raise type(e)(f"snapshot {snapshot_id} in {uri}: {e}", code=e.code) from e
-    if m.id != snapshot_id:
-        raise HashMismatchError(
-            f"snapshot {snapshot_id} in {uri}: the stored manifest hashes to {m.id}"
-        )
-    return m
-
-
-def manifest_to_store(text: str, snapshot_id: str, where: str) -> bytes:
-    """The bytes to store for manifest ``text`` (without its trailing newline) under
-    ``snapshot_id``: the text and one newline. A text that is not this snapshot's is
-    refused (:class:`HashMismatchError`; one that does not parse raises the parser's
-    error): every reader would reject it."""
-    data = (text + "\n").encode("utf-8")
-    if _snapdir.blake3_hex(data) != snapshot_id:  # not canonical text, or another's
-        actual = _snapdir.Manifest.parse(text).id
-        if actual != snapshot_id:
-            raise HashMismatchError(
-                f"refusing to store {where}: the manifest text given hashes to {actual}"
-            )
-    return data
 
 
 # -- the read side of a cloud store ----------------------------------------------------------

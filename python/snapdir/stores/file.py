@@ -32,9 +32,9 @@ from ._base import (
     ProgressFn,
     check_shard,
     for_each_limited,
+    parse_stored_manifest,
     to_thread,
 )
-from ._streams import parse_stored_manifest
 
 __all__ = ["FileStore"]
 

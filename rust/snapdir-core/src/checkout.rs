@@ -29,8 +29,9 @@ use rayon::prelude::*;
 
 use crate::error::{display_path, escape_bytes, Code, Error, Result};
 use crate::fsx::{self, Dir, Kind as FsKind};
-use crate::hash::{hash_stream, open_nonblocking};
+use crate::hash::{hash_sized, hash_stream_opt, open_nonblocking, Stamp};
 use crate::manifest::{to_hex, Digest, Entry, Kind, Manifest, EMPTY_CHECKSUM};
+use crate::statcache::{self, FileStamps, Rec};
 use crate::store::{object_path, LocalOptions};
 
 /// Name prefix of the staging directory inside a destination.
@@ -76,6 +77,10 @@ pub struct CheckoutOptions {
     pub preserve_special_bits: bool,
     /// Copies, hard links or clones (only [`Plan::fill_from_store`] links or clones).
     pub link: LinkMode,
+    /// The stat cache directory (`None`: off). The plan trusts a destination file whose
+    /// stamp is unchanged since a previous checkout found it right, instead of hashing it
+    /// ([`crate::statcache::FileStamps`]); a successful commit records what it found.
+    pub stat_cache: Option<PathBuf>,
     pub local: LocalOptions,
 }
 
@@ -119,6 +124,19 @@ pub struct Plan {
     prepared: bool,
     created_dest: bool,
     opts: CheckoutOptions,
+    /// Files found right, with their stamps, to record after a successful commit.
+    stamps: Option<Stamps>,
+    /// Files kept without being read: unchanged since a checkout found them right.
+    unread: usize,
+}
+
+/// What the plan learnt for the stamps file of its destination.
+#[derive(Debug)]
+struct Stamps {
+    file: PathBuf,
+    root: PathBuf,
+    start_ns: i128,
+    found: Vec<(Vec<u8>, Rec)>,
 }
 
 /// Summary of a finished checkout.
@@ -175,8 +193,26 @@ pub fn plan(manifest: &Manifest, dest: &Path, opts: &CheckoutOptions) -> Result<
     struct Frame {
         idx: usize,
         dir: Option<Dir>,
-        pending: Vec<usize>,
+        /// Files of the right size, with their stamps, still to compare.
+        pending: Vec<(usize, Stamp)>,
     }
+    let start_ns = statcache::now_ns();
+    // The stamps of an earlier checkout into this destination (under its canonical path:
+    // the same directory reached another way shares them).
+    let mut stamps = match (&opts.stat_cache, dest_exists) {
+        (Some(dir), true) => fs::canonicalize(dest).ok().map(|root| Stamps {
+            file: statcache::stamps_file(dir, &root),
+            root,
+            start_ns,
+            found: Vec::new(),
+        }),
+        _ => None,
+    };
+    let mut unread = 0usize;
+    let known = stamps
+        .as_ref()
+        .map(|st| FileStamps::load(&st.file, &st.root))
+        .unwrap_or_default();
     let root_dir = if dest_exists {
         actions[0] = Action::DirOk;
         Some(Dir::open(dest).map_err(|e| Error::io("cannot open", dest, e))?)
@@ -189,73 +225,94 @@ pub fn plan(manifest: &Manifest, dest: &Path, opts: &CheckoutOptions) -> Result<
         dir: root_dir,
         pending: Vec::new(),
     }];
-    let mut finish =
-        |f: Frame, actions: &mut Vec<Action>, conflicts: &mut Vec<usize>| -> Result<()> {
-            let Some(dir) = &f.dir else { return Ok(()) };
-            let results: Vec<(usize, bool)> = f
-                .pending
-                .par_iter()
-                .map(|&i| {
-                    let e = &entries[i];
-                    let same = dir
+    let mut finish = |f: Frame,
+                      actions: &mut Vec<Action>,
+                      conflicts: &mut Vec<usize>,
+                      found: Option<&mut Vec<(Vec<u8>, Rec)>>|
+     -> Result<()> {
+        let Some(dir) = &f.dir else { return Ok(()) };
+        let results: Vec<(usize, Stamp, bool, bool)> = f
+            .pending
+            .par_iter()
+            .map(|&(i, stamp)| {
+                let e = &entries[i];
+                let rel = rel_bytes(e);
+                // Unchanged since a checkout found it right: no need to read it.
+                let known_right = known
+                    .get(rel)
+                    .is_some_and(|r| r.digest == e.checksum && r.matches(&stamp));
+                let same = known_right
+                    || dir
                         .open_read(last_component(rel_bytes(e)))
-                        .and_then(|mut file| hash_stream(&mut file, e.size, |_| Ok(())))
+                        .and_then(|file| hash_sized(&file, e.size))
                         .map(|(d, n)| d == e.checksum && n == e.size)
                         .unwrap_or(false);
-                    (i, same)
-                })
-                .collect();
-            for (i, same) in results {
-                let e = &entries[i];
-                if same {
-                    let cur = dir.kind(last_component(rel_bytes(e))).ok();
-                    actions[i] = match cur {
-                        Some(FsKind::File { mode, .. }) if mode == mode_of(e, opts) => Action::Keep,
-                        _ => Action::Chmod,
-                    };
+                (i, stamp, same, known_right)
+            })
+            .collect();
+        let mut found = found;
+        for (i, stamp, same, known_right) in results {
+            let e = &entries[i];
+            unread += usize::from(known_right);
+            if same {
+                let mode = stamp.mode & 0o7777;
+                actions[i] = if mode == mode_of(e, opts) {
+                    if let Some(found) = found.as_deref_mut() {
+                        found.push((rel_bytes(e).to_vec(), Rec::new(&stamp, e.checksum)));
+                    }
+                    Action::Keep
                 } else {
-                    conflicts.push(i);
-                    actions[i] = Action::Write;
-                }
-            }
-            if opts.delete {
-                let e = &entries[f.idx];
-                let names = dir
-                    .list()
-                    .map_err(|err| Error::io("cannot list", &dest.join(e.rel()), err))?;
-                let prefix = if e.rel().is_empty() {
-                    String::new()
-                } else {
-                    format!("{}/", e.rel())
+                    Action::Chmod
                 };
-                for n in names {
-                    if f.idx == 0 && n.starts_with(STAGING_PREFIX.as_bytes()) {
-                        continue;
-                    }
-                    let mut rel = prefix.clone().into_bytes();
-                    rel.extend_from_slice(&n);
-                    if !in_manifest(entries, &rel) {
-                        extras.push(rel);
-                    }
+            } else {
+                conflicts.push(i);
+                actions[i] = Action::Write;
+            }
+        }
+        if opts.delete {
+            let e = &entries[f.idx];
+            let names = dir
+                .list()
+                .map_err(|err| Error::io("cannot list", &dest.join(e.rel()), err))?;
+            let prefix = if e.rel().is_empty() {
+                String::new()
+            } else {
+                format!("{}/", e.rel())
+            };
+            for n in names {
+                if f.idx == 0 && n.starts_with(STAGING_PREFIX.as_bytes()) {
+                    continue;
+                }
+                let mut rel = prefix.clone().into_bytes();
+                rel.extend_from_slice(&n);
+                if !in_manifest(entries, &rel) {
+                    extras.push(rel);
                 }
             }
-            Ok(())
-        };
+        }
+        Ok(())
+    };
     for i in 1..entries.len() {
         let e = &entries[i];
         let parent_rel = parent_of(e.rel());
         while stack.len() > 1 && entries[stack[stack.len() - 1].idx].rel() != parent_rel {
             let f = stack.pop().expect("non-empty");
-            finish(f, &mut actions, &mut conflicts)?;
+            finish(
+                f,
+                &mut actions,
+                &mut conflicts,
+                stamps.as_mut().map(|st| &mut st.found),
+            )?;
         }
         let top = stack.last_mut().expect("root frame");
         let name = last_component(rel_bytes(e));
-        let state = match &top.dir {
+        let st = match &top.dir {
             Some(dir) => dir
-                .kind(name)
+                .lstat(name)
                 .map_err(|err| Error::io("cannot inspect", &dest.join(e.rel()), err))?,
-            None => FsKind::Missing,
+            None => None,
         };
+        let state = st.as_ref().map_or(FsKind::Missing, fsx::kind_of);
         let mut sub: Option<Dir> = None;
         match (e.kind, state) {
             (Kind::Directory, FsKind::Dir { .. }) => {
@@ -274,7 +331,10 @@ pub fn plan(manifest: &Manifest, dest: &Path, opts: &CheckoutOptions) -> Result<
                 actions[i] = Action::Mkdir;
             }
             (Kind::File, FsKind::Missing) => actions[i] = Action::Write,
-            (Kind::File, FsKind::File { size, .. }) if size == e.size => top.pending.push(i),
+            (Kind::File, FsKind::File { size, .. }) if size == e.size => {
+                let stamp = Stamp::of_stat(st.as_ref().expect("a file was found"));
+                top.pending.push((i, stamp));
+            }
             (Kind::File, _) => {
                 conflicts.push(i);
                 actions[i] = Action::Write;
@@ -289,7 +349,12 @@ pub fn plan(manifest: &Manifest, dest: &Path, opts: &CheckoutOptions) -> Result<
         }
     }
     while let Some(f) = stack.pop() {
-        finish(f, &mut actions, &mut conflicts)?;
+        finish(
+            f,
+            &mut actions,
+            &mut conflicts,
+            stamps.as_mut().map(|st| &mut st.found),
+        )?;
     }
     conflicts.sort_unstable();
     if !conflicts.is_empty() {
@@ -347,6 +412,8 @@ pub fn plan(manifest: &Manifest, dest: &Path, opts: &CheckoutOptions) -> Result<
         prepared: false,
         created_dest: false,
         opts: opts.clone(),
+        stamps,
+        unread,
     })
 }
 
@@ -449,8 +516,8 @@ fn stage_object(
     }
     // Linked or cloned, the object is read once: a corrupt object (a hard-linked file edited
     // in place edits it) is found here, before anything in the destination changes.
-    let checked =
-        open_nonblocking(dst, true).and_then(|mut f| hash_stream(&mut f, n.size, |_| Ok(())));
+    let checked = open_nonblocking(dst, true)
+        .and_then(|mut f| hash_stream_opt(&mut f, n.size, true, |_| Ok(())));
     match checked {
         Ok((d, got)) if d == n.checksum && got == n.size => Ok(got),
         other => {
@@ -535,6 +602,12 @@ impl Plan {
             .filter(|(a, e)| e.kind == Kind::File && matches!(a, Action::Keep | Action::Chmod))
             .count();
         (writes, keeps, self.extras.len())
+    }
+
+    /// How many of the kept files were not read: their stat was unchanged since a previous
+    /// checkout found them right (see [`CheckoutOptions::stat_cache`]).
+    pub fn unread(&self) -> usize {
+        self.unread
     }
 
     /// Creates the destination (if needed) and the private staging directory.
@@ -931,6 +1004,11 @@ impl Plan {
             self.staging = None;
         }
         finish_dir(0, &root, root_mode, &self.opts)?;
+        if let Some(st) = self.stamps.take() {
+            // Only what the plan found right and left alone; written files are too new
+            // to record (the next run hashes them once, then trusts them).
+            let _ = statcache::save_stamps(&st.file, &st.root, &st.found, st.start_ns);
+        }
         Ok(stats)
     }
 

@@ -58,6 +58,24 @@ pub fn perm_bits(st: &libc::stat) -> u32 {
     st.st_mode as u32 & 0o7777
 }
 
+/// What an `lstat` result is.
+// mode_t is u16 on macOS and u32 on Linux: the casts are needed on one of them.
+#[allow(clippy::unnecessary_cast)]
+pub fn kind_of(st: &libc::stat) -> Kind {
+    let mode = st.st_mode as u32;
+    match mode & libc::S_IFMT as u32 {
+        m if m == libc::S_IFREG as u32 => Kind::File {
+            size: st.st_size as u64,
+            mode: mode & 0o7777,
+        },
+        m if m == libc::S_IFDIR as u32 => Kind::Dir {
+            mode: mode & 0o7777,
+        },
+        m if m == libc::S_IFLNK as u32 => Kind::Symlink,
+        _ => Kind::Other,
+    }
+}
+
 /// An open directory.
 #[derive(Debug)]
 pub struct Dir {
@@ -183,6 +201,11 @@ impl Dir {
 
     /// `lstat` of `name` in this directory.
     pub fn kind(&self, name: &[u8]) -> io::Result<Kind> {
+        Ok(self.lstat(name)?.as_ref().map_or(Kind::Missing, kind_of))
+    }
+
+    /// `lstat` of `name` in this directory; `None` when there is no such entry.
+    pub fn lstat(&self, name: &[u8]) -> io::Result<Option<libc::stat>> {
         let c = cstr(name)?;
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         let r =
@@ -190,24 +213,11 @@ impl Dir {
         if r < 0 {
             let e = io::Error::last_os_error();
             return match e.raw_os_error() {
-                Some(libc::ENOENT) => Ok(Kind::Missing),
+                Some(libc::ENOENT) => Ok(None),
                 _ => Err(e),
             };
         }
-        let mode = st.st_mode as u32;
-        // mode_t is u16 on macOS and u32 on Linux: the casts are needed on one of them.
-        #[allow(clippy::unnecessary_cast)]
-        Ok(match mode & libc::S_IFMT as u32 {
-            m if m == libc::S_IFREG as u32 => Kind::File {
-                size: st.st_size as u64,
-                mode: mode & 0o7777,
-            },
-            m if m == libc::S_IFDIR as u32 => Kind::Dir {
-                mode: mode & 0o7777,
-            },
-            m if m == libc::S_IFLNK as u32 => Kind::Symlink,
-            _ => Kind::Other,
-        })
+        Ok(Some(st))
     }
 
     /// Renames `from` in this directory to `to` in `dest` (replacing a file or link there).

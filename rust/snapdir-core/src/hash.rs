@@ -1,8 +1,9 @@
 //! Hashing file contents. Small files are read in one `read` into a per-thread buffer (no
-//! mmap: for a few KiB its set-up costs more than the copy). Large files are read in chunks
-//! while the previous chunk is hashed on the rayon pool, so one huge file keeps every core
-//! busy. We deliberately avoid mmap for large files too: a file truncated while mapped
-//! kills the whole process with SIGBUS, and a snapshot tool must survive a tree in motion.
+//! mmap: for a few KiB its set-up costs more than the copy). Large files that are only
+//! hashed go through a read-only mapping ([`crate::mapped`]: no copy out of the page cache,
+//! and a truncation while mapped is caught instead of killing the process with SIGBUS).
+//! Large files that are also copied (a push hashes while it copies) are read in chunks while
+//! the previous chunk is hashed on the rayon pool, so one huge file keeps every core busy.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -16,10 +17,11 @@ use crate::manifest::Digest;
 /// Files at least this large are hashed with BLAKE3's multi-threaded update.
 pub const PARALLEL_THRESHOLD: u64 = 1 << 20;
 /// Chunk size of the pipelined reader (a power of two keeps BLAKE3's tree aligned).
-pub const CHUNK: usize = 1 << 21;
+pub const CHUNK: usize = 1 << 18;
 
 thread_local! {
     static SMALL_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static BIG_BUFS: RefCell<Option<(Vec<u8>, Vec<u8>)>> = const { RefCell::new(None) };
 }
 
 /// What we know about a file at the moment we opened it; compared again after reading, so a
@@ -43,6 +45,19 @@ impl Stamp {
             mode: m.mode(),
             dev: m.dev(),
             ino: m.ino(),
+        }
+    }
+
+    /// The stamp of a `stat` result (the fields [`Stamp::of`] reads from `Metadata`).
+    #[allow(clippy::unnecessary_cast)] // the field types differ between Linux and macOS
+    pub fn of_stat(st: &libc::stat) -> Stamp {
+        Stamp {
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
+            ctime_ns: st.st_ctime as i128 * 1_000_000_000 + st.st_ctime_nsec as i128,
+            mode: st.st_mode as u32,
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
         }
     }
 
@@ -78,8 +93,10 @@ pub fn hash_stream(
 }
 
 /// [`hash_stream`]; with `exact`, a small file is read as exactly `size_hint` bytes (one
-/// `read`, no extra call to see end-of-file). Only for callers that check the size again
-/// afterwards (the walker compares `fstat` before and after).
+/// `read`, no extra call to see end-of-file). Only for callers that know the size and check
+/// it again afterwards: the walker compares `fstat` before and after; verify, a checkout's
+/// plan and the object checks compare the count returned (a file that grew returns one
+/// byte more than `size_hint`).
 pub fn hash_stream_opt(
     file: &mut (impl Read + Send),
     size_hint: u64,
@@ -137,8 +154,11 @@ pub fn hash_stream_opt(
     }
     // Pipelined: chunk n is handed to the sink (a copy's write) and chunk n+1 read on one
     // side while chunk n is hashed across the pool on the other.
-    let mut cur = vec![0u8; CHUNK];
-    let mut next = vec![0u8; CHUNK];
+    // The two buffers are kept per thread: fresh ones would cost a page fault per 4 KiB
+    // of every large file (the allocator returns big blocks to the kernel when freed).
+    let (mut cur, mut next) = BIG_BUFS
+        .with(|cell| cell.borrow_mut().take())
+        .unwrap_or_else(|| (vec![0u8; CHUNK], vec![0u8; CHUNK]));
     let mut total = 0u64;
     let mut n = read_full(file, &mut cur)?;
     while n > 0 {
@@ -159,6 +179,7 @@ pub fn hash_stream_opt(
         n = read_next?;
         std::mem::swap(&mut cur, &mut next);
     }
+    BIG_BUFS.with(|cell| *cell.borrow_mut() = Some((cur, next)));
     Ok((*hasher.finalize().as_bytes(), total))
 }
 
@@ -231,6 +252,42 @@ pub fn hash_opened_into(
     no_follow: bool,
     sink: impl FnMut(&[u8]) -> io::Result<()> + Send,
 ) -> Result<HashOutcome> {
+    hash_checked(opened, path, no_follow, |f, size| {
+        hash_stream_opt(f, size, true, sink)
+    })
+}
+
+/// [`hash_opened`] with nothing to observe: large files are hashed through a mapping
+/// (see [`hash_sized`]). The walker uses it when it only hashes.
+pub fn hash_opened_mapped(
+    opened: io::Result<File>,
+    path: &Path,
+    no_follow: bool,
+) -> Result<HashOutcome> {
+    hash_checked(opened, path, no_follow, |f, size| hash_sized(f, size))
+}
+
+/// Hashes a file whose size the caller knows (and checks against the count returned):
+/// through a mapping when it is large, else in one `read` of `size + 1` bytes. A file
+/// truncated while it was mapped is an error of kind [`io::ErrorKind::UnexpectedEof`].
+pub fn hash_sized(file: &File, size: u64) -> io::Result<(Digest, u64)> {
+    if size >= crate::mapped::MAP_THRESHOLD {
+        if let Some(done) = crate::mapped::hash_mapped(file, size)? {
+            return Ok(done);
+        }
+    }
+    let mut limited = io::Read::take(file, size.saturating_add(1));
+    hash_stream_opt(&mut limited, size, true, |_| Ok(()))
+}
+
+/// Opens, checks the type, hashes with `hash` and checks that nothing changed meanwhile
+/// (the shared part of [`hash_opened_into`] and [`hash_opened_mapped`]).
+fn hash_checked(
+    opened: io::Result<File>,
+    path: &Path,
+    no_follow: bool,
+    hash: impl FnOnce(&mut File, u64) -> io::Result<(Digest, u64)>,
+) -> Result<HashOutcome> {
     let mut f = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -248,8 +305,13 @@ pub fn hash_opened_into(
         return Ok(HashOutcome::NotRegular);
     }
     let stamp = Stamp::of(&before);
-    let (digest, n) = hash_stream_opt(&mut f, stamp.size, true, sink)
-        .map_err(|e| Error::io("cannot read", path, e))?;
+    let (digest, n) = hash(&mut f, stamp.size).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            Error::in_flux(path, "it was truncated while it was read")
+        } else {
+            Error::io("cannot read", path, e)
+        }
+    })?;
     let after = f
         .metadata()
         .map_err(|e| Error::io("cannot stat", path, e))?;

@@ -9,6 +9,7 @@ pub mod error;
 pub mod fsx;
 pub mod hash;
 pub mod manifest;
+pub mod mapped;
 pub mod statcache;
 pub mod store;
 pub mod walk;

@@ -369,22 +369,7 @@ impl<'a> Reader<'a> {
 
 /// Validates the whole file (every offset used later is checked here) and indexes it.
 fn parse(data: Vec<u8>, root: &[u8]) -> Option<StatCache> {
-    let mut r = Reader {
-        data: &data,
-        pos: 0,
-    };
-    if r.take(8)? != MAGIC || r.u32()? != VERSION {
-        return None;
-    }
-    let _flags = r.u32()?;
-    let count = r.u64()?;
-    let body_len = r.u64()?;
-    let _written_at = r.i64()?;
-    let sum: [u8; 32] = r.take(32)?.try_into().ok()?;
-    let body = &data[HEADER_LEN..];
-    if body.len() as u64 != body_len || checksum(&data[..HEADER_LEN - 32], body) != sum {
-        return None;
-    }
+    let (count, mut r) = open_file(&data, MAGIC, VERSION)?;
     let rl = r.u32()? as usize;
     if r.take(rl)? != root {
         return None;
@@ -573,14 +558,27 @@ pub fn save(
         }
         count += 1;
     }
+    write_file(file, MAGIC, VERSION, count, &body, start_ns)
+}
+
+/// Writes a cache file atomically (temporary file + rename): the header (magic, version,
+/// flags, record count, body length, time, BLAKE3 of all that and the body), then `body`.
+fn write_file(
+    file: &Path,
+    magic: &[u8; 8],
+    version: u32,
+    count: u64,
+    body: &[u8],
+    start_ns: i128,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(HEADER_LEN);
-    head.extend_from_slice(MAGIC);
-    head.extend_from_slice(&VERSION.to_le_bytes());
+    head.extend_from_slice(magic);
+    head.extend_from_slice(&version.to_le_bytes());
     head.extend_from_slice(&0u32.to_le_bytes());
     head.extend_from_slice(&count.to_le_bytes());
     head.extend_from_slice(&(body.len() as u64).to_le_bytes());
     head.extend_from_slice(&clamp_i64(start_ns).to_le_bytes());
-    let sum = checksum(&head, &body);
+    let sum = checksum(&head, body);
     head.extend_from_slice(&sum);
 
     let dir = file.parent().unwrap_or(Path::new("."));
@@ -591,7 +589,7 @@ pub fn save(
     let tmp = dir.join(format!(
         ".{name}.tmp.{}.{:x}",
         std::process::id(),
-        now_ns() as u64 ^ (&body as *const _ as u64)
+        now_ns() as u64 ^ (body.as_ptr() as u64)
     ));
     let result = (|| {
         let mut f = fs::OpenOptions::new()
@@ -600,7 +598,7 @@ pub fn save(
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(&head)?;
-        f.write_all(&body)?;
+        f.write_all(body)?;
         drop(f);
         fs::rename(&tmp, file)
     })();
@@ -608,6 +606,120 @@ pub fn save(
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Checks a cache file's header and checksum; returns the record count and a reader
+/// positioned at the start of the body.
+fn open_file<'a>(data: &'a [u8], magic: &[u8; 8], version: u32) -> Option<(u64, Reader<'a>)> {
+    let mut r = Reader { data, pos: 0 };
+    if r.take(8)? != magic || r.u32()? != version {
+        return None;
+    }
+    let _flags = r.u32()?;
+    let count = r.u64()?;
+    let body_len = r.u64()?;
+    let _written_at = r.i64()?;
+    let sum: [u8; 32] = r.take(32)?.try_into().ok()?;
+    let body = &data[HEADER_LEN..];
+    if body.len() as u64 != body_len || checksum(&data[..HEADER_LEN - 32], body) != sum {
+        return None;
+    }
+    Some((count, r))
+}
+
+// -- what a checkout learnt about its destination ---------------------------------------------
+
+const STAMPS_MAGIC: &[u8; 8] = b"SNAPCKS\0";
+const STAMPS_VERSION: u32 = 1;
+
+/// The files of a checkout's destination that held the right content, by path relative to
+/// the destination, each with the stamp it had when that was last established (hashed, or
+/// found unchanged since). An incremental pull or checkout then trusts a file whose stamp is
+/// unchanged instead of hashing it again. The same rules as the walk's cache hold: records
+/// are only written for settled files (mtime and ctime older than the start of the run minus
+/// [`RACY_MARGIN_NS`]), the file is checksummed and ignored whole when anything is wrong with
+/// it, and it is replaced atomically.
+#[derive(Debug, Default)]
+pub struct FileStamps {
+    map: HashMap<Box<[u8]>, Rec>,
+}
+
+impl FileStamps {
+    /// Loads `file` (written for the canonical destination `root`); anything wrong with it
+    /// gives an empty set.
+    pub fn load(file: &Path, root: &Path) -> FileStamps {
+        fs::read(file)
+            .ok()
+            .and_then(|data| parse_stamps(&data, root.as_os_str().as_bytes()))
+            .unwrap_or_default()
+    }
+
+    /// The record of `rel` (a path relative to the destination, without `./`).
+    pub fn get(&self, rel: &[u8]) -> Option<&Rec> {
+        self.map.get(rel)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+fn parse_stamps(data: &[u8], root: &[u8]) -> Option<FileStamps> {
+    let (count, mut r) = open_file(data, STAMPS_MAGIC, STAMPS_VERSION)?;
+    let rl = r.u32()? as usize;
+    if r.take(rl)? != root || count > (r.left() / (4 + 1 + REC_LEN)) as u64 {
+        return None;
+    }
+    let mut map = HashMap::with_capacity(count as usize);
+    for _ in 0..count {
+        let pl = r.u32()? as usize;
+        let rel = r.take(pl)?;
+        if rel.is_empty() {
+            return None;
+        }
+        let rec = Rec::decode(r.take(REC_LEN)?);
+        if map.insert(Box::from(rel), rec).is_some() {
+            return None;
+        }
+    }
+    (r.left() == 0).then_some(FileStamps { map })
+}
+
+/// The stamps file of checkouts into `root` (canonical), in the cache directory `dir`.
+pub fn stamps_file(dir: &Path, root: &Path) -> PathBuf {
+    let mut h = blake3::Hasher::new();
+    h.update(b"snapdir checkout stamps v1\0");
+    h.update(root.as_os_str().as_bytes());
+    dir.join(format!("checkout-{}", h.finalize().to_hex()))
+}
+
+/// Writes the stamps of a checkout into `root`: the settled ones of `recs` (see
+/// [`FileStamps`]). Errors are the caller's to ignore: the file is an optimisation.
+pub fn save_stamps(
+    file: &Path,
+    root: &Path,
+    recs: &[(Vec<u8>, Rec)],
+    start_ns: i128,
+) -> std::io::Result<()> {
+    let root_b = root.as_os_str().as_bytes();
+    let mut body = Vec::with_capacity(4 + root_b.len() + recs.len() * (4 + 32 + REC_LEN));
+    body.extend_from_slice(&(root_b.len() as u32).to_le_bytes());
+    body.extend_from_slice(root_b);
+    let mut count = 0u64;
+    for (rel, rec) in recs {
+        if rel.is_empty() || !rec.settled(start_ns) {
+            continue;
+        }
+        body.extend_from_slice(&(rel.len() as u32).to_le_bytes());
+        body.extend_from_slice(rel);
+        rec.encode(&mut body);
+        count += 1;
+    }
+    write_file(file, STAMPS_MAGIC, STAMPS_VERSION, count, &body, start_ns)
 }
 
 /// Whether the file system holding the open directory `fd` is known to update a
@@ -822,5 +934,54 @@ mod tests {
         assert_ne!(a, cache_file(d, r, true, &[]));
         assert_ne!(a, cache_file(d, r, false, &["x".to_owned()]));
         assert_ne!(a, cache_file(d, Path::new("/r2"), false, &[]));
+    }
+
+    #[test]
+    fn checkout_stamps_round_trip_and_keep_only_settled_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Path::new("/some/dest");
+        let file = stamps_file(dir.path(), root);
+        let now: i64 = 10_000_000_000_000;
+        let old = rec(now - 5_000_000_000);
+        let racy = rec(now - 1_000_000_000);
+        let recs = vec![
+            (b"a/old".to_vec(), old),
+            (b"b/racy".to_vec(), racy),
+            (b"c/also-old".to_vec(), old),
+        ];
+        save_stamps(&file, root, &recs, now as i128).unwrap();
+        let got = FileStamps::load(&file, root);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got.get(b"a/old"), Some(&old));
+        assert_eq!(got.get(b"c/also-old"), Some(&old));
+        assert_eq!(got.get(b"b/racy"), None, "a racy record was written");
+        // Written for another destination: not used.
+        assert!(FileStamps::load(&file, Path::new("/other")).is_empty());
+        // Another root hashes to another file.
+        assert_ne!(stamps_file(dir.path(), Path::new("/other")), file);
+    }
+
+    #[test]
+    fn damaged_checkout_stamps_are_ignored_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Path::new("/d");
+        let file = stamps_file(dir.path(), root);
+        let now: i64 = 10_000_000_000_000;
+        save_stamps(&file, root, &[(b"f".to_vec(), rec(0))], now as i128).unwrap();
+        let good = fs::read(&file).unwrap();
+        assert_eq!(FileStamps::load(&file, root).len(), 1);
+        for cut in [0, 10, HEADER_LEN, good.len() - 1] {
+            fs::write(&file, &good[..cut]).unwrap();
+            assert!(FileStamps::load(&file, root).is_empty(), "cut at {cut}");
+        }
+        for flip in [0, 9, HEADER_LEN + 2, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[flip] ^= 0x40;
+            fs::write(&file, &bad).unwrap();
+            assert!(FileStamps::load(&file, root).is_empty(), "flip at {flip}");
+        }
+        // A walk's cache file is not a stamps file, and the other way round.
+        fs::write(&file, &good).unwrap();
+        assert!(StatCache::load(&file, root).is_empty());
     }
 }

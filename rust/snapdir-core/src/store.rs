@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::error::{display_path, Code, Error, Result};
 use crate::fsx;
-use crate::hash::{hash_opened_into, hash_stream, open_nonblocking, HashOutcome};
+use crate::hash::{hash_opened_into, hash_sized, hash_stream_opt, open_nonblocking, HashOutcome};
 use crate::manifest::{to_hex, Digest, Kind};
 use crate::walk::{walk, Ingest, Progress, WalkOptions, Walked};
 
@@ -190,7 +190,7 @@ fn object_is_sound(path: &Path, checksum: &Digest) -> bool {
         return false;
     };
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-    matches!(hash_stream(&mut f, size, |_| Ok(())), Ok((d, _)) if &d == checksum)
+    matches!(hash_stream_opt(&mut f, size, true, |_| Ok(())), Ok((d, _)) if &d == checksum)
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -434,9 +434,14 @@ pub fn verify_objects(
                 Ok(_) => return Ok(Some((*d, Problem::Corrupt))),
                 Err(e) => return Err(Error::io("cannot stat", &p, e)),
             }
-            let mut f = io::Read::take(f, size.saturating_add(1));
-            let (got, n) = hash_stream(&mut f, *size, |_| Ok(()))
-                .map_err(|e| Error::io("cannot read", &p, e))?;
+            let (got, n) = match hash_sized(&f, *size) {
+                Ok(done) => done,
+                // Truncated while it was read: not the object it should be.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Ok(Some((*d, Problem::Corrupt)))
+                }
+                Err(e) => return Err(Error::io("cannot read", &p, e)),
+            };
             bump(opts, n);
             Ok((got != *d || n != *size).then_some((*d, Problem::Corrupt)))
         })
@@ -803,7 +808,7 @@ fn confirm_if_racy(path: &Path, no_follow: bool, h: &crate::hash::Hashed) -> Res
     if !same(&stamp_now(&f)?) {
         return Err(changed());
     }
-    let (d, n) = hash_stream(&mut f, h.stamp.size, |_| Ok(()))
+    let (d, n) = hash_stream_opt(&mut f, h.stamp.size, true, |_| Ok(()))
         .map_err(|e| Error::io("cannot read", path, e))?;
     if d != h.digest || n != h.stamp.size || !same(&stamp_now(&f)?) {
         return Err(changed());

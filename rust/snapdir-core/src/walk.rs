@@ -21,7 +21,7 @@ use regex::RegexSet;
 
 use crate::error::{display_path, escape_bytes, Code, Error, Result};
 use crate::fsx::Dir;
-use crate::hash::{hash_opened, HashOutcome, Stamp};
+use crate::hash::{hash_opened_mapped, HashOutcome, Stamp};
 use crate::manifest::{Digest, Entry, Kind, Manifest};
 use crate::statcache::{self, DirStamp, Fresh, FreshChild, FreshDir, OldChild, Rec, StatCache};
 
@@ -504,7 +504,7 @@ fn visit(
                 None => dir.stat_at(name, via_link).ok(),
             };
             if let Some(st) = st.filter(|st| is_type(st.st_mode, libc::S_IFREG)) {
-                let stamp = stamp_of(&st);
+                let stamp = Stamp::of_stat(&st);
                 if orec.matches(&stamp) {
                     if let Some(p) = &opts.progress {
                         p.files.fetch_add(1, Ordering::Relaxed);
@@ -537,7 +537,7 @@ fn visit(
         };
         let outcome = match &opts.ingest {
             Some(ingest) => ingest.file(opened, &path(), opts.no_follow)?,
-            None => hash_opened(opened, &path(), opts.no_follow, |_| {})?,
+            None => hash_opened_mapped(opened, &path(), opts.no_follow)?,
         };
         match outcome {
             HashOutcome::NotRegular => Ok(Child::Skipped),
@@ -561,18 +561,6 @@ fn visit(
                 ))
             }
         }
-    }
-}
-
-/// The stamp of a `stat` result (the same fields [`Stamp::of`] reads from `Metadata`).
-fn stamp_of(st: &libc::stat) -> Stamp {
-    Stamp {
-        size: st.st_size as u64,
-        mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
-        ctime_ns: st.st_ctime as i128 * 1_000_000_000 + st.st_ctime_nsec as i128,
-        mode: st.st_mode as u32,
-        dev: st.st_dev as u64,
-        ino: st.st_ino as u64,
     }
 }
 

@@ -215,6 +215,14 @@ impl CheckoutPlan {
             .counts()
     }
 
+    /// How many kept files were trusted without being read (the stat cache).
+    fn unread(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unread()
+    }
+
     /// Creates the destination and the staging directory.
     fn prepare(&self, py: Python<'_>) -> PyResult<()> {
         self.with(py, |p| p.prepare())
@@ -252,9 +260,11 @@ impl CheckoutPlan {
 
 /// Compares `dest` with `manifest` (read-only) and returns a plan, or raises
 /// `ConflictError` listing local files that differ (unless `force`). `link` ("copy",
-/// "hardlink", "reflink") says how `fill_from_store` gives files their content.
+/// "hardlink", "reflink") says how `fill_from_store` gives files their content;
+/// `stat_cache` (the stat cache directory, `None`: off) lets it trust destination files a
+/// previous checkout found right and that have not changed since.
 #[pyfunction]
-#[pyo3(signature = (manifest, dest, force=false, delete=false, preserve_special_bits=false, durable=false, cancel=None, progress=None, link="copy"))]
+#[pyo3(signature = (manifest, dest, force=false, delete=false, preserve_special_bits=false, durable=false, cancel=None, progress=None, link="copy", stat_cache=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn plan_checkout(
     py: Python<'_>,
@@ -267,6 +277,7 @@ pub fn plan_checkout(
     cancel: Option<&CancelToken>,
     progress: Option<&Progress>,
     link: &str,
+    stat_cache: Option<PathBuf>,
 ) -> PyResult<CheckoutPlan> {
     let m = manifest.inner.clone();
     let link = core::checkout::LinkMode::parse(link).map_err(|e| to_py_err(py, e))?;
@@ -275,6 +286,7 @@ pub fn plan_checkout(
         delete,
         preserve_special_bits,
         link,
+        stat_cache,
         local: local_opts(durable, false, cancel, progress),
     };
     let plan = py
