@@ -277,8 +277,6 @@ async def run_with_progress(
 ) -> T:
     """Run a Rust batch ``fn(token, progress_counters)`` in a worker thread, forwarding its
     counters to ``progress`` every 100 ms (and once at the end)."""
-    import anyio
-
     counters = _snapdir.Progress() if progress is not None else None
     sent = [0, 0]
 
@@ -299,6 +297,8 @@ async def run_with_progress(
         return value
     if progress is None:
         return await run_cancellable(call)
+    import anyio  # here: the local CLI path above runs without it
+
     result: list[T] = []
     async with anyio.create_task_group() as tg:
 
