@@ -320,3 +320,58 @@ def test_object_key_is_quoted(bucket: str, tmp_path: Path, seaweedfs: S3Server) 
         assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
     finally:
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "key", "headers", "body", "token"),
+    [
+        ("GET", ".objects/abc/def/012/3456", {}, None, None),
+        ("GET", "pre fix/.objects/a+b/ü~x", {"Range": "bytes=10-", "If-Match": '"e1"'}, None, None),
+        ("HEAD", "k", {}, None, "session-token/with+chars="),
+        ("PUT", "p/.objects/x", {"Content-Length": "5", "If-None-Match": "*"}, b"hello", None),
+        ("PUT", "p/.manifests/y", {"Content-Length": "0"}, b"", "t"),
+    ],
+)
+def test_lean_signature_is_botocores(
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    key: str,
+    headers: dict[str, str],
+    body: bytes | None,
+    token: str | None,
+) -> None:
+    # The direct path signs requests itself (_SigV4); for the same request and time its
+    # headers must be exactly what botocore's S3SigV4Auth adds.
+    import datetime
+    from urllib.parse import quote
+
+    import botocore.auth  # type: ignore[import-untyped,unused-ignore]
+    import botocore.awsrequest  # type: ignore[import-untyped,unused-ignore]
+    import botocore.credentials  # type: ignore[import-untyped,unused-ignore]
+    from snapdir.stores._s3lean import _SigV4
+
+    now = datetime.datetime(2026, 3, 4, 5, 6, 7)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: now)
+    creds = botocore.credentials.Credentials("AKIDEXAMPLE", "wJalr/K7MDENG+bPxRfiCY", token)
+    frozen = creds.get_frozen_credentials()
+    for base, host in (
+        ("http://127.0.0.1:8333/bucket-name/", "127.0.0.1:8333"),
+        (
+            "https://bucket-name.s3.eu-west-3.amazonaws.com/",
+            "bucket-name.s3.eu-west-3.amazonaws.com",
+        ),
+    ):
+        url = base + quote(key, safe="/~")
+        request = botocore.awsrequest.AWSRequest(
+            method=method, url=url, data=body, headers={"Host": host, **headers}
+        )
+        botocore.auth.S3SigV4Auth(frozen, "s3", "eu-west-3").add_auth(request)
+        path = url[url.index("/", len("https://")) :]
+        ours = dict(
+            _SigV4("eu-west-3").sign(
+                frozen, method, host, path, headers, body, now.strftime("%Y%m%dT%H%M%SZ")
+            )
+        )
+        theirs = {k.lower(): v for k, v in request.headers.items()}
+        assert ours.pop("Authorization") == theirs.pop("authorization")
+        assert {k.lower(): v for k, v in ours.items()} == theirs

@@ -25,12 +25,18 @@ __all__ = ["DiffEntry", "DiffOptions", "Ref", "SizeStats", "SnapshotId", "StoreU
 #: without importing the operations.
 LINK_MODES: tuple[Literal["copy", "hardlink", "reflink"], ...] = ("copy", "hardlink", "reflink")
 
-_HEX = frozenset("0123456789abcdef")
+_HEX_DIGITS = "0123456789abcdef"
 _BUCKET_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
+def is_lower_hex(s: str, length: int) -> bool:
+    """Whether ``s`` is ``length`` lowercase hex digits (``str.strip`` runs in C: this is
+    on the path of every object a transfer touches)."""
+    return len(s) == length and not s.strip(_HEX_DIGITS)
+
+
 def _is_hex64(s: str) -> bool:
-    return len(s) == 64 and all(c in _HEX for c in s)
+    return is_lower_hex(s, 64)
 
 
 def _is_bucket(s: str) -> bool:

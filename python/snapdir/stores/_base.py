@@ -45,7 +45,7 @@ from .._errors import (
     SnapdirError,
     StoreError,
 )
-from .._types import StoreUri
+from .._types import StoreUri, is_lower_hex
 
 if TYPE_CHECKING:
     import anyio
@@ -104,7 +104,7 @@ def split_key(hex_digest: str) -> str:
 
 def check_shard(shard: str) -> str:
     """Validate a listing shard: '' (everything) or three lowercase hex digits."""
-    if shard and (len(shard) != 3 or any(c not in "0123456789abcdef" for c in shard)):
+    if shard and not is_lower_hex(shard, 3):
         raise InvalidArgumentError(f"invalid object shard {shard!r}", code="INVALID_ARGUMENT")
     return shard
 
@@ -117,9 +117,7 @@ def hex_from_key(rest: str) -> str | None:
     if [len(p) for p in parts] != [3, 3, 3, 55]:
         return None
     h = "".join(parts)
-    if any(c not in "0123456789abcdef" for c in h):
-        return None
-    return h
+    return h if is_lower_hex(h, 64) else None
 
 
 def object_key(checksum: str) -> str:
@@ -354,7 +352,7 @@ class BaseStore:
         return None
 
     def _check_hex(self, value: str, what: str) -> None:
-        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        if not is_lower_hex(value, 64):
             raise InvalidArgumentError(
                 f"invalid {what} {value!r} for {self.uri}", code="INVALID_ID"
             )
