@@ -43,6 +43,8 @@ from .._errors import (
 from .._types import StoreUri
 from ._base import (
     BaseStore,
+    ObjectGet,
+    ObjectPut,
     TransientStoreError,
     first_leaf,
     for_each_limited,
@@ -565,6 +567,16 @@ class StreamingStore(BaseStore):
     async def get_object(self, checksum: str, dest: str) -> None:
         self._check_hex(checksum, "object checksum")
         await to_thread(self._get_object, checksum, os.fspath(dest))
+
+    def blocking_object_call(
+        self, op: str, item: ObjectPut | ObjectGet, replace: bool = False
+    ) -> Callable[[], None] | None:
+        """A download as one blocking call, for the batches of the store wrappers (see
+        :mod:`snapdir.stores._wrappers`); None for anything else."""
+        if op != "get" or not isinstance(item, ObjectGet):
+            return None
+        self._check_hex(item.checksum, "object checksum")
+        return functools.partial(self._get_object, item.checksum, os.fspath(item.dest))
 
     def _get_object(self, checksum: str, dest: str) -> None:
         key = self._key(object_key(checksum))

@@ -13,6 +13,15 @@ backend (built-in or third-party) gets the same behaviour — the shape of resti
   they come from, so a push that runs ``put_objects`` and ``has_object`` at once still
   opens at most ``jobs`` connections.
 
+Batches of small objects skip the event loop per object: a backend that can do one object
+as a plain blocking call (``blocking_object_call``: the S3 store's small PUTs, every cloud
+store's downloads) has its calls of a ``put_objects``/``get_objects`` batch run by worker
+threads, each taking one slot of the limit and doing object after object, each call under
+the same retry policy (a blocking retry loop, its waits interruptible). Handing every object
+to a worker thread and back through the event loop cost about as much client CPU as the
+request itself. Cancellation (Ctrl-C) stops the workers after the object each is on; the
+first failure stops the batch and is raised as itself.
+
 :func:`wrap` stacks them the way the operations want: ``LimitedStore(RetryingStore(s))`` —
 the limit outside, so a call that is sleeping between attempts keeps its slot and a
 throttled service sees fewer requests, not a queue of new ones.
@@ -20,8 +29,10 @@ throttled service sees fewer requests, not a queue of new ones.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -156,6 +167,15 @@ def is_unreachable(exc: BaseException) -> bool:
     return False
 
 
+#: The stop event of the batch a worker thread is running (see LimitedStore._run_batch):
+#: a retry wait in that thread ends early when the batch is stopped.
+_worker = threading.local()
+
+
+class _BatchStopped(Exception):
+    """A batch was stopped while this call waited to retry (not a failure of its own)."""
+
+
 def _retry_after(exc: BaseException) -> float | None:
     value = getattr(exc, "retry_after", None)
     if isinstance(value, (int, float)) and value >= 0:
@@ -226,6 +246,25 @@ class _StoreWrapper:
     async def list_objects(self, shard: str = "") -> set[str]:
         return await self._run(self.inner.list_objects, shard)
 
+    def blocking_object_call(
+        self, op: str, item: ObjectPut | ObjectGet, replace: bool = False
+    ) -> Callable[[], None] | None:
+        """``op`` (``"put"`` or ``"get"``) of one object as a blocking call under this
+        wrapper's policy, when the backend offers one (see the module docs); else None."""
+        offer = getattr(self.inner, "blocking_object_call", None)
+        return offer(op, item, replace) if callable(offer) else None
+
+    async def _run_batch(
+        self,
+        op: str,
+        items: Sequence[T],
+        jobs: int,
+        progress: ProgressFn | None,
+        replace: bool = False,
+    ) -> Sequence[T]:
+        """Run what of a batch can go through blocking calls; returns the rest."""
+        return items
+
     async def put_objects(
         self,
         items: Sequence[ObjectPut],
@@ -238,6 +277,7 @@ class _StoreWrapper:
         if self._local():
             await self._run(self.inner.put_objects, items, jobs=jobs, progress=progress, **extra)
             return
+        items = await self._run_batch("put", items, jobs, progress, replace)
 
         async def one(it: ObjectPut) -> None:
             await self.put_object(it.checksum, it.source, it.size, **extra)
@@ -252,6 +292,7 @@ class _StoreWrapper:
         if self._local():
             await self._run(self.inner.get_objects, items, jobs=jobs, progress=progress)
             return
+        items = await self._run_batch("get", items, jobs, progress)
 
         async def one(it: ObjectGet) -> None:
             await self.get_object(it.checksum, it.dest)
@@ -326,7 +367,6 @@ class RetryingStore(_StoreWrapper):
     async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         import anyio
 
-        policy = self.policy
         start = self._clock()
         attempt = 0
         while True:
@@ -339,28 +379,57 @@ class RetryingStore(_StoreWrapper):
                     self._answered = True
                     raise
                 attempt += 1
-                elapsed = self._clock() - start
-                wait = policy.delay(attempt, _retry_after(exc), self._rng)
-                out_of_attempts = policy.max_attempts is not None and attempt >= policy.max_attempts
-                budget = policy.max_elapsed
-                if not self._answered and is_unreachable(exc):
-                    budget = min(budget, policy.unreachable_elapsed)
-                if out_of_attempts or elapsed + wait > budget:
-                    what = _describe(fn, args)
-                    raise StoreError(
-                        f"{self.uri}: {what} failed after {attempt} attempt(s) over "
-                        f"{elapsed:.1f}s: {exc}"
-                    ) from exc
-                _log.info(
-                    "%s: %s failed (%s); retry %d in %.2fs",
-                    self.uri,
-                    _describe(fn, args),
-                    exc,
-                    attempt,
-                    wait,
-                )
-                self.retries += 1
+                wait = self._backoff(exc, attempt, start, _describe(fn, args))
                 await (self._sleep or anyio.sleep)(wait)
+
+    def _backoff(self, exc: Exception, attempt: int, start: float, what: str) -> float:
+        """After transient failure number ``attempt`` of ``what``: the wait before the next
+        attempt, or the :class:`StoreError` when the policy's budget is spent."""
+        policy = self.policy
+        elapsed = self._clock() - start
+        wait = policy.delay(attempt, _retry_after(exc), self._rng)
+        out_of_attempts = policy.max_attempts is not None and attempt >= policy.max_attempts
+        budget = policy.max_elapsed
+        if not self._answered and is_unreachable(exc):
+            budget = min(budget, policy.unreachable_elapsed)
+        if out_of_attempts or elapsed + wait > budget:
+            raise StoreError(
+                f"{self.uri}: {what} failed after {attempt} attempt(s) over {elapsed:.1f}s: {exc}"
+            ) from exc
+        _log.info("%s: %s failed (%s); retry %d in %.2fs", self.uri, what, exc, attempt, wait)
+        self.retries += 1
+        return wait
+
+    def blocking_object_call(
+        self, op: str, item: ObjectPut | ObjectGet, replace: bool = False
+    ) -> Callable[[], None] | None:
+        if self._sleep is not None:  # a caller-supplied sleep: keep the awaited path
+            return None
+        call = super().blocking_object_call(op, item, replace)
+        if call is None:
+            return None
+        return functools.partial(self._retry_blocking, call, f"{op}_object({item.checksum})")
+
+    def _retry_blocking(self, call: Callable[[], None], what: str) -> None:
+        """:meth:`_run` for a blocking call, on a worker thread of a batch."""
+        start = self._clock()
+        attempt = 0
+        while True:
+            try:
+                call()
+                self._answered = True
+                return
+            except Exception as exc:
+                if not is_transient(self.inner, exc):
+                    self._answered = True
+                    raise
+                attempt += 1
+                wait = self._backoff(exc, attempt, start, what)
+                stop: threading.Event | None = getattr(_worker, "stop", None)
+                if stop is None:
+                    time.sleep(wait)
+                elif stop.wait(wait):
+                    raise _BatchStopped() from exc
 
 
 def _describe(fn: Callable[..., object], args: tuple[Any, ...]) -> str:
@@ -398,6 +467,117 @@ class LimitedStore(_StoreWrapper):
 
     def _batch_jobs(self, jobs: int) -> int:
         return max(1, min(jobs, self.jobs))
+
+    async def _run_batch(
+        self,
+        op: str,
+        items: Sequence[T],
+        jobs: int,
+        progress: ProgressFn | None,
+        replace: bool = False,
+    ) -> Sequence[T]:
+        calls: list[tuple[Callable[[], None], int]] = []
+        rest: list[T] = []
+        for it in items:
+            call = super().blocking_object_call(op, it, replace)  # type: ignore[arg-type]
+            if call is None:
+                rest.append(it)
+            else:
+                calls.append((call, int(getattr(it, "size", 0))))
+        if calls:
+            await self._run_calls(calls, self._batch_jobs(jobs), progress)
+        return rest
+
+    def blocking_object_call(
+        self, op: str, item: ObjectPut | ObjectGet, replace: bool = False
+    ) -> Callable[[], None] | None:
+        # The limit holds for whole batches (see _run_batch), not for bare calls.
+        return None
+
+    async def _run_calls(
+        self,
+        calls: list[tuple[Callable[[], None], int]],
+        jobs: int,
+        progress: ProgressFn | None,
+    ) -> None:
+        """Run blocking calls on up to ``jobs`` worker threads, each holding one slot of the
+        limit while it does call after call; progress is reported from the event loop."""
+        import anyio
+        import anyio.abc
+        import anyio.to_thread
+
+        pending = iter(calls)
+        lock = threading.Lock()
+        stop = threading.Event()
+        failures: list[BaseException] = []
+        done = [0, 0]  # calls and bytes finished, not yet reported
+        reported = [0, 0]
+
+        def worker() -> None:
+            _worker.stop = stop
+            try:
+                while not stop.is_set():
+                    with lock:
+                        nxt = next(pending, None)
+                    if nxt is None:
+                        return
+                    call, size = nxt
+                    try:
+                        call()
+                    except _BatchStopped:
+                        return
+                    except BaseException as e:
+                        with lock:
+                            failures.append(e)
+                        stop.set()
+                        return
+                    with lock:
+                        done[0] += 1
+                        done[1] += size
+            finally:
+                _worker.stop = None
+
+        def flush() -> None:
+            if progress is None:
+                return
+            with lock:
+                files, nbytes = done[0] - reported[0], done[1] - reported[1]
+                reported[0], reported[1] = done[0], done[1]
+            if files or nbytes:
+                progress(files, nbytes)
+
+        n = max(1, min(jobs, len(calls)))
+        running = [n]
+
+        async def run_worker(tg: anyio.abc.TaskGroup) -> None:
+            try:
+                async with self._limit.get():
+                    if not stop.is_set():
+                        await anyio.to_thread.run_sync(worker)
+            finally:
+                running[0] -= 1
+                if running[0] == 0:  # the last one out stops the progress reports
+                    tg.cancel_scope.cancel()
+
+        async def watch() -> None:
+            try:
+                while True:
+                    await anyio.sleep(0.1)
+                    flush()
+            finally:
+                # Cancelled from outside (Ctrl-C, a deadline): the workers, which cannot
+                # be interrupted inside a call, stop before their next object.
+                stop.set()
+
+        # One task group for all: an outside cancellation reaches ``watch`` at once, while
+        # the workers' threads are still finishing their current object.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            for _ in range(n):
+                tg.start_soon(run_worker, tg)
+        flush()
+        if failures:
+            raise failures[0]
 
 
 def wrap(

@@ -81,6 +81,8 @@ from .._types import StoreUri
 from ._base import (
     Capability,
     LoopSemaphore,
+    ObjectGet,
+    ObjectPut,
     TransientStoreError,
     check_shard,
     hex_from_key,
@@ -819,12 +821,36 @@ class S3Store(StreamingStore):
     ) -> None:
         key = self._object_key(checksum)
         source = os.fspath(source)
-        if size >= self.multipart_threshold and size > MIN_PART_SIZE:
+        if self._multipart(size):
             await self._put_multipart(checksum, source, size, key, replace)
-        elif size <= self.small_put_max and self.lean:
-            await to_thread(self._put_small_sync, checksum, source, size, key, replace)
         else:
-            await to_thread(self._put_single_sync, checksum, source, size, key, replace)
+            await to_thread(self._put_one_sync, checksum, source, size, key, replace)
+
+    def _multipart(self, size: int) -> bool:
+        return size >= self.multipart_threshold and size > MIN_PART_SIZE
+
+    def _put_one_sync(
+        self, checksum: str, source: str, size: int, key: str, replace: bool = False
+    ) -> None:
+        """An object sent in one request: small ones read whole through the lean path."""
+        if size <= self.small_put_max and self.lean:
+            self._put_small_sync(checksum, source, size, key, replace)
+        else:
+            self._put_single_sync(checksum, source, size, key, replace)
+
+    def blocking_object_call(
+        self, op: str, item: ObjectPut | ObjectGet, replace: bool = False
+    ) -> Callable[[], None] | None:
+        """Downloads (see :class:`StreamingStore`) and single-request uploads as blocking
+        calls, for the wrappers' batches; multipart uploads keep their own parallel parts."""
+        if op != "put":
+            return super().blocking_object_call(op, item, replace)
+        if not isinstance(item, ObjectPut) or self._multipart(item.size):
+            return None
+        key = self._object_key(item.checksum)
+        return functools.partial(
+            self._put_one_sync, item.checksum, os.fspath(item.source), item.size, key, replace
+        )
 
     # -- manifests ----------------------------------------------------------------------------
     def _manifest_is_sound(self, key: str, snapshot_id: str) -> bool:
