@@ -75,6 +75,7 @@ impl ManifestEntry {
 pub struct Manifest {
     pub(crate) inner: Arc<core::Manifest>,
     raw: OnceLock<String>,
+    id: OnceLock<String>,
 }
 
 impl Manifest {
@@ -82,6 +83,7 @@ impl Manifest {
         Manifest {
             inner: Arc::new(m),
             raw: OnceLock::new(),
+            id: OnceLock::new(),
         }
     }
 
@@ -116,10 +118,17 @@ impl Manifest {
         self.raw_str()
     }
 
-    /// The snapshot id of this manifest (64 lowercase hex).
+    /// The snapshot id of this manifest (64 lowercase hex). Computed from the text when
+    /// it was rendered already, else while rendering without keeping the text (a walk
+    /// that only wants the id never holds a huge tree's manifest text).
     #[getter]
     fn id(&self) -> String {
-        core::manifest::to_hex(&core::manifest::id_of_text(self.raw_str()))
+        self.id
+            .get_or_init(|| match self.raw.get() {
+                Some(raw) => core::manifest::to_hex(&core::manifest::id_of_text(raw)),
+                None => self.inner.id_hex(),
+            })
+            .clone()
     }
 
     /// The entries, sorted by path (built on each access).
