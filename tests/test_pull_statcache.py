@@ -58,9 +58,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
     cache = base / "cache"
-    old = os.environ.get("SNAPDIR_CACHE_DIR")
-    os.environ["SNAPDIR_CACHE_DIR"] = str(cache)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SNAPDIR_CACHE_DIR", str(cache))
         store = f"file://{base / 'store'}"
         snap = anyio.run(lambda: snapdir.push(src, store))
         w = World(store, snap, cache, {c: base / f"dest-{c}" for c in CASES})
@@ -71,11 +70,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             s = _pull(w, dest)
             assert (s["files_kept"], s["files_unread"]) == (len(FILES), 0)
         yield w
-    finally:
-        if old is None:
-            os.environ.pop("SNAPDIR_CACHE_DIR", None)
-        else:
-            os.environ["SNAPDIR_CACHE_DIR"] = old
 
 
 @pytest.fixture

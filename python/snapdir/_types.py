@@ -35,10 +35,6 @@ def is_lower_hex(s: str, length: int) -> bool:
     return len(s) == length and not s.strip(_HEX_DIGITS)
 
 
-def _is_hex64(s: str) -> bool:
-    return is_lower_hex(s, 64)
-
-
 def _is_bucket(s: str) -> bool:
     return bool(s) and s[0].isalnum() and s.isascii() and all(c in _BUCKET_CHARS for c in s)
 
@@ -60,7 +56,7 @@ class SnapshotId(str):
                 f"a snapshot id must be a string, not {type(value).__name__}", code="INVALID_ID"
             )
         low = value.lower()
-        if not _is_hex64(low):
+        if not is_lower_hex(low, 64):
             raise InvalidArgumentError(
                 f"invalid snapshot id {value!r}: expected 64 hexadecimal characters",
                 code="INVALID_ID",
@@ -192,7 +188,7 @@ class Ref:
             # Trailing slashes ignored here as StoreUri ignores them: otherwise
             # ``s3://b/x@<id>/`` would be a store that prints as a snapshot reference.
             uri, at, tail = ref.rstrip("/").rpartition("@")
-            if at and _is_hex64(tail.lower()):
+            if at and is_lower_hex(tail.lower(), 64):
                 return cls("snapshot", store=StoreUri(uri), id=SnapshotId(tail))
             return cls("store", store=StoreUri(ref))
         if "\0" in ref:
