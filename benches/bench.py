@@ -36,6 +36,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,6 +306,7 @@ class Step:
     setup: Callable[[Job], None] = _no_setup  # runs before the timer starts
     check: Check = _no_check
     needs_store: bool = False  # a store filled by this tool's push (untimed, once per tree)
+    store_of: str | None = None  # needs_store: the tool whose push fills it (default: own)
     teardown: Callable[[Job], None] = _no_setup  # before the scratch dir is removed
     env: Callable[[Job, dict[str, str]], dict[str, str]] = _same_env  # whole env from base
     location: Callable[[Job], str] | None = None  # push: the store it filled (URI/path)
@@ -471,6 +474,16 @@ def check_prepared_copy(job: Job, run: Completed, thorough: bool) -> str | None:
     return None
 
 
+def check_store_copy(job: Job, run: Completed, thorough: bool) -> str | None:
+    """The copy of our store holds every object of the tree (distinct contents may be fewer
+    than files, so the count is checked against the store, not the tree)."""
+    if thorough:
+        got, want = scan_tree(job.scratch / "dest"), scan_tree(Path(_store_path(job)))
+        if got != want:
+            return f"the copy has {got[0]} files / {got[1]} bytes, the store {want[0]} / {want[1]}"
+    return None
+
+
 def check_store(job: Job, run: Completed, thorough: bool) -> str | None:
     if thorough and not any((job.scratch / "store").iterdir()):
         return "push left the store empty"
@@ -564,6 +577,14 @@ def _sid(job: Job) -> str:
 def _store(job: Job) -> str:
     assert job.store is not None
     return job.store
+
+
+def _store_path(job: Job) -> str:
+    """The prepared store as a path (ours is recorded as a `file://` URI)."""
+    store = _store(job)
+    if store.startswith("file://"):
+        return urllib.request.url2pathname(urllib.parse.urlsplit(store).path)
+    return store
 
 
 def _tree(job: Job) -> str:
@@ -697,6 +718,26 @@ OPERATIONS: tuple[Operation, ...] = (
         "The limit of a push to an empty `file://` store and of a pull to an empty directory.",
     ),
     Operation(
+        "copy-store",
+        "local copy of our filled store (`cp -r STORE DEST`)",
+        (
+            Step(
+                CP,
+                lambda j: [j.exe(CP), "-r", _store_path(j), _dest(j)],
+                needs_store=True,
+                store_of=OURS,
+                uses_id=False,
+                check=check_store_copy,
+            ),
+        ),
+        (Ratio(CP, CP, "copy"),),
+        "The cost of creating the store layout itself: the same objects and the shard "
+        "directories of the 1.x layout (`.objects/abc/def/ghi/...`: about 2.2 new directories "
+        "per object in an empty store), copied without reading anything twice, hashing or "
+        "verifying. A push into an empty `file://` store cannot be faster than creating what "
+        "it creates; the `copy` row creates only the tree's own files and directories.",
+    ),
+    Operation(
         "id",
         "snapshot id, every byte hashed (`snapdir id --no-stat-cache TREE`)",
         (
@@ -819,6 +860,7 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
         (
             Ratio(OURS, CP, "copy"),
+            Ratio(OURS, CP, "copy-store"),
             Ratio(OURS, OLD),
             Ratio(OURS, TAR),
             Ratio(OURS, RCLONE),
@@ -1430,6 +1472,37 @@ def find_ours(spec: str) -> tuple[str | None, str]:
     return None, f"`{spec}` not found on PATH (pass --snapdir PATH): skipped"
 
 
+def byte_compile_ours(exe: str) -> str:
+    """Byte-compile the snapdir package that ``exe`` runs, as installing a wheel does.
+
+    An editable install of a checkout has no `.pyc` files, and with PYTHONDONTWRITEBYTECODE
+    set (as on CI machines) every start would compile the package's sources again: ~11 ms
+    per command that no installed copy pays, and that snapdir 1.12's wheel install (compiled
+    by pip) does not pay either. Returns a note for the tools table ("" when nothing was
+    done)."""
+    try:
+        with open(exe, "rb") as f:
+            first = f.readline(512)
+    except OSError:
+        return ""
+    if not first.startswith(b"#!"):
+        return ""  # a native binary or a wrapper we cannot see through
+    words = first[2:].decode(errors="replace").split()
+    if words and os.path.basename(words[0]) == "env":
+        words = words[1:]  # `#!/usr/bin/env python3`
+    if not words:
+        return ""
+    python = words[0]
+    code = (
+        "import compileall, os, snapdir; "
+        "print(compileall.compile_dir(os.path.dirname(snapdir.__file__), quiet=1))"
+    )
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0 or done.stdout.strip() != "True":
+        return "could not byte-compile its package"
+    return "package byte-compiled first, as a wheel install does"
+
+
 def ensure_old_venv(venv: Path, log: Callable[[str], None]) -> tuple[str | None, str]:
     """Python of a venv with snapdir==1.12.0, created if missing.  Never imported here."""
     python = venv / "bin" / "python"
@@ -1456,7 +1529,14 @@ SYSTEM_TOOLS: tuple[tuple[str, str, str, str, str], ...] = (
 
 
 def tools_needed(op_names: Sequence[str]) -> set[str]:
-    return {s.tool for op in OPERATIONS if op.name in op_names for s in op.steps}
+    return {
+        tool
+        for op in OPERATIONS
+        if op.name in op_names
+        for s in op.steps
+        for tool in (s.tool, s.store_of)
+        if tool is not None
+    }
 
 
 def resolve_tools(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Tool]:
@@ -1469,6 +1549,7 @@ def resolve_tools(args: argparse.Namespace, log: Callable[[str], None]) -> dict[
     if OURS in wanted:
         exe, note = find_ours(args.snapdir)
         if exe:
+            note = "; ".join(n for n in (note, byte_compile_ours(exe)) if n)
             ver = tool_version([exe, "--version"])
             # The stat cache of the no-op operations lives in the work dir, emptied per run.
             ours_env = {"SNAPDIR_CACHE_DIR": str(workdir / "cache"), "SNAPDIR_NO_PROGRESS": "1"}
@@ -1630,7 +1711,10 @@ class Bench:
     ) -> tuple[Completed | None, str | None, int | None]:
         """Attach the prepared store, set up (untimed), run and check one step in ``job``."""
         if step.needs_store:
-            prepared = self.prepared_store(tree, op, step.tool)
+            owner = step.store_of or step.tool
+            if owner not in self.tools or not self.tools[owner].available:
+                return None, f"needs the store that {owner} fills, and {owner} is not run", None
+            prepared = self.prepared_store(tree, op, owner)
             if isinstance(prepared, str):
                 return None, prepared, None
             job.store, job.snapshot_id = prepared
@@ -1700,7 +1784,7 @@ class Bench:
         page cache although tens of GiB were written since (the large tree's runs)."""
         paths = [tree.path]
         if step.needs_store and not op.cloud:
-            prepared = self.prepared_store(tree, op, step.tool)
+            prepared = self.prepared_store(tree, op, step.store_of or step.tool)
             if not isinstance(prepared, str):
                 location = prepared[0].removeprefix("file://")
                 paths.append(Path(location))
@@ -2088,7 +2172,7 @@ def render_report(
         if t is None:
             rows.append([key, "-", "not used by the selected operations or not selected"])
             continue
-        rows.append([t.label, t.version or "-", t.note if not t.available else ""])
+        rows.append([t.label, t.version or "-", t.note])
     add(md_table(["tool", "version", "note"], rows) + "\n")
     add(
         "Commands (`STORE`: the tool's store - a fresh empty one for `push`, else the one its "
@@ -2130,8 +2214,12 @@ def render_report(
         "once by the tool's own push, the full pull and the 1 % change before an incremental "
         "pull) and teardown are not timed; `sync` runs between runs.\n"
         "- Limits: `walk` (a bare stat walk) for the no-op operations, b3sum (the `id` row) "
-        "for id and verify, `copy` (`cp -r`) for push and pull. A ratio `a / b (op)` takes "
-        "`b` from operation `op` of the same tree and rounds.\n"
+        "for id and verify, `copy` (`cp -r`) for push and pull; `copy-store` (`cp -r` of the "
+        "store our push filled) is what creating the store's own layout costs. A ratio "
+        "`a / b (op)` takes `b` from operation `op` of the same tree and rounds.\n"
+        "- Our package is byte-compiled before the first run, as a wheel install does (a "
+        "checkout's editable install has no `.pyc` files, and with PYTHONDONTWRITEBYTECODE "
+        "set every start would compile the sources again).\n"
         "- Our snapdir runs with its own cache directory under the work dir "
         "(`SNAPDIR_CACHE_DIR`, emptied at the start); restic with `RESTIC_PASSWORD` and a "
         "cache directory under the work dir; local rclone with an empty config file.\n"
@@ -2504,7 +2592,7 @@ def self_test() -> list[str]:
                 for op in OPERATIONS
             )
             and all(
-                _fill_step_for(op.store_from, st.tool).location is not None
+                _fill_step_for(op.store_from, st.store_of or st.tool).location is not None
                 for op in OPERATIONS
                 for st in op.steps
                 if st.needs_store
