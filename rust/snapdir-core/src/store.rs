@@ -712,7 +712,12 @@ impl Ingestor {
             return Ok(());
         }
         let hex = to_hex(digest);
-        self.ensure_shards(&hex)?;
+        if let Err(e) = self.ensure_shards(&hex) {
+            if let Some(s) = spool.spill {
+                s.discard();
+            }
+            return Err(e);
+        }
         match spool.spill {
             Some(spill) => spill
                 .publish(&dst, self.durable)
@@ -1005,6 +1010,14 @@ mod tests {
     static GROW: Mutex<Option<(PathBuf, u64)>> = Mutex::new(None);
     const TRIGGER: u64 = 3 * crate::hash::CHUNK as u64 + 1;
 
+    /// Serialises the tests that arm [`GROW`].
+    pub(super) static GROW_LOCK: Mutex<()> = Mutex::new(());
+
+    /// Arms the hook: `path` grows once a spool has taken `at` bytes.
+    pub(super) fn while_reading_at(path: &Path, at: u64) {
+        *GROW.lock().unwrap() = Some((path.to_path_buf(), at));
+    }
+
     pub(super) fn while_reading(spooled: u64) {
         let mut g = GROW.lock().unwrap();
         if g.as_ref().is_some_and(|(_, at)| *at == spooled) {
@@ -1023,7 +1036,8 @@ mod tests {
         let big = t.join("big.bin");
         fs::write(&big, vec![3u8; TRIGGER as usize]).unwrap();
         let store = dir.path().join("store");
-        *GROW.lock().unwrap() = Some((big, TRIGGER));
+        let _serial = GROW_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        while_reading_at(&big, TRIGGER);
         let err = push_tree(
             &store,
             &t,
@@ -1044,6 +1058,111 @@ mod tests {
         .unwrap();
         assert_eq!(out.stats.written, 1);
         assert_eq!(sound_keys(&store).len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod large_file_tests {
+    use super::tests::{while_reading_at, GROW_LOCK};
+    use super::*;
+
+    fn pseudo_random(size: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed;
+        (0..size)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_large_file_is_spooled_into_the_store_under_its_hash_and_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("tree");
+        fs::create_dir_all(&t).unwrap();
+        let data = pseudo_random(3 << 20, 7);
+        fs::write(t.join("big.bin"), &data).unwrap();
+        let store = dir.path().join("store");
+        let out = push_tree(
+            &store,
+            &t,
+            &WalkOptions::default(),
+            &LocalOptions::default(),
+        )
+        .unwrap();
+        let digest = *blake3::hash(&data).as_bytes();
+        assert_eq!(out.stats.written, 1);
+        assert_eq!(fs::read(object_path(&store, &digest)).unwrap(), data);
+        let meta = fs::metadata(object_path(&store, &digest)).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            0o644
+        );
+        // Nothing but the object (no spill left under a temporary name).
+        let mut names = Vec::new();
+        for e in walkdir(&store.join(".objects")) {
+            names.push(e);
+        }
+        assert_eq!(names, vec![object_path(&store, &digest)]);
+    }
+
+    fn walkdir(p: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(p).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walkdir(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_large_file_changing_while_spooled_is_in_flux_and_names_nothing() {
+        let _serial = GROW_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("tree");
+        fs::create_dir_all(&t).unwrap();
+        let size = (2 << 20) + 12_345; // a count no other test file has
+        let big = t.join("moving.bin");
+        fs::write(&big, pseudo_random(size, 9)).unwrap();
+        let store = dir.path().join("store");
+        while_reading_at(&big, size as u64);
+        let err = push_tree(
+            &store,
+            &t,
+            &WalkOptions::default(),
+            &LocalOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, Code::InFlux, "{err}");
+        assert!(err.message.contains("moving.bin"), "{err}");
+        assert!(walkdir(&store.join(".objects")).is_empty());
+    }
+
+    #[test]
+    fn a_large_corrupt_object_is_refused_and_its_copy_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = pseudo_random(2 << 20, 11);
+        let digest = *blake3::hash(&data).as_bytes();
+        let path = object_path(dir.path(), &digest);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut bad = data.clone();
+        bad[1 << 20] ^= 1;
+        fs::write(&path, &bad).unwrap();
+        let dest = dir.path().join("out");
+        let err = get_object_sized(dir.path(), &digest, &dest, Some(data.len() as u64), None)
+            .unwrap_err();
+        assert_eq!(err.code, Code::HashMismatch, "{err}");
+        assert!(!dest.exists());
+        fs::write(&path, &data).unwrap();
+        let n =
+            get_object_sized(dir.path(), &digest, &dest, Some(data.len() as u64), None).unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(fs::read(&dest).unwrap(), data);
     }
 }
 
