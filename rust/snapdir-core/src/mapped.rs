@@ -36,8 +36,11 @@ pub const MAP_THRESHOLD: u64 = 1 << 20;
 
 /// A mapped file is hashed this much at a time, and each window's pages are released once
 /// hashed (a power of two, so BLAKE3's tree stays aligned and every window splits evenly
-/// across the pool).
-const WINDOW: usize = 4 << 20;
+/// across the pool). 8 MiB rather than 4: half the releases (each one a TLB shoot-down on
+/// every core the process runs on) and pool round trips made `verify` of 4 x 1 GiB 475 ->
+/// 458 ms and of the mixed tree 59 -> 55 ms in-process; 16 MiB gained ~1 % more for twice
+/// the resident memory.
+const WINDOW: usize = 8 << 20;
 
 /// How many mappings may be in use at once (one per thread hashing a large file); when all
 /// are taken, the caller reads instead.
