@@ -626,6 +626,12 @@ pub struct Ingestor {
     durable: bool,
     /// Shard directories known to exist (`abc`, `abc/def`, `abc/def/ghi`).
     shards: Mutex<HashSet<String>>,
+    /// The top-level shards (`abc`) the store had when this push began, or `None` when they
+    /// could not be listed. An object under any other top-level shard cannot have been
+    /// there before: it is written without first asking whether it exists (one failed
+    /// `stat` less per object in a new store; a concurrent writer of the same key is met
+    /// by the final `link`, which keeps the object already there).
+    had_top: Option<HashSet<String>>,
     /// Keys this push has placed or found present.
     seen: Mutex<HashSet<Digest>>,
     written: AtomicU64,
@@ -652,6 +658,11 @@ impl Ingestor {
             objects: root.join(".objects"),
             durable,
             shards: Mutex::new(HashSet::new()),
+            had_top: fs::read_dir(root.join(".objects")).ok().and_then(|rd| {
+                rd.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                    .collect::<io::Result<HashSet<String>>>()
+                    .ok()
+            }),
             seen: Mutex::new(HashSet::new()),
             written: AtomicU64::new(0),
             present: AtomicU64::new(0),
@@ -702,7 +713,12 @@ impl Ingestor {
             .unwrap_or_else(|p| p.into_inner())
             .insert(*digest);
         let dst = object_path(&self.root, digest);
-        if !first || fs::symlink_metadata(&dst).is_ok() {
+        let hex = to_hex(digest);
+        let may_exist = self
+            .had_top
+            .as_ref()
+            .is_none_or(|top| top.contains(&hex[0..3]));
+        if !first || (may_exist && fs::symlink_metadata(&dst).is_ok()) {
             if first {
                 self.present.fetch_add(1, Ordering::Relaxed);
             }
@@ -711,7 +727,6 @@ impl Ingestor {
             }
             return Ok(());
         }
-        let hex = to_hex(digest);
         if let Err(e) = self.ensure_shards(&hex) {
             if let Some(s) = spool.spill {
                 s.discard();
@@ -1003,6 +1018,42 @@ mod tests {
         let noop = push_tree(&second, &t, &opts, &LocalOptions::default()).unwrap();
         assert!(noop.noop);
         assert_eq!(noop.stats.written, 0);
+    }
+
+    #[test]
+    fn objects_already_in_the_store_are_found_and_kept_new_ones_written() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("tree");
+        fs::create_dir_all(&t).unwrap();
+        fs::write(t.join("old.txt"), b"already stored").unwrap();
+        let store = dir.path().join("store");
+        let first = push_tree(
+            &store,
+            &t,
+            &WalkOptions::default(),
+            &LocalOptions::default(),
+        )
+        .unwrap();
+        assert_eq!((first.stats.written, first.stats.present), (1, 0));
+        let old = object_path(&store, blake3::hash(b"already stored").as_bytes());
+        let ino = fs::metadata(&old).unwrap().ino();
+        // A second file, and a push that lists the (now non-empty) top level first.
+        fs::write(t.join("new.txt"), b"not yet").unwrap();
+        let second = push_tree(
+            &store,
+            &t,
+            &WalkOptions::default(),
+            &LocalOptions::default(),
+        )
+        .unwrap();
+        assert_eq!((second.stats.written, second.stats.present), (1, 1));
+        assert_eq!(
+            fs::metadata(&old).unwrap().ino(),
+            ino,
+            "the stored object was rewritten"
+        );
+        assert_eq!(sound_keys(&store).len(), 2);
     }
 
     /// A file the tests append to while it is being read: once a spool has taken this many
