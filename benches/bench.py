@@ -1497,7 +1497,10 @@ def byte_compile_ours(exe: str) -> str:
         "import compileall, os, snapdir; "
         "print(compileall.compile_dir(os.path.dirname(snapdir.__file__), quiet=1))"
     )
-    done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
+    try:
+        done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.SubprocessError):
+        return "could not byte-compile its package"
     if done.returncode != 0 or done.stdout.strip() != "True":
         return "could not byte-compile its package"
     return "package byte-compiled first, as a wheel install does"
@@ -2573,6 +2576,7 @@ def self_test() -> list[str]:
             "id parsing",
         )
         self_test_changes(root, check)
+        self_test_store_copy(root, check)
         shown = {(op.name, st.tool): shown_command(st, 2) for op in OPERATIONS for st in op.steps}
         check(
             all(text and "SCRATCH" not in text for text in shown.values())
@@ -2623,6 +2627,40 @@ def self_test() -> list[str]:
     )
     print(f"self-test: {passed} passed, {len(failures)} failed", flush=True)
     return failures
+
+
+def self_test_store_copy(root: Path, check: Callable[[bool, str], None]) -> None:
+    """The copy of our store: its path from our URI, its tools, its check; the byte-compile
+    probe of our CLI."""
+    odd = root / "a store %20 x"
+    odd.mkdir()
+    (odd / "obj").write_bytes(b"12345")
+    tree = Tree(Recipe("T", "small", ()), root, 1, 5)
+    tools = {k: Tool(k, k, True, exe=k) for k in ALL_TOOLS}
+    (root / "job" / "dest").mkdir(parents=True)
+    job = Job(tree, root / "job", tools, 2, uri(odd), None)
+    step = _fill_step_for("copy-store", CP)
+    done = Completed(0.1, 1000, 0, "", "")
+    before = step.check(job, done, True)
+    (root / "job" / "dest" / "obj").write_bytes(b"12345")
+    check(
+        _store_path(job) == str(odd)
+        and step.command(job) == [CP, "-r", str(odd), str(root / "job" / "dest")]
+        and {OURS, CP} <= tools_needed(["copy-store"])
+        and before is not None
+        and step.check(job, done, True) is None,
+        f"copy-store: path of a file:// URI, tools, check ({before})",
+    )
+    script = root / "fake-snapdir"
+    script.write_text("#!/usr/bin/env python3-that-does-not-exist\n")
+    native = root / "native"
+    native.write_bytes(b"\x7fELF")
+    check(
+        byte_compile_ours(str(native)) == ""
+        and byte_compile_ours(str(root / "missing")) == ""
+        and byte_compile_ours(str(script)) == "could not byte-compile its package",
+        "byte-compile: native binaries and missing files skipped, failures reported",
+    )
 
 
 def self_test_changes(root: Path, check: Callable[[bool, str], None]) -> None:
