@@ -156,6 +156,26 @@ def test_batches_run_on_worker_threads_within_the_limit(tmp_path: Path) -> None:
     assert sum(b for _, b in seen) == sum(p.size for p in puts)
 
 
+def test_a_batch_starts_its_largest_objects_first(tmp_path: Path) -> None:
+    # _objects makes object i (i + 1) bytes long: given smallest first, one worker must
+    # still take them largest first, so that no big object is left to run alone at the end.
+    puts, gets = _objects(tmp_path, 12)
+    backend, store = _store(tmp_path, jobs=1)
+    order: list[str] = []
+    do = backend._do
+
+    def recording(op: str, checksum: str, path: str) -> None:
+        order.append(checksum)
+        do(op, checksum, path)
+
+    backend._do = recording  # type: ignore[method-assign]
+    anyio.run(lambda: store.put_objects(puts, jobs=1))
+    assert order == [p.checksum for p in sorted(puts, key=lambda p: -p.size)]
+    order.clear()
+    anyio.run(lambda: store.get_objects(gets, jobs=1))
+    assert order == [g.checksum for g in reversed(gets)]
+
+
 def test_transient_failures_are_retried_in_the_batch(tmp_path: Path) -> None:
     puts, gets = _objects(tmp_path, 10)
     backend, store = _store(tmp_path)
@@ -188,11 +208,12 @@ def test_the_first_failure_stops_the_batch_and_is_raised_as_itself(tmp_path: Pat
     puts, gets = _objects(tmp_path, 200)
     backend, store = _store(tmp_path, jobs=2)
     anyio.run(lambda: store.put_objects(puts))
-    backend.missing = {gets[5].checksum}
+    bad = gets[-6]  # the sixth largest: among the first ones the batch takes
+    backend.missing = {bad.checksum}
     backend.delay = 0.001
     with pytest.raises(NotFoundError) as info:
         anyio.run(lambda: store.get_objects(gets))
-    assert gets[5].checksum in str(info.value)
+    assert bad.checksum in str(info.value)
     done = sum(Path(g.dest).exists() for g in gets)
     assert done < 50, done  # the others stopped soon after
 

@@ -485,6 +485,9 @@ class LimitedStore(_StoreWrapper):
             else:
                 calls.append((call, int(getattr(it, "size", 0))))
         if calls:
+            # Largest first: a big object started last would run alone at the end while the
+            # other workers idle (longest-processing-time-first keeps that tail short).
+            calls.sort(key=lambda c: c[1], reverse=True)
             await self._run_calls(calls, self._batch_jobs(jobs), progress)
         return rest
 
