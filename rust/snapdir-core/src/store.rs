@@ -1117,7 +1117,9 @@ mod large_file_tests {
     use super::tests::{while_reading_at, GROW_LOCK};
     use super::*;
 
-    fn pseudo_random(size: usize, seed: u32) -> Vec<u8> {
+    /// Deterministic bytes that do not repeat in short cycles (a linear congruential
+    /// generator's high bits).
+    pub(super) fn pseudo_random(size: usize, seed: u32) -> Vec<u8> {
         let mut x = seed;
         (0..size)
             .map(|_| {
@@ -1224,12 +1226,7 @@ mod cancel_tests {
 
     /// A store holding one object of `size` pseudo-random bytes; returns (store, digest).
     fn store_with_object(dir: &Path, size: usize) -> Digest {
-        let mut data = vec![0u8; size];
-        let mut x: u32 = 12345;
-        for b in data.iter_mut() {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            *b = (x >> 16) as u8;
-        }
+        let data = super::large_file_tests::pseudo_random(size, 12345);
         let digest = *blake3::hash(&data).as_bytes();
         let path = object_path(dir, &digest);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
