@@ -918,6 +918,16 @@ pub fn push_tree(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A push with default options (what most tests here need).
+    pub(super) fn push(store: &Path, tree: &Path) -> Result<PushOutcome> {
+        push_tree(
+            store,
+            tree,
+            &WalkOptions::default(),
+            &LocalOptions::default(),
+        )
+    }
     use std::os::unix::fs::MetadataExt;
 
     fn tree(dir: &Path) -> PathBuf {
@@ -947,13 +957,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = tree(dir.path());
         let store = dir.path().join("store");
-        let out = push_tree(
-            &store,
-            &t,
-            &WalkOptions::default(),
-            &LocalOptions::default(),
-        )
-        .unwrap();
+        let out = push(&store, &t).unwrap();
         assert!(!out.noop);
         let plain = walk(&t, &WalkOptions::default()).unwrap();
         assert_eq!(out.walked.manifest.id(), plain.manifest.id());
@@ -974,13 +978,7 @@ mod tests {
         assert!(stray.is_empty(), "{stray:?}");
         // Again: objects present are neither rewritten nor counted as written.
         let inode = fs::metadata(object_path(&store, &keys[0])).unwrap().ino();
-        let again = push_tree(
-            &store,
-            &t,
-            &WalkOptions::default(),
-            &LocalOptions::default(),
-        )
-        .unwrap();
+        let again = push(&store, &t).unwrap();
         assert_eq!((again.stats.written, again.stats.present), (0, 3));
         assert_eq!(
             fs::metadata(object_path(&store, &keys[0])).unwrap().ino(),
@@ -1028,25 +1026,13 @@ mod tests {
         fs::create_dir_all(&t).unwrap();
         fs::write(t.join("old.txt"), b"already stored").unwrap();
         let store = dir.path().join("store");
-        let first = push_tree(
-            &store,
-            &t,
-            &WalkOptions::default(),
-            &LocalOptions::default(),
-        )
-        .unwrap();
+        let first = push(&store, &t).unwrap();
         assert_eq!((first.stats.written, first.stats.present), (1, 0));
         let old = object_path(&store, blake3::hash(b"already stored").as_bytes());
         let ino = fs::metadata(&old).unwrap().ino();
         // A second file, and a push that lists the (now non-empty) top level first.
         fs::write(t.join("new.txt"), b"not yet").unwrap();
-        let second = push_tree(
-            &store,
-            &t,
-            &WalkOptions::default(),
-            &LocalOptions::default(),
-        )
-        .unwrap();
+        let second = push(&store, &t).unwrap();
         assert_eq!((second.stats.written, second.stats.present), (1, 1));
         assert_eq!(
             fs::metadata(&old).unwrap().ino(),
@@ -1078,35 +1064,37 @@ mod tests {
         }
     }
 
+    /// Pushes a tree holding only `name` (with `data`) while the hook appends to it once
+    /// `at` bytes were spooled: the push must fail `IN_FLUX` naming the file and leave no
+    /// object. Returns the tree and the store.
+    pub(super) fn push_while_growing(
+        dir: &Path,
+        name: &str,
+        data: &[u8],
+        at: u64,
+    ) -> (PathBuf, PathBuf) {
+        let t = dir.join("tree");
+        fs::create_dir_all(&t).unwrap();
+        let file = t.join(name);
+        fs::write(&file, data).unwrap();
+        let store = dir.join("store");
+        let _serial = GROW_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        while_reading_at(&file, at);
+        let err = push(&store, &t).unwrap_err();
+        assert_eq!(err.code, Code::InFlux, "{err}");
+        assert!(err.message.contains(name), "{err}");
+        assert!(sound_keys(&store).is_empty());
+        (t, store)
+    }
+
     #[test]
     fn a_file_changing_while_pushed_is_in_flux_and_names_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let t = dir.path().join("tree");
-        fs::create_dir_all(&t).unwrap();
-        // Only a file the stat cache does not know and the only one: the hook fires on it.
-        let big = t.join("big.bin");
-        fs::write(&big, vec![3u8; TRIGGER as usize]).unwrap();
-        let store = dir.path().join("store");
-        let _serial = GROW_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        while_reading_at(&big, TRIGGER);
-        let err = push_tree(
-            &store,
-            &t,
-            &WalkOptions::default(),
-            &LocalOptions::default(),
-        )
-        .unwrap_err();
-        assert_eq!(err.code, Code::InFlux, "{err}");
-        assert!(err.message.contains("big.bin"), "{err}");
-        assert!(sound_keys(&store).is_empty());
+        // Spooled in memory (below SPOOL_MEM); the only file, so the hook fires on it.
+        let data = vec![3u8; TRIGGER as usize];
+        let (t, store) = push_while_growing(dir.path(), "big.bin", &data, TRIGGER);
         // Holding still, the same push succeeds.
-        let out = push_tree(
-            &store,
-            &t,
-            &WalkOptions::default(),
-            &LocalOptions::default(),
-        )
-        .unwrap();
+        let out = push(&store, &t).unwrap();
         assert_eq!(out.stats.written, 1);
         assert_eq!(sound_keys(&store).len(), 1);
     }
@@ -1114,7 +1102,7 @@ mod tests {
 
 #[cfg(test)]
 mod large_file_tests {
-    use super::tests::{while_reading_at, GROW_LOCK};
+    use super::tests::{push, push_while_growing};
     use super::*;
 
     /// Deterministic bytes that do not repeat in short cycles (a linear congruential
@@ -1137,13 +1125,7 @@ mod large_file_tests {
         let data = pseudo_random(3 << 20, 7);
         fs::write(t.join("big.bin"), &data).unwrap();
         let store = dir.path().join("store");
-        let out = push_tree(
-            &store,
-            &t,
-            &WalkOptions::default(),
-            &LocalOptions::default(),
-        )
-        .unwrap();
+        let out = push(&store, &t).unwrap();
         let digest = *blake3::hash(&data).as_bytes();
         assert_eq!(out.stats.written, 1);
         assert_eq!(fs::read(object_path(&store, &digest)).unwrap(), data);
@@ -1175,24 +1157,15 @@ mod large_file_tests {
 
     #[test]
     fn a_large_file_changing_while_spooled_is_in_flux_and_names_nothing() {
-        let _serial = GROW_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        // Past SPOOL_MEM: spooled into an unnamed file, which must vanish with the error.
         let dir = tempfile::tempdir().unwrap();
-        let t = dir.path().join("tree");
-        fs::create_dir_all(&t).unwrap();
         let size = (2 << 20) + 12_345; // a count no other test file has
-        let big = t.join("moving.bin");
-        fs::write(&big, pseudo_random(size, 9)).unwrap();
-        let store = dir.path().join("store");
-        while_reading_at(&big, size as u64);
-        let err = push_tree(
-            &store,
-            &t,
-            &WalkOptions::default(),
-            &LocalOptions::default(),
-        )
-        .unwrap_err();
-        assert_eq!(err.code, Code::InFlux, "{err}");
-        assert!(err.message.contains("moving.bin"), "{err}");
+        let (_, store) = push_while_growing(
+            dir.path(),
+            "moving.bin",
+            &pseudo_random(size, 9),
+            size as u64,
+        );
         assert!(walkdir(&store.join(".objects")).is_empty());
     }
 
