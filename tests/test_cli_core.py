@@ -229,3 +229,36 @@ def test_version_does_not_import_heavy_modules() -> None:
     assert "snapdir" in imported, "importtime output not parsed"
     heavy = {"boto3", "botocore", "google", "b2sdk", "anyio", "trio", "rich"} & imported
     assert not heavy, f"`snapdir --version` imported {sorted(heavy)}"
+
+
+@pytest.mark.parametrize("columns", [50, 200])
+def test_help_follows_the_terminal_width_without_importing_shutil(columns: int) -> None:
+    code = (
+        "import sys\n"
+        "from snapdir.cli import main\n"
+        "try:\n"
+        "    main(['push', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('SHUTIL' if 'shutil' in sys.modules else 'NO-SHUTIL')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    env["COLUMNS"] = str(columns)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    ).stdout
+    lines = out.splitlines()
+    assert lines[-1] == "NO-SHUTIL"  # argparse would import it to ask the width
+    assert "--no-stat-cache" in out
+    assert max(len(line) for line in lines) <= columns
+    usage = [line for line in lines if line.startswith("usage:")]
+    # A wide terminal keeps the usage on fewer lines than a narrow one.
+    if columns == 200:
+        assert len(usage[0]) > 60
+    else:
+        assert len(usage[0]) <= 50

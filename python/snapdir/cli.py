@@ -26,9 +26,19 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
+_COLUMNS: list[int] = []
+
+
 def _columns() -> int:
     """The terminal's width as ``shutil.get_terminal_size`` finds it ($COLUMNS, then the
-    terminal on stdout, else 80), without importing shutil (and with it bz2, lzma, zlib)."""
+    terminal on stdout, else 80), without importing shutil (and with it bz2, lzma, zlib);
+    asked once per process."""
+    if not _COLUMNS:
+        _COLUMNS.append(_ask_columns())
+    return _COLUMNS[0]
+
+
+def _ask_columns() -> int:
     try:
         columns = int(os.environ.get("COLUMNS", "0"))
     except ValueError:
