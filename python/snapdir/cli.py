@@ -8,6 +8,7 @@ import) because ``snapdir id`` is often run on every CI step.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
@@ -26,19 +27,11 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
-_COLUMNS: list[int] = []
-
-
+@functools.cache
 def _columns() -> int:
     """The terminal's width as ``shutil.get_terminal_size`` finds it ($COLUMNS, then the
     terminal on stdout, else 80), without importing shutil (and with it bz2, lzma, zlib);
     asked once per process."""
-    if not _COLUMNS:
-        _COLUMNS.append(_ask_columns())
-    return _COLUMNS[0]
-
-
-def _ask_columns() -> int:
     try:
         columns = int(os.environ.get("COLUMNS", "0"))
     except ValueError:

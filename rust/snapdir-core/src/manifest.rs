@@ -99,14 +99,27 @@ impl Manifest {
 
     /// The canonical text: lines joined with `\n`, no trailing newline (`Manifest.raw`).
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(self.entries.len() * 110);
+        let mut out = String::new();
+        self.render_into(self.entries.len() * 110, usize::MAX, |text| {
+            out = std::mem::take(text)
+        });
+        out
+    }
+
+    /// Renders the canonical text into a buffer of `capacity`, handing it to `flush`
+    /// whenever it holds `flush_at` bytes or more, and once at the end (`flush` empties it).
+    fn render_into(&self, capacity: usize, flush_at: usize, mut flush: impl FnMut(&mut String)) {
+        let mut buf = String::with_capacity(capacity);
         for (i, e) in self.entries.iter().enumerate() {
             if i > 0 {
-                out.push('\n');
+                buf.push('\n');
             }
-            self.write_line(&mut out, e);
+            self.write_line(&mut buf, e);
+            if buf.len() >= flush_at {
+                flush(&mut buf);
+            }
         }
-        out
+        flush(&mut buf);
     }
 
     /// Appends the canonical line of `e` (without its newline).
@@ -130,18 +143,10 @@ impl Manifest {
     pub fn id(&self) -> Digest {
         const FLUSH: usize = 64 * 1024;
         let mut h = blake3::Hasher::new();
-        let mut buf = String::with_capacity(FLUSH + 512);
-        for (i, e) in self.entries.iter().enumerate() {
-            if i > 0 {
-                buf.push('\n');
-            }
-            self.write_line(&mut buf, e);
-            if buf.len() >= FLUSH {
-                h.update(buf.as_bytes());
-                buf.clear();
-            }
-        }
-        h.update(buf.as_bytes());
+        self.render_into(FLUSH + 512, FLUSH, |text| {
+            h.update(text.as_bytes());
+            text.clear();
+        });
         h.update(b"\n");
         *h.finalize().as_bytes()
     }
