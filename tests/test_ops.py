@@ -329,13 +329,13 @@ def test_verify_good_missing_and_corrupt(tmp_path: Path, backend: str) -> None:
     (store_dir / object_rel(c_missing)).unlink()
     with pytest.raises(snapdir.NotFoundError) as info:
         verify(sid, store, backend)
-    assert info.value.problems == {c_missing: "missing"}  # type: ignore[attr-defined]
+    assert info.value.problems == {c_missing: "missing"}
     assert c_missing in str(info.value)
 
     (store_dir / object_rel(c_corrupt)).write_bytes(b"content X\n")
     with pytest.raises(snapdir.HashMismatchError) as info2:
         verify(sid, store, backend)
-    assert info2.value.problems == {  # type: ignore[attr-defined]
+    assert info2.value.problems == {
         c_missing: "missing",
         c_corrupt: "corrupt",
     }
@@ -346,7 +346,7 @@ def test_verify_good_missing_and_corrupt(tmp_path: Path, backend: str) -> None:
     (store_dir / object_rel(c_short)).write_bytes(b"content")
     with pytest.raises(snapdir.HashMismatchError) as info3:
         verify(sid, store, backend)
-    assert info3.value.problems[c_short] == "corrupt"  # type: ignore[attr-defined]
+    assert info3.value.problems[c_short] == "corrupt"
 
 
 def test_verify_of_a_missing_snapshot_or_store(tmp_path: Path, backend: str) -> None:

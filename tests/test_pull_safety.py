@@ -448,7 +448,7 @@ def test_object_whose_bytes_do_not_hash_to_its_key(area: Area) -> None:
     assert_nothing_written(area, before)
     with pytest.raises(snapdir.HashMismatchError) as info:
         run(lambda: snapdir.verify(sid, uri(area.store)))
-    assert info.value.problems == {b3(data): "corrupt"}  # type: ignore[attr-defined]
+    assert info.value.problems == {b3(data): "corrupt"}
 
 
 def test_object_that_is_a_link_in_the_store(area: Area) -> None:

@@ -224,7 +224,7 @@ def test_push_repair_restores_a_deleted_object(tmp_path: Path, backend: str) -> 
     obj.unlink()
     with pytest.raises(snapdir.NotFoundError) as info:
         verify(sid, uri(store), backend)
-    assert info.value.problems == {b3(b"hello\n"): "missing"}  # type: ignore[attr-defined]
+    assert info.value.problems == {b3(b"hello\n"): "missing"}
     assert push(src, uri(store), backend, repair=True) == sid
     assert obj.read_bytes() == b"hello\n"
     assert stat.S_IMODE(obj.stat().st_mode) == 0o644
@@ -244,7 +244,7 @@ def test_push_repair_replaces_a_corrupt_object(tmp_path: Path, backend: str, dam
     others = {k: v for k, v in tree_state(store / ".objects").items() if v.kind == "F"}
     with pytest.raises(snapdir.HashMismatchError) as info:
         verify(sid, uri(store), backend)
-    assert info.value.problems == {b3(b"hello\n"): "corrupt"}  # type: ignore[attr-defined]
+    assert info.value.problems == {b3(b"hello\n"): "corrupt"}
     assert push(src, uri(store), backend, repair=True) == sid
     assert obj.read_bytes() == b"hello\n"
     assert verify(sid, uri(store), backend)

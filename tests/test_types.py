@@ -367,6 +367,17 @@ def test_diff_options_from_refs_valid(tmp_path: Path) -> None:
     snapdir.DiffOptions.from_refs([str(tmp_path)], [f"b2://bucket@{H1}", "gcs://b/q"])
 
 
+def test_diff_options_from_refs_takes_path_objects(tmp_path: Path) -> None:
+    store = snapdir.StoreUri(f"file://{tmp_path}/store")
+    opts = snapdir.DiffOptions.from_refs((tmp_path / "a",), [store, tmp_path])
+    assert [r.kind for r in opts.from_] == ["path"]
+    assert opts.from_[0].path == str(tmp_path / "a")
+    assert [r.kind for r in opts.to] == ["store", "path"]
+    assert opts.to[1].path == str(tmp_path)
+    with pytest.raises(snapdir.InvalidArgumentError, match="not a single string or path"):
+        snapdir.DiffOptions.from_refs(tmp_path, [tmp_path])  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("from_uris", "to_uris"),
     [
@@ -428,3 +439,13 @@ def test_error_hierarchy(
 
 def test_snapdir_warning_is_user_warning() -> None:
     assert issubclass(snapdir.SnapdirWarning, UserWarning)
+
+
+def test_problems_is_part_of_the_verify_errors() -> None:
+    """``.problems`` is declared (typed) on both errors ``verify`` raises, and empty when an
+    error did not come from verifying a snapshot."""
+    assert snapdir.HashMismatchError("x").problems == {}
+    assert snapdir.NotFoundError("x").problems == {}
+    e = snapdir.HashMismatchError("x", problems={"ab" * 32: "corrupt"})
+    assert e.problems == {"ab" * 32: "corrupt"}
+    assert isinstance(snapdir.NotFoundError("x", problems={}), FileNotFoundError)

@@ -40,9 +40,20 @@ class SnapdirError(Exception):
 
 
 class HashMismatchError(SnapdirError):
-    """Bytes read back do not hash to the key or checksum they were stored under."""
+    """Bytes read back do not hash to the key or checksum they were stored under.
+
+    ``.problems`` maps each damaged object's checksum to ``"corrupt"`` or ``"missing"`` when
+    the error comes from verifying a snapshot (empty otherwise), so a caller can repair
+    exactly those objects instead of parsing the message."""
 
     code = "HASH_MISMATCH"
+    problems: dict[str, str]
+
+    def __init__(
+        self, message: str, *, code: str | None = None, problems: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.problems = dict(problems or {})
 
 
 class StoreError(SnapdirError):
@@ -70,9 +81,19 @@ class ConflictError(SnapdirError):
 
 
 class NotFoundError(SnapdirError, FileNotFoundError):
-    """A snapshot, object, path or store does not exist. Also a ``FileNotFoundError``."""
+    """A snapshot, object, path or store does not exist. Also a ``FileNotFoundError``.
+
+    ``.problems`` is as for :class:`HashMismatchError`: filled when verifying a snapshot found
+    objects missing (and none corrupt), empty otherwise."""
 
     code = "NOT_FOUND"
+    problems: dict[str, str]
+
+    def __init__(
+        self, message: str, *, code: str | None = None, problems: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.problems = dict(problems or {})
 
     def __str__(self) -> str:
         return SnapdirError.__str__(self)

@@ -17,6 +17,7 @@ from ._errors import InvalidArgumentError
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Literal
 
 __all__ = ["DiffEntry", "DiffOptions", "Ref", "SizeStats", "SnapshotId", "StoreUri"]
@@ -178,7 +179,7 @@ class Ref:
         object.__setattr__(self, "path", path)
 
     @classmethod
-    def parse(cls, ref: str | os.PathLike[str]) -> Ref:
+    def parse(cls, ref: str | StoreUri | os.PathLike[str]) -> Ref:
         """Parse ``URI@ID``, ``URI`` or a local directory path."""
         if not isinstance(ref, str):
             return cls("path", path=os.fspath(ref))
@@ -228,13 +229,14 @@ class DiffOptions:
     @classmethod
     def from_refs(
         cls,
-        from_uris: list[str] | list[StoreUri] | tuple[str, ...],
-        to_uris: list[str] | list[StoreUri] | tuple[str, ...],
+        from_uris: Sequence[str | StoreUri | os.PathLike[str]],
+        to_uris: Sequence[str | StoreUri | os.PathLike[str]],
     ) -> DiffOptions:
-        """Validate both sides: each ref is ``URI@ID``, a store URI or a local directory."""
-        if isinstance(from_uris, str) or isinstance(to_uris, str):
+        """Validate both sides: each ref is ``URI@ID``, a store URI or a local directory (a
+        string or any path-like object, such as :class:`pathlib.Path`)."""
+        if isinstance(from_uris, (str, os.PathLike)) or isinstance(to_uris, (str, os.PathLike)):
             raise InvalidArgumentError(
-                "from_refs() takes lists of references, not a single string",
+                "from_refs() takes lists of references, not a single string or path",
                 code="INVALID_ARGUMENT",
             )
         if not from_uris or not to_uris:

@@ -25,11 +25,11 @@ def verify_failed(snapshot_id: str, store: object, problems: dict[str, str]) -> 
         parts.append(f"{len(missing)} missing object(s): {', '.join(missing[:10])}")
     msg = (
         f"snapshot {snapshot_id} in {store} is damaged: {'; '.join(parts)} "
-        "(re-push it with --repair from a good copy)"
+        "(pushing a good copy of the tree again with repair rewrites them)"
     )
-    exc: SnapdirError = HashMismatchError(msg) if corrupt else NotFoundError(msg)
-    exc.problems = problems  # type: ignore[attr-defined]
-    return exc
+    if corrupt:
+        return HashMismatchError(msg, problems=problems)
+    return NotFoundError(msg, problems=problems)
 
 
 async def verify_report(
