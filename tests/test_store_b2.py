@@ -222,7 +222,8 @@ def test_open_store_builds_a_b2_store() -> None:
     assert isinstance(store, B2Store)
     assert store.uri == "b2://some-bucket/a/b"
     assert store.request_count() == 0  # nothing sent on open
-    assert store.capabilities == Capability.LIST_OBJECTS  # B2 has no conditional create
+    # B2 has no conditional create: its create-only writes are the versions fallback
+    assert store.capabilities == Capability.LIST_OBJECTS | Capability.KEYS
 
 
 def test_part_size_respects_the_minimum_and_the_part_limit(b2_server: B2Server) -> None:

@@ -212,7 +212,10 @@ def test_open_store_builds_a_gcs_store() -> None:
         assert isinstance(store, GcsStore)
         assert store.uri == "gs://some-bucket/a/b"
         assert store.request_count() == 0  # nothing sent on open
-        assert store.capabilities == Capability.LIST_OBJECTS | Capability.CONDITIONAL_PUT
+        assert (
+            store.capabilities
+            == Capability.LIST_OBJECTS | Capability.CONDITIONAL_PUT | Capability.KEYS
+        )
 
 
 def test_chunk_size_must_be_a_multiple_of_256_kib() -> None:

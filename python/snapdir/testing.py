@@ -53,6 +53,7 @@ from ._errors import (
     InvalidArgumentError,
     NotFoundError,
     SnapdirError,
+    StoreError,
 )
 from ._snapdir import EMPTY_CHECKSUM, Manifest, blake3_hex, walk
 from ._types import StoreUri
@@ -64,6 +65,8 @@ from .stores._base import (
     manifest_key,
     object_key,
 )
+from .stores._keys import KeyStore, has_keys, probe_create_only
+from .stores._wrappers import wrap
 
 __all__ = ["StoreConformance"]
 
@@ -676,3 +679,144 @@ class StoreConformance:
 
             anyio.run(body, backend=backend)
             assert dest.read_bytes() == data
+
+    # -- small keys (snapdir.stores._keys): only stores that declare Capability.KEYS ---------
+    def _key_store(self, store: Store) -> KeyStore | None:
+        """The store as a key store, or None after checking that a store without the
+        capability is refused clearly by the operations' wrapper (never half-used)."""
+        if has_keys(store):
+            return store  # type: ignore[return-value]
+        wrapped: Any = wrap(store, retry=False)
+
+        async def body() -> None:
+            with pytest.raises(StoreError, match="small-key methods"):
+                await wrapped.list_keys(".snapdir/")
+
+        self.run(body)
+        return None
+
+    def test_keys_create_only(self, store: Store) -> None:
+        ks = self._key_store(store)
+        if ks is None:
+            return
+        key = ".snapdir/test/create-only"
+
+        async def body() -> None:
+            assert await ks.put_if_absent(key, b"first") is True
+            assert await ks.put_if_absent(key, b"second") is False
+            assert await ks.get_bytes(key, max_size=100) == b"first"
+            with pytest.raises(NotFoundError):
+                await ks.get_bytes(".snapdir/test/absent", max_size=100)
+
+        self.run(body)
+        assert self.read_raw(store, self.key_root(store) + key) == b"first"
+
+    def test_keys_racing_creators_exactly_one_wins(self, store: Store) -> None:
+        ks = self._key_store(store)
+        if ks is None:
+            return
+        writers = max(2, self.concurrent_writers)
+        key = ".snapdir/test/race"
+        payloads = [f"writer {i}".encode() for i in range(writers)]
+        won = [False] * writers
+
+        async def body() -> bytes:
+            async def write(i: int) -> None:
+                won[i] = await ks.put_if_absent(key, payloads[i])
+
+            async with anyio.create_task_group() as tg:
+                for i in range(writers):
+                    tg.start_soon(write, i)
+            return await ks.get_bytes(key, max_size=100)
+
+        stored = self.run(body)
+        assert won.count(True) == 1, won
+        assert stored == payloads[won.index(True)]
+        self.run(probe_create_only, ks)  # the check the operations run before relying on it
+
+    def test_keys_reads_are_bounded(self, store: Store) -> None:
+        ks = self._key_store(store)
+        if ks is None:
+            return
+        key = ".snapdir/test/big"
+
+        async def body() -> None:
+            assert await ks.put_if_absent(key, b"x" * 5000)
+            with pytest.raises(StoreError, match="4999"):
+                await ks.get_bytes(key, max_size=4999)  # refused, never cut short
+            assert await ks.get_bytes(key, max_size=5000) == b"x" * 5000
+
+        self.run(body)
+
+    def test_keys_list_with_store_times_and_delete(self, store: Store, tmp_path: Path) -> None:
+        ks = self._key_store(store)
+        if ks is None:
+            return
+        data = data_of(1234, 77)
+        checksum = blake3_hex(data)
+        source = self._source(tmp_path, "src", data)
+        names = [".snapdir/j/a", ".snapdir/j/b/c", ".snapdir/j/b/d", ".snapdir/other/e"]
+
+        async def body() -> None:
+            before = await ks.store_time()
+            for i, name in enumerate(names):
+                assert await ks.put_if_absent(name, b"v" * (i + 1))
+            await store.put_object(checksum, source, len(data))
+            after = await ks.store_time()
+            listed = await ks.list_keys(".snapdir/j/")
+            assert [k.key for k in sorted(listed, key=lambda k: k.key)] == names[:3]
+            assert {k.key: k.size for k in listed} == {names[0]: 1, names[1]: 2, names[2]: 3}
+            for k in listed:
+                assert k.time.utcoffset() is not None
+                # store time, second resolution on HTTP Date headers
+                assert before.timestamp() - 2 <= k.time.timestamp() <= after.timestamp() + 2
+            objects = await ks.list_keys(".objects/")
+            assert [k.key for k in objects] == [object_key(checksum)]
+            assert objects[0].size == len(data)
+            await ks.delete_keys([names[0], names[1], ".snapdir/j/never-existed"])
+            assert [k.key for k in await ks.list_keys(".snapdir/j/")] == [names[2]]
+            await ks.delete_keys([object_key(checksum)])
+            assert not await store.has_object(checksum)
+            # a deleted key can be created again
+            assert await ks.put_if_absent(names[0], b"again")
+            assert await ks.get_bytes(names[0], max_size=10) == b"again"
+            await ks.delete_keys([])
+
+        self.run(body)
+
+    @pytest.mark.parametrize(
+        "key",
+        [
+            "",
+            ".snapdir/",
+            ".snapdir",
+            "/.snapdir/x",
+            ".snapdir/../x",
+            ".snapdir/a/../../x",
+            ".snapdir/./x",
+            ".snapdir/.hidden",
+            ".snapdir//x",
+            ".snapdir/x/",
+            ".snapdir/a b",
+            ".snapdir/x\\y",
+            ".snapdir/\u00e9",
+            "journal/x",
+            ".objects/abc",
+            ".snapdir/" + "x" * 1100,
+        ],
+    )
+    def test_keys_bad_names_refused_before_any_request(self, store: Store, key: str) -> None:
+        ks = self._key_store(store)
+        if ks is None:
+            return
+        before = store.request_count()
+
+        async def body() -> None:
+            with pytest.raises(InvalidArgumentError):
+                await ks.put_if_absent(key, b"x")
+            with pytest.raises(InvalidArgumentError):
+                await ks.get_bytes(key, max_size=10)
+
+        self.run(body)
+        assert store.request_count() == before
+        assert not [k for k in self._store_keys(store) if not k.startswith(".snapdir/probe/")]

@@ -52,6 +52,7 @@ import json
 import re
 import sys
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable
@@ -121,7 +122,25 @@ class _LoopbackBucketSimulator(BucketSimulator):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.upload_url_counter = itertools.count()
         self.file_id_counter = itertools.count(self.FIRST_FILE_NUMBER, -1)
-        self.upload_timestamp_counter = itertools.count(5000)
+        self.upload_timestamp_counter = _UploadClock()
+
+
+class _UploadClock:
+    """Upload timestamps as B2 gives them: milliseconds of the service's clock when the
+    upload is recorded, strictly increasing (b2sdk's simulator counts from 5,000, which no
+    store time could be compared with)."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> _UploadClock:
+        return self
+
+    def __next__(self) -> int:
+        with self._lock:
+            self._last = max(self._last + 1, int(time.time() * 1000))
+            return self._last
 
 
 class _LoopbackSimulator(RawSimulator):  # type: ignore[misc]

@@ -94,6 +94,9 @@ class Capability(enum.Flag):
     SERVER_SIDE_COPY = enum.auto()
     #: The store lives on this machine's file system (``file://``).
     LOCAL = enum.auto()
+    #: The small-key methods of :mod:`snapdir.stores._keys` (create-only writes, listing
+    #: with store timestamps, batch deletes, store time) are implemented.
+    KEYS = enum.auto()
 
 
 def split_key(hex_digest: str) -> str:

@@ -36,9 +36,10 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._errors import StoreError
+from .._errors import NotFoundError, StoreError
 from .._types import StoreUri
 from ._base import (
     Capability,
@@ -50,6 +51,7 @@ from ._base import (
     TransientStoreError,
     for_each_limited,
 )
+from ._keys import KeyInfo, KeyStore, has_keys
 
 if TYPE_CHECKING:
     from .._snapdir import Manifest
@@ -246,6 +248,31 @@ class _StoreWrapper:
     async def list_objects(self, shard: str = "") -> set[str]:
         return await self._run(self.inner.list_objects, shard)
 
+    # -- small keys (snapdir.stores._keys); only with Capability.KEYS ---------------------
+    def _keys(self) -> KeyStore:
+        inner = self.inner
+        if not has_keys(inner):
+            raise StoreError(
+                f"{self.uri}: this store does not offer the small-key methods (create-only "
+                "writes, listing with store times) that journals, names and collection need"
+            )
+        return inner  # type: ignore[return-value]
+
+    async def put_if_absent(self, key: str, data: bytes) -> bool:
+        return await self._run(self._keys().put_if_absent, key, data)
+
+    async def get_bytes(self, key: str, *, max_size: int) -> bytes:
+        return await self._run(self._keys().get_bytes, key, max_size=max_size)
+
+    async def list_keys(self, prefix: str) -> list[KeyInfo]:
+        return await self._run(self._keys().list_keys, prefix)
+
+    async def delete_keys(self, keys: Sequence[str]) -> None:
+        await self._run(self._keys().delete_keys, keys)
+
+    async def store_time(self) -> datetime:
+        return await self._run(self._keys().store_time)
+
     def blocking_object_call(
         self, op: str, item: ObjectPut | ObjectGet, replace: bool = False
     ) -> Callable[[], None] | None:
@@ -399,6 +426,28 @@ class RetryingStore(_StoreWrapper):
         _log.info("%s: %s failed (%s); retry %d in %.2fs", self.uri, what, exc, attempt, wait)
         self.retries += 1
         return wait
+
+    async def put_if_absent(self, key: str, data: bytes) -> bool:
+        """A create-only write, retried: when an attempt failed after the service may have
+        stored the bytes (the answer was lost), a later attempt finds the key taken — by
+        this very call. The key's content tells: the same bytes mean this call created it
+        (callers put something unique in every record, so nobody else writes the same)."""
+        inner = self._keys()
+        attempts = 0
+
+        async def once() -> bool:
+            nonlocal attempts
+            attempts += 1
+            return await inner.put_if_absent(key, data)
+
+        created = await self._run(once)
+        if created or attempts == 1:
+            return created
+        try:
+            existing = await self._run(inner.get_bytes, key, max_size=len(data))
+        except (StoreError, NotFoundError):
+            return False  # larger than ours, or gone again: not ours
+        return existing == data
 
     def blocking_object_call(
         self, op: str, item: ObjectPut | ObjectGet, replace: bool = False

@@ -49,7 +49,9 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO
 
 from .._errors import (
@@ -71,6 +73,7 @@ from ._base import (
     object_key,
     to_thread,
 )
+from ._keys import RECORDS, KeyInfo, check_key, check_prefix
 from ._streams import (
     DownloadSink,
     SourceHasher,
@@ -113,7 +116,7 @@ class B2Store(StreamingStore):
     files (tests lower them).
     """
 
-    capabilities = Capability.LIST_OBJECTS
+    capabilities = Capability.LIST_OBJECTS | Capability.KEYS
 
     #: Files above this many bytes are uploaded as B2 large files (in parts, in parallel);
     #: smaller ones stream from disk in a single request.
@@ -215,7 +218,8 @@ class B2Store(StreamingStore):
                 )
             realm = os.environ.get(REALM_ENV, "").strip() or "production"
             count = self._count
-            config = B2HttpApiConfig(http_session_factory=lambda: _counting_session(count))
+            local = self._local
+            config = B2HttpApiConfig(http_session_factory=lambda: _counting_session(count, local))
             api = B2Api(
                 InMemoryAccountInfo(),
                 api_config=config,
@@ -673,6 +677,169 @@ class B2Store(StreamingStore):
         if old:
             self._delete_version(key, old)
 
+    # -- small keys (snapdir.stores._keys) ------------------------------------------------
+    #
+    # B2's native API has no create-only condition, and keeps every version of a name. The
+    # fallback: upload, then list the name's versions; the *oldest* upload wins (B2 lists a
+    # name's versions newest first, by the upload time it recorded, ties broken by file id
+    # here). A writer whose upload is not the oldest deletes its own version and reports
+    # that the key existed. Readers read the oldest version too, so a loser killed before
+    # it could delete its version changes nothing anyone sees; ``delete_keys`` removes every
+    # version. This relies on B2 recording an upload's time when the upload completes (the
+    # moment it becomes listable): an upload that is listed later is never older than one
+    # listed before. docs/design/gc.md discusses it.
+
+    def _small_key(self, key: str, *, records_only: bool = True) -> str:
+        return self._key(check_key(key, records_only=records_only))
+
+    def _versions(self, full: str, what: str) -> list[dict[str, Any]]:
+        """Every uploaded version of exactly ``full``, oldest first."""
+        session = self._session()
+        bucket_id = self._bucket()
+        out: list[dict[str, Any]] = []
+        start_name: str | None = full
+        start_id: str | None = None
+        try:
+            while start_name == full:
+                page = session.list_file_versions(
+                    bucket_id, start_name, start_id, max_file_count=1000, prefix=full
+                )
+                for item in page.get("files", []):
+                    if item.get("fileName") == full and item.get("action") == "upload":
+                        out.append(item)
+                start_name, start_id = page.get("nextFileName"), page.get("nextFileId")
+        except Exception as e:
+            raise self._error(e, what) from e
+        out.sort(key=lambda v: (int(v.get("uploadTimestamp", 0)), str(v.get("fileId", ""))))
+        return out
+
+    async def put_if_absent(self, key: str, data: bytes) -> bool:
+        full = self._small_key(key)
+        return await to_thread(self._put_if_absent, key, full, bytes(data))
+
+    def _put_if_absent(self, key: str, full: str, data: bytes) -> bool:
+        what = f"create of {key}"
+        if self._versions(full, what):
+            return False
+        session = self._session()
+        sha1 = hashlib.sha1(data).hexdigest()
+        try:
+            response = session.upload_file(
+                self._bucket(), full, len(data), _CONTENT_TYPE, sha1, {}, data
+            )
+        except Exception as e:
+            raise self._error(e, what) from e
+        mine = str(response.get("fileId", ""))
+        versions = self._versions(full, what)
+        if versions and str(versions[0].get("fileId")) == mine:
+            return True
+        self._delete_version(full, mine)
+        return False
+
+    async def get_bytes(self, key: str, *, max_size: int) -> bytes:
+        full = self._small_key(key)
+        return await to_thread(self._get_bytes, key, full, max_size)
+
+    def _get_bytes(self, key: str, full: str, max_size: int) -> bytes:
+        what = f"read of {key}"
+        versions = self._versions(full, what)
+        if not versions:
+            raise NotFoundError(f"{self.uri}: {key} not found")
+        oldest = versions[0]
+        if int(oldest.get("contentLength", 0)) > max_size:
+            raise StoreError(
+                f"{self.uri}: {key} is {oldest.get('contentLength')} bytes, more than the "
+                f"{max_size} a record may have"
+            )
+        session = self._session()
+        url = session.get_download_url_by_id(str(oldest["fileId"]))
+        chunks: list[bytes] = []
+        got = 0
+        try:
+            with session.download_file_from_url(url) as response:
+                for chunk in response.iter_content(chunk_size=64 * 1024):
+                    got += len(chunk)
+                    if got > max_size:
+                        raise StoreError(
+                            f"{self.uri}: {key} is more than the {max_size} bytes allowed"
+                        )
+                    chunks.append(chunk)
+        except StoreError:
+            raise
+        except Exception as e:
+            raise self._error(e, what) from e
+        data = b"".join(chunks)
+        if hashlib.sha1(data).hexdigest() != oldest.get("contentSha1", ""):
+            raise TransientStoreError(f"{self.uri}: {what}: the bytes read do not match B2's SHA-1")
+        return data
+
+    async def list_keys(self, prefix: str) -> list[KeyInfo]:
+        return await to_thread(self._list_keys, check_prefix(prefix))
+
+    def _list_keys(self, prefix: str) -> list[KeyInfo]:
+        session = self._session()
+        base = self._key("")
+        listed = self._key(prefix)
+        start: str | None = listed
+        out: list[KeyInfo] = []
+        bucket_id = self._bucket()
+        try:
+            while start:
+                page = session.list_file_names(
+                    bucket_id, start_file_name=start, max_file_count=10_000, prefix=listed
+                )
+                for item in page.get("files", []):
+                    if item.get("action", "upload") != "upload":
+                        continue
+                    rel = str(item["fileName"])[len(base) :]
+                    try:
+                        check_key(rel, records_only=False)
+                    except InvalidArgumentError:
+                        continue
+                    when = datetime.fromtimestamp(
+                        int(item.get("uploadTimestamp", 0)) / 1000, timezone.utc
+                    )
+                    out.append(KeyInfo(rel, int(item.get("contentLength", 0)), when))
+                start = page.get("nextFileName")
+        except Exception as e:
+            raise self._error(e, f"listing {prefix}") from e
+        return out
+
+    async def delete_keys(self, keys: Sequence[str]) -> None:
+        fulls = [(k, self._small_key(k, records_only=False)) for k in keys]
+        await to_thread(self._delete_keys, fulls)
+
+    def _delete_keys(self, fulls: list[tuple[str, str]]) -> None:
+        """Every version of each name (B2 keeps them all); a name already gone is no
+        error."""
+        session = self._session()
+        for key, full in fulls:
+            for version in self._versions(full, f"delete of {key}"):
+                try:
+                    session.delete_file_version(str(version["fileId"]), full)
+                except Exception as e:
+                    err = self._error(e, f"delete of {key}")
+                    if isinstance(err, NotFoundError):
+                        continue
+                    raise err from e
+
+    async def store_time(self) -> datetime:
+        return await to_thread(self._store_time)
+
+    def _store_time(self) -> datetime:
+        """The ``Date`` of the service's answer to a one-name listing."""
+        session = self._session()
+        bucket_id = self._bucket()
+        self._local.date = None
+        try:
+            session.list_file_names(bucket_id, max_file_count=1, prefix=self._key(RECORDS))
+        except Exception as e:
+            raise self._error(e, "asking the time") from e
+        date = getattr(self._local, "date", None)
+        if not date:
+            raise StoreError(f"{self.uri}: the service's answer carried no Date header")
+        return parsedate_to_datetime(date).astimezone(timezone.utc)
+
 
 # -- streams ------------------------------------------------------------------------------------
 
@@ -766,15 +933,18 @@ class _Truncated(ConnectionError):
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _counting_session(count: Callable[[], None]) -> Any:
+def _counting_session(count: Callable[[], None], local: threading.local) -> Any:
     """A ``requests.Session`` that counts the requests it sends (b2sdk's own retries
-    included: each is a request the service sees)."""
+    included: each is a request the service sees), and notes in ``local.date`` the ``Date``
+    of the calling thread's last answer (the store's clock, see ``store_time``)."""
     import requests
 
     class _CountingSession(requests.Session):
         def request(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override,unused-ignore]
             count()
-            return super().request(*args, **kwargs)
+            response = super().request(*args, **kwargs)
+            local.date = response.headers.get("Date")
+            return response
 
     return _CountingSession()
 

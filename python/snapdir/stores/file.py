@@ -10,9 +10,12 @@ wrong one: a later ``verify`` or ``push --repair`` finds and fixes the gap).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import tempfile
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from typing import TypeVar
 
 from .. import _snapdir
@@ -35,6 +38,7 @@ from ._base import (
     parse_stored_manifest,
     to_thread,
 )
+from ._keys import KeyInfo, check_key, check_prefix
 
 __all__ = ["FileStore"]
 
@@ -48,7 +52,9 @@ def _env_flag(name: str) -> bool:
 class FileStore(BaseStore):
     """A store in a local directory (``file:///abs/path``)."""
 
-    capabilities = Capability.LIST_OBJECTS | Capability.LOCAL
+    capabilities = (
+        Capability.LIST_OBJECTS | Capability.LOCAL | Capability.KEYS | Capability.CONDITIONAL_PUT
+    )
 
     def __init__(self, uri: StoreUri | str, *, durable: bool | None = None) -> None:
         u = StoreUri(uri)
@@ -269,6 +275,152 @@ class FileStore(BaseStore):
     async def list_manifests(self) -> list[str]:
         self.require()
         return list(await run_cancellable(lambda _t: _snapdir.store_list(self.root, "manifests")))
+
+    # -- small keys (snapdir.stores._keys) --------------------------------------------------
+    def _key_path(self, key: str, *, records_only: bool = True) -> str:
+        return os.path.join(self.root, check_key(key, records_only=records_only))
+
+    async def put_if_absent(self, key: str, data: bytes) -> bool:
+        path = self._key_path(key)
+        return await to_thread(self._put_if_absent, key, path, bytes(data))
+
+    def _put_if_absent(self, key: str, path: str, data: bytes) -> bool:
+        """Write a temporary file, then ``link()`` it to the key: the link fails with
+        EEXIST if anyone created the key first, and a reader sees the key whole or not at
+        all (the temporary name never matches a key: keys cannot contain ``#``)."""
+        self.require_for_write()
+        parent = os.path.dirname(path)
+        tmp = os.path.join(parent, f"#tmp-{os.getpid()}-{os.urandom(6).hex()}")
+        try:
+            os.makedirs(parent, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self.durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, path, follow_symlinks=False)
+            except FileExistsError:
+                return False
+            if self.durable:
+                _fsync_dir(parent)
+            return True
+        except OSError as e:
+            raise StoreError(f"cannot create {key} in {self.uri}: {e}") from e
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def require_for_write(self) -> None:
+        """The store's directory must exist for a record to be written (a record never
+        creates a store: only a push does)."""
+        self.require()
+
+    async def get_bytes(self, key: str, *, max_size: int) -> bytes:
+        path = self._key_path(key)
+        return await to_thread(self._get_bytes, key, path, max_size)
+
+    def _get_bytes(self, key: str, path: str, max_size: int) -> bytes:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self.require()
+            raise NotFoundError(f"{key} not found in {self.uri}") from None
+        except OSError as e:
+            raise StoreError(f"cannot read {key} from {self.uri}: {e}") from e
+        with open(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise StoreError(f"cannot read {key} from {self.uri}: not a regular file")
+            if st.st_size > max_size:
+                raise StoreError(
+                    f"{key} in {self.uri} is {st.st_size} bytes, more than the "
+                    f"{max_size} a record may have"
+                )
+            data = f.read(max_size + 1)
+        if len(data) > max_size:
+            raise StoreError(f"{key} in {self.uri} grew past {max_size} bytes while read")
+        return data
+
+    async def list_keys(self, prefix: str) -> list[KeyInfo]:
+        check_prefix(prefix)
+        self.require()
+        return await to_thread(self._list_keys, prefix)
+
+    def _list_keys(self, prefix: str) -> list[KeyInfo]:
+        """Every regular file below the prefix, with its mtime; names that are not valid
+        keys (temporary files, another tool's files) are skipped, symbolic links are not
+        followed."""
+        out: list[KeyInfo] = []
+        start = os.path.join(self.root, prefix)
+        stack = [(start, prefix)]
+        while stack:
+            directory, rel = stack.pop()
+            try:
+                it = os.scandir(directory)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as e:
+                raise StoreError(f"cannot list {rel} in {self.uri}: {e}") from e
+            with it:
+                for entry in it:
+                    key = rel + entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append((entry.path, key + "/"))
+                        continue
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    try:
+                        check_key(key, records_only=False)
+                        st = entry.stat(follow_symlinks=False)
+                    except (InvalidArgumentError, FileNotFoundError):
+                        continue
+                    when = datetime.fromtimestamp(st.st_mtime_ns / 1e9, timezone.utc)
+                    out.append(KeyInfo(key, st.st_size, when))
+        out.sort(key=lambda k: k.key)
+        return out
+
+    async def delete_keys(self, keys: Sequence[str]) -> None:
+        paths = [(k, self._key_path(k, records_only=False)) for k in keys]
+        await to_thread(self._delete_keys, paths)
+
+    def _delete_keys(self, paths: list[tuple[str, str]]) -> None:
+        for key, path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise StoreError(f"cannot delete {key} from {self.uri}: {e}") from e
+
+    async def store_time(self) -> datetime:
+        self.require()
+        return await to_thread(self._store_time)
+
+    def _store_time(self) -> datetime:
+        """The mtime the store's file system gives a file created now (on a network file
+        system, the server's clock); the client's clock only if the store is read-only."""
+        try:
+            fd, tmp = tempfile.mkstemp(prefix="#now-", dir=self.root)
+        except OSError:
+            return datetime.now(timezone.utc)
+        try:
+            return datetime.fromtimestamp(os.fstat(fd).st_mtime_ns / 1e9, timezone.utc)
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 async def run_with_progress(

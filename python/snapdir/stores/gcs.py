@@ -40,7 +40,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from .._errors import (
@@ -61,6 +63,7 @@ from ._base import (
     parse_retry_after,
     to_thread,
 )
+from ._keys import KeyInfo, check_key, check_prefix
 from ._streams import (
     DownloadSink,
     StreamingStore,
@@ -101,7 +104,7 @@ class GcsStore(StreamingStore):
     ``chunk_size`` tune when and how large objects are uploaded in pieces (tests lower them).
     """
 
-    capabilities = Capability.LIST_OBJECTS | Capability.CONDITIONAL_PUT
+    capabilities = Capability.LIST_OBJECTS | Capability.CONDITIONAL_PUT | Capability.KEYS
 
     #: Objects larger than this are sent as resumable uploads (capped at the SDK's 8 MiB
     #: multipart limit). Smaller ones are read into memory and sent in one request.
@@ -555,6 +558,132 @@ class GcsStore(StreamingStore):
             except HashMismatchError:
                 generation = int(blob.generation)
         raise TransientStoreError(f"{self.uri}: {what}: the key kept changing while writing")
+
+    # -- small keys (snapdir.stores._keys) ------------------------------------------------
+    def _small_key(self, key: str, *, records_only: bool = True) -> str:
+        return self._key(check_key(key, records_only=records_only))
+
+    async def put_if_absent(self, key: str, data: bytes) -> bool:
+        full = self._small_key(key)
+        return await to_thread(self._put_if_absent, key, full, bytes(data))
+
+    def _put_if_absent(self, key: str, full: str, data: bytes) -> bool:
+        """``ifGenerationMatch=0``: the upload succeeds only if no live generation of the
+        key exists (412 otherwise)."""
+        bucket = self._connect()
+        try:
+            bucket.blob(full).upload_from_string(
+                data,
+                content_type=_CONTENT_TYPE,
+                if_generation_match=0,
+                checksum="auto",
+                timeout=_TIMEOUT,
+                retry=None,
+            )
+        except Exception as e:
+            if _status(e) == 412:
+                return False
+            raise self._error(e, f"create of {key}", keyless=True) from e
+        self._bucket_seen = True
+        return True
+
+    async def get_bytes(self, key: str, *, max_size: int) -> bytes:
+        full = self._small_key(key)
+        return await to_thread(self._get_bytes, key, full, max_size)
+
+    def _get_bytes(self, key: str, full: str, max_size: int) -> bytes:
+        bucket = self._connect()
+        what = f"read of {key}"
+        try:
+            blob = bucket.get_blob(full, timeout=_TIMEOUT, retry=None)
+        except Exception as e:
+            raise self._error(e, what) from e
+        if blob is None:
+            self._confirm_bucket()
+            raise NotFoundError(f"{self.uri}: {key} not found")
+        if blob.size is not None and int(blob.size) > max_size:
+            raise StoreError(
+                f"{self.uri}: {key} is {blob.size} bytes, more than the {max_size} a record "
+                "may have"
+            )
+        try:
+            # That very generation, and never more than max_size + 1 bytes.
+            data = blob.download_as_bytes(
+                start=0,
+                end=max_size,
+                if_generation_match=blob.generation,
+                raw_download=True,
+                checksum=None,
+                timeout=_TIMEOUT,
+                retry=None,
+            )
+        except Exception as e:
+            raise self._error(e, what) from e
+        if len(data) > max_size:
+            raise StoreError(f"{self.uri}: {key} is more than the {max_size} bytes allowed")
+        return bytes(data)
+
+    async def list_keys(self, prefix: str) -> list[KeyInfo]:
+        return await to_thread(self._list_keys, check_prefix(prefix))
+
+    def _list_keys(self, prefix: str) -> list[KeyInfo]:
+        bucket = self._connect()
+        base = self._key("")
+        out: list[KeyInfo] = []
+        try:
+            blobs = bucket.client.list_blobs(
+                bucket,
+                prefix=self._key(prefix),
+                fields="items(name,size,updated),nextPageToken",
+                timeout=_TIMEOUT,
+                retry=None,
+            )
+            for blob in blobs:
+                rel = str(blob.name)[len(base) :]
+                try:
+                    check_key(rel, records_only=False)
+                except InvalidArgumentError:
+                    continue  # not one of ours
+                out.append(KeyInfo(rel, int(blob.size or 0), blob.updated))
+        except Exception as e:
+            raise self._error(e, f"listing {prefix}", keyless=True) from e
+        self._bucket_seen = True
+        return out
+
+    async def delete_keys(self, keys: Sequence[str]) -> None:
+        fulls = [(k, self._small_key(k, records_only=False)) for k in keys]
+        await to_thread(self._delete_keys, fulls)
+
+    def _delete_keys(self, fulls: list[tuple[str, str]]) -> None:
+        """One DELETE per key (a key already gone counts as deleted)."""
+        bucket = self._connect()
+        for key, full in fulls:
+            try:
+                bucket.delete_blob(full, timeout=_TIMEOUT, retry=None)
+            except Exception as e:
+                if _status(e) == 404:
+                    continue
+                raise self._error(e, f"delete of {key}") from e
+
+    async def store_time(self) -> datetime:
+        return await to_thread(self._store_time)
+
+    def _store_time(self) -> datetime:
+        """The ``Date`` header of the service's answer to a bucket lookup."""
+        bucket = self._connect()
+        client = bucket.client
+        url = f"{client._connection.API_BASE_URL}/storage/v1/b/{self.uri.bucket}?fields=name"
+        try:
+            response = self._session.get(url, timeout=_TIMEOUT)
+        except Exception as e:
+            raise self._error(e, "asking the time") from e
+        date = response.headers.get("Date")
+        if response.status_code >= 400 or not date:
+            raise StoreError(
+                f"{self.uri}: asking the time: HTTP {response.status_code} "
+                f"{'without a Date header' if not date else ''}".rstrip()
+            )
+        return parsedate_to_datetime(date).astimezone(timezone.utc)
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -59,7 +59,9 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import anyio
@@ -91,6 +93,7 @@ from ._base import (
     parse_retry_after,
     to_thread,
 )
+from ._keys import RECORDS, KeyInfo, check_key, check_prefix
 from ._s3lean import LeanS3, LeanUnsuitable, lean_for
 from ._streams import (
     DownloadSink,
@@ -227,7 +230,7 @@ class S3Store(StreamingStore):
     ``S3Store(uri)``. No request is sent and no client is built until the first call.
     """
 
-    capabilities = Capability.LIST_OBJECTS | Capability.CONDITIONAL_PUT
+    capabilities = Capability.LIST_OBJECTS | Capability.CONDITIONAL_PUT | Capability.KEYS
 
     def __init__(
         self,
@@ -915,6 +918,147 @@ class S3Store(StreamingStore):
 
     async def list_manifests(self) -> list[str]:
         return sorted(set(await to_thread(self._list_hex, ".manifests")))
+
+    # -- small keys (snapdir.stores._keys) ------------------------------------------------
+    def _small_key(self, key: str, *, records_only: bool = True) -> str:
+        return self._key(check_key(key, records_only=records_only))
+
+    async def put_if_absent(self, key: str, data: bytes) -> bool:
+        full = self._small_key(key)
+        return await to_thread(self._put_if_absent_sync, full, bytes(data))
+
+    def _put_if_absent_sync(self, full: str, data: bytes) -> bool:
+        """One ``PUT`` with ``If-None-Match: *``: 412 (or AWS's 409 for a conditional write
+        that raced another, retried as transient) means someone else created the key. There
+        is no fallback: a server without the condition cannot hold names or journals."""
+        if not self.conditional_put:
+            raise StoreError(
+                f"create of {self._where(full)}: create-only writes are off for this store "
+                "(SNAPDIR_S3_CONDITIONAL_PUT=0, or the server answered that it does not "
+                "support If-None-Match), and names, journals and collection need them"
+            )
+        client = self._client()
+        try:
+            self._call(
+                full,
+                "PUT",
+                client.put_object,
+                Bucket=self.bucket,
+                Key=full,
+                Body=data,
+                ContentLength=len(data),
+                IfNoneMatch="*",
+            )
+        except Exception as e:
+            if _is_precondition_failed(e):
+                return False
+            if self._is_unsupported_condition(e):
+                self.capabilities &= ~Capability.CONDITIONAL_PUT
+                raise StoreError(
+                    f"create of {self._where(full)}: the server does not support "
+                    "If-None-Match, and names, journals and collection need create-only writes"
+                ) from e
+            if _cause_code(e) == "ConditionalRequestConflict":
+                raise TransientStoreError(f"create of {self._where(full)}: {e}") from e
+            raise
+        return True
+
+    async def get_bytes(self, key: str, *, max_size: int) -> bytes:
+        full = self._small_key(key)
+        return await to_thread(self._get_bytes_sync, key, full, max_size)
+
+    def _get_bytes_sync(self, key: str, full: str, max_size: int) -> bytes:
+        """The key's bytes, refused past ``max_size`` while they stream (a hostile store's
+        endless body is never held)."""
+        client = self._client()
+        resp = self._call(full, "GET", client.get_object, Bucket=self.bucket, Key=full)
+        body = resp["Body"]
+        try:
+            length = int(resp.get("ContentLength", 0) or 0)
+            if length > max_size:
+                raise StoreError(
+                    f"{self._where(full)} is {length} bytes, more than the {max_size} a "
+                    "record may have"
+                )
+            try:
+                data = body.read(max_size + 1)
+            except Exception as e:
+                converted = self._convert(e, full, "GET")
+                raise converted from e
+        finally:
+            body.close()
+        if len(data) > max_size:
+            raise StoreError(f"{self._where(full)} is more than the {max_size} bytes allowed")
+        return bytes(data)
+
+    async def list_keys(self, prefix: str) -> list[KeyInfo]:
+        return await to_thread(self._list_keys_sync, check_prefix(prefix))
+
+    def _list_keys_sync(self, prefix: str) -> list[KeyInfo]:
+        client = self._client()
+        base = self._key("")
+        full = self._key(prefix)
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": full,
+            "MaxKeys": self.list_page_size,
+        }
+        out: list[KeyInfo] = []
+        while True:
+            page = self._call(full, "LIST", client.list_objects_v2, **params)
+            for item in page.get("Contents", ()) or ():
+                rel = str(item["Key"])[len(base) :]
+                try:
+                    check_key(rel, records_only=False)
+                except InvalidArgumentError:
+                    continue  # another tool's key, or a half-written name: not ours
+                out.append(KeyInfo(rel, int(item.get("Size", 0)), item["LastModified"]))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                break
+            params["ContinuationToken"] = token
+        return out
+
+    async def delete_keys(self, keys: Sequence[str]) -> None:
+        fulls = [self._small_key(k, records_only=False) for k in keys]
+        await to_thread(self._delete_keys_sync, fulls)
+
+    def _delete_keys_sync(self, fulls: list[str]) -> None:
+        """``DeleteObjects`` in batches of 1,000 (the service's maximum); a key already gone
+        counts as deleted (S3 says so too)."""
+        client = self._client()
+        for i in range(0, len(fulls), 1000):
+            batch = fulls[i : i + 1000]
+            resp = self._call(
+                batch[0],
+                "DELETE",
+                client.delete_objects,
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+            )
+            errors = [e for e in resp.get("Errors", ()) or () if e.get("Code") != "NoSuchKey"]
+            if errors:
+                first = errors[0]
+                raise StoreError(
+                    f"delete of {len(errors)} key(s) in {self.uri} failed, e.g. "
+                    f"{self._where(str(first.get('Key')))}: {first.get('Code')}: "
+                    f"{first.get('Message', '')}"
+                )
+
+    async def store_time(self) -> datetime:
+        return await to_thread(self._store_time_sync)
+
+    def _store_time_sync(self) -> datetime:
+        """The ``Date`` of the service's answer to a one-key listing (second resolution)."""
+        client = self._client()
+        full = self._key(RECORDS)
+        page = self._call(
+            full, "LIST", client.list_objects_v2, Bucket=self.bucket, Prefix=full, MaxKeys=1
+        )
+        date = page.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        if not date:
+            raise StoreError(f"{self.uri}: the service's answer carried no Date header")
+        return parsedate_to_datetime(date).astimezone(timezone.utc)
 
     def __repr__(self) -> str:
         return f"S3Store({str(self.uri)!r})"
