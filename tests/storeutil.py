@@ -367,3 +367,79 @@ def remount(path: Path, options: str) -> None:
         text=True,
         check=True,
     )
+
+
+JOURNAL = ".snapdir/journal/"
+
+
+def journal_entry_id(rel: str, data: bytes) -> str:
+    """The snapshot id a journal entry (key ``rel`` relative to the store, content
+    ``data``) names, after checking that the key parses and the content agrees with it."""
+    from datetime import datetime, timezone
+
+    from snapdir.lifecycle.journal import parse_key
+
+    info = parse_key(rel.replace(os.sep, "/"), datetime.now(timezone.utc))
+    body = json.loads(data)
+    assert body["schema"] == 1, rel
+    assert body["id"] == info.id, f"{rel}: its content names {body['id']}"
+    assert (body["h"], body["f"], body["b"], tuple(body["l"])) == (
+        info.host,
+        info.files,
+        info.bytes,
+        info.labels,
+    ), rel
+    return info.id
+
+
+def content_state(store: Path) -> dict[str, Node]:
+    """:func:`tree_state` of a ``file://`` store without its ``.snapdir/`` records: what a
+    no-op push must leave exactly as it was (it still adds a journal entry)."""
+    return {k: v for k, v in tree_state(store).items() if not k.startswith(".snapdir")}
+
+
+def journal_ids(store: Path) -> list[str]:
+    """The snapshot ids a ``file://`` store's journal names, one per entry, sorted (each
+    entry checked with :func:`journal_entry_id`)."""
+    base = store / ".snapdir" / "journal"
+    out: list[str] = []
+    for dirpath, _, names in os.walk(base):
+        for n in names:
+            p = Path(dirpath, n)
+            out.append(journal_entry_id(str(p.relative_to(store)), p.read_bytes()))
+    return sorted(out)
+
+
+def s3_store_problems(client: Any, store_uri: str) -> list[str]:
+    """Every key under an S3 store re-read through ``client`` (boto3), past snapdir: objects
+    and manifests must hash to their keys, journal entries must be well-formed, every
+    manifest must verify, no multipart upload may hold parts."""
+    import snapdir
+
+    parsed = snapdir.StoreUri(store_uri)
+    prefix = parsed.prefix + "/"
+    problems: list[str] = []
+    manifests: list[str] = []
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=parsed.bucket, Prefix=prefix)
+    for page in pages:
+        for item in page.get("Contents", []):
+            key = str(item["Key"])
+            data = client.get_object(Bucket=parsed.bucket, Key=key)["Body"].read()
+            rel = key[len(prefix) :]
+            if rel.startswith(JOURNAL):
+                journal_entry_id(rel, data)
+                continue
+            area, _, rest = rel.partition("/")
+            if b3(data) != rest.replace("/", ""):
+                problems.append(f"{key} holds other bytes")
+            if area == ".manifests":
+                manifests.append(rest.replace("/", ""))
+    uploads = client.list_multipart_uploads(Bucket=parsed.bucket, Prefix=prefix)
+    for up in uploads.get("Uploads", []):
+        parts = client.list_parts(Bucket=parsed.bucket, Key=up["Key"], UploadId=up["UploadId"])
+        if parts.get("Parts"):
+            problems.append(f"unfinished upload of {up['Key']} holds parts")
+    for sid in manifests:
+        if not anyio.run(lambda sid=sid: snapdir.verify(sid, store_uri)):  # type: ignore[misc]
+            problems.append(f"{sid} does not verify")
+    return problems

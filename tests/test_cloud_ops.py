@@ -53,7 +53,7 @@ from snapdir.stores import _wrappers
 from snapdir.stores.b2 import B2Store
 from snapdir.stores.gcs import GcsStore
 from snapdir.stores.s3 import S3Store
-from storeutil import cli_env, run_cli
+from storeutil import JOURNAL, cli_env, journal_entry_id, run_cli
 
 T = TypeVar("T")
 
@@ -388,12 +388,16 @@ def check_restored(src: Path, dest: Path, snap_id: str) -> None:
 
 def check_store(cloud: Cloud, uri: str) -> tuple[int, int]:
     """Read every key under the store's prefix through the SDK (past snapdir) and re-hash it:
-    each object's bytes must hash to its key, each manifest to its id, nothing else may be
-    there, and no unfinished upload may hold parts. Returns (objects, manifests)."""
+    each object's bytes must hash to its key, each manifest to its id, each journal entry
+    must be well-formed, nothing else may be there, and no unfinished upload may hold parts.
+    Returns (objects, manifests)."""
     prefix = snapdir.StoreUri(uri).prefix + "/"
     bad: list[str] = []
     counts = {".objects": 0, ".manifests": 0}
     for key, data in cloud.raw.items(prefix):
+        if key[len(prefix) :].startswith(JOURNAL):
+            journal_entry_id(key[len(prefix) :], data)
+            continue
         area, _, rest = key[len(prefix) :].partition("/")
         parts = rest.split("/")
         if area not in counts or [len(p) for p in parts] != [3, 3, 3, 55]:

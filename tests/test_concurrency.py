@@ -37,7 +37,7 @@ from servers.seaweed import S3Server
 from snapdir import _snapdir
 from snapdir._manifest import stat_cache_dir
 from snapdir._snapdir import blake3_hex
-from storeutil import cli_env
+from storeutil import JOURNAL, cli_env, journal_entry_id
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -122,6 +122,9 @@ def check_items(items: Iterator[tuple[str, bytes]]) -> tuple[set[str], set[str]]
     objects: dict[str, int] = {}
     manifests: dict[str, bytes] = {}
     for rel, data in items:
+        if rel.startswith(JOURNAL):
+            journal_entry_id(rel, data)
+            continue
         area, _, rest = rel.partition("/")
         key = key_of(rest)
         assert area in (".objects", ".manifests"), f"stray key {rel}"

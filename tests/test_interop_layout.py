@@ -20,12 +20,13 @@ from snapdir.stores import open_store
 from storeutil import (
     BACKENDS,
     b3,
+    content_state,
     files_below,
+    journal_ids,
     manifest_rel,
     object_rel,
     run,
     run_cli,
-    tree_state,
     uri,
 )
 
@@ -111,14 +112,15 @@ def test_our_push_into_a_1x_store_is_a_no_op(tmp_path: Path) -> None:
     case = CASES["basic"]
     store = tmp_path / "store"
     lay_out_like_1x(case, store)
-    before = tree_state(store)
+    before = content_state(store)
     src = build_case(case, tmp_path / "src")
 
     async def go() -> str:
         return await snapdir.push(src, uri(store))
 
     assert run(go) == case.id
-    assert tree_state(store) == before
+    assert content_state(store) == before  # 1.x's keys untouched
+    assert journal_ids(store) == [case.id]  # and the push is journalled beside them
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -131,7 +133,8 @@ def test_our_push_writes_exactly_the_1x_keys(tmp_path: Path, backend: str, name:
         return await snapdir.push(src, uri(store))
 
     assert run(go, backend) == case.id
-    assert files_below(store) == expected_keys(case)
+    assert journal_ids(store) == [case.id]
+    assert {f for f in files_below(store) if not f.startswith(".snapdir/")} == expected_keys(case)
     assert (store / manifest_rel(case.id)).read_bytes() == (case.manifest + "\n").encode()
     for f in case.files:
         data = content_bytes(f["content"])

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import snapdir
+import storeutil
 from servers.seaweed import S3Server
 from storeutil import (
     cli_env,
@@ -499,39 +500,12 @@ def s3_env(mp: pytest.MonkeyPatch, server: S3Server) -> None:
 
 
 def s3_problems(server: S3Server, store_uri: str) -> list[str]:
-    """Every key under the store re-hashed through the SDK: objects and manifests must hash
-    to their keys, every manifest must verify, no multipart upload may hold parts."""
-    from snapdir._snapdir import blake3_hex
-
-    parsed = snapdir.StoreUri(store_uri)
-    prefix = parsed.prefix + "/"
+    """See :func:`storeutil.s3_store_problems` (through a client of ``server``)."""
     client = server.client()
-    problems: list[str] = []
-    manifests: list[str] = []
     try:
-        pages = client.get_paginator("list_objects_v2").paginate(
-            Bucket=parsed.bucket, Prefix=prefix
-        )
-        for page in pages:
-            for item in page.get("Contents", []):
-                key = str(item["Key"])
-                data = client.get_object(Bucket=parsed.bucket, Key=key)["Body"].read()
-                area, _, rest = key[len(prefix) :].partition("/")
-                if blake3_hex(data) != rest.replace("/", ""):
-                    problems.append(f"{key} holds other bytes")
-                if area == ".manifests":
-                    manifests.append(rest.replace("/", ""))
-        uploads = client.list_multipart_uploads(Bucket=parsed.bucket, Prefix=prefix)
-        for up in uploads.get("Uploads", []):
-            parts = client.list_parts(Bucket=parsed.bucket, Key=up["Key"], UploadId=up["UploadId"])
-            if parts.get("Parts"):
-                problems.append(f"unfinished upload of {up['Key']} holds parts")
+        return storeutil.s3_store_problems(client, store_uri)
     finally:
         client.close()
-    for sid in manifests:
-        if not run(lambda sid=sid: snapdir.verify(sid, store_uri)):  # type: ignore[misc]
-            problems.append(f"{sid} does not verify")
-    return problems
 
 
 @pytest.mark.parametrize("mode", ["grow", "shrink", "rewrite"])

@@ -27,9 +27,9 @@ from pathlib import Path
 import anyio
 import pytest
 import snapdir
+import storeutil
 from servers.faultproxy import FaultProxy, start_fault_proxy
 from servers.seaweed import S3Server
-from snapdir._snapdir import blake3_hex
 from storeutil import b3, cli_env, files_below, staging_leftovers, uri, write
 
 #: What a crash or an unclean exit leaves on stderr.
@@ -187,37 +187,12 @@ def bucket(seaweedfs: S3Server) -> str:
 
 
 def s3_store_problems(server: S3Server, store_uri: str) -> list[str]:
-    """Every key under the store re-hashed through the SDK, past snapdir; every manifest
-    verified; no multipart upload holding parts."""
-    parsed = snapdir.StoreUri(store_uri)
-    prefix = parsed.prefix + "/"
+    """See :func:`storeutil.s3_store_problems` (through a client of ``server``)."""
     client = server.client()
-    problems: list[str] = []
-    manifests: list[str] = []
     try:
-        for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=parsed.bucket, Prefix=prefix
-        ):
-            for item in page.get("Contents", []):
-                key = str(item["Key"])
-                data = client.get_object(Bucket=parsed.bucket, Key=key)["Body"].read()
-                area, _, rest = key[len(prefix) :].partition("/")
-                if blake3_hex(data) != rest.replace("/", ""):
-                    problems.append(f"{key} holds other bytes")
-                if area == ".manifests":
-                    manifests.append(rest.replace("/", ""))
-        uploads = client.list_multipart_uploads(Bucket=parsed.bucket, Prefix=prefix)
-        for up in uploads.get("Uploads", []):
-            parts = client.list_parts(Bucket=parsed.bucket, Key=up["Key"], UploadId=up["UploadId"])
-            if parts.get("Parts"):
-                problems.append(f"unfinished upload of {up['Key']} holds parts")
+        return storeutil.s3_store_problems(client, store_uri)
     finally:
         client.close()
-    for sid in manifests:
-        ok = anyio.run(lambda sid=sid: snapdir.verify(sid, store_uri))  # type: ignore[misc]
-        if not ok:
-            problems.append(f"{sid} does not verify")
-    return problems
 
 
 @pytest.fixture

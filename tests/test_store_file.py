@@ -18,8 +18,12 @@ from snapdir.stores.file import FileStore
 from snapdir.testing import StoreConformance
 from storeutil import (
     BACKENDS,
+    JOURNAL,
     b3,
     cli_env,
+    content_state,
+    journal_entry_id,
+    journal_ids,
     manifest_rel,
     object_rel,
     run,
@@ -73,6 +77,9 @@ def verify(snapshot_id: str, store: str | FileStore, backend: str = "asyncio") -
 def assert_sound_store(store: Path) -> None:
     """Every object hashes to its key, every manifest to its id, nothing else lies around."""
     for rel, data in store_files(store).items():
+        if rel.startswith(JOURNAL):
+            journal_entry_id(rel, data)
+            continue
         parts = rel.split(os.sep)
         assert len(parts) == 5, f"stray file in store: {rel}"
         assert parts[0] in (".objects", ".manifests"), rel
@@ -91,6 +98,10 @@ def test_layout_is_exactly_objects_and_manifest(tmp_path: Path, backend: str, ca
     sid = push(src, uri(store), backend)
     assert sid == gc.id
     files = store_files(store)
+    journal = {rel: data for rel, data in files.items() if rel.startswith(JOURNAL)}
+    assert [journal_entry_id(rel, data) for rel, data in journal.items()] == [gc.id]
+    for rel in journal:
+        del files[rel]
     assert set(files) == expected_layout(gc.manifest, gc.id)
     assert files[manifest_rel(gc.id)] == (gc.manifest + "\n").encode()
     assert b3(files[manifest_rel(gc.id)]) == gc.id
@@ -173,9 +184,9 @@ def test_no_temporary_files_are_left(tmp_path: Path, backend: str) -> None:
     sid = push(src, uri(store), backend)
     assert staging_leftovers(store) == []
     assert_sound_store(store)
-    assert set(store_files(store)) == expected_layout(
-        (store / manifest_rel(sid)).read_text()[:-1], sid
-    )
+    assert journal_ids(store) == [sid]
+    content = {rel for rel in store_files(store) if not rel.startswith(JOURNAL)}
+    assert content == expected_layout((store / manifest_rel(sid)).read_text()[:-1], sid)
 
 
 # --- idempotence --------------------------------------------------------------------------
@@ -185,9 +196,10 @@ def test_repush_leaves_the_store_untouched(tmp_path: Path, backend: str) -> None
     src = build_case(CASES["basic"], tmp_path / "src")
     store = tmp_path / "store"
     sid = push(src, uri(store), backend)
-    before = tree_state(store)
+    before = content_state(store)
     assert push(src, uri(store), backend) == sid
-    assert tree_state(store) == before  # same inodes, same mtimes, same bytes
+    assert content_state(store) == before  # same inodes, same mtimes, same bytes
+    assert journal_ids(store) == [sid, sid]
     # repair re-reads every object; sound ones stay as they are
     objects = tree_state(store / ".objects")
     assert push(src, uri(store), backend, repair=True) == sid

@@ -274,8 +274,11 @@ async def copy_snapshot(
     if not await d.has_manifest(sid):
         copied = await transfer_objects(s, d, m.objects(), jobs=jobs, progress=progress)
         await d.put_manifest(sid, m.raw)
+    logical, _, nfiles, _ = _snapdir.manifest_size(m)
     return OpStats(
         id=str(sid),
+        files=nfiles,
+        bytes=logical,
         objects=len(m.objects()),
         copied=copied,
         requests=s.request_count() + d.request_count() - before,

@@ -15,11 +15,13 @@ from ._common import (
     open_wrapped,
     unwrap,
 )
-from ._errors import _warn
+from ._errors import InvalidArgumentError, _warn
 from ._manifest import manifest as walk_manifest
 from ._types import StoreUri
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from .stores import Store
     from .stores._base import ProgressFn
     from .stores.file import FileStore
@@ -38,13 +40,64 @@ async def push_with_stats(
     repair: bool = False,
     use_cache: bool = True,
     rehash: bool = False,
+    journal: bool = True,
+    time: datetime | None = None,
+    host: str | None = None,
+    labels: Sequence[str] = (),
 ) -> OpStats:
-    """:func:`push`, returning what it did (id, objects uploaded, requests)."""
+    """:func:`push`, returning what it did (id, objects uploaded, requests, the journal
+    entry's key)."""
+    from .lifecycle.journal import check_labels
+
+    labels = check_labels(labels)  # a bad label is a usage error, found before any I/O
+    if time is not None and (time.tzinfo is None or time.utcoffset() is None):
+        raise InvalidArgumentError(f"push time {time.isoformat()} has no time zone")
+    st = open_wrapped(store, jobs)
+    root = os.fspath(path)
+    stats = await _push_content(
+        st,
+        root,
+        exclude=exclude,
+        no_follow=no_follow,
+        jobs=jobs,
+        progress=progress,
+        repair=repair,
+        use_cache=use_cache,
+        rehash=rehash,
+    )
+    if journal:
+        from .lifecycle.ops import record_push
+
+        key = await record_push(
+            st,
+            str(stats["id"]),
+            path=os.path.abspath(root),  # noqa: ASYNC240 (one getcwd, no I/O on the tree)
+            files=int(stats["files"]),
+            nbytes=int(stats["bytes"]),
+            time=time,
+            host=host,
+            labels=labels,
+        )
+        stats.update(journal=key)
+    return stats
+
+
+async def _push_content(
+    st: Store,
+    root: str,
+    *,
+    exclude: Sequence[str] | None,
+    no_follow: bool,
+    jobs: int,
+    progress: ProgressFn | None,
+    repair: bool,
+    use_cache: bool,
+    rehash: bool,
+) -> OpStats:
+    """Objects, then the manifest: the snapshot's content (see :func:`push`)."""
     from .stores import ObjectPut
     from .stores.file import FileStore
 
-    st = open_wrapped(store, jobs)
-    root = os.fspath(path)
     inner = unwrap(st)
     if isinstance(inner, FileStore) and not repair:
         return await _push_local(
@@ -99,9 +152,15 @@ async def push_with_stats(
 
 
 def _new_stats(m: _snapdir.Manifest) -> OpStats:
-    _, _, nfiles, nobjects = _snapdir.manifest_size(m)
+    logical, _, nfiles, nobjects = _snapdir.manifest_size(m)
     return OpStats(
-        id=m.id, files=nfiles, objects=nobjects, uploaded=0, bytes_uploaded=0, noop=False
+        id=m.id,
+        files=nfiles,
+        bytes=logical,
+        objects=nobjects,
+        uploaded=0,
+        bytes_uploaded=0,
+        noop=False,
     )
 
 
@@ -147,6 +206,10 @@ async def push(
     repair: bool = False,
     use_cache: bool = True,
     rehash: bool = False,
+    journal: bool = True,
+    time: datetime | None = None,
+    host: str | None = None,
+    labels: Sequence[str] = (),
 ) -> str:
     """Snapshot ``path`` into ``store`` and return the snapshot id.
 
@@ -158,6 +221,12 @@ async def push(
     snapshot already in the store is a no-op (one request); ``repair=True`` re-checks its
     objects and re-uploads missing or corrupt ones. ``use_cache`` and ``rehash`` control the
     stat cache as in :func:`snapdir.manifest` (uploads always read the files).
+
+    Then it journals the push (docs/format.md, "Journal"): one create-only key naming the
+    snapshot, the source ``path``, this ``host`` and user, and ``labels``, timed by the
+    store (or at ``time``, for imports of old snapshots). That entry is what ``ls`` lists
+    and what keeps the snapshot from a collector; ``journal=False`` leaves it out (the
+    snapshot is then an orphan until ``adopt``).
     """
     s = await push_with_stats(
         path,
@@ -169,6 +238,10 @@ async def push(
         repair=repair,
         use_cache=use_cache,
         rehash=rehash,
+        journal=journal,
+        time=time,
+        host=host,
+        labels=labels,
     )
     return str(s["id"])
 
@@ -194,4 +267,5 @@ async def stage(
         progress=progress,
         use_cache=use_cache,
         rehash=rehash,
+        journal=False,  # the local cache is a staging area, not a store anyone lists
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._common import DEFAULT_JOBS
+from ._common import DEFAULT_JOBS, OpStats, open_wrapped
 from ._pull import copy_snapshot
 from ._types import StoreUri
 
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from .stores import Store
     from .stores._base import ProgressFn
 
-__all__ = ["sync"]
+__all__ = ["sync", "sync_with_stats"]
 
 
 async def sync(
@@ -25,5 +25,27 @@ async def sync(
 ) -> None:
     """Copy snapshot ``snapshot_id`` from ``src`` to ``dst``. Only objects ``dst`` lacks are
     sent, each verified when read and when written; the manifest goes last, so ``dst`` never
-    shows an incomplete snapshot. A snapshot already in ``dst`` is left as it is."""
-    await copy_snapshot(snapshot_id, src, dst, jobs=jobs, progress=progress)
+    shows an incomplete snapshot. A snapshot already in ``dst`` is left as it is. Then the
+    snapshot's journal entries are copied (see :func:`snapdir.lifecycle.ops.copy_journal`),
+    so ``dst`` lists it as ``src`` does and keeps it from its collector."""
+    await sync_with_stats(snapshot_id, src, dst, jobs=jobs, progress=progress)
+
+
+async def sync_with_stats(
+    snapshot_id: str,
+    src: str | StoreUri | Store,
+    dst: str | StoreUri | Store,
+    *,
+    jobs: int = DEFAULT_JOBS,
+    progress: ProgressFn | None = None,
+) -> OpStats:
+    """:func:`sync`, returning what it did (objects copied, journal entries created)."""
+    from .lifecycle.ops import copy_journal
+
+    s, d = open_wrapped(src, jobs), open_wrapped(dst, jobs)
+    stats = await copy_snapshot(snapshot_id, s, d, jobs=jobs, progress=progress)
+    made = await copy_journal(
+        s, d, snapshot_id, files=int(stats["files"]), nbytes=int(stats["bytes"])
+    )
+    stats.update(journal=made)
+    return stats

@@ -170,8 +170,16 @@ class StoreConformance:
         return out
 
     def _assert_layout(self, store: Store, objects: set[str], manifests: set[str]) -> None:
-        """The store holds exactly these objects and manifests, under the SPEC §4 keys."""
+        """The store holds exactly these objects and manifests, under the SPEC §4 keys
+        (besides well-formed journal entries, which pushes add)."""
+        from datetime import datetime, timezone
+
+        from .lifecycle.journal import JOURNAL, parse_key
+
         keys = self._store_keys(store)
+        for rel in [k for k in keys if k.startswith(JOURNAL)]:
+            parse_key(rel, datetime.now(timezone.utc))
+            keys.discard(rel)
         for rel in keys:
             assert _OBJECT_KEY.fullmatch(rel) or _MANIFEST_KEY.fullmatch(rel), (
                 f"unexpected key {rel!r} under the store's prefix"
@@ -820,3 +828,61 @@ class StoreConformance:
         self.run(body)
         assert store.request_count() == before
         assert not [k for k in self._store_keys(store) if not k.startswith(".snapdir/probe/")]
+
+    # -- lifecycle: journal, ls, forget, adopt (snapdir.lifecycle) -----------------------------
+    def test_lifecycle_journal_ls_forget_adopt(self, store: Store, tmp_path: Path) -> None:
+        if self._key_store(store) is None:
+            return
+        from datetime import datetime, timedelta, timezone
+
+        from . import push
+        from .lifecycle import Policy, adopt, forget, ls
+
+        a = self._tree_manifest(tmp_path, "a", {"x": b"a"})
+        b = self._tree_manifest(tmp_path, "b", {"y": b"b"})
+        old = self._tree_manifest(tmp_path, "old", {"z": b"from 1.x"})
+        t0 = datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)
+
+        async def body() -> None:
+            before = await store.store_time()  # type: ignore[attr-defined]
+            assert await push(tmp_path / "a", store, time=t0, host="h1", labels=["nightly"]) == (
+                a.id
+            )
+            assert await push(tmp_path / "b", store, host="h2") == b.id
+            assert await push(tmp_path / "a", store, time=t0 + timedelta(days=1), host="h1")
+            assert await push(tmp_path / "old", store, journal=False) == old.id
+            listed = await ls(store)
+            assert [(e.id, e.host) for e in listed] == [(b.id, "h2"), (a.id, "h1"), (a.id, "h1")]
+            assert listed[0].time >= before - timedelta(seconds=2)  # the store's clock
+            assert listed[1].time == t0 + timedelta(days=1)
+            assert listed[2].labels == ("nightly",)
+            assert listed[2].path == str((tmp_path / "a").absolute())
+            assert (listed[2].files, listed[2].bytes) == (1, 1)
+            assert [e.id for e in await ls(store, host="h1")] == [a.id, a.id]
+            assert [e.id for e in await ls(store, label="nightly")] == [a.id]
+            assert [e.id for e in await ls(store, since=t0 + timedelta(hours=1))] == [b.id, a.id]
+            orphans = [e for e in await ls(store, orphans=True) if not e.key]
+            assert [e.id for e in orphans] == [old.id]
+
+            # forget removes roots, never content
+            verdicts = await forget(store, [b.id[:12]])
+            assert [(v.info.id, v.keep) for v in verdicts if not v.keep] == [(b.id, False)]
+            assert [e.id for e in await ls(store)] == [a.id, a.id]
+            assert await store.has_manifest(b.id)
+            dry = await forget(store, policy=Policy(last=1), dry_run=True)
+            assert sorted(v.keep for v in dry) == [False, True]
+            assert len(await ls(store)) == 2
+            await forget(store, policy=Policy(last=1))
+            assert [e.time for e in await ls(store)] == [t0 + timedelta(days=1)]
+            with pytest.raises(NotFoundError):
+                await forget(store, [b.id])
+            with pytest.raises(InvalidArgumentError):
+                await forget(store, ["abc"])  # too short to be a prefix
+
+            # adopt journals every manifest no entry names, once
+            made = await adopt(store)
+            assert sorted(e.id for e in made) == sorted([b.id, old.id])
+            assert await adopt(store) == []
+            assert not [e for e in await ls(store, orphans=True) if not e.key]
+
+        self.run(body)

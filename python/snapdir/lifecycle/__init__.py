@@ -1,11 +1,55 @@
-"""A store's lifecycle: which snapshots it holds, which to keep, and what can be collected.
+"""A store's lifecycle: what it holds (the journal), which snapshots to keep (retention),
+and what can be collected.
 
 Submodules, from the bottom up: :mod:`.retention` (the ``forget`` policies, pure functions
-over snapshot descriptions with restic's semantics). Nothing here imports the CLI.
+with restic's semantics), :mod:`.journal` (the journal's keys and entries), :mod:`.ops` (the
+operations: ``ls``, ``adopt``, ``forget``, and the journal write every push makes). Nothing
+here imports the CLI; submodules load on first use, so a push that only writes a journal
+entry does not pay for the rest.
 """
 
 from __future__ import annotations
 
-from .retention import Decision, Duration, Policy, Snapshot, apply_policy, group_key
+import importlib
 
-__all__ = ["Decision", "Duration", "Policy", "Snapshot", "apply_policy", "group_key"]
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .journal import SnapshotInfo
+    from .ops import adopt, forget, ls
+    from .retention import Decision, Duration, Policy, Snapshot, apply_policy
+
+__all__ = [
+    "Decision",
+    "Duration",
+    "Policy",
+    "Snapshot",
+    "SnapshotInfo",
+    "adopt",
+    "apply_policy",
+    "forget",
+    "ls",
+]
+
+_LAZY = {
+    "Decision": ".retention",
+    "Duration": ".retention",
+    "Policy": ".retention",
+    "Snapshot": ".retention",
+    "apply_policy": ".retention",
+    "SnapshotInfo": ".journal",
+    "adopt": ".ops",
+    "forget": ".ops",
+    "ls": ".ops",
+}
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(mod, __name__), name)
+    globals()[name] = value
+    return value

@@ -55,7 +55,7 @@ __all__ = [
 #: The namespace of lifecycle records under a store's prefix.
 RECORDS = ".snapdir/"
 _AREAS = (RECORDS, ".objects/", ".manifests/")
-_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+=,~-]{0,254}")
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+=,~_-]{0,254}")
 MAX_KEY = 1024
 
 
@@ -89,7 +89,7 @@ class KeyInfo:
 
 
 def check_key(key: str, *, records_only: bool = True) -> str:
-    """Validate a key: ``/``-separated segments of letters, digits and ``._@+=,~-`` (not
+    """Validate a key: ``/``-separated segments of letters, digits and ``._@+=,~_-`` (not
     starting with a dot or dash), under ``.snapdir/`` (or, with ``records_only=False``, also
     ``.objects/`` and ``.manifests/``), at most 1,024 characters. Raises
     :class:`InvalidArgumentError` naming the key: nothing built from a bad key (a path, a
