@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import StoreError
+from .._redact import LOG_FILTER
 from .._types import StoreUri
 from ._base import (
     Capability,
@@ -67,6 +68,7 @@ __all__ = [
 T = TypeVar("T")
 
 _log = logging.getLogger("snapdir.stores")
+_log.addFilter(LOG_FILTER)  # no secret in a log line (see snapdir._redact)
 
 DEFAULT_JOBS = 32
 
