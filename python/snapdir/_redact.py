@@ -201,21 +201,22 @@ def _userinfo_span(rest: str) -> int:
         return 0
     slash = rest.find("/")
     authority = rest if slash < 0 else rest[:slash]
-    at = authority.rfind("@")
-    if at >= 0:
-        return at
+    # The last "@" of the URL, leaving out a snapshot reference's "@<64 hex>".
+    last = rest.rfind("@")
+    tail = rest[last + 1 :]
+    if len(tail) >= 64 and not tail[:64].strip("0123456789abcdefABCDEF"):
+        last = rest.rfind("@", 0, last)
+    if "@" in authority:
+        # There is a userinfo. A password with a "/" in it and an "@" after it
+        # (u:p@ss/w@host) reaches the last "@": masking a path's "@"-part too is the price.
+        return max(authority.rfind("@"), last)
     # No "@" before the first "/": either a path with "@" in it (s3://b/x@<id>,
     # http://host:9000/a@b) or a password with "/" in it (AWS secret keys often have one).
     # The latter only when the part before the "/" reads user:password, not host:port.
     colon = authority.find(":")
     if colon < 0 or "[" in authority or authority[colon + 1 :].isdigit():
         return 0
-    # The last "@" of the URL, leaving out a snapshot reference's "@<64 hex>".
-    at = rest.rfind("@")
-    tail = rest[at + 1 :]
-    if len(tail) >= 64 and not tail[:64].strip("0123456789abcdefABCDEF"):
-        at = rest.rfind("@", 0, at)
-    return max(at, 0)
+    return max(last, 0)
 
 
 def redact_url(url: str) -> str:
@@ -355,15 +356,18 @@ def _patterns() -> list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], s
     )
     # name: value / 'name': 'value' / "name": "value" (headers, reprs, JSON); a header value
     # may start with its scheme (Bearer, Basic, AWS4-HMAC-SHA256 Credential=...).
+    # The quotes may be escaped (a JSON document inside a JSON string, a repr of a repr):
+    # a value quoted with \" runs to the next \".
     field = re.compile(
-        r"(?i)(?<![A-Za-z0-9_])(?:(?P<q>[\"'])(?P<qname>" + names + r")(?P=q)"
+        r"(?i)(?<![A-Za-z0-9_])(?:(?P<q>\\*[\"'])(?P<qname>" + names + r")(?P=q)"
         r"|(?P<name>" + specific + r"))(?P<sep>\s*:\s*)"
         r"(?:(?P<bp>b?)(?P<vq>[\"'])(?P<quoted>(?:\\.|(?!(?P=vq)).)*)(?P=vq)"
+        r"|(?P<evq>\\+[\"'])(?P<equoted>.*?)(?P=evq)"
         r"|(?P<scheme>(?:Bearer|Basic|Digest|Token|OAuth|AWS4-HMAC-SHA256|GOOG4-RSA-SHA256"
-        r"|GOOG4-HMAC-SHA256|AWS)\s+)?(?P<bare>[^\s,;&\"'<>`}\]]+))",
+        r"|GOOG4-HMAC-SHA256|AWS)\s+)?(?P<bare>[^\s,;&\"'<>`}\]\\]+))",
         re.DOTALL,
     )
-    shapes = re.compile(r"\b(?:AIza[0-9A-Za-z_\-]{35}|ya29\.[0-9A-Za-z_\-.]{8,})")
+    shapes = re.compile(r"\b(?:AIza[0-9A-Za-z_\-]{30,}|ya29\.[0-9A-Za-z_\-.]{8,})")
 
     def pem_sub(m: re.Match[str]) -> str:
         return m.group(1) + MASK + (m.group(2) or "")
@@ -382,6 +386,8 @@ def _patterns() -> list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], s
             if m.group("quoted") == MASK:
                 return m.group()
             return head + m.group("bp") + m.group("vq") + MASK + m.group("vq")
+        if m.group("evq") is not None:
+            return head + m.group("evq") + MASK + m.group("evq")
         return head + (m.group("scheme") or "") + MASK
 
     def pair_sub(m: re.Match[str]) -> str:
