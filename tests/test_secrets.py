@@ -462,6 +462,20 @@ def test_store_uri_with_credentials_is_refused_with_a_hint() -> None:
     assert "AWS_SECRET_ACCESS_KEY" in message
     # A path with "@" in it is no credential.
     assert StoreUri("file:///srv/user@host/snaps").path == "/srv/user@host/snaps"
+    with pytest.raises(snapdir.InvalidArgumentError, match="a file:// store takes none"):
+        StoreUri("file://user:filePassw0rd@host/srv")
+
+
+def test_plugged_in_scheme_with_credentials_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import snapdir.stores
+
+    monkeypatch.setitem(snapdir.stores._registry, "sftp", object)
+    assert StoreUri("sftp://host/srv") == "sftp://host/srv"
+    with pytest.raises(snapdir.InvalidArgumentError) as info:
+        StoreUri("sftp://deploy:sftpPassw0rd@host/srv")
+    assert "sftpPassw0rd" not in str(info.value)
+    assert "'sftp://***@host/srv'" in str(info.value)
+    assert "through its environment or configuration" in str(info.value)
 
 
 def test_warnings_log_lines_and_progress_labels_are_masked(

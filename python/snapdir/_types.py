@@ -136,7 +136,12 @@ _CREDENTIALS_FROM = {
 
 def _no_credentials(scheme: str) -> str:
     where = _CREDENTIALS_FROM.get(scheme)
-    how = f"set {where} instead" if where else "the store takes none"
+    if where:
+        how = f"set {where} instead"
+    elif scheme == "file":
+        how = "a file:// store takes none"
+    else:
+        how = "give them to the store through its environment or configuration"
     return f"credentials do not belong in a store URI (it is printed in messages): {how}"
 
 
