@@ -1109,3 +1109,35 @@ def test_cli_unexpected_exception_traceback_is_masked(tmp_path: Path) -> None:
     assert "RuntimeError" in proc.stderr
     assert "tracebackPassw0rd" not in proc.stderr
     assert "http://***@127.0.0.1:1/x" in proc.stderr
+
+
+def test_untranslated_store_exception_is_masked_on_its_way_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A third-party store that lets an exception through as it is (not a SnapdirError):
+    the retry wrapper every operation goes through masks it, and what it chains, in place."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "plugin_example"))
+    import memstore_plugin
+    import snapdir.stores
+
+    # Built, not written out: a traceback quotes the source line that raised.
+    leaky, chained = "leaky" + "Passw0rd", "chained" + "Passw0rd"
+
+    class LeakyStore(memstore_plugin.MemStore):
+        async def list_manifests(self) -> list[str]:
+            try:
+                raise ConnectionError(f"dial http://svc:{chained}@127.0.0.1:1/ failed")
+            except ConnectionError as e:
+                raise RuntimeError(f"GET http://svc:{leaky}@127.0.0.1:1/list") from e
+
+    monkeypatch.setitem(snapdir.stores._registry, "leaky", LeakyStore)
+
+    async def call() -> None:
+        await snapdir.size("leaky://bucket/p")
+
+    with pytest.raises(RuntimeError) as info:
+        anyio.run(call)
+    text = _rendered(info.value)
+    assert "leakyPassw0rd" not in text
+    assert "chainedPassw0rd" not in text
+    assert "GET http://***@127.0.0.1:1/list" in text

@@ -434,30 +434,39 @@ def redact_exception(exc: BaseException) -> BaseException:
     and return ``exc``: an SDK exception kept as the ``__cause__`` of a snapdir error is
     printed with it in a traceback."""
     seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
+    pending: list[BaseException] = [exc]
+    while pending:
+        e = pending.pop()
+        if id(e) in seen:
+            continue
         seen.add(id(e))
-        try:
-            if isinstance(e, OSError):
-                for attr in ("strerror", "filename", "filename2"):
-                    value = getattr(e, attr, None)
-                    if isinstance(value, str):
-                        setattr(e, attr, redact_text(value))
-            text = str(e)
-            if redact_text(text) != text:
-                e.args = tuple(redact_text(a) if isinstance(a, str) else a for a in e.args)
-                if redact_text(str(e)) != str(e):
-                    # The message is built from attributes (e.g. botocore's kwargs).
-                    e.args = (redact_text(text),)
-                    if hasattr(e, "kwargs") and isinstance(e.kwargs, dict):
-                        e.kwargs = {
-                            k: redact_text(v) if isinstance(v, str) else v
-                            for k, v in e.kwargs.items()
-                        }
-        except Exception:  # an exotic exception stays as it is, never worse
-            pass
-        e = e.__cause__ or e.__context__
+        _redact_one(e)
+        # A traceback prints the cause, else the context, and theirs in turn.
+        pending.extend(x for x in (e.__cause__, e.__context__) if x is not None)
     return exc
+
+
+def _redact_one(e: BaseException) -> None:
+    try:
+        if isinstance(e, OSError):
+            for attr in ("strerror", "filename", "filename2"):
+                value = getattr(e, attr, None)
+                if isinstance(value, str):
+                    setattr(e, attr, redact_text(value))
+        text = str(e)
+        if redact_text(text) == text:
+            return
+        e.args = tuple(redact_text(a) if isinstance(a, str) else a for a in e.args)
+        if redact_text(str(e)) != str(e):
+            # The message is built from attributes (e.g. botocore's kwargs).
+            e.args = (redact_text(text),)
+            kwargs = getattr(e, "kwargs", None)
+            if isinstance(kwargs, dict):
+                e.kwargs = {  # type: ignore[attr-defined]
+                    k: redact_text(v) if isinstance(v, str) else v for k, v in kwargs.items()
+                }
+    except Exception:  # an exotic exception stays as it is, never worse
+        pass
 
 
 class _LogFilter:

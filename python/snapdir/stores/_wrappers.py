@@ -38,8 +38,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._errors import StoreError
-from .._redact import LOG_FILTER
+from .._errors import SnapdirError, StoreError
+from .._redact import LOG_FILTER, redact_exception
 from .._types import StoreUri
 from ._base import (
     Capability,
@@ -379,6 +379,7 @@ class RetryingStore(_StoreWrapper):
             except Exception as exc:
                 if not is_transient(self.inner, exc):
                     self._answered = True
+                    _mask_foreign(exc)
                     raise
                 attempt += 1
                 wait = self._backoff(exc, attempt, start, _describe(fn, args))
@@ -395,6 +396,7 @@ class RetryingStore(_StoreWrapper):
         if not self._answered and is_unreachable(exc):
             budget = min(budget, policy.unreachable_elapsed)
         if out_of_attempts or elapsed + wait > budget:
+            _mask_foreign(exc)
             raise StoreError(
                 f"{self.uri}: {what} failed after {attempt} attempt(s) over {elapsed:.1f}s: {exc}"
             ) from exc
@@ -424,6 +426,7 @@ class RetryingStore(_StoreWrapper):
             except Exception as exc:
                 if not is_transient(self.inner, exc):
                     self._answered = True
+                    _mask_foreign(exc)
                     raise
                 attempt += 1
                 wait = self._backoff(exc, attempt, start, what)
@@ -432,6 +435,14 @@ class RetryingStore(_StoreWrapper):
                     time.sleep(wait)
                 elif stop.wait(wait):
                     raise _BatchStopped() from exc
+
+
+def _mask_foreign(exc: BaseException) -> None:
+    """Mask secrets in an exception a store let through untranslated (a third-party store's,
+    or an SDK's on a path no backend maps), in place: it reaches the caller as it is, and its
+    message is what a traceback shows. snapdir's own errors are masked when built."""
+    if not isinstance(exc, SnapdirError) or exc.__cause__ is not None:
+        redact_exception(exc)
 
 
 def _describe(fn: Callable[..., object], args: tuple[Any, ...]) -> str:
