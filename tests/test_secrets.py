@@ -1141,3 +1141,23 @@ def test_untranslated_store_exception_is_masked_on_its_way_out(
     assert "leakyPassw0rd" not in text
     assert "chainedPassw0rd" not in text
     assert "GET http://***@127.0.0.1:1/list" in text
+
+
+def test_redact_exception_masks_os_errors_and_sdk_style_messages() -> None:
+    """In place, down the chain: an OSError's own fields (its str is built from them) and an
+    exception whose message is built from keyword arguments, as botocore's are."""
+    pw = "os" + "ErrorPassw0rd"
+
+    class KwargsError(Exception):
+        def __init__(self, **kwargs: str) -> None:
+            super().__init__(f"Could not connect to the endpoint URL: {kwargs['endpoint_url']}")
+            self.kwargs = kwargs
+
+    os_error = FileNotFoundError(2, "No such file", f"/mnt/http://u:{pw}@h/x")
+    sdk = KwargsError(endpoint_url=f"http://u:{pw}@127.0.0.1:1/b")
+    sdk.__context__ = os_error
+    redact_exception(sdk)
+    assert pw not in "".join(traceback.format_exception(sdk))
+    assert pw not in str(os_error)
+    assert pw not in str(sdk.kwargs)
+    assert "http://***@127.0.0.1:1/b" in str(sdk)

@@ -458,13 +458,14 @@ def _redact_one(e: BaseException) -> None:
             return
         e.args = tuple(redact_text(a) if isinstance(a, str) else a for a in e.args)
         if redact_text(str(e)) != str(e):
-            # The message is built from attributes (e.g. botocore's kwargs).
+            # The message is built from attributes, not from args.
             e.args = (redact_text(text),)
-            kwargs = getattr(e, "kwargs", None)
-            if isinstance(kwargs, dict):
-                e.kwargs = {  # type: ignore[attr-defined]
-                    k: redact_text(v) if isinstance(v, str) else v for k, v in kwargs.items()
-                }
+        # botocore keeps what it formatted its message from (endpoint_url=...) in .kwargs.
+        kwargs = getattr(e, "kwargs", None)
+        if isinstance(kwargs, dict):
+            e.kwargs = {  # type: ignore[attr-defined]
+                k: redact_text(v) if isinstance(v, str) else v for k, v in kwargs.items()
+            }
     except Exception:  # an exotic exception stays as it is, never worse
         pass
 
