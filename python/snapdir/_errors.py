@@ -4,11 +4,18 @@ Every error snapdir raises derives from :class:`SnapdirError` and carries a stab
 Where a builtin already means the same thing the class derives from it too, so ordinary
 Python code keeps working: a missing snapshot is a ``FileNotFoundError``, a bad argument a
 ``ValueError``, an I/O failure an ``OSError``. The Rust core raises these same classes.
+
+No secret leaves through an error: the message is passed through
+:func:`snapdir._redact.redact_text` when the error is built (so ``args``, pickles and
+tracebacks are clean) and again whenever it is rendered (``str``, ``repr``), which also
+catches a secret that entered the environment after the error was built.
 """
 
 from __future__ import annotations
 
 import warnings
+
+from ._redact import redact_text
 
 __all__ = [
     "CatalogError",
@@ -31,12 +38,15 @@ class SnapdirError(Exception):
     code: str = "SNAPDIR_ERROR"
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(redact_text(message) if isinstance(message, str) else message)
         if code is not None:
             self.code = code
 
     def __str__(self) -> str:
-        return str(self.args[0]) if self.args else self.code
+        return redact_text(str(self.args[0])) if self.args else self.code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
 
 
 class HashMismatchError(SnapdirError):
@@ -150,6 +160,7 @@ def _from_code(code: str, message: str, errno: int | None = None) -> SnapdirErro
 
 
 def _warn(messages: list[str], stacklevel: int = 3) -> None:
-    """Report skipped entries as :class:`SnapdirWarning` (never silently)."""
+    """Report skipped entries as :class:`SnapdirWarning` (never silently; never with a
+    secret in them)."""
     for m in messages:
-        warnings.warn(m, SnapdirWarning, stacklevel=stacklevel)
+        warnings.warn(redact_text(m), SnapdirWarning, stacklevel=stacklevel)

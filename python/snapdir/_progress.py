@@ -28,7 +28,10 @@ class Reporter:
     when the amount of work becomes known (enables the ETA)."""
 
     def __init__(self, label: str) -> None:
-        self.label = label
+        from ._redact import redact_text
+
+        # The label is drawn on the terminal: masked like every other line snapdir prints.
+        self.label = redact_text(label)
         self.files = 0
         self.bytes = 0
         self.total_files: int | None = None
@@ -60,7 +63,7 @@ class Reporter:
             redirect_stderr=False,
         )
         self._rich.start()
-        self._task = self._rich.add_task(label, total=None, files=0)
+        self._task = self._rich.add_task(self.label, total=None, files=0)
 
     def total(self, files: int, nbytes: int) -> None:
         self.total_files, self.total_bytes = files, nbytes

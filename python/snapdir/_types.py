@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from ._errors import InvalidArgumentError
+from ._redact import redact_text, redact_url
 
 # `typing` costs ~5 ms at start-up, paid by every CLI call; annotations only need it for
 # the type checker (which treats a module-level TYPE_CHECKING = False as true).
@@ -74,6 +75,14 @@ class StoreUri(str):
 
     The string form is normalised (no trailing slash, ``gs`` for ``gcs``), so two spellings
     of one store compare equal.
+
+    A store URI never holds a secret, so it can be printed anywhere: credentials in it
+    (``s3://KEY:SECRET@bucket``), a query string (a presigned URL's signature) or a fragment
+    are refused at construction, and the error quotes the value with them masked
+    (``s3://***@bucket``; see :mod:`snapdir._redact`). Credentials come from each backend's
+    environment (docs/stores/). ``__str__`` is deliberately not overridden: the string *is*
+    the URI (``f"{uri}"`` does not even call it), and it is clean by construction; ``repr``
+    masks all the same, as every rendering in snapdir does.
     """
 
     __slots__ = ()
@@ -115,12 +124,34 @@ class StoreUri(str):
         return self[len("file://") :]
 
     def __repr__(self) -> str:
-        return f"StoreUri({str(self)!r})"
+        return f"StoreUri({redact_url(str(self))!r})"
+
+
+#: Where each backend takes its credentials from, for the error refusing them in a URI.
+_CREDENTIALS_FROM = {
+    "s3": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
+    "gs": "GOOGLE_APPLICATION_CREDENTIALS",
+    "b2": "B2_APPLICATION_KEY_ID and B2_APPLICATION_KEY",
+}
+
+
+def _no_credentials(scheme: str) -> str:
+    where = _CREDENTIALS_FROM.get(scheme)
+    if where:
+        how = f"set {where} instead"
+    elif scheme == "file":
+        how = "a file:// store takes none"
+    else:
+        how = "give them to the store through its environment or configuration"
+    return f"credentials do not belong in a store URI (it is printed in messages): {how}"
 
 
 def _normalise_uri(value: str) -> str:
     def bad(why: str) -> InvalidArgumentError:
-        return InvalidArgumentError(f"invalid store URI {value!r}: {why}", code="INVALID_STORE")
+        # The value is quoted masked: a URI refused for its credentials still names them.
+        return InvalidArgumentError(
+            f"invalid store URI {redact_url(value)!r}: {why}", code="INVALID_STORE"
+        )
 
     if "://" not in value:
         raise bad(
@@ -134,6 +165,9 @@ def _normalise_uri(value: str) -> str:
 
         if scheme not in registered_schemes():
             raise bad(f"unknown scheme {scheme!r}; accepted: file, s3, gs (or gcs), b2")
+    authority = rest.split("/", 1)[0]
+    if "@" in authority or (redact_url(value) != value and "@" in rest):
+        raise bad(_no_credentials(scheme))
     if any(c in rest for c in "\0\n\r?#") or any(c.isspace() and c != " " for c in rest):
         raise bad("it contains a control character, '?' or '#'")
     if scheme == "file":
@@ -205,7 +239,7 @@ class Ref:
         return str(self.store) if self.kind == "store" else str(self.path)
 
     def __repr__(self) -> str:
-        return f"Ref({str(self)!r})"
+        return f"Ref({redact_text(str(self))!r})"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Ref) and (self.kind, str(self)) == (other.kind, str(other))

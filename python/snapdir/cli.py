@@ -13,6 +13,7 @@ import os
 import sys
 
 from ._errors import SnapdirError
+from ._redact import redact_text
 
 # `typing` costs ~5 ms at start-up, paid by every CLI call; annotations only need it for
 # the type checker (which treats a module-level TYPE_CHECKING = False as true).
@@ -87,7 +88,7 @@ def _emit_json(obj: Any) -> None:
 
 
 def _warn_cli(message: str) -> None:
-    print(f"snapdir: warning: {message}", file=sys.stderr)
+    print(f"snapdir: warning: {redact_text(message)}", file=sys.stderr)
 
 
 def _walk_args(p: argparse.ArgumentParser, *, absolute: bool = True) -> None:
@@ -266,9 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if isinstance(e, UsageError):
             parser.print_usage(sys.stderr)
-            print(f"snapdir: error: {e}", file=sys.stderr)
+            print(f"snapdir: error: {redact_text(str(e))}", file=sys.stderr)
             return 2
-        print(f"snapdir: error: {e}", file=sys.stderr)
+        print(f"snapdir: error: {redact_text(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("snapdir: interrupted", file=sys.stderr)
@@ -279,5 +280,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     except OSError as e:
-        print(f"snapdir: error: {e}", file=sys.stderr)
+        print(f"snapdir: error: {redact_text(str(e))}", file=sys.stderr)
+        return 1
+    except Exception:
+        # A bug, or an SDK failure no store translated: Python's own traceback, but masked
+        # (an SDK quotes its endpoint URL, password and all). Exit status 1 as Python's.
+        import traceback
+
+        sys.stderr.write(redact_text(traceback.format_exc()))
         return 1

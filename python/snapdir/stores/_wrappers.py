@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._errors import NotFoundError, StoreError
+from .._errors import NotFoundError, SnapdirError, StoreError
+from .._redact import LOG_FILTER, redact_exception
 from .._types import StoreUri
 from ._base import (
     Capability,
@@ -69,6 +70,7 @@ __all__ = [
 T = TypeVar("T")
 
 _log = logging.getLogger("snapdir.stores")
+_log.addFilter(LOG_FILTER)  # no secret in a log line (see snapdir._redact)
 
 DEFAULT_JOBS = 32
 
@@ -404,6 +406,7 @@ class RetryingStore(_StoreWrapper):
             except Exception as exc:
                 if not is_transient(self.inner, exc):
                     self._answered = True
+                    _mask_foreign(exc)
                     raise
                 attempt += 1
                 wait = self._backoff(exc, attempt, start, _describe(fn, args))
@@ -420,6 +423,7 @@ class RetryingStore(_StoreWrapper):
         if not self._answered and is_unreachable(exc):
             budget = min(budget, policy.unreachable_elapsed)
         if out_of_attempts or elapsed + wait > budget:
+            _mask_foreign(exc)
             raise StoreError(
                 f"{self.uri}: {what} failed after {attempt} attempt(s) over {elapsed:.1f}s: {exc}"
             ) from exc
@@ -471,6 +475,7 @@ class RetryingStore(_StoreWrapper):
             except Exception as exc:
                 if not is_transient(self.inner, exc):
                     self._answered = True
+                    _mask_foreign(exc)
                     raise
                 attempt += 1
                 wait = self._backoff(exc, attempt, start, what)
@@ -479,6 +484,14 @@ class RetryingStore(_StoreWrapper):
                     time.sleep(wait)
                 elif stop.wait(wait):
                     raise _BatchStopped() from exc
+
+
+def _mask_foreign(exc: BaseException) -> None:
+    """Mask secrets in an exception a store let through untranslated (a third-party store's,
+    or an SDK's on a path no backend maps), in place: it reaches the caller as it is, and its
+    message is what a traceback shows. snapdir's own errors are masked when built."""
+    if not isinstance(exc, SnapdirError) or exc.__cause__ is not None:
+        redact_exception(exc)
 
 
 def _describe(fn: Callable[..., object], args: tuple[Any, ...]) -> str:

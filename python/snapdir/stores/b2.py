@@ -62,6 +62,7 @@ from .._errors import (
     SnapdirError,
     StoreError,
 )
+from .._redact import LOG_FILTER, redact_exception
 from .._types import StoreUri
 from ._base import (
     Capability,
@@ -88,6 +89,7 @@ from ._streams import (
 __all__ = ["KEY_ENV", "KEY_ID_ENV", "REALM_ENV", "B2Store"]
 
 _log = logging.getLogger("snapdir.stores")
+_log.addFilter(LOG_FILTER)  # no secret in a log line (see snapdir._redact)
 
 MiB = 1024 * 1024
 KEY_ID_ENV = "B2_APPLICATION_KEY_ID"
@@ -260,9 +262,12 @@ class B2Store(StreamingStore):
             return self._bucket_id
 
     def _error(self, exc: BaseException, what: str) -> SnapdirError:
-        """Translate a b2sdk or network exception into the snapdir hierarchy."""
+        """Translate a b2sdk or network exception into the snapdir hierarchy. The SDK
+        exception, chained to the result, is masked in place
+        (:func:`snapdir._redact.redact_exception`): a traceback prints it too."""
         if isinstance(exc, SnapdirError):
             return exc
+        redact_exception(exc)
         where = f"{self.uri}: {what}"
         try:
             from b2sdk.v2 import exception as b2e

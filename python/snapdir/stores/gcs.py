@@ -52,6 +52,7 @@ from .._errors import (
     SnapdirError,
     StoreError,
 )
+from .._redact import LOG_FILTER, redact_exception
 from .._types import StoreUri
 from ._base import (
     Capability,
@@ -77,6 +78,7 @@ from ._streams import (
 __all__ = ["EMULATOR_ENV", "GcsStore"]
 
 _log = logging.getLogger("snapdir.stores")
+_log.addFilter(LOG_FILTER)  # no secret in a log line (see snapdir._redact)
 
 MiB = 1024 * 1024
 #: The environment variable google-cloud-storage reads for an emulator endpoint.
@@ -224,9 +226,11 @@ class GcsStore(StreamingStore):
         """Translate an SDK or network exception into the snapdir hierarchy (see module
         docstring): 404 -> NotFoundError, throttling/5xx/network -> TransientStoreError.
         ``keyless``: the call (a listing, an upload) cannot miss a key, so a 404 means the
-        bucket is missing."""
+        bucket is missing. The SDK exception, chained to the result, is masked in place
+        (:func:`snapdir._redact.redact_exception`): a traceback prints it too."""
         if isinstance(exc, SnapdirError):
             return exc
+        redact_exception(exc)
         where = f"{self.uri}: {what}"
         status = _status(exc)
         if status == 404 and keyless:

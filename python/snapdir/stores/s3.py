@@ -78,6 +78,7 @@ from .._errors import (
     SnapdirError,
     StoreError,
 )
+from .._redact import LOG_FILTER, redact_exception
 from .._snapdir import EMPTY_CHECKSUM
 from .._types import StoreUri
 from ._base import (
@@ -108,6 +109,7 @@ from ._streams import (
 __all__ = ["S3Store"]
 
 _log = logging.getLogger("snapdir.stores.s3")
+_log.addFilter(LOG_FILTER)  # no secret in a log line (see snapdir._redact)
 
 MiB = 1024 * 1024
 #: Files at least this large go up in parts (S3 allows 5 GiB in one PUT; parts let a big
@@ -347,7 +349,8 @@ class S3Store(StreamingStore):
             raise StoreError(
                 f"{self.uri}: cannot read the AWS configuration: {e}; {_CREDENTIAL_HINT}"
             ) from None
-        except botocore.exceptions.BotoCoreError as e:
+        except (botocore.exceptions.BotoCoreError, ValueError) as e:
+            # ValueError: botocore's verdict on a malformed endpoint URL (which it quotes).
             raise StoreError(f"{self.uri}: cannot set up the S3 client: {e}") from None
         client.meta.events.register("before-send.s3", self._count_request)
         return client
@@ -420,10 +423,14 @@ class S3Store(StreamingStore):
 
     # -- error mapping -------------------------------------------------------------------------
     def _convert(self, exc: BaseException, key: str, what: str) -> BaseException:
-        """The snapdir error for a botocore/urllib3 failure of ``what`` on ``key``."""
+        """The snapdir error for a botocore/urllib3 failure of ``what`` on ``key``. The SDK
+        exception is masked in place (see :func:`snapdir._redact.redact_exception`): it stays
+        chained to the error and is printed with it in a traceback, and botocore quotes the
+        endpoint URL, password and all."""
         where = self._where(key)
         if isinstance(exc, SnapdirError):
             return exc
+        redact_exception(exc)
         if isinstance(exc, botocore.exceptions.ClientError):
             code, status = _error_code(exc), _status(exc)
             message = exc.response.get("Error", {}).get("Message", "") or code
