@@ -32,6 +32,8 @@ from ._base import (
     ProgressFn,
     check_shard,
     for_each_limited,
+    manifest_too_large,
+    max_manifest_bytes,
     parse_stored_manifest,
     to_thread,
 )
@@ -221,14 +223,22 @@ class FileStore(BaseStore):
             raise NotFoundError(f"snapshot {snapshot_id} not found in {self.uri}") from None
         except OSError as e:
             raise StoreError(f"cannot read snapshot {snapshot_id} from {self.uri}: {e}") from e
+        limit = max_manifest_bytes(self)
         try:
             with open(fd, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode):
                     raise StoreError(
                         f"cannot read snapshot {snapshot_id} from {self.uri}: "
                         f"{path} is not a regular file"
                     )
-                data = f.read()
+                if st.st_size > limit:  # refused before a byte is read
+                    raise manifest_too_large(self.uri, snapshot_id, limit, st.st_size)
+                # Bounded even if the file grows meanwhile: one byte past the cap is enough
+                # to know it is over.
+                data = f.read(limit + 1)
+                if len(data) > limit:
+                    raise manifest_too_large(self.uri, snapshot_id, limit, None)
         except OSError as e:
             raise StoreError(f"cannot read snapshot {snapshot_id} from {self.uri}: {e}") from e
         return parse_stored_manifest(data, snapshot_id, self.uri)

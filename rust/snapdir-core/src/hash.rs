@@ -257,6 +257,27 @@ pub fn hash_opened_into(
     })
 }
 
+/// [`hash_opened_into`] for a sink that keeps holes: a large file with holes is handed
+/// over as [`crate::sparse::Piece`]s, its holes as counts of zeros that were not read (the
+/// `file://` push leaves them as holes in the store); any other file as data.
+pub fn hash_opened_pieces(
+    opened: io::Result<File>,
+    path: &Path,
+    no_follow: bool,
+    mut sink: impl FnMut(crate::sparse::Piece<'_>) -> io::Result<()> + Send,
+) -> Result<HashOutcome> {
+    use crate::sparse::{first_hole, hash_sparse, may_be_sparse, Piece};
+    hash_checked(opened, path, no_follow, |f, size| {
+        if size >= PARALLEL_THRESHOLD
+            && may_be_sparse(&f.metadata()?)
+            && first_hole(f, size).is_some()
+        {
+            return hash_sparse(f, size.saturating_add(1), &mut sink);
+        }
+        hash_stream_opt(f, size, true, |c| sink(Piece::Data(c)))
+    })
+}
+
 /// [`hash_opened`] with nothing to observe: large files are hashed through a mapping
 /// (see [`hash_sized`]). The walker uses it when it only hashes.
 pub fn hash_opened_mapped(
@@ -272,6 +293,11 @@ pub fn hash_opened_mapped(
 /// truncated while it was mapped is an error of kind [`io::ErrorKind::UnexpectedEof`].
 pub fn hash_sized(file: &File, size: u64) -> io::Result<(Digest, u64)> {
     if size >= crate::mapped::MAP_THRESHOLD {
+        // Holes are hashed as zeros without being read: no page of cache for them, and a
+        // file of holes hashes at the speed of BLAKE3 over zeros.
+        if let Some(done) = crate::sparse::hash_if_sparse(file, size, size.saturating_add(1))? {
+            return Ok(done);
+        }
         if let Some(done) = crate::mapped::hash_mapped(file, size)? {
             return Ok(done);
         }
