@@ -140,17 +140,6 @@ impl HoleWriter {
     }
 }
 
-/// `n` zero bytes, handed out in slices of a static buffer (for a sink that only takes
-/// bytes).
-pub fn zeros(mut n: u64, mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-    while n > 0 {
-        let k = n.min(ZEROS.len() as u64) as usize;
-        each(&ZEROS[..k])?;
-        n -= k as u64;
-    }
-    Ok(())
-}
-
 /// One piece of a file read by [`hash_sparse`].
 #[derive(Debug)]
 pub enum Piece<'a> {
@@ -219,23 +208,17 @@ pub fn hash_sparse(
     let len = file.metadata()?.len();
     let end = len.min(limit);
     let mut hasher = blake3::Hasher::new();
-    let hole = |n: u64, hasher: &mut blake3::Hasher| -> io::Result<()> {
-        let mut left = n;
-        while left > 0 {
-            let k = left.min(ZEROS.len() as u64) as usize;
-            hasher.update_rayon(&ZEROS[..k]);
-            left -= k as u64;
-        }
-        Ok(())
-    };
     let mut buf = vec![0u8; READ_CHUNK];
     let mut off = 0u64;
     while off < end {
         let data = next_data(file, off)?.unwrap_or(end).min(end);
-        if data > off {
-            hole(data - off, &mut hasher)?;
-            sink(Piece::Zeros(data - off))?;
-            off = data;
+        // A hole, hashed (and handed to the sink) a buffer of zeros at a time: a sink that
+        // checks for cancellation sees a long hole in pieces too.
+        while off < data {
+            let k = (data - off).min(ZEROS.len() as u64);
+            hasher.update_rayon(&ZEROS[..k as usize]);
+            sink(Piece::Zeros(k))?;
+            off += k;
         }
         if off >= end {
             break;
