@@ -168,6 +168,14 @@ def test_objects_copied_after_the_walk_and_through_the_cache_stay_sparse(
     _assert_sparse_copy(cache / object_rel(disk.checksum), tree / "disk.img")
     run(snapdir.checkout, sid, tmp_path / "co")
     _assert_sparse_copy(tmp_path / "co" / "disk.img", tree / "disk.img")
+    # A hard-linked checkout shares the cache's (sparse) object, verified without reading
+    # its holes.
+    run(snapdir.checkout, sid, tmp_path / "hl", link="hardlink")
+    _assert_sparse_copy(tmp_path / "hl" / "disk.img", tree / "disk.img")
+    assert (
+        os.stat(tmp_path / "hl" / "disk.img").st_ino
+        == os.stat(cache / object_rel(disk.checksum)).st_ino
+    )
     run(snapdir.sync, sid, f"file://{first}", f"file://{tmp_path / 'third'}")
     _assert_sparse_copy(tmp_path / "third" / object_rel(disk.checksum), tree / "disk.img")
 

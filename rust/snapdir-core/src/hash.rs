@@ -306,6 +306,16 @@ pub fn hash_sized(file: &File, size: u64) -> io::Result<(Digest, u64)> {
     hash_stream_opt(&mut limited, size, true, |_| Ok(()))
 }
 
+/// Hashes a whole file that should hold `size` bytes, as [`hash_sized`] does (mapped, holes
+/// not read), and returns its real length as the count when that is not `size`: the caller's
+/// comparison of the count with `size` then also catches a file that is longer than
+/// expected (which [`hash_sized`] alone, hashing `size` bytes of a mapping, would not).
+pub fn hash_whole(file: &File, size: u64) -> io::Result<(Digest, u64)> {
+    let len = file.metadata()?.len();
+    let (d, n) = hash_sized(file, size)?;
+    Ok((d, if len == size { n } else { len }))
+}
+
 /// Opens, checks the type, hashes with `hash` and checks that nothing changed meanwhile
 /// (the shared part of [`hash_opened_into`] and [`hash_opened_mapped`]).
 fn hash_checked(
@@ -390,6 +400,27 @@ mod tests {
             assert_eq!(err.code, crate::Code::InFlux, "{err}");
             assert!(err.message.contains(&format!("f{size}")), "{err}");
         }
+    }
+
+    #[test]
+    fn hash_whole_counts_a_file_longer_than_expected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("obj");
+        let data = vec![3u8; 2 << 20]; // mapped
+        std::fs::write(&p, &data).unwrap();
+        let f = File::open(&p).unwrap();
+        let (d, n) = hash_whole(&f, data.len() as u64).unwrap();
+        assert_eq!((&d, n), (blake3::hash(&data).as_bytes(), data.len() as u64));
+        // Extended after it was stored: the first `size` bytes still hash to the key, the
+        // count says the file is not the object.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .set_len(data.len() as u64 + 10)
+            .unwrap();
+        let (_, n) = hash_whole(&f, data.len() as u64).unwrap();
+        assert_eq!(n, data.len() as u64 + 10);
     }
 
     #[test]
