@@ -503,6 +503,27 @@ def test_size_sums_past_64_bits_are_exact(tmp_path: Path) -> None:
     out = json.loads(proc.stdout)
     assert out["logical_bytes"] == 4 * big
     assert out["physical_bytes"] == 3 * big
+
+    # The totals a progress reporter is told before a transfer: exact too (the objects are
+    # not there, so the transfers then fail, naming one).
+    class Totals:
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, int]] = []
+
+        def __call__(self, files: int, nbytes: int) -> None:
+            pass
+
+        def total(self, files: int, nbytes: int) -> None:
+            self.seen.append((files, nbytes))
+
+    t = Totals()
+    with pytest.raises(snapdir.NotFoundError):
+        run(snapdir.sync, sid, f"file://{store}", f"file://{tmp_path / 'other'}", progress=t)
+    assert t.seen == [(3, 3 * big)]
+    t = Totals()
+    with pytest.raises(snapdir.NotFoundError):
+        run(snapdir.pull, sid, f"file://{store}", tmp_path / "dest", progress=t)
+    assert t.seen == [(3, 3 * big)]
     # A size that does not fit in 64 bits at all is refused by the parser, by name.
     with pytest.raises(InvalidArgumentError, match="64 bits"):
         snapdir.Manifest.parse(f"{dline('./')}\nF 644 {a} {2**64} ./huge")

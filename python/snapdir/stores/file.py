@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -31,12 +32,16 @@ from ._base import (
     ObjectPut,
     ProgressFn,
     check_shard,
+    first_leaf,
     for_each_limited,
     manifest_too_large,
     max_manifest_bytes,
     parse_stored_manifest,
     to_thread,
 )
+
+if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = ["FileStore"]
 
@@ -310,15 +315,19 @@ async def run_with_progress(
     import anyio  # here: the local CLI path above runs without it
 
     result: list[T] = []
-    async with anyio.create_task_group() as tg:
+    try:
+        async with anyio.create_task_group() as tg:
 
-        async def poll() -> None:
-            while True:
-                await anyio.sleep(0.1)
-                flush()
+            async def poll() -> None:
+                while True:
+                    await anyio.sleep(0.1)
+                    flush()
 
-        tg.start_soon(poll)
-        result.append(await run_cancellable(call))
-        tg.cancel_scope.cancel()
+            tg.start_soon(poll)
+            result.append(await run_cancellable(call))
+            tg.cancel_scope.cancel()
+    except BaseExceptionGroup as eg:
+        # The batch's own error (NotFoundError, ...), not the task group's wrapper of it.
+        raise first_leaf(eg) from None
     flush()
     return result[0]
