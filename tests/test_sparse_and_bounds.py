@@ -180,7 +180,7 @@ def test_sparse_files_are_hashed_stored_and_pulled_sparse(fs_dir: Path) -> None:
     m = run(snapdir.manifest, tree)
     assert m.id == sid
     by_path = {e.path: e for e in m.entries}
-    # The helpers read only data extents; checked once against a plain read of every byte.
+    # file_digest and same_bytes read only data extents; checked once against a plain read.
     small = tree / "sub" / "ends-in-hole.img"
     assert file_digest(small) == blake3_hex(small.read_bytes())
     assert same_bytes(small, small)
