@@ -25,6 +25,7 @@ __all__ = [
     "store_verify_objects",
     "version",
     "walk",
+    "write_at_sparse",
 ]
 
 EMPTY_CHECKSUM: str
@@ -152,6 +153,10 @@ def blake3_hex(data: bytes) -> str:
 
 def version() -> str:
     """The core library version."""
+
+def write_at_sparse(fd: int, offset: int, data: bytes) -> None:
+    """Write ``data`` at ``offset`` of the open file ``fd``, leaving all-zero 4 KiB blocks
+    as holes (the caller sets the file's length at the end)."""
 
 @final
 class CheckoutPlan:

@@ -59,6 +59,8 @@ if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backpo
 T = TypeVar("T")
 
 __all__ = [
+    "DEFAULT_MAX_MANIFEST_BYTES",
+    "MAX_MANIFEST_ENV",
     "BaseStore",
     "Capability",
     "LoopSemaphore",
@@ -71,6 +73,8 @@ __all__ = [
     "for_each_limited",
     "hex_from_key",
     "manifest_key",
+    "manifest_too_large",
+    "max_manifest_bytes",
     "object_key",
     "parse_retry_after",
     "split_key",
@@ -266,11 +270,67 @@ class Store(Protocol):
         ...
 
 
+#: The largest manifest a store may hand back unless configured otherwise: 1 GiB. A manifest
+#: line is ~200 bytes for a typical path (``F 0644 <64 hex> <size> ./<path>``), so this is
+#: a snapshot of ~5 million files; past it, a manifest read from a store is far more likely
+#: hostile or corrupt (a never-ending stream, a planted sparse terabyte) than real, and it
+#: would be held in memory whole, then parsed.
+DEFAULT_MAX_MANIFEST_BYTES = 1 << 30
+
+#: The environment variable that overrides :data:`DEFAULT_MAX_MANIFEST_BYTES`.
+MAX_MANIFEST_ENV = "SNAPDIR_MAX_MANIFEST_BYTES"
+
+
+def max_manifest_bytes(store: object | None = None) -> int:
+    """The manifest size cap for ``store``: its ``max_manifest_bytes`` attribute when set,
+    else ``$SNAPDIR_MAX_MANIFEST_BYTES``, else :data:`DEFAULT_MAX_MANIFEST_BYTES`. A value
+    that is not a positive integer is an :class:`InvalidArgumentError` naming where it
+    came from (a typo must not silently lift the bound)."""
+    import os
+
+    own = getattr(store, "max_manifest_bytes", None)
+    if own is not None:
+        if isinstance(own, bool) or not isinstance(own, int) or own <= 0:
+            raise InvalidArgumentError(
+                f"max_manifest_bytes of {getattr(store, 'uri', store)} must be a positive "
+                f"number of bytes, not {own!r}"
+            )
+        return own
+    raw = os.environ.get(MAX_MANIFEST_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_MANIFEST_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise InvalidArgumentError(
+            f"{MAX_MANIFEST_ENV} must be a positive number of bytes, not {raw!r}"
+        )
+    return value
+
+
+def manifest_too_large(uri: object, snapshot_id: str, limit: int, size: int | None) -> SnapdirError:
+    """The error for a stored manifest past the cap (``size``: its length when known,
+    else None: it was still streaming when it passed the cap)."""
+    got = f"{size} bytes" if size is not None else f"more than {limit} bytes"
+    return InvalidArgumentError(
+        f"snapshot {snapshot_id} in {uri}: the stored manifest is {got}, over the limit of "
+        f"{limit} bytes ({MAX_MANIFEST_ENV} or the store's max_manifest_bytes raise it); "
+        "nothing was read past the limit",
+        code="INVALID_MANIFEST",
+    )
+
+
 class BaseStore:
     """Helpers and default batch implementations for backends."""
 
     uri: StoreUri
     capabilities: Capability = Capability.NONE
+    #: The largest manifest this store hands back, in bytes; None: ``$SNAPDIR_MAX_MANIFEST_BYTES``
+    #: or :data:`DEFAULT_MAX_MANIFEST_BYTES` (see :func:`max_manifest_bytes`). Enforced while
+    #: the manifest is read, never after reading it whole.
+    max_manifest_bytes: int | None = None
 
     def __init__(self, uri: StoreUri) -> None:
         self.uri = uri

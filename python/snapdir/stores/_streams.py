@@ -48,8 +48,11 @@ from ._base import (
     TransientStoreError,
     first_leaf,
     for_each_limited,
+    hex_from_key,
     manifest_key,
     manifest_to_store,
+    manifest_too_large,
+    max_manifest_bytes,
     object_key,
     parse_stored_manifest,
     to_thread,
@@ -370,6 +373,10 @@ async def upload_parts(
 # -- downloads ----------------------------------------------------------------------------------
 
 
+#: Bytes a download collects before they are written (one positioned write each).
+_WRITE_BUF = 256 * 1024
+
+
 class DownloadSink:
     """Where a download goes: hashed (BLAKE3) and counted as it arrives, and written to
     ``dest`` (opened on the first byte, or by :meth:`open`) or kept in memory (``keep``:
@@ -379,28 +386,52 @@ class DownloadSink:
     from: a ranged read from :attr:`count`, so the whole is verified without reading it
     back. A write error is kept in :attr:`failure` (an SDK may wrap it; the store raises
     this one).
+
+    ``dest`` is written sparse: all-zero 4 KiB blocks are left as holes rather than
+    written (the Rust core's ``write_at_sparse``), and :meth:`close` gives the file its
+    length, so a sparse object downloaded from a cloud store takes no more disk in the
+    cache or a pulled tree than it did where it was pushed from.
+
+    ``limit``: at most this many bytes are accepted; the write that would pass it raises
+    ``too_large()`` (kept in :attr:`failure`) without keeping its bytes, so a hostile or
+    corrupt never-ending stream is refused while it streams, not after.
     """
 
-    def __init__(self, dest: str | None = None, *, keep: bool = False) -> None:
+    def __init__(
+        self,
+        dest: str | None = None,
+        *,
+        keep: bool = False,
+        limit: int | None = None,
+        too_large: Callable[[], SnapdirError] | None = None,
+    ) -> None:
         self.dest = dest
-        self._f: BinaryIO | None = None
+        self._fd: int | None = None
+        self._pending = bytearray()
+        self._written = 0  # bytes of ``dest`` placed on disk (holes included)
         self._hasher = _snapdir.Hasher()
         self._kept: list[bytes] | None = [] if keep else None
+        self._limit = limit
+        self._too_large = too_large
         #: Bytes received so far.
         self.count = 0
         self.failure: SnapdirError | None = None
         #: Whether ``dest`` was created (so a failed download removes it).
         self.opened = False
 
+    def _write_error(self, e: OSError) -> SnapdirError:
+        self.failure = SnapdirIOError(f"cannot write {self.dest}: {e.strerror or e}")
+        return self.failure
+
     def open(self) -> None:
         """Create (or truncate) ``dest`` if it is not open yet."""
-        if self.dest is None or self._f is not None:
+        if self.dest is None or self._fd is not None:
             return
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
         try:
-            self._f = open(self.dest, "wb")  # noqa: SIM115 - closed by close()
+            self._fd = os.open(self.dest, flags, 0o666)
         except OSError as e:
-            self.failure = SnapdirIOError(f"cannot write {self.dest}: {e.strerror or e}")
-            raise self.failure from e
+            raise self._write_error(e) from e
         self.opened = True
 
     def writable(self) -> bool:
@@ -408,37 +439,58 @@ class DownloadSink:
 
     def write(self, data: bytes) -> int:
         chunk = data if isinstance(data, bytes) else bytes(data)
+        if self._limit is not None and self.count + len(chunk) > self._limit:
+            self.failure = (
+                self._too_large()
+                if self._too_large is not None
+                else StoreError(f"the download passed its limit of {self._limit} bytes")
+            )
+            raise self.failure
         if self.dest is not None:
             self.open()
-            assert self._f is not None
-            try:
-                self._f.write(chunk)
-            except OSError as e:
-                self.failure = SnapdirIOError(f"cannot write {self.dest}: {e.strerror or e}")
-                raise self.failure from e
+            if not self._pending and len(chunk) >= _WRITE_BUF:
+                self._write_out(chunk)
+            else:
+                self._pending += chunk
+                if len(self._pending) >= _WRITE_BUF:
+                    self._write_out(bytes(self._pending))
+                    self._pending.clear()
         if self._kept is not None:
             self._kept.append(chunk)
         self._hasher.update(chunk)
         self.count += len(chunk)
         return len(chunk)
 
+    def _write_out(self, data: bytes) -> None:
+        assert self._fd is not None
+        try:
+            _snapdir.write_at_sparse(self._fd, self._written, data)
+        except OSError as e:
+            raise self._write_error(e) from e
+        self._written += len(data)
+
     def flush(self) -> None:
-        if self._f is not None:
-            try:
-                self._f.flush()
-            except OSError as e:
-                self.failure = SnapdirIOError(f"cannot write {self.dest}: {e.strerror or e}")
-                raise self.failure from e
+        if self._fd is not None and self._pending:
+            self._write_out(bytes(self._pending))
+            self._pending.clear()
 
     def close(self) -> None:
-        # Buffered bytes reach the disk here: a full disk may only show now.
-        f, self._f = self._f, None
-        if f is not None:
-            try:
-                f.close()
-            except OSError as e:
-                self.failure = SnapdirIOError(f"cannot write {self.dest}: {e.strerror or e}")
-                raise self.failure from e
+        # Buffered bytes reach the disk here: a full disk may only show now. A download
+        # that ends in zeros ends in a hole: only the length says where it ends.
+        fd = self._fd
+        if fd is None:
+            return
+        try:
+            self.flush()
+            if os.fstat(fd).st_size < self._written:
+                os.ftruncate(fd, self._written)
+        except OSError as e:
+            raise self._write_error(e) from e
+        finally:
+            self._fd = None
+            self._pending.clear()
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def hexdigest(self) -> str:
         return self._hasher.hexdigest()
@@ -486,9 +538,14 @@ def hash_streamed(stream: Callable[[DownloadSink], None]) -> tuple[str, int] | N
     return sink.hexdigest(), sink.count
 
 
-def read_streamed(stream: Callable[[DownloadSink], None]) -> bytes:
-    """Everything ``stream(sink)`` downloads, in memory (a manifest)."""
-    sink = DownloadSink(keep=True)
+def read_streamed(
+    stream: Callable[[DownloadSink], None],
+    limit: int | None = None,
+    too_large: Callable[[], SnapdirError] | None = None,
+) -> bytes:
+    """Everything ``stream(sink)`` downloads, in memory (a manifest); more than ``limit``
+    bytes raise ``too_large()`` as soon as the stream passes it."""
+    sink = DownloadSink(keep=True, limit=limit, too_large=too_large)
     stream(sink)
     return sink.data()
 
@@ -599,10 +656,18 @@ class StreamingStore(BaseStore):
         self._check_hex(snapshot_id, "snapshot id")
         return await to_thread(self._get_manifest, snapshot_id)
 
-    def _read_manifest(self, key: str, what: str) -> bytes:
-        return read_streamed(functools.partial(self._stream, key, what))
+    def _read_manifest(self, key: str, what: str, snapshot_id: str = "") -> bytes:
+        """The stored manifest under ``key``, refused (``INVALID_MANIFEST``) once it
+        passes :func:`max_manifest_bytes` while it streams."""
+        limit = max_manifest_bytes(self)
+        sid = snapshot_id or hex_from_key(key.rsplit(".manifests/", 1)[-1]) or key
+        return read_streamed(
+            functools.partial(self._stream, key, what),
+            limit,
+            lambda: manifest_too_large(self.uri, sid, limit, None),
+        )
 
     def _get_manifest(self, snapshot_id: str) -> _snapdir.Manifest:
         key = self._key(manifest_key(snapshot_id))
-        data = self._read_manifest(key, f"manifest {snapshot_id}")
+        data = self._read_manifest(key, f"manifest {snapshot_id}", snapshot_id)
         return parse_stored_manifest(data, snapshot_id, str(self.uri))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -34,11 +35,17 @@ from ._base import (
     ObjectPut,
     ProgressFn,
     check_shard,
+    first_leaf,
     for_each_limited,
+    manifest_too_large,
+    max_manifest_bytes,
     parse_stored_manifest,
     to_thread,
 )
 from ._keys import KeyInfo, check_key, check_prefix
+
+if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = ["FileStore"]
 
@@ -227,14 +234,22 @@ class FileStore(BaseStore):
             raise NotFoundError(f"snapshot {snapshot_id} not found in {self.uri}") from None
         except OSError as e:
             raise StoreError(f"cannot read snapshot {snapshot_id} from {self.uri}: {e}") from e
+        limit = max_manifest_bytes(self)
         try:
             with open(fd, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode):
                     raise StoreError(
                         f"cannot read snapshot {snapshot_id} from {self.uri}: "
                         f"{path} is not a regular file"
                     )
-                data = f.read()
+                if st.st_size > limit:  # refused before a byte is read
+                    raise manifest_too_large(self.uri, snapshot_id, limit, st.st_size)
+                # Bounded even if the file grows meanwhile: one byte past the cap is enough
+                # to know it is over.
+                data = f.read(limit + 1)
+                if len(data) > limit:
+                    raise manifest_too_large(self.uri, snapshot_id, limit, None)
         except OSError as e:
             raise StoreError(f"cannot read snapshot {snapshot_id} from {self.uri}: {e}") from e
         return parse_stored_manifest(data, snapshot_id, self.uri)
@@ -452,15 +467,19 @@ async def run_with_progress(
     import anyio  # here: the local CLI path above runs without it
 
     result: list[T] = []
-    async with anyio.create_task_group() as tg:
+    try:
+        async with anyio.create_task_group() as tg:
 
-        async def poll() -> None:
-            while True:
-                await anyio.sleep(0.1)
-                flush()
+            async def poll() -> None:
+                while True:
+                    await anyio.sleep(0.1)
+                    flush()
 
-        tg.start_soon(poll)
-        result.append(await run_cancellable(call))
-        tg.cancel_scope.cancel()
+            tg.start_soon(poll)
+            result.append(await run_cancellable(call))
+            tg.cancel_scope.cancel()
+    except BaseExceptionGroup as eg:
+        # The batch's own error (NotFoundError, ...), not the task group's wrapper of it.
+        raise first_leaf(eg) from None
     flush()
     return result[0]

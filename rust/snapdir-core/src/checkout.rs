@@ -29,7 +29,7 @@ use rayon::prelude::*;
 
 use crate::error::{display_path, escape_bytes, Code, Error, Result};
 use crate::fsx::{self, Dir, Kind as FsKind};
-use crate::hash::{hash_sized, hash_stream_opt, open_nonblocking, Stamp};
+use crate::hash::{hash_sized, hash_whole, open_nonblocking, Stamp};
 use crate::manifest::{to_hex, Digest, Entry, Kind, Manifest, EMPTY_CHECKSUM};
 use crate::statcache::{self, FileStamps, Rec};
 use crate::store::{object_path, LocalOptions};
@@ -516,8 +516,7 @@ fn stage_object(
     }
     // Linked or cloned, the object is read once: a corrupt object (a hard-linked file edited
     // in place edits it) is found here, before anything in the destination changes.
-    let checked = open_nonblocking(dst, true)
-        .and_then(|mut f| hash_stream_opt(&mut f, n.size, true, |_| Ok(())));
+    let checked = open_nonblocking(dst, true).and_then(|f| hash_whole(&f, n.size));
     match checked {
         Ok((d, got)) if d == n.checksum && got == n.size => Ok(got),
         other => {

@@ -315,6 +315,8 @@ impl CopyError {
 }
 
 /// Copies everything from `src` to `dst` while hashing it; returns (digest, bytes).
+/// All-zero blocks are left as holes where `dst` is new (see [`crate::sparse::HoleWriter`]):
+/// a sparse object stays sparse in every copy.
 pub fn copy_hashing(
     src: &mut (impl std::io::Read + Send),
     dst: &mut File,
@@ -332,21 +334,25 @@ pub fn copy_hashing_cancellable(
     size_hint: u64,
     cancel: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<([u8; 32], u64), CopyError> {
-    use std::io::Write;
+    let mut out = crate::sparse::HoleWriter::new(dst).map_err(CopyError::Write)?;
+    let out_file: &File = dst;
     let mut write_error: Option<io::Error> = None;
     let r = crate::hash::hash_stream(src, size_hint, |chunk| {
         if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
             write_error = Some(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
             return Err(io::Error::from(io::ErrorKind::Interrupted));
         }
-        dst.write_all(chunk).map_err(|e| {
+        out.write(out_file, chunk).map_err(|e| {
             let kind = e.kind();
             write_error = Some(e);
             io::Error::from(kind)
         })
     });
     match (r, write_error) {
-        (Ok(v), _) => Ok(v),
+        (Ok(v), _) => {
+            out.finish(out_file).map_err(CopyError::Write)?;
+            Ok(v)
+        }
         (Err(_), Some(w)) => Err(CopyError::Write(w)),
         (Err(e), None) => Err(CopyError::Read(e)),
     }

@@ -257,6 +257,27 @@ pub fn hash_opened_into(
     })
 }
 
+/// [`hash_opened_into`] for a sink that keeps holes: a large file with holes is handed
+/// over as [`crate::sparse::Piece`]s, its holes as counts of zeros that were not read (the
+/// `file://` push leaves them as holes in the store); any other file as data.
+pub fn hash_opened_pieces(
+    opened: io::Result<File>,
+    path: &Path,
+    no_follow: bool,
+    mut sink: impl FnMut(crate::sparse::Piece<'_>) -> io::Result<()> + Send,
+) -> Result<HashOutcome> {
+    use crate::sparse::{first_hole, hash_sparse, may_be_sparse, Piece};
+    hash_checked(opened, path, no_follow, |f, size| {
+        if size >= PARALLEL_THRESHOLD
+            && may_be_sparse(&f.metadata()?)
+            && first_hole(f, size).is_some()
+        {
+            return hash_sparse(f, size.saturating_add(1), &mut sink);
+        }
+        hash_stream_opt(f, size, true, |c| sink(Piece::Data(c)))
+    })
+}
+
 /// [`hash_opened`] with nothing to observe: large files are hashed through a mapping
 /// (see [`hash_sized`]). The walker uses it when it only hashes.
 pub fn hash_opened_mapped(
@@ -272,12 +293,27 @@ pub fn hash_opened_mapped(
 /// truncated while it was mapped is an error of kind [`io::ErrorKind::UnexpectedEof`].
 pub fn hash_sized(file: &File, size: u64) -> io::Result<(Digest, u64)> {
     if size >= crate::mapped::MAP_THRESHOLD {
+        // Holes are hashed as zeros without being read: no page of cache for them, and a
+        // file of holes hashes at the speed of BLAKE3 over zeros.
+        if let Some(done) = crate::sparse::hash_if_sparse(file, size, size.saturating_add(1))? {
+            return Ok(done);
+        }
         if let Some(done) = crate::mapped::hash_mapped(file, size)? {
             return Ok(done);
         }
     }
     let mut limited = io::Read::take(file, size.saturating_add(1));
     hash_stream_opt(&mut limited, size, true, |_| Ok(()))
+}
+
+/// Hashes a whole file that should hold `size` bytes, as [`hash_sized`] does (mapped, holes
+/// not read), and returns its real length as the count when that is not `size`: the caller's
+/// comparison of the count with `size` then also catches a file that is longer than
+/// expected (which [`hash_sized`] alone, hashing `size` bytes of a mapping, would not).
+pub fn hash_whole(file: &File, size: u64) -> io::Result<(Digest, u64)> {
+    let len = file.metadata()?.len();
+    let (d, n) = hash_sized(file, size)?;
+    Ok((d, if len == size { n } else { len }))
 }
 
 /// Opens, checks the type, hashes with `hash` and checks that nothing changed meanwhile
@@ -364,6 +400,27 @@ mod tests {
             assert_eq!(err.code, crate::Code::InFlux, "{err}");
             assert!(err.message.contains(&format!("f{size}")), "{err}");
         }
+    }
+
+    #[test]
+    fn hash_whole_counts_a_file_longer_than_expected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("obj");
+        let data = vec![3u8; 2 << 20]; // mapped
+        std::fs::write(&p, &data).unwrap();
+        let f = File::open(&p).unwrap();
+        let (d, n) = hash_whole(&f, data.len() as u64).unwrap();
+        assert_eq!((&d, n), (blake3::hash(&data).as_bytes(), data.len() as u64));
+        // Extended after it was stored: the first `size` bytes still hash to the key, the
+        // count says the file is not the object.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .set_len(data.len() as u64 + 10)
+            .unwrap();
+        let (_, n) = hash_whole(&f, data.len() as u64).unwrap();
+        assert_eq!(n, data.len() as u64 + 10);
     }
 
     #[test]

@@ -187,15 +187,20 @@ impl Manifest {
 
     /// Logical and physical sizes (see `SizeStats`): logical bytes (sum of file sizes),
     /// physical bytes (sum over distinct checksums), number of files, number of objects.
-    pub fn size_stats(&self) -> (u64, u64, u64, u64) {
+    ///
+    /// The sums are exact: each size fits in 64 bits but two of them may not (a manifest
+    /// from a store can claim anything, and sparse files of exabytes exist), so they are
+    /// added as 128-bit numbers, which no count of 64-bit sizes a manifest can hold
+    /// overflows. A saturated or wrapped total would be a wrong figure given as right.
+    pub fn size_stats(&self) -> (u128, u128, u64, u64) {
         let mut seen: HashSet<&Digest> = HashSet::new();
-        let (mut logical, mut physical, mut files) = (0u64, 0u64, 0u64);
+        let (mut logical, mut physical, mut files) = (0u128, 0u128, 0u64);
         for e in &self.entries {
             if e.kind == Kind::File {
                 files += 1;
-                logical = logical.saturating_add(e.size);
+                logical += u128::from(e.size);
                 if seen.insert(&e.checksum) {
-                    physical = physical.saturating_add(e.size);
+                    physical += u128::from(e.size);
                 }
             }
         }

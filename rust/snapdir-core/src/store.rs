@@ -16,8 +16,9 @@ use rayon::prelude::*;
 
 use crate::error::{display_path, Code, Error, Result};
 use crate::fsx;
-use crate::hash::{hash_opened_into, hash_sized, hash_stream_opt, open_nonblocking, HashOutcome};
+use crate::hash::{hash_opened_pieces, hash_sized, open_nonblocking, HashOutcome};
 use crate::manifest::{to_hex, Digest, Kind};
+use crate::sparse::{HoleWriter, Piece};
 use crate::walk::{walk, Ingest, Progress, WalkOptions, Walked};
 
 /// `abc/def/ghi/<rest>` of a hex digest.
@@ -186,11 +187,11 @@ fn bump(opts: &LocalOptions, size: u64) {
 }
 
 fn object_is_sound(path: &Path, checksum: &Digest) -> bool {
-    let Ok(mut f) = open_nonblocking(path, true) else {
+    let Ok(f) = open_nonblocking(path, true) else {
         return false;
     };
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-    matches!(hash_stream_opt(&mut f, size, true, |_| Ok(())), Ok((d, _)) if &d == checksum)
+    matches!(hash_sized(&f, size), Ok((d, n)) if &d == checksum && n == size)
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -287,8 +288,8 @@ fn copy_checked(
 ) -> Result<u64> {
     // At most one byte more than expected: a source that never ends (a link to
     // /dev/zero planted in a store, a FIFO) or a huge sparse file must not fill the disk.
-    let mut bounded = io::Read::take(src, size.saturating_add(1));
-    let (d, n) = fsx::copy_hashing_cancellable(&mut bounded, out, size, cancel)
+    // The holes of a sparse source are neither read nor written (the object stays sparse).
+    let (d, n) = crate::sparse::copy_file_hashing(src, out, size, size.saturating_add(1), cancel)
         .map_err(|e| e.at(source, dst))?;
     if &d != checksum || n != size {
         return Err(match origin {
@@ -371,8 +372,9 @@ pub fn get_object_sized(
     }
     let want = size.unwrap_or(meta.len());
     let mut out = File::create(dest).map_err(|e| Error::io("cannot create", dest, e))?;
-    let mut bounded = io::Read::take(&mut src, want.saturating_add(1));
-    let res = fsx::copy_hashing_cancellable(&mut bounded, &mut out, want, cancel);
+    // A sparse object is copied out sparse: its holes are not read, and not written.
+    let res =
+        crate::sparse::copy_file_hashing(&mut src, &mut out, want, want.saturating_add(1), cancel);
     match res {
         Ok((d, n)) if &d == checksum => Ok(n),
         Ok((d, _)) => {
@@ -509,7 +511,9 @@ const SPOOL_MEM: usize = 1 << 20;
 struct Spool<'a> {
     objects: &'a Path,
     buf: Vec<u8>,
-    spill: Option<Spill>,
+    /// The spill file and where the bytes go in it (all-zero blocks and the holes of a
+    /// sparse source are left as holes).
+    spill: Option<(Spill, HoleWriter)>,
     error: Option<io::Error>,
     len: u64,
 }
@@ -523,32 +527,63 @@ enum Spill {
 }
 
 impl Spool<'_> {
-    fn push(&mut self, chunk: &[u8]) -> io::Result<()> {
-        self.len += chunk.len() as u64;
+    /// One piece of the file: bytes, or a hole of the source (zeros not read).
+    fn take(&mut self, piece: Piece<'_>) -> io::Result<()> {
+        let n = match piece {
+            Piece::Data(c) => c.len() as u64,
+            Piece::Zeros(n) => n,
+        };
+        self.len += n;
         #[cfg(test)]
         tests::while_reading(self.len);
-        if self.spill.is_none() && self.buf.len() + chunk.len() <= SPOOL_MEM {
-            self.buf.extend_from_slice(chunk);
+        if self.spill.is_none() && self.buf.len() as u64 + n <= SPOOL_MEM as u64 {
+            match piece {
+                Piece::Data(c) => self.buf.extend_from_slice(c),
+                Piece::Zeros(n) => self.buf.resize(self.buf.len() + n as usize, 0),
+            }
             return Ok(());
         }
         let r = (|| {
             if self.spill.is_none() {
-                let mut spill = Spill::open(self.objects)?;
-                spill.file().write_all(&self.buf)?;
+                let spill = Spill::open(self.objects)?;
+                let mut out = HoleWriter::new(f_of(&spill))?;
+                out.write(f_of(&spill), &self.buf)?;
                 self.buf = Vec::new();
-                self.spill = Some(spill);
+                self.spill = Some((spill, out));
             }
-            self.spill
-                .as_mut()
-                .expect("just set")
-                .file()
-                .write_all(chunk)
+            let (spill, out) = self.spill.as_mut().expect("just set");
+            match piece {
+                Piece::Data(c) => out.write(f_of(spill), c),
+                Piece::Zeros(n) => out.skip(f_of(spill), n),
+            }
         })();
         r.map_err(|e| {
             let kind = e.kind();
             self.error = Some(e);
             io::Error::from(kind)
         })
+    }
+
+    /// The spill, its length set (a file that ends in a hole ends there only by its
+    /// length), or `None` for bytes kept in memory.
+    fn finished_spill(&mut self) -> io::Result<Option<Spill>> {
+        match self.spill.take() {
+            None => Ok(None),
+            Some((spill, out)) => match out.finish(f_of(&spill)) {
+                Ok(()) => Ok(Some(spill)),
+                Err(e) => {
+                    spill.discard();
+                    Err(e)
+                }
+            },
+        }
+    }
+
+    /// Removes the spill, if any (the bytes will not be named).
+    fn discard(&mut self) {
+        if let Some((s, _)) = self.spill.take() {
+            s.discard();
+        }
     }
 }
 
@@ -706,7 +741,7 @@ impl Ingestor {
     }
 
     /// Names the spooled bytes of a file that hashed to `digest`, unless the store has it.
-    fn place(&self, digest: &Digest, spool: Spool<'_>) -> Result<()> {
+    fn place(&self, digest: &Digest, mut spool: Spool<'_>) -> Result<()> {
         let first = self
             .seen
             .lock()
@@ -722,18 +757,17 @@ impl Ingestor {
             if first {
                 self.present.fetch_add(1, Ordering::Relaxed);
             }
-            if let Some(s) = spool.spill {
-                s.discard();
-            }
+            spool.discard();
             return Ok(());
         }
         if let Err(e) = self.ensure_shards(&hex) {
-            if let Some(s) = spool.spill {
-                s.discard();
-            }
+            spool.discard();
             return Err(e);
         }
-        match spool.spill {
+        let spill = spool
+            .finished_spill()
+            .map_err(|e| Error::io("cannot write", &dst, e))?;
+        match spill {
             Some(spill) => spill
                 .publish(&dst, self.durable)
                 .map_err(|e| Error::io("cannot write", &dst, e))?,
@@ -772,28 +806,22 @@ impl Ingest for Ingestor {
             error: None,
             len: 0,
         };
-        let outcome = hash_opened_into(opened, path, no_follow, |c| spool.push(c));
+        let outcome = hash_opened_pieces(opened, path, no_follow, |p| spool.take(p));
         if let Some(e) = spool.error.take() {
-            if let Some(s) = spool.spill.take() {
-                s.discard();
-            }
+            spool.discard();
             return Err(Error::io("cannot write into", &self.objects, e));
         }
         match outcome {
             Ok(HashOutcome::File(h)) => {
                 if let Err(e) = confirm_if_racy(path, no_follow, &h) {
-                    if let Some(s) = spool.spill.take() {
-                        s.discard();
-                    }
+                    spool.discard();
                     return Err(e);
                 }
                 self.place(&h.digest, spool)?;
                 Ok(HashOutcome::File(h))
             }
             other => {
-                if let Some(s) = spool.spill.take() {
-                    s.discard();
-                }
+                spool.discard();
                 other
             }
         }
@@ -810,7 +838,7 @@ fn confirm_if_racy(path: &Path, no_follow: bool, h: &crate::hash::Hashed) -> Res
         return Ok(());
     }
     let changed = || Error::in_flux(path, "its content changed while it was read");
-    let mut f = match open_nonblocking(path, no_follow) {
+    let f = match open_nonblocking(path, no_follow) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Error::in_flux(path, "it vanished"))
@@ -828,8 +856,12 @@ fn confirm_if_racy(path: &Path, no_follow: bool, h: &crate::hash::Hashed) -> Res
     if !same(&stamp_now(&f)?) {
         return Err(changed());
     }
-    let (d, n) = hash_stream_opt(&mut f, h.stamp.size, true, |_| Ok(()))
-        .map_err(|e| Error::io("cannot read", path, e))?;
+    // Mapped, holes not read: a large file that was just written costs no copy here.
+    let (d, n) = match hash_sized(&f, h.stamp.size) {
+        Ok(done) => done,
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(changed()),
+        Err(e) => return Err(Error::io("cannot read", path, e)),
+    };
     if d != h.digest || n != h.stamp.size || !same(&stamp_now(&f)?) {
         return Err(changed());
     }

@@ -244,6 +244,23 @@ enum Child {
     Skipped,
 }
 
+/// A directory's size plus a child's. The manifest records sizes in 64 bits: a tree whose
+/// files add up to more (sparse files of exabytes) is an error, never a silently saturated
+/// total.
+fn add_size(total: u64, more: u64, dir: &Path) -> Result<u64> {
+    total.checked_add(more).ok_or_else(|| {
+        Error::new(
+            Code::InvalidArgument,
+            format!(
+                "the files under {} add up to more than {} bytes, more than a manifest can \
+                 record (sizes are 64-bit)",
+                display_path(dir),
+                u64::MAX
+            ),
+        )
+    })
+}
+
 fn walk_dir(
     ctx: &Ctx<'_>,
     dir: &Dir,
@@ -304,7 +321,7 @@ fn walk_dir(
         match c {
             Child::File(e, r, same) => {
                 sums.push(e.checksum);
-                size = size.saturating_add(e.size);
+                size = add_size(size, e.size, dir_path)?;
                 all_same &= same;
                 n_contrib += 1;
                 rec = r;
@@ -312,7 +329,7 @@ fn walk_dir(
             }
             Child::Dir(d, s, same) => {
                 sums.push(d);
-                size = size.saturating_add(s);
+                size = add_size(size, s, dir_path)?;
                 all_same &= same;
                 n_contrib += 1;
             }
@@ -588,4 +605,19 @@ fn check_cancel(ctx: &Ctx<'_>, path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn directory_sizes_past_64_bits_are_an_error_naming_the_directory() {
+        let dir = Path::new("/data/images");
+        assert_eq!(add_size(u64::MAX - 1, 1, dir).unwrap(), u64::MAX);
+        let err = add_size(u64::MAX, 1, dir).unwrap_err();
+        assert_eq!(err.code, Code::InvalidArgument);
+        assert!(err.message.contains("/data/images"), "{err}");
+        assert!(err.message.contains(&u64::MAX.to_string()), "{err}");
+    }
 }

@@ -355,7 +355,7 @@ fn id_from_manifest(py: Python<'_>, m: &Bound<'_, PyAny>) -> PyResult<String> {
 
 /// `(logical_bytes, physical_bytes, files, objects)` of a manifest.
 #[pyfunction]
-fn manifest_size(m: &Manifest) -> (u64, u64, u64, u64) {
+fn manifest_size(m: &Manifest) -> (u128, u128, u64, u64) {
     m.inner.size_stats()
 }
 
@@ -367,6 +367,28 @@ fn blake3_hex(py: Python<'_>, data: &[u8]) -> String {
     } else {
         blake3::hash(data).to_hex().to_string()
     }
+}
+
+/// Writes `data` at `offset` of the open file `fd`, leaving all-zero 4 KiB blocks as holes
+/// (for a file created empty and written at increasing offsets: a download; its writer
+/// sets the length at the end). The descriptor stays the caller's.
+#[pyfunction]
+fn write_at_sparse(py: Python<'_>, fd: i32, offset: u64, data: &[u8]) -> PyResult<()> {
+    use std::os::fd::FromRawFd;
+    if fd < 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "invalid file descriptor {fd}"
+        )));
+    }
+    // SAFETY: borrowed for this call only; ManuallyDrop keeps it from being closed here.
+    let file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+    let write = || core::sparse::write_at_sparse(&file, offset, data);
+    let done = if data.len() >= 64 * 1024 {
+        py.detach(write)
+    } else {
+        write()
+    };
+    done.map_err(PyErr::from)
 }
 
 /// The version of the core library.
@@ -388,6 +410,7 @@ fn _snapdir(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(manifest_size, m)?)?;
     m.add_function(wrap_pyfunction!(blake3_hex, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(write_at_sparse, m)?)?;
     m.add_class::<local::CheckoutPlan>()?;
     m.add_function(wrap_pyfunction!(local::store_put_objects, m)?)?;
     m.add_function(wrap_pyfunction!(local::store_push_tree, m)?)?;
