@@ -836,7 +836,7 @@ class StoreConformance:
         from datetime import datetime, timedelta, timezone
 
         from . import push
-        from .lifecycle import Policy, adopt, forget, ls
+        from .lifecycle import Policy, adopt, du, forget, ls
 
         a = self._tree_manifest(tmp_path, "a", {"x": b"a"})
         b = self._tree_manifest(tmp_path, "b", {"y": b"b"})
@@ -884,5 +884,18 @@ class StoreConformance:
             assert sorted(e.id for e in made) == sorted([b.id, old.id])
             assert await adopt(store) == []
             assert not [e for e in await ls(store, orphans=True) if not e.key]
+
+            # du: what the bytes are spent on, what forgetting would free
+            report = await du(store)
+            assert (report.total_bytes, report.reachable_bytes, report.unreachable_bytes) == (
+                10,
+                10,
+                0,
+            )
+            assert (report.objects, report.snapshots) == (3, 3)
+            mine = await du(store, [a.id[:10]])
+            assert (mine.unique_bytes, mine.shared_bytes, mine.refs) == (1, 0, [a.id])
+            await forget(store, [old.id])
+            assert (await du(store)).unreachable_bytes == len(b"from 1.x")
 
         self.run(body)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .journal import SnapshotInfo
-    from .ops import adopt, forget, ls
+    from .ops import adopt, du, forget, ls
     from .retention import Decision, Duration, Policy, Snapshot, apply_policy
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "SnapshotInfo",
     "adopt",
     "apply_policy",
+    "du",
     "forget",
     "ls",
 ]
@@ -41,6 +42,7 @@ _LAZY = {
     "apply_policy": ".retention",
     "SnapshotInfo": ".journal",
     "adopt": ".ops",
+    "du": ".ops",
     "forget": ".ops",
     "ls": ".ops",
 }

@@ -19,9 +19,11 @@ if TYPE_CHECKING:
     from .retention import Policy
 
 __all__ = [
+    "DuReport",
     "ForgetVerdict",
     "adopt",
     "copy_journal",
+    "du",
     "forget",
     "is_managed",
     "ls",
@@ -286,19 +288,7 @@ async def forget(
     by_key = {e.key: e for e in entries}
     doomed: dict[str, tuple[str, ...]] = {}
     for raw in ids:
-        ref = raw.strip().lower()
-        matches = {e.id for e in entries if e.id.startswith(ref)}
-        if len(ref) < 8 or any(c not in "0123456789abcdef" for c in ref):
-            raise InvalidArgumentError(f"invalid snapshot id {raw!r}: 8 to 64 hex digits")
-        if not matches:
-            from .._errors import NotFoundError
-
-            raise NotFoundError(f"no journalled snapshot {raw} in {st.uri}")
-        if len(matches) > 1:
-            raise InvalidArgumentError(
-                f"{raw} is ambiguous in {st.uri}: {', '.join(sorted(matches)[:5])}"
-            )
-        (sid,) = matches
+        sid = _resolve(raw, {e.id for e in entries}, st.uri)
         for e in entries:
             if e.id == sid:
                 doomed[e.key] = ("forgotten by id",)
@@ -318,3 +308,87 @@ async def forget(
         if gone:
             await ks.delete_keys(gone)
     return verdicts
+
+
+class DuReport:
+    """What a store's bytes are spent on (see :func:`du`)."""
+
+    __slots__ = (
+        "objects",
+        "reachable_bytes",
+        "refs",
+        "shared_bytes",
+        "snapshots",
+        "total_bytes",
+        "unique_bytes",
+        "unreachable_bytes",
+    )
+
+    objects: int
+    total_bytes: int
+    reachable_bytes: int
+    unreachable_bytes: int
+    snapshots: int
+    refs: list[str]
+    unique_bytes: int
+    shared_bytes: int
+
+    def __init__(self, **fields: object) -> None:
+        for name in self.__slots__:
+            setattr(self, name, fields[name])
+
+    def to_json(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __repr__(self) -> str:
+        return f"DuReport({self.to_json()})"
+
+
+async def du(store: str | StoreUri | Store, refs: Sequence[str] = ()) -> DuReport:
+    """Account for a store's bytes: ``total_bytes`` (every object, each once),
+    ``reachable_bytes`` (objects some journalled snapshot names) and ``unreachable_bytes``
+    (the rest: what a collection would free). With ``refs`` (snapshot ids or unique
+    prefixes of 8+ hex digits), ``unique_bytes`` are the bytes only those snapshots name —
+    what forgetting them (and collecting) would free — and ``shared_bytes`` the bytes they
+    share with the other snapshots. Every manifest read is verified."""
+    st = _open(store)
+    ks = _require_keys(st, "du")
+    entries = await _journal(ks)
+    chosen = {_resolve(r, {e.id for e in entries}, st.uri) for r in refs}
+    listed = await ks.list_keys(".objects/")
+    sizes = {k.key[len(".objects/") :].replace("/", ""): k.size for k in listed}
+    named_by_others: set[str] = set()
+    named_by_refs: set[str] = set()
+    for sid in sorted({e.id for e in entries}):
+        m = await st.get_manifest(sid)
+        target = named_by_refs if sid in chosen else named_by_others
+        target.update(c for c, _ in m.objects())
+    reachable = named_by_refs | named_by_others
+    total = sum(sizes.values())
+    reachable_bytes = sum(sizes.get(c, 0) for c in reachable)
+    unique = named_by_refs - named_by_others
+    return DuReport(
+        objects=len(sizes),
+        total_bytes=total,
+        reachable_bytes=reachable_bytes,
+        unreachable_bytes=total - reachable_bytes,
+        snapshots=len({e.id for e in entries}),
+        refs=sorted(chosen),
+        unique_bytes=sum(sizes.get(c, 0) for c in unique),
+        shared_bytes=sum(sizes.get(c, 0) for c in named_by_refs & named_by_others),
+    )
+
+
+def _resolve(ref: str, ids: set[str], uri: object) -> str:
+    """A full id, or a unique prefix of 8+ hex digits, among ``ids``."""
+    from .._errors import NotFoundError
+
+    r = ref.strip().lower()
+    if len(r) < 8 or len(r) > 64 or any(c not in "0123456789abcdef" for c in r):
+        raise InvalidArgumentError(f"invalid snapshot id {ref!r}: 8 to 64 hex digits")
+    matches = sorted(i for i in ids if i.startswith(r))
+    if not matches:
+        raise NotFoundError(f"no journalled snapshot {ref} in {uri}")
+    if len(matches) > 1:
+        raise InvalidArgumentError(f"{ref} is ambiguous in {uri}: {', '.join(matches[:5])}")
+    return matches[0]

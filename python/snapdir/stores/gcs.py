@@ -681,10 +681,16 @@ class GcsStore(StreamingStore):
             response = self._session.get(url, timeout=_TIMEOUT)
         except Exception as e:
             raise self._error(e, "asking the time") from e
+        status = int(response.status_code)
+        if status in (408, 429) or status >= 500:
+            raise TransientStoreError(
+                f"{self.uri}: asking the time: HTTP {status}",
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
         date = response.headers.get("Date")
-        if response.status_code >= 400 or not date:
+        if status >= 400 or not date:
             raise StoreError(
-                f"{self.uri}: asking the time: HTTP {response.status_code} "
+                f"{self.uri}: asking the time: HTTP {status} "
                 f"{'without a Date header' if not date else ''}".rstrip()
             )
         return parsedate_to_datetime(date).astimezone(timezone.utc)
