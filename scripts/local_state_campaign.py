@@ -317,7 +317,7 @@ def mutate_crafted(rng: random.Random, f: Path, _cache: Path) -> str:
             s.root = b"/elsewhere"
         else:
             field = {"dev": 0, "ino": 1, "size": 2, "mtime": 3, "ctime": 4, "mode": 5}[how]
-            rec[field] += rng.choice([-1, 1, 1 << 20])
+            rec[field] += rng.choice([1, 2, 1 << 20])  # (u64 fields: no negatives)
             # and a checksum that is not the file's: trusted, it would be a wrong answer
             rec[6] = bytes(32)
         _replace(f, s.encode())
@@ -329,7 +329,7 @@ def mutate_crafted(rng: random.Random, f: Path, _cache: Path) -> str:
     lie = bytes(32)
     if how in ("dev", "ino", "size", "mtime", "mode"):
         field = {"dev": 0, "ino": 1, "size": 2, "mtime": 3, "mode": 5}[how]
-        ch.rec[field] += rng.choice([-1, 1, 1 << 20])
+        ch.rec[field] += rng.choice([1, 2, 1 << 20])  # (u64 fields: no negatives)
         ch.rec[6] = lie
         _replace(f, c.encode())
     elif how in ("fsid", "ftype"):

@@ -375,3 +375,42 @@ def test_quick_campaign(tmp_path: Path) -> None:
     )
     assert res["rounds"] == 25
     assert sum(sum(v.values()) for v in res["by_kind"].values()) == 25
+
+
+@pytest.mark.parametrize("how", ["size", "symlink"])
+def test_stamps_never_vouch_for_a_file_of_another_size_or_type(
+    world: Any, cache: Path, how: str
+) -> None:
+    """Even a record that matches the file's current stat exactly (re-sealed, in a trusted
+    directory) cannot make a pull keep a file of another size, or a symbolic link: those
+    are told apart before any stamp is looked at."""
+    _walk, stamps_file = camp.cache_files(cache)
+    s = camp.StampsFile.parse(stamps_file.read_bytes())
+    rel = "sub/b.bin"
+    p = world.dest / rel
+    if how == "size":
+        with open(p, "ab") as f:
+            f.write(b"more")
+    else:
+        right = world.dest / "right-content"
+        right.write_bytes(camp.FILES[rel])
+        p.unlink()
+        os.symlink(right, p)
+    st = os.lstat(p)
+    for r, rec in s.recs:
+        if r == rel.encode():
+            rec[:6] = [
+                st.st_dev,
+                st.st_ino,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_mode,
+            ]
+    stamps_file.write_bytes(s.encode())
+    r = run_child(world, cache)
+    if how == "symlink":
+        os.unlink(world.dest / "right-content")
+    assert_right(world, r)
+    assert stat.S_ISREG(os.lstat(p).st_mode)
+    assert r["unread"] == len(s.recs) - 1

@@ -184,7 +184,7 @@ async def manifest(
     A file whose device, inode, size, mtime, ctime and mode are unchanged since it was last
     hashed is not read again: its checksum comes from the stat cache under
     :func:`snapdir.cache_dir` (docs/statcache.md). ``use_cache=False`` (or the environment
-    variable ``SNAPDIR_STAT_CACHE=0``) hashes every file and keeps no cache; ``rehash=True``
+    variable ``SNAPDIR_NO_STAT_CACHE=1``) hashes every file and keeps no cache; ``rehash=True``
     re-reads every file but still rewrites the cache.
     """
     p = os.fspath(path)

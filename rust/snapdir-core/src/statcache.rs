@@ -21,7 +21,7 @@
 //!   timestamp granularity could otherwise keep its stamp; it is read again next time.
 //!   Any change sets the ctime to the current time, which `utime` cannot set back.
 //! - Listings are only reused on file systems known to update a directory's mtime on every
-//!   change of its entries ([`listing_reuse_ok`]); elsewhere every directory is read.
+//!   change of its entries ([`listing_reuse_ok_on`]); elsewhere every directory is read.
 //! - Integrity: the file starts with a header (magic, version, record count, body length,
 //!   BLAKE3 of the body), and the body is fully validated before anything is used. A torn,
 //!   truncated, corrupt, foreign or older-version file is ignored whole.
@@ -429,7 +429,7 @@ impl FsId {
 /// one that sets a file's ctime to the current time on every change of its content or
 /// metadata, in a way no unprivileged call can set back, and whose attributes are never
 /// served stale from a client-side cache. These are the local POSIX file systems of
-/// [`listing_reuse_ok`]. Not: FAT, vfat and exFAT (no ctime: it is derived from the mtime,
+/// [`listing_reuse_ok_on`]. Not: FAT, vfat and exFAT (no ctime: it is derived from the mtime,
 /// which `utime` sets), squashfs and ISO 9660 (read-only images whose timestamps are what
 /// the image says), FUSE (whatever the daemon reports), NFS, SMB and other network file
 /// systems (attributes cached on the client for seconds, changes by other clients unseen).
@@ -459,8 +459,11 @@ fn fs_type_local(f_type: u64) -> bool {
     )
 }
 
-/// Whether a directory's remembered listing may be reused on the file system `id` (see
-/// [`listing_reuse_ok`]; never outside Linux, where the type is not known).
+/// Whether a directory's remembered listing may be reused on the file system `id`: one
+/// known to update a directory's mtime and ctime whenever an entry is added, removed or
+/// renamed (the local POSIX file systems of [`ctime_reliable`]). Network and FUSE file
+/// systems may not, so their directories are always read again; so are all directories
+/// outside Linux, where the type is not known.
 pub fn listing_reuse_ok_on(id: &FsId) -> bool {
     cfg!(target_os = "linux") && fs_type_local(id.f_type)
 }
@@ -1011,27 +1014,6 @@ pub fn save_stamps(
         count += 1;
     }
     write_file(file, STAMPS_MAGIC, STAMPS_VERSION, count, &body, start_ns)
-}
-
-/// Whether the file system holding the open directory `fd` is known to update a
-/// directory's mtime and ctime whenever an entry is added, removed or renamed (local
-/// POSIX file systems). Network and FUSE file systems may not, so their directories are
-/// always read again.
-pub fn listing_reuse_ok(fd: std::os::fd::RawFd) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstatfs(fd, &mut sfs) } != 0 {
-            return false;
-        }
-        #[allow(clippy::unnecessary_cast)]
-        fs_type_local(sfs.f_type as u64)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = fd;
-        false
-    }
 }
 
 #[cfg(test)]
