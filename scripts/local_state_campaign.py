@@ -211,11 +211,17 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     sid = anyio.run(lambda: snapdir.id(tree))
     stats = anyio.run(lambda: pull_with_stats(snap, store, dest, force=True))
+# VmHWM is this process's own peak; ru_maxrss also counts the parent's size at exec.
+try:
+    with open("/proc/self/status") as f:
+        peak = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({
     "id": sid,
     "unread": stats["files_unread"],
     "warnings": [str(w.message) for w in caught],
-    "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    "maxrss_kb": peak,
 }))
 """
 
