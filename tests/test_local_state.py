@@ -422,3 +422,54 @@ def test_stamps_never_vouch_for_a_file_of_another_size_or_type(
     assert_right(world, r)
     assert stat.S_ISREG(os.lstat(p).st_mode)
     assert r["unread"] == trusted
+
+
+@needs_root
+def test_records_are_only_trusted_on_file_systems_with_a_real_ctime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A walk's records and a pull's stamps are used on tmpfs (in the list of local file
+    systems with a real ctime) and not on ramfs (not in it: every file is read there), on
+    real mounts. The list is checked by ``statfs`` type, once per device."""
+    monkeypatch.setenv("SNAPDIR_CACHE_DIR", str(tmp_path / "cache"))
+    mounts = {"tmpfs": tmp_path / "tmpfs", "ramfs": tmp_path / "ramfs"}
+    for fstype, mnt in mounts.items():
+        mnt.mkdir()
+        opts = "size=16m,mode=0700" if fstype == "tmpfs" else "mode=0700"
+        p = subprocess.run(
+            ["mount", "-t", fstype, "-o", opts, fstype, str(mnt)], capture_output=True, text=True
+        )
+        assert p.returncode == 0, f"cannot mount {fstype} at {mnt}: {p.stderr}"
+    try:
+        store = f"file://{tmp_path / 'store'}"
+        snaps = {}
+        for fstype, mnt in mounts.items():
+            for rel, data in camp.FILES.items():
+                f = mnt / "tree" / rel
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_bytes(data)
+            snaps[fstype] = anyio.run(lambda m=mnt: snapdir.push(m / "tree", store))
+            anyio.run(lambda s=snaps[fstype], m=mnt: snapdir.pull(s, store, m / "dest"))
+        time.sleep(2.2)  # past the racy margin
+        from snapdir._pull import pull_with_stats
+
+        got = {}
+        for fstype, mnt in mounts.items():
+            sc = stat_cache_dir()
+            for _ in range(2):
+                prog = _snapdir.Progress()
+                m, _w = _snapdir.walk(str(mnt / "tree"), False, False, [], None, prog, sc, False)
+                assert m.id == snaps[fstype]
+            unread = 0
+            for _ in range(2):
+                stats = anyio.run(
+                    lambda s=snaps[fstype], m=mnt: pull_with_stats(s, store, m / "dest")
+                )
+                unread = stats["files_unread"]
+            got[fstype] = (prog.reused, prog.dirs_reused, unread)
+        n = len(camp.FILES)
+        assert got["tmpfs"] == (n, 3, n)
+        assert got["ramfs"] == (0, 0, 0)
+    finally:
+        for mnt in mounts.values():
+            subprocess.run(["umount", str(mnt)], capture_output=True, check=False)
