@@ -448,8 +448,8 @@ def test_records_are_only_trusted_on_file_systems_with_a_real_ctime(
                 f = mnt / "tree" / rel
                 f.parent.mkdir(parents=True, exist_ok=True)
                 f.write_bytes(data)
-            snaps[fstype] = anyio.run(lambda m=mnt: snapdir.push(m / "tree", store))
-            anyio.run(lambda s=snaps[fstype], m=mnt: snapdir.pull(s, store, m / "dest"))
+            snaps[fstype] = anyio.run(snapdir.push, mnt / "tree", store)
+            anyio.run(snapdir.pull, snaps[fstype], store, mnt / "dest")
         time.sleep(2.2)  # past the racy margin
         from snapdir._pull import pull_with_stats
 
@@ -462,9 +462,7 @@ def test_records_are_only_trusted_on_file_systems_with_a_real_ctime(
                 assert m.id == snaps[fstype]
             unread = 0
             for _ in range(2):
-                stats = anyio.run(
-                    lambda s=snaps[fstype], m=mnt: pull_with_stats(s, store, m / "dest")
-                )
+                stats = anyio.run(pull_with_stats, snaps[fstype], store, mnt / "dest")
                 unread = stats["files_unread"]
             got[fstype] = (prog.reused, prog.dirs_reused, unread)
         n = len(camp.FILES)
