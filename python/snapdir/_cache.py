@@ -77,10 +77,10 @@ def private_dir_problem(path: str) -> str | None:
     used (checking the nearest existing directory instead would leave a window in which
     another user creates the rest). Then ``path`` (resolved) must be a directory owned by
     this user or root and not writable by group or others, and so must every directory
-    above it, except
-    that one above may be writable by others when it has the sticky bit (``/tmp``). As
-    ssh's StrictModes, the resolved path is checked: a symbolic link on the way leads to
-    the directories that matter.
+    above it up to ``/`` (any of them could otherwise be renamed away and replaced), except
+    that one above may be writable by others when it has the sticky bit (``/tmp``: others
+    cannot then rename or remove what is ours in it). As ssh's StrictModes, the resolved
+    path is checked: a symbolic link on the way leads to the directories that matter.
     """
     me = os.geteuid()
     real = os.path.realpath(path)
