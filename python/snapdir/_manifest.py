@@ -115,15 +115,28 @@ def exclude_list(exclude: Sequence[str] | None) -> list[str]:
 
 def stat_cache_dir(use_cache: bool = True) -> str | None:
     """The directory of stat cache files (``<cache>/statcache``), or ``None`` when the stat
-    cache is off: ``use_cache=False`` or ``SNAPDIR_STAT_CACHE`` set to ``0``/``false``/
-    ``no``/``off`` (docs/statcache.md)."""
+    cache is off: ``use_cache=False``, ``SNAPDIR_STAT_CACHE`` set to ``0``/``false``/``no``/
+    ``off``, or ``SNAPDIR_NO_STAT_CACHE`` set to ``1``/``true``/``yes``/``on``; or when the
+    directory is one another user could write to (then with a :class:`SnapdirWarning`: a
+    record planted there would make an id or an "already right" lie; docs/statcache.md)."""
     if not use_cache:
         return None
     if os.environ.get("SNAPDIR_STAT_CACHE", "").strip().lower() in ("0", "false", "no", "off"):
         return None
-    from ._cache import cache_dir
+    if os.environ.get("SNAPDIR_NO_STAT_CACHE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return None
+    from ._cache import cache_dir, make_private, private_dir_problem
 
-    return os.path.join(cache_dir(), "statcache")
+    d = os.path.join(cache_dir(), "statcache")
+    try:
+        make_private(d)
+    except OSError:
+        return None  # an unwritable cache directory just means no cache (silently, as ever)
+    why = private_dir_problem(d)
+    if why is not None:
+        _warn([f"not using the stat cache in {d}: {why} (every file is read)"], stacklevel=4)
+        return None
+    return d
 
 
 def walk_sync(
@@ -171,7 +184,7 @@ async def manifest(
     A file whose device, inode, size, mtime, ctime and mode are unchanged since it was last
     hashed is not read again: its checksum comes from the stat cache under
     :func:`snapdir.cache_dir` (docs/statcache.md). ``use_cache=False`` (or the environment
-    variable ``SNAPDIR_STAT_CACHE=0``) hashes every file and keeps no cache; ``rehash=True``
+    variable ``SNAPDIR_NO_STAT_CACHE=1``) hashes every file and keeps no cache; ``rehash=True``
     re-reads every file but still rewrites the cache.
     """
     p = os.fspath(path)

@@ -31,7 +31,7 @@ use crate::error::{display_path, escape_bytes, Code, Error, Result};
 use crate::fsx::{self, Dir, Kind as FsKind};
 use crate::hash::{hash_sized, hash_whole, open_nonblocking, Stamp};
 use crate::manifest::{to_hex, Digest, Entry, Kind, Manifest, EMPTY_CHECKSUM};
-use crate::statcache::{self, FileStamps, Rec};
+use crate::statcache::{self, FileStamps, FsId, Rec};
 use crate::store::{object_path, LocalOptions};
 
 /// Name prefix of the staging directory inside a destination.
@@ -135,6 +135,9 @@ pub struct Plan {
 struct Stamps {
     file: PathBuf,
     root: PathBuf,
+    /// The destination's file system when planned: stamps are only trusted, and written,
+    /// for the same one (`statcache::FileStamps::load`).
+    fs: Option<FsId>,
     start_ns: i128,
     found: Vec<(Vec<u8>, Rec)>,
 }
@@ -202,6 +205,7 @@ pub fn plan(manifest: &Manifest, dest: &Path, opts: &CheckoutOptions) -> Result<
     let mut stamps = match (&opts.stat_cache, dest_exists) {
         (Some(dir), true) => fs::canonicalize(dest).ok().map(|root| Stamps {
             file: statcache::stamps_file(dir, &root),
+            fs: FsId::of_path(&root),
             root,
             start_ns,
             found: Vec::new(),
@@ -211,7 +215,7 @@ pub fn plan(manifest: &Manifest, dest: &Path, opts: &CheckoutOptions) -> Result<
     let mut unread = 0usize;
     let known = stamps
         .as_ref()
-        .map(|st| FileStamps::load(&st.file, &st.root))
+        .map(|st| FileStamps::load(&st.file, &st.root, st.fs))
         .unwrap_or_default();
     let root_dir = if dest_exists {
         actions[0] = Action::DirOk;
@@ -1006,7 +1010,9 @@ impl Plan {
         if let Some(st) = self.stamps.take() {
             // Only what the plan found right and left alone; written files are too new
             // to record (the next run hashes them once, then trusts them).
-            let _ = statcache::save_stamps(&st.file, &st.root, &st.found, st.start_ns);
+            if let Some(fs) = &st.fs {
+                let _ = statcache::save_stamps(&st.file, &st.root, fs, &st.found, st.start_ns);
+            }
         }
         Ok(stats)
     }

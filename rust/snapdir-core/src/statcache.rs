@@ -21,16 +21,24 @@
 //!   timestamp granularity could otherwise keep its stamp; it is read again next time.
 //!   Any change sets the ctime to the current time, which `utime` cannot set back.
 //! - Listings are only reused on file systems known to update a directory's mtime on every
-//!   change of its entries ([`listing_reuse_ok`]); elsewhere every directory is read.
+//!   change of its entries ([`listing_reuse_ok_on`]); elsewhere every directory is read.
 //! - Integrity: the file starts with a header (magic, version, record count, body length,
 //!   BLAKE3 of the body), and the body is fully validated before anything is used. A torn,
 //!   truncated, corrupt, foreign or older-version file is ignored whole.
 //! - Concurrency: written to a temporary file in the same directory, then renamed over the
 //!   old one; concurrent runs never see a half-written file (last writer wins).
+//! - Untrusted input: a cache file is opened only when `lstat` shows a regular file owned by
+//!   this user (or root) and writable by nobody else, with `O_NOFOLLOW | O_NONBLOCK`, checked
+//!   again with `fstat`, and read only up to [`MAX_FILE`] bytes ([`read_cache_file`]): a FIFO,
+//!   device, socket, symbolic link or directory in its place never blocks, never makes us read
+//!   without bound, and is reported and treated as "no cache".
+//! - File system identity: each record is trusted only while the file system holding it is
+//!   the one it was written on (`st_dev` plus `statfs`'s type and `f_fsid`, [`FsId`]), and only
+//!   on file systems whose ctime no unprivileged call can set ([`ctime_reliable`]).
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -40,7 +48,14 @@ use crate::manifest::Digest;
 
 const MAGIC: &[u8; 8] = b"SNAPSTC\0";
 /// 1: one record per file keyed by path. 2: one record per directory (listing + files).
-const VERSION: u32 = 2;
+/// 3: as 2, with the identity of every file system the records were taken on ([`FsId`]).
+const VERSION: u32 = 3;
+/// The largest cache file read or written. A record costs about 100 bytes per file (76 of
+/// stamp and checksum, the name, a few bytes of framing), so 1 GiB holds some ten million
+/// files; anything larger is not a file we wrote and is ignored rather than read into memory.
+pub const MAX_FILE: u64 = 1 << 30;
+/// Bytes of one file system's identity in a cache file: dev, `f_type`, `f_fsid`.
+const FSID_LEN: usize = 8 + 8 + 8;
 const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 + 32;
 /// Bytes of a directory record without its path and children.
 const DIR_FIXED: usize = 4 + 8 * 4 + 4 + 4 + 32 + 8 + 8 + 4;
@@ -178,6 +193,8 @@ pub struct StatCache {
     metas: Vec<DirMeta>,
     /// Offset in `data` of every listed entry, directory after directory.
     children: Vec<usize>,
+    /// The file systems the records were taken on.
+    devs: Vec<FsId>,
 }
 
 /// One directory of a loaded cache.
@@ -303,13 +320,239 @@ impl StatCache {
     }
 
     /// Loads `file`, checking it was written for `root` (the canonical root path). Anything
-    /// wrong with it (missing, short, corrupt, other version or root) gives an empty cache.
+    /// wrong with it (missing, short, corrupt, other version or root, not a regular file of
+    /// ours) gives an empty cache.
     pub fn load(file: &Path, root: &Path) -> StatCache {
-        fs::read(file)
-            .ok()
-            .and_then(|data| parse(data, root.as_os_str().as_bytes()))
-            .unwrap_or_default()
+        Self::load_reporting(file, root).0
     }
+
+    /// As [`StatCache::load`], with the reason the user should hear about when the file was
+    /// not even read (something other than a regular file of ours in its place, too large).
+    /// A missing, torn or corrupt file is silent: that is what a first run or a crash leaves.
+    pub fn load_reporting(file: &Path, root: &Path) -> (StatCache, Option<String>) {
+        match read_cache_file(file) {
+            Ok(Some(data)) => (
+                parse(data, root.as_os_str().as_bytes()).unwrap_or_default(),
+                None,
+            ),
+            Ok(None) => (StatCache::default(), None),
+            Err(why) => (StatCache::default(), Some(why)),
+        }
+    }
+
+    /// Whether the records were taken on the file system `id` (same device number, type
+    /// and `f_fsid`): only then may a directory's record there be trusted.
+    pub fn knows_fs(&self, id: &FsId) -> bool {
+        self.devs.contains(id)
+    }
+
+    /// The file systems the loaded records were taken on.
+    pub fn file_systems(&self) -> &[FsId] {
+        &self.devs
+    }
+}
+
+/// Identity of a mounted file system: the device number `stat` reports, and `statfs`'s type
+/// (magic number) and `f_fsid` (derived from the file system's UUID on ext4, XFS, Btrfs...).
+/// Device numbers are reused: another disk, image or network share mounted at the same place
+/// (or at any place, after the first was unmounted) can show the same `st_dev` and, by
+/// chance or on purpose, the same inode numbers and timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FsId {
+    pub dev: u64,
+    pub f_type: u64,
+    pub fsid: [u8; 8],
+}
+
+impl FsId {
+    /// The identity of the file system holding the open file `fd`, whose `st_dev` is `dev`.
+    pub fn of_fd(fd: std::os::fd::RawFd, dev: u64) -> Option<FsId> {
+        #[cfg(target_os = "linux")]
+        {
+            let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+            if unsafe { libc::fstatfs(fd, &mut sfs) } != 0 {
+                return None;
+            }
+            // `fsid_t`'s two ints are private in `libc`; their bytes are the identity.
+            let fsid: [u8; 8] = unsafe { std::mem::transmute(sfs.f_fsid) };
+            #[allow(clippy::unnecessary_cast)]
+            Some(FsId {
+                dev,
+                f_type: sfs.f_type as u64,
+                fsid,
+            })
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let mut sv: libc::statvfs = unsafe { std::mem::zeroed() };
+            if unsafe { libc::fstatvfs(fd, &mut sv) } != 0 {
+                return None;
+            }
+            #[allow(clippy::unnecessary_cast)]
+            Some(FsId {
+                dev,
+                f_type: 0,
+                fsid: (sv.f_fsid as u64).to_le_bytes(),
+            })
+        }
+    }
+
+    /// The identity of the file system holding `path` (a directory, opened to ask).
+    pub fn of_path(path: &Path) -> Option<FsId> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)
+            .ok()?;
+        let dev = f.metadata().ok()?.dev();
+        FsId::of_fd(f.as_raw_fd(), dev)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.dev.to_le_bytes());
+        out.extend_from_slice(&self.f_type.to_le_bytes());
+        out.extend_from_slice(&self.fsid);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Option<FsId> {
+        Some(FsId {
+            dev: r.u64()?,
+            f_type: r.u64()?,
+            fsid: r.take(8)?.try_into().ok()?,
+        })
+    }
+}
+
+/// Whether files' stamps may be trusted on a file system of type `f_type` (statfs magic):
+/// one that sets a file's ctime to the current time on every change of its content or
+/// metadata, in a way no unprivileged call can set back, and whose attributes are never
+/// served stale from a client-side cache. These are the local POSIX file systems of
+/// [`listing_reuse_ok_on`]. Not: FAT, vfat and exFAT (no ctime: it is derived from the mtime,
+/// which `utime` sets), squashfs and ISO 9660 (read-only images whose timestamps are what
+/// the image says), FUSE (whatever the daemon reports), NFS, SMB and other network file
+/// systems (attributes cached on the client for seconds, changes by other clients unseen).
+/// Outside Linux the type is not known: stamps are trusted there (APFS and HFS+ keep a real
+/// ctime; docs/statcache.md lists this as a blind spot for FAT media on macOS).
+pub fn ctime_reliable(f_type: u64) -> bool {
+    if cfg!(target_os = "linux") {
+        fs_type_local(f_type)
+    } else {
+        true
+    }
+}
+
+/// The local Linux file systems that keep a real ctime and update a directory's mtime and
+/// ctime on every change of its entries.
+fn fs_type_local(f_type: u64) -> bool {
+    matches!(
+        f_type,
+        0xEF53            // ext2/3/4
+        | 0x5846_5342     // xfs
+        | 0x9123_683E     // btrfs
+        | 0x0102_1994     // tmpfs
+        | 0x2FC1_2FC1     // zfs
+        | 0xF2F5_2010     // f2fs
+        | 0xCA45_1A4E     // bcachefs
+        | 0x794C_7630 // overlayfs
+    )
+}
+
+/// Whether a directory's remembered listing may be reused on the file system `id`: one
+/// known to update a directory's mtime and ctime whenever an entry is added, removed or
+/// renamed (the local POSIX file systems of [`ctime_reliable`]). Network and FUSE file
+/// systems may not, so their directories are always read again; so are all directories
+/// outside Linux, where the type is not known.
+pub fn listing_reuse_ok_on(id: &FsId) -> bool {
+    cfg!(target_os = "linux") && fs_type_local(id.f_type)
+}
+
+/// What a file's type is called in a message.
+#[allow(clippy::unnecessary_cast)] // `mode_t` is u32 on Linux, u16 on macOS
+fn kind_name(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT as u32 {
+        m if m == libc::S_IFIFO as u32 => "a FIFO",
+        m if m == libc::S_IFCHR as u32 => "a character device",
+        m if m == libc::S_IFBLK as u32 => "a block device",
+        m if m == libc::S_IFSOCK as u32 => "a socket",
+        m if m == libc::S_IFLNK as u32 => "a symbolic link",
+        m if m == libc::S_IFDIR as u32 => "a directory",
+        _ => "not a regular file",
+    }
+}
+
+/// Why the file described by `m` must not be read as a cache file, if it must not.
+fn untrusted_file(m: &fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if !m.file_type().is_file() {
+        return Some(format!("it is {}, not a regular file", kind_name(m.mode())));
+    }
+    let me = unsafe { libc::geteuid() };
+    if m.uid() != me && m.uid() != 0 {
+        return Some(format!(
+            "it is owned by uid {}, not by this user (uid {me}) or root",
+            m.uid()
+        ));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Some(format!(
+            "it is writable by group or others (mode {:o})",
+            m.mode() & 0o7777
+        ));
+    }
+    if m.len() > MAX_FILE {
+        return Some(format!(
+            "it is {} bytes, more than the {MAX_FILE} a cache file may have",
+            m.len()
+        ));
+    }
+    None
+}
+
+/// Reads a cache file as untrusted input: `Ok(None)` when there is none, `Err(why)` (a
+/// message naming the path) when something other than a regular file of ours, of at most
+/// [`MAX_FILE`] bytes, is in its place. The path is `lstat`ed first, so a FIFO, device or
+/// socket is never even opened (opening some devices has effects); the open itself uses
+/// `O_NOFOLLOW | O_NONBLOCK` (a FIFO or symbolic link swapped in after the `lstat` neither
+/// blocks nor is followed) and `fstat` must show the same regular file. At most the size
+/// `fstat` reported is read, so a file growing meanwhile cannot make us read without bound
+/// (its checksum then fails).
+pub fn read_cache_file(path: &Path) -> std::result::Result<Option<Vec<u8>>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = crate::error::display_path(path);
+    let refused = |why: String| format!("ignoring the cache file {shown}: {why}");
+    let lst = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(refused(format!("cannot inspect it: {e}"))),
+    };
+    if let Some(why) = untrusted_file(&lst) {
+        return Err(refused(why));
+    }
+    let f = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(refused(format!("cannot open it: {e}"))),
+    };
+    let m = f
+        .metadata()
+        .map_err(|e| refused(format!("cannot stat it: {e}")))?;
+    if let Some(why) = untrusted_file(&m) {
+        return Err(refused(why));
+    }
+    if (m.dev(), m.ino()) != (lst.dev(), lst.ino()) {
+        return Err(refused("it was replaced while it was opened".to_owned()));
+    }
+    let mut data = Vec::with_capacity(m.len() as usize);
+    (&f).take(m.len())
+        .read_to_end(&mut data)
+        .map_err(|e| refused(format!("cannot read it: {e}")))?;
+    Ok(Some(data))
 }
 
 /// The cache file for a walk of `root` (canonical) with the options that change the walk.
@@ -373,6 +616,19 @@ fn parse(data: Vec<u8>, root: &[u8]) -> Option<StatCache> {
     let rl = r.u32()? as usize;
     if r.take(rl)? != root {
         return None;
+    }
+    let nd = r.u32()? as usize;
+    if nd > r.left() / FSID_LEN {
+        return None;
+    }
+    let mut devs = Vec::with_capacity(nd);
+    for _ in 0..nd {
+        let id = FsId::read(&mut r)?;
+        // One identity per device number: two would make `knows_fs` ambiguous.
+        if devs.iter().any(|d: &FsId| d.dev == id.dev) {
+            return None;
+        }
+        devs.push(id);
     }
     if count > (r.left() / DIR_FIXED) as u64 {
         return None;
@@ -442,6 +698,7 @@ fn parse(data: Vec<u8>, root: &[u8]) -> Option<StatCache> {
         dirs,
         metas,
         children,
+        devs,
     })
 }
 
@@ -527,17 +784,19 @@ impl FreshDir<'_> {
 }
 
 /// Writes the cache for `root` atomically (temporary file + rename) from the records of a
-/// walk; `old` is the cache those records may refer to. Errors are returned for the caller
-/// to ignore: the cache is an optimisation, never a reason to fail.
+/// walk; `old` is the cache those records may refer to, `devs` the file systems the walk
+/// saw (distinct device numbers). Errors are returned for the caller to ignore: the cache
+/// is an optimisation, never a reason to fail.
 pub fn save(
     file: &Path,
     root: &Path,
+    devs: &[FsId],
     dirs: &[Fresh],
     old: Option<&StatCache>,
     start_ns: i128,
 ) -> std::io::Result<()> {
     let root_b = root.as_os_str().as_bytes();
-    let mut len = 4 + root_b.len();
+    let mut len = 4 + root_b.len() + 4 + devs.len() * FSID_LEN;
     for d in dirs {
         len += match d {
             Fresh::Old(i) => old.map_or(0, |c| c.metas[*i].end - c.metas[*i].start),
@@ -547,6 +806,10 @@ pub fn save(
     let mut body = Vec::with_capacity(len);
     body.extend_from_slice(&(root_b.len() as u32).to_le_bytes());
     body.extend_from_slice(root_b);
+    body.extend_from_slice(&(devs.len() as u32).to_le_bytes());
+    for d in devs {
+        d.encode(&mut body);
+    }
     let mut count = 0u64;
     for d in dirs {
         match d {
@@ -571,6 +834,10 @@ fn write_file(
     body: &[u8],
     start_ns: i128,
 ) -> std::io::Result<()> {
+    if (HEADER_LEN + body.len()) as u64 > MAX_FILE {
+        // It would be ignored when read; the old file (if any) stays as correct as it was.
+        return Err(std::io::Error::other("cache file too large"));
+    }
     let mut head = Vec::with_capacity(HEADER_LEN);
     head.extend_from_slice(magic);
     head.extend_from_slice(&version.to_le_bytes());
@@ -630,7 +897,8 @@ fn open_file<'a>(data: &'a [u8], magic: &[u8; 8], version: u32) -> Option<(u64, 
 // -- what a checkout learnt about its destination ---------------------------------------------
 
 const STAMPS_MAGIC: &[u8; 8] = b"SNAPCKS\0";
-const STAMPS_VERSION: u32 = 1;
+/// 1: records. 2: the identity of the destination's file system ([`FsId`]), then records.
+const STAMPS_VERSION: u32 = 2;
 
 /// The files of a checkout's destination that held the right content, by path relative to
 /// the destination, each with the stamp it had when that was last established (hashed, or
@@ -645,13 +913,32 @@ pub struct FileStamps {
 }
 
 impl FileStamps {
-    /// Loads `file` (written for the canonical destination `root`); anything wrong with it
-    /// gives an empty set.
-    pub fn load(file: &Path, root: &Path) -> FileStamps {
-        fs::read(file)
-            .ok()
-            .and_then(|data| parse_stamps(&data, root.as_os_str().as_bytes()))
-            .unwrap_or_default()
+    /// Loads `file` (written for the canonical destination `root`, whose file system is now
+    /// `fs`); anything wrong with it gives an empty set. So does a destination file system
+    /// that is not the one the file was written for, or one whose ctime is not to be trusted
+    /// ([`ctime_reliable`]): there a changed file may keep its stamp.
+    pub fn load(file: &Path, root: &Path, fs: Option<FsId>) -> FileStamps {
+        Self::load_reporting(file, root, fs).0
+    }
+
+    /// As [`FileStamps::load`], with the reason the file was not read when the user should
+    /// hear it (see [`read_cache_file`]).
+    pub fn load_reporting(
+        file: &Path,
+        root: &Path,
+        fs: Option<FsId>,
+    ) -> (FileStamps, Option<String>) {
+        let Some(now) = fs.filter(|f| ctime_reliable(f.f_type)) else {
+            return (FileStamps::default(), None);
+        };
+        match read_cache_file(file) {
+            Ok(Some(data)) => (
+                parse_stamps(&data, root.as_os_str().as_bytes(), &now).unwrap_or_default(),
+                None,
+            ),
+            Ok(None) => (FileStamps::default(), None),
+            Err(why) => (FileStamps::default(), Some(why)),
+        }
     }
 
     /// The record of `rel` (a path relative to the destination, without `./`).
@@ -668,10 +955,13 @@ impl FileStamps {
     }
 }
 
-fn parse_stamps(data: &[u8], root: &[u8]) -> Option<FileStamps> {
+fn parse_stamps(data: &[u8], root: &[u8], fs: &FsId) -> Option<FileStamps> {
     let (count, mut r) = open_file(data, STAMPS_MAGIC, STAMPS_VERSION)?;
     let rl = r.u32()? as usize;
-    if r.take(rl)? != root || count > (r.left() / (4 + 1 + REC_LEN)) as u64 {
+    if r.take(rl)? != root || FsId::read(&mut r)? != *fs {
+        return None;
+    }
+    if count > (r.left() / (4 + 1 + REC_LEN)) as u64 {
         return None;
     }
     let mut map = HashMap::with_capacity(count as usize);
@@ -697,18 +987,22 @@ pub fn stamps_file(dir: &Path, root: &Path) -> PathBuf {
     dir.join(format!("checkout-{}", h.finalize().to_hex()))
 }
 
-/// Writes the stamps of a checkout into `root`: the settled ones of `recs` (see
-/// [`FileStamps`]). Errors are the caller's to ignore: the file is an optimisation.
+/// Writes the stamps of a checkout into `root` (on the file system `fs`): the settled ones
+/// of `recs` (see [`FileStamps`]). Errors are the caller's to ignore: the file is an
+/// optimisation.
 pub fn save_stamps(
     file: &Path,
     root: &Path,
+    fs: &FsId,
     recs: &[(Vec<u8>, Rec)],
     start_ns: i128,
 ) -> std::io::Result<()> {
     let root_b = root.as_os_str().as_bytes();
-    let mut body = Vec::with_capacity(4 + root_b.len() + recs.len() * (4 + 32 + REC_LEN));
+    let mut body =
+        Vec::with_capacity(4 + root_b.len() + FSID_LEN + recs.len() * (4 + 32 + REC_LEN));
     body.extend_from_slice(&(root_b.len() as u32).to_le_bytes());
     body.extend_from_slice(root_b);
+    fs.encode(&mut body);
     let mut count = 0u64;
     for (rel, rec) in recs {
         if rel.is_empty() || !rec.settled(start_ns) {
@@ -722,41 +1016,16 @@ pub fn save_stamps(
     write_file(file, STAMPS_MAGIC, STAMPS_VERSION, count, &body, start_ns)
 }
 
-/// Whether the file system holding the open directory `fd` is known to update a
-/// directory's mtime and ctime whenever an entry is added, removed or renamed (local
-/// POSIX file systems). Network and FUSE file systems may not, so their directories are
-/// always read again.
-pub fn listing_reuse_ok(fd: std::os::fd::RawFd) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstatfs(fd, &mut sfs) } != 0 {
-            return false;
-        }
-        #[allow(clippy::unnecessary_cast)]
-        let magic = sfs.f_type as i64;
-        matches!(
-            magic,
-            0xEF53            // ext2/3/4
-            | 0x5846_5342     // xfs
-            | 0x9123_683E     // btrfs
-            | 0x0102_1994     // tmpfs
-            | 0x2FC1_2FC1     // zfs
-            | 0xF2F5_2010     // f2fs
-            | 0xCA45_1A4E     // bcachefs
-            | 0x794C_7630 // overlayfs
-        )
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = fd;
-        false
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An ext4 file system (real ctime, reliable directory mtimes).
+    const EXT4: FsId = FsId {
+        dev: 1,
+        f_type: 0xEF53,
+        fsid: [1, 2, 3, 4, 5, 6, 7, 8],
+    };
 
     fn rec(t: i64) -> Rec {
         Rec {
@@ -821,7 +1090,7 @@ mod tests {
             // A racy directory: no reusable listing.
             fresh("./s/", racy, vec![]).finish(None, now),
         ];
-        save(&f, root, &dirs, None, now).unwrap();
+        save(&f, root, &[EXT4], &dirs, None, now).unwrap();
         let c = StatCache::load(&f, root);
         assert_eq!((c.len(), c.files()), (2, 1));
         let top = c.dir("./").unwrap();
@@ -862,7 +1131,15 @@ mod tests {
         assert!(matches!(other.finish(Some(top), now), Fresh::New(_)));
         // Saving from references gives the same file.
         let good = fs::read(&f).unwrap();
-        save(&f, root, &[Fresh::Old(0), Fresh::Old(1)], Some(&c), now).unwrap();
+        save(
+            &f,
+            root,
+            &[EXT4],
+            &[Fresh::Old(0), Fresh::Old(1)],
+            Some(&c),
+            now,
+        )
+        .unwrap();
         assert_eq!(fs::read(&f).unwrap(), good);
         assert!(StatCache::load(&f, Path::new("/other")).is_empty());
         // Every truncation and every single flipped byte is rejected.
@@ -899,6 +1176,7 @@ mod tests {
         save(
             &f,
             root,
+            &[EXT4],
             &[fresh("./", 1, kids(b"a", b"b")).finish(None, now)],
             None,
             now,
@@ -917,6 +1195,7 @@ mod tests {
             save(
                 &f,
                 root,
+                &[EXT4],
                 &[fresh("./", 1, kids(a, b)).finish(None, now)],
                 None,
                 now,
@@ -949,14 +1228,14 @@ mod tests {
             (b"b/racy".to_vec(), racy),
             (b"c/also-old".to_vec(), old),
         ];
-        save_stamps(&file, root, &recs, now as i128).unwrap();
-        let got = FileStamps::load(&file, root);
+        save_stamps(&file, root, &EXT4, &recs, now as i128).unwrap();
+        let got = FileStamps::load(&file, root, Some(EXT4));
         assert_eq!(got.len(), 2);
         assert_eq!(got.get(b"a/old"), Some(&old));
         assert_eq!(got.get(b"c/also-old"), Some(&old));
         assert_eq!(got.get(b"b/racy"), None, "a racy record was written");
         // Written for another destination: not used.
-        assert!(FileStamps::load(&file, Path::new("/other")).is_empty());
+        assert!(FileStamps::load(&file, Path::new("/other"), Some(EXT4)).is_empty());
         // Another root hashes to another file.
         assert_ne!(stamps_file(dir.path(), Path::new("/other")), file);
     }
@@ -967,21 +1246,212 @@ mod tests {
         let root = Path::new("/d");
         let file = stamps_file(dir.path(), root);
         let now: i64 = 10_000_000_000_000;
-        save_stamps(&file, root, &[(b"f".to_vec(), rec(0))], now as i128).unwrap();
+        save_stamps(&file, root, &EXT4, &[(b"f".to_vec(), rec(0))], now as i128).unwrap();
         let good = fs::read(&file).unwrap();
-        assert_eq!(FileStamps::load(&file, root).len(), 1);
+        assert_eq!(FileStamps::load(&file, root, Some(EXT4)).len(), 1);
         for cut in [0, 10, HEADER_LEN, good.len() - 1] {
             fs::write(&file, &good[..cut]).unwrap();
-            assert!(FileStamps::load(&file, root).is_empty(), "cut at {cut}");
+            assert!(
+                FileStamps::load(&file, root, Some(EXT4)).is_empty(),
+                "cut at {cut}"
+            );
         }
         for flip in [0, 9, HEADER_LEN + 2, good.len() - 1] {
             let mut bad = good.clone();
             bad[flip] ^= 0x40;
             fs::write(&file, &bad).unwrap();
-            assert!(FileStamps::load(&file, root).is_empty(), "flip at {flip}");
+            assert!(
+                FileStamps::load(&file, root, Some(EXT4)).is_empty(),
+                "flip at {flip}"
+            );
         }
         // A walk's cache file is not a stamps file, and the other way round.
         fs::write(&file, &good).unwrap();
         assert!(StatCache::load(&file, root).is_empty());
+    }
+
+    /// A valid cache file for `root` with one settled file record.
+    fn one_file_cache(f: &Path, root: &Path, devs: &[FsId]) {
+        let now = now_ns();
+        let kids = vec![FreshChild {
+            name: b"a",
+            dtype: libc::DT_REG,
+            rec: Some(rec(1)),
+        }];
+        save(
+            f,
+            root,
+            devs,
+            &[fresh("./", 1, kids).finish(None, now)],
+            None,
+            now,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn special_files_in_place_of_a_cache_file_are_refused_unopened() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let root = Path::new("/r");
+        let f = d.path().join("cache");
+        // Missing: silent.
+        assert_eq!(read_cache_file(&f), Ok(None));
+        // A FIFO (opening it for reading would block for ever without O_NONBLOCK).
+        let c = std::ffi::CString::new(f.as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let t = std::time::Instant::now();
+        let (cache, why) = StatCache::load_reporting(&f, root);
+        assert!(cache.is_empty() && why.unwrap().contains("a FIFO"));
+        assert!(t.elapsed().as_secs() < 5);
+        fs::remove_file(&f).unwrap();
+        // A symbolic link, to a valid cache file and to an endless device.
+        let real = d.path().join("real");
+        one_file_cache(&real, root, &[EXT4]);
+        assert_eq!(StatCache::load(&real, root).files(), 1);
+        for target in [real.as_path(), Path::new("/dev/zero")] {
+            std::os::unix::fs::symlink(target, &f).unwrap();
+            let (cache, why) = StatCache::load_reporting(&f, root);
+            assert!(cache.is_empty() && why.unwrap().contains("a symbolic link"));
+            fs::remove_file(&f).unwrap();
+        }
+        // A directory, a socket.
+        fs::create_dir(&f).unwrap();
+        assert!(read_cache_file(&f).unwrap_err().contains("a directory"));
+        fs::remove_dir(&f).unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(&f).unwrap();
+        assert!(read_cache_file(&f).unwrap_err().contains("a socket"));
+        fs::remove_file(&f).unwrap();
+        // Writable by others: not ours alone, not read.
+        fs::copy(&real, &f).unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o622)).unwrap();
+        assert!(read_cache_file(&f)
+            .unwrap_err()
+            .contains("writable by group or others"));
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(StatCache::load(&f, root).files(), 1);
+        // Larger than any file we write (sparse: no disk used): refused before reading.
+        let big = fs::OpenOptions::new().write(true).open(&f).unwrap();
+        big.set_len(MAX_FILE + 1).unwrap();
+        drop(big);
+        assert!(read_cache_file(&f).unwrap_err().contains("more than"));
+        // And a writer never produces one: the body is refused before anything is written.
+        let huge = vec![0u8; MAX_FILE as usize];
+        let other = d.path().join("other");
+        assert!(write_file(&other, MAGIC, VERSION, 0, &huge, 0).is_err());
+        assert!(!other.exists());
+    }
+
+    #[test]
+    fn a_cache_file_of_another_user_is_refused() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("cache");
+        one_file_cache(&f, Path::new("/r"), &[EXT4]);
+        if unsafe { libc::geteuid() } != 0 {
+            return; // only root can give a file away
+        }
+        let c = std::ffi::CString::new(f.as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+        assert_eq!(fs::metadata(&f).unwrap().uid(), 65534);
+        assert!(read_cache_file(&f)
+            .unwrap_err()
+            .contains("owned by uid 65534"));
+    }
+
+    #[test]
+    fn file_system_identities_are_recorded_and_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Path::new("/r");
+        let f = d.path().join("cache");
+        let other_fsid = FsId {
+            fsid: [9; 8],
+            ..EXT4
+        };
+        let other_dev = FsId { dev: 2, ..EXT4 };
+        one_file_cache(&f, root, &[EXT4, other_dev]);
+        let c = StatCache::load(&f, root);
+        assert_eq!(c.files(), 1);
+        assert!(c.knows_fs(&EXT4) && c.knows_fs(&other_dev));
+        assert!(!c.knows_fs(&other_fsid), "same st_dev, other file system");
+        assert!(!c.knows_fs(&FsId {
+            f_type: 0x4d44,
+            ..EXT4
+        }));
+        // Two identities for one device number: the file is not ours, ignored whole.
+        one_file_cache(&f, root, &[EXT4, other_fsid]);
+        assert!(StatCache::load(&f, root).is_empty());
+        // Checkout stamps: only for the file system they were written on, and only where
+        // the ctime is real.
+        let file = stamps_file(d.path(), root);
+        save_stamps(
+            &file,
+            root,
+            &EXT4,
+            &[(b"f".to_vec(), rec(0))],
+            10_000_000_000_000,
+        )
+        .unwrap();
+        assert_eq!(FileStamps::load(&file, root, Some(EXT4)).len(), 1);
+        assert!(FileStamps::load(&file, root, Some(other_fsid)).is_empty());
+        assert!(FileStamps::load(&file, root, Some(other_dev)).is_empty());
+        assert!(FileStamps::load(&file, root, None).is_empty());
+        // vfat (0x4d44), exFAT, squashfs, FUSE, NFS: never trusted, even when they match.
+        for magic in [0x4d44u64, 0x2011_BAB0, 0x7371_7368, 0x6573_5546, 0x6969] {
+            let id = FsId {
+                f_type: magic,
+                ..EXT4
+            };
+            assert!(!ctime_reliable(magic));
+            save_stamps(
+                &file,
+                root,
+                &id,
+                &[(b"f".to_vec(), rec(0))],
+                10_000_000_000_000,
+            )
+            .unwrap();
+            assert!(FileStamps::load(&file, root, Some(id)).is_empty());
+        }
+        // A version-1 stamps file (no identity) is ignored, not misread.
+        save_stamps(
+            &file,
+            root,
+            &EXT4,
+            &[(b"f".to_vec(), rec(0))],
+            10_000_000_000_000,
+        )
+        .unwrap();
+        let mut v1 = fs::read(&file).unwrap();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let sum = checksum(&v1[..HEADER_LEN - 32], &v1[HEADER_LEN..]);
+        v1[HEADER_LEN - 32..HEADER_LEN].copy_from_slice(&sum);
+        fs::write(&file, &v1).unwrap();
+        assert!(FileStamps::load(&file, root, Some(EXT4)).is_empty());
+    }
+
+    #[test]
+    fn crafted_counts_cannot_make_the_parser_allocate() {
+        // A header claiming 2^64-1 directories or file systems with a valid checksum: the
+        // counts are bounded by the bytes left before anything is reserved.
+        let root = b"/r";
+        for (ndev, count) in [(u32::MAX, 0u64), (0, u64::MAX), (1, u64::MAX / 2)] {
+            let mut body = Vec::new();
+            body.extend_from_slice(&(root.len() as u32).to_le_bytes());
+            body.extend_from_slice(root);
+            body.extend_from_slice(&ndev.to_le_bytes());
+            body.extend_from_slice(&[0u8; FSID_LEN]);
+            let mut head = Vec::new();
+            head.extend_from_slice(MAGIC);
+            head.extend_from_slice(&VERSION.to_le_bytes());
+            head.extend_from_slice(&0u32.to_le_bytes());
+            head.extend_from_slice(&count.to_le_bytes());
+            head.extend_from_slice(&(body.len() as u64).to_le_bytes());
+            head.extend_from_slice(&0i64.to_le_bytes());
+            let sum = checksum(&head, &body);
+            head.extend_from_slice(&sum);
+            head.extend_from_slice(&body);
+            assert!(parse(head, root).is_none(), "ndev {ndev} count {count}");
+        }
     }
 }

@@ -23,7 +23,9 @@ use crate::error::{display_path, escape_bytes, Code, Error, Result};
 use crate::fsx::Dir;
 use crate::hash::{hash_opened_mapped, HashOutcome, Stamp};
 use crate::manifest::{Digest, Entry, Kind, Manifest};
-use crate::statcache::{self, DirStamp, Fresh, FreshChild, FreshDir, OldChild, Rec, StatCache};
+use crate::statcache::{
+    self, DirStamp, Fresh, FreshChild, FreshDir, FsId, OldChild, Rec, StatCache,
+};
 
 /// Counters a caller may poll from another thread to draw progress.
 #[derive(Debug, Default)]
@@ -114,19 +116,30 @@ struct Ctx<'a> {
     fresh: Mutex<Vec<Fresh>>,
     /// When the walk started (for the racy-timestamp rule).
     start_ns: i128,
-    /// Per device: whether a directory's remembered listing may be reused there.
-    listing_ok: Mutex<Vec<(u64, bool)>>,
+    /// Per device seen: its file system's identity, whether the cache's records taken
+    /// there may be trusted, whether a remembered listing may be reused there.
+    devs: Mutex<Vec<DevTrust>>,
 }
 
+/// See [`Ctx::devs`]: `(st_dev, identity, records trusted, listing reusable)`.
+type DevTrust = (u64, Option<FsId>, bool, bool);
+
 impl Ctx<'_> {
-    fn listing_reuse_ok(&self, dev: u64, dir: &Dir) -> bool {
-        let mut known = self.listing_ok.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, ok)) = known.iter().find(|(d, _)| *d == dev) {
-            return *ok;
+    /// For a directory on device `dev`: `(records, listing)`: whether its cache record may be
+    /// used at all (the file system is the one the cache was written on, and keeps a real
+    /// ctime), and whether its remembered listing may be reused. One `fstatfs` per device.
+    fn dev_trust(&self, dev: u64, dir: &Dir) -> (bool, bool) {
+        let mut known = self.devs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&(_, _, records, listing)) = known.iter().find(|d| d.0 == dev) {
+            return (records, listing);
         }
-        let ok = statcache::listing_reuse_ok(dir.raw());
-        known.push((dev, ok));
-        ok
+        let id = FsId::of_fd(dir.raw(), dev);
+        let records = id.is_some_and(|id| {
+            statcache::ctime_reliable(id.f_type) && self.cache.is_some_and(|c| c.knows_fs(&id))
+        });
+        let listing = records && id.is_some_and(|id| statcache::listing_reuse_ok_on(&id));
+        known.push((dev, id, records, listing));
+        (records, listing)
     }
 }
 
@@ -177,30 +190,43 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked> {
         let file = statcache::cache_file(dir, &real, opts.no_follow, patterns);
         Some((file, real))
     });
+    let mut warnings = Vec::new();
     let loaded = match &cache_at {
-        Some((file, real)) if !opts.rehash => Some(StatCache::load(file, real)),
+        Some((file, real)) if !opts.rehash => {
+            let (c, why) = StatCache::load_reporting(file, real);
+            warnings.extend(why);
+            Some(c)
+        }
         _ => None,
     };
     let ctx = Ctx {
         opts,
         entries: Mutex::new(Vec::new()),
-        warnings: Mutex::new(Vec::new()),
+        warnings: Mutex::new(warnings),
         cache: loaded.as_ref(),
         collect: cache_at.is_some(),
         fresh: Mutex::new(Vec::new()),
         start_ns,
-        listing_ok: Mutex::new(Vec::new()),
+        devs: Mutex::new(Vec::new()),
     };
     let root_st = dir.stat().map_err(|e| Error::io("cannot stat", root, e))?;
     let root_summary = walk_dir(&ctx, &dir, root, "./", &root_st, &[])?;
     if let Some((file, real)) = &cache_at {
         let fresh = ctx.fresh.into_inner().unwrap_or_else(|p| p.into_inner());
-        // A no-op walk (every directory's record unchanged, none gone) writes nothing.
-        let unchanged = loaded.as_ref().is_some_and(|c| c.len() == fresh.len())
-            && fresh.iter().all(|f| matches!(f, Fresh::Old(_)));
+        let devs: Vec<FsId> = (ctx.devs.into_inner().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .filter_map(|d| d.1)
+            .collect();
+        // A no-op walk (every directory's record unchanged, none gone, on the same file
+        // systems) writes nothing.
+        let unchanged = loaded.as_ref().is_some_and(|c| {
+            c.len() == fresh.len()
+                && c.file_systems().len() == devs.len()
+                && devs.iter().all(|d| c.knows_fs(d))
+        }) && fresh.iter().all(|f| matches!(f, Fresh::Old(_)));
         if !unchanged {
             // Best effort: an unwritable cache directory must not fail the walk.
-            let _ = statcache::save(file, real, &fresh, loaded.as_ref(), start_ns);
+            let _ = statcache::save(file, real, &devs, &fresh, loaded.as_ref(), start_ns);
         }
     }
     let mut entries = ctx.entries.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -277,8 +303,14 @@ fn walk_dir(
     // A directory whose own stamp is unchanged (and was settled) has the entries the cache
     // remembers: they are not read again. Each entry is still visited (`fstatat`).
     let stamp = DirStamp::of(st);
-    let old = ctx.cache.and_then(|c| c.dir(rel));
-    let reuse = old.filter(|o| o.listing_valid_for(&stamp) && ctx.listing_reuse_ok(stamp.dev, dir));
+    // (Also with `rehash`: the next cache file must name the file systems it was taken on.)
+    let (records_ok, listing_ok) = if ctx.collect {
+        ctx.dev_trust(stamp.dev, dir)
+    } else {
+        (false, false)
+    };
+    let old = ctx.cache.and_then(|c| c.dir(rel)).filter(|_| records_ok);
+    let reuse = old.filter(|o| listing_ok && o.listing_valid_for(&stamp));
     let read;
     if let (Some(_), Some(p)) = (reuse, &ctx.opts.progress) {
         p.dirs_reused.fetch_add(1, Ordering::Relaxed);
