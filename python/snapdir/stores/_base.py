@@ -45,6 +45,7 @@ from .._errors import (
     SnapdirError,
     StoreError,
 )
+from .._runtime import LOCAL_SYNC
 from .._types import StoreUri, is_lower_hex
 
 if TYPE_CHECKING:
@@ -364,8 +365,6 @@ async def for_each_limited(
     """Await ``fn(item)`` for every item with at most ``limit`` in flight (a fixed pool of
     workers pulling from one iterator: no task per item). The first error cancels the rest
     and is raised as itself (not wrapped in an exception group)."""
-    from .._manifest import LOCAL_SYNC
-
     if LOCAL_SYNC.get():  # local work driven without an event loop: one at a time
         for item in items:
             await fn(item)
@@ -397,9 +396,7 @@ def first_leaf(eg: BaseException) -> BaseException:
 async def to_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run the blocking call ``fn(*args, **kwargs)`` in an anyio worker thread (how every
     backend runs its SDK and file calls); in place when local work runs without an event
-    loop (:func:`snapdir._manifest.run_local`)."""
-    from .._manifest import LOCAL_SYNC
-
+    loop (:func:`snapdir._runtime.run_local`)."""
     if LOCAL_SYNC.get():
         return fn(*args, **kwargs)
     import anyio.to_thread

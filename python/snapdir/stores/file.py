@@ -22,7 +22,7 @@ from .._errors import (
     NotFoundError,
     StoreError,
 )
-from .._manifest import LOCAL_SYNC, run_blocking, run_cancellable
+from .._runtime import LOCAL_SYNC, run_blocking, run_cancellable
 from .._types import StoreUri
 from ._base import (
     BaseStore,
