@@ -1,8 +1,8 @@
 """The ``snapdir`` command line.
 
-Data goes to stdout, diagnostics to stderr. Exit status: 0 success, 1 runtime error,
-2 usage error, 130 interrupted. Start-up is kept lean (argparse, no anyio, no cloud SDK at
-import) because ``snapdir id`` is often run on every CI step.
+Data goes to stdout, diagnostics to stderr; the exit status says which kind of failure
+(see :data:`._output.EXIT_STATUSES`). Start-up is kept lean (argparse, no anyio, no cloud
+SDK at import) because ``snapdir id`` is often run on every CI step.
 
 Layout: one module per command group, each registering its own sub-parsers
 (:mod:`.snapshot`, :mod:`.transfer`, :mod:`.inspect`); :mod:`._common` holds the parser
@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .._errors import SnapdirError
-from ._common import Parser, UsageError
+from . import _output
+from ._common import Parser, global_args
 
 # `typing` costs ~5 ms at start-up, paid by every CLI call; annotations only need it for
 # the type checker (which treats a module-level TYPE_CHECKING = False as true).
@@ -33,6 +33,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Each command and the module (of this package) that registers it, in the order of
 #: ``snapdir --help``. Literal here so that choosing the module to import costs nothing.
+#: ``version`` is registered here (it needs no module).
 GROUPS: dict[str, str] = {
     "manifest": "snapshot",
     "id": "snapshot",
@@ -45,6 +46,7 @@ GROUPS: dict[str, str] = {
     "diff": "inspect",
     "verify": "inspect",
     "size": "inspect",
+    "version": "",
 }
 
 COMMANDS = frozenset(GROUPS)
@@ -66,10 +68,32 @@ class _Subcommands:
 
 
 def _command_in(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv``: its first word that is not a flag (the global flags
+    take no value)."""
     for a in argv:
+        if a == "--":
+            return None
         if not a.startswith("-"):
             return a if a in COMMANDS else None
     return None
+
+
+def _wants(argv: Sequence[str], *flags: str) -> bool:
+    """Whether a global flag is in ``argv`` — known before parsing, so that a usage error
+    is already printed the way the flags ask (one JSON object with ``--json``)."""
+    for a in argv:
+        if a == "--":
+            return False
+        if a in flags:
+            return True
+    return False
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    from .. import version
+
+    _output.emit(args, f"snapdir {version()}", {"version": version()})
+    return 0
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -79,55 +103,113 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     from .. import version
 
+    full = only not in GROUPS
+    if full:
+        from ._help import epilog
+
     parser = Parser(
         prog="snapdir",
-        description="Content-addressable directory snapshots (BLAKE3).",
+        description="Content-addressable directory snapshots (BLAKE3), for CI: snapshot a "
+        "directory, move it through a store (file://, s3://, gs://, b2://), restore it "
+        "byte for byte.",
+        epilog=epilog() if full else None,
     )
     parser.add_argument("--version", action="version", version=f"snapdir {version()}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    global_args(parser, in_command=False)
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=Parser, title="commands"
+    )
     subparsers.required = True
     sub = _Subcommands(subparsers, only)
 
     common = Parser(add_help=False)
-    common.add_argument("--json", action="store_true", help="machine-readable output")
-    common.add_argument("-q", "--quiet", action="store_true", help="no diagnostics but errors")
+    global_args(common, in_command=True)
 
-    groups = [GROUPS[only]] if only in GROUPS else list(dict.fromkeys(GROUPS.values()))
+    groups = list(dict.fromkeys(GROUPS.values())) if only is None or full else [GROUPS[only]]
     for group in groups:
-        importlib.import_module(f"{__name__}.{group}").register(sub, common)
+        if group:
+            importlib.import_module(f"{__name__}.{group}").register(sub, common)
+    p = sub.add_parser(
+        "version",
+        parents=[common],
+        help="print the version (as --version)",
+        description="Print the version of snapdir, as --version does.",
+    )
+    p.set_defaults(handler=cmd_version)
     return parser
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, so that it unwinds as Ctrl-C does: the
+    Rust side is told to stop, staging directories and partial downloads are removed."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``snapdir`` console script; returns the exit status."""
+    import signal
+    import warnings
+
     args_list = list(sys.argv[1:] if argv is None else argv)
+    _output.MODE.reset(
+        json=_wants(args_list, "--json"),
+        quiet=_wants(args_list, "-q", "--quiet"),
+        verbose=_wants(args_list, "-v", "--verbose"),
+    )
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (main() called from a test or a tool)
+        previous = None
+    try:
+        with warnings.catch_warnings():
+            # Every warning, from anywhere, printed as `snapdir: warning: ...` (or collected
+            # into the JSON document): never Python's `file:line: Category: message`.
+            warnings.showwarning = _output.showwarning
+            from .._errors import SnapdirWarning
+
+            warnings.simplefilter("always", SnapdirWarning)
+            return _run(args_list)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args_list: list[str]) -> int:
     try:
         # Building the parser imports the store commands: Ctrl-C this early is no error.
         parser = build_parser(_command_in(args_list))
         args = parser.parse_args(args_list)
-    except KeyboardInterrupt:
-        print("snapdir: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        return _interrupted(e)
+    # The flags as parsed (``-qv`` is two of them) rule from here on.
+    _output.MODE.json, _output.MODE.quiet = args.json, args.quiet
+    _output.MODE.verbose = args.verbose
     handler: Handler = args.handler
     try:
-        if getattr(args, "jobs", 1) < 1:
-            parser.error("--jobs must be at least 1")
         return handler(args)
-    except SnapdirError as e:
-        if isinstance(e, UsageError):
-            parser.print_usage(sys.stderr)
-            print(f"snapdir: error: {e}", file=sys.stderr)
-            return 2
-        print(f"snapdir: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("snapdir: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        return _interrupted(e)
     except BrokenPipeError:
         # The reader went away (`snapdir manifest | head`): not an error of ours.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 1
-    except OSError as e:
-        print(f"snapdir: error: {e}", file=sys.stderr)
-        return 1
+        return _output.FAILURE
+    except Exception as e:
+        from ._common import UsageError
+
+        if isinstance(e, UsageError):
+            parser.print_usage(sys.stderr)
+        return _output.report_error(e)
+
+
+def _interrupted(e: KeyboardInterrupt) -> int:
+    what, status = ("terminated", _output.TERMINATED)
+    if not isinstance(e, _Terminated):
+        what, status = ("interrupted", _output.INTERRUPTED)
+    print(f"snapdir: {what}", file=sys.stderr)
+    if _output.MODE.json:
+        _output.emit_json({"error": {"code": what.upper(), "message": what}})
+    return status

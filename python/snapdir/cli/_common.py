@@ -12,6 +12,7 @@ import os
 import sys
 
 from .._errors import InvalidArgumentError
+from ._output import MODE, usage_error
 
 # `typing` costs ~5 ms at start-up, paid by every CLI call; annotations only need it for
 # the type checker (which treats a module-level TYPE_CHECKING = False as true).
@@ -63,6 +64,13 @@ class Formatter(argparse.HelpFormatter):
             prog, indent_increment, max_help_position, columns() - 2 if width is None else width
         )
 
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        # A description or epilog laid out in lines (tables, examples) is kept as written;
+        # a single paragraph is wrapped to the terminal.
+        if "\n" in text:
+            return "\n".join(indent + line if line else line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
 
 class Parser(argparse.ArgumentParser):
     """argparse, but usage errors name the program and exit 2 (argparse's own convention),
@@ -73,8 +81,43 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
+        usage_error(f"{self.prog}: {message}")
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def global_args(p: argparse.ArgumentParser, *, in_command: bool) -> None:
+    """The flags every command takes, before or after its name (``snapdir --json id`` and
+    ``snapdir id --json``). The top-level parser holds the defaults; a command's copy
+    leaves the value alone unless given (argparse would otherwise overwrite what was set
+    before the command name with the sub-parser's default)."""
+    default: Any = argparse.SUPPRESS if in_command else False
+    p.add_argument(
+        "--json",
+        action="store_true",
+        default=default,
+        help='print one JSON object on stdout (also on failure), with "schema": 1',
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="no warnings, notes or progress bars on stderr; errors only",
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="more detail on stderr: what an operation did, error codes",
+    )
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        default=default,
+        help="no progress bar (also SNAPDIR_NO_PROGRESS=1); bars are only drawn on a terminal",
+    )
 
 
 def walk_args(p: argparse.ArgumentParser, *, absolute: bool = True) -> None:
@@ -113,20 +156,25 @@ def store_arg(p: argparse.ArgumentParser, *, required: bool = True) -> None:
     p.set_defaults(store_required=required)
 
 
+def _jobs(value: str) -> int:
+    """``--jobs``: a whole number of at least 1, refused while parsing (exit status 2)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
 def jobs_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--jobs",
         "-j",
-        type=int,
+        type=_jobs,
         default=32,
         metavar="N",
         help="concurrent transfers for cloud stores (default 32)",
-    )
-
-
-def progress_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--no-progress", action="store_true", help="no progress bar (also SNAPDIR_NO_PROGRESS=1)"
     )
 
 
@@ -138,7 +186,9 @@ def need_store(args: argparse.Namespace) -> StoreUri:
         )
     from .._types import StoreUri
 
-    return StoreUri(args.store)
+    uri = StoreUri(args.store)
+    MODE.context["uri"] = uri
+    return uri
 
 
 def ids(args: argparse.Namespace, positional: list[str], want_dest: bool) -> tuple[SnapshotId, str]:
@@ -166,7 +216,11 @@ def ids(args: argparse.Namespace, positional: list[str], want_dest: bool) -> tup
         )
     from .._types import SnapshotId
 
-    return SnapshotId(sid), dest
+    snapshot_id = SnapshotId(sid)
+    MODE.context["id"] = snapshot_id
+    if dest:
+        MODE.context["path"] = dest
+    return snapshot_id, dest
 
 
 def run(fn: Callable[[], Coroutine[Any, Any, T]], *stores: object) -> T:

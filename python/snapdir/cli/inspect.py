@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from ._common import UsageError, jobs_arg, need_store, run, store_arg
-from ._output import emit, emit_json, info
+from ._output import MODE, NO, emit, emit_json, info
 
 TYPE_CHECKING = False
 
@@ -43,7 +43,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         lines = [f"{e.status} {e.path}" + (f"  ({e.detail})" if e.detail else "") for e in shown]
         if lines:
             sys.stdout.write("\n".join(lines) + "\n")
-    return 1 if (args.exit_code and changed) else 0
+    return NO if (args.exit_code and changed) else 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -69,7 +69,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.id:
         from .._types import SnapshotId
 
-        args.id = SnapshotId(args.id)
+        args.id = MODE.context["id"] = SnapshotId(args.id)
     report = run(check, store)
     bad = {sid: p for sid, p in report.items() if p}
     if args.json:
@@ -85,7 +85,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             for sid, p in sorted(bad.items()):
                 err = verify_failed(sid, store, p) if "manifest" not in p else None
                 print(f"snapdir: error: {err if err else p['manifest']}", file=sys.stderr)
-        return 1
+        return NO
     info(args, f"{len(report)} snapshot(s) verified in {store}")
     return 0
 
@@ -94,6 +94,10 @@ def cmd_size(args: argparse.Namespace) -> int:
     from .._verify import size
 
     store = need_store(args)
+    if args.id is not None:
+        from .._types import SnapshotId
+
+        args.id = MODE.context["id"] = SnapshotId(args.id)
     s = run(lambda: size(store, args.id, jobs=args.jobs), store)
     text = (
         f"logical_bytes {s.logical_bytes}\nphysical_bytes {s.physical_bytes}\n"
@@ -103,24 +107,69 @@ def cmd_size(args: argparse.Namespace) -> int:
     return 0
 
 
+REF_FORMS = """\
+A REF is one of:
+  URI@ID     snapshot ID in the store at URI   (s3://bucket/ci@5e0f...)
+  URI        every snapshot of the store, as one tree of their union
+  PATH       a local directory, snapshotted on the fly (not written anywhere)
+--from and --to may each be given several times: the refs of one side are merged.
+Output: one line per path, "A" added, "D" deleted, "M" modified (with what changed), and
+with --all "=" unchanged."""
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add this module's commands to the CLI's sub-parsers."""
-    p = sub.add_parser("diff", parents=[common], help="compare snapshots, stores, directories")
-    p.add_argument("--from", dest="from_", action="append", default=[], metavar="REF")
-    p.add_argument("--to", action="append", default=[], metavar="REF")
+    p = sub.add_parser(
+        "diff",
+        parents=[common],
+        help="compare snapshots, stores and directories",
+        description="Compare what --from refers to with what --to refers to.",
+        epilog=REF_FORMS,
+    )
+    p.add_argument(
+        "--from",
+        dest="from_",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="the old side: URI@ID, URI or PATH (repeatable)",
+    )
+    p.add_argument(
+        "--to",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="the new side: URI@ID, URI or PATH (repeatable)",
+    )
     p.add_argument("--all", action="store_true", help="also list unchanged paths (=)")
-    p.add_argument("--exit-code", action="store_true", help="exit 1 when there are differences")
+    p.add_argument(
+        "--exit-code", action="store_true", help="exit 1 when there are differences, else 0"
+    )
     jobs_arg(p)
     p.set_defaults(handler=cmd_diff)
 
-    p = sub.add_parser("verify", parents=[common], help="re-hash a snapshot's objects")
-    p.add_argument("--id", default=None, help="snapshot to verify (default: all in the store)")
+    p = sub.add_parser(
+        "verify",
+        parents=[common],
+        help="re-hash the objects of a snapshot (or of every snapshot of a store)",
+        description="Re-hash every object of the snapshot (default: of every snapshot in the "
+        "store). Exit 1 when an object is missing or corrupt.",
+    )
+    p.add_argument("--id", default=None, metavar="ID", help="snapshot to verify (default: all)")
     store_arg(p)
     jobs_arg(p)
     p.set_defaults(handler=cmd_verify)
 
-    p = sub.add_parser("size", parents=[common], help="sizes of a snapshot or a whole store")
-    p.add_argument("--id", default=None)
+    p = sub.add_parser(
+        "size",
+        parents=[common],
+        help="sizes of a snapshot or a whole store",
+        description="Logical bytes (every file), physical bytes (each distinct object once), "
+        "files and objects of the snapshot, or of every snapshot in the store.",
+    )
+    p.add_argument(
+        "--id", default=None, metavar="ID", help="the snapshot (default: the whole store)"
+    )
     store_arg(p)
     jobs_arg(p)
     p.set_defaults(handler=cmd_size)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from ._common import need_store, run, walk_args
-from ._output import emit, emit_json, finish, info, out, reporter, warn
+from ._output import MODE, detail, emit, emit_json, finish, info, out, reporter
 
 TYPE_CHECKING = False
 
@@ -18,28 +18,39 @@ COMMANDS = ("manifest", "id", "stage", "push")
 
 
 def _walk(args: argparse.Namespace, path: str) -> Any:
-    import warnings
-
-    from .._errors import SnapdirWarning
     from .._manifest import walk_sync
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", SnapdirWarning)
-        m = walk_sync(
-            path,
-            no_follow=args.no_follow,
-            absolute=getattr(args, "absolute", False),
-            exclude=args.exclude,
-            use_cache=not args.no_stat_cache,
-            rehash=args.rehash,
-        )
-    for w in caught:
-        warn(str(w.message))
-    return m
+    MODE.context["path"] = path
+    # Warnings (a dangling link left out) reach the user through the CLI's showwarning.
+    return walk_sync(
+        path,
+        no_follow=args.no_follow,
+        absolute=getattr(args, "absolute", False),
+        exclude=args.exclude,
+        use_cache=not args.no_stat_cache,
+        rehash=args.rehash,
+    )
+
+
+def _manifest_of(args: argparse.Namespace) -> Any:
+    """The manifest of PATH, or of the manifest text on stdin for ``-`` (only then is stdin
+    read: ``snapdir id`` in a pipeline with no PATH snapshots ``.``, never waits)."""
+    if args.path != "-":
+        return _walk(args, args.path)
+    from .._errors import SnapdirError
+    from .._snapdir import Manifest
+
+    MODE.context["path"] = "-"
+    if args.verbose:
+        print("snapdir: reading a manifest from standard input", file=sys.stderr, flush=True)
+    text = sys.stdin.read()
+    if not text.strip():
+        raise SnapdirError("no manifest on standard input", code="INVALID_MANIFEST")
+    return Manifest.parse(text)
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
-    m = _walk(args, args.path)
+    m = _manifest_of(args)
     if args.json:
         emit_json(
             {
@@ -62,24 +73,8 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def cmd_id(args: argparse.Namespace) -> int:
-    from .._errors import SnapdirError
-
-    if args.path is None and not sys.stdin.isatty():
-        from .._snapdir import Manifest
-
-        text = sys.stdin.read()
-        if not text.strip():
-            raise SnapdirError(
-                "no manifest on standard input (give a PATH to snapshot a directory)",
-                code="INVALID_MANIFEST",
-            )
-        snap_id = Manifest.parse(text).id
-    else:
-        snap_id = _walk(args, args.path or ".").id
-    if args.json:
-        emit_json({"id": snap_id})
-    else:
-        out(snap_id)
+    m = _manifest_of(args)
+    emit(args, m.id, {"id": m.id})
     return 0
 
 
@@ -87,6 +82,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     from .._push import push_with_stats
 
     store = need_store(args) if args.command == "push" else None
+    MODE.context["path"] = args.path
     rep = reporter(args, args.command)
     try:
         if store is None:
@@ -118,40 +114,64 @@ def cmd_push(args: argparse.Namespace) -> int:
             args,
             f"uploaded {s['uploaded']} of {s['objects']} objects ({s['bytes_uploaded']} bytes)",
         )
+    detail(args, s.fields)
     emit(args, str(s["id"]), dict(s.fields))
     return 0
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add this module's commands to the CLI's sub-parsers."""
-    from ._common import jobs_arg, progress_arg, store_arg
+    from ._common import jobs_arg, store_arg
 
-    p = sub.add_parser("manifest", parents=[common], help="print the manifest of a directory")
-    p.add_argument("path", nargs="?", default=".", metavar="PATH")
-    walk_args(p)
-    p.set_defaults(handler=cmd_manifest)
-
-    p = sub.add_parser(
-        "id",
-        parents=[common],
-        help="print the snapshot id of a directory, or of a manifest on stdin",
-    )
-    p.add_argument("path", nargs="?", default=None, metavar="PATH")
-    walk_args(p)
-    p.set_defaults(handler=cmd_id)
-
-    for name, help_ in (
-        ("stage", "snapshot a directory into the local cache; prints the id"),
-        ("push", "snapshot a directory into a store; prints only the id on stdout"),
+    path_help = "directory to snapshot (default: the current one); - reads a manifest from stdin"
+    for name, help_, desc in (
+        (
+            "manifest",
+            "print the manifest of a directory",
+            "Print the manifest of PATH: one line per entry (type, permissions, BLAKE3 "
+            "checksum, size, path), in the format of snapdir 1.x (docs/format.md).",
+        ),
+        (
+            "id",
+            "print the snapshot id of a directory (or of a manifest on stdin)",
+            "Print the snapshot id of PATH: 64 hex digits, the BLAKE3 hash of its manifest. "
+            "Nothing is written but the stat cache.",
+        ),
     ):
-        p = sub.add_parser(name, parents=[common], help=help_)
-        p.add_argument("path", nargs="?", default=".", metavar="PATH")
+        p = sub.add_parser(name, parents=[common], help=help_, description=desc)
+        p.add_argument("path", nargs="?", default=".", metavar="PATH", help=path_help)
+        walk_args(p)
+        p.set_defaults(handler=cmd_manifest if name == "manifest" else cmd_id)
+
+    for name, help_, desc in (
+        (
+            "stage",
+            "snapshot a directory into the local cache; prints the id",
+            "Snapshot PATH into the local cache ($SNAPDIR_CACHE_DIR), for a later checkout "
+            "or push; prints the id on stdout.",
+        ),
+        (
+            "push",
+            "snapshot a directory into a store; prints only the id on stdout",
+            "Snapshot PATH into the store: the objects it lacks, then the manifest (so a "
+            "snapshot is never visible before its objects). Prints only the id on stdout.",
+        ),
+    ):
+        p = sub.add_parser(name, parents=[common], help=help_, description=desc)
+        p.add_argument(
+            "path",
+            nargs="?",
+            default=".",
+            metavar="PATH",
+            help="directory to snapshot (default: the current one)",
+        )
         walk_args(p, absolute=False)
         if name == "push":
             store_arg(p)
         p.add_argument(
-            "--repair", action="store_true", help="re-check objects, re-upload missing/corrupt"
+            "--repair",
+            action="store_true",
+            help="re-hash the objects already there and re-upload missing or corrupt ones",
         )
         jobs_arg(p)
-        progress_arg(p)
         p.set_defaults(handler=cmd_push)

@@ -3,8 +3,8 @@ directory), ``checkout`` (local cache -> directory) and ``sync`` (store -> store
 
 from __future__ import annotations
 
-from ._common import UsageError, ids, jobs_arg, need_store, progress_arg, run, store_arg
-from ._output import emit, finish, info, reporter
+from ._common import UsageError, ids, jobs_arg, need_store, run, store_arg
+from ._output import MODE, detail, emit, finish, info, reporter
 
 TYPE_CHECKING = False
 
@@ -25,6 +25,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         s = run(lambda: fetch_with_stats(sid, store, jobs=args.jobs, progress=rep), store)
     finally:
         finish(rep)
+    detail(args, s.fields)
     emit(args, "", dict(s.fields))
     return 0
 
@@ -36,6 +37,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         from .._cache import cache_store
 
         store: Any = cache_store()
+        MODE.context["uri"] = store.uri
     else:
         store = need_store(args)
     sid, dest = ids(args, args.args, want_dest=True)
@@ -63,6 +65,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         f"{s['files_written']} files written, {s['files_kept']} already right, "
         f"{s['removed']} removed in {dest}",
     )
+    detail(args, s.fields)
     emit(args, "", dict(s.fields))
     return 0
 
@@ -73,45 +76,73 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     if not args.from_ or not args.to:
         raise UsageError("snapdir sync: --from URI and --to URI are required", code="INVALID_STORE")
+    src, dst = StoreUri(args.from_), StoreUri(args.to)
+    MODE.context["uri"] = src
     sid, _ = ids(args, args.args, want_dest=False)
     rep = reporter(args, "sync")
     try:
-        s = run(
-            lambda: copy_snapshot(
-                sid, StoreUri(args.from_), StoreUri(args.to), jobs=args.jobs, progress=rep
-            ),
-            args.from_,
-            args.to,
-        )
+        s = run(lambda: copy_snapshot(sid, src, dst, jobs=args.jobs, progress=rep), src, dst)
     finally:
         finish(rep)
     info(args, f"copied {s['copied']} of {s['objects']} objects")
+    detail(args, s.fields)
     emit(args, "", dict(s.fields))
     return 0
+
+
+def _id_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--id",
+        default=None,
+        metavar="ID",
+        help="the snapshot id (64 hex digits), instead of the ID argument",
+    )
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add this module's commands to the CLI's sub-parsers."""
     from .._types import LINK_MODES
 
-    p = sub.add_parser("fetch", parents=[common], help="copy a snapshot into the local cache")
-    p.add_argument("args", nargs="*", metavar="ID")
-    p.add_argument("--id", default=None)
+    p = sub.add_parser(
+        "fetch",
+        parents=[common],
+        help="copy a snapshot from a store into the local cache",
+        description="Copy snapshot ID (its manifest and the objects the cache lacks) from "
+        "the store into the local cache, for a later offline checkout.",
+    )
+    p.add_argument("args", nargs="*", metavar="ID", help="the snapshot id (or give --id)")
+    _id_arg(p)
     store_arg(p)
     jobs_arg(p)
-    progress_arg(p)
     p.set_defaults(handler=cmd_fetch)
 
-    for name, help_ in (
-        ("pull", "materialise a snapshot from a store into a directory"),
-        ("checkout", "materialise a snapshot from the local cache into a directory"),
+    for name, help_, desc in (
+        (
+            "pull",
+            "materialise a snapshot from a store into a directory",
+            "Make DEST hold exactly snapshot ID from the store: files that differ are "
+            "refused (exit 3) unless --force, files not in the snapshot kept unless --delete. "
+            "Files already right are not rewritten.",
+        ),
+        (
+            "checkout",
+            "materialise a snapshot from the local cache into a directory",
+            "As pull, from the local cache ($SNAPDIR_CACHE_DIR; see stage and fetch).",
+        ),
     ):
-        p = sub.add_parser(name, parents=[common], help=help_)
-        p.add_argument("args", nargs="*", metavar="ID DEST")
-        p.add_argument("--id", default=None)
+        p = sub.add_parser(name, parents=[common], help=help_, description=desc)
+        p.add_argument(
+            "args",
+            nargs="*",
+            metavar="ID DEST",
+            help="the snapshot id (or give --id) and the destination directory",
+        )
+        _id_arg(p)
         if name == "pull":
             store_arg(p)
-        p.add_argument("--force", action="store_true", help="overwrite local files that differ")
+        p.add_argument(
+            "--force", action="store_true", help="overwrite local files that differ (else exit 3)"
+        )
         p.add_argument("--delete", action="store_true", help="remove files not in the snapshot")
         p.add_argument(
             "--preserve-special-bits",
@@ -133,14 +164,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
             "stat cache",
         )
         jobs_arg(p)
-        progress_arg(p)
         p.set_defaults(handler=cmd_pull)
 
-    p = sub.add_parser("sync", parents=[common], help="copy a snapshot between stores")
-    p.add_argument("args", nargs="*", metavar="ID")
-    p.add_argument("--id", default=None)
-    p.add_argument("--from", dest="from_", metavar="URI")
-    p.add_argument("--to", metavar="URI")
+    p = sub.add_parser(
+        "sync",
+        parents=[common],
+        help="copy a snapshot between stores",
+        description="Copy snapshot ID from one store to another: the objects the target "
+        "lacks (each verified on the way), then the manifest.",
+    )
+    p.add_argument("args", nargs="*", metavar="ID", help="the snapshot id (or give --id)")
+    _id_arg(p)
+    p.add_argument("--from", dest="from_", metavar="URI", help="the store to copy from")
+    p.add_argument("--to", metavar="URI", help="the store to copy into")
     jobs_arg(p)
-    progress_arg(p)
     p.set_defaults(handler=cmd_sync)

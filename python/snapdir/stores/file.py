@@ -75,7 +75,8 @@ class FileStore(BaseStore):
         if not os.path.isdir(self.root):
             what = "is not a directory" if os.path.exists(self.root) else "does not exist"
             raise StoreError(
-                f"no store at {self.uri}: {self.root} {what} (check the URI, or push to it first)"
+                f"no store at {self.uri}: {self.root} {what} (check the URI, or push to it first)",
+                code="STORE_NOT_FOUND",
             )
 
     # -- objects --------------------------------------------------------------------------
