@@ -1,5 +1,5 @@
 """The store commands of the ``snapdir`` CLI, run as subprocesses: the CI flows from the
-README, ``--json`` everywhere, exit statuses (0 ok, 1 runtime error, 2 usage error), quiet
+README, ``--json`` everywhere, exit statuses (tests/test_cli_contract.py pins them all), quiet
 and progress behaviour."""
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import os
 import sys
 
 from . import _output
-from ._common import Parser, global_args
+from ._common import Parser, add_command, global_args
 
 # `typing` costs ~5 ms at start-up, paid by every CLI call; annotations only need it for
 # the type checker (which treats a module-level TYPE_CHECKING = False as true).
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     Handler = Callable[[argparse.Namespace], int]
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main", "subcommands"]
 
 #: Each command and the module (of this package) that registers it, in the order of
 #: ``snapdir --help``. Literal here so that choosing the module to import costs nothing.
@@ -129,14 +129,27 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for group in groups:
         if group:
             importlib.import_module(f"{__name__}.{group}").register(sub, common)
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "version",
-        parents=[common],
+        common,
         help="print the version (as --version)",
         description="Print the version of snapdir, as --version does.",
+        json={"version": "the version string"},
     )
     p.set_defaults(handler=cmd_version)
     return parser
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The command parsers of ``parser`` (from :func:`build_parser`) by name, in order (for
+    documentation and tests)."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
 
 
 class _Terminated(KeyboardInterrupt):

@@ -120,6 +120,46 @@ def global_args(p: argparse.ArgumentParser, *, in_command: bool) -> None:
     )
 
 
+#: Fields of every JSON document the CLI prints.
+COMMON_JSON: dict[str, str] = {
+    "schema": "1: the version of these documents (raised only when a field changes meaning)",
+    "warnings": "what was skipped or worth knowing (list of strings; also on failure)",
+}
+
+#: The JSON document of a failure (any command, any status but 0 and 1).
+ERROR_JSON: dict[str, str] = {
+    "error.code": "stable category: USAGE, INVALID_ID, INVALID_STORE, INVALID_ARGUMENT, "
+    "CONFLICT, NOT_FOUND, STORE_NOT_FOUND, STORE_ERROR, HASH_MISMATCH, IO_ERROR, IN_FLUX, "
+    "INVALID_MANIFEST, UNSAFE_PATH, INTERRUPTED, TERMINATED, ...",
+    "error.message": "what went wrong, for a human",
+    "error.path": "the local path the command worked on (when there is one)",
+    "error.uri": "the store (when there is one)",
+    "error.id": "the snapshot id (when there is one)",
+}
+
+
+def add_command(
+    sub: Any,
+    name: str,
+    common: argparse.ArgumentParser,
+    *,
+    help: str,
+    description: str,
+    json: dict[str, str],
+    epilog: str | None = None,
+) -> argparse.ArgumentParser:
+    """A sub-parser for command ``name``; ``json`` names (and describes) every field of the
+    document it prints with ``--json``, listed in its help and in docs/cli.md and checked
+    against real output by the tests."""
+    fields = ", ".join(json)
+    text = (epilog + "\n\n" if epilog else "") + f"--json prints {{{fields}}}; see docs/cli.md"
+    p: argparse.ArgumentParser = sub.add_parser(
+        name, parents=[common], help=help, description=description, epilog=text
+    )
+    p.set_defaults(json_fields=json)
+    return p
+
+
 def walk_args(p: argparse.ArgumentParser, *, absolute: bool = True) -> None:
     """The options of a directory walk (manifest, id, stage, push)."""
     p.add_argument("--no-follow", action="store_true", help="leave symbolic links out")

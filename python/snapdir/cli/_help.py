@@ -39,7 +39,22 @@ EXAMPLES = """\
 
 
 def table(rows: tuple[tuple[object, str], ...], width: int) -> str:
-    return "\n".join(f"  {k!s:<{width}} {v}" for k, v in rows)
+    """Two columns, the second wrapped to the terminal with a hanging indent."""
+    import textwrap
+
+    from ._common import columns
+
+    indent = " " * (width + 3)
+    text_width = max(columns() - 2, width + 23)
+    return "\n".join(
+        textwrap.fill(
+            f"  {k!s:<{width}} {v}",
+            text_width,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+        )
+        for k, v in rows
+    )
 
 
 def epilog() -> str:
@@ -50,6 +65,6 @@ def epilog() -> str:
         + table(EXIT_STATUSES, 4)
         + "\n\nenvironment:\n"
         + table(ENVIRONMENT, 31)
-        + "\n\n'snapdir COMMAND --help' describes a command. The global flags (--json, -q, -v, "
-        "--no-progress)\nmay be given before or after the command name."
+        + "\n\n'snapdir COMMAND --help' describes a command. The global flags\n"
+        "(--json, -q, -v, --no-progress) go before or after the command name."
     )

@@ -16,6 +16,26 @@ if TYPE_CHECKING:
 
 COMMANDS = ("diff", "verify", "size")
 
+DIFF_JSON = {
+    "changed": "true when the sides differ",
+    "entries": "one object per path shown: status (A, D, M, =), path, detail (what changed "
+    "for M: content, type, mode)",
+}
+
+VERIFY_JSON = {
+    "ok": "true when every object of every snapshot checked is intact",
+    "snapshots": "how many snapshots were checked",
+    "problems": "snapshot id -> {checksum: missing | corrupt}, or {manifest: CODE: message} "
+    "when its manifest could not be read",
+}
+
+SIZE_JSON = {
+    "logical_bytes": "sum of the sizes of every file (duplicates counted)",
+    "physical_bytes": "sum of the sizes of the distinct objects (what the store holds)",
+    "files": "file entries",
+    "objects": "distinct objects",
+}
+
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from .._diff import diff
@@ -119,9 +139,13 @@ with --all "=" unchanged."""
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add this module's commands to the CLI's sub-parsers."""
-    p = sub.add_parser(
+    from ._common import add_command
+
+    p = add_command(
+        sub,
         "diff",
-        parents=[common],
+        common,
+        json=DIFF_JSON,
         help="compare snapshots, stores and directories",
         description="Compare what --from refers to with what --to refers to.",
         epilog=REF_FORMS,
@@ -148,9 +172,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     jobs_arg(p)
     p.set_defaults(handler=cmd_diff)
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "verify",
-        parents=[common],
+        common,
+        json=VERIFY_JSON,
         help="re-hash the objects of a snapshot (or of every snapshot of a store)",
         description="Re-hash every object of the snapshot (default: of every snapshot in the "
         "store). Exit 1 when an object is missing or corrupt.",
@@ -160,9 +186,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     jobs_arg(p)
     p.set_defaults(handler=cmd_verify)
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "size",
-        parents=[common],
+        common,
+        json=SIZE_JSON,
         help="sizes of a snapshot or a whole store",
         description="Logical bytes (every file), physical bytes (each distinct object once), "
         "files and objects of the snapshot, or of every snapshot in the store.",

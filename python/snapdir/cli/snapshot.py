@@ -16,6 +16,22 @@ if TYPE_CHECKING:
 
 COMMANDS = ("manifest", "id", "stage", "push")
 
+MANIFEST_JSON = {
+    "id": "the snapshot id",
+    "entries": "one object per entry: type (File or Directory), permissions (mode bits as "
+    "a number), checksum, size, path",
+}
+
+PUSH_JSON = {
+    "id": "the snapshot id",
+    "files": "file entries in the snapshot",
+    "objects": "distinct objects (files with the same content are one)",
+    "uploaded": "objects written (the store lacked them)",
+    "bytes_uploaded": "bytes of those objects",
+    "noop": "true when the store already had the snapshot",
+    "requests": "store requests made (0 for file://)",
+}
+
 
 def _walk(args: argparse.Namespace, path: str) -> Any:
     from .._manifest import walk_sync
@@ -121,7 +137,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add this module's commands to the CLI's sub-parsers."""
-    from ._common import jobs_arg, store_arg
+    from ._common import add_command, jobs_arg, store_arg
 
     path_help = "directory to snapshot (default: the current one); - reads a manifest from stdin"
     for name, help_, desc in (
@@ -138,7 +154,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
             "Nothing is written but the stat cache.",
         ),
     ):
-        p = sub.add_parser(name, parents=[common], help=help_, description=desc)
+        fields = MANIFEST_JSON if name == "manifest" else {"id": "the snapshot id"}
+        p = add_command(sub, name, common, help=help_, description=desc, json=fields)
         p.add_argument("path", nargs="?", default=".", metavar="PATH", help=path_help)
         walk_args(p)
         p.set_defaults(handler=cmd_manifest if name == "manifest" else cmd_id)
@@ -157,7 +174,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
             "snapshot is never visible before its objects). Prints only the id on stdout.",
         ),
     ):
-        p = sub.add_parser(name, parents=[common], help=help_, description=desc)
+        p = add_command(sub, name, common, help=help_, description=desc, json=PUSH_JSON)
         p.add_argument(
             "path",
             nargs="?",

@@ -14,6 +14,23 @@ if TYPE_CHECKING:
 
 COMMANDS = ("fetch", "pull", "checkout", "sync")
 
+COPY_JSON = {
+    "id": "the snapshot id",
+    "objects": "distinct objects of the snapshot",
+    "copied": "objects copied (the target lacked them)",
+    "requests": "store requests made (0 for file:// stores)",
+}
+
+PULL_JSON = {
+    "id": "the snapshot id",
+    "files_written": "files written into the destination",
+    "files_kept": "files already right, left alone",
+    "files_unread": "of those, files found right by the stat cache without reading them",
+    "bytes_written": "bytes of the files written",
+    "removed": "entries removed (--delete)",
+    "requests": "store requests made (0 for file://)",
+}
+
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from .._pull import fetch_with_stats
@@ -102,10 +119,13 @@ def _id_arg(p: argparse.ArgumentParser) -> None:
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add this module's commands to the CLI's sub-parsers."""
     from .._types import LINK_MODES
+    from ._common import add_command
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "fetch",
-        parents=[common],
+        common,
+        json=COPY_JSON,
         help="copy a snapshot from a store into the local cache",
         description="Copy snapshot ID (its manifest and the objects the cache lacks) from "
         "the store into the local cache, for a later offline checkout.",
@@ -130,7 +150,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
             "As pull, from the local cache ($SNAPDIR_CACHE_DIR; see stage and fetch).",
         ),
     ):
-        p = sub.add_parser(name, parents=[common], help=help_, description=desc)
+        p = add_command(sub, name, common, help=help_, description=desc, json=PULL_JSON)
         p.add_argument(
             "args",
             nargs="*",
@@ -166,9 +186,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         jobs_arg(p)
         p.set_defaults(handler=cmd_pull)
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "sync",
-        parents=[common],
+        common,
+        json=COPY_JSON,
         help="copy a snapshot between stores",
         description="Copy snapshot ID from one store to another: the objects the target "
         "lacks (each verified on the way), then the manifest.",
