@@ -66,8 +66,10 @@ __all__ = [
     "ObjectGet",
     "ObjectPut",
     "ProgressFn",
+    "PushedTree",
     "Store",
     "TransientStoreError",
+    "TreePushStore",
     "first_leaf",
     "for_each_limited",
     "hex_from_key",
@@ -95,6 +97,10 @@ class Capability(enum.Flag):
     SERVER_SIDE_COPY = enum.auto()
     #: The store lives on this machine's file system (``file://``).
     LOCAL = enum.auto()
+    #: ``push_tree()`` (:class:`TreePushStore`) walks a directory and stores its objects
+    #: in the same pass, each file read once; ``push`` then uses it instead of a walk
+    #: followed by uploads.
+    PUSH_TREE = enum.auto()
 
 
 def split_key(hex_digest: str) -> str:
@@ -261,6 +267,58 @@ class Store(Protocol):
 
     async def aclose(self) -> None:
         """Release connections and threads."""
+        ...
+
+
+class PushedTree:
+    """What :meth:`TreePushStore.push_tree` did: the tree's manifest, the warnings of its
+    walk (dangling links left out), whether the store already had the snapshot (``noop``),
+    and how many objects (and bytes) were written."""
+
+    __slots__ = ("bytes_written", "manifest", "noop", "warnings", "written")
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        warnings: list[str],
+        *,
+        noop: bool,
+        written: int,
+        bytes_written: int,
+    ) -> None:
+        self.manifest = manifest
+        self.warnings = warnings
+        self.noop = noop
+        self.written = written
+        self.bytes_written = bytes_written
+
+
+@runtime_checkable
+class TreePushStore(Store, Protocol):
+    """A store that can take a whole directory in one pass (:attr:`Capability.PUSH_TREE`).
+
+    Optional: a store declares the capability only if it implements the method. ``push``
+    calls it on the store itself, not through the retry and concurrency wrappers
+    (:func:`snapdir.stores._wrappers.wrap`), so a store offering it retries on its own.
+    """
+
+    async def push_tree(
+        self,
+        path: str,
+        *,
+        exclude: list[str],
+        no_follow: bool,
+        stat_cache: str | None,
+        rehash: bool,
+        progress: ProgressFn | None = None,
+    ) -> PushedTree:
+        """Walk ``path`` (with the options of :func:`snapdir.manifest`; ``stat_cache`` is the
+        stat cache directory or None) and store every object of it that the store lacks,
+        verifying the bytes written as :meth:`put_object` does: a file that changes while
+        it is read fails with :class:`snapdir.InFluxError` and no object with wrong content
+        becomes visible. The manifest is *not* written (the caller writes it last, after
+        every object, invariant 2). ``noop`` is true when the store already holds the
+        snapshot's manifest."""
         ...
 
 

@@ -30,6 +30,7 @@ from ._base import (
     ObjectGet,
     ObjectPut,
     ProgressFn,
+    PushedTree,
     check_shard,
     for_each_limited,
     parse_stored_manifest,
@@ -48,7 +49,7 @@ def _env_flag(name: str) -> bool:
 class FileStore(BaseStore):
     """A store in a local directory (``file:///abs/path``)."""
 
-    capabilities = Capability.LIST_OBJECTS | Capability.LOCAL
+    capabilities = Capability.LIST_OBJECTS | Capability.LOCAL | Capability.PUSH_TREE
 
     def __init__(self, uri: StoreUri | str, *, durable: bool | None = None) -> None:
         u = StoreUri(uri)
@@ -130,12 +131,11 @@ class FileStore(BaseStore):
         stat_cache: str | None,
         rehash: bool,
         progress: ProgressFn | None = None,
-    ) -> tuple[_snapdir.Manifest, list[str], bool]:
+    ) -> PushedTree:
         """Walk ``path`` and copy its files into this store in the same pass: each file is
         read once, and the bytes written are the bytes hashed (a file that changes while
         it is read fails the push with :class:`InFluxError` before its object is named).
-        Returns ``(manifest, warnings, noop)``; ``noop`` when the store already has the
-        manifest. The manifest itself is not written (the caller writes it last)."""
+        The manifest itself is not written (the caller writes it last)."""
         m, warnings, written, _present, nbytes, noop = await run_with_progress(
             lambda token, prog: _snapdir.store_push_tree(
                 self.root,
@@ -151,7 +151,9 @@ class FileStore(BaseStore):
             progress,
         )
         self.last_written = (int(written), int(nbytes))
-        return m, warnings, bool(noop)
+        return PushedTree(
+            m, warnings, noop=bool(noop), written=int(written), bytes_written=int(nbytes)
+        )
 
     async def get_objects(
         self, items: Sequence[ObjectGet], *, jobs: int = 32, progress: ProgressFn | None = None
