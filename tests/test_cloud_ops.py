@@ -523,7 +523,13 @@ def test_cli(cloud: Cloud, tmp_path: Path) -> None:
     check_restored(dist, dest, sid)
 
     verified = ok(run_cli("verify", "--id", sid, "--store", store, "--json", env=env))
-    assert json.loads(verified.stdout) == {"ok": True, "problems": {}, "snapshots": 1}
+    assert json.loads(verified.stdout) == {
+        "ok": True,
+        "problems": {},
+        "snapshots": 1,
+        "schema": 1,
+        "warnings": [],
+    }
 
     ref = f"{store}@{sid}"
     same = run_cli("diff", "--from", ref, "--to", str(dest), "--exit-code", env=env)

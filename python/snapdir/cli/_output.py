@@ -89,8 +89,10 @@ class Mode:
         self.context: dict[str, str] = {}
 
     def reset(self, *, json: bool = False, quiet: bool = False, verbose: bool = False) -> None:
-        self.__init__()  # type: ignore[misc]
+        """A fresh run (``main()`` may be called more than once in one process)."""
         self.json, self.quiet, self.verbose = json, quiet, verbose
+        self.warnings = []
+        self.context = {}
 
 
 MODE = Mode()
