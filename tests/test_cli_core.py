@@ -263,3 +263,39 @@ def test_help_follows_the_terminal_width_without_importing_shutil(columns: int) 
         assert len(usage[0]) > 60
     else:
         assert len(usage[0]) <= 50
+
+
+def test_id_imports_only_what_it_runs(tmp_path: Path) -> None:
+    """`snapdir id` runs on every CI step: it loads its own command group and nothing of
+    the others, the stores, the event loop, `typing` or `json`."""
+    root = tree(tmp_path / "root")
+    env = dict(os.environ)
+    env.pop("PYTHONWARNINGS", None)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "snapdir", "id", str(root)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "snapdir.cli.snapshot" in imported, "importtime output not parsed"
+    unwanted = {
+        "typing",
+        "json",
+        "anyio",
+        "shutil",
+        "textwrap",
+        "snapdir.stores",
+        "snapdir.cli.transfer",
+        "snapdir.cli.inspect",
+        "snapdir.cli._help",
+    }
+    assert not (unwanted & imported), sorted(unwanted & imported)

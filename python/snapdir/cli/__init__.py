@@ -99,8 +99,6 @@ def cmd_version(args: argparse.Namespace) -> int:
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests); with ``only``, just that
     command's sub-parser is built (and just its module imported)."""
-    import importlib
-
     from .. import version
 
     full = only not in GROUPS
@@ -128,7 +126,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     groups = list(dict.fromkeys(GROUPS.values())) if only is None or full else [GROUPS[only]]
     for group in groups:
         if group:
-            importlib.import_module(f"{__name__}.{group}").register(sub, common)
+            # __import__ rather than importlib.import_module: the C import path, which
+            # `python -X importtime` sees (import_module's pure-Python one it does not).
+            __import__(f"{__name__}.{group}", fromlist=["register"]).register(sub, common)
     p = add_command(
         sub,
         "version",
@@ -194,7 +194,13 @@ def _run(args_list: list[str]) -> int:
     try:
         # Building the parser imports the store commands: Ctrl-C this early is no error.
         parser = build_parser(_command_in(args_list))
-        args = parser.parse_args(args_list)
+        args, extra = parser.parse_known_args(args_list)
+        if extra:
+            # Named by the command they were given to, with its usage (argparse would
+            # report them against the top-level parser).
+            subcommands(parser).get(args.command, parser).error(
+                f"unrecognized arguments: {' '.join(extra)}"
+            )
     except KeyboardInterrupt as e:
         return _interrupted(e)
     # The flags as parsed (``-qv`` is two of them) rule from here on.
