@@ -108,13 +108,13 @@ def test_golden_via_cli(tmp_path: Path) -> None:
 
 def test_id_reads_manifest_from_stdin() -> None:
     for case in load_cases():
-        proc = run_cli("id", stdin=case.manifest)
+        proc = run_cli("id", "-", stdin=case.manifest)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout == case.id + "\n"
         # with a trailing newline, CRLF, comments and shuffled lines: same canonical id
         lines = case.manifest.split("\n")
         noisy = "# comment\r\n" + "\r\n".join(reversed(lines)) + "\r\n"
-        proc = run_cli("id", stdin=noisy)
+        proc = run_cli("id", "-", stdin=noisy)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout == case.id + "\n"
 
@@ -148,35 +148,36 @@ def test_id_without_path_on_a_tty_snapshots_cwd(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
 def test_id_from_empty_stdin_is_runtime_error(text: str) -> None:
-    proc = run_cli("id", stdin=text)
-    assert proc.returncode == 1
+    proc = run_cli("id", "-", stdin=text)
+    assert proc.returncode == 5
     assert proc.stdout == ""
     assert proc.stderr.strip()
 
 
 def test_id_from_invalid_stdin_is_runtime_error() -> None:
-    proc = run_cli("id", stdin="this is not a manifest\n")
-    assert proc.returncode == 1
+    proc = run_cli("id", "-", stdin="this is not a manifest\n")
+    assert proc.returncode == 5
     assert proc.stdout == ""
     assert proc.stderr.strip()
 
 
 @pytest.mark.parametrize("command", ["manifest", "id"])
-def test_missing_path_is_runtime_error(tmp_path: Path, command: str) -> None:
+def test_missing_path_is_not_found(tmp_path: Path, command: str) -> None:
     missing = tmp_path / "no-such-dir"
     proc = run_cli(command, str(missing))
-    assert proc.returncode == 1
+    assert proc.returncode == 4
     assert proc.stdout == ""
     assert str(missing) in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("command", ["manifest", "id"])
-def test_unrepresentable_name_is_runtime_error(tmp_path: Path, command: str) -> None:
+def test_unrepresentable_name_is_an_error(tmp_path: Path, command: str) -> None:
     root = tree(tmp_path / "root")
     (root / "sub" / "bad\nname").write_text("x")
     proc = run_cli(command, str(root))
-    assert proc.returncode == 1
+    # The core calls a name it cannot represent an invalid argument (exclude or rename it).
+    assert proc.returncode == 2
     assert proc.stdout == ""
     assert "bad\\nname" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -262,3 +263,39 @@ def test_help_follows_the_terminal_width_without_importing_shutil(columns: int) 
         assert len(usage[0]) > 60
     else:
         assert len(usage[0]) <= 50
+
+
+def test_id_imports_only_what_it_runs(tmp_path: Path) -> None:
+    """`snapdir id` runs on every CI step: it loads its own command group and nothing of
+    the others, the stores, the event loop, `typing` or `json`."""
+    root = tree(tmp_path / "root")
+    env = dict(os.environ)
+    env.pop("PYTHONWARNINGS", None)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "snapdir", "id", str(root)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "snapdir.cli.snapshot" in imported, "importtime output not parsed"
+    unwanted = {
+        "typing",
+        "json",
+        "anyio",
+        "shutil",
+        "textwrap",
+        "snapdir.stores",
+        "snapdir.cli.transfer",
+        "snapdir.cli.inspect",
+        "snapdir.cli._help",
+    }
+    assert not (unwanted & imported), sorted(unwanted & imported)

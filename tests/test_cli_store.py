@@ -1,5 +1,5 @@
 """The store commands of the ``snapdir`` CLI, run as subprocesses: the CI flows from the
-README, ``--json`` everywhere, exit statuses (0 ok, 1 runtime error, 2 usage error), quiet
+README, ``--json`` everywhere, exit statuses (tests/test_cli_contract.py pins them all), quiet
 and progress behaviour."""
 
 from __future__ import annotations
@@ -82,7 +82,14 @@ def test_store_from_the_environment(tmp_path: Path, build: Path) -> None:
     all_report = as_json(run_cli("verify", "--json", env=env))
     assert all_report["ok"] is True
     sizes = as_json(run_cli("size", "--json", env=env))
-    assert sizes == {"logical_bytes": 43, "physical_bytes": 43, "files": 6, "objects": 6}
+    assert sizes == {
+        "logical_bytes": 43,
+        "physical_bytes": 43,
+        "files": 6,
+        "objects": 6,
+        "schema": 1,
+        "warnings": [],
+    }
     ok(run_cli("pull", sid, str(tmp_path / "d"), env=env))
     assert (tmp_path / "d" / "hello.txt").read_text() == "hello\n"
 
@@ -177,43 +184,49 @@ def test_usage_errors_exit_2(tmp_path: Path, build: Path, args: list[str], needl
     assert not (tmp_path / "dest").exists()
 
 
-def test_runtime_errors_exit_1_and_name_what_failed(tmp_path: Path, build: Path) -> None:
+def test_runtime_errors_exit_by_kind_and_name_what_failed(tmp_path: Path, build: Path) -> None:
+    """4 for what does not exist (snapshot, path, store), else by the error's code."""
     store_dir = tmp_path / "store"
     store = uri(store_dir)
     sid = ok(run_cli("push", str(build), "--store", store)).stdout.strip()
     missing = b3(b"no such snapshot")
 
-    cases: list[tuple[list[str], str]] = [
-        (["pull", missing, str(tmp_path / "d"), "--store", store], missing),
-        (["fetch", missing, "--store", store], missing),
-        (["checkout", missing, str(tmp_path / "d")], missing),
-        (["verify", "--id", missing, "--store", store], missing),
-        (["sync", missing, "--from", store, "--to", uri(tmp_path / "o")], missing),
-        (["push", str(tmp_path / "no-such-dir"), "--store", store], "no-such-dir"),
-        (["verify", "--store", "file:///nonexistent/store"], "/nonexistent/store"),
-        (["size", "--store", "file:///nonexistent/store"], "/nonexistent/store"),
-        (["diff", "--from", "file:///nonexistent/store", "--to", str(build)], "/nonexistent"),
-        (["diff", "--from", f"{store}@{missing}", "--to", str(build)], missing),
-        (["pull", sid, str(build / "hello.txt"), "--store", store], "hello.txt"),
-        (["pull", sid, str(tmp_path / "d"), "--store", "file:///nonexistent/s"], "/nonexistent"),
+    cases: list[tuple[list[str], str, int]] = [
+        (["pull", missing, str(tmp_path / "d"), "--store", store], missing, 4),
+        (["fetch", missing, "--store", store], missing, 4),
+        (["checkout", missing, str(tmp_path / "d")], missing, 4),
+        (["verify", "--id", missing, "--store", store], missing, 4),
+        (["sync", missing, "--from", store, "--to", uri(tmp_path / "o")], missing, 4),
+        (["push", str(tmp_path / "no-such-dir"), "--store", store], "no-such-dir", 4),
+        (["verify", "--store", "file:///nonexistent/store"], "/nonexistent/store", 4),
+        (["size", "--store", "file:///nonexistent/store"], "/nonexistent/store", 4),
+        (["diff", "--from", "file:///nonexistent/store", "--to", str(build)], "/nonexistent", 4),
+        (["diff", "--from", f"{store}@{missing}", "--to", str(build)], missing, 4),
+        # a destination that is a file: the core's INVALID_ARGUMENT
+        (["pull", sid, str(build / "hello.txt"), "--store", store], "hello.txt", 2),
+        (
+            ["pull", sid, str(tmp_path / "d"), "--store", "file:///nonexistent/s"],
+            "/nonexistent",
+            4,
+        ),
     ]
-    for argv, needle in cases:
+    for argv, needle, status in cases:
         proc = run_cli(*argv)
-        assert proc.returncode == 1, (argv, proc.returncode, proc.stderr)
+        assert proc.returncode == status, (argv, proc.returncode, proc.stderr)
         assert proc.stdout == "", (argv, proc.stdout)
         assert needle in proc.stderr, (argv, proc.stderr)
         assert "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "d").exists()
 
 
-def test_conflict_exit_1_lists_paths_and_force_fixes(tmp_path: Path, build: Path) -> None:
+def test_conflict_exit_3_lists_paths_and_force_fixes(tmp_path: Path, build: Path) -> None:
     store = uri(tmp_path / "store")
     sid = ok(run_cli("push", str(build), "--store", store)).stdout.strip()
     dest = tmp_path / "dest"
     ok(run_cli("pull", sid, str(dest), "--store", store))
     write(dest / "hello.txt", "mine\n")
     proc = run_cli("pull", sid, str(dest), "--store", store)
-    assert proc.returncode == 1
+    assert proc.returncode == 3
     assert "./hello.txt" in proc.stderr
     assert (dest / "hello.txt").read_text() == "mine\n"
     ok(run_cli("pull", sid, str(dest), "--store", store, "--force"))

@@ -527,7 +527,13 @@ def test_cli(cloud: Cloud, tmp_path: Path) -> None:
     check_restored(dist, dest, sid)
 
     verified = ok(run_cli("verify", "--id", sid, "--store", store, "--json", env=env))
-    assert json.loads(verified.stdout) == {"ok": True, "problems": {}, "snapshots": 1}
+    assert json.loads(verified.stdout) == {
+        "ok": True,
+        "problems": {},
+        "snapshots": 1,
+        "schema": 1,
+        "warnings": [],
+    }
 
     ref = f"{store}@{sid}"
     same = run_cli("diff", "--from", ref, "--to", str(dest), "--exit-code", env=env)
@@ -696,13 +702,14 @@ MISSING_BUCKET_CASES = [(scheme, op) for scheme in SCHEMES for op in ("push", "p
 @pytest.mark.parametrize(("cloud", "op"), MISSING_BUCKET_CASES, indirect=["cloud"])
 def test_missing_bucket_is_a_store_error(cloud: Cloud, op: str, tmp_path: Path) -> None:
     """A StoreError naming the URI (not a NotFoundError: the snapshot is not the problem);
-    exit status 1 from the CLI. Nothing is written locally."""
+    exit status 4 from the CLI (its code says the store is missing). Nothing is written
+    locally."""
     project = make_project(tmp_path / "project", big=False)
     uri = f"{cloud.scheme}://snapdir-no-such-bucket-{_uid()}/snaps"
     dest = tmp_path / "dest"
     if op == "cli":
         proc = run_cli("push", str(project), "--store", uri, env=cli_env())
-        assert proc.returncode == 1, proc.stderr
+        assert proc.returncode == 4, proc.stderr
         assert proc.stdout == ""
         assert uri in proc.stderr
         return
@@ -775,7 +782,7 @@ def test_credentials_errors_name_the_variable_and_hide_the_secret(
     assert S3_SECRET not in message, message
     assert B2_SECRET not in message, message
     proc = run_cli("push", str(project), "--store", uri, env=cli_env())
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 5, proc.stderr
     assert named in proc.stderr
     assert S3_SECRET not in proc.stderr + proc.stdout
     assert B2_SECRET not in proc.stderr + proc.stdout
@@ -795,7 +802,7 @@ def test_missing_snapshot_is_not_found(cloud: Cloud, tmp_path: Path) -> None:
     with pytest.raises(snapdir.NotFoundError):
         run(snapdir.verify, missing, uri)
     proc = run_cli("pull", missing, str(tmp_path / "dest"), "--store", uri, env=cli_env())
-    assert proc.returncode == 1
+    assert proc.returncode == 4
     assert missing in proc.stderr.replace("/", "")
 
 
@@ -825,7 +832,7 @@ def test_diff_against_an_unreachable_endpoint_is_an_error(
         capsys.readouterr()
         status = main(["diff", "--from", f"{uri}@{sid}", "--to", str(project), "--exit-code"])
         out, err = capsys.readouterr()
-        assert status == 1
+        assert status == 5  # an unreachable store: not a difference (1)
         assert out == ""
         assert err.startswith("snapdir: error: ")
         assert uri in err

@@ -247,7 +247,13 @@ def assert_store(t: Target, want_ids: set[str], want_objects: set[str]) -> None:
     assert objects == want_objects
     assert t.pending() == []
     report = json.loads(cli("verify", "--store", t.uri, "--json", env=t.env))
-    assert report == {"ok": True, "snapshots": len(want_ids), "problems": {}}
+    assert report == {
+        "ok": True,
+        "snapshots": len(want_ids),
+        "problems": {},
+        "schema": 1,
+        "warnings": [],
+    }
 
 
 def pull_back(t: Target, sid: str, dest: Path) -> Desc:

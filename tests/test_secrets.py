@@ -467,9 +467,9 @@ def test_store_uri_with_credentials_is_refused_with_a_hint() -> None:
 
 
 def test_plugged_in_scheme_with_credentials_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    import snapdir.stores
+    import snapdir._registry
 
-    monkeypatch.setitem(snapdir.stores._registry, "sftp", object)
+    monkeypatch.setitem(snapdir._registry._registry, "sftp", object)
     assert StoreUri("sftp://host/srv") == "sftp://host/srv"
     with pytest.raises(snapdir.InvalidArgumentError) as info:
         StoreUri("sftp://deploy:sftpPassw0rd@host/srv")
@@ -1118,7 +1118,7 @@ def test_untranslated_store_exception_is_masked_on_its_way_out(
     the retry wrapper every operation goes through masks it, and what it chains, in place."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent / "plugin_example"))
     import memstore_plugin
-    import snapdir.stores
+    import snapdir._registry
 
     # Built, not written out: a traceback quotes the source line that raised.
     leaky, chained = "leaky" + "Passw0rd", "chained" + "Passw0rd"
@@ -1130,7 +1130,7 @@ def test_untranslated_store_exception_is_masked_on_its_way_out(
             except ConnectionError as e:
                 raise RuntimeError(f"GET http://svc:{leaky}@127.0.0.1:1/list") from e
 
-    monkeypatch.setitem(snapdir.stores._registry, "leaky", LeakyStore)
+    monkeypatch.setitem(snapdir._registry._registry, "leaky", LeakyStore)
 
     async def call() -> None:
         await snapdir.size("leaky://bucket/p")

@@ -8,10 +8,12 @@ make cancellation prompt: a cancelled caller flips a token the walker checks per
 from __future__ import annotations
 
 import os
-from contextvars import ContextVar
 
 from . import _snapdir
 from ._errors import _warn
+
+# Re-exported: they lived here, and the operations still import them from here.
+from ._runtime import LOCAL_SYNC, run_blocking, run_cancellable, run_local
 from ._snapdir import CancelToken, Manifest
 
 __all__ = ["LOCAL_SYNC", "id", "manifest", "run_blocking", "run_cancellable", "run_local"]
@@ -21,87 +23,7 @@ __all__ = ["LOCAL_SYNC", "id", "manifest", "run_blocking", "run_cancellable", "r
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Sequence
-    from typing import TypeVar
-
-    T = TypeVar("T")
-
-
-#: Set while :func:`run_local` drives an operation on local stores without an event loop.
-LOCAL_SYNC: ContextVar[bool] = ContextVar("snapdir_local_sync", default=False)
-
-
-def run_blocking(
-    fn: Callable[[CancelToken], T],
-    on_tick: Callable[[], None] | None = None,
-    token: CancelToken | None = None,
-) -> T:
-    """Run ``fn(token)`` in a worker thread while this thread waits, waking every 50 ms (to
-    call ``on_tick``, e.g. a progress bar). Ctrl-C in this thread sets the token, so the Rust
-    side stops at its next file, and re-raises once it has. Pass ``token`` when the Rust
-    side watches one it was given earlier (a checkout plan keeps the one it was made with)."""
-    import threading
-
-    token = token if token is not None else CancelToken()
-    box: list[tuple[bool, object]] = []
-
-    def target() -> None:
-        try:
-            box.append((True, fn(token)))
-        except BaseException as e:
-            box.append((False, e))
-
-    worker = threading.Thread(target=target, name="snapdir-worker", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.05)
-            if on_tick is not None:
-                on_tick()
-    except BaseException:
-        token.cancel()
-        worker.join()
-        raise
-    ok, value = box[0]
-    if not ok:
-        raise value  # type: ignore[misc]
-    return value  # type: ignore[return-value]
-
-
-def run_local(make: Callable[[], Coroutine[object, object, T]]) -> T:
-    """Run an operation on local (``file://``) stores to completion without an event loop.
-
-    The CLI uses this for local work: starting asyncio and anyio's backend costs ~60 ms on
-    every command, more than a whole ``verify`` of a mid-sized tree. In this mode every
-    helper that would wait on a worker thread (:func:`run_cancellable`, the file store)
-    runs the work in place, so the coroutine never suspends."""
-    reset = LOCAL_SYNC.set(True)
-    try:
-        coro = make()
-        try:
-            coro.send(None)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        coro.close()
-        raise RuntimeError("internal error: a local operation waited on an event loop")
-    finally:
-        LOCAL_SYNC.reset(reset)
-
-
-async def run_cancellable(fn: Callable[[CancelToken], T], token: CancelToken | None = None) -> T:
-    """Run ``fn(token)`` in a worker thread; if the caller is cancelled, set the token so the
-    Rust side stops at its next file, and let the cancellation propagate at once. ``token``:
-    as for :func:`run_blocking`."""
-    if LOCAL_SYNC.get():
-        return run_blocking(fn, token=token)
-    import anyio
-
-    token = token if token is not None else CancelToken()
-    try:
-        return await anyio.to_thread.run_sync(fn, token, abandon_on_cancel=True)
-    except BaseException:
-        token.cancel()
-        raise
+    from collections.abc import Sequence
 
 
 def exclude_list(exclude: Sequence[str] | None) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from . import _snapdir
 from ._common import (
@@ -23,8 +23,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from .stores import Store
-    from .stores._base import ProgressFn
-    from .stores.file import FileStore
+    from .stores._base import ProgressFn, TreePushStore
 
 __all__ = ["push", "push_with_stats", "stage"]
 
@@ -79,6 +78,8 @@ async def push_with_stats(
             labels=labels,
         )
         stats.update(journal=key)
+    else:
+        stats.update(journal=None)
     return stats
 
 
@@ -95,13 +96,15 @@ async def _push_content(
     rehash: bool,
 ) -> OpStats:
     """Objects, then the manifest: the snapshot's content (see :func:`push`)."""
-    from .stores import ObjectPut
-    from .stores.file import FileStore
+    from .stores import Capability, ObjectPut
 
+    # A store that takes a whole tree in one pass (the file store: walk and copy, each
+    # file read once) is asked to; it runs unwrapped (see TreePushStore). A repair always
+    # takes the general path: it must re-hash what is already there.
     inner = unwrap(st)
-    if isinstance(inner, FileStore) and not repair:
-        return await _push_local(
-            inner,
+    if inner.capabilities & Capability.PUSH_TREE and not repair:
+        return await _push_tree(
+            cast("TreePushStore", inner),
             root,
             exclude=exclude,
             no_follow=no_follow,
@@ -120,33 +123,23 @@ async def _push_content(
         return stats
     sources = m.object_sources()
     bad: Collection[str] = ()
-    if isinstance(inner, FileStore):
-        # Local: the Rust batch stats each object itself (cheaper than a listing); with
-        # ``replace`` it re-hashes the existing ones and rewrites the damaged ones.
-        todo = sources
-    else:
-        lacking = await missing_objects(st, [c for c, _, _ in sources], jobs=jobs)
-        todo = [s for s in sources if s[0] in lacking]
-        if repair:
-            bad = await st.verify_objects([(c, n) for c, _, n in sources if c not in lacking])
-            todo += [s for s in sources if s[0] in bad]
+    lacking = await missing_objects(st, [c for c, _, _ in sources], jobs=jobs)
+    todo = [s for s in sources if s[0] in lacking]
+    if repair:
+        bad = await st.verify_objects([(c, n) for c, _, n in sources if c not in lacking])
+        todo += [s for s in sources if s[0] in bad]
     items = [ObjectPut(c, os.path.join(root, rel), size) for c, rel, size in todo]
     announce_total(progress, len(items), sum(it.size for it in items))
-    if isinstance(inner, FileStore):
-        await inner.put_objects(items, progress=progress, replace=repair)
-    else:
-        await st.put_objects(
-            [it for it in items if it.checksum not in bad], jobs=jobs, progress=progress
-        )
-        if bad:
-            # A damaged object may have the right size, which an ordinary put accepts
-            # without re-reading a large one: these are uploaded whatever is there.
-            mend = [it for it in items if it.checksum in bad]
-            await st.put_objects(mend, jobs=jobs, progress=progress, replace=True)
+    await st.put_objects(
+        [it for it in items if it.checksum not in bad], jobs=jobs, progress=progress
+    )
+    if bad:
+        # A damaged object may have the right size, which an ordinary put accepts
+        # without re-reading a large one: these are uploaded whatever is there.
+        mend = [it for it in items if it.checksum in bad]
+        await st.put_objects(mend, jobs=jobs, progress=progress, replace=True)
     await st.put_manifest(sid, m.raw)
     uploaded, nbytes = len(items), sum(it.size for it in items)
-    if isinstance(inner, FileStore):
-        uploaded, nbytes = inner.last_written  # the batch skipped objects already there
     stats.update(uploaded=uploaded, bytes_uploaded=nbytes, requests=st.request_count() - before)
     return stats
 
@@ -164,8 +157,8 @@ def _new_stats(m: _snapdir.Manifest) -> OpStats:
     )
 
 
-async def _push_local(
-    store: FileStore,
+async def _push_tree(
+    store: TreePushStore,
     root: str,
     *,
     exclude: Sequence[str] | None,
@@ -174,11 +167,11 @@ async def _push_local(
     use_cache: bool,
     rehash: bool,
 ) -> OpStats:
-    """A push into a ``file://`` store: walk and copy in one pass (each byte read once),
-    then the manifest, last."""
+    """A push into a store that walks and stores in one pass, then the manifest, last."""
     from ._manifest import exclude_list, stat_cache_dir
 
-    m, warnings, noop = await store.push_tree(
+    before = store.request_count()
+    done = await store.push_tree(
         root,
         exclude=exclude_list(exclude),
         no_follow=no_follow,
@@ -186,12 +179,17 @@ async def _push_local(
         rehash=rehash,
         progress=progress,
     )
-    _warn(warnings, stacklevel=4)
+    _warn(done.warnings, stacklevel=4)
+    m = done.manifest
     stats = _new_stats(m)
-    uploaded, nbytes = store.last_written
-    if not noop:
+    if not done.noop:
         await store.put_manifest(m.id, m.raw)
-    stats.update(uploaded=uploaded, bytes_uploaded=nbytes, noop=noop and uploaded == 0, requests=0)
+    stats.update(
+        uploaded=done.written,
+        bytes_uploaded=done.bytes_written,
+        noop=done.noop and done.written == 0,
+        requests=store.request_count() - before,
+    )
     return stats
 
 

@@ -161,7 +161,7 @@ def _normalise_uri(value: str) -> str:
     scheme, rest = value.split("://", 1)
     scheme = _ALIASES.get(scheme.lower(), scheme.lower())
     if scheme not in SCHEMES:
-        from .stores import registered_schemes  # third-party stores (entry points)
+        from ._registry import registered_schemes  # third-party stores (entry points)
 
         if scheme not in registered_schemes():
             raise bad(f"unknown scheme {scheme!r}; accepted: file, s3, gs (or gcs), b2")

@@ -42,7 +42,7 @@ import random
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import anyio
 import pytest
@@ -61,7 +61,9 @@ from .stores._base import (
     Capability,
     ObjectGet,
     ObjectPut,
+    PushedTree,
     Store,
+    TreePushStore,
     manifest_key,
     object_key,
 )
@@ -497,6 +499,49 @@ class StoreConformance:
 
         self.run(body)
         assert self.read_raw(store, self._object_raw_key(store, checksum)) == big
+        self._assert_layout(store, {c for c, _ in objects}, {manifest.id})
+
+    def test_push_tree_capability(self, store: Store, tmp_path: Path) -> None:
+        """A push stores the walked tree and writes its manifest last. A store declaring
+        :attr:`Capability.PUSH_TREE` implements :class:`TreePushStore`, and its
+        ``push_tree`` stores every object (verified), leaves the manifest to the caller,
+        and reports a snapshot it already holds as ``noop`` with nothing written."""
+        from ._push import push_with_stats
+
+        files = {"a": b"a\n", "same-as-a": b"a\n", "empty": b"", "d/big": data_of(300_000, 7)}
+        manifest = self._tree_manifest(tmp_path, "tree", files)
+        root = str(tmp_path / "tree")
+        objects = set(manifest.objects())
+        declared = bool(store.capabilities & Capability.PUSH_TREE)
+        if declared:
+            assert isinstance(store, TreePushStore), "PUSH_TREE declared, no push_tree()"
+
+        async def body() -> None:
+            if declared:
+                tree_store = cast("TreePushStore", store)
+                done = await tree_store.push_tree(
+                    root, exclude=[], no_follow=False, stat_cache=None, rehash=False
+                )
+                assert isinstance(done, PushedTree)
+                assert done.manifest == manifest
+                assert not done.noop
+                assert done.written == len(objects)
+                assert done.bytes_written == sum(n for _, n in objects)
+                assert not await store.has_manifest(manifest.id), "push_tree wrote the manifest"
+                assert await store.verify_objects(sorted(objects)) == {}
+                await store.put_manifest(manifest.id, manifest.raw)
+                again = await tree_store.push_tree(
+                    root, exclude=[], no_follow=False, stat_cache=None, rehash=False
+                )
+                assert again.noop
+                assert again.written == 0
+            pushed = await push_with_stats(root, store, jobs=4)
+            assert pushed["id"] == manifest.id
+            assert pushed["noop"] == declared  # with push_tree above, it was already there
+            assert await store.get_manifest(manifest.id) == manifest
+            assert await store.verify_objects(sorted(objects)) == {}
+
+        self.run(body)
         self._assert_layout(store, {c for c, _ in objects}, {manifest.id})
 
     def test_batches(self, store: Store, tmp_path: Path) -> None:

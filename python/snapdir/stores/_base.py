@@ -45,6 +45,7 @@ from .._errors import (
     SnapdirError,
     StoreError,
 )
+from .._runtime import LOCAL_SYNC
 from .._types import StoreUri, is_lower_hex
 
 if TYPE_CHECKING:
@@ -67,8 +68,10 @@ __all__ = [
     "ObjectGet",
     "ObjectPut",
     "ProgressFn",
+    "PushedTree",
     "Store",
     "TransientStoreError",
+    "TreePushStore",
     "first_leaf",
     "for_each_limited",
     "hex_from_key",
@@ -101,6 +104,10 @@ class Capability(enum.Flag):
     #: The small-key methods of :mod:`snapdir.stores._keys` (create-only writes, listing
     #: with store timestamps, batch deletes, store time) are implemented.
     KEYS = enum.auto()
+    #: ``push_tree()`` (:class:`TreePushStore`) walks a directory and stores its objects
+    #: in the same pass, each file read once; ``push`` then uses it instead of a walk
+    #: followed by uploads.
+    PUSH_TREE = enum.auto()
 
 
 def split_key(hex_digest: str) -> str:
@@ -322,6 +329,58 @@ def manifest_too_large(uri: object, snapshot_id: str, limit: int, size: int | No
     )
 
 
+class PushedTree:
+    """What :meth:`TreePushStore.push_tree` did: the tree's manifest, the warnings of its
+    walk (dangling links left out), whether the store already had the snapshot (``noop``),
+    and how many objects (and bytes) were written."""
+
+    __slots__ = ("bytes_written", "manifest", "noop", "warnings", "written")
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        warnings: list[str],
+        *,
+        noop: bool,
+        written: int,
+        bytes_written: int,
+    ) -> None:
+        self.manifest = manifest
+        self.warnings = warnings
+        self.noop = noop
+        self.written = written
+        self.bytes_written = bytes_written
+
+
+@runtime_checkable
+class TreePushStore(Store, Protocol):
+    """A store that can take a whole directory in one pass (:attr:`Capability.PUSH_TREE`).
+
+    Optional: a store declares the capability only if it implements the method. ``push``
+    calls it on the store itself, not through the retry and concurrency wrappers
+    (:func:`snapdir.stores._wrappers.wrap`), so a store offering it retries on its own.
+    """
+
+    async def push_tree(
+        self,
+        path: str,
+        *,
+        exclude: list[str],
+        no_follow: bool,
+        stat_cache: str | None,
+        rehash: bool,
+        progress: ProgressFn | None = None,
+    ) -> PushedTree:
+        """Walk ``path`` (with the options of :func:`snapdir.manifest`; ``stat_cache`` is the
+        stat cache directory or None) and store every object of it that the store lacks,
+        verifying the bytes written as :meth:`put_object` does: a file that changes while
+        it is read fails with :class:`snapdir.InFluxError` and no object with wrong content
+        becomes visible. The manifest is *not* written (the caller writes it last, after
+        every object, invariant 2). ``noop`` is true when the store already holds the
+        snapshot's manifest."""
+        ...
+
+
 class BaseStore:
     """Helpers and default batch implementations for backends."""
 
@@ -427,8 +486,6 @@ async def for_each_limited(
     """Await ``fn(item)`` for every item with at most ``limit`` in flight (a fixed pool of
     workers pulling from one iterator: no task per item). The first error cancels the rest
     and is raised as itself (not wrapped in an exception group)."""
-    from .._manifest import LOCAL_SYNC
-
     if LOCAL_SYNC.get():  # local work driven without an event loop: one at a time
         for item in items:
             await fn(item)
@@ -460,9 +517,7 @@ def first_leaf(eg: BaseException) -> BaseException:
 async def to_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run the blocking call ``fn(*args, **kwargs)`` in an anyio worker thread (how every
     backend runs its SDK and file calls); in place when local work runs without an event
-    loop (:func:`snapdir._manifest.run_local`)."""
-    from .._manifest import LOCAL_SYNC
-
+    loop (:func:`snapdir._runtime.run_local`)."""
     if LOCAL_SYNC.get():
         return fn(*args, **kwargs)
     import anyio.to_thread

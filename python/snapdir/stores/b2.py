@@ -276,7 +276,8 @@ class B2Store(StreamingStore):
         if isinstance(exc, (b2e.NonExistentBucket, b2e.BucketIdNotFound, b2e.RestrictedBucket)):
             return StoreError(
                 f"{where}: the bucket {self.uri.bucket!r} does not exist or the key may not "
-                f"use it ({exc})"
+                f"use it ({exc})",
+                code="STORE_NOT_FOUND",
             )
         if isinstance(exc, b2e.FileNotPresent) or _named(exc, "ResourceNotFound"):
             return NotFoundError(f"{where}: not found")

@@ -26,7 +26,7 @@ from .._errors import (
     NotFoundError,
     StoreError,
 )
-from .._manifest import LOCAL_SYNC, run_blocking, run_cancellable
+from .._runtime import LOCAL_SYNC, run_blocking, run_cancellable
 from .._types import StoreUri
 from ._base import (
     BaseStore,
@@ -34,6 +34,7 @@ from ._base import (
     ObjectGet,
     ObjectPut,
     ProgressFn,
+    PushedTree,
     check_shard,
     first_leaf,
     for_each_limited,
@@ -60,7 +61,11 @@ class FileStore(BaseStore):
     """A store in a local directory (``file:///abs/path``)."""
 
     capabilities = (
-        Capability.LIST_OBJECTS | Capability.LOCAL | Capability.KEYS | Capability.CONDITIONAL_PUT
+        Capability.LIST_OBJECTS
+        | Capability.LOCAL
+        | Capability.KEYS
+        | Capability.CONDITIONAL_PUT
+        | Capability.PUSH_TREE
     )
 
     def __init__(self, uri: StoreUri | str, *, durable: bool | None = None) -> None:
@@ -88,7 +93,8 @@ class FileStore(BaseStore):
         if not os.path.isdir(self.root):
             what = "is not a directory" if os.path.exists(self.root) else "does not exist"
             raise StoreError(
-                f"no store at {self.uri}: {self.root} {what} (check the URI, or push to it first)"
+                f"no store at {self.uri}: {self.root} {what} (check the URI, or push to it first)",
+                code="STORE_NOT_FOUND",
             )
 
     # -- objects --------------------------------------------------------------------------
@@ -142,12 +148,11 @@ class FileStore(BaseStore):
         stat_cache: str | None,
         rehash: bool,
         progress: ProgressFn | None = None,
-    ) -> tuple[_snapdir.Manifest, list[str], bool]:
+    ) -> PushedTree:
         """Walk ``path`` and copy its files into this store in the same pass: each file is
         read once, and the bytes written are the bytes hashed (a file that changes while
         it is read fails the push with :class:`InFluxError` before its object is named).
-        Returns ``(manifest, warnings, noop)``; ``noop`` when the store already has the
-        manifest. The manifest itself is not written (the caller writes it last)."""
+        The manifest itself is not written (the caller writes it last)."""
         m, warnings, written, _present, nbytes, noop = await run_with_progress(
             lambda token, prog: _snapdir.store_push_tree(
                 self.root,
@@ -163,7 +168,9 @@ class FileStore(BaseStore):
             progress,
         )
         self.last_written = (int(written), int(nbytes))
-        return m, warnings, bool(noop)
+        return PushedTree(
+            m, warnings, noop=bool(noop), written=int(written), bytes_written=int(nbytes)
+        )
 
     async def get_objects(
         self, items: Sequence[ObjectGet], *, jobs: int = 32, progress: ProgressFn | None = None

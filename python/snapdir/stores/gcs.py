@@ -236,7 +236,8 @@ class GcsStore(StreamingStore):
         if status == 404 and keyless:
             return StoreError(
                 f"{where}: the bucket {self.uri.bucket!r} does not exist (or the credentials "
-                "cannot see it)"
+                "cannot see it)",
+                code="STORE_NOT_FOUND",
             )
         if status == 404:
             return NotFoundError(f"{where}: not found")

@@ -437,7 +437,10 @@ class S3Store(StreamingStore):
             if status == 404 and code not in ("NoSuchBucket", "NoSuchUpload"):
                 return NotFoundError(f"{where} not found")
             if code == "NoSuchBucket":
-                return StoreError(f"{what} {where}: the bucket {self.bucket!r} does not exist")
+                return StoreError(
+                    f"{what} {where}: the bucket {self.bucket!r} does not exist",
+                    code="STORE_NOT_FOUND",
+                )
             if code in _CREDENTIAL_CODES:
                 return StoreError(
                     f"{what} {where}: the S3 service refused the credentials ({code}); "

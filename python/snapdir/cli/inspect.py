@@ -1,0 +1,203 @@
+"""Commands that look without changing anything: ``diff`` (snapshots, stores, directories),
+``verify`` (re-hash a store's objects) and ``size``."""
+
+from __future__ import annotations
+
+import sys
+
+from ._common import UsageError, jobs_arg, need_store, run, store_arg
+from ._output import MODE, NO, emit, emit_json, info
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+COMMANDS = ("diff", "verify", "size")
+
+DIFF_JSON = {
+    "changed": "true when the sides differ",
+    "entries": "one object per path shown: status (A, D, M, =), path, detail (what changed "
+    "for M: content, type, mode)",
+}
+
+VERIFY_JSON = {
+    "ok": "true when every object of every snapshot checked is intact",
+    "snapshots": "how many snapshots were checked",
+    "problems": "snapshot id -> {checksum: missing | corrupt}, or {manifest: CODE: message} "
+    "when its manifest could not be read",
+}
+
+SIZE_JSON = {
+    "logical_bytes": "sum of the sizes of every file (duplicates counted)",
+    "physical_bytes": "sum of the sizes of the distinct objects (what the store holds)",
+    "files": "file entries",
+    "objects": "distinct objects",
+}
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .._diff import diff
+    from .._types import DiffOptions
+
+    if not args.from_ or not args.to:
+        raise UsageError(
+            "snapdir diff: --from REF and --to REF are required", code="INVALID_ARGUMENT"
+        )
+    opts = DiffOptions.from_refs(args.from_, args.to)
+    stores = [r.store for r in opts.from_ + opts.to if r.store is not None]
+    entries = run(lambda: diff(opts, jobs=args.jobs), *stores)
+    shown = [e for e in entries if args.all or e.status != "="]
+    changed = any(e.status != "=" for e in entries)
+    if args.json:
+        emit_json(
+            {
+                "changed": changed,
+                "entries": [
+                    {"status": e.status, "path": e.path, "detail": e.detail} for e in shown
+                ],
+            }
+        )
+    else:
+        lines = [f"{e.status} {e.path}" + (f"  ({e.detail})" if e.detail else "") for e in shown]
+        if lines:
+            sys.stdout.write("\n".join(lines) + "\n")
+    return NO if (args.exit_code and changed) else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .._errors import SnapdirError
+    from .._verify import verify_failed, verify_report
+
+    store = need_store(args)
+
+    async def check() -> dict[str, dict[str, str]]:
+        from .._common import open_wrapped
+
+        ids = [args.id] if args.id else await open_wrapped(store, args.jobs).list_manifests()
+        out: dict[str, dict[str, str]] = {}
+        for sid in ids:
+            try:
+                out[sid] = await verify_report(sid, store, jobs=args.jobs)
+            except SnapdirError as e:
+                if args.id:
+                    raise
+                out[sid] = {"manifest": f"{e.code}: {e}"}
+        return out
+
+    if args.id:
+        from .._types import SnapshotId
+
+        args.id = MODE.context["id"] = SnapshotId(args.id)
+    report = run(check, store)
+    bad = {sid: p for sid, p in report.items() if p}
+    if args.json:
+        emit_json(
+            {
+                "ok": not bad,
+                "snapshots": len(report),
+                "problems": {sid: p for sid, p in bad.items()},
+            }
+        )
+    if bad:
+        if not args.json:
+            for sid, p in sorted(bad.items()):
+                err = verify_failed(sid, store, p) if "manifest" not in p else None
+                print(f"snapdir: error: {err if err else p['manifest']}", file=sys.stderr)
+        return NO
+    info(args, f"{len(report)} snapshot(s) verified in {store}")
+    return 0
+
+
+def cmd_size(args: argparse.Namespace) -> int:
+    from .._verify import size
+
+    store = need_store(args)
+    if args.id is not None:
+        from .._types import SnapshotId
+
+        args.id = MODE.context["id"] = SnapshotId(args.id)
+    s = run(lambda: size(store, args.id, jobs=args.jobs), store)
+    text = (
+        f"logical_bytes {s.logical_bytes}\nphysical_bytes {s.physical_bytes}\n"
+        f"files {s.files}\nobjects {s.objects}"
+    )
+    emit(args, text, s.as_dict())
+    return 0
+
+
+REF_FORMS = """\
+A REF is one of:
+  URI@ID     snapshot ID in the store at URI   (s3://bucket/ci@5e0f...)
+  URI        every snapshot of the store, as one tree of their union
+  PATH       a local directory, snapshotted on the fly (not written anywhere)
+--from and --to may each be given several times: the refs of one side are merged.
+Output: one line per path, "A" added, "D" deleted, "M" modified (with what changed), and
+with --all "=" unchanged."""
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add this module's commands to the CLI's sub-parsers."""
+    from ._common import add_command
+
+    p = add_command(
+        sub,
+        "diff",
+        common,
+        json=DIFF_JSON,
+        help="compare snapshots, stores and directories",
+        description="Compare what --from refers to with what --to refers to.",
+        epilog=REF_FORMS,
+    )
+    p.add_argument(
+        "--from",
+        dest="from_",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="the old side: URI@ID, URI or PATH (repeatable)",
+    )
+    p.add_argument(
+        "--to",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="the new side: URI@ID, URI or PATH (repeatable)",
+    )
+    p.add_argument("--all", action="store_true", help="also list unchanged paths (=)")
+    p.add_argument(
+        "--exit-code", action="store_true", help="exit 1 when there are differences, else 0"
+    )
+    jobs_arg(p)
+    p.set_defaults(handler=cmd_diff)
+
+    p = add_command(
+        sub,
+        "verify",
+        common,
+        json=VERIFY_JSON,
+        help="re-hash the objects of a snapshot (or of every snapshot of a store)",
+        description="Re-hash every object of the snapshot (default: of every snapshot in the "
+        "store). Exit 1 when an object is missing or corrupt.",
+    )
+    p.add_argument("--id", default=None, metavar="ID", help="snapshot to verify (default: all)")
+    store_arg(p)
+    jobs_arg(p)
+    p.set_defaults(handler=cmd_verify)
+
+    p = add_command(
+        sub,
+        "size",
+        common,
+        json=SIZE_JSON,
+        help="sizes of a snapshot or a whole store",
+        description="Logical bytes (every file), physical bytes (each distinct object once), "
+        "files and objects of the snapshot, or of every snapshot in the store.",
+    )
+    p.add_argument(
+        "--id", default=None, metavar="ID", help="the snapshot (default: the whole store)"
+    )
+    store_arg(p)
+    jobs_arg(p)
+    p.set_defaults(handler=cmd_size)

@@ -1,0 +1,211 @@
+"""Commands that move snapshots: ``fetch`` (store -> local cache), ``pull`` (store ->
+directory), ``checkout`` (local cache -> directory) and ``sync`` (store -> store)."""
+
+from __future__ import annotations
+
+from ._common import UsageError, ids, jobs_arg, need_store, run, store_arg
+from ._output import MODE, detail, emit, finish, info, reporter
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+COMMANDS = ("fetch", "pull", "checkout", "sync")
+
+COPY_JSON = {
+    "id": "the snapshot id",
+    "files": "file entries in the snapshot",
+    "bytes": "bytes of those files (duplicates counted)",
+    "objects": "distinct objects of the snapshot",
+    "copied": "objects copied (the target lacked them)",
+    "requests": "store requests made (0 for file:// stores)",
+}
+
+SYNC_JSON = {
+    **COPY_JSON,
+    "journal": "journal keys created in the target (the source's entries for the snapshot, "
+    "or one new entry; none when the target already had them)",
+}
+
+PULL_JSON = {
+    "id": "the snapshot id",
+    "files_written": "files written into the destination",
+    "files_kept": "files already right, left alone",
+    "files_unread": "of those, files found right by the stat cache without reading them",
+    "bytes_written": "bytes of the files written",
+    "removed": "entries removed (--delete)",
+    "requests": "store requests made (0 for file://)",
+}
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from .._pull import fetch_with_stats
+
+    store = need_store(args)
+    sid, _ = ids(args, args.args, want_dest=False)
+    rep = reporter(args, "fetch")
+    try:
+        s = run(lambda: fetch_with_stats(sid, store, jobs=args.jobs, progress=rep), store)
+    finally:
+        finish(rep)
+    detail(args, s.fields)
+    emit(args, "", dict(s.fields))
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from .._pull import pull_with_stats
+
+    if args.command == "checkout":
+        from .._cache import cache_store
+
+        store: Any = cache_store()
+        MODE.context["uri"] = store.uri
+    else:
+        store = need_store(args)
+    sid, dest = ids(args, args.args, want_dest=True)
+    rep = reporter(args, args.command)
+    try:
+        s = run(
+            lambda: pull_with_stats(
+                sid,
+                store,
+                dest,
+                force=args.force,
+                delete=args.delete,
+                preserve_special_bits=args.preserve_special_bits,
+                jobs=getattr(args, "jobs", 32),
+                progress=rep,
+                link=args.link,
+                use_cache=not args.no_stat_cache,
+            ),
+            store,
+        )
+    finally:
+        finish(rep)
+    info(
+        args,
+        f"{s['files_written']} files written, {s['files_kept']} already right, "
+        f"{s['removed']} removed in {dest}",
+    )
+    detail(args, s.fields)
+    emit(args, "", dict(s.fields))
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from .._sync import sync_with_stats
+    from .._types import StoreUri
+
+    if not args.from_ or not args.to:
+        raise UsageError("snapdir sync: --from URI and --to URI are required", code="INVALID_STORE")
+    src, dst = StoreUri(args.from_), StoreUri(args.to)
+    MODE.context["uri"] = src
+    sid, _ = ids(args, args.args, want_dest=False)
+    rep = reporter(args, "sync")
+    try:
+        s = run(lambda: sync_with_stats(sid, src, dst, jobs=args.jobs, progress=rep), src, dst)
+    finally:
+        finish(rep)
+    info(args, f"copied {s['copied']} of {s['objects']} objects")
+    detail(args, s.fields)
+    emit(args, "", dict(s.fields))
+    return 0
+
+
+def _id_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--id",
+        default=None,
+        metavar="ID",
+        help="the snapshot id (64 hex digits), instead of the ID argument",
+    )
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add this module's commands to the CLI's sub-parsers."""
+    from .._types import LINK_MODES
+    from ._common import add_command
+
+    p = add_command(
+        sub,
+        "fetch",
+        common,
+        json=COPY_JSON,
+        help="copy a snapshot from a store into the local cache",
+        description="Copy snapshot ID (its manifest and the objects the cache lacks) from "
+        "the store into the local cache, for a later offline checkout.",
+    )
+    p.add_argument("args", nargs="*", metavar="ID", help="the snapshot id (or give --id)")
+    _id_arg(p)
+    store_arg(p)
+    jobs_arg(p)
+    p.set_defaults(handler=cmd_fetch)
+
+    for name, help_, desc in (
+        (
+            "pull",
+            "materialise a snapshot from a store into a directory",
+            "Make DEST hold exactly snapshot ID from the store: files that differ are "
+            "refused (exit 3) unless --force, files not in the snapshot kept unless --delete. "
+            "Files already right are not rewritten.",
+        ),
+        (
+            "checkout",
+            "materialise a snapshot from the local cache into a directory",
+            "As pull, from the local cache ($SNAPDIR_CACHE_DIR; see stage and fetch).",
+        ),
+    ):
+        p = add_command(sub, name, common, help=help_, description=desc, json=PULL_JSON)
+        p.add_argument(
+            "args",
+            nargs="*",
+            metavar="ID DEST",
+            help="the snapshot id (or give --id) and the destination directory",
+        )
+        _id_arg(p)
+        if name == "pull":
+            store_arg(p)
+        p.add_argument(
+            "--force", action="store_true", help="overwrite local files that differ (else exit 3)"
+        )
+        p.add_argument("--delete", action="store_true", help="remove files not in the snapshot")
+        p.add_argument(
+            "--preserve-special-bits",
+            action="store_true",
+            help="apply setuid/setgid/sticky bits from the manifest",
+        )
+        p.add_argument(
+            "--link",
+            choices=LINK_MODES,
+            default="copy",
+            help="copy files (default), hard-link the local cache's objects (read-only use: "
+            "editing a file in place edits the cache) or clone them (reflink: Btrfs, XFS); "
+            "see docs/checkout-links.md",
+        )
+        p.add_argument(
+            "--no-stat-cache",
+            action="store_true",
+            help="hash every destination file of the right size; neither read nor write the "
+            "stat cache",
+        )
+        jobs_arg(p)
+        p.set_defaults(handler=cmd_pull)
+
+    p = add_command(
+        sub,
+        "sync",
+        common,
+        json=SYNC_JSON,
+        help="copy a snapshot between stores",
+        description="Copy snapshot ID from one store to another: the objects the target "
+        "lacks (each verified on the way), then the manifest, then its journal entries.",
+    )
+    p.add_argument("args", nargs="*", metavar="ID", help="the snapshot id (or give --id)")
+    _id_arg(p)
+    p.add_argument("--from", dest="from_", metavar="URI", help="the store to copy from")
+    p.add_argument("--to", metavar="URI", help="the store to copy into")
+    jobs_arg(p)
+    p.set_defaults(handler=cmd_sync)

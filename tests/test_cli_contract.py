@@ -1,0 +1,386 @@
+"""The command line as a contract for CI: the exit status of every kind of outcome, for
+every command that can produce it; the JSON document (one object on stdout, also on
+failure, ``"schema": 1``, ``"warnings"``); global flags anywhere; diagnostics only as
+``snapdir: warning:``/``snapdir: error:``; signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from golden import build_case, load_cases
+from snapdir.cli import build_parser, subcommands
+from snapdir.cli._common import COMMON_JSON
+from snapdir.cli._output import EXIT_STATUSES
+from storeutil import b3, cli_env, manifest_rel, object_rel, run_cli, uri
+
+CASE = {c.name: c for c in load_cases()}["basic"]
+SID = CASE.id
+MISSING = b3(b"no such snapshot")
+
+
+class World:
+    """A tree, a store holding its snapshot, the snapshot staged in the local cache, a
+    pulled copy with a local change, and two damaged copies of the store."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.build = build_case(CASE, tmp / "build")
+        self.cache = Path(os.environ["SNAPDIR_CACHE_DIR"])
+        self.store = uri(tmp / "store")
+        for argv in (
+            ["push", str(self.build), "--store", self.store],
+            ["stage", str(self.build)],
+            ["pull", SID, str(tmp / "changed"), "--store", self.store],
+            ["checkout", SID, str(tmp / "changed-co")],
+        ):
+            proc = run_cli(*argv)
+            assert proc.returncode == 0, proc.stderr
+        for d in ("changed", "changed-co"):
+            (tmp / d / "hello.txt").write_text("mine\n")
+        self.bad_object = self.damaged("bad-object", object_rel(b3(b"hello\n")))
+        self.bad_manifest = self.damaged("bad-manifest", manifest_rel(SID))
+        (tmp / "a-file").write_text("not a directory\n")
+
+    def damaged(self, name: str, rel: str) -> str:
+        import shutil
+
+        root = self.tmp / name
+        shutil.copytree(self.tmp / "store", root)
+        target = root / rel
+        target.chmod(0o644)
+        target.write_bytes(b"damaged\n")
+        return uri(root)
+
+    def subs(self, argv: list[str]) -> list[str]:
+        table = {
+            "{build}": str(self.build),
+            "{store}": self.store,
+            "{bad-object}": self.bad_object,
+            "{bad-manifest}": self.bad_manifest,
+            "{tmp}": str(self.tmp),
+            "{sid}": SID,
+            "{missing}": MISSING,
+        }
+        out = []
+        for a in argv:
+            for k, v in table.items():
+                a = a.replace(k, v)
+            out.append(a)
+        return out
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+# (command, status, argv, error code for statuses >= 2, extra environment)
+CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
+    ("manifest", 0, ["manifest", "{build}"], None, {}),
+    ("manifest", 2, ["manifest", "{build}", "--exclude", "("], "INVALID_ARGUMENT", {}),
+    ("manifest", 2, ["manifest", "{build}", "--bogus"], "USAGE", {}),
+    ("manifest", 4, ["manifest", "{tmp}/nowhere"], "NOT_FOUND", {}),
+    ("manifest", 5, ["manifest", "-"], "INVALID_MANIFEST", {}),  # stdin is empty
+    ("id", 0, ["id", "{build}"], None, {}),
+    ("id", 2, ["id", "{build}", "--exclude", "(", "--exclude", "x"], "INVALID_ARGUMENT", {}),
+    ("id", 4, ["id", "{tmp}/nowhere"], "NOT_FOUND", {}),
+    ("id", 5, ["id", "-"], "INVALID_MANIFEST", {}),
+    ("stage", 0, ["stage", "{build}"], None, {}),
+    ("stage", 2, ["stage", "{build}", "--jobs", "0"], "USAGE", {}),
+    ("stage", 4, ["stage", "{tmp}/nowhere"], "NOT_FOUND", {}),
+    ("stage", 5, ["stage", "{build}"], "IO_ERROR", {"SNAPDIR_CACHE_DIR": "{tmp}/a-file"}),
+    ("push", 0, ["push", "{build}", "--store", "{store}"], None, {}),
+    ("push", 2, ["push", "{build}"], "INVALID_STORE", {}),
+    ("push", 2, ["push", "{build}", "--store", "ftp://x/y"], "INVALID_STORE", {}),
+    ("push", 4, ["push", "{tmp}/nowhere", "--store", "{store}"], "NOT_FOUND", {}),
+    ("push", 5, ["push", "{build}", "--store", "file://{tmp}/a-file"], "IO_ERROR", {}),
+    ("fetch", 0, ["fetch", "{sid}", "--store", "{store}"], None, {}),
+    ("fetch", 2, ["fetch", "abc", "--store", "{store}"], "INVALID_ID", {}),
+    ("fetch", 4, ["fetch", "{missing}", "--store", "{store}"], "NOT_FOUND", {}),
+    ("fetch", 4, ["fetch", "{sid}", "--store", "file://{tmp}/no-store"], "STORE_NOT_FOUND", {}),
+    (
+        "fetch",
+        5,
+        ["fetch", "{sid}", "--store", "{bad-object}"],
+        "HASH_MISMATCH",
+        {"SNAPDIR_CACHE_DIR": "{tmp}/empty-cache"},
+    ),
+    ("pull", 0, ["pull", "{sid}", "{tmp}/d", "--store", "{store}"], None, {}),
+    ("pull", 2, ["pull", "{sid}", "--store", "{store}"], "INVALID_ARGUMENT", {}),
+    ("pull", 3, ["pull", "{sid}", "{tmp}/changed", "--store", "{store}"], "CONFLICT", {}),
+    ("pull", 4, ["pull", "{missing}", "{tmp}/d", "--store", "{store}"], "NOT_FOUND", {}),
+    ("pull", 5, ["pull", "{sid}", "{tmp}/d", "--store", "{bad-object}"], "HASH_MISMATCH", {}),
+    ("checkout", 0, ["checkout", "{sid}", "{tmp}/d"], None, {}),
+    ("checkout", 2, ["checkout", "--id", "{sid}", "{tmp}/d", "extra"], "INVALID_ARGUMENT", {}),
+    ("checkout", 3, ["checkout", "{sid}", "{tmp}/changed-co"], "CONFLICT", {}),
+    ("checkout", 4, ["checkout", "{missing}", "{tmp}/d"], "NOT_FOUND", {}),
+    ("sync", 0, ["sync", "{sid}", "--from", "{store}", "--to", "file://{tmp}/o"], None, {}),
+    ("sync", 2, ["sync", "{sid}", "--to", "file://{tmp}/o"], "INVALID_STORE", {}),
+    (
+        "sync",
+        4,
+        ["sync", "{missing}", "--from", "{store}", "--to", "file://{tmp}/o"],
+        "NOT_FOUND",
+        {},
+    ),
+    (
+        "sync",
+        5,
+        ["sync", "{sid}", "--from", "{bad-object}", "--to", "file://{tmp}/o"],
+        "HASH_MISMATCH",
+        {},
+    ),
+    ("diff", 0, ["diff", "--from", "{store}@{sid}", "--to", "{build}", "--exit-code"], None, {}),
+    (
+        "diff",
+        1,
+        ["diff", "--from", "{store}@{sid}", "--to", "{tmp}/changed", "--exit-code"],
+        None,
+        {},
+    ),
+    ("diff", 2, ["diff", "--from", "{build}"], "INVALID_ARGUMENT", {}),
+    ("diff", 4, ["diff", "--from", "{store}@{missing}", "--to", "{build}"], "NOT_FOUND", {}),
+    ("diff", 5, ["diff", "--from", "{bad-manifest}@{sid}", "--to", "{build}"], "HASH_MISMATCH", {}),
+    ("verify", 0, ["verify", "--id", "{sid}", "--store", "{store}"], None, {}),
+    ("verify", 1, ["verify", "--id", "{sid}", "--store", "{bad-object}"], None, {}),
+    ("verify", 2, ["verify", "--id", "xyz", "--store", "{store}"], "INVALID_ID", {}),
+    ("verify", 4, ["verify", "--id", "{missing}", "--store", "{store}"], "NOT_FOUND", {}),
+    ("verify", 5, ["verify", "--id", "{sid}", "--store", "{bad-manifest}"], "HASH_MISMATCH", {}),
+    ("size", 0, ["size", "--store", "{store}"], None, {}),
+    ("size", 2, ["size", "--store", "{store}", "--id", "nope"], "INVALID_ID", {}),
+    ("size", 4, ["size", "--store", "file://{tmp}/no-store"], "STORE_NOT_FOUND", {}),
+    ("size", 5, ["size", "--id", "{sid}", "--store", "{bad-manifest}"], "HASH_MISMATCH", {}),
+    ("version", 0, ["version"], None, {}),
+    ("version", 2, ["version", "--bogus"], "USAGE", {}),
+]
+
+
+def _id(case: tuple[str, int, list[str], str | None, dict[str, str]]) -> str:
+    return f"{case[0]}-{case[1]}-{case[3] or 'ok'}"
+
+
+def _fields(command: str) -> dict[str, str]:
+    fields: dict[str, str] = subcommands(build_parser(command))[command].get_default("json_fields")
+    return fields
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_exit_status_and_json_document(
+    world: World, case: tuple[str, int, list[str], str | None, dict[str, str]]
+) -> None:
+    command, status, argv, code, extra = case
+    env = cli_env(**{k: world.subs([v])[0] for k, v in extra.items()})
+    # The global flag goes before the command for half of the cases, after it for the rest.
+    json_first = len(argv) % 2 == 0
+    args = ["--json", *world.subs(argv)] if json_first else [*world.subs(argv), "--json"]
+    proc = run_cli(*args, env=env)
+    assert proc.returncode == status, (args, proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stdout.count("\n") == 1, ("one JSON object on one line", proc.stdout)
+    doc = json.loads(proc.stdout)
+    assert doc["schema"] == 1
+    assert isinstance(doc["warnings"], list)
+    assert "Traceback" not in proc.stderr
+    if status >= 2:
+        assert set(doc) == {"error", *COMMON_JSON}, doc
+        assert doc["error"]["code"] == code, doc
+        assert doc["error"]["message"]
+        assert proc.stderr.startswith(("snapdir: error: ", "usage: ")), proc.stderr
+    else:
+        # exactly the fields the command declares (its help and docs/cli.md list them)
+        assert set(doc) == {*_fields(command), *COMMON_JSON}, doc
+
+
+def test_every_command_and_status_is_covered() -> None:
+    commands = set(subcommands(build_parser()))
+    assert commands == {c[0] for c in CASES}
+    for command in commands:
+        assert {0, 2} <= {c[1] for c in CASES if c[0] == command}, command
+    statuses = {c[1] for c in CASES}
+    documented = {s for s, _ in EXIT_STATUSES}
+    assert statuses | {130, 143} == documented
+
+
+def test_errors_name_what_they_are_about(world: World) -> None:
+    proc = run_cli("--json", "pull", MISSING, str(world.tmp / "d"), "--store", world.store)
+    err = json.loads(proc.stdout)["error"]
+    assert (err["id"], err["uri"], err["path"]) == (MISSING, world.store, str(world.tmp / "d"))
+    proc = run_cli("id", str(world.tmp / "nowhere"), "--json")
+    assert json.loads(proc.stdout)["error"]["path"] == str(world.tmp / "nowhere")
+
+
+def test_text_mode_failure_prints_nothing_on_stdout(world: World) -> None:
+    proc = run_cli("pull", MISSING, str(world.tmp / "d"), "--store", world.store)
+    assert proc.returncode == 4
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("snapdir: error: ")
+    assert MISSING in proc.stderr
+
+
+def test_usage_error_names_the_unknown_flag(tmp_path: Path) -> None:
+    for argv, flag in (
+        (["id", ".", "--frobnicate"], "--frobnicate"),
+        (["--frobnicate", "id"], "--frobnicate"),
+        (["push", "--frob=1"], "--frob"),
+        (["diff", "-Z"], "-Z"),
+    ):
+        proc = run_cli(*argv, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert f"unrecognized arguments: {flag}" in proc.stderr, proc.stderr
+        assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("flag", ["--json", "-q", "--quiet", "-v", "--no-progress"])
+def test_global_flags_before_or_after_the_command(world: World, flag: str) -> None:
+    before = run_cli(flag, "id", str(world.build))
+    after = run_cli("id", str(world.build), flag)
+    assert before.returncode == after.returncode == 0, (before.stderr, after.stderr)
+    assert before.stdout == after.stdout
+    assert SID in before.stdout
+    store_cmd = run_cli(flag, "push", str(world.build), "--store", world.store)
+    assert store_cmd.returncode == 0, store_cmd.stderr
+
+
+def test_verbose_adds_detail_quiet_removes_notes(world: World) -> None:
+    argv = ["push", str(world.build), "--store", world.store]
+    plain, verbose, quiet = run_cli(*argv), run_cli("-v", *argv), run_cli(*argv, "-q")
+    assert "snapdir: requests: 0" in verbose.stderr
+    assert "requests" not in plain.stderr
+    assert plain.stderr.strip()
+    assert quiet.stderr == ""
+    assert plain.stdout == verbose.stdout == quiet.stdout == SID + "\n"
+
+
+def test_warnings_are_snapdir_warnings_or_json(world: World) -> None:
+    """A dangling link is left out with a warning: never in Python's `file:line:` format
+    (it used to leak from the event-loop-less runner), in the JSON document with --json,
+    gone with -q."""
+    (world.build / "dangling").symlink_to("nowhere")
+    for argv in (["id", str(world.build)], ["push", str(world.build), "--store", world.store]):
+        text = run_cli(*argv)
+        assert text.returncode == 0, text.stderr
+        lines = [ln for ln in text.stderr.splitlines() if "dangling" in ln]
+        assert lines, text.stderr
+        assert all(ln.startswith("snapdir: warning: ") for ln in lines), text.stderr
+        assert "SnapdirWarning" not in text.stderr
+        assert ".py:" not in text.stderr
+        as_json = run_cli(*argv, "--json")
+        doc = json.loads(as_json.stdout)
+        assert any("dangling" in w for w in doc["warnings"]), doc
+        assert "dangling" not in as_json.stderr
+        quiet = run_cli(*argv, "-q")
+        assert quiet.stderr == ""
+
+
+def test_id_without_path_never_reads_stdin(world: World) -> None:
+    """`sleep 5 | snapdir id` snapshots the current directory at once: stdin is read only
+    for `-`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snapdir", "id"],
+        stdin=subprocess.PIPE,  # open and never written: reading it would wait forever
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=world.build,
+        env=cli_env(),
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert out == SID + "\n"
+    piped = run_cli("manifest", "-", env=cli_env())
+    assert piped.returncode == 5
+
+
+def test_manifest_from_stdin_with_dash() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "snapdir", "manifest", "-"],
+        input=CASE.manifest + "\n",
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == CASE.manifest + "\n"
+
+
+def test_version_command_prints_like_the_flag() -> None:
+    flag, command = run_cli("--version"), run_cli("version")
+    assert flag.returncode == command.returncode == 0
+    assert flag.stdout == command.stdout
+    assert flag.stdout.startswith("snapdir ")
+
+
+def test_top_level_help_has_commands_exit_table_and_environment() -> None:
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    out = proc.stdout
+    for name in subcommands(build_parser()):
+        assert f"\n    {name} " in out, name
+    for status, _ in EXIT_STATUSES:
+        assert f"\n  {status} " in out, status
+    assert "SNAPDIR_STORE" in out
+    assert "examples:" in out
+
+
+def _wait_for(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -> None:
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        seen += line
+        if needle in line:
+            return
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"never saw {needle!r}: {seen}")
+
+
+@pytest.mark.parametrize(
+    ("sig", "status", "word"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_signals_exit_130_and_143(sig: int, status: int, word: str, as_json: bool) -> None:
+    """The process is waiting for a manifest on stdin (it says so with -v): the signal ends
+    it cleanly, with its status and, with --json, still one JSON object."""
+    argv = [sys.executable, "-m", "snapdir", "id", "-", "-v"] + (["--json"] if as_json else [])
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+        text=True,
+    )
+    try:
+        _wait_for(proc, "reading a manifest from standard input")
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == status, err
+    assert f"snapdir: {word}" in err
+    assert "Traceback" not in err
+    if as_json:
+        doc: Any = json.loads(out)
+        assert doc["error"]["code"] == word.upper()
+        assert doc["schema"] == 1
+    else:
+        assert out == ""
