@@ -90,6 +90,33 @@ def _warn_cli(message: str) -> None:
     print(f"snapdir: warning: {message}", file=sys.stderr)
 
 
+def _print_warnings() -> None:
+    """Every :class:`SnapdirWarning` of any command is printed as ``snapdir: warning: ...``
+    (a push, stage or diff walks a directory too, not only ``manifest`` and ``id``), each
+    one, not only the first from a place."""
+    import warnings
+
+    from ._errors import SnapdirWarning
+
+    default = warnings.showwarning
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, SnapdirWarning):
+            _warn_cli(str(message))
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", SnapdirWarning)
+
+
 def _walk_args(p: argparse.ArgumentParser, *, absolute: bool = True) -> None:
     p.add_argument("--no-follow", action="store_true", help="leave symbolic links out")
     if absolute:
@@ -257,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("snapdir: interrupted", file=sys.stderr)
         return 130
     handler: Handler = args.handler
+    _print_warnings()
     try:
         if getattr(args, "jobs", 1) < 1:
             parser.error("--jobs must be at least 1")
