@@ -115,7 +115,7 @@ const FORK_DEPTH: usize = 32;
 /// through `..` when the walk climbs back (so 100,000 levels need no 100,000 descriptors).
 const WINDOW: usize = 16;
 /// The longest path (in bytes, `./` included) an entry may have in a manifest: eight times
-/// `PATH_MAX`, and Windows' long-path limit. It bounds the manifest of a pathological chain
+/// `PATH_MAX`, about Windows' long-path limit. It bounds the manifest of a pathological chain
 /// (one entry per level, each as long as its depth: a 100,000-level chain would be a 10 GB
 /// manifest) while deep real trees fit with room to spare.
 pub const MAX_PATH_BYTES: usize = 32 * 1024;
