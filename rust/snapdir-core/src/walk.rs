@@ -470,7 +470,7 @@ fn close_beyond_window(ctx: &Ctx<'_>, stack: &mut [Frame<'_, '_>]) {
             break;
         }
         open += 1;
-        let over = open > ctx.tuning.window
+        let over = open > ctx.tuning.window.max(1)
             || (open > 1 && ctx.open_dirs.load(Ordering::Relaxed) > ctx.dir_budget);
         if over {
             f.dir = None;
