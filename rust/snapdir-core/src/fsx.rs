@@ -519,3 +519,46 @@ pub fn fs_name(path: &Path) -> String {
         "unknown".to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn open_path_opens_paths_longer_than_path_max() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "n".repeat(250);
+        let mut deep = dir.path().to_path_buf();
+        for _ in 0..40 {
+            deep.push(&name);
+        }
+        // Made level by level: a whole-path mkdir would fail like the open below.
+        let mut d = Dir::open(dir.path()).unwrap();
+        for _ in 0..40 {
+            d.mkdir(name.as_bytes(), 0o755).unwrap();
+            d = d.open_dir(name.as_bytes()).unwrap();
+        }
+        d.create_new(b"f", 0o644)
+            .unwrap()
+            .write_all(b"deep")
+            .unwrap();
+        let file = deep.join("f");
+        assert!(file.as_os_str().len() > 10_000);
+        // One `open` of the whole path cannot; piece by piece can, with the flags given.
+        let whole = std::fs::File::open(&file).unwrap_err();
+        assert_eq!(whole.raw_os_error(), Some(libc::ENAMETOOLONG));
+        let mut s = String::new();
+        File::from(open_path(&file, libc::O_RDONLY | libc::O_CLOEXEC, 0).unwrap())
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "deep");
+        let mut h = crate::hash::open_nonblocking(&file, true).unwrap();
+        s.clear();
+        h.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "deep");
+        assert!(Dir::open(&deep).is_ok());
+        let missing = open_path(&deep.join("nope"), libc::O_RDONLY, 0).unwrap_err();
+        assert_eq!(missing.raw_os_error(), Some(libc::ENOENT));
+    }
+}

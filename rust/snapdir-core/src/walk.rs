@@ -1212,6 +1212,20 @@ mod tests {
     }
 
     #[test]
+    fn a_link_loop_is_an_error_however_the_levels_are_walked() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        fs::create_dir_all(root.join("a/b/c")).unwrap();
+        std::os::unix::fs::symlink("../../../a", root.join("a/b/c/up")).unwrap();
+        for tuning in TUNINGS {
+            let err = walk_tuned(&root, &WalkOptions::default(), tuning).unwrap_err();
+            assert_eq!(err.code, Code::InvalidArgument, "{tuning:?}: {err}");
+            assert!(err.message.contains("symbolic link loop"), "{err}");
+            assert!(err.message.contains("a/b/c/up\""), "{err}");
+        }
+    }
+
+    #[test]
     fn a_directory_moved_while_its_closed_parent_waits_is_in_flux() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("tree");
