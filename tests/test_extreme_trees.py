@@ -2,7 +2,7 @@
 than PATH_MAX, and entries that are not files (FIFOs, sockets, devices).
 
 Deep trees are built and removed without recursion (directory descriptors in a loop here,
-``rm -rf`` to remove them): Python's own recursive helpers would fail first.
+``rm -rf`` to remove them): Python's recursive ``shutil.rmtree`` would fail first.
 """
 
 from __future__ import annotations
