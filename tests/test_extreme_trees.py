@@ -1,8 +1,8 @@
 """Trees at the edges of what a file system allows: nested 100,000 levels deep, paths longer
 than PATH_MAX, and entries that are not files (FIFOs, sockets, devices).
 
-Deep trees are built and removed without recursion (directory descriptors in a loop here,
-``rm -rf`` to remove them): Python's recursive ``shutil.rmtree`` would fail first.
+Deep trees are built and removed without recursion (directory descriptors in a loop;
+``rm -rf`` for the rest): Python's recursive ``shutil.rmtree`` would fail first.
 """
 
 from __future__ import annotations
