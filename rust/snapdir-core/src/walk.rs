@@ -433,7 +433,11 @@ fn walk_dir<'a, 'c>(
             stack.push(frame);
             close_beyond_window(ctx, &mut stack);
             #[cfg(test)]
-            tests::hooks::pushed(ctx.root, &stack[stack.len() - 1].rel);
+            tests::hooks::pushed(
+                ctx.root,
+                &stack[stack.len() - 1].rel,
+                ctx.open_dirs.load(Ordering::Relaxed),
+            );
             continue;
         }
         // Every sub-directory of the top one is walked: it is complete.
@@ -1058,21 +1062,22 @@ mod tests {
         use std::path::{Path, PathBuf};
         use std::sync::Mutex;
 
-        type Hook = Box<dyn Fn(&str) + Send>;
+        type Hook = Box<dyn Fn(&str, usize) + Send>;
         static PUSHED: Mutex<Vec<(PathBuf, Hook)>> = Mutex::new(Vec::new());
 
-        /// Runs `f(rel)` whenever a walk of `root` pushes a directory on its stack.
-        pub fn on_push(root: &Path, f: impl Fn(&str) + Send + 'static) {
+        /// Runs `f(rel, open)` whenever a walk of `root` pushes a directory on its stack
+        /// (`open`: directory descriptors the walk holds then).
+        pub fn on_push(root: &Path, f: impl Fn(&str, usize) + Send + 'static) {
             PUSHED
                 .lock()
                 .unwrap()
                 .push((root.to_path_buf(), Box::new(f)));
         }
 
-        pub fn pushed(root: &Path, rel: &str) {
+        pub fn pushed(root: &Path, rel: &str, open: usize) {
             for (r, f) in PUSHED.lock().unwrap().iter() {
                 if r == root {
-                    f(rel);
+                    f(rel, open);
                 }
             }
         }
@@ -1240,7 +1245,7 @@ mod tests {
         // While `e` is read, `d` (open) is moved elsewhere: climbing back from `d` to `c`
         // (closed, beyond the window) through `..` lands in the root instead.
         let r = root.clone();
-        hooks::on_push(&root, move |rel| {
+        hooks::on_push(&root, move |rel, _| {
             if rel == "./a/b/c/d/e/" {
                 fs::rename(r.join("a/b/c/d"), r.join("moved")).unwrap();
             }
@@ -1253,16 +1258,17 @@ mod tests {
     #[test]
     fn the_walk_holds_a_bounded_number_of_directory_descriptors() {
         let dir = tempfile::tempdir().unwrap();
-        chain(dir.path(), 200, b"d");
+        chain(dir.path(), 1000, b"d");
         let count = || {
             fs::read_dir("/proc/self/fd")
                 .map(|d| d.count())
                 .unwrap_or(0)
         };
-        let most = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
         let m = most.clone();
-        hooks::on_push(dir.path(), move |_| {
-            m.fetch_max(count(), Ordering::Relaxed);
+        hooks::on_push(dir.path(), move |_, open| {
+            m.0.fetch_max(open, Ordering::Relaxed);
+            m.1.fetch_max(count(), Ordering::Relaxed);
         });
         let before = count();
         let tuning = Tuning {
@@ -1270,13 +1276,17 @@ mod tests {
             window: 4,
         };
         walk_tuned(dir.path(), &WalkOptions::default(), tuning).unwrap();
-        let peak = most.load(Ordering::Relaxed);
-        assert!(peak > 0, "the hook ran");
-        // The root, four in the window and the one just opened (other tests' descriptors
-        // may come and go meanwhile: a generous margin, far below 200).
+        let (held, in_process) = (
+            most.0.load(Ordering::Relaxed),
+            most.1.load(Ordering::Relaxed),
+        );
+        // The root and the four of the window, at every one of the 1,000 levels.
+        assert_eq!(held, 5);
+        // The process as a whole (other tests open and close theirs meanwhile): far below
+        // one per level.
         assert!(
-            peak < before + 40,
-            "{peak} descriptors open (before: {before})"
+            in_process < before + 300,
+            "{in_process} descriptors open (before: {before})"
         );
     }
 
