@@ -76,6 +76,52 @@ pub fn kind_of(st: &libc::stat) -> Kind {
     }
 }
 
+/// The longest path handed to the kernel in one `open`/`openat`: below `PATH_MAX` (4,096
+/// bytes with its NUL on Linux, 1,024 on macOS, where `open_path` then simply fails as before).
+const PATH_CHUNK: usize = 4000;
+
+/// Flags for the directories passed through on the way to a long path's last component:
+/// they only need to be searched, not read (`O_PATH` also works in a directory the walker
+/// may enter but not list, as a path lookup would).
+#[cfg(target_os = "linux")]
+const PASS_THROUGH: libc::c_int = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+#[cfg(not(target_os = "linux"))]
+const PASS_THROUGH: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+
+/// `open(path, flags, mode)` that also works for a path longer than `PATH_MAX` (as `tar` and
+/// `rsync` do): such a path is resolved in pieces of fewer than 4,000 bytes cut at `/`, each
+/// relative to the directory the previous piece opened. Every piece is resolved as the whole
+/// path would have been (links in the middle are followed; `flags` apply to the last piece).
+pub fn open_path(path: &Path, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    let bytes = path.as_os_str().as_bytes();
+    let mut at: Option<OwnedFd> = None;
+    let mut rest = bytes;
+    while rest.len() >= PATH_CHUNK {
+        // Cut at the last `/` of the window (names are at most 255 bytes, so there is one).
+        let cut = rest[..PATH_CHUNK]
+            .iter()
+            .rposition(|&b| b == b'/')
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENAMETOOLONG))?;
+        // An absolute path's first piece keeps its leading `/`.
+        let piece = if cut == 0 { &rest[..1] } else { &rest[..cut] };
+        let dirfd = at.as_ref().map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+        let c = cstr(piece)?;
+        let fd = check(unsafe { libc::openat(dirfd, c.as_ptr(), PASS_THROUGH) })?;
+        at = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        rest = &rest[cut + 1..];
+        while let [b'/', tail @ ..] = rest {
+            rest = tail;
+        }
+    }
+    if rest.is_empty() {
+        rest = b".";
+    }
+    let dirfd = at.as_ref().map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    let c = cstr(rest)?;
+    let fd = check(unsafe { libc::openat(dirfd, c.as_ptr(), flags, mode as libc::c_uint) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// An open directory.
 #[derive(Debug)]
 pub struct Dir {
@@ -83,18 +129,15 @@ pub struct Dir {
 }
 
 impl Dir {
-    /// Opens a directory by path (following links: the caller chose this path).
+    /// Opens a directory by path (following links: the caller chose this path); a path
+    /// longer than `PATH_MAX` is opened piece by piece ([`open_path`]).
     pub fn open(path: &Path) -> io::Result<Dir> {
-        let c = cstr(path.as_os_str().as_bytes())?;
-        let fd = check(unsafe {
-            libc::open(
-                c.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        })?;
-        Ok(Dir {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = open_path(
+            path,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            0,
+        )?;
+        Ok(Dir { fd })
     }
 
     pub fn raw(&self) -> RawFd {
@@ -131,6 +174,15 @@ impl Dir {
         let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
         check(unsafe { libc::fstatat(self.raw(), c.as_ptr(), &mut st, flags) })?;
         Ok(st)
+    }
+
+    /// The directory containing this one (`openat(self, "..")`): how a deep walk gets back
+    /// to an ancestor whose descriptor it closed. The caller checks that it is the one it
+    /// left (a directory moved meanwhile has another parent).
+    pub fn open_parent(&self) -> io::Result<Dir> {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        let fd = self.openat(b"..", flags, 0)?;
+        Ok(Dir { fd })
     }
 
     /// `fstat` of the directory itself.
@@ -471,5 +523,48 @@ pub fn fs_name(path: &Path) -> String {
     {
         let _ = path;
         "unknown".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn open_path_opens_paths_longer_than_path_max() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "n".repeat(250);
+        let mut deep = dir.path().to_path_buf();
+        for _ in 0..40 {
+            deep.push(&name);
+        }
+        // Made level by level: a whole-path mkdir would fail like the open below.
+        let mut d = Dir::open(dir.path()).unwrap();
+        for _ in 0..40 {
+            d.mkdir(name.as_bytes(), 0o755).unwrap();
+            d = d.open_dir(name.as_bytes()).unwrap();
+        }
+        d.create_new(b"f", 0o644)
+            .unwrap()
+            .write_all(b"deep")
+            .unwrap();
+        let file = deep.join("f");
+        assert!(file.as_os_str().len() > 10_000);
+        // One `open` of the whole path cannot; piece by piece can, with the flags given.
+        let whole = std::fs::File::open(&file).unwrap_err();
+        assert_eq!(whole.raw_os_error(), Some(libc::ENAMETOOLONG));
+        let mut s = String::new();
+        File::from(open_path(&file, libc::O_RDONLY | libc::O_CLOEXEC, 0).unwrap())
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "deep");
+        let mut h = crate::hash::open_nonblocking(&file, true).unwrap();
+        s.clear();
+        h.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "deep");
+        assert!(Dir::open(&deep).is_ok());
+        let missing = open_path(&deep.join("nope"), libc::O_RDONLY, 0).unwrap_err();
+        assert_eq!(missing.raw_os_error(), Some(libc::ENOENT));
     }
 }

@@ -70,16 +70,23 @@ impl Stamp {
 }
 
 /// Opens `path` for reading without blocking on FIFOs, optionally refusing to follow a final
-/// symlink. The caller checks the file type with `fstat`.
+/// symlink. The caller checks the file type with `fstat`. A path longer than `PATH_MAX` is
+/// opened piece by piece ([`crate::fsx::open_path`]).
 pub fn open_nonblocking(path: &Path, no_follow: bool) -> io::Result<File> {
     let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
     if no_follow {
         flags |= libc::O_NOFOLLOW;
     }
-    std::fs::OpenOptions::new()
+    let opened = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(flags)
-        .open(path)
+        .open(path);
+    match opened {
+        Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+            crate::fsx::open_path(path, libc::O_RDONLY | flags, 0).map(File::from)
+        }
+        other => other,
+    }
 }
 
 /// Hashes everything `file` yields, feeding every chunk also to `sink` (used to copy while

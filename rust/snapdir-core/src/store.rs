@@ -798,7 +798,13 @@ impl Ingestor {
 }
 
 impl Ingest for Ingestor {
-    fn file(&self, opened: io::Result<File>, path: &Path, no_follow: bool) -> Result<HashOutcome> {
+    fn file(
+        &self,
+        opened: io::Result<File>,
+        path: &Path,
+        no_follow: bool,
+        reopen: &dyn Fn() -> io::Result<File>,
+    ) -> Result<HashOutcome> {
         let mut spool = Spool {
             objects: &self.objects,
             buf: Vec::new(),
@@ -813,7 +819,7 @@ impl Ingest for Ingestor {
         }
         match outcome {
             Ok(HashOutcome::File(h)) => {
-                if let Err(e) = confirm_if_racy(path, no_follow, &h) {
+                if let Err(e) = confirm_if_racy(path, reopen, &h) {
                     spool.discard();
                     return Err(e);
                 }
@@ -831,14 +837,19 @@ impl Ingest for Ingestor {
 /// A file modified within the timestamp granularity of its read may have been rewritten
 /// during the read with its size and times unchanged (the racy case of the stat cache):
 /// such a file is read a second time and must give the same bytes and stamp, else it is
-/// `IN_FLUX`. Settled files (the vast majority) are read once.
-fn confirm_if_racy(path: &Path, no_follow: bool, h: &crate::hash::Hashed) -> Result<()> {
+/// `IN_FLUX`. Settled files (the vast majority) are read once. `reopen` opens the file again
+/// as the walk did (relative to its directory: the path may be longer than `PATH_MAX`).
+fn confirm_if_racy(
+    path: &Path,
+    reopen: &dyn Fn() -> io::Result<File>,
+    h: &crate::hash::Hashed,
+) -> Result<()> {
     let limit = crate::statcache::now_ns() - crate::statcache::RACY_MARGIN_NS;
     if h.stamp.mtime_ns < limit && h.stamp.ctime_ns < limit {
         return Ok(());
     }
     let changed = || Error::in_flux(path, "its content changed while it was read");
-    let f = match open_nonblocking(path, no_follow) {
+    let f = match reopen() {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Error::in_flux(path, "it vanished"))

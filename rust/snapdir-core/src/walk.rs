@@ -8,12 +8,12 @@
 // on the other.
 #![allow(clippy::unnecessary_cast)]
 
+use std::borrow::Cow;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
@@ -24,7 +24,7 @@ use crate::fsx::Dir;
 use crate::hash::{hash_opened_mapped, HashOutcome, Stamp};
 use crate::manifest::{Digest, Entry, Kind, Manifest};
 use crate::statcache::{
-    self, DirStamp, Fresh, FreshChild, FreshDir, FsId, OldChild, Rec, StatCache,
+    self, DirStamp, Fresh, FreshChild, FreshDir, FsId, OldChild, OldDir, Rec, StatCache,
 };
 
 /// Counters a caller may poll from another thread to draw progress.
@@ -63,11 +63,13 @@ pub struct WalkOptions {
 /// Something that reads the regular files of a walk instead of the plain hasher. It must
 /// behave like [`hash_opened`] (same checks, same errors), with whatever else it does.
 pub trait Ingest: std::fmt::Debug + Send + Sync {
+    /// `reopen` opens the same file again, as `opened` was (relative to its directory).
     fn file(
         &self,
         opened: io::Result<fs::File>,
         path: &Path,
         no_follow: bool,
+        reopen: &dyn Fn() -> io::Result<fs::File>,
     ) -> Result<HashOutcome>;
 }
 
@@ -105,8 +107,37 @@ pub struct Walked {
     pub root: PathBuf,
 }
 
+/// Directories less deep than this fork one walk per sub-directory (in parallel, each on the
+/// stack of the thread running it); deeper ones are walked by an explicit stack. Real trees
+/// are rarely deeper, so they keep all their parallelism; a deeper one costs no stack.
+const FORK_DEPTH: usize = 32;
+/// Directories one explicit-stack walk keeps open; deeper ancestors are closed and reopened
+/// through `..` when the walk climbs back (so 100,000 levels need no 100,000 descriptors).
+const WINDOW: usize = 16;
+/// The longest path (in bytes, `./` included) an entry may have in a manifest: eight times
+/// `PATH_MAX`, about Windows' long-path limit. It bounds the manifest of a pathological chain
+/// (one entry per level, each as long as its depth: a 100,000-level chain would be a 10 GB
+/// manifest) while deep real trees fit with room to spare.
+pub const MAX_PATH_BYTES: usize = 32 * 1024;
+
+/// How the walk uses stack and descriptors (the constants above; tests vary them to drive
+/// every level through one mechanism or the other).
+#[derive(Debug, Clone, Copy)]
+struct Tuning {
+    fork_depth: usize,
+    window: usize,
+}
+
+const TUNING: Tuning = Tuning {
+    fork_depth: FORK_DEPTH,
+    window: WINDOW,
+};
+
 struct Ctx<'a> {
     opts: &'a WalkOptions,
+    /// The directory walked, as given (errors name paths below it).
+    root: &'a Path,
+    tuning: Tuning,
     entries: Mutex<Vec<Entry>>,
     warnings: Mutex<Vec<String>>,
     /// The loaded stat cache (absent when disabled or with `rehash`).
@@ -119,6 +150,10 @@ struct Ctx<'a> {
     /// Per device seen: its file system's identity, whether the cache's records taken
     /// there may be trusted, whether a remembered listing may be reused there.
     devs: Mutex<Vec<DevTrust>>,
+    /// Directory descriptors the walk holds now, and how many it may hold before every
+    /// explicit-stack walk closes all but its current directory.
+    open_dirs: AtomicUsize,
+    dir_budget: usize,
 }
 
 /// See [`Ctx::devs`]: `(st_dev, identity, records trusted, listing reusable)`.
@@ -141,6 +176,57 @@ impl Ctx<'_> {
         known.push((dev, id, records, listing));
         (records, listing)
     }
+
+    /// The path of `rel` (a `./`-relative manifest path) below the root, for messages.
+    fn path_of(&self, rel: &str) -> PathBuf {
+        let r = rel.strip_prefix("./").unwrap_or(rel).trim_end_matches('/');
+        if r.is_empty() {
+            self.root.to_path_buf()
+        } else {
+            self.root.join(r)
+        }
+    }
+
+    fn warn(&self, message: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(message);
+    }
+}
+
+/// A directory descriptor counted in [`Ctx::open_dirs`] while it is open.
+struct Held<'c> {
+    dir: Dir,
+    count: &'c AtomicUsize,
+}
+
+impl<'c> Held<'c> {
+    fn new(dir: Dir, count: &'c AtomicUsize) -> Held<'c> {
+        count.fetch_add(1, Ordering::Relaxed);
+        Held { dir, count }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How many directory descriptors a walk may hold: a quarter of the soft `RLIMIT_NOFILE`
+/// (the rest is for the files being hashed, the store and the embedding program).
+fn dir_budget() -> usize {
+    let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return 256;
+    }
+    let soft = if rl.rlim_cur == libc::RLIM_INFINITY {
+        1 << 20
+    } else {
+        rl.rlim_cur as u64
+    };
+    (soft / 4).clamp(8, 4096) as usize
 }
 
 struct Summary {
@@ -152,19 +238,23 @@ struct Summary {
 
 /// Walks `root` into a manifest.
 pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked> {
-    let meta = fs::metadata(root).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => Error::new(
+    walk_tuned(root, opts, TUNING)
+}
+
+fn walk_tuned(root: &Path, opts: &WalkOptions, tuning: Tuning) -> Result<Walked> {
+    // Opened first and `fstat`ed: a root path longer than `PATH_MAX` is opened in pieces.
+    let dir = Dir::open(root).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => Error::new(
             Code::NotFound,
             format!("no such directory: {}", display_path(root)),
         ),
-        _ => Error::io("cannot read", root, e),
-    })?;
-    if !meta.is_dir() {
-        return Err(Error::new(
+        Some(libc::ENOTDIR) => Error::new(
             Code::InvalidArgument,
             format!("not a directory: {}", display_path(root)),
-        ));
-    }
+        ),
+        _ => open_error("cannot read", root, e),
+    })?;
+    let root_st = dir.stat().map_err(|e| Error::io("cannot stat", root, e))?;
     let prefix = if opts.absolute {
         let real = fs::canonicalize(root).map_err(|e| Error::io("cannot resolve", root, e))?;
         let s = real.to_str().ok_or_else(|| {
@@ -180,7 +270,6 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked> {
     } else {
         None
     };
-    let dir = Dir::open(root).map_err(|e| Error::io("cannot open", root, e))?;
     // The stat cache is keyed by the canonical root and the options that change the walk;
     // a root that cannot be resolved is walked without it.
     let start_ns = statcache::now_ns();
@@ -201,6 +290,8 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked> {
     };
     let ctx = Ctx {
         opts,
+        root,
+        tuning,
         entries: Mutex::new(Vec::new()),
         warnings: Mutex::new(warnings),
         cache: loaded.as_ref(),
@@ -208,9 +299,11 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked> {
         fresh: Mutex::new(Vec::new()),
         start_ns,
         devs: Mutex::new(Vec::new()),
+        open_dirs: AtomicUsize::new(0),
+        dir_budget: dir_budget(),
     };
-    let root_st = dir.stat().map_err(|e| Error::io("cannot stat", root, e))?;
-    let root_summary = walk_dir(&ctx, &dir, root, "./", &root_st, &[])?;
+    let held = Held::new(dir, &ctx.open_dirs);
+    let root_summary = walk_dir(&ctx, held, "./".to_owned(), &root_st, 0, &[])?;
     if let Some((file, real)) = &cache_at {
         let fresh = ctx.fresh.into_inner().unwrap_or_else(|p| p.into_inner());
         let devs: Vec<FsId> = (ctx.devs.into_inner().unwrap_or_else(|p| p.into_inner()))
@@ -232,7 +325,7 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked> {
     let mut entries = ctx.entries.into_inner().unwrap_or_else(|p| p.into_inner());
     entries.push(Entry {
         kind: Kind::Directory,
-        mode: meta.mode() & 0o7777,
+        mode: root_st.st_mode as u32 & 0o7777,
         checksum: root_summary.checksum,
         size: root_summary.size,
         path: "./".to_owned(),
@@ -244,6 +337,22 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked> {
         warnings,
         root: root.to_path_buf(),
     })
+}
+
+/// An error opening something: running out of descriptors is said as such (with what to do
+/// about it), never mistaken for anything about the path itself.
+fn open_error(what: &str, path: &Path, e: io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::EMFILE) | Some(libc::ENFILE) => Error {
+            code: Code::Io,
+            message: format!(
+                "{what} {}: {e}: out of file descriptors (raise the limit, e.g. `ulimit -n`)",
+                display_path(path)
+            ),
+            errno: e.raw_os_error(),
+        },
+        _ => Error::io(what, path, e),
+    }
 }
 
 /// Checksum of a directory: BLAKE3 of its children's distinct hex checksums, sorted,
@@ -267,7 +376,326 @@ pub fn dir_checksum(children: &mut Vec<Digest>) -> Digest {
 enum Child {
     File(Entry, Option<Rec>, bool),
     Dir(Digest, u64, bool),
+    /// A sub-directory the explicit stack still has to walk: its manifest path and whether
+    /// it is reached through a symbolic link. Replaced by `Dir` once walked.
+    Descend(String, bool),
     Skipped,
+}
+
+/// One entry of a listing: its name, `d_type`, and what the stat cache remembers of it.
+struct Listed<'a> {
+    name: Cow<'a, [u8]>,
+    dtype: u8,
+    old: Option<OldChild<'a>>,
+}
+
+/// A directory on the explicit stack: listed, its files hashed, its sub-directories walked
+/// one after the other.
+struct Frame<'a, 'c> {
+    /// `None` once closed to stay within the window (reopened through `..` when needed).
+    dir: Option<Held<'c>>,
+    /// Device and inode: what a reopened descriptor must be.
+    id: (u64, u64),
+    /// Entered through a symbolic link: its `..` is not the directory it was found in.
+    via_link: bool,
+    /// Its name in its parent (to reopen it by name when `..` cannot be used).
+    name: Vec<u8>,
+    rel: String,
+    mode: u32,
+    stamp: DirStamp,
+    old: Option<OldDir<'a>>,
+    listed: Vec<Listed<'a>>,
+    children: Vec<Child>,
+    /// Indexes into `children` of the sub-directories still to walk.
+    descents: Vec<usize>,
+    /// Index of this directory in its parent's `children`.
+    slot: usize,
+    depth: usize,
+}
+
+impl Frame<'_, '_> {
+    fn dir(&self) -> &Dir {
+        &self
+            .dir
+            .as_ref()
+            .expect("the current directory is open")
+            .dir
+    }
+}
+
+/// Walks the directory `dir` (manifest path `rel`, `depth` levels below the root) and
+/// everything below it; `chain` holds the (device, inode) of its ancestors, for the loop
+/// check of followed links. Returns its checksum and size; its own entry is the caller's.
+fn walk_dir<'a, 'c>(
+    ctx: &'c Ctx<'a>,
+    dir: Held<'c>,
+    rel: String,
+    st: &libc::stat,
+    depth: usize,
+    chain: &[(u64, u64)],
+) -> Result<Summary> {
+    let top = list_dir(ctx, dir, rel, st, depth, false, Vec::new(), 0, chain, &[])?;
+    let mut stack: Vec<Frame<'a, 'c>> = vec![top];
+    loop {
+        let k = stack.len() - 1;
+        if let Some(slot) = stack[k].descents.pop() {
+            let Child::Descend(sub_rel, via_link) =
+                std::mem::replace(&mut stack[k].children[slot], Child::Skipped)
+            else {
+                unreachable!("descents index sub-directories")
+            };
+            let name = stack[k].listed[slot].name.to_vec();
+            let (sub, sub_st) = open_sub(ctx, stack[k].dir(), &name, via_link, &sub_rel)?;
+            let id = (sub_st.st_dev as u64, sub_st.st_ino as u64);
+            if via_link && (chain.contains(&id) || stack.iter().any(|f| f.id == id)) {
+                return Err(link_loop(&ctx.path_of(&sub_rel)));
+            }
+            let depth = stack[k].depth + 1;
+            let frame = list_dir(
+                ctx, sub, sub_rel, &sub_st, depth, via_link, name, slot, chain, &stack,
+            )?;
+            stack.push(frame);
+            close_beyond_window(ctx, &mut stack);
+            #[cfg(test)]
+            tests::hooks::pushed(
+                ctx.root,
+                &stack[stack.len() - 1].rel,
+                ctx.open_dirs.load(Ordering::Relaxed),
+            );
+            continue;
+        }
+        // Every sub-directory of the top one is walked: it is complete.
+        let frame = stack.pop().expect("the stack is not empty");
+        if stack.last().is_some_and(|p| p.dir.is_none()) {
+            reopen_parent(ctx, &mut stack, &frame)?;
+        }
+        let (slot, mode) = (frame.slot, frame.mode);
+        let (summary, rel) = finish_dir(ctx, frame)?;
+        let Some(parent) = stack.last_mut() else {
+            return Ok(summary);
+        };
+        parent.children[slot] = Child::Dir(summary.checksum, summary.size, summary.same);
+        push_entry(
+            ctx,
+            Kind::Directory,
+            mode,
+            summary.checksum,
+            summary.size,
+            rel,
+        );
+    }
+}
+
+/// Closes the oldest descriptors of the stack beyond the window (all but the current
+/// directory's when the whole walk holds more than its budget). The bottom one belongs to
+/// the caller of [`walk_dir`] and stays open. The open frames are always the top of the
+/// stack (frames are closed from below and reopened only at the top), so this looks at no
+/// more than the window and the frames it closes, whatever the depth.
+fn close_beyond_window(ctx: &Ctx<'_>, stack: &mut [Frame<'_, '_>]) {
+    let mut open = 0;
+    for f in stack[1..].iter_mut().rev() {
+        if f.dir.is_none() {
+            break;
+        }
+        open += 1;
+        let over = open > ctx.tuning.window.max(1)
+            || (open > 1 && ctx.open_dirs.load(Ordering::Relaxed) > ctx.dir_budget);
+        if over {
+            f.dir = None;
+        }
+    }
+}
+
+/// Reopens the top of `stack`, whose descriptor was closed, from its just-finished child
+/// `child` (still open): `openat(child, "..")` and a check that it is the directory left
+/// (device and inode), as GNU fts does; another directory there means the tree moved while
+/// it was read (`IN_FLUX`). A child entered through a link has another `..`: the parent is
+/// then reopened by name from the nearest ancestor still open, every step checked alike.
+fn reopen_parent<'c>(
+    ctx: &'c Ctx<'_>,
+    stack: &mut [Frame<'_, 'c>],
+    child: &Frame<'_, 'c>,
+) -> Result<()> {
+    let p = stack.len() - 1;
+    let moved = |rel: &str| {
+        Error::in_flux(
+            &ctx.path_of(rel),
+            "it was moved while its sub-directories were read",
+        )
+    };
+    let checked = |dir: Dir, frame: &Frame<'_, 'c>| -> Result<Held<'c>> {
+        let st = dir
+            .stat()
+            .map_err(|e| Error::io("cannot stat", &ctx.path_of(&frame.rel), e))?;
+        if (st.st_dev as u64, st.st_ino as u64) != frame.id {
+            return Err(moved(&frame.rel));
+        }
+        Ok(Held::new(dir, &ctx.open_dirs))
+    };
+    if !child.via_link {
+        let up = child
+            .dir()
+            .open_parent()
+            .map_err(|e| open_error("cannot reopen", &ctx.path_of(&stack[p].rel), e))?;
+        stack[p].dir = Some(checked(up, &stack[p])?);
+        return Ok(());
+    }
+    // The bottom of the stack is never closed.
+    let open = (0..p).rev().find(|&j| stack[j].dir.is_some()).unwrap_or(0);
+    for m in open + 1..=p {
+        let (above, below) = stack.split_at_mut(m);
+        let f = &mut below[0];
+        let dir = above[m - 1]
+            .dir()
+            .open_dir_at(&f.name, f.via_link)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP) => moved(&f.rel),
+                _ => open_error("cannot reopen", &ctx.path_of(&f.rel), e),
+            })?;
+        f.dir = Some(checked(dir, f)?);
+    }
+    close_beyond_window(ctx, stack);
+    Ok(())
+}
+
+/// Opens the sub-directory `name` of `dir` (manifest path `rel`) and `fstat`s it.
+fn open_sub<'c>(
+    ctx: &'c Ctx<'_>,
+    dir: &Dir,
+    name: &[u8],
+    via_link: bool,
+    rel: &str,
+) -> Result<(Held<'c>, libc::stat)> {
+    let sub = dir
+        .open_dir_at(name, via_link)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => Error::in_flux(&ctx.path_of(rel), "it vanished"),
+            Some(libc::ENOTDIR) | Some(libc::ELOOP) => {
+                Error::in_flux(&ctx.path_of(rel), "it is no longer a directory")
+            }
+            _ => open_error("cannot open", &ctx.path_of(rel), e),
+        })?;
+    let st = sub
+        .stat()
+        .map_err(|e| Error::io("cannot stat", &ctx.path_of(rel), e))?;
+    Ok((Held::new(sub, &ctx.open_dirs), st))
+}
+
+fn link_loop(path: &Path) -> Error {
+    Error::new(
+        Code::InvalidArgument,
+        format!(
+            "symbolic link loop: {} points to a directory that contains it",
+            display_path(path)
+        ),
+    )
+}
+
+/// Lists the open directory `dir` and visits its entries in parallel: files are hashed,
+/// sub-directories walked (forked while shallow, else left to the explicit stack as
+/// `Child::Descend`). `stack` holds the explicit-stack ancestors (for the loop check).
+#[allow(clippy::too_many_arguments)]
+fn list_dir<'a, 'c>(
+    ctx: &'c Ctx<'a>,
+    dir: Held<'c>,
+    rel: String,
+    st: &libc::stat,
+    depth: usize,
+    via_link: bool,
+    name: Vec<u8>,
+    slot: usize,
+    chain: &[(u64, u64)],
+    stack: &[Frame<'a, 'c>],
+) -> Result<Frame<'a, 'c>> {
+    check_cancel(ctx, &rel)?;
+    let id = (st.st_dev as u64, st.st_ino as u64);
+    // A directory whose own stamp is unchanged (and was settled) has the entries the cache
+    // remembers: they are not read again. Each entry is still visited (`fstatat`).
+    let stamp = DirStamp::of(st);
+    // (Also with `rehash`: the next cache file must name the file systems it was taken on.)
+    let (records_ok, listing_ok) = if ctx.collect {
+        ctx.dev_trust(stamp.dev, &dir.dir)
+    } else {
+        (false, false)
+    };
+    let old = ctx.cache.and_then(|c| c.dir(&rel)).filter(|_| records_ok);
+    let reuse = old.filter(|o| listing_ok && o.listing_valid_for(&stamp));
+    if let (Some(_), Some(p)) = (reuse, &ctx.opts.progress) {
+        p.dirs_reused.fetch_add(1, Ordering::Relaxed);
+    }
+    let listed: Vec<Listed<'a>> = match reuse {
+        Some(o) => (0..o.len())
+            .map(|k| {
+                let c = o.child(k);
+                Listed {
+                    name: Cow::Borrowed(c.name()),
+                    dtype: c.dtype(),
+                    old: Some(c),
+                }
+            })
+            .collect(),
+        None => {
+            let mut l = dir.dir.list_typed().map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) => Error::in_flux(&ctx.path_of(&rel), "it vanished"),
+                _ => open_error("cannot list", &ctx.path_of(&rel), e),
+            })?;
+            if ctx.collect {
+                l.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            }
+            l.into_iter()
+                .map(|(n, t)| {
+                    let old = old.and_then(|o| o.find(&n));
+                    Listed {
+                        name: Cow::Owned(n),
+                        dtype: t,
+                        old,
+                    }
+                })
+                .collect()
+        }
+    };
+    // Forked walks below check links against this directory and its ancestors (few: only
+    // shallow directories fork).
+    let fork = depth + 1 < ctx.tuning.fork_depth;
+    let mut own_chain = Vec::new();
+    if fork {
+        own_chain.reserve(chain.len() + stack.len() + 1);
+        own_chain.extend_from_slice(chain);
+        own_chain.extend(stack.iter().map(|f| f.id));
+        own_chain.push(id);
+    }
+    let here = Here {
+        dir: &dir.dir,
+        rel: &rel,
+        depth,
+        fork,
+        chain: &own_chain,
+    };
+    let children: Vec<Child> = listed
+        .par_iter()
+        .map(|l| visit(ctx, &here, &l.name, l.dtype, l.old))
+        .collect::<Result<_>>()?;
+    let descents: Vec<usize> = children
+        .iter()
+        .enumerate()
+        .rev()
+        .filter_map(|(k, c)| matches!(c, Child::Descend(..)).then_some(k))
+        .collect();
+    Ok(Frame {
+        dir: Some(dir),
+        id,
+        via_link,
+        name,
+        rel,
+        mode: st.st_mode as u32,
+        stamp,
+        old,
+        listed,
+        children,
+        descents,
+        slot,
+        depth,
+    })
 }
 
 /// A directory's size plus a child's. The manifest records sizes in 64 bits: a tree whose
@@ -287,73 +715,29 @@ fn add_size(total: u64, more: u64, dir: &Path) -> Result<u64> {
     })
 }
 
-fn walk_dir(
-    ctx: &Ctx<'_>,
-    dir: &Dir,
-    dir_path: &Path,
-    rel: &str,
-    st: &libc::stat,
-    ancestors: &[(u64, u64)],
-) -> Result<Summary> {
-    check_cancel(ctx, dir_path)?;
-    let mut chain = Vec::with_capacity(ancestors.len() + 1);
-    chain.extend_from_slice(ancestors);
-    chain.push((st.st_dev as u64, st.st_ino as u64));
-
-    // A directory whose own stamp is unchanged (and was settled) has the entries the cache
-    // remembers: they are not read again. Each entry is still visited (`fstatat`).
-    let stamp = DirStamp::of(st);
-    // (Also with `rehash`: the next cache file must name the file systems it was taken on.)
-    let (records_ok, listing_ok) = if ctx.collect {
-        ctx.dev_trust(stamp.dev, dir)
-    } else {
-        (false, false)
-    };
-    let old = ctx.cache.and_then(|c| c.dir(rel)).filter(|_| records_ok);
-    let reuse = old.filter(|o| listing_ok && o.listing_valid_for(&stamp));
-    let read;
-    if let (Some(_), Some(p)) = (reuse, &ctx.opts.progress) {
-        p.dirs_reused.fetch_add(1, Ordering::Relaxed);
-    }
-    let listed: Vec<(&[u8], u8, Option<OldChild<'_>>)> = match reuse {
-        Some(o) => (0..o.len())
-            .map(|k| {
-                let c = o.child(k);
-                (c.name(), c.dtype(), Some(c))
-            })
-            .collect(),
-        None => {
-            let mut l = dir.list_typed().map_err(|e| match e.raw_os_error() {
-                Some(libc::ENOENT) => Error::in_flux(dir_path, "it vanished"),
-                _ => Error::io("cannot list", dir_path, e),
-            })?;
-            if ctx.collect {
-                l.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            }
-            read = l;
-            read.iter()
-                .map(|(n, t)| (n.as_slice(), *t, old.and_then(|o| o.find(n))))
-                .collect()
-        }
-    };
-
-    let children: Vec<Child> = listed
-        .par_iter()
-        .map(|&(name, dtype, oc)| visit(ctx, dir, dir_path, rel, name, dtype, oc, &chain))
-        .collect::<Result<_>>()?;
-
+/// Combines a directory's children (all walked) into its checksum and size; queues its
+/// files' entries and its stat cache record. Returns its summary and manifest path.
+fn finish_dir(ctx: &Ctx<'_>, frame: Frame<'_, '_>) -> Result<(Summary, String)> {
+    let Frame {
+        listed,
+        children,
+        old,
+        rel,
+        stamp,
+        ..
+    } = frame;
     let mut sums = Vec::with_capacity(children.len());
     let mut size = 0u64;
     let mut files = Vec::new();
     let mut all_same = true;
     let mut n_contrib = 0u64;
     let mut kids = Vec::with_capacity(if ctx.collect { listed.len() } else { 0 });
-    for (&(name, dtype, _), c) in listed.iter().zip(children) {
+    for (l, c) in listed.iter().zip(children) {
         let mut rec = None;
         match c {
             Child::File(e, r, same) => {
                 sums.push(e.checksum);
-                size = add_size(size, e.size, dir_path)?;
+                size = add_size(size, e.size, &ctx.path_of(&rel))?;
                 all_same &= same;
                 n_contrib += 1;
                 rec = r;
@@ -361,14 +745,19 @@ fn walk_dir(
             }
             Child::Dir(d, s, same) => {
                 sums.push(d);
-                size = add_size(size, s, dir_path)?;
+                size = add_size(size, s, &ctx.path_of(&rel))?;
                 all_same &= same;
                 n_contrib += 1;
             }
+            Child::Descend(..) => unreachable!("every sub-directory is walked first"),
             Child::Skipped => {}
         }
         if ctx.collect {
-            kids.push(FreshChild { name, dtype, rec });
+            kids.push(FreshChild {
+                name: &l.name,
+                dtype: l.dtype,
+                rec,
+            });
         }
     }
     if !files.is_empty() {
@@ -386,7 +775,7 @@ fn walk_dir(
     };
     if ctx.collect {
         let fresh = FreshDir {
-            rel,
+            rel: &rel,
             stamp,
             digest: checksum,
             size,
@@ -399,33 +788,89 @@ fn walk_dir(
             .unwrap_or_else(|p| p.into_inner())
             .push(fresh);
     }
-    Ok(Summary {
+    let summary = Summary {
         checksum,
         size,
         same: old.is_some_and(|o| o.digest() == checksum && o.size() == size),
-    })
+    };
+    Ok((summary, rel))
+}
+
+/// The directory whose entries [`visit`] looks at.
+struct Here<'h> {
+    dir: &'h Dir,
+    rel: &'h str,
+    depth: usize,
+    /// Walk sub-directories right away (forked) rather than leave them to the stack.
+    fork: bool,
+    /// With `fork`: (device, inode) of this directory and all its ancestors.
+    chain: &'h [(u64, u64)],
 }
 
 fn is_type(mode: libc::mode_t, t: libc::mode_t) -> bool {
     mode & libc::S_IFMT == t
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a `d_type` or `st_mode` that is neither file, directory nor link is called in a
+/// warning.
+fn special_kind(dtype: u8) -> &'static str {
+    match dtype {
+        libc::DT_FIFO => "FIFO",
+        libc::DT_SOCK => "socket",
+        libc::DT_CHR => "character device",
+        libc::DT_BLK => "block device",
+        _ => "special file",
+    }
+}
+
+fn dtype_of(mode: libc::mode_t) -> u8 {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => libc::DT_DIR,
+        libc::S_IFREG => libc::DT_REG,
+        libc::S_IFLNK => libc::DT_LNK,
+        libc::S_IFIFO => libc::DT_FIFO,
+        libc::S_IFSOCK => libc::DT_SOCK,
+        libc::S_IFCHR => libc::DT_CHR,
+        libc::S_IFBLK => libc::DT_BLK,
+        _ => libc::DT_UNKNOWN,
+    }
+}
+
+/// A path for a message that may be far longer than a screen: its start and its end.
+fn shortened(path: &Path) -> String {
+    let full = display_path(path);
+    const KEEP: usize = 200;
+    if full.len() <= 2 * KEEP + 16 {
+        return full;
+    }
+    let mut head = KEEP;
+    while !full.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = full.len() - KEEP;
+    while !full.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}...{}", &full[..head], &full[tail..])
+}
+
 fn visit(
     ctx: &Ctx<'_>,
-    dir: &Dir,
-    dir_path: &Path,
-    rel_dir: &str,
+    here: &Here<'_>,
     name: &[u8],
     dtype: u8,
     old: Option<OldChild<'_>>,
-    chain: &[(u64, u64)],
 ) -> Result<Child> {
     let opts = ctx.opts;
-    let path = || dir_path.join(std::ffi::OsStr::from_bytes(name));
+    let dir = here.dir;
+    // Only for messages: the root joined with the (valid) directory path and the raw name.
+    let path = || {
+        ctx.path_of(here.rel)
+            .join(std::ffi::OsStr::from_bytes(name))
+    };
     let vanished = |e: io::Error, what: &str| match e.raw_os_error() {
         Some(libc::ENOENT) => Error::in_flux(&path(), "it vanished"),
-        _ => Error::io(what, &path(), e),
+        _ => open_error(what, &path(), e),
     };
     let mut dtype = dtype;
     // A `stat` already made of the entry (following a link when it is one followed).
@@ -435,14 +880,12 @@ fn visit(
             .stat_at(name, false)
             .map_err(|e| vanished(e, "cannot stat"))?;
         known = Some(st);
-        dtype = match st.st_mode & libc::S_IFMT {
-            m if m == libc::S_IFDIR => libc::DT_DIR,
-            m if m == libc::S_IFREG => libc::DT_REG,
-            m if m == libc::S_IFLNK => libc::DT_LNK,
-            _ => return Ok(Child::Skipped),
-        };
+        dtype = dtype_of(st.st_mode);
     }
-    // Decide what the entry is, following a symlink when asked to.
+    // Decide what the entry is, following a symlink when asked to. `special`: what a FIFO,
+    // socket or device (or a followed link to one) is called: not content a snapshot can
+    // hold, skipped with a warning.
+    let mut special: Option<String> = None;
     let (is_dir, via_link) = match dtype {
         libc::DT_DIR => (true, false),
         libc::DT_REG => (false, false),
@@ -456,7 +899,13 @@ fn visit(
                     known = Some(st);
                     (false, true)
                 }
-                Ok(_) => return Ok(Child::Skipped),
+                Ok(st) => {
+                    special = Some(format!(
+                        "symbolic link to a {}",
+                        special_kind(dtype_of(st.st_mode))
+                    ));
+                    (false, true)
+                }
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
                     return Err(Error::new(
                         Code::InvalidArgument,
@@ -464,20 +913,19 @@ fn visit(
                     ))
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    ctx.warnings
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(format!(
-                            "skipping dangling symbolic link {}",
-                            display_path(&path())
-                        ));
+                    ctx.warn(format!(
+                        "skipping dangling symbolic link {}",
+                        display_path(&path())
+                    ));
                     return Ok(Child::Skipped);
                 }
-                Err(e) => return Err(Error::io("cannot follow symbolic link", &path(), e)),
+                Err(e) => return Err(open_error("cannot follow symbolic link", &path(), e)),
             }
         }
-        // FIFOs, sockets, devices: not content a snapshot can hold.
-        _ => return Ok(Child::Skipped),
+        other => {
+            special = Some(special_kind(other).to_owned());
+            (false, false)
+        }
     };
 
     let valid = std::str::from_utf8(name)
@@ -487,8 +935,8 @@ fn visit(
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => String::from_utf8_lossy(name),
     };
-    let mut rel = String::with_capacity(rel_dir.len() + shown.len() + 1);
-    rel.push_str(rel_dir);
+    let mut rel = String::with_capacity(here.rel.len() + shown.len() + 1);
+    rel.push_str(here.rel);
     rel.push_str(&shown);
     if is_dir {
         rel.push('/');
@@ -497,6 +945,13 @@ fn visit(
         if set.is_match(&rel) {
             return Ok(Child::Skipped);
         }
+    }
+    if let Some(kind) = special {
+        ctx.warn(format!(
+            "skipping {kind} {} (a snapshot holds only files and directories)",
+            escape_bytes(path().as_os_str().as_bytes())
+        ));
+        return Ok(Child::Skipped);
     }
     if valid.is_none() {
         return Err(Error::new(
@@ -508,32 +963,30 @@ fn visit(
             ),
         ));
     }
+    if rel.len() > MAX_PATH_BYTES {
+        return Err(Error::new(
+            Code::InvalidArgument,
+            format!(
+                "cannot snapshot {}: its path in the snapshot would be {} bytes long \
+                 ({} levels deep), more than the {MAX_PATH_BYTES} a snapshot path may have \
+                 (exclude it or move it higher up)",
+                shortened(&path()),
+                rel.len(),
+                here.depth + 1
+            ),
+        ));
+    }
 
     if is_dir {
-        let sub_path = path();
-        let sub = dir
-            .open_dir_at(name, via_link)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ENOENT) => Error::in_flux(&sub_path, "it vanished"),
-                Some(libc::ENOTDIR) | Some(libc::ELOOP) => {
-                    Error::in_flux(&sub_path, "it is no longer a directory")
-                }
-                _ => Error::io("cannot open", &sub_path, e),
-            })?;
-        let st = sub
-            .stat()
-            .map_err(|e| Error::io("cannot stat", &sub_path, e))?;
-        let id = (st.st_dev as u64, st.st_ino as u64);
-        if via_link && chain.contains(&id) {
-            return Err(Error::new(
-                Code::InvalidArgument,
-                format!(
-                    "symbolic link loop: {} points to a directory that contains it",
-                    display_path(&sub_path)
-                ),
-            ));
+        if !here.fork {
+            return Ok(Child::Descend(rel, via_link));
         }
-        let s = walk_dir(ctx, &sub, &sub_path, &rel, &st, chain)?;
+        let (sub, st) = open_sub(ctx, dir, name, via_link, &rel)?;
+        let id = (st.st_dev as u64, st.st_ino as u64);
+        if via_link && here.chain.contains(&id) {
+            return Err(link_loop(&path()));
+        }
+        let s = walk_dir(ctx, sub, rel.clone(), &st, here.depth + 1, here.chain)?;
         push_entry(
             ctx,
             Kind::Directory,
@@ -544,7 +997,7 @@ fn visit(
         );
         Ok(Child::Dir(s.checksum, s.size, s.same))
     } else {
-        check_cancel(ctx, dir_path)?;
+        check_cancel(ctx, here.rel)?;
         let old_rec = old.and_then(|c| c.rec());
         if let Some(orec) = old_rec {
             // The point of the cache: an unchanged file is only `stat`ed, never opened.
@@ -577,19 +1030,25 @@ fn visit(
         // A regular file is opened without following (a link swapped in meanwhile is then
         // an error, not silently followed); a followed link is opened through the link.
         let follow = via_link && !opts.no_follow;
-        let opened = dir.open_file_at(name, follow);
-        let opened = match opened {
+        let open = || match dir.open_file_at(name, follow) {
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) && !opts.no_follow => {
                 dir.open_file_at(name, true)
             }
             other => other,
         };
         let outcome = match &opts.ingest {
-            Some(ingest) => ingest.file(opened, &path(), opts.no_follow)?,
-            None => hash_opened_mapped(opened, &path(), opts.no_follow)?,
+            Some(ingest) => ingest.file(open(), &path(), opts.no_follow, &open)?,
+            None => hash_opened_mapped(open(), &path(), opts.no_follow)?,
         };
         match outcome {
-            HashOutcome::NotRegular => Ok(Child::Skipped),
+            HashOutcome::NotRegular => {
+                // Listed as a file, something else when opened (replaced meanwhile).
+                ctx.warn(format!(
+                    "skipping {}: not a regular file when it was opened",
+                    escape_bytes(path().as_os_str().as_bytes())
+                ));
+                Ok(Child::Skipped)
+            }
             HashOutcome::File(h) => {
                 if let Some(p) = &opts.progress {
                     p.files.fetch_add(1, Ordering::Relaxed);
@@ -627,16 +1086,320 @@ fn push_entry(ctx: &Ctx<'_>, kind: Kind, mode: u32, checksum: Digest, size: u64,
         .push(e);
 }
 
-fn check_cancel(ctx: &Ctx<'_>, path: &Path) -> Result<()> {
+fn check_cancel(ctx: &Ctx<'_>, rel: &str) -> Result<()> {
     if let Some(c) = &ctx.opts.cancel {
         if c.load(Ordering::Relaxed) {
             return Err(Error::new(
                 Code::Io,
-                format!("interrupted while reading {}", display_path(path)),
+                format!("interrupted while reading {}", shortened(&ctx.path_of(rel))),
             ));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Test-only callbacks run by the explicit stack, per walked root.
+    pub(super) mod hooks {
+        use std::path::{Path, PathBuf};
+        use std::sync::Mutex;
+
+        type Hook = Box<dyn Fn(&str, usize) + Send>;
+        static PUSHED: Mutex<Vec<(PathBuf, Hook)>> = Mutex::new(Vec::new());
+
+        /// Runs `f(rel, open)` whenever a walk of `root` pushes a directory on its stack
+        /// (`open`: directory descriptors the walk holds then).
+        pub fn on_push(root: &Path, f: impl Fn(&str, usize) + Send + 'static) {
+            PUSHED
+                .lock()
+                .unwrap()
+                .push((root.to_path_buf(), Box::new(f)));
+        }
+
+        pub fn pushed(root: &Path, rel: &str, open: usize) {
+            for (r, f) in PUSHED.lock().unwrap().iter() {
+                if r == root {
+                    f(rel, open);
+                }
+            }
+        }
+    }
+
+    /// Every way of walking: forks only, the explicit stack from the root on with one
+    /// descriptor, and mixtures.
+    const TUNINGS: [Tuning; 4] = [
+        TUNING,
+        Tuning {
+            fork_depth: 0,
+            window: 1,
+        },
+        Tuning {
+            fork_depth: 2,
+            window: 2,
+        },
+        Tuning {
+            fork_depth: 1,
+            window: 3,
+        },
+    ];
+
+    /// `depth` nested directories `name` under `root`, with a file `f` holding its level in
+    /// each, made through descriptors (the deep paths exceed `PATH_MAX`).
+    fn chain(root: &Path, depth: usize, name: &[u8]) {
+        let mut dir = Dir::open(root).unwrap();
+        for k in 0..depth {
+            write!(dir.create_new(b"f", 0o644).unwrap(), "{k}").unwrap();
+            dir.mkdir(name, 0o755).unwrap();
+            dir = dir.open_dir(name).unwrap();
+        }
+    }
+
+    /// The manifest entries of [`chain`], computed bottom-up without walking.
+    fn chain_entries(depth: usize, name: &str) -> Vec<(String, Digest, u64)> {
+        let mut out = Vec::new();
+        let mut below = (*blake3::hash(b"").as_bytes(), 0u64);
+        for k in (0..depth).rev() {
+            let rel = format!("./{}", format!("{name}/").repeat(k));
+            let content = k.to_string();
+            let f = *blake3::hash(content.as_bytes()).as_bytes();
+            out.push((format!("{rel}{name}/"), below.0, below.1));
+            out.push((format!("{rel}f"), f, content.len() as u64));
+            below = (
+                dir_checksum(&mut vec![f, below.0]),
+                below.1 + content.len() as u64,
+            );
+        }
+        out.push(("./".to_owned(), below.0, below.1));
+        out.sort();
+        out
+    }
+
+    fn triples(m: &Manifest) -> Vec<(String, Digest, u64)> {
+        let mut v: Vec<_> = m
+            .entries()
+            .iter()
+            .map(|e| (e.path.clone(), e.checksum, e.size))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_chain_deeper_than_the_stack_and_path_max_is_walked() {
+        // 3,000 levels: the recursive walk this replaced overflowed a test thread's stack
+        // well before, and the deepest paths (6,000 bytes) exceed PATH_MAX.
+        let dir = tempfile::tempdir().unwrap();
+        chain(dir.path(), 3000, b"d");
+        let expected = chain_entries(3000, "d");
+        for tuning in TUNINGS {
+            let w = walk_tuned(dir.path(), &WalkOptions::default(), tuning).unwrap();
+            assert_eq!(triples(&w.manifest), expected, "{tuning:?}");
+        }
+    }
+
+    /// Files, empty directories, links to files and to directories (one deep below a closed
+    /// window, so climbing back from it reopens its parent by name), at several depths.
+    fn bushy(root: &Path) {
+        for d in [
+            "a/b/c/d/e",
+            "a/b/x",
+            "a/y/z/w",
+            "t/u/v",
+            "empty",
+            "q/empty2",
+        ] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for (k, f) in [
+            "top.txt",
+            "a/1",
+            "a/b/2",
+            "a/b/c/3",
+            "a/b/c/d/4",
+            "a/b/c/d/e/5",
+            "a/b/x/6",
+            "a/y/z/w/7",
+            "t/u/v/8",
+            "t/9",
+        ]
+        .iter()
+        .enumerate()
+        {
+            fs::write(root.join(f), format!("{k} {f}\n")).unwrap();
+        }
+        std::os::unix::fs::symlink("../../../../t", root.join("a/b/c/d/lt")).unwrap();
+        std::os::unix::fs::symlink("../top.txt", root.join("q/lf")).unwrap();
+    }
+
+    #[test]
+    fn every_mixture_of_forks_and_stack_gives_the_same_manifest_with_and_without_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        bushy(&root);
+        let reference = walk_tuned(&root, &WalkOptions::default(), TUNING).unwrap();
+        assert!(reference
+            .manifest
+            .entries()
+            .iter()
+            .any(|e| e.path == "./a/b/c/d/lt/u/v/8"));
+        for (k, tuning) in TUNINGS.into_iter().enumerate() {
+            let plain = walk_tuned(&root, &WalkOptions::default(), tuning).unwrap();
+            assert_eq!(plain.manifest, reference.manifest, "{tuning:?}");
+            // With a stat cache: written by the first walk, reused by the second.
+            let opts = WalkOptions {
+                stat_cache: Some(dir.path().join(format!("cache{k}"))),
+                progress: Some(Arc::new(Progress::default())),
+                ..WalkOptions::default()
+            };
+            for _ in 0..2 {
+                let cached = walk_tuned(&root, &opts, tuning).unwrap();
+                assert_eq!(cached.manifest, reference.manifest, "{tuning:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_link_loop_is_an_error_however_the_levels_are_walked() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        fs::create_dir_all(root.join("a/b/c")).unwrap();
+        std::os::unix::fs::symlink("../../../a", root.join("a/b/c/up")).unwrap();
+        for tuning in TUNINGS {
+            let err = walk_tuned(&root, &WalkOptions::default(), tuning).unwrap_err();
+            assert_eq!(err.code, Code::InvalidArgument, "{tuning:?}: {err}");
+            assert!(err.message.contains("symbolic link loop"), "{err}");
+            assert!(err.message.contains("a/b/c/up\""), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_directory_moved_while_its_closed_parent_waits_is_in_flux() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        fs::create_dir_all(root.join("a/b/c/d/e/f")).unwrap();
+        fs::write(root.join("a/b/c/d/e/f/x"), b"x").unwrap();
+        let tuning = Tuning {
+            fork_depth: 0,
+            window: 2,
+        };
+        // Unmoved, it walks.
+        walk_tuned(&root, &WalkOptions::default(), tuning).unwrap();
+        // While `e` is read, `d` (open) is moved elsewhere: climbing back from `d` to `c`
+        // (closed, beyond the window) through `..` lands in the root instead.
+        let r = root.clone();
+        hooks::on_push(&root, move |rel, _| {
+            if rel == "./a/b/c/d/e/" {
+                fs::rename(r.join("a/b/c/d"), r.join("moved")).unwrap();
+            }
+        });
+        let err = walk_tuned(&root, &WalkOptions::default(), tuning).unwrap_err();
+        assert_eq!(err.code, Code::InFlux, "{err}");
+        assert!(err.message.contains("tree/a/b/c\""), "{err}");
+    }
+
+    #[test]
+    fn the_walk_holds_a_bounded_number_of_directory_descriptors() {
+        let dir = tempfile::tempdir().unwrap();
+        chain(dir.path(), 1000, b"d");
+        let count = || {
+            fs::read_dir("/proc/self/fd")
+                .map(|d| d.count())
+                .unwrap_or(0)
+        };
+        let most = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+        let m = most.clone();
+        hooks::on_push(dir.path(), move |_, open| {
+            m.0.fetch_max(open, Ordering::Relaxed);
+            m.1.fetch_max(count(), Ordering::Relaxed);
+        });
+        let before = count();
+        let tuning = Tuning {
+            fork_depth: 0,
+            window: 4,
+        };
+        walk_tuned(dir.path(), &WalkOptions::default(), tuning).unwrap();
+        let (held, in_process) = (
+            most.0.load(Ordering::Relaxed),
+            most.1.load(Ordering::Relaxed),
+        );
+        // The root and the four of the window, at every one of the 1,000 levels.
+        assert_eq!(held, 5);
+        // The process as a whole (other tests open and close theirs meanwhile): far below
+        // one per level.
+        assert!(
+            in_process < before + 300,
+            "{in_process} descriptors open (before: {before})"
+        );
+    }
+
+    #[test]
+    fn fifos_sockets_and_links_to_them_are_skipped_with_a_warning_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::write(root.join("sub/keep"), b"k").unwrap();
+        let mk = |p: &Path| {
+            let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        };
+        mk(&root.join("sub/pipe"));
+        mk(&root.join("skipme"));
+        let _sock = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+        std::os::unix::fs::symlink("sub/pipe", root.join("to-pipe")).unwrap();
+        let opts = WalkOptions {
+            exclude: WalkOptions::compile_exclude(&["skipme".to_owned()]).unwrap(),
+            ..WalkOptions::default()
+        };
+        let w = walk(&root, &opts).unwrap();
+        let paths: Vec<_> = w.manifest.entries().iter().map(|e| &e.path).collect();
+        assert_eq!(paths, ["./", "./sub/", "./sub/keep"]);
+        let all = w.warnings.join("\n");
+        assert_eq!(w.warnings.len(), 3, "{all}");
+        assert!(
+            all.contains("FIFO \"") && all.contains("t/sub/pipe\""),
+            "{all}"
+        );
+        assert!(
+            all.contains("socket \"") && all.contains("t/sock\""),
+            "{all}"
+        );
+        assert!(all.contains("symbolic link to a FIFO \""), "{all}");
+        assert!(
+            !all.contains("skipme"),
+            "excluded entries are not warned about: {all}"
+        );
+    }
+
+    #[test]
+    fn a_path_longer_than_a_snapshot_may_hold_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = vec![b'n'; 200];
+        chain(dir.path(), 200, &name);
+        let err = walk(dir.path(), &WalkOptions::default()).unwrap_err();
+        assert_eq!(err.code, Code::InvalidArgument, "{err}");
+        assert!(err.message.contains(&MAX_PATH_BYTES.to_string()), "{err}");
+        // The start and the end of the path, not all 32 KiB of it.
+        let root = display_path(dir.path());
+        assert!(err.message.contains(&root[..root.len() - 1]), "{err}");
+        assert!(err.message.contains("nnn\": its path"), "{err}");
+        assert!(err.message.len() < 1000, "{err}");
+    }
+
+    #[test]
+    fn running_out_of_descriptors_is_said_as_such() {
+        let e = open_error(
+            "cannot open",
+            Path::new("x/y"),
+            io::Error::from_raw_os_error(libc::EMFILE),
+        );
+        assert_eq!(e.code, Code::Io);
+        assert!(e.message.contains("out of file descriptors"), "{e}");
+        assert_eq!(e.errno, Some(libc::EMFILE));
+    }
 }
 
 #[cfg(test)]
