@@ -16,7 +16,7 @@ from .journal import JOURNAL, SnapshotInfo, check_labels, entry_body, entry_key,
 
 if TYPE_CHECKING:
     from ..stores import Store
-    from .retention import Policy
+    from .retention import Duration, Policy
 
 __all__ = [
     "DuReport",
@@ -153,18 +153,20 @@ async def _journal(store: KeyStore) -> list[SnapshotInfo]:
     return out
 
 
-def _since(value: datetime | str, now: datetime) -> datetime:
+def _since(value: datetime | str) -> tuple[datetime | None, Duration | None]:
+    """``--since``: a fixed time, or a duration to take back from the store's time —
+    validated here, before any request, so a typo is a usage error."""
     if isinstance(value, datetime):
-        return value
+        return value, None
     from .journal import parse_time
     from .retention import Duration
 
     try:
-        return Duration.parse(value).before(now)
+        return None, Duration.parse(value)
     except InvalidArgumentError:
         pass
     try:
-        return parse_time(value)
+        return parse_time(value), None
     except InvalidArgumentError:
         raise InvalidArgumentError(
             f"invalid --since {value!r}: a duration (7d, 12h, 1y6m) or a date "
@@ -186,11 +188,13 @@ async def ls(
     time), ``host``, ``path`` (the source path, absolute), ``label``. ``orphans`` also
     lists manifests no entry names (snapshots written by snapdir 1.x, or before the
     journal), with an empty ``key`` and the manifest's store time."""
+    when, back = _since(since) if since is not None else (None, None)
     ks = _require_keys(_open(store), "ls")
     entries = await _journal(ks)
-    if since is not None:
-        start = _since(since, await ks.store_time() if isinstance(since, str) else since)
-        entries = [e for e in entries if e.time >= start]
+    if back is not None:
+        when = back.before(await ks.store_time())
+    if when is not None:
+        entries = [e for e in entries if e.time >= when]
     if host is not None:
         entries = [e for e in entries if e.host == host]
     if path is not None:
