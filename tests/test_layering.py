@@ -26,7 +26,7 @@ PACKAGE_DIR = Path(snapdir.__file__).parent
 #: ``__init__`` is the package's own name (``snapdir.stores``); ``x.*`` is every module of
 #: package ``x`` not listed elsewhere.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("core", {"snapdir._snapdir", "snapdir._errors"}),
+    ("core", {"snapdir._snapdir", "snapdir._errors", "snapdir._redact"}),
     ("types", {"snapdir._types", "snapdir._registry", "snapdir._runtime"}),
     ("stores", {"snapdir.stores", "snapdir.stores.*"}),
     (
@@ -41,6 +41,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "snapdir._pull",
             "snapdir._sync",
             "snapdir._verify",
+            "snapdir.lifecycle",
+            "snapdir.lifecycle.*",
         },
     ),
     ("tools", {"snapdir._progress", "snapdir.testing"}),

@@ -124,6 +124,11 @@ def cache_store() -> FileStore:
         # Nothing can be planted where we cannot even create a directory; the store's
         # own operations report what they cannot do there, as before.
         return FileStore(cache_uri())
+    real = os.path.realpath(d)
+    if os.path.lexists(real) and not os.path.isdir(real):
+        # A file where the directory should be holds nothing anyone planted for us: the
+        # store's operations fail on it as the I/O error it is ("not a directory").
+        return FileStore(cache_uri())
     why = private_dir_problem(d)
     if why is not None:
         raise UnsafePathError(
