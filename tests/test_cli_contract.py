@@ -398,3 +398,23 @@ def test_signals_exit_130_and_143(sig: int, status: int, word: str, as_json: boo
         assert doc["schema"] == 1
     else:
         assert out == ""
+
+
+def test_an_unexpected_exception_is_status_5_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug of ours is still a failure of the contract's kind 5 with one error line (the
+    traceback only with -v), and one JSON object with --json."""
+    from snapdir.cli import main, snapshot
+
+    def boom(args: object) -> int:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(snapshot, "cmd_id", boom)
+    assert main(["id", "."]) == 5
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "snapdir: error: RuntimeError: boom\n")
+    assert main(["id", ".", "-v", "--json"]) == 5
+    out, err = capsys.readouterr()
+    assert json.loads(out)["error"] == {"code": "INTERNAL_ERROR", "message": "RuntimeError: boom"}
+    assert "Traceback" in err
