@@ -913,3 +913,43 @@ def test_authentic_hostile_manifest_reports_the_parse_error(raw: Any, bucket: st
             anyio.run(store.get_manifest, snapshot_id)
     finally:
         close_store(store)
+
+
+# -------------------------------------------------------------------------------------------
+# The journal's cost
+# -------------------------------------------------------------------------------------------
+
+
+def test_ls_costs_the_list_pages_and_nothing_else(raw: Any, bucket: str) -> None:
+    """Everything ``ls`` shows is in the journal keys: 2,500 snapshots are three list pages
+    of 1,000 (10,000 would be ten), no GET per entry."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import datetime, timedelta, timezone
+
+    from snapdir.lifecycle import ls
+    from snapdir.lifecycle.journal import SnapshotInfo, entry_body, entry_key
+
+    prefix = f"ls-{uid()}/store"
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    infos = [
+        SnapshotInfo(blake3_hex(str(i).encode()), t0 + timedelta(minutes=i), f"h{i % 3}",
+                     "ci", f"/build/{i % 7}", i, 1000 * i, ("nightly",) if i % 2 else ())
+        for i in range(2500)
+    ]  # fmt: skip
+
+    def plant(info: SnapshotInfo) -> None:
+        key = f"{prefix}/{entry_key(info)}"
+        raw.put_object(Bucket=bucket, Key=key, Body=entry_body(info, "snapdir test"))
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(plant, infos))
+    store = S3Store(f"s3://{bucket}/{prefix}")
+    try:
+        before = store.request_count()
+        listed = anyio.run(ls, store)
+        assert store.request_count() - before == 3
+        assert listed == sorted(infos, key=lambda i: i.time, reverse=True)
+        nightly = anyio.run(lambda: ls(store, label="nightly", host="h1"))
+        assert nightly == [i for i in reversed(infos) if i.labels and i.host == "h1"]
+    finally:
+        close_store(store)
