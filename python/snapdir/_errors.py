@@ -37,10 +37,19 @@ class SnapdirError(Exception):
 
     code: str = "SNAPDIR_ERROR"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    #: For the errors of verifying a snapshot (:class:`HashMismatchError`,
+    #: :class:`NotFoundError`): each damaged object's checksum -> ``"corrupt"`` or
+    #: ``"missing"``, so a caller can repair exactly those instead of parsing the message;
+    #: empty for every other error.
+    problems: dict[str, str]
+
+    def __init__(
+        self, message: str, *, code: str | None = None, problems: dict[str, str] | None = None
+    ) -> None:
         super().__init__(redact_text(message) if isinstance(message, str) else message)
         if code is not None:
             self.code = code
+        self.problems = dict(problems or {})
 
     def __str__(self) -> str:
         return redact_text(str(self.args[0])) if self.args else self.code
@@ -53,17 +62,9 @@ class HashMismatchError(SnapdirError):
     """Bytes read back do not hash to the key or checksum they were stored under.
 
     ``.problems`` maps each damaged object's checksum to ``"corrupt"`` or ``"missing"`` when
-    the error comes from verifying a snapshot (empty otherwise), so a caller can repair
-    exactly those objects instead of parsing the message."""
+    the error comes from verifying a snapshot (empty otherwise)."""
 
     code = "HASH_MISMATCH"
-    problems: dict[str, str]
-
-    def __init__(
-        self, message: str, *, code: str | None = None, problems: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message, code=code)
-        self.problems = dict(problems or {})
 
 
 class StoreError(SnapdirError):
@@ -97,13 +98,6 @@ class NotFoundError(SnapdirError, FileNotFoundError):
     objects missing (and none corrupt), empty otherwise."""
 
     code = "NOT_FOUND"
-    problems: dict[str, str]
-
-    def __init__(
-        self, message: str, *, code: str | None = None, problems: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message, code=code)
-        self.problems = dict(problems or {})
 
     def __str__(self) -> str:
         return SnapdirError.__str__(self)
