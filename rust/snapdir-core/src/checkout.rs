@@ -1744,3 +1744,287 @@ impl Drop for Plan {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    const EMPTY: &str = EMPTY_CHECKSUM;
+
+    /// A `file://` store holding `files` (`(path, content)`) and the manifest for them
+    /// (directories listed with placeholder sums: the checkout does not read them).
+    fn store_with(store: &Path, dirs: &[&str], files: &[(&str, &[u8])]) -> Manifest {
+        let mut lines = vec![format!("D 755 {EMPTY} 0 ./")];
+        for d in dirs {
+            lines.push(format!("D 755 {EMPTY} 0 ./{d}/"));
+        }
+        for (p, data) in files {
+            let sum = *blake3::hash(data).as_bytes();
+            let obj = object_path(store, &sum);
+            fs::create_dir_all(obj.parent().unwrap()).unwrap();
+            fs::write(&obj, data).unwrap();
+            lines.push(format!("F 644 {} {} ./{p}", to_hex(&sum), data.len()));
+        }
+        Manifest::parse(&lines.join("\n")).unwrap()
+    }
+
+    fn open_fds() -> usize {
+        fs::read_dir("/proc/self/fd")
+            .map(|r| r.count())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn chain_bounds_descriptors_and_refuses_a_swapped_level() {
+        let t = tempfile::tempdir().unwrap();
+        let depth = 3000;
+        let base = Dir::open(t.path()).unwrap();
+        let mut chain = Chain::new(base.try_clone().unwrap(), depth);
+        let before = open_fds();
+        let mut most = 0;
+        for _ in 0..depth {
+            let top = chain.top().unwrap();
+            top.mkdir(b"d", 0o700).unwrap();
+            let d = top.open_dir(b"d").unwrap();
+            chain.push(b"d", d).unwrap();
+            most = most.max(open_fds());
+        }
+        // Bounded: the window, the checkpoints, and nothing per level.
+        assert!(most - before < 600, "{most} - {before}");
+        // Climb back up: every level is re-opened from a held ancestor as needed.
+        for _ in 0..depth - 40 {
+            let (_, d) = chain.pop().unwrap();
+            assert!(d.id().is_ok());
+        }
+        // Swap a released level for another directory: re-opening it is refused.
+        let mut rel = PathBuf::from(t.path());
+        for _ in 0..5 {
+            rel.push("d");
+        }
+        fs::rename(&rel, t.path().join("moved")).unwrap();
+        fs::create_dir(&rel).unwrap();
+        let mut refused = false;
+        while chain.len() > 0 {
+            match chain.pop() {
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.kind(), io::ErrorKind::Other, "{e}");
+                    refused = true;
+                    break;
+                }
+            }
+        }
+        assert!(
+            refused,
+            "a swapped directory was re-opened as if it were the same"
+        );
+    }
+
+    #[test]
+    fn remove_tree_removes_deep_trees_without_following_links() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("keep"), b"keep").unwrap();
+        let base = Dir::open(t.path()).unwrap();
+        base.mkdir(b"victim", 0o700).unwrap();
+        let mut d = base.open_dir(b"victim").unwrap();
+        for i in 0..2500 {
+            if i % 500 == 0 {
+                symlink(
+                    &outside,
+                    PathBuf::from(format!("/proc/self/fd/{}/link", d.raw())),
+                )
+                .unwrap();
+                d.create_new(b"f", 0o600).unwrap();
+            }
+            d.mkdir(b"d", 0o500).unwrap();
+            d = d.open_dir(b"d").unwrap();
+        }
+        drop(d);
+        remove_tree(&base, b"victim").unwrap();
+        assert!(!t.path().join("victim").exists());
+        assert_eq!(fs::read(outside.join("keep")).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn running_out_of_descriptors_is_an_io_error_not_an_unsafe_path() {
+        let e = dir_error(
+            "cannot open",
+            Path::new("dest/a"),
+            io::Error::from_raw_os_error(libc::EMFILE),
+        );
+        assert_eq!(e.code, Code::Io);
+        assert_eq!(e.errno, Some(libc::EMFILE));
+        let e = dir_error(
+            "cannot open",
+            Path::new("dest/a"),
+            io::Error::from_raw_os_error(libc::ELOOP),
+        );
+        assert_eq!(e.code, Code::UnsafePath);
+        assert!(e.message.contains("dest/a"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_second_checkout_waits_or_fails_and_the_lock_file_goes_when_done() {
+        let t = tempfile::tempdir().unwrap();
+        let store = t.path().join("store");
+        let dest = t.path().join("dest");
+        let m = store_with(&store, &["a"], &[("a/x", b"x\n"), ("y", b"yy")]);
+        let opts = CheckoutOptions::default();
+        let mut first = plan(&m, &dest, &opts).unwrap();
+        assert!(dest.join(LOCK_NAME).is_file());
+        let err = plan(&m, &dest, &opts).unwrap_err();
+        assert_eq!(err.code, Code::Conflict);
+        assert!(
+            err.message.contains(&dest.display().to_string()),
+            "{}",
+            err.message
+        );
+        // A waiting one gets the destination once the first is done.
+        let told = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let told2 = told.clone();
+        let waiting = CheckoutOptions {
+            wait: true,
+            on_wait: Some(WaitNotice(std::sync::Arc::new(move |_| {
+                told2.fetch_add(1, Ordering::SeqCst);
+            }))),
+            ..CheckoutOptions::default()
+        };
+        let (m2, dest2) = (m.clone(), dest.clone());
+        let second = std::thread::spawn(move || {
+            let mut p = plan(&m2, &dest2, &waiting).unwrap();
+            p.commit().unwrap()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!second.is_finished(), "the second checkout did not wait");
+        first.fill_from_store(&store).unwrap();
+        let stats = first.commit().unwrap();
+        assert_eq!(stats.files_written, 2);
+        let stats2 = second.join().unwrap();
+        assert_eq!(stats2.files_written, 0);
+        assert_eq!(told.load(Ordering::SeqCst), 1);
+        assert!(!dest.join(LOCK_NAME).exists());
+        assert_eq!(fs::read(dest.join("a/x")).unwrap(), b"x\n");
+    }
+
+    #[test]
+    fn a_link_at_the_lock_name_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let store = t.path().join("store");
+        let dest = t.path().join("dest");
+        let outside = t.path().join("outside");
+        fs::write(&outside, b"keep").unwrap();
+        fs::create_dir(&dest).unwrap();
+        symlink(&outside, dest.join(LOCK_NAME)).unwrap();
+        let m = store_with(&store, &[], &[("y", b"yy")]);
+        let err = plan(&m, &dest, &CheckoutOptions::default()).unwrap_err();
+        assert_eq!(err.code, Code::UnsafePath, "{}", err.message);
+        assert_eq!(fs::read(&outside).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn a_swapped_staging_directory_does_not_redirect_writes() {
+        let t = tempfile::tempdir().unwrap();
+        let store = t.path().join("store");
+        let dest = t.path().join("dest");
+        let outside = t.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let m = store_with(&store, &["a"], &[("a/x", b"x\n"), ("y", b"yy")]);
+        let mut p = plan(&m, &dest, &CheckoutOptions::default()).unwrap();
+        p.prepare().unwrap();
+        let staging = p.staging.as_ref().unwrap().path.clone();
+        fs::rename(&staging, dest.join("moved")).unwrap();
+        symlink(&outside, &staging).unwrap();
+        p.fill_from_store(&store).unwrap();
+        p.commit().unwrap();
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "written outside"
+        );
+        assert_eq!(fs::read(dest.join("a/x")).unwrap(), b"x\n");
+        assert_eq!(fs::read(dest.join("y")).unwrap(), b"yy");
+    }
+
+    #[test]
+    fn a_staged_file_swapped_for_a_hard_link_is_never_committed() {
+        let t = tempfile::tempdir().unwrap();
+        let store = t.path().join("store");
+        let dest = t.path().join("dest");
+        let outside = t.path().join("outside");
+        fs::write(&outside, b"yy").unwrap();
+        let m = store_with(&store, &[], &[("y", b"yy")]);
+        let mut p = plan(&m, &dest, &CheckoutOptions::default()).unwrap();
+        let f = p.open_staged(0).unwrap();
+        drop(f);
+        let staged = p.staged_path(0).unwrap();
+        fs::remove_file(&staged).unwrap();
+        fs::hard_link(&outside, &staged).unwrap();
+        let err = p.commit().unwrap_err();
+        assert_eq!(err.code, Code::UnsafePath, "{}", err.message);
+        p.abort();
+        assert_eq!(fs::read(&outside).unwrap(), b"yy");
+        assert!(!dest.join("y").exists());
+    }
+
+    #[test]
+    fn a_sub_directory_swapped_for_a_link_before_commit_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let store = t.path().join("store");
+        let dest = t.path().join("dest");
+        let outside = t.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::create_dir_all(dest.join("a")).unwrap();
+        let m = store_with(&store, &["a"], &[("a/x", b"x\n")]);
+        let mut p = plan(&m, &dest, &CheckoutOptions::default()).unwrap();
+        p.fill_from_store(&store).unwrap();
+        fs::rename(dest.join("a"), dest.join("a.moved")).unwrap();
+        symlink(&outside, dest.join("a")).unwrap();
+        let err = p.commit().unwrap_err();
+        assert_eq!(err.code, Code::UnsafePath, "{}", err.message);
+        p.abort();
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "written outside"
+        );
+    }
+
+    #[test]
+    fn deep_and_long_trees_check_out() {
+        let t = tempfile::tempdir().unwrap();
+        let store = t.path().join("store");
+        let dest = t.path().join("dest");
+        let depth = 3000;
+        let mut dirs = Vec::new();
+        let mut p = String::new();
+        for _ in 0..depth {
+            if !p.is_empty() {
+                p.push('/');
+            }
+            p.push('d');
+            dirs.push(p.clone());
+        }
+        let deep_file = format!("{p}/f");
+        assert!(deep_file.len() > 4096);
+        let refs: Vec<&str> = dirs.iter().map(String::as_str).collect();
+        let m = store_with(&store, &refs, &[(&deep_file, b"deep\n"), ("top", b"top")]);
+        let mut plan1 = plan(&m, &dest, &CheckoutOptions::default()).unwrap();
+        plan1.fill_from_store(&store).unwrap();
+        assert_eq!(plan1.commit().unwrap().files_written, 2);
+        // Again: everything is found right (read through the bounded chain too).
+        let mut plan2 = plan(&m, &dest, &CheckoutOptions::default()).unwrap();
+        assert_eq!(plan2.counts(), (0, 2, 0));
+        plan2.commit().unwrap();
+        let mut d = Dir::open(&dest).unwrap();
+        for _ in 0..depth {
+            d = d.open_dir(b"d").unwrap();
+        }
+        let mut s = String::new();
+        io::Read::read_to_string(&mut d.open_read(b"f").unwrap(), &mut s).unwrap();
+        assert_eq!(s, "deep\n");
+        remove_tree(&Dir::open(t.path()).unwrap(), b"dest").unwrap();
+    }
+}
