@@ -1453,6 +1453,18 @@ fn clear_staging(root: &Dir, staging: &mut Option<Staging>) -> io::Result<()> {
             .is_some_and(|st| fsx::file_id(&st) == s.id)
         {
             root.unlink(&s.name, true)?;
+        } else {
+            // Moved away meanwhile (by whoever owns the destination): remove it where it is
+            // now if that is still in the destination's top level, rather than leave an
+            // empty staging directory to be put back later.
+            for n in root.list()? {
+                if root
+                    .lstat(&n)?
+                    .is_some_and(|st| fsx::file_id(&st) == s.id)
+                {
+                    let _ = root.unlink(&n, true);
+                }
+            }
         }
         Ok(())
     }
