@@ -12,6 +12,7 @@ race campaign (an attacker process looping while many pulls run).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import resource
 import shutil
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import snapdir
@@ -29,8 +31,21 @@ from snapdir import _snapdir
 from storeutil import b3, cli_env, make_store, run
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-import race_campaign  # noqa: E402
+
+
+def _load_campaign() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "race_campaign", REPO / "scripts" / "race_campaign.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["race_campaign"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+race_campaign = _load_campaign()
 
 NOBODY = 65534
 LOCK = ".snapdir-staging.lock"
@@ -52,7 +67,9 @@ def area() -> Iterator[Path]:
 
 
 def outside(area: Path) -> dict[str, tuple[object, ...]]:
-    return race_campaign.state(area, skip=area / "dest")
+    """Everything in ``area`` but the destination (the sentinel, the store)."""
+    found: dict[str, tuple[object, ...]] = race_campaign.state(area, skip=area / "dest")
+    return found
 
 
 def snapshot(area: Path, files: dict[str, bytes], dirs: tuple[str, ...] = ()) -> str:
