@@ -61,8 +61,8 @@ STAGING_PREFIX = ".snapdir-staging."
 def state(
     root: Path, skip: Path | None = None, hash_under: Path | None = None
 ) -> dict[str, tuple[Any, ...]]:
-    """Everything under ``root`` but ``skip``: (mode, size, inode, mtime, links, content
-    hash or link target); contents are hashed only under ``hash_under`` if given (the
+    """Everything under ``root`` but ``skip``: (mode, size, inode, mtime, content hash or
+    link target); contents are hashed only under ``hash_under`` if given (the
     sentinel; elsewhere a change of content without a change of mtime is not a risk)."""
     out: dict[str, tuple[Any, ...]] = {}
     for dirpath, dirnames, names in os.walk(root):
@@ -77,12 +77,14 @@ def state(
                 digest = hashlib.sha256(p.read_bytes()).hexdigest()
             elif os.path.islink(p):
                 digest = os.readlink(p)
+            # Not the link count: a hard link the attacker makes to a file outside and puts
+            # in the way is its own doing (a pull may then move that name within the
+            # destination, refusing it, but never writes through it).
             out[str(p.relative_to(root))] = (
                 st.st_mode,
                 st.st_size,
                 st.st_ino,
                 st.st_mtime_ns,
-                st.st_nlink,
                 digest,
             )
     return out
@@ -335,7 +337,7 @@ def one_round(
     after = state(work, skip=work / "dests", hash_under=sentinel)
     if after != before:
         changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-        outcome = f"outside:{changed[:5]}"
+        outcome = f"outside:{[(k, before.get(k), after.get(k)) for k in changed[:3]]}"
     elif outcome == "ok":
         if not clean:
             outcome = "ok-interfered"

@@ -536,24 +536,36 @@ fn lock_dest(root: &Dir, dest: &Path, opts: &CheckoutOptions) -> Result<DestLock
         .map_err(|e| Error::io("cannot open", dest, e))?;
     loop {
         // Created safely: never through a link (O_NOFOLLOW), never blocking on a FIFO put
-        // there (O_NONBLOCK), and only used if it is a regular file. Read-only is enough
-        // for flock, and works in a directory whose lock file someone else created.
-        let flags = libc::O_RDONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK;
-        let file = match root.open_flags(LOCK_NAME.as_bytes(), flags, 0o644) {
-            Ok(f) => {
+        // there (O_NONBLOCK), never truncated, and only used if it is a regular file with
+        // no other name. Opened for writing where possible (NFS locks only such files);
+        // read-only where someone else's lock file allows no more (flock does not mind).
+        let safe = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        let opened = match root.open_flags(
+            LOCK_NAME.as_bytes(),
+            libc::O_RDWR | libc::O_CREAT | safe,
+            0o644,
+        ) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EROFS)) => root
+                .open_flags(LOCK_NAME.as_bytes(), libc::O_RDONLY | safe, 0)
+                .map(|f| (f, false)),
+            other => other.map(|f| (f, true)),
+        };
+        let (file, writable) = match opened {
+            Ok((f, writable)) => {
                 let st = f
                     .metadata()
                     .map_err(|e| Error::io("cannot inspect", &lock_path, e))?;
-                if !st.is_file() {
+                if !st.is_file() || std::os::unix::fs::MetadataExt::nlink(&st) != 1 {
                     return Err(Error::new(
                         Code::UnsafePath,
                         format!(
-                            "lock file {} is not a regular file",
+                            "lock file {} is not a regular file of its own (a hard link, a \
+                             FIFO or a directory was put there)",
                             display_path(&lock_path)
                         ),
                     ));
                 }
-                Some(f)
+                (Some(f), writable)
             }
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
                 return Err(Error::new(
@@ -561,15 +573,23 @@ fn lock_dest(root: &Dir, dest: &Path, opts: &CheckoutOptions) -> Result<DestLock
                     format!("lock file {} is a symbolic link", display_path(&lock_path)),
                 ))
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EROFS)) => None,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EACCES | libc::EROFS | libc::ENOENT)
+                ) =>
+            {
+                (None, false)
+            }
             Err(e) => return Err(Error::io("cannot create lock file", &lock_path, e)),
         };
         let id = match &file {
             Some(f) => fsx::fd_id(f).map_err(|e| Error::io("cannot inspect", &lock_path, e))?,
             None => (0, 0),
         };
+        let mut file_locked = false;
         if let Some(f) = &file {
-            flock_wait(f, dest, opts, &mut told, false)?;
+            file_locked = flock_wait(f, dest, opts, &mut told, !writable)?;
             // The previous holder removed the name as it finished: this file is nobody's
             // lock any more; take the one at the name now.
             let current = root.lstat(LOCK_NAME.as_bytes()).ok().flatten();
@@ -580,8 +600,8 @@ fn lock_dest(root: &Dir, dest: &Path, opts: &CheckoutOptions) -> Result<DestLock
         let dir_lock = root
             .open_flags(b".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
             .map_err(|e| Error::io("cannot open", dest, e))?;
-        let locked_dir = flock_wait(&dir_lock, dest, opts, &mut told, file.is_some())?;
-        if file.is_none() && !locked_dir {
+        let locked_dir = flock_wait(&dir_lock, dest, opts, &mut told, file_locked)?;
+        if !file_locked && !locked_dir {
             return Err(Error::io(
                 "cannot lock",
                 dest,
@@ -1458,10 +1478,7 @@ fn clear_staging(root: &Dir, staging: &mut Option<Staging>) -> io::Result<()> {
             // now if that is still in the destination's top level, rather than leave an
             // empty staging directory to be put back later.
             for n in root.list()? {
-                if root
-                    .lstat(&n)?
-                    .is_some_and(|st| fsx::file_id(&st) == s.id)
-                {
+                if root.lstat(&n)?.is_some_and(|st| fsx::file_id(&st) == s.id) {
                     let _ = root.unlink(&n, true);
                 }
             }
