@@ -66,6 +66,8 @@ OPS = ("push", "stage", "pull", "checkout", "fetch", "sync")
 #: ``stage`` and ``checkout`` only ever touch the local cache: they have no S3 variant.
 S3_OPS = ("push", "pull", "fetch", "sync")
 STAGING_PREFIX = ".snapdir-staging."
+#: The lock file a pull or checkout holds in its destination (docs/format.md).
+LOCK_NAME = ".snapdir-staging.lock"
 HEX = frozenset("0123456789abcdef")
 #: How a kill landed: before anything visible changed, with the target half done, after
 #: the target was complete but before the exit, or after the process had already exited.
@@ -166,6 +168,10 @@ def describe(root: Path) -> tuple[Desc, list[str]]:
         dirnames[:] = keep
         for f in filenames:
             p = here / f
+            if f == LOCK_NAME and here == root:
+                # A killed pull's lock file: a leftover like its staging (the next removes it).
+                staging.append(f)
+                continue
             st = os.lstat(p)
             kind = "F" if os.path.isfile(p) and not os.path.islink(p) else "?"
             out[p.relative_to(root).as_posix()] = (

@@ -5,6 +5,10 @@ Materialising is done by the Rust core in three steps (plan, fill, commit; see
 ``rust/snapdir-core/src/checkout.rs``): the whole manifest is validated and the destination
 compared before anything is written, every object is verified in a private staging
 directory, and only then is the tree changed, never following a link that is already there.
+The destination's owner may be someone else, swapping directories under it while this runs:
+every write goes through descriptors (cloud downloads too, into files the core created in
+staging and hands over as ``/proc/self/fd/<n>``), never through a path they could redirect.
+One pull or checkout writes into a destination at a time (a lock in it, ``wait``).
 
 With ``link="hardlink"`` or ``link="reflink"`` the files are hard links to, or copy-on-write
 clones of, the local cache's objects (the snapshot is fetched into the cache first); see
@@ -13,8 +17,8 @@ docs/checkout-links.md for the trade-offs.
 
 from __future__ import annotations
 
-import functools
 import os
+import re
 from typing import TYPE_CHECKING, Literal
 
 from . import _snapdir
@@ -26,6 +30,7 @@ from ._common import (
     transfer_objects,
     unwrap,
 )
+from ._errors import SnapdirError
 from ._manifest import run_cancellable, stat_cache_dir
 from ._types import LINK_MODES, SnapshotId, StoreUri
 
@@ -62,9 +67,9 @@ async def pull_with_stats(
     progress: ProgressFn | None = None,
     link: LinkMode = "copy",
     use_cache: bool = True,
+    wait: bool = True,
 ) -> OpStats:
     """:func:`pull`, returning what it did."""
-    from .stores import ObjectGet
     from .stores.file import FileStore
 
     _check_link(link)
@@ -101,6 +106,8 @@ async def pull_with_stats(
             None,
             link,
             stat_cache_dir(use_cache),
+            wait,
+            _waiting,
         ),
         cancel,
     )
@@ -112,15 +119,7 @@ async def pull_with_stats(
             await run_cancellable(lambda _t: plan.fill_from_store(inner.root), cancel)
         else:
             await run_cancellable(lambda _t: plan.prepare(), cancel)
-            gets = []
-            for i, (c, size) in enumerate(needed):
-                staged = plan.staged_path(i)
-                assert staged is not None
-                if c == _snapdir.EMPTY_CHECKSUM and size == 0:
-                    await run_cancellable(functools.partial(_touch_token, staged))
-                else:
-                    gets.append(ObjectGet(c, os.fspath(staged), size))
-            await st.get_objects(gets, jobs=jobs, progress=progress)
+            await _download_staged(plan, st, needed, jobs=jobs, progress=progress)
         written, kept, nbytes, removed = await run_cancellable(lambda _t: plan.commit(), cancel)
     except BaseException:
         plan.abort()
@@ -153,9 +152,68 @@ def _absolute(p: str | os.PathLike[str]) -> str:
     return os.path.abspath(os.fspath(p))
 
 
-def _touch_token(path: str | os.PathLike[str], _token: object) -> None:
-    with open(path, "wb"):
-        pass
+#: Staging files open at once during a download (descriptors: ``RLIMIT_NOFILE`` may be
+#: 1,024, shared with the store's connections).
+_STAGED_BATCH = 256
+
+
+_FD_PATH = re.compile(r"/(proc/self|dev)/fd/([0-9]+)")
+
+
+def _name_staged(message: str, staged: dict[str, str | None]) -> str:
+    """``message`` with each ``/proc/self/fd/<n>`` replaced by the staging file it is."""
+    return _FD_PATH.sub(lambda m: str(staged.get(m.group(2)) or m.group(0)), message)
+
+
+def _fd_path(fd: int) -> str:
+    """A path naming the open file ``fd`` itself (no name in the destination is resolved)."""
+    return f"/proc/self/fd/{fd}" if os.path.isdir("/proc/self/fd") else f"/dev/fd/{fd}"
+
+
+async def _download_staged(
+    plan: _snapdir.CheckoutPlan,
+    st: Store,
+    needed: list[tuple[str, int]],
+    *,
+    jobs: int,
+    progress: ProgressFn | None,
+) -> None:
+    """Download the objects a plan needs into its staging files, a batch at a time.
+
+    The core creates each file exclusively through the staging directory's descriptor and
+    hands it over open; the store writes to ``/proc/self/fd/<n>``, which reaches that very
+    file whatever happens to the names in the destination meanwhile (its owner may swap
+    the staging directory, or a file in it, for a link). Empty objects need no download."""
+    from .stores import ObjectGet
+
+    for start in range(0, len(needed), _STAGED_BATCH):
+        batch = list(range(start, min(start + _STAGED_BATCH, len(needed))))
+        fds = plan.open_staged(batch)
+        try:
+            gets = [
+                ObjectGet(needed[i][0], _fd_path(fd), needed[i][1])
+                for i, fd in zip(batch, fds, strict=True)
+                if not (needed[i][0] == _snapdir.EMPTY_CHECKSUM and needed[i][1] == 0)
+            ]
+            await st.get_objects(gets, jobs=jobs, progress=progress)
+        except SnapdirError as e:
+            # Name the staging file, not the descriptor the store was given.
+            staged = {str(fd): plan.staged_path(i) for i, fd in zip(batch, fds, strict=True)}
+            if e.args and isinstance(e.args[0], str):
+                e.args = (_name_staged(e.args[0], staged), *e.args[1:])
+            raise
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+def _waiting(message: str) -> None:
+    """Say (once) that this pull waits for another one writing into its destination."""
+    import warnings
+
+    from ._errors import SnapdirWarning
+
+    warnings.warn(message, SnapdirWarning, stacklevel=2)
 
 
 async def pull(
@@ -170,6 +228,7 @@ async def pull(
     progress: ProgressFn | None = None,
     link: LinkMode = "copy",
     use_cache: bool = True,
+    wait: bool = True,
 ) -> None:
     """Materialise snapshot ``snapshot_id`` from ``store`` into ``dest`` (created if needed).
 
@@ -189,6 +248,11 @@ async def pull(
     inode, size, mtime, ctime, mode) has not changed since: the stat cache, as for
     :func:`snapdir.manifest` (docs/statcache.md). ``use_cache=False`` (or
     ``SNAPDIR_STAT_CACHE=0``) reads every such file.
+
+    One pull or checkout writes into ``dest`` at a time: it holds a lock there
+    (``.snapdir-staging.lock``, removed when done; docs/format.md). Another one waits for it
+    (saying so once with a :class:`SnapdirWarning`), or with ``wait=False`` raises
+    :class:`ConflictError` naming ``dest`` at once.
     """
     await pull_with_stats(
         snapshot_id,
@@ -201,6 +265,7 @@ async def pull(
         progress=progress,
         link=link,
         use_cache=use_cache,
+        wait=wait,
     )
 
 
@@ -214,6 +279,7 @@ async def checkout(
     progress: ProgressFn | None = None,
     link: LinkMode = "copy",
     use_cache: bool = True,
+    wait: bool = True,
 ) -> None:
     """:func:`pull` from the local cache (after :func:`stage` or :func:`fetch`);
     ``link="hardlink"`` / ``"reflink"`` link or clone the cache's objects instead of copying
@@ -230,6 +296,7 @@ async def checkout(
         progress=progress,
         link=link,
         use_cache=use_cache,
+        wait=wait,
     )
 
 

@@ -3,6 +3,7 @@
 Checked against the compiled module by ``python -m mypy.stubtest snapdir._snapdir``.
 """
 
+from collections.abc import Callable
 from typing import ClassVar, final
 
 __all__ = [
@@ -175,8 +176,13 @@ class CheckoutPlan:
     def prepare(self) -> None:
         """Create the destination and the private staging directory."""
 
+    def open_staged(self, indices: list[int]) -> list[int]:
+        """Create the staging files of objects ``indices`` (exclusively, through the staging
+        directory's descriptor) and return them open for writing, as raw descriptors the
+        caller closes; write to ``/proc/self/fd/<fd>``, never to a path."""
+
     def staged_path(self, i: int) -> str | None:
-        """Where object ``i`` must be written before ``commit`` (after ``prepare``)."""
+        """Where object ``i`` is staged (after ``prepare``), for messages only."""
 
     def fill_from_store(self, root: str) -> None:
         """Fill staging from the ``file://`` store at ``root`` (verified copies)."""
@@ -240,9 +246,13 @@ def plan_checkout(
     progress: Progress | None = None,
     link: str = "copy",
     stat_cache: str | None = None,
+    wait: bool = True,
+    on_wait: Callable[[str], object] | None = None,
 ) -> CheckoutPlan:
     """Compare ``dest`` with ``manifest`` (read-only); raises ``ConflictError`` listing
     differing local files unless ``force``. ``link`` (``"copy"``, ``"hardlink"``,
     ``"reflink"``) says how ``fill_from_store`` gives files their content. ``stat_cache``
     (the stat cache directory; ``None``: off): files a previous checkout found right and
-    whose stamp has not changed since are trusted without being read."""
+    whose stamp has not changed since are trusted without being read. The plan holds the
+    destination's lock until committed or aborted; if another checkout holds it, ``wait``
+    waits (calling ``on_wait(message)`` once) or raises ``ConflictError`` at once."""

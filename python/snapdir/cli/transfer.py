@@ -80,6 +80,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
                 progress=rep,
                 link=args.link,
                 use_cache=not args.no_stat_cache,
+                wait=not args.no_wait,
             ),
             store,
         )
@@ -190,6 +191,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
             action="store_true",
             help="hash every destination file of the right size; neither read nor write the "
             "stat cache",
+        )
+        p.add_argument(
+            "--no-wait",
+            action="store_true",
+            help="fail at once (CONFLICT) if another pull or checkout is writing into DEST, "
+            "instead of waiting for it",
         )
         jobs_arg(p)
         p.set_defaults(handler=cmd_pull)

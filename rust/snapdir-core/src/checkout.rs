@@ -15,6 +15,18 @@
 //! An interrupted run leaves at most a staging directory (removed by the next run) and files
 //! that are complete and verified; re-running finishes the job.
 //!
+//! The destination may belong to someone else than the process writing into it (a root
+//! pull into a user's directory): its owner can swap any directory under it — the staging
+//! directory included — for a link or a directory of theirs at any moment. So nothing here
+//! resolves a path twice: the destination is opened once, every directory below it is
+//! reached from an open descriptor by one name with `O_NOFOLLOW`, checked with `fstat`,
+//! and every file is created exclusively (`O_EXCL|O_NOFOLLOW`) and checked again by inode
+//! after it is moved into place. Only a bounded number of descriptors is held ([`Chain`]),
+//! so trees deeper than the descriptor limit check out too.
+//!
+//! One pull or checkout at a time per destination: the plan holds an exclusive `flock` on
+//! [`LOCK_NAME`] from before it compares until the commit or abort (see [`CheckoutOptions::wait`]).
+//!
 //! From a local cache the files may also be hard links to, or copy-on-write clones of, the
 //! cache's objects ([`LinkMode`], docs/checkout-links.md). Each object is verified before
 //! it is used either way.
@@ -28,7 +40,7 @@ use std::sync::atomic::Ordering;
 use rayon::prelude::*;
 
 use crate::error::{display_path, escape_bytes, Code, Error, Result};
-use crate::fsx::{self, Dir, Kind as FsKind};
+use crate::fsx::{self, Dir, FileId, Kind as FsKind};
 use crate::hash::{hash_sized, hash_whole, open_nonblocking, Stamp};
 use crate::manifest::{to_hex, Digest, Entry, Kind, Manifest, EMPTY_CHECKSUM};
 use crate::statcache::{self, FileStamps, FsId, Rec};
@@ -36,6 +48,21 @@ use crate::store::{object_path, LocalOptions};
 
 /// Name prefix of the staging directory inside a destination.
 pub const STAGING_PREFIX: &str = ".snapdir-staging.";
+
+/// The lock file of a destination, held (`flock`) by the one pull or checkout writing into
+/// it and removed when it ends. It carries the staging prefix, so `delete` never removes it
+/// and the clean-up of stale staging directories leaves it alone.
+pub const LOCK_NAME: &str = ".snapdir-staging.lock";
+
+/// Called once when a checkout starts waiting for another one to release the destination.
+#[derive(Clone)]
+pub struct WaitNotice(pub std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for WaitNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WaitNotice")
+    }
+}
 
 /// How files get their content from a `file://` store (the local cache).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -82,6 +109,10 @@ pub struct CheckoutOptions {
     /// ([`crate::statcache::FileStamps`]); a successful commit records what it found.
     pub stat_cache: Option<PathBuf>,
     pub local: LocalOptions,
+    /// When another pull or checkout holds the destination: wait for it (`true`, telling
+    /// `on_wait` once) or fail at once with `CONFLICT` (`false`).
+    pub wait: bool,
+    pub on_wait: Option<WaitNotice>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +143,10 @@ pub struct Needed {
 pub struct Plan {
     manifest: Manifest,
     dest: PathBuf,
+    /// The destination, opened once: every later step works from this descriptor.
+    root: Dir,
+    /// The exclusive hold on the destination (released when the plan ends).
+    lock: Option<DestLock>,
     actions: Vec<Action>,
     /// Needed object per entry index (for `Write` entries).
     object_of: Vec<Option<usize>>,
@@ -120,14 +155,33 @@ pub struct Plan {
     replace: Vec<usize>,
     /// Extra local paths (relative to dest, raw bytes) to remove with `delete`.
     extras: Vec<Vec<u8>>,
-    staging: Option<PathBuf>,
+    staging: Option<Staging>,
+    /// The inode each staged object was created as: a staged name that no longer refers to
+    /// it was swapped by someone else and is never moved into the tree.
+    staged: Vec<Option<FileId>>,
+    /// Deepest directory level of the manifest (sizes the descriptor [`Chain`]s).
+    max_depth: usize,
     prepared: bool,
     created_dest: bool,
+    /// Committed or aborted: nothing left to clean up.
+    finished: bool,
     opts: CheckoutOptions,
     /// Files found right, with their stamps, to record after a successful commit.
     stamps: Option<Stamps>,
     /// Files kept without being read: unchanged since a checkout found them right.
     unread: usize,
+}
+
+/// The private staging directory, held open (with its fan-out sub-directories).
+#[derive(Debug)]
+struct Staging {
+    name: Vec<u8>,
+    id: FileId,
+    dir: Dir,
+    /// Sub-directories `0..n` when objects are spread (empty: objects sit in `dir`).
+    subs: Vec<Dir>,
+    /// For messages only (never opened by this path).
+    path: PathBuf,
 }
 
 /// What the plan learnt for the stamps file of its destination.
@@ -163,7 +217,411 @@ fn mode_of(e: &Entry, opts: &CheckoutOptions) -> u32 {
     }
 }
 
-/// Compares `dest` with `manifest` without writing anything (see the module docs).
+/// The error a re-opened directory gets when it is no longer the one first opened there.
+fn replaced() -> io::Error {
+    io::Error::other("replaced by another directory while in use")
+}
+
+/// The error for a directory that cannot be opened or entered: a link, a file or a
+/// swapped directory in the way is `UNSAFE_PATH`; anything else (no descriptors left:
+/// `EMFILE`, ...) is the I/O error it is.
+fn dir_error(what: &str, path: &Path, e: io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ELOOP | libc::ENOTDIR) => Error::new(
+            Code::UnsafePath,
+            format!(
+                "{what} {}: a link or a file is in the way ({e})",
+                display_path(path)
+            ),
+        ),
+        None if e.kind() == io::ErrorKind::Other => Error::new(
+            Code::UnsafePath,
+            format!("{what} {}: {e}", display_path(path)),
+        ),
+        _ => Error::io(what, path, e),
+    }
+}
+
+/// The error for a file that was swapped while it was being moved into place.
+fn swapped(path: &Path) -> Error {
+    Error::new(
+        Code::UnsafePath,
+        format!(
+            "{} was replaced by something else while it was checked out (another process is \
+             changing the destination)",
+            display_path(path)
+        ),
+    )
+}
+
+/// Directories held open while fewer descriptors than tree levels are at hand.
+const WINDOW: usize = 32;
+
+/// The directories along the current path below `base`, each opened from its parent by one
+/// name with `O_NOFOLLOW` and identified by (device, inode). Only the deepest [`WINDOW`]
+/// levels and every `stride`-th level keep their descriptor, so a tree of any depth needs a
+/// bounded number of them (`RLIMIT_NOFILE` may be 1,024); a level let go is re-opened from
+/// the nearest held ancestor when needed, and refused if it is not the same directory.
+#[derive(Debug)]
+struct Chain {
+    base: Dir,
+    links: Vec<Link>,
+    stride: usize,
+}
+
+#[derive(Debug)]
+struct Link {
+    name: Vec<u8>,
+    id: FileId,
+    dir: Option<Dir>,
+}
+
+impl Chain {
+    fn new(base: Dir, max_depth: usize) -> Chain {
+        // At most ~256 checkpoints however deep the tree is.
+        let stride = WINDOW.max(max_depth / 256 + 1);
+        Chain {
+            base,
+            links: Vec::new(),
+            stride,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.links.len()
+    }
+
+    fn keeps(&self, k: usize) -> bool {
+        (k + 1) % self.stride == 0
+    }
+
+    /// The deepest directory (the base when there is none).
+    fn top(&mut self) -> io::Result<&Dir> {
+        let Some(i) = self.links.len().checked_sub(1) else {
+            return Ok(&self.base);
+        };
+        self.ensure(i)?;
+        Ok(self.links[i].dir.as_ref().expect("ensured"))
+    }
+
+    /// Adds `dir`, just opened as `name` in [`Chain::top`].
+    fn push(&mut self, name: &[u8], dir: Dir) -> io::Result<()> {
+        let id = dir.id()?;
+        self.links.push(Link {
+            name: name.to_vec(),
+            id,
+            dir: Some(dir),
+        });
+        let n = self.links.len();
+        if n > WINDOW {
+            let k = n - 1 - WINDOW;
+            if !self.keeps(k) {
+                self.links[k].dir = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the deepest directory and returns it, open.
+    fn pop(&mut self) -> io::Result<(Vec<u8>, Dir)> {
+        let i = self.links.len() - 1;
+        self.ensure(i)?;
+        let l = self.links.pop().expect("non-empty");
+        Ok((l.name, l.dir.expect("ensured")))
+    }
+
+    fn ensure(&mut self, i: usize) -> io::Result<()> {
+        if self.links[i].dir.is_some() {
+            return Ok(());
+        }
+        let mut j = i;
+        while j > 0 && self.links[j - 1].dir.is_none() {
+            j -= 1;
+        }
+        // Levels j..=i are closed; j's parent is open. Re-open down to i, keeping the
+        // window below i so the next levels up are at hand.
+        let lo = i.saturating_sub(WINDOW);
+        for k in j..=i {
+            let d = {
+                let parent = if k == 0 {
+                    &self.base
+                } else {
+                    self.links[k - 1].dir.as_ref().expect("opened on the way")
+                };
+                parent.open_dir(&self.links[k].name)?
+            };
+            if d.id()? != self.links[k].id {
+                return Err(replaced());
+            }
+            self.links[k].dir = Some(d);
+            if k > j && k - 1 < lo && !self.keeps(k - 1) {
+                self.links[k - 1].dir = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes `name` in `parent` whatever it is; a directory with everything under it, never
+/// following a link, with a bounded number of descriptors however deep it is.
+fn remove_tree(parent: &Dir, name: &[u8]) -> io::Result<()> {
+    match parent.kind(name)? {
+        FsKind::Missing => return Ok(()),
+        FsKind::Dir { .. } => {}
+        _ => return parent.unlink(name, false),
+    }
+    let mut chain = Chain::new(parent.try_clone()?, 0);
+    // Sub-directories still to remove, per level.
+    let mut todo: Vec<Vec<Vec<u8>>> = Vec::new();
+    let enter = |d: &Dir| -> io::Result<Vec<Vec<u8>>> {
+        let _ = d.chmod(0o700);
+        let mut subs = Vec::new();
+        for (child, t) in d.list_typed()? {
+            let is_dir = match t {
+                libc::DT_DIR => true,
+                libc::DT_UNKNOWN => matches!(d.kind(&child)?, FsKind::Dir { .. }),
+                _ => false,
+            };
+            if is_dir {
+                subs.push(child);
+            } else {
+                match d.unlink(&child, false) {
+                    Ok(()) => {}
+                    // A directory after all (d_type lied or it was swapped): remove it as one.
+                    Err(e) if e.raw_os_error() == Some(libc::EISDIR) => subs.push(child),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(subs)
+    };
+    let first = parent.open_dir(name)?;
+    todo.push(enter(&first)?);
+    chain.push(name, first)?;
+    while chain.len() > 0 {
+        let next = todo.last_mut().expect("one per level").pop();
+        match next {
+            Some(sub) => {
+                let d = match chain.top()?.open_dir(&sub) {
+                    Ok(d) => d,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    // Swapped for a link or file since it was listed: remove that.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+                        chain.top()?.unlink(&sub, false)?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                todo.push(enter(&d)?);
+                chain.push(&sub, d)?;
+            }
+            None => {
+                todo.pop();
+                let (n, _) = chain.pop()?;
+                chain.top()?.unlink(&n, true)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The exclusive hold on a destination: an `flock` on [`LOCK_NAME`] in it, and one on the
+/// directory itself. The file is the lock where directory locks are not supported (NFS);
+/// the directory lock is the one a checkout that cannot create the file (a read-only
+/// destination, with nothing to write) can still take — so the two always meet.
+#[derive(Debug)]
+struct DestLock {
+    /// The lock file, holding its lock while open (`None`: it could not be created).
+    file: Option<fs::File>,
+    /// The destination directory, holding its lock while open.
+    _dir_lock: fs::File,
+    /// The destination, to remove the lock file from when done.
+    dir: Dir,
+    id: FileId,
+}
+
+impl DestLock {
+    /// Removes the lock file's name (if it is still ours) while the lock is still held: a
+    /// waiter that then gets the lock on the unlinked file sees the name gone and starts
+    /// over with a new one.
+    fn unname(&mut self) {
+        if self.file.is_some()
+            && self
+                .dir
+                .lstat(LOCK_NAME.as_bytes())
+                .ok()
+                .flatten()
+                .is_some_and(|st| fsx::file_id(&st) == self.id)
+        {
+            let _ = self.dir.unlink(LOCK_NAME.as_bytes(), false);
+        }
+        self.id = (0, 0);
+    }
+}
+
+impl Drop for DestLock {
+    fn drop(&mut self) {
+        self.unname();
+    }
+}
+
+/// `flock(LOCK_EX)` on `f`, waiting (or not) as `opts` says. `Ok(false)`: this file system
+/// does not lock such a file (the other lock then stands alone).
+fn flock_wait(
+    f: &fs::File,
+    dest: &Path,
+    opts: &CheckoutOptions,
+    told: &mut bool,
+    optional: bool,
+) -> Result<bool> {
+    loop {
+        let r = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(f),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        if r == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            if optional {
+                return Ok(false);
+            }
+            return Err(Error::io("cannot lock", &dest.join(LOCK_NAME), e));
+        }
+        if !opts.wait {
+            return Err(Error::new(
+                Code::Conflict,
+                format!(
+                    "another pull or checkout is writing into {} (it holds {}); retry once \
+                     it is done, or let this one wait for it",
+                    display_path(dest),
+                    LOCK_NAME
+                ),
+            ));
+        }
+        if !*told {
+            *told = true;
+            if let Some(n) = &opts.on_wait {
+                (n.0)(&format!(
+                    "waiting for another pull or checkout writing into {} to finish",
+                    display_path(dest)
+                ));
+            }
+        }
+        if opts
+            .local
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return Err(Error::new(
+                Code::Io,
+                format!(
+                    "interrupted while waiting for the lock of {}",
+                    display_path(dest)
+                ),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Takes the destination's lock (see [`CheckoutOptions::wait`]).
+fn lock_dest(root: &Dir, dest: &Path, opts: &CheckoutOptions) -> Result<DestLock> {
+    let lock_path = dest.join(LOCK_NAME);
+    let mut told = false;
+    let dir = root
+        .try_clone()
+        .map_err(|e| Error::io("cannot open", dest, e))?;
+    loop {
+        // Created safely: never through a link (O_NOFOLLOW), never blocking on a FIFO put
+        // there (O_NONBLOCK), never truncated, and only used if it is a regular file with
+        // no other name. Opened for writing where possible (NFS locks only such files);
+        // read-only where someone else's lock file allows no more (flock does not mind).
+        let safe = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        let opened = match root.open_flags(
+            LOCK_NAME.as_bytes(),
+            libc::O_RDWR | libc::O_CREAT | safe,
+            0o644,
+        ) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EROFS)) => root
+                .open_flags(LOCK_NAME.as_bytes(), libc::O_RDONLY | safe, 0)
+                .map(|f| (f, false)),
+            other => other.map(|f| (f, true)),
+        };
+        let (file, writable) = match opened {
+            Ok((f, writable)) => {
+                let st = f
+                    .metadata()
+                    .map_err(|e| Error::io("cannot inspect", &lock_path, e))?;
+                if !st.is_file() || std::os::unix::fs::MetadataExt::nlink(&st) != 1 {
+                    return Err(Error::new(
+                        Code::UnsafePath,
+                        format!(
+                            "lock file {} is not a regular file of its own (a hard link, a \
+                             FIFO or a directory was put there)",
+                            display_path(&lock_path)
+                        ),
+                    ));
+                }
+                (Some(f), writable)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(Error::new(
+                    Code::UnsafePath,
+                    format!("lock file {} is a symbolic link", display_path(&lock_path)),
+                ))
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EACCES | libc::EROFS | libc::ENOENT)
+                ) =>
+            {
+                (None, false)
+            }
+            Err(e) => return Err(Error::io("cannot create lock file", &lock_path, e)),
+        };
+        let id = match &file {
+            Some(f) => fsx::fd_id(f).map_err(|e| Error::io("cannot inspect", &lock_path, e))?,
+            None => (0, 0),
+        };
+        let mut file_locked = false;
+        if let Some(f) = &file {
+            file_locked = flock_wait(f, dest, opts, &mut told, !writable)?;
+            // The previous holder removed the name as it finished: this file is nobody's
+            // lock any more; take the one at the name now.
+            let current = root.lstat(LOCK_NAME.as_bytes()).ok().flatten();
+            if current.is_none_or(|st| fsx::file_id(&st) != id) {
+                continue;
+            }
+        }
+        let dir_lock = root
+            .open_flags(b".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            .map_err(|e| Error::io("cannot open", dest, e))?;
+        let locked_dir = flock_wait(&dir_lock, dest, opts, &mut told, file_locked)?;
+        if !file_locked && !locked_dir {
+            return Err(Error::io(
+                "cannot lock",
+                dest,
+                io::Error::from_raw_os_error(libc::ENOLCK),
+            ));
+        }
+        return Ok(DestLock {
+            file,
+            _dir_lock: dir_lock,
+            dir,
+            id,
+        });
+    }
+}
+
+/// Compares `dest` with `manifest` without writing anything but the destination itself when
+/// missing and its lock file (see the module docs).
 pub fn plan(manifest: &Manifest, dest: &Path, opts: &CheckoutOptions) -> Result<Plan> {
     if manifest.is_absolute() {
         return Err(Error::new(
@@ -171,11 +629,6 @@ pub fn plan(manifest: &Manifest, dest: &Path, opts: &CheckoutOptions) -> Result<
             "an absolute-path manifest cannot be checked out",
         ));
     }
-    let entries = manifest.entries();
-    let mut actions = vec![Action::Keep; entries.len()];
-    let mut conflicts: Vec<usize> = Vec::new();
-    let mut replace: Vec<usize> = Vec::new();
-    let mut extras = Vec::new();
     let dest_exists = match fs::metadata(dest) {
         Ok(m) if m.is_dir() => true,
         Ok(_) => {
@@ -190,235 +643,329 @@ pub fn plan(manifest: &Manifest, dest: &Path, opts: &CheckoutOptions) -> Result<
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(Error::io("cannot access destination", dest, e)),
     };
-    // Walk the manifest in order (a depth-first pre-order, since paths sort with their
-    // parents first), keeping only the current chain of directories open. Files whose size
-    // matches are hashed when their directory is left, in parallel.
-    struct Frame {
-        idx: usize,
-        dir: Option<Dir>,
-        /// Files of the right size, with their stamps, still to compare.
-        pending: Vec<(usize, Stamp)>,
+    // The lock lives in the destination, so a missing one is created first (as the fill
+    // would have): a plan that fails leaves it removed again.
+    if !dest_exists {
+        fs::create_dir_all(dest).map_err(|e| Error::io("cannot create destination", dest, e))?;
     }
-    let start_ns = statcache::now_ns();
-    // The stamps of an earlier checkout into this destination (under its canonical path:
-    // the same directory reached another way shares them).
-    let mut stamps = match (&opts.stat_cache, dest_exists) {
-        (Some(dir), true) => fs::canonicalize(dest).ok().map(|root| Stamps {
-            file: statcache::stamps_file(dir, &root),
-            fs: FsId::of_path(&root),
-            root,
-            start_ns,
-            found: Vec::new(),
-        }),
-        _ => None,
+    let created_dest = !dest_exists;
+    let undo = |e: Error| {
+        if created_dest {
+            let _ = fs::remove_dir(dest);
+        }
+        e
     };
-    let mut unread = 0usize;
-    let known = stamps
-        .as_ref()
-        .map(|st| FileStamps::load(&st.file, &st.root, st.fs))
-        .unwrap_or_default();
-    let root_dir = if dest_exists {
+    // The destination's own path is the caller's choice and is followed; from here on,
+    // everything is reached from this descriptor.
+    let root = Dir::open(dest).map_err(|e| undo(Error::io("cannot open", dest, e)))?;
+    let lock = lock_dest(&root, dest, opts).map_err(undo)?;
+    let mut p = Plan {
+        manifest: manifest.clone(),
+        dest: dest.to_path_buf(),
+        root,
+        lock: Some(lock),
+        actions: Vec::new(),
+        object_of: Vec::new(),
+        needed: Vec::new(),
+        replace: Vec::new(),
+        extras: Vec::new(),
+        staging: None,
+        staged: Vec::new(),
+        max_depth: manifest
+            .entries()
+            .iter()
+            .map(|e| e.rel().bytes().filter(|&b| b == b'/').count() + 1)
+            .max()
+            .unwrap_or(0),
+        prepared: false,
+        created_dest,
+        finished: false,
+        opts: opts.clone(),
+        stamps: None,
+        unread: 0,
+    };
+    // On an error the plan is dropped, which releases the lock (and removes a destination
+    // it created).
+    p.compare(dest_exists)?;
+    Ok(p)
+}
+
+impl Plan {
+    /// The read-only part of [`plan`]: what to keep, write, replace and remove.
+    fn compare(&mut self, dest_existed: bool) -> Result<()> {
+        let manifest = &self.manifest;
+        let dest = self.dest.as_path();
+        let opts = &self.opts;
+        let entries = manifest.entries();
+        let mut actions = vec![Action::Keep; entries.len()];
+        let mut conflicts: Vec<usize> = Vec::new();
+        let mut replace: Vec<usize> = Vec::new();
+        let mut extras = Vec::new();
+        // Walk the manifest in order (a depth-first pre-order, since paths sort with their
+        // parents first), keeping only the current chain of directories open. Files whose
+        // size matches are hashed when their directory is left, in parallel.
+        struct Frame {
+            idx: usize,
+            /// Whether the directory exists (and so is in the chain).
+            open: bool,
+            /// Files of the right size, with their stamps, still to compare.
+            pending: Vec<(usize, Stamp)>,
+        }
+        let start_ns = statcache::now_ns();
+        // The stamps of an earlier checkout into this destination (under its canonical
+        // path: the same directory reached another way shares them).
+        let mut stamps = match (&opts.stat_cache, dest_existed) {
+            (Some(dir), true) => fs::canonicalize(dest).ok().map(|root| Stamps {
+                file: statcache::stamps_file(dir, &root),
+                fs: FsId::of_path(&root),
+                root,
+                start_ns,
+                found: Vec::new(),
+            }),
+            _ => None,
+        };
+        let mut unread = 0usize;
+        let known = stamps
+            .as_ref()
+            .map(|st| FileStamps::load(&st.file, &st.root, st.fs))
+            .unwrap_or_default();
         actions[0] = Action::DirOk;
-        Some(Dir::open(dest).map_err(|e| Error::io("cannot open", dest, e))?)
-    } else {
-        actions[0] = Action::Mkdir;
-        None
-    };
-    let mut stack: Vec<Frame> = vec![Frame {
-        idx: 0,
-        dir: root_dir,
-        pending: Vec::new(),
-    }];
-    let mut finish = |f: Frame,
-                      actions: &mut Vec<Action>,
-                      conflicts: &mut Vec<usize>,
-                      found: Option<&mut Vec<(Vec<u8>, Rec)>>|
-     -> Result<()> {
-        let Some(dir) = &f.dir else { return Ok(()) };
-        let results: Vec<(usize, Stamp, bool, bool)> = f
-            .pending
-            .par_iter()
-            .map(|&(i, stamp)| {
+        let base = self
+            .root
+            .try_clone()
+            .map_err(|e| Error::io("cannot open", dest, e))?;
+        let mut chain = Chain::new(base, self.max_depth);
+        let mut stack: Vec<Frame> = vec![Frame {
+            idx: 0,
+            open: true,
+            pending: Vec::new(),
+        }];
+        let mut finish = |f: Frame,
+                          dir: Option<&Dir>,
+                          actions: &mut Vec<Action>,
+                          conflicts: &mut Vec<usize>,
+                          found: Option<&mut Vec<(Vec<u8>, Rec)>>|
+         -> Result<()> {
+            let Some(dir) = dir else { return Ok(()) };
+            let results: Vec<(usize, Stamp, bool, bool)> = f
+                .pending
+                .par_iter()
+                .map(|&(i, stamp)| {
+                    let e = &entries[i];
+                    let rel = rel_bytes(e);
+                    // Unchanged since a checkout found it right: no need to read it.
+                    let known_right = known
+                        .get(rel)
+                        .is_some_and(|r| r.digest == e.checksum && r.matches(&stamp));
+                    let same = known_right
+                        || dir
+                            .open_read(last_component(rel_bytes(e)))
+                            .and_then(|file| hash_sized(&file, e.size))
+                            .map(|(d, n)| d == e.checksum && n == e.size)
+                            .unwrap_or(false);
+                    (i, stamp, same, known_right)
+                })
+                .collect();
+            let mut found = found;
+            for (i, stamp, same, known_right) in results {
                 let e = &entries[i];
-                let rel = rel_bytes(e);
-                // Unchanged since a checkout found it right: no need to read it.
-                let known_right = known
-                    .get(rel)
-                    .is_some_and(|r| r.digest == e.checksum && r.matches(&stamp));
-                let same = known_right
-                    || dir
-                        .open_read(last_component(rel_bytes(e)))
-                        .and_then(|file| hash_sized(&file, e.size))
-                        .map(|(d, n)| d == e.checksum && n == e.size)
-                        .unwrap_or(false);
-                (i, stamp, same, known_right)
-            })
-            .collect();
-        let mut found = found;
-        for (i, stamp, same, known_right) in results {
-            let e = &entries[i];
-            unread += usize::from(known_right);
-            if same {
-                let mode = stamp.mode & 0o7777;
-                actions[i] = if mode == mode_of(e, opts) {
-                    if let Some(found) = found.as_deref_mut() {
-                        found.push((rel_bytes(e).to_vec(), Rec::new(&stamp, e.checksum)));
-                    }
-                    Action::Keep
+                unread += usize::from(known_right);
+                if same {
+                    let mode = stamp.mode & 0o7777;
+                    actions[i] = if mode == mode_of(e, opts) {
+                        if let Some(found) = found.as_deref_mut() {
+                            found.push((rel_bytes(e).to_vec(), Rec::new(&stamp, e.checksum)));
+                        }
+                        Action::Keep
+                    } else {
+                        Action::Chmod
+                    };
                 } else {
-                    Action::Chmod
+                    conflicts.push(i);
+                    actions[i] = Action::Write;
+                }
+            }
+            if opts.delete {
+                let e = &entries[f.idx];
+                let names = dir
+                    .list()
+                    .map_err(|err| Error::io("cannot list", &dest.join(e.rel()), err))?;
+                let prefix = if e.rel().is_empty() {
+                    String::new()
+                } else {
+                    format!("{}/", e.rel())
                 };
-            } else {
-                conflicts.push(i);
-                actions[i] = Action::Write;
+                for n in names {
+                    if f.idx == 0 && n.starts_with(STAGING_PREFIX.as_bytes()) {
+                        continue;
+                    }
+                    let mut rel = prefix.clone().into_bytes();
+                    rel.extend_from_slice(&n);
+                    if !in_manifest(entries, &rel) {
+                        extras.push(rel);
+                    }
+                }
             }
-        }
-        if opts.delete {
-            let e = &entries[f.idx];
-            let names = dir
-                .list()
-                .map_err(|err| Error::io("cannot list", &dest.join(e.rel()), err))?;
-            let prefix = if e.rel().is_empty() {
-                String::new()
+            Ok(())
+        };
+        let chain_err = |rel: &str, e: io::Error| dir_error("cannot open", &dest.join(rel), e);
+        for i in 1..entries.len() {
+            let e = &entries[i];
+            let parent_rel = parent_of(e.rel());
+            while stack.len() > 1 && entries[stack[stack.len() - 1].idx].rel() != parent_rel {
+                let f = stack.pop().expect("non-empty");
+                let popped = if f.open {
+                    Some(
+                        chain
+                            .pop()
+                            .map_err(|err| chain_err(entries[f.idx].rel(), err))?
+                            .1,
+                    )
+                } else {
+                    None
+                };
+                finish(
+                    f,
+                    popped.as_ref(),
+                    &mut actions,
+                    &mut conflicts,
+                    stamps.as_mut().map(|st| &mut st.found),
+                )?;
+            }
+            let top_open = stack.last().expect("root frame").open;
+            let name = last_component(rel_bytes(e));
+            let parent = if top_open {
+                Some(chain.top().map_err(|err| chain_err(parent_rel, err))?)
             } else {
-                format!("{}/", e.rel())
+                None
             };
-            for n in names {
-                if f.idx == 0 && n.starts_with(STAGING_PREFIX.as_bytes()) {
-                    continue;
+            let st = match parent {
+                Some(dir) => dir
+                    .lstat(name)
+                    .map_err(|err| Error::io("cannot inspect", &dest.join(e.rel()), err))?,
+                None => None,
+            };
+            let state = st.as_ref().map_or(FsKind::Missing, fsx::kind_of);
+            let mut sub: Option<Dir> = None;
+            match (e.kind, state) {
+                (Kind::Directory, FsKind::Dir { .. }) => {
+                    actions[i] = Action::DirOk;
+                    let d = parent
+                        .expect("state came from an open parent")
+                        .open_dir(name)
+                        .map_err(|err| chain_err(e.rel(), err))?;
+                    sub = Some(d);
                 }
-                let mut rel = prefix.clone().into_bytes();
-                rel.extend_from_slice(&n);
-                if !in_manifest(entries, &rel) {
-                    extras.push(rel);
+                (Kind::Directory, FsKind::Missing) => actions[i] = Action::Mkdir,
+                (Kind::Directory, _) => {
+                    conflicts.push(i);
+                    actions[i] = Action::Mkdir;
+                }
+                (Kind::File, FsKind::Missing) => actions[i] = Action::Write,
+                (Kind::File, FsKind::File { size, .. }) if size == e.size => {
+                    let stamp = Stamp::of_stat(st.as_ref().expect("a file was found"));
+                    stack
+                        .last_mut()
+                        .expect("root frame")
+                        .pending
+                        .push((i, stamp));
+                }
+                (Kind::File, _) => {
+                    conflicts.push(i);
+                    actions[i] = Action::Write;
+                }
+            }
+            if e.kind == Kind::Directory {
+                stack.push(Frame {
+                    idx: i,
+                    open: sub.is_some(),
+                    pending: Vec::new(),
+                });
+                if let Some(d) = sub {
+                    chain.push(name, d).map_err(|err| chain_err(e.rel(), err))?;
                 }
             }
         }
-        Ok(())
-    };
-    for i in 1..entries.len() {
-        let e = &entries[i];
-        let parent_rel = parent_of(e.rel());
-        while stack.len() > 1 && entries[stack[stack.len() - 1].idx].rel() != parent_rel {
-            let f = stack.pop().expect("non-empty");
+        while let Some(f) = stack.pop() {
+            let popped = if f.idx == 0 {
+                None
+            } else if f.open {
+                Some(
+                    chain
+                        .pop()
+                        .map_err(|err| chain_err(entries[f.idx].rel(), err))?
+                        .1,
+                )
+            } else {
+                None
+            };
+            let dir = if f.idx == 0 {
+                Some(&chain.base)
+            } else {
+                popped.as_ref()
+            };
             finish(
                 f,
+                dir,
                 &mut actions,
                 &mut conflicts,
                 stamps.as_mut().map(|st| &mut st.found),
             )?;
         }
-        let top = stack.last_mut().expect("root frame");
-        let name = last_component(rel_bytes(e));
-        let st = match &top.dir {
-            Some(dir) => dir
-                .lstat(name)
-                .map_err(|err| Error::io("cannot inspect", &dest.join(e.rel()), err))?,
-            None => None,
-        };
-        let state = st.as_ref().map_or(FsKind::Missing, fsx::kind_of);
-        let mut sub: Option<Dir> = None;
-        match (e.kind, state) {
-            (Kind::Directory, FsKind::Dir { .. }) => {
-                actions[i] = Action::DirOk;
-                let d = top
-                    .dir
-                    .as_ref()
-                    .expect("state came from an open parent")
-                    .open_dir(name)
-                    .map_err(|err| Error::io("cannot open", &dest.join(e.rel()), err))?;
-                sub = Some(d);
+        conflicts.sort_unstable();
+        if !conflicts.is_empty() {
+            if !opts.force {
+                let shown: Vec<String> = conflicts
+                    .iter()
+                    .take(20)
+                    .map(|&i| escape_bytes(entries[i].path.as_bytes()))
+                    .collect();
+                let more = if conflicts.len() > 20 {
+                    format!(" and {} more", conflicts.len() - 20)
+                } else {
+                    String::new()
+                };
+                return Err(Error::new(
+                    Code::Conflict,
+                    format!(
+                        "{} local path(s) in {} differ from the snapshot and would be \
+                         overwritten: {}{more} (use force to overwrite)",
+                        conflicts.len(),
+                        display_path(dest),
+                        shown.join(", ")
+                    ),
+                ));
             }
-            (Kind::Directory, FsKind::Missing) => actions[i] = Action::Mkdir,
-            (Kind::Directory, _) => {
-                conflicts.push(i);
-                actions[i] = Action::Mkdir;
-            }
-            (Kind::File, FsKind::Missing) => actions[i] = Action::Write,
-            (Kind::File, FsKind::File { size, .. }) if size == e.size => {
-                let stamp = Stamp::of_stat(st.as_ref().expect("a file was found"));
-                top.pending.push((i, stamp));
-            }
-            (Kind::File, _) => {
-                conflicts.push(i);
-                actions[i] = Action::Write;
-            }
+            replace = conflicts;
         }
-        if e.kind == Kind::Directory {
-            stack.push(Frame {
-                idx: i,
-                dir: sub,
-                pending: Vec::new(),
-            });
-        }
-    }
-    while let Some(f) = stack.pop() {
-        finish(
-            f,
-            &mut actions,
-            &mut conflicts,
-            stamps.as_mut().map(|st| &mut st.found),
-        )?;
-    }
-    conflicts.sort_unstable();
-    if !conflicts.is_empty() {
-        if !opts.force {
-            let shown: Vec<String> = conflicts
-                .iter()
-                .take(20)
-                .map(|&i| escape_bytes(entries[i].path.as_bytes()))
-                .collect();
-            let more = if conflicts.len() > 20 {
-                format!(" and {} more", conflicts.len() - 20)
-            } else {
-                String::new()
-            };
-            return Err(Error::new(
-                Code::Conflict,
-                format!(
-                    "{} local path(s) in {} differ from the snapshot and would be overwritten: \
-                     {}{more} (use force to overwrite)",
-                    conflicts.len(),
-                    display_path(dest),
-                    shown.join(", ")
-                ),
-            ));
-        }
-        replace = conflicts;
-    }
-    // Objects to fetch, one per distinct checksum.
-    let mut object_of = vec![None; entries.len()];
-    let mut needed: Vec<Needed> = Vec::new();
-    let mut by_sum: std::collections::HashMap<Digest, usize> = std::collections::HashMap::new();
-    for (i, e) in entries.iter().enumerate() {
-        if actions[i] == Action::Write {
-            let k = *by_sum.entry(e.checksum).or_insert_with(|| {
-                needed.push(Needed {
-                    checksum: e.checksum,
-                    size: e.size,
-                    uses: 0,
+        // Objects to fetch, one per distinct checksum.
+        let mut object_of = vec![None; entries.len()];
+        let mut needed: Vec<Needed> = Vec::new();
+        let mut by_sum: std::collections::HashMap<Digest, usize> = std::collections::HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            if actions[i] == Action::Write {
+                let k = *by_sum.entry(e.checksum).or_insert_with(|| {
+                    needed.push(Needed {
+                        checksum: e.checksum,
+                        size: e.size,
+                        uses: 0,
+                    });
+                    needed.len() - 1
                 });
-                needed.len() - 1
-            });
-            needed[k].uses += 1;
-            object_of[i] = Some(k);
+                needed[k].uses += 1;
+                object_of[i] = Some(k);
+            }
         }
+        self.staged = vec![None; needed.len()];
+        self.actions = actions;
+        self.object_of = object_of;
+        self.needed = needed;
+        self.replace = replace;
+        self.extras = extras;
+        self.stamps = stamps;
+        self.unread = unread;
+        Ok(())
     }
-    Ok(Plan {
-        manifest: manifest.clone(),
-        dest: dest.to_path_buf(),
-        actions,
-        object_of,
-        needed,
-        replace,
-        extras,
-        staging: None,
-        prepared: false,
-        created_dest: false,
-        opts: opts.clone(),
-        stamps,
-        unread,
-    })
 }
 
 /// Whether the process that named a staging directory `.snapdir-staging.<pid>.<nanos>` is
@@ -463,86 +1010,6 @@ fn in_manifest(entries: &[Entry], rel: &[u8]) -> bool {
     find(&file) || find(&dir)
 }
 
-/// Puts object `n` of the `file://` store at `root` at `dst` (a fresh name in staging) as
-/// `link` says, and verifies it (digest and size); returns its size.
-fn stage_object(
-    root: &Path,
-    n: &Needed,
-    dst: &Path,
-    dest: &Path,
-    link: LinkMode,
-    cancel: Option<&std::sync::atomic::AtomicBool>,
-) -> Result<u64> {
-    let src = object_path(root, &n.checksum);
-    let missing = || {
-        Error::new(
-            Code::NotFound,
-            format!(
-                "object {} not found in {}",
-                to_hex(&n.checksum),
-                display_path(root)
-            ),
-        )
-    };
-    match link {
-        LinkMode::Copy => {
-            return crate::store::get_object_sized(root, &n.checksum, dst, Some(n.size), cancel)
-        }
-        LinkMode::Hardlink => match fs::hard_link(&src, dst) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
-            // As many links as the file system allows (ext4: 65,000): this one is a copy.
-            Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
-                return crate::store::get_object_sized(root, &n.checksum, dst, Some(n.size), cancel)
-            }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EPERM)) => {
-                return Err(unsupported("hard-link", root, dest, e))
-            }
-            Err(e) => return Err(Error::io("cannot hard-link", &src, e)),
-        },
-        LinkMode::Reflink => {
-            let from = match open_nonblocking(&src, true) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
-                Err(e) => return Err(Error::io("cannot open", &src, e)),
-            };
-            let out = fs::File::create(dst).map_err(|e| Error::io("cannot create", dst, e))?;
-            if let Err(e) = fsx::clone_file(&from, &out) {
-                drop(out);
-                let _ = fs::remove_file(dst);
-                return Err(if fsx::clone_unsupported(&e) {
-                    unsupported("reflink", root, dest, e)
-                } else {
-                    Error::io("cannot clone", &src, e)
-                });
-            }
-        }
-    }
-    // Linked or cloned, the object is read once: a corrupt object (a hard-linked file edited
-    // in place edits it) is found here, before anything in the destination changes.
-    let checked = open_nonblocking(dst, true).and_then(|f| hash_whole(&f, n.size));
-    match checked {
-        Ok((d, got)) if d == n.checksum && got == n.size => Ok(got),
-        other => {
-            let _ = fs::remove_file(dst);
-            let why = match other {
-                Ok((d, got)) => format!("got {} ({got} bytes)", to_hex(&d)),
-                Err(e) => e.to_string(),
-            };
-            Err(Error::new(
-                Code::HashMismatch,
-                format!(
-                    "object {} in {} does not hash to its key ({why}); a hard-linked \
-                     checkout edited in place edits the cache's object: `snapdir verify` \
-                     lists such objects, `snapdir stage --repair` of a good tree rewrites them",
-                    to_hex(&n.checksum),
-                    display_path(root)
-                ),
-            ))
-        }
-    }
-}
-
 /// The error for a link or clone the file systems cannot make: names both places, their
 /// file systems, and the way out.
 fn unsupported(what: &str, root: &Path, dest: &Path, e: io::Error) -> Error {
@@ -567,6 +1034,178 @@ fn unsupported(what: &str, root: &Path, dest: &Path, e: io::Error) -> Error {
     err
 }
 
+/// Copies object `n` of the `file://` store at `root` into the new file `name` in `dir`
+/// (verified); returns the file's identity and size.
+fn copy_staged(
+    root: &Path,
+    n: &Needed,
+    dir: &Dir,
+    name: &[u8],
+    shown: &Path,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<(FileId, u64)> {
+    let mut src = crate::store::open_object(root, &n.checksum, Some(n.size))?;
+    let mut out = dir
+        .create_new(name, 0o644)
+        .map_err(|e| Error::io("cannot create", shown, e))?;
+    let copied = crate::store::copy_object_into(
+        root,
+        &n.checksum,
+        &mut src,
+        &mut out,
+        shown,
+        Some(n.size),
+        cancel,
+    )
+    .and_then(|got| {
+        let id = fsx::fd_id(&out).map_err(|e| Error::io("cannot inspect", shown, e))?;
+        Ok((id, got))
+    });
+    if copied.is_err() {
+        drop(out);
+        let _ = dir.unlink(name, false);
+    }
+    copied
+}
+
+/// Puts object `n` of the `file://` store at `root` under the new name `name` in the
+/// staging directory `dir` as `link` says, and verifies it (digest and size); returns the
+/// staged file's identity and its size.
+#[allow(clippy::too_many_arguments)]
+fn stage_object(
+    root: &Path,
+    n: &Needed,
+    dir: &Dir,
+    name: &[u8],
+    shown: &Path,
+    dest: &Path,
+    link: LinkMode,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<(FileId, u64)> {
+    let src = object_path(root, &n.checksum);
+    let missing = || {
+        Error::new(
+            Code::NotFound,
+            format!(
+                "object {} not found in {}",
+                to_hex(&n.checksum),
+                display_path(root)
+            ),
+        )
+    };
+    let staged = match link {
+        LinkMode::Copy => return copy_staged(root, n, dir, name, shown, cancel),
+        LinkMode::Hardlink => match dir.link_from(&src, name) {
+            Ok(()) => dir
+                .open_read(name)
+                .map_err(|e| Error::io("cannot open", shown, e))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
+            // As many links as the file system allows (ext4: 65,000): this one is a copy.
+            Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
+                return copy_staged(root, n, dir, name, shown, cancel)
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EPERM)) => {
+                return Err(unsupported("hard-link", root, dest, e))
+            }
+            Err(e) => return Err(Error::io("cannot hard-link", &src, e)),
+        },
+        LinkMode::Reflink => {
+            let from = match open_nonblocking(&src, true) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
+                Err(e) => return Err(Error::io("cannot open", &src, e)),
+            };
+            let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+            let out = dir
+                .open_flags(name, flags, 0o644)
+                .map_err(|e| Error::io("cannot create", shown, e))?;
+            if let Err(e) = fsx::clone_file(&from, &out) {
+                drop(out);
+                let _ = dir.unlink(name, false);
+                return Err(if fsx::clone_unsupported(&e) {
+                    unsupported("reflink", root, dest, e)
+                } else {
+                    Error::io("cannot clone", &src, e)
+                });
+            }
+            out
+        }
+    };
+    // Linked or cloned, the object is read once: a corrupt object (a hard-linked file edited
+    // in place edits it) is found here, before anything in the destination changes.
+    let id = fsx::fd_id(&staged).map_err(|e| Error::io("cannot inspect", shown, e))?;
+    // Holes are not read (a sparse object hashes as its zeros), a longer file still fails.
+    let checked = hash_whole(&staged, n.size);
+    match checked {
+        Ok((d, got)) if d == n.checksum && got == n.size => Ok((id, got)),
+        other => {
+            drop(staged);
+            let _ = dir.unlink(name, false);
+            let why = match other {
+                Ok((d, got)) => format!("got {} ({got} bytes)", to_hex(&d)),
+                Err(e) => e.to_string(),
+            };
+            Err(Error::new(
+                Code::HashMismatch,
+                format!(
+                    "object {} in {} does not hash to its key ({why}); a hard-linked \
+                     checkout edited in place edits the cache's object: `snapdir verify` \
+                     lists such objects, `snapdir stage --repair` of a good tree rewrites them",
+                    to_hex(&n.checksum),
+                    display_path(root)
+                ),
+            ))
+        }
+    }
+}
+
+/// Creates the directory `name` in `parent` (mode 0700) and opens it, making sure the one
+/// opened is the one just created — ours and empty — and not one swapped in meanwhile.
+fn make_private_dir(parent: &Dir, name: &[u8], shown: &Path) -> Result<Dir> {
+    parent
+        .mkdir(name, 0o700)
+        .map_err(|e| Error::io("cannot create", shown, e))?;
+    let d = parent
+        .open_dir(name)
+        .map_err(|e| dir_error("cannot open", shown, e))?;
+    let st = d
+        .stat()
+        .map_err(|e| Error::io("cannot inspect", shown, e))?;
+    let empty = d
+        .list()
+        .map_err(|e| Error::io("cannot list", shown, e))?
+        .is_empty();
+    if st.st_uid != unsafe { libc::geteuid() } || !empty {
+        return Err(Error::new(
+            Code::UnsafePath,
+            format!(
+                "{} was replaced while it was created (another process is changing the \
+                 destination)",
+                display_path(shown)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+/// Renames `from` in `src` to `name` in `parent`, then checks that the name refers to the
+/// file `id`: a file swapped in between is refused, never reported as written.
+fn move_into_place(
+    src: &Dir,
+    from: &[u8],
+    parent: &Dir,
+    name: &[u8],
+    id: FileId,
+    shown: &Path,
+) -> Result<()> {
+    src.rename_to(from, parent, name)
+        .map_err(|e| Error::io("cannot move into place", shown, e))?;
+    match parent.lstat(name) {
+        Ok(Some(st)) if fsx::file_id(&st) == id => Ok(()),
+        _ => Err(swapped(shown)),
+    }
+}
+
 impl Plan {
     /// Objects still to be fetched (empty files need none).
     pub fn needed(&self) -> &[Needed] {
@@ -577,9 +1216,12 @@ impl Plan {
         &self.manifest
     }
 
-    /// Where object `i` of [`Plan::needed`] must be written before [`Plan::commit`].
+    /// The path of object `i` of [`Plan::needed`] in staging, for messages: objects are
+    /// written through [`Plan::open_staged`] (or [`Plan::fill_from_store`]), never by path.
     pub fn staged_path(&self, i: usize) -> Option<PathBuf> {
-        self.staging.as_ref().map(|s| s.join(self.staged_rel(i)))
+        self.staging
+            .as_ref()
+            .map(|s| s.path.join(self.staged_rel(i)))
     }
 
     /// Staged objects are spread over sub-directories when there are many: creating
@@ -592,6 +1234,15 @@ impl Plan {
         match self.staging_fanout() {
             1 => i.to_string(),
             n => format!("{}/{i}", i % n),
+        }
+    }
+
+    /// The open staging directory holding object `i`, and its name there.
+    fn staged_at(&self, i: usize) -> (&Dir, String) {
+        let s = self.staging.as_ref().expect("prepared");
+        match self.staging_fanout() {
+            1 => (&s.dir, i.to_string()),
+            n => (&s.subs[i % n], i.to_string()),
         }
     }
 
@@ -613,27 +1264,20 @@ impl Plan {
         self.unread
     }
 
-    /// Creates the destination (if needed) and the private staging directory.
+    /// Creates the private staging directory (none when nothing is to be fetched).
     pub fn prepare(&mut self) -> Result<()> {
         if self.staging.is_some() || (self.prepared && self.needed.is_empty()) {
             return Ok(());
         }
         self.prepared = true;
-        if !self.dest.exists() {
-            fs::create_dir_all(&self.dest)
-                .map_err(|e| Error::io("cannot create destination", &self.dest, e))?;
-            self.created_dest = true;
-        }
         // Clear staging directories left by interrupted runs (not those of a live process).
-        if let Ok(rd) = fs::read_dir(&self.dest) {
-            for e in rd.flatten() {
-                if e.file_name()
-                    .as_bytes()
-                    .starts_with(STAGING_PREFIX.as_bytes())
-                    && !staging_owner_alive(e.file_name().as_bytes())
+        if let Ok(names) = self.root.list() {
+            for n in names {
+                if n.starts_with(STAGING_PREFIX.as_bytes())
+                    && n != LOCK_NAME.as_bytes()
+                    && !staging_owner_alive(&n)
                 {
-                    let _ =
-                        Dir::open(&self.dest).and_then(|d| d.remove_all(e.file_name().as_bytes()));
+                    let _ = remove_tree(&self.root, &n);
                 }
             }
         }
@@ -645,33 +1289,76 @@ impl Plan {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let staging = self
-            .dest
-            .join(format!("{STAGING_PREFIX}{}.{nanos}", std::process::id()));
-        fs::create_dir(&staging).map_err(|e| Error::io("cannot create", &staging, e))?;
-        if self.staging_fanout() > 1 {
-            for k in 0..self.staging_fanout() {
-                let sub = staging.join(k.to_string());
-                fs::create_dir(&sub).map_err(|e| Error::io("cannot create", &sub, e))?;
+        let name = format!("{STAGING_PREFIX}{}.{nanos}", std::process::id()).into_bytes();
+        let path = self.dest.join(std::ffi::OsStr::from_bytes(&name));
+        let dir = make_private_dir(&self.root, &name, &path)?;
+        let id = dir
+            .id()
+            .map_err(|e| Error::io("cannot inspect", &path, e))?;
+        let subs: Result<Vec<Dir>> = if self.staging_fanout() > 1 {
+            (0..self.staging_fanout())
+                .map(|k| {
+                    make_private_dir(&dir, k.to_string().as_bytes(), &path.join(k.to_string()))
+                })
+                .collect()
+        } else {
+            Ok(Vec::new())
+        };
+        self.staging = Some(Staging {
+            name,
+            id,
+            dir,
+            subs: Vec::new(),
+            path,
+        });
+        match subs {
+            Ok(subs) => {
+                self.staging.as_mut().expect("just set").subs = subs;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.clear_staging();
+                Err(e)
             }
         }
-        self.staging = Some(staging);
-        Ok(())
+    }
+
+    /// Creates the file object `i` is to be downloaded into, exclusively, in the staging
+    /// directory, and returns it open for writing: a store writes through this descriptor
+    /// (or `/proc/self/fd/<n>`), never by a path someone could swap.
+    pub fn open_staged(&mut self, i: usize) -> Result<fs::File> {
+        if i >= self.needed.len() {
+            return Err(Error::new(
+                Code::InvalidArgument,
+                format!("no object {i} to stage ({} needed)", self.needed.len()),
+            ));
+        }
+        self.prepare()?;
+        let shown = self.staged_path(i).expect("prepared");
+        let (dir, name) = self.staged_at(i);
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+        let f = dir
+            .open_flags(name.as_bytes(), flags, 0o644)
+            .map_err(|e| Error::io("cannot create", &shown, e))?;
+        self.staged[i] = Some(fsx::fd_id(&f).map_err(|e| Error::io("cannot inspect", &shown, e))?);
+        Ok(f)
     }
 
     /// Copies the needed objects from the `file://` store at `root` into staging, verifying
     /// each (digest and size). Empty objects are created without reading the store.
     pub fn fill_from_store(&mut self, root: &Path) -> Result<()> {
         self.prepare()?;
-        let Some(staging) = self.staging.clone() else {
+        if self.staging.is_none() {
             return Ok(());
-        };
+        }
         let opts = &self.opts.local;
-        self.needed
+        let ids: Vec<FileId> = self
+            .needed
             .par_iter()
             .enumerate()
-            .try_for_each(|(i, n)| -> Result<()> {
-                let dst = staging.join(self.staged_rel(i));
+            .map(|(i, n)| -> Result<FileId> {
+                let shown = self.staged_path(i).expect("prepared");
+                let (dir, name) = self.staged_at(i);
                 if opts
                     .cancel
                     .as_ref()
@@ -679,22 +1366,27 @@ impl Plan {
                 {
                     return Err(Error::new(
                         Code::Io,
-                        format!("interrupted while writing {}", display_path(&dst)),
+                        format!("interrupted while writing {}", display_path(&shown)),
                     ));
                 }
                 if to_hex(&n.checksum) == EMPTY_CHECKSUM && n.size == 0 {
-                    fs::File::create(&dst).map_err(|e| Error::io("cannot create", &dst, e))?;
-                    return Ok(());
+                    let f = dir
+                        .create_new(name.as_bytes(), 0o644)
+                        .map_err(|e| Error::io("cannot create", &shown, e))?;
+                    return fsx::fd_id(&f).map_err(|e| Error::io("cannot inspect", &shown, e));
                 }
-                let got = stage_object(
+                let (id, got) = stage_object(
                     root,
                     n,
-                    &dst,
+                    dir,
+                    name.as_bytes(),
+                    &shown,
                     &self.dest,
                     self.opts.link,
                     opts.cancel.as_deref(),
                 )?;
                 if got != n.size {
+                    let _ = dir.unlink(name.as_bytes(), false);
                     return Err(Error::new(
                         Code::HashMismatch,
                         format!(
@@ -709,28 +1401,52 @@ impl Plan {
                     p.files.fetch_add(1, Ordering::Relaxed);
                     p.bytes.fetch_add(got, Ordering::Relaxed);
                 }
-                Ok(())
-            })?;
-        let _ = object_path; // layout helper shared with the store module
+                Ok(id)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (slot, id) in self.staged.iter_mut().zip(ids) {
+            *slot = Some(id);
+        }
         Ok(())
     }
 
-    /// Checks that every staged object is present with the right size (objects staged by
-    /// Python stores were verified while downloaded).
+    /// Checks that every staged object is the file created for it, with the right size
+    /// (objects staged by Python stores were verified while downloaded).
     fn check_staged(&self) -> Result<()> {
         for (i, n) in self.needed.iter().enumerate() {
             let p = self.staged_path(i).expect("prepared");
-            match fs::symlink_metadata(&p) {
-                Ok(m) if m.is_file() && m.len() == n.size => {}
-                Ok(m) => {
-                    return Err(Error::new(
-                        Code::HashMismatch,
-                        format!(
-                            "object {} has {} bytes but the manifest says {}",
-                            to_hex(&n.checksum),
-                            m.len(),
-                            n.size
-                        ),
+            let (dir, name) = self.staged_at(i);
+            let Some(want) = self.staged[i] else {
+                return Err(Error::new(
+                    Code::Io,
+                    format!(
+                        "object {} was not fetched into {}",
+                        to_hex(&n.checksum),
+                        display_path(&p)
+                    ),
+                ));
+            };
+            match dir.lstat(name.as_bytes()) {
+                Ok(Some(st)) if fsx::file_id(&st) != want => return Err(swapped(&p)),
+                Ok(Some(st)) => match fsx::kind_of(&st) {
+                    FsKind::File { size, .. } if size == n.size => {}
+                    FsKind::File { size, .. } => {
+                        return Err(Error::new(
+                            Code::HashMismatch,
+                            format!(
+                                "object {} has {size} bytes but the manifest says {}",
+                                to_hex(&n.checksum),
+                                n.size
+                            ),
+                        ))
+                    }
+                    _ => return Err(swapped(&p)),
+                },
+                Ok(None) => {
+                    return Err(Error::io(
+                        "staged object missing",
+                        &p,
+                        io::Error::from_raw_os_error(libc::ENOENT),
                     ))
                 }
                 Err(e) => return Err(Error::io("staged object missing", &p, e)),
@@ -739,26 +1455,64 @@ impl Plan {
         Ok(())
     }
 
+    /// Empties and removes the staging directory through its descriptor (whatever is at
+    /// its name now is left alone unless it is still that directory).
+    fn clear_staging(&mut self) -> io::Result<()> {
+        clear_staging(&self.root, &mut self.staging)
+    }
+}
+
+/// [`Plan::clear_staging`] (a function of the fields it needs, for the borrow checker).
+fn clear_staging(root: &Dir, staging: &mut Option<Staging>) -> io::Result<()> {
+    {
+        let Some(s) = staging.take() else {
+            return Ok(());
+        };
+        drop(s.subs);
+        for child in s.dir.list()? {
+            remove_tree(&s.dir, &child)?;
+        }
+        if root
+            .lstat(&s.name)?
+            .is_some_and(|st| fsx::file_id(&st) == s.id)
+        {
+            root.unlink(&s.name, true)?;
+        } else {
+            // Moved away meanwhile (by whoever owns the destination): remove it where it is
+            // now if that is still in the destination's top level, rather than leave an
+            // empty staging directory to be put back later.
+            for n in root.list()? {
+                if root.lstat(&n)?.is_some_and(|st| fsx::file_id(&st) == s.id) {
+                    let _ = root.unlink(&n, true);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Plan {
     /// Moves everything into place (see the module docs). Consumes the plan's staging.
     pub fn commit(&mut self) -> Result<CheckoutStats> {
         self.prepare()?;
         self.check_staged()?;
-        let staging_path = self.staging.clone().unwrap_or_default();
-        let staging = match &self.staging {
-            Some(p) => Some(Dir::open(p).map_err(|e| Error::io("cannot open", p, e))?),
-            None => None,
-        };
         let entries = self.manifest.entries();
-        let root = Dir::open(&self.dest).map_err(|e| Error::io("cannot open", &self.dest, e))?;
+        let root = &self.root;
         let mut stats = CheckoutStats::default();
         let mut remaining: Vec<usize> = self.needed.iter().map(|n| n.uses).collect();
         let replace: std::collections::HashSet<usize> = self.replace.iter().copied().collect();
         let durable = self.opts.local.durable;
         let dest = self.dest.clone();
         let io_err = |what: &str, rel: &str, e: io::Error| Error::io(what, &dest.join(rel), e);
+        let chain_err = |rel: &str, e: io::Error| dir_error("cannot open", &dest.join(rel), e);
 
-        // Directories opened along the current path: (entry index, dir, its current mode).
-        let mut stack: Vec<(usize, Dir, u32)> = Vec::new();
+        // Directories along the current path (descriptors bounded, see `Chain`), with
+        // (entry index, mode when entered) per level.
+        let base = root
+            .try_clone()
+            .map_err(|e| Error::io("cannot open", &dest, e))?;
+        let mut chain = Chain::new(base, self.max_depth);
+        let mut levels: Vec<(usize, u32)> = Vec::new();
         // A directory we write into must be writable by us meanwhile; its final mode is
         // applied when we leave it, and only if it differs (a pull with nothing to do writes
         // nothing, and so works on a read-only destination).
@@ -770,7 +1524,7 @@ impl Plan {
             }
             cur
         };
-        let root_mode = open_for_work(&root);
+        let root_mode = open_for_work(root);
         let finish_dir = |idx: usize, dir: &Dir, cur: u32, opts: &CheckoutOptions| -> Result<()> {
             if durable {
                 dir.sync()
@@ -786,19 +1540,21 @@ impl Plan {
         for i in 1..entries.len() {
             let e = &entries[i];
             let parent_rel = parent_of(e.rel());
-            while let Some((top, _, _)) = stack.last() {
-                if entries[*top].rel() == parent_rel {
+            while let Some(&(top, cur)) = levels.last() {
+                if entries[top].rel() == parent_rel {
                     break;
                 }
-                let (idx, dir, cur) = stack.pop().expect("non-empty");
-                finish_dir(idx, &dir, cur, &self.opts)?;
+                levels.pop();
+                let (_, dir) = chain
+                    .pop()
+                    .map_err(|err| chain_err(entries[top].rel(), err))?;
+                finish_dir(top, &dir, cur, &self.opts)?;
             }
-            let parent: &Dir = stack.last().map(|(_, d, _)| d).unwrap_or(&root);
             let name = last_component(rel_bytes(e));
+            let shown = dest.join(e.rel());
+            let parent: &Dir = chain.top().map_err(|err| chain_err(parent_rel, err))?;
             if replace.contains(&i) {
-                parent
-                    .remove_all(name)
-                    .map_err(|err| io_err("cannot replace", e.rel(), err))?;
+                remove_tree(parent, name).map_err(|err| io_err("cannot replace", e.rel(), err))?;
             }
             match self.actions[i] {
                 Action::Mkdir | Action::DirOk => {
@@ -812,17 +1568,12 @@ impl Plan {
                             }
                         }
                     }
-                    let d = parent.open_dir(name).map_err(|err| {
-                        Error::new(
-                            Code::UnsafePath,
-                            format!(
-                                "cannot enter {} (a link or file is in the way?): {err}",
-                                display_path(&dest.join(e.rel()))
-                            ),
-                        )
-                    })?;
+                    let d = parent
+                        .open_dir(name)
+                        .map_err(|err| dir_error("cannot enter", &shown, err))?;
                     let cur = open_for_work(&d);
-                    stack.push((i, d, cur));
+                    chain.push(name, d).map_err(|err| chain_err(e.rel(), err))?;
+                    levels.push((i, cur));
                 }
                 Action::Keep => stats.files_kept += 1,
                 Action::Chmod => {
@@ -835,14 +1586,14 @@ impl Plan {
                         .unwrap_or(1);
                     if links > 1 {
                         // A mode set through a hard link would change every other name of
-                        // the file too (a cache object, another checkout): the file gets an
-                        // inode of its own instead.
+                        // the file too (a cache object, another checkout, a file outside
+                        // the destination): the file gets an inode of its own instead.
                         let tmp = format!("{STAGING_PREFIX}{}.relink.{i}", std::process::id());
                         let mut out = root
                             .create_new(tmp.as_bytes(), 0o600)
                             .map_err(|err| io_err("cannot create", e.rel(), err))?;
                         let copied = fsx::copy_hashing(&mut f, &mut out, e.size)
-                            .map_err(|err| err.at(&dest.join(e.rel()), &dest.join(&tmp)));
+                            .map_err(|err| err.at(&shown, &dest.join(&tmp)));
                         let ok = matches!(copied, Ok((d, n)) if d == e.checksum && n == e.size);
                         if ok {
                             fsx::fchmod(&out, mode_of(e, &self.opts))
@@ -852,20 +1603,18 @@ impl Plan {
                                     .map_err(|err| io_err("cannot sync", e.rel(), err))?;
                             }
                         }
+                        let id = fsx::fd_id(&out);
                         drop(out);
                         if !ok {
                             let _ = root.unlink(tmp.as_bytes(), false);
                             copied?;
                             return Err(Error::new(
                                 Code::InFlux,
-                                format!(
-                                    "{} changed while it was checked out",
-                                    display_path(&dest.join(e.rel()))
-                                ),
+                                format!("{} changed while it was checked out", shown.display()),
                             ));
                         }
-                        root.rename_to(tmp.as_bytes(), parent, name)
-                            .map_err(|err| io_err("cannot move into place", e.rel(), err))?;
+                        let id = id.map_err(|err| io_err("cannot inspect", e.rel(), err))?;
+                        move_into_place(root, tmp.as_bytes(), parent, name, id, &shown)?;
                     } else {
                         fsx::fchmod(&f, mode_of(e, &self.opts))
                             .map_err(|err| io_err("cannot chmod", e.rel(), err))?;
@@ -873,22 +1622,37 @@ impl Plan {
                     stats.files_kept += 1;
                 }
                 Action::Write => {
-                    let staging = staging.as_ref().expect("objects needed, so staging exists");
                     let k = self.object_of[i].expect("write has an object");
-                    let staged_name = self.staged_rel(k);
+                    let staging = self
+                        .staging
+                        .as_ref()
+                        .expect("objects needed, so staging exists");
+                    let staged_path = self.staged_path(k).expect("prepared");
+                    let want = self.staged[k].expect("checked");
+                    let (sdir, staged_name) = self.staged_at(k);
+                    let staged_name = staged_name.as_bytes();
+                    // The staged object, opened and checked to be the file made for it.
+                    let open_staged = || -> Result<fs::File> {
+                        let f = sdir
+                            .open_read(staged_name)
+                            .map_err(|err| Error::io("cannot open staged", &staged_path, err))?;
+                        match fsx::fd_id(&f) {
+                            Ok(id) if id == want => Ok(f),
+                            _ => Err(swapped(&staged_path)),
+                        }
+                    };
                     remaining[k] -= 1;
                     let mode = mode_of(e, &self.opts);
                     let link = self.opts.link;
                     // A hard link shares the object's inode and so its mode: it is only used
                     // where that mode is the file's; other files are copied.
                     let mode_fits = link != LinkMode::Hardlink
-                        || staging
-                            .stat_at(staged_name.as_bytes(), false)
+                        || sdir
+                            .stat_at(staged_name, false)
                             .is_ok_and(|st| fsx::perm_bits(&st) == mode);
+                    let tmp = format!("{STAGING_PREFIX}copy.{i}");
                     if remaining[k] == 0 && mode_fits {
-                        let f = staging.open_read(staged_name.as_bytes()).map_err(|err| {
-                            Error::io("cannot open staged", &staging_path.join(&staged_name), err)
-                        })?;
+                        let f = open_staged()?;
                         if link != LinkMode::Hardlink {
                             fsx::fchmod(&f, mode)
                                 .map_err(|err| io_err("cannot chmod", e.rel(), err))?;
@@ -898,57 +1662,32 @@ impl Plan {
                                 .map_err(|err| io_err("cannot sync", e.rel(), err))?;
                         }
                         drop(f);
-                        staging
-                            .rename_to(staged_name.as_bytes(), parent, name)
-                            .map_err(|err| io_err("cannot move into place", e.rel(), err))?;
-                    } else if link != LinkMode::Copy && mode_fits {
-                        // Another name for verified content: one more link, or one more clone.
-                        let tmp = format!("{STAGING_PREFIX}copy.{i}");
-                        if link == LinkMode::Hardlink {
-                            staging
-                                .link_to(staged_name.as_bytes(), staging, tmp.as_bytes())
-                                .map_err(|err| io_err("cannot hard-link", e.rel(), err))?;
-                        } else {
-                            let src = staging.open_read(staged_name.as_bytes()).map_err(|err| {
-                                Error::io(
-                                    "cannot open staged",
-                                    &staging_path.join(&staged_name),
-                                    err,
-                                )
-                            })?;
-                            let out = staging
-                                .create_new(tmp.as_bytes(), 0o600)
-                                .map_err(|err| io_err("cannot create", e.rel(), err))?;
-                            fsx::clone_file(&src, &out)
-                                .map_err(|err| io_err("cannot clone", e.rel(), err))?;
-                            fsx::fchmod(&out, mode)
-                                .map_err(|err| io_err("cannot chmod", e.rel(), err))?;
-                            if durable {
-                                out.sync_all()
-                                    .map_err(|err| io_err("cannot sync", e.rel(), err))?;
-                            }
-                        }
-                        staging
-                            .rename_to(tmp.as_bytes(), parent, name)
-                            .map_err(|err| io_err("cannot move into place", e.rel(), err))?;
+                        move_into_place(sdir, staged_name, parent, name, want, &shown)?;
+                    } else if link == LinkMode::Hardlink && mode_fits {
+                        // Another name for verified content: one more link.
+                        sdir.link_to(staged_name, &staging.dir, tmp.as_bytes())
+                            .map_err(|err| io_err("cannot hard-link", e.rel(), err))?;
+                        move_into_place(&staging.dir, tmp.as_bytes(), parent, name, want, &shown)?;
                     } else {
-                        let tmp = format!("{STAGING_PREFIX}copy.{i}");
-                        let mut src = staging.open_read(staged_name.as_bytes()).map_err(|err| {
-                            Error::io("cannot open staged", &staging_path.join(&staged_name), err)
-                        })?;
+                        // A copy (or a clone) of verified content: re-hashed as it is copied
+                        // unless cloned.
+                        let mut src = open_staged()?;
                         let mut out = staging
+                            .dir
                             .create_new(tmp.as_bytes(), 0o600)
                             .map_err(|err| io_err("cannot create", e.rel(), err))?;
-                        let (d, _) = fsx::copy_hashing(&mut src, &mut out, e.size)
-                            .map_err(|err| err.at(&staging_path, &dest.join(e.rel())))?;
-                        if d != e.checksum {
-                            return Err(Error::new(
-                                Code::HashMismatch,
-                                format!(
-                                    "staged object for {} changed",
-                                    display_path(&dest.join(e.rel()))
-                                ),
-                            ));
+                        if link == LinkMode::Reflink && mode_fits {
+                            fsx::clone_file(&src, &out)
+                                .map_err(|err| io_err("cannot clone", e.rel(), err))?;
+                        } else {
+                            let (d, _) = fsx::copy_hashing(&mut src, &mut out, e.size)
+                                .map_err(|err| err.at(&staged_path, &shown))?;
+                            if d != e.checksum {
+                                return Err(Error::new(
+                                    Code::HashMismatch,
+                                    format!("staged object for {} changed", shown.display()),
+                                ));
+                            }
                         }
                         fsx::fchmod(&out, mode)
                             .map_err(|err| io_err("cannot chmod", e.rel(), err))?;
@@ -956,57 +1695,57 @@ impl Plan {
                             out.sync_all()
                                 .map_err(|err| io_err("cannot sync", e.rel(), err))?;
                         }
+                        let id = fsx::fd_id(&out)
+                            .map_err(|err| io_err("cannot inspect", e.rel(), err))?;
                         drop(out);
-                        staging
-                            .rename_to(tmp.as_bytes(), parent, name)
-                            .map_err(|err| io_err("cannot move into place", e.rel(), err))?;
+                        move_into_place(&staging.dir, tmp.as_bytes(), parent, name, id, &shown)?;
                     }
                     stats.files_written += 1;
                     stats.bytes_written += e.size;
                 }
             }
         }
-        while let Some((idx, dir, cur)) = stack.pop() {
+        while let Some((idx, cur)) = levels.pop() {
+            let (_, dir) = chain
+                .pop()
+                .map_err(|err| chain_err(entries[idx].rel(), err))?;
             finish_dir(idx, &dir, cur, &self.opts)?;
         }
+        drop(chain);
         for rel in &self.extras {
+            let shown = dest.join(std::ffi::OsStr::from_bytes(rel));
             let (parent_rel, name) = match rel.iter().rposition(|&b| b == b'/') {
                 Some(k) => (&rel[..k], &rel[k + 1..]),
                 None => (&rel[..0], &rel[..]),
             };
-            let mut dir =
-                Dir::open(&self.dest).map_err(|e| Error::io("cannot open", &self.dest, e))?;
+            // One directory open at a time, each by one name without following links.
+            let mut dir = root
+                .try_clone()
+                .map_err(|e| Error::io("cannot open", &dest, e))?;
             if !parent_rel.is_empty() {
                 for comp in parent_rel.split(|&b| b == b'/') {
                     dir = dir.open_dir(comp).map_err(|e| {
-                        Error::io(
+                        dir_error(
                             "cannot open",
-                            &self.dest.join(std::ffi::OsStr::from_bytes(parent_rel)),
+                            &dest.join(std::ffi::OsStr::from_bytes(parent_rel)),
                             e,
                         )
                     })?;
                 }
             }
-            dir.remove_all(name).map_err(|e| {
-                Error::io(
-                    "cannot remove",
-                    &self.dest.join(std::ffi::OsStr::from_bytes(rel)),
-                    e,
-                )
-            })?;
+            remove_tree(&dir, name).map_err(|e| Error::io("cannot remove", &shown, e))?;
             stats.removed += 1;
         }
-        if self.staging.is_some() {
-            root.remove_all(
-                staging_path
-                    .file_name()
-                    .map(|n| n.as_bytes())
-                    .unwrap_or_default(),
-            )
-            .map_err(|e| Error::io("cannot remove", &staging_path, e))?;
-            self.staging = None;
+        if let Some(path) = self.staging.as_ref().map(|s| s.path.clone()) {
+            clear_staging(&self.root, &mut self.staging)
+                .map_err(|e| Error::io("cannot remove", &path, e))?;
         }
-        finish_dir(0, &root, root_mode, &self.opts)?;
+        // The lock file goes before the destination gets its final (maybe read-only) mode;
+        // the lock itself is held until the end.
+        if let Some(l) = self.lock.as_mut() {
+            l.unname();
+        }
+        finish_dir(0, &self.root, root_mode, &self.opts)?;
         if let Some(st) = self.stamps.take() {
             // Only what the plan found right and left alone; written files are too new
             // to record (the next run hashes them once, then trusts them).
@@ -1014,20 +1753,313 @@ impl Plan {
                 let _ = statcache::save_stamps(&st.file, &st.root, fs, &st.found, st.start_ns);
             }
         }
+        self.lock = None;
+        self.finished = true;
         Ok(stats)
     }
 
     /// Removes the staging directory (and the destination if this plan created it and it is
-    /// otherwise empty). Used when a fill fails: the destination is left as it was.
+    /// otherwise empty), and lets the destination go. Used when a fill fails: the
+    /// destination is left as it was.
     pub fn abort(&mut self) {
-        if let Some(s) = self.staging.take() {
-            if let (Ok(root), Some(name)) = (Dir::open(&self.dest), s.file_name()) {
-                let _ = root.remove_all(name.as_bytes());
-            }
-        }
+        let _ = self.clear_staging();
+        self.lock = None;
         if self.created_dest {
             let _ = fs::remove_dir(&self.dest);
             self.created_dest = false;
         }
+        self.finished = true;
+    }
+}
+
+impl Drop for Plan {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    const EMPTY: &str = EMPTY_CHECKSUM;
+
+    /// A `file://` store holding `files` (`(path, content)`) and the manifest for them
+    /// (directories listed with placeholder sums: the checkout does not read them).
+    fn store_with(store: &Path, dirs: &[&str], files: &[(&str, &[u8])]) -> Manifest {
+        let mut lines = vec![format!("D 755 {EMPTY} 0 ./")];
+        for d in dirs {
+            lines.push(format!("D 755 {EMPTY} 0 ./{d}/"));
+        }
+        for (p, data) in files {
+            let sum = *blake3::hash(data).as_bytes();
+            let obj = object_path(store, &sum);
+            fs::create_dir_all(obj.parent().unwrap()).unwrap();
+            fs::write(&obj, data).unwrap();
+            lines.push(format!("F 644 {} {} ./{p}", to_hex(&sum), data.len()));
+        }
+        Manifest::parse(&lines.join("\n")).unwrap()
+    }
+
+    fn open_fds() -> usize {
+        fs::read_dir("/proc/self/fd")
+            .map(|r| r.count())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn chain_bounds_descriptors_and_refuses_a_swapped_level() {
+        let t = tempfile::tempdir().unwrap();
+        let depth = 3000;
+        let base = Dir::open(t.path()).unwrap();
+        let mut chain = Chain::new(base.try_clone().unwrap(), depth);
+        let before = open_fds();
+        let mut most = 0;
+        for _ in 0..depth {
+            let top = chain.top().unwrap();
+            top.mkdir(b"d", 0o700).unwrap();
+            let d = top.open_dir(b"d").unwrap();
+            chain.push(b"d", d).unwrap();
+            most = most.max(open_fds());
+        }
+        // Bounded: the window, the checkpoints, and nothing per level.
+        assert!(most - before < 600, "{most} - {before}");
+        // Climb back up: every level is re-opened from a held ancestor as needed.
+        for _ in 0..depth - 40 {
+            let (_, d) = chain.pop().unwrap();
+            assert!(d.id().is_ok());
+        }
+        // Swap a released level for another directory: re-opening it is refused.
+        let mut rel = PathBuf::from(t.path());
+        for _ in 0..5 {
+            rel.push("d");
+        }
+        fs::rename(&rel, t.path().join("moved")).unwrap();
+        fs::create_dir(&rel).unwrap();
+        let mut refused = false;
+        while chain.len() > 0 {
+            match chain.pop() {
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.kind(), io::ErrorKind::Other, "{e}");
+                    refused = true;
+                    break;
+                }
+            }
+        }
+        assert!(
+            refused,
+            "a swapped directory was re-opened as if it were the same"
+        );
+    }
+
+    #[test]
+    fn remove_tree_removes_deep_trees_without_following_links() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("keep"), b"keep").unwrap();
+        let base = Dir::open(t.path()).unwrap();
+        base.mkdir(b"victim", 0o700).unwrap();
+        let mut d = base.open_dir(b"victim").unwrap();
+        for i in 0..2500 {
+            if i % 500 == 0 {
+                symlink(
+                    &outside,
+                    PathBuf::from(format!("/proc/self/fd/{}/link", d.raw())),
+                )
+                .unwrap();
+                d.create_new(b"f", 0o600).unwrap();
+            }
+            d.mkdir(b"d", 0o500).unwrap();
+            d = d.open_dir(b"d").unwrap();
+        }
+        drop(d);
+        remove_tree(&base, b"victim").unwrap();
+        assert!(!t.path().join("victim").exists());
+        assert_eq!(fs::read(outside.join("keep")).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn running_out_of_descriptors_is_an_io_error_not_an_unsafe_path() {
+        let e = dir_error(
+            "cannot open",
+            Path::new("dest/a"),
+            io::Error::from_raw_os_error(libc::EMFILE),
+        );
+        assert_eq!(e.code, Code::Io);
+        assert_eq!(e.errno, Some(libc::EMFILE));
+        let e = dir_error(
+            "cannot open",
+            Path::new("dest/a"),
+            io::Error::from_raw_os_error(libc::ELOOP),
+        );
+        assert_eq!(e.code, Code::UnsafePath);
+        assert!(e.message.contains("dest/a"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_second_checkout_waits_or_fails_and_the_lock_file_goes_when_done() {
+        let t = tempfile::tempdir().unwrap();
+        let store = t.path().join("store");
+        let dest = t.path().join("dest");
+        let m = store_with(&store, &["a"], &[("a/x", b"x\n"), ("y", b"yy")]);
+        let opts = CheckoutOptions::default();
+        let mut first = plan(&m, &dest, &opts).unwrap();
+        assert!(dest.join(LOCK_NAME).is_file());
+        let err = plan(&m, &dest, &opts).unwrap_err();
+        assert_eq!(err.code, Code::Conflict);
+        assert!(
+            err.message.contains(&dest.display().to_string()),
+            "{}",
+            err.message
+        );
+        // A waiting one gets the destination once the first is done.
+        let told = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let told2 = told.clone();
+        let waiting = CheckoutOptions {
+            wait: true,
+            on_wait: Some(WaitNotice(std::sync::Arc::new(move |_| {
+                told2.fetch_add(1, Ordering::SeqCst);
+            }))),
+            ..CheckoutOptions::default()
+        };
+        let (m2, dest2) = (m.clone(), dest.clone());
+        let second = std::thread::spawn(move || {
+            let mut p = plan(&m2, &dest2, &waiting).unwrap();
+            p.commit().unwrap()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!second.is_finished(), "the second checkout did not wait");
+        first.fill_from_store(&store).unwrap();
+        let stats = first.commit().unwrap();
+        assert_eq!(stats.files_written, 2);
+        let stats2 = second.join().unwrap();
+        assert_eq!(stats2.files_written, 0);
+        assert_eq!(told.load(Ordering::SeqCst), 1);
+        assert!(!dest.join(LOCK_NAME).exists());
+        assert_eq!(fs::read(dest.join("a/x")).unwrap(), b"x\n");
+    }
+
+    #[test]
+    fn a_link_at_the_lock_name_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let store = t.path().join("store");
+        let dest = t.path().join("dest");
+        let outside = t.path().join("outside");
+        fs::write(&outside, b"keep").unwrap();
+        fs::create_dir(&dest).unwrap();
+        symlink(&outside, dest.join(LOCK_NAME)).unwrap();
+        let m = store_with(&store, &[], &[("y", b"yy")]);
+        let err = plan(&m, &dest, &CheckoutOptions::default()).unwrap_err();
+        assert_eq!(err.code, Code::UnsafePath, "{}", err.message);
+        assert_eq!(fs::read(&outside).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn a_swapped_staging_directory_does_not_redirect_writes() {
+        let t = tempfile::tempdir().unwrap();
+        let store = t.path().join("store");
+        let dest = t.path().join("dest");
+        let outside = t.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let m = store_with(&store, &["a"], &[("a/x", b"x\n"), ("y", b"yy")]);
+        let mut p = plan(&m, &dest, &CheckoutOptions::default()).unwrap();
+        p.prepare().unwrap();
+        let staging = p.staging.as_ref().unwrap().path.clone();
+        fs::rename(&staging, dest.join("moved")).unwrap();
+        symlink(&outside, &staging).unwrap();
+        p.fill_from_store(&store).unwrap();
+        p.commit().unwrap();
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "written outside"
+        );
+        assert_eq!(fs::read(dest.join("a/x")).unwrap(), b"x\n");
+        assert_eq!(fs::read(dest.join("y")).unwrap(), b"yy");
+    }
+
+    #[test]
+    fn a_staged_file_swapped_for_a_hard_link_is_never_committed() {
+        let t = tempfile::tempdir().unwrap();
+        let store = t.path().join("store");
+        let dest = t.path().join("dest");
+        let outside = t.path().join("outside");
+        fs::write(&outside, b"yy").unwrap();
+        let m = store_with(&store, &[], &[("y", b"yy")]);
+        let mut p = plan(&m, &dest, &CheckoutOptions::default()).unwrap();
+        let f = p.open_staged(0).unwrap();
+        drop(f);
+        let staged = p.staged_path(0).unwrap();
+        fs::remove_file(&staged).unwrap();
+        fs::hard_link(&outside, &staged).unwrap();
+        let err = p.commit().unwrap_err();
+        assert_eq!(err.code, Code::UnsafePath, "{}", err.message);
+        p.abort();
+        assert_eq!(fs::read(&outside).unwrap(), b"yy");
+        assert!(!dest.join("y").exists());
+    }
+
+    #[test]
+    fn a_sub_directory_swapped_for_a_link_before_commit_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let store = t.path().join("store");
+        let dest = t.path().join("dest");
+        let outside = t.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::create_dir_all(dest.join("a")).unwrap();
+        let m = store_with(&store, &["a"], &[("a/x", b"x\n")]);
+        let mut p = plan(&m, &dest, &CheckoutOptions::default()).unwrap();
+        p.fill_from_store(&store).unwrap();
+        fs::rename(dest.join("a"), dest.join("a.moved")).unwrap();
+        symlink(&outside, dest.join("a")).unwrap();
+        let err = p.commit().unwrap_err();
+        assert_eq!(err.code, Code::UnsafePath, "{}", err.message);
+        p.abort();
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "written outside"
+        );
+    }
+
+    #[test]
+    fn deep_and_long_trees_check_out() {
+        let t = tempfile::tempdir().unwrap();
+        let store = t.path().join("store");
+        let dest = t.path().join("dest");
+        let depth = 3000;
+        let mut dirs = Vec::new();
+        let mut p = String::new();
+        for _ in 0..depth {
+            if !p.is_empty() {
+                p.push('/');
+            }
+            p.push('d');
+            dirs.push(p.clone());
+        }
+        let deep_file = format!("{p}/f");
+        assert!(deep_file.len() > 4096);
+        let refs: Vec<&str> = dirs.iter().map(String::as_str).collect();
+        let m = store_with(&store, &refs, &[(&deep_file, b"deep\n"), ("top", b"top")]);
+        let mut plan1 = plan(&m, &dest, &CheckoutOptions::default()).unwrap();
+        plan1.fill_from_store(&store).unwrap();
+        assert_eq!(plan1.commit().unwrap().files_written, 2);
+        // Again: everything is found right (read through the bounded chain too).
+        let mut plan2 = plan(&m, &dest, &CheckoutOptions::default()).unwrap();
+        assert_eq!(plan2.counts(), (0, 2, 0));
+        plan2.commit().unwrap();
+        let mut d = Dir::open(&dest).unwrap();
+        for _ in 0..depth {
+            d = d.open_dir(b"d").unwrap();
+        }
+        let mut s = String::new();
+        io::Read::read_to_string(&mut d.open_read(b"f").unwrap(), &mut s).unwrap();
+        assert_eq!(s, "deep\n");
+        remove_tree(&Dir::open(t.path()).unwrap(), b"dest").unwrap();
     }
 }

@@ -122,6 +122,22 @@ pub fn open_path(path: &Path, flags: libc::c_int, mode: u32) -> io::Result<Owned
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// (device, inode): which file a descriptor or a name refers to.
+pub type FileId = (u64, u64);
+
+/// The [`FileId`] of a `stat` result.
+#[allow(clippy::unnecessary_cast)]
+pub fn file_id(st: &libc::stat) -> FileId {
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
+/// The [`FileId`] of an open file.
+pub fn fd_id(f: &impl AsRawFd) -> io::Result<FileId> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::fstat(f.as_raw_fd(), &mut st) })?;
+    Ok(file_id(&st))
+}
+
 /// An open directory.
 #[derive(Debug)]
 pub struct Dir {
@@ -142,6 +158,35 @@ impl Dir {
 
     pub fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// A second descriptor for the same open directory.
+    pub fn try_clone(&self) -> io::Result<Dir> {
+        Ok(Dir {
+            fd: self.fd.try_clone()?,
+        })
+    }
+
+    /// (device, inode) of the directory itself: what a later re-open is checked against.
+    pub fn id(&self) -> io::Result<FileId> {
+        Ok(file_id(&self.stat()?))
+    }
+
+    /// `openat(self, name, flags, mode)` as a file (the caller picks the flags).
+    pub fn open_flags(&self, name: &[u8], flags: libc::c_int, mode: u32) -> io::Result<File> {
+        Ok(File::from(self.openat(
+            name,
+            flags | libc::O_CLOEXEC,
+            mode,
+        )?))
+    }
+
+    /// Gives the file at `src` (a path outside the destination, e.g. a cache object) the
+    /// name `name` in this directory (a hard link; fails if `name` exists).
+    pub fn link_from(&self, src: &Path, name: &[u8]) -> io::Result<()> {
+        let (a, b) = (cstr(src.as_os_str().as_bytes())?, cstr(name)?);
+        check(unsafe { libc::linkat(libc::AT_FDCWD, a.as_ptr(), self.raw(), b.as_ptr(), 0) })
+            .map(|_| ())
     }
 
     /// Opens the sub-directory `name`, refusing links.

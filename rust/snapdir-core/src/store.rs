@@ -341,8 +341,21 @@ pub fn get_object_sized(
     size: Option<u64>,
     cancel: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<u64> {
+    let mut src = open_object(root, checksum, size)?;
+    let mut out = File::create(dest).map_err(|e| Error::io("cannot create", dest, e))?;
+    let res = copy_object_into(root, checksum, &mut src, &mut out, dest, size, cancel);
+    if res.is_err() {
+        drop(out);
+        let _ = fs::remove_file(dest);
+    }
+    res
+}
+
+/// Opens object `checksum` of the store at `root` for [`copy_object_into`], refusing a
+/// stored file that is not a regular file of `size` bytes before a byte is copied.
+pub fn open_object(root: &Path, checksum: &Digest, size: Option<u64>) -> Result<File> {
     let src_path = object_path(root, checksum);
-    let mut src = match open_nonblocking(&src_path, true) {
+    let src = match open_nonblocking(&src_path, true) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Error::new(
@@ -370,31 +383,42 @@ pub fn get_object_sized(
             ),
         ));
     }
-    let want = size.unwrap_or(meta.len());
-    let mut out = File::create(dest).map_err(|e| Error::io("cannot create", dest, e))?;
+    Ok(src)
+}
+
+/// Copies the object opened by [`open_object`] into `out` (an open file the caller created,
+/// named `out_name` in messages), verifying it. The caller removes `out` on an error: a
+/// checkout writes through descriptors only, never by a path that could be swapped.
+pub fn copy_object_into(
+    root: &Path,
+    checksum: &Digest,
+    src: &mut File,
+    out: &mut File,
+    out_name: &Path,
+    size: Option<u64>,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<u64> {
+    let src_path = object_path(root, checksum);
+    let want = match size {
+        Some(s) => s,
+        None => src
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", &src_path, e))?
+            .len(),
+    };
     // A sparse object is copied out sparse: its holes are not read, and not written.
-    let res =
-        crate::sparse::copy_file_hashing(&mut src, &mut out, want, want.saturating_add(1), cancel);
-    match res {
+    match crate::sparse::copy_file_hashing(src, out, want, want.saturating_add(1), cancel) {
         Ok((d, n)) if &d == checksum => Ok(n),
-        Ok((d, _)) => {
-            drop(out);
-            let _ = fs::remove_file(dest);
-            Err(Error::new(
-                Code::HashMismatch,
-                format!(
-                    "object {} in {} does not hash to its key (got {})",
-                    to_hex(checksum),
-                    display_path(root),
-                    to_hex(&d)
-                ),
-            ))
-        }
-        Err(e) => {
-            drop(out);
-            let _ = fs::remove_file(dest);
-            Err(e.at(&src_path, dest))
-        }
+        Ok((d, _)) => Err(Error::new(
+            Code::HashMismatch,
+            format!(
+                "object {} in {} does not hash to its key (got {})",
+                to_hex(checksum),
+                display_path(root),
+                to_hex(&d)
+            ),
+        )),
+        Err(e) => Err(e.at(&src_path, out_name)),
     }
 }
 

@@ -228,7 +228,23 @@ impl CheckoutPlan {
         self.with(py, |p| p.prepare())
     }
 
-    /// Where object `i` must be downloaded to (after `prepare`).
+    /// Creates the staging files of objects `indices` (exclusively, through the staging
+    /// directory's descriptor) and returns them open for writing, as raw descriptors the
+    /// caller closes: a store writes to `/proc/self/fd/<fd>`, never to a path in the
+    /// destination that its owner could swap for a link.
+    fn open_staged(&self, py: Python<'_>, indices: Vec<usize>) -> PyResult<Vec<i32>> {
+        use std::os::fd::IntoRawFd;
+        self.with(py, |p| {
+            let files = indices
+                .into_iter()
+                .map(|i| p.open_staged(i))
+                .collect::<core::Result<Vec<_>>>()?;
+            Ok(files.into_iter().map(|f| f.into_raw_fd()).collect())
+        })
+    }
+
+    /// Where object `i` is staged (after `prepare`), for messages: it is written through
+    /// `open_staged`, never by this path.
     fn staged_path(&self, i: usize) -> Option<PathBuf> {
         self.inner
             .lock()
@@ -262,9 +278,11 @@ impl CheckoutPlan {
 /// `ConflictError` listing local files that differ (unless `force`). `link` ("copy",
 /// "hardlink", "reflink") says how `fill_from_store` gives files their content;
 /// `stat_cache` (the stat cache directory, `None`: off) lets it trust destination files a
-/// previous checkout found right and that have not changed since.
+/// previous checkout found right and that have not changed since. The plan holds the
+/// destination's lock until it is committed or aborted; if another checkout holds it,
+/// `wait` waits (calling `on_wait(message)` once) or raises `ConflictError` at once.
 #[pyfunction]
-#[pyo3(signature = (manifest, dest, force=false, delete=false, preserve_special_bits=false, durable=false, cancel=None, progress=None, link="copy", stat_cache=None))]
+#[pyo3(signature = (manifest, dest, force=false, delete=false, preserve_special_bits=false, durable=false, cancel=None, progress=None, link="copy", stat_cache=None, wait=true, on_wait=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn plan_checkout(
     py: Python<'_>,
@@ -278,6 +296,8 @@ pub fn plan_checkout(
     progress: Option<&Progress>,
     link: &str,
     stat_cache: Option<PathBuf>,
+    wait: bool,
+    on_wait: Option<Py<PyAny>>,
 ) -> PyResult<CheckoutPlan> {
     let m = manifest.inner.clone();
     let link = core::checkout::LinkMode::parse(link).map_err(|e| to_py_err(py, e))?;
@@ -288,6 +308,17 @@ pub fn plan_checkout(
         link,
         stat_cache,
         local: local_opts(durable, false, cancel, progress),
+        wait,
+        // Told (once) when another checkout holds the destination and this one waits.
+        on_wait: on_wait.map(|f| {
+            core::checkout::WaitNotice(std::sync::Arc::new(move |msg: &str| {
+                Python::attach(|py| {
+                    if let Err(e) = f.call1(py, (msg,)) {
+                        e.write_unraisable(py, None);
+                    }
+                });
+            }))
+        }),
     };
     let plan = py
         .detach(|| core::checkout::plan(&m, &dest, &opts))
