@@ -304,7 +304,19 @@ def check_store(backend: Backend, uri: str, expected: set[str] | None) -> list[s
     objects: set[str] = set()
     manifests = 0
     for key, data in backend.keys(prefix):
-        area, _, rest = key[len(prefix) :].partition("/")
+        rel = key[len(prefix) :]
+        if rel.startswith(".snapdir/journal/"):
+            # The push's journal entry: well-formed, and naming a snapshot the store holds.
+            try:
+                from datetime import datetime, timezone
+
+                from snapdir.lifecycle.journal import parse_key
+
+                parse_key(rel, datetime.now(timezone.utc))
+            except ValueError as e:
+                problems.append(f"{key}: {e}")
+            continue
+        area, _, rest = rel.partition("/")
         parts = rest.split("/")
         if area not in (".objects", ".manifests") or [len(p) for p in parts] != [3, 3, 3, 55]:
             problems.append(f"{key}: not a snapdir key")

@@ -213,7 +213,12 @@ def test_deep_tree_id_manifest_push_verify_size_diff(deep: Path, fast_tmp: Path)
         assert size["files"] == DEPTH, size
         assert size["logical_bytes"] == sum(len(str(k)) for k in range(DEPTH)), size
     diff = snapdir_cli("diff", "--json", "--from", str(deep), "--to", f"{store}@{expected_id}")
-    assert json.loads(diff.stdout) == {"changed": False, "entries": []}
+    assert json.loads(diff.stdout) == {
+        "changed": False,
+        "entries": [],
+        "schema": 1,
+        "warnings": [],
+    }
 
 
 def test_deep_tree_walks_with_few_file_descriptors(deep: Path) -> None:
