@@ -110,6 +110,7 @@ class Row:
     command: str
     walls: list[float] = field(default_factory=list)
     rss_kib: list[int] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)  # user + system time of the client
     requests: int | None = None
     target: int | None = None  # at most this many requests
     error: str = ""
@@ -131,6 +132,7 @@ class Row:
             f"{self.snapshots:,}",
             fmt_s(med) if self.error == "" else f"failed: {self.error}",
             spread,
+            fmt_s(statistics.median(self.cpu_s)) if self.cpu_s else "-",
             rss_mb(max(self.rss_kib) * 1024) if self.rss_kib else "-",
             "-" if self.requests is None else str(self.requests),
             self.verdict,
@@ -279,6 +281,7 @@ class Lifecycle:
             runs.append(run)
             row.walls.append(run.wall_s)
             row.rss_kib.append(run.maxrss_kib)
+            row.cpu_s.append(run.cpu_s)
         for run in runs:
             error = (
                 f"{run.exit_text}: {run.stderr.strip()[-300:]}" if run.returncode else check(run)
@@ -352,8 +355,8 @@ class Lifecycle:
 def render(lc: Lifecycle, machine: list[tuple[str, str]], command: str, ours_version: str) -> str:
     restic_version = tool_version([lc.restic, "version"]) if lc.restic else "not run"
     fills = ", ".join(f"{k}: {v:.1f} s" for k, v in lc.fill_s.items())
-    header = ["operation", "tool", "snapshots", "median (s)", "min..max (s)", "peak RSS (MB)"]
-    header.append("requests")
+    header = ["operation", "tool", "snapshots", "median (s)", "min..max (s)", "CPU (s)"]
+    header += ["peak RSS (MB)", "requests"]
     lines = [
         "# Lifecycle benchmark: listing and retiring on a store with many snapshots",
         "",
@@ -364,9 +367,11 @@ def render(lc: Lifecycle, machine: list[tuple[str, str]], command: str, ours_ver
         "",
         f"Timed rounds per row: {lc.rounds} (a new process each; median shown), after one "
         "untimed run through the loopback counting proxy that gives the `requests` column: "
-        "every HTTP request the command sent, counted at the server side.",
+        "every HTTP request the command sent, counted at the server side. *CPU*: user + "
+        "system time of the client process (median), the server's not included; the rest of "
+        "the wall time is waiting for SeaweedFS, which shares the cores.",
         "",
-        md_table([*header, "target"], [r.cells() for r in lc.rows], "lllrrrrl"),
+        md_table([*header, "target"], [r.cells() for r in lc.rows], "lllrrrrrl"),
         "",
         "- Our stores: the journal entries are planted directly, one PUT each of exactly what "
         "a push writes (`entry_key` / `entry_body` of `snapdir.lifecycle.journal`); `ls` and "
