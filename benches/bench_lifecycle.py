@@ -352,7 +352,14 @@ class Lifecycle:
 # --------------------------------------------------------------------------- report
 
 
-def render(lc: Lifecycle, machine: list[tuple[str, str]], command: str, ours_version: str) -> str:
+def render(
+    lc: Lifecycle,
+    machine: list[tuple[str, str]],
+    command: str,
+    ours_version: str,
+    started: dt.datetime | None = None,
+    took_s: float = 0.0,
+) -> str:
     restic_version = tool_version([lc.restic, "version"]) if lc.restic else "not run"
     fills = ", ".join(f"{k}: {v:.1f} s" for k, v in lc.fill_s.items())
     header = ["operation", "tool", "snapshots", "median (s)", "min..max (s)", "CPU (s)"]
@@ -360,7 +367,10 @@ def render(lc: Lifecycle, machine: list[tuple[str, str]], command: str, ours_ver
     lines = [
         "# Lifecycle benchmark: listing and retiring on a store with many snapshots",
         "",
-        f"Command: `{command}`",
+        f"Produced by `{command}`"
+        + (f" on {started:%Y-%m-%d %H:%M} UTC (took {took_s / 60:.0f} min)" if started else "")
+        + ". Regenerate with the same command from the repository root; see "
+        "`benches/README.md` (section *Lifecycle*).",
         "",
         f"snapdir: {ours_version}; restic: {restic_version}; SeaweedFS: {lc.seaweed_version} "
         "(`weed mini` on 127.0.0.1, path-style, one bucket).",
@@ -405,6 +415,7 @@ def run_area(args: argparse.Namespace, log: Callable[[str], None] = print) -> li
         log("lifecycle: restic not on PATH: its row is left out")
     args.workdir.mkdir(parents=True, exist_ok=True)
     machine = machine_info(args.workdir)
+    started, t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     lc = Lifecycle(
         ours=ours,
         restic=restic,
@@ -420,7 +431,8 @@ def run_area(args: argparse.Namespace, log: Callable[[str], None] = print) -> li
         lc.run()
     except RuntimeError as exc:
         return [f"lifecycle: {exc}"]
-    report = render(lc, machine, command_line(), tool_version([ours, "--version"]))
+    version = tool_version([ours, "--version"])
+    report = render(lc, machine, command_line(), version, started, time.perf_counter() - t0)
     print("\n" + report)
     args.lifecycle_out.parent.mkdir(parents=True, exist_ok=True)
     args.lifecycle_out.write_text(report)
