@@ -221,12 +221,14 @@ class Lifecycle:
             self._run(service)
         finally:
             service.stop()
+            for name in ("lifecycle-cache", "lifecycle-restic-cache"):
+                shutil.rmtree(self.workdir / name, ignore_errors=True)
 
     def _run(self, service: s3bench.S3Service) -> None:
         direct = service.context()
         client = service.server.client()
         base = {k: v for k, v in os.environ.items() if not k.startswith("SNAPDIR_")}
-        base["SNAPDIR_CACHE_DIR"] = str(self.workdir / "lifecycle-cache")
+        base["SNAPDIR_CACHE_DIR"] = str(self.workdir / "lifecycle-cache")  # removed after
 
         stores = [("store", self.snapshots)]
         if self.restic and self.restic_snapshots:
