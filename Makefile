@@ -5,7 +5,7 @@ PYTHON ?= python3
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help dev dev-servers test test-rust test-python lint lint-rust lint-python fmt bench bench-quick
+.PHONY: help dev dev-servers test test-rust test-python lint lint-rust lint-python fmt bench bench-quick bench-lifecycle
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,3 +46,6 @@ bench: ## Full benchmark (all trees, tools, operations, S3; ~35 min) -> docs/ben
 
 bench-quick: ## Benchmark smoke run: harness self-test, tiny trees, 1 round -> .bench/
 	$(PYTHON) benches/bench.py --quick --self-test
+
+bench-lifecycle: ## ls/forget on 10,000 journalled snapshots on S3 (~4 min) -> docs/benchmarks-extra/
+	$(PYTHON) benches/bench.py --areas lifecycle
