@@ -122,3 +122,23 @@ def test_bad_labels_and_times_are_usage_errors_before_any_write(tmp_path: Path) 
         proc = run_cli("push", str(a), "--store", uri(store_dir), *argv)
         assert proc.returncode == 2, (argv, proc.stderr)
         assert not store_dir.exists(), argv
+
+
+def test_json_manifest_permissions_read_as_the_text_does(tmp_path: Path) -> None:
+    tree = tmp_path / "t"
+    write(tree / "run.sh", "#!/bin/sh\n")
+    (tree / "run.sh").chmod(0o750)
+    doc = _json("manifest", str(tree))
+    text = run_cli("manifest", str(tree)).stdout.splitlines()
+    perms = {e["path"]: e["permissions"] for e in doc["entries"]}
+    assert perms["./run.sh"] == "750"
+    assert {ln.split(" ")[4]: ln.split(" ")[1] for ln in text} == perms
+
+
+def test_stage_says_it_stored_into_the_local_cache(tmp_path: Path) -> None:
+    tree = tmp_path / "t"
+    write(tree / "a", "a\n")
+    proc = run_cli("stage", str(tree))
+    assert proc.returncode == 0, proc.stderr
+    assert "stored in the local cache 1 of 1 objects" in proc.stderr
+    assert "uploaded" not in proc.stderr

@@ -18,8 +18,8 @@ COMMANDS = ("manifest", "id", "stage", "push")
 
 MANIFEST_JSON = {
     "id": "the snapshot id",
-    "entries": "one object per entry: type (File or Directory), permissions (mode bits as "
-    "a number), checksum, size, path",
+    "entries": "one object per entry: type (File or Directory), permissions (the mode bits "
+    'as an octal string, as the manifest text writes them: "755"), checksum, size, path',
 }
 
 PUSH_JSON = {
@@ -76,7 +76,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
                 "entries": [
                     {
                         "type": e.path_type.name,
-                        "permissions": e.permissions,
+                        "permissions": f"{e.permissions:o}",
                         "checksum": e.checksum,
                         "size": e.size,
                         "path": e.path,
@@ -132,9 +132,10 @@ def cmd_push(args: argparse.Namespace) -> int:
     if s["noop"]:
         info(args, f"snapshot {s['id']} is already in {target.uri if store is None else store}")
     else:
+        verb = "uploaded" if store is not None else "stored in the local cache"
         info(
             args,
-            f"uploaded {s['uploaded']} of {s['objects']} objects ({s['bytes_uploaded']} bytes)",
+            f"{verb} {s['uploaded']} of {s['objects']} objects ({s['bytes_uploaded']} bytes)",
         )
     detail(args, s.fields)
     emit(args, str(s["id"]), dict(s.fields))
