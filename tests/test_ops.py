@@ -229,7 +229,7 @@ def two_trees(tmp_path: Path) -> tuple[Path, Path]:
 
 
 EXPECTED_AB = [
-    ("=", "./", ""),
+    ("M", "./", "contents"),  # its own mode is the same; what is below changed
     ("M", "./both-mod", "content"),
     ("M", "./dmode/", "mode 755->700"),
     ("D", "./gone.txt", ""),

@@ -6,9 +6,11 @@ the union of its snapshots' entries. For each path:
 
 * only on the ``to`` side: ``A``; only on the ``from`` side: ``D``;
 * on both: ``=`` if some version on each side agrees, otherwise ``M`` with ``detail``
-  saying what changed: ``type`` (file <-> directory), ``content``, ``mode 644->755``.
-  Directories are compared by type and mode only (their checksum changes whenever anything
-  below them does, which the entries below already report).
+  saying what changed: ``type`` (file <-> directory), ``content``, ``mode 644->755``, and
+  for a directory whose own type and mode are the same but whose checksum is not,
+  ``contents``: something below it changed (the entries below say what). Such a directory
+  is never ``=``: an unchanged directory is one whose whole tree is unchanged. The CLI shows
+  ``contents`` entries only with ``--all``.
 
 An unreachable store or a missing snapshot is an error, never an empty side.
 """
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["diff"]
 
-# (type letter, checksum or "" for directories, permissions)
+# (type letter, checksum, permissions)
 Version = tuple[str, str, int]
 
 
@@ -57,7 +59,7 @@ async def _side(refs: tuple[Ref, ...], jobs: int) -> tuple[dict[str, set[Version
         for m in await _manifests(ref, jobs):
             for e in m.entries:
                 is_dir = e.path_type.name == "Directory"
-                v: Version = ("D" if is_dir else "F", "" if is_dir else e.checksum, e.permissions)
+                v: Version = ("D" if is_dir else "F", e.checksum, e.permissions)
                 k = _key(e.path)
                 out.setdefault(k, set()).add(v)
                 shown[k] = e.path
@@ -71,8 +73,12 @@ def _detail(a: set[Version], b: set[Version]) -> str:
     same_type = ta & tb
     ca = {v[1] for v in a if v[0] in same_type}
     cb = {v[1] for v in b if v[0] in same_type}
+    modes_agree = {v[2] for v in a if v[0] in same_type} & {v[2] for v in b if v[0] in same_type}
     if not ca & cb:
-        return "content"
+        if "F" in same_type:
+            return "content"
+        if modes_agree:
+            return "contents"  # a directory: only what is below it changed
     ma = sorted({v[2] for v in a})
     mb = sorted({v[2] for v in b})
     fmt = ",".join

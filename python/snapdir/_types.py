@@ -296,7 +296,9 @@ class DiffOptions:
 
 class DiffEntry:
     """One difference: ``status`` is ``A`` (added), ``D`` (deleted), ``M`` (modified:
-    content, type or mode) or ``=`` (unchanged); ``detail`` says what changed for ``M``."""
+    content, type or mode, or for a directory ``contents``: something below it changed) or
+    ``=`` (unchanged, the whole tree below included); ``detail`` says what changed for
+    ``M``."""
 
     __slots__ = ("detail", "path", "status")
 

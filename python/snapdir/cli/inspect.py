@@ -19,7 +19,8 @@ COMMANDS = ("diff", "verify", "size")
 DIFF_JSON = {
     "changed": "true when the sides differ",
     "entries": "one object per path shown: status (A, D, M, =), path, detail (what changed "
-    "for M: content, type, mode)",
+    "for M: content, type, mode; contents for a directory whose only change is below it, "
+    "shown with --all)",
 }
 
 VERIFY_JSON = {
@@ -48,7 +49,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
     opts = DiffOptions.from_refs(args.from_, args.to)
     stores = [r.store for r in opts.from_ + opts.to if r.store is not None]
     entries = run(lambda: diff(opts, jobs=args.jobs), *stores)
-    shown = [e for e in entries if args.all or e.status != "="]
+    # A directory whose only change is below it ("contents") is shown with --all: the
+    # entries below it already say what changed.
+    shown = [e for e in entries if args.all or (e.status != "=" and e.detail != "contents")]
     changed = any(e.status != "=" for e in entries)
     if args.json:
         emit_json(
