@@ -178,6 +178,7 @@ def test_verify_finds_a_corrupt_manifest(tmp_path: Path) -> None:
 def test_clear_removes_ours_and_nothing_else(tmp_path: Path) -> None:
     sid = stage(tree(tmp_path / "src", {"a.txt": "a\n"}))
     (cache() / "notes.txt").write_text("mine\n")
+    write(cache() / ".snapdir-in-999999999-x" / "partial", "half")  # a killed fetch's
     outside = tree(tmp_path / "outside", {"keep.txt": "keep\n"})
     os.symlink(outside, cache() / "statcache" / "link-to-outside")
     doc = cli_json("cache", "clear")
@@ -240,13 +241,18 @@ def test_prune_max_size_removes_the_least_recently_used_first(tmp_path: Path) ->
     assert cache_admin.usage().bytes == 0
 
 
-def test_fetch_and_push_id_mark_a_snapshot_used(tmp_path: Path) -> None:
+def test_fetch_stage_checkout_and_push_id_mark_a_snapshot_used(tmp_path: Path) -> None:
     store = uri(tmp_path / "store")
     src = tree(tmp_path / "src", {"a": "a\n"})
     assert run_cli("push", str(src), "--store", store).returncode == 0
     sid = stage(src)
     m = cache() / manifest_rel(sid)
-    for argv in (["fetch", sid, "--store", store], ["push", "--id", sid, "--store", store]):
+    for argv in (
+        ["fetch", sid, "--store", store],
+        ["push", "--id", sid, "--store", store],
+        ["stage", str(src)],
+        ["checkout", sid, str(tmp_path / "co"), "--force"],
+    ):
         age(m, 10)
         assert run_cli(*argv).returncode == 0
         assert time.time() - m.stat().st_mtime < 60, argv

@@ -171,6 +171,12 @@ def _cache_file_store() -> FileStore:
             self._used(snapshot_id)
             return m
 
+        async def push_tree(self, path: str, **kwargs: Any) -> Any:
+            # `stage`: a snapshot staged again is used again (a new one is written after).
+            pushed = await super().push_tree(path, **kwargs)
+            self._used(pushed.manifest.id)
+            return pushed
+
     return CacheStore(cache_uri())
 
 

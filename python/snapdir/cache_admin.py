@@ -168,16 +168,16 @@ def usage(directory: str | None = None) -> CacheUsage:
 
 
 @contextlib.contextmanager
-def _exclusive(root: str, wait: bool) -> Iterator[None]:
-    """The cache's lock, exclusively; a ``CONFLICT`` error when ``wait`` is false and an
-    operation is using the cache."""
+def _locked(root: str, wait: bool, *, exclusive: bool = True) -> Iterator[None]:
+    """The cache's lock (exclusively, or shared); a ``CONFLICT`` error when ``wait`` is
+    false and another process holds it in a conflicting way."""
     import gc
 
     if not _is_dir(root):
         yield
         return
     gc.collect()  # a finished operation's store, still held by a cycle, releases its lock
-    fd = cache_lock(root, exclusive=True, wait=wait)
+    fd = cache_lock(root, exclusive=exclusive, wait=wait)
     if fd is None:
         raise SnapdirError(
             f"the local cache {root} is in use by another operation (its lock "
@@ -209,15 +209,22 @@ def _remove_tree(path: str) -> None:
 
 
 def clear(directory: str | None = None, *, wait: bool = True) -> CacheUsage:
-    """Remove everything snapdir put in the cache — objects, manifests, the stat cache —
-    and nothing else (other files in the directory, and the lock file, stay). Holds the
+    """Remove everything snapdir put in the cache — objects, manifests, the stat cache, the
+    download directories a killed ``fetch`` left — and nothing else (other files in the
+    directory, and the lock file, stay). Holds the
     cache's lock exclusively (``wait=False``: a ``CONFLICT`` error instead of waiting for
     a running operation). Returns what was removed."""
     root = _root(directory)
-    with _exclusive(root, wait):
+    from ._common import DOWNLOAD_PREFIX
+
+    with _locked(root, wait):
         gone = usage(root)
         for name in OURS:
             _remove_tree(os.path.join(root, name))
+        # Download directories of fetches: none is running while the lock is ours.
+        for name in os.listdir(root) if _is_dir(root) else ():
+            if name.startswith(DOWNLOAD_PREFIX):
+                _remove_tree(os.path.join(root, name))
     return gone
 
 
@@ -252,15 +259,16 @@ def verify(directory: str | None = None, *, purge: bool = False) -> VerifyReport
     that does not hash to its key), corrupt manifests (likewise, or unparseable), and the
     objects a cached manifest names that the cache lacks (``missing_objects``, the
     manifests naming them in ``incomplete_manifests``). With ``purge`` the corrupt keys and
-    incomplete manifests are removed (under the exclusive lock), so the next ``fetch``
-    or ``stage`` writes them again."""
+    incomplete manifests are removed (under the exclusive lock; without ``purge`` a shared
+    one keeps ``prune`` away while reading), so the next ``fetch`` or ``stage`` writes them
+    again."""
     from ._snapdir import store_verify_objects
     from .stores._base import parse_stored_manifest
 
     root = _root(directory)
-    ctx = _exclusive(root, True) if purge else contextlib.nullcontext()
     r = VerifyReport()
-    with ctx:
+    # Shared while reading (a prune cannot remove keys under our feet), exclusive to purge.
+    with _locked(root, True, exclusive=purge):
         objects = {h: (p, st.st_size) for h, p, st in _hashed(os.path.join(root, ".objects"))}
         r.objects = len(objects)
         if objects:
@@ -336,7 +344,7 @@ def prune(
     root = _root(directory)
     t_now = time.time() if now is None else now
     report = PruneReport(dry_run=dry_run)
-    with _exclusive(root, wait):
+    with _locked(root, wait):
         objects = {h: (p, st) for h, p, st in _hashed(os.path.join(root, ".objects"))}
         refs: dict[str, int] = dict.fromkeys(objects, 0)
         # Units that can go, each (last use, kind, key, path, bytes, objects it names).
