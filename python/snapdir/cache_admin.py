@@ -262,6 +262,7 @@ def verify(directory: str | None = None, *, purge: bool = False) -> VerifyReport
     incomplete manifests are removed (under the exclusive lock; without ``purge`` a shared
     one keeps ``prune`` away while reading), so the next ``fetch`` or ``stage`` writes them
     again."""
+    from ._runtime import run_cancellable, run_local
     from ._snapdir import store_verify_objects
     from .stores._base import parse_stored_manifest
 
@@ -273,7 +274,15 @@ def verify(directory: str | None = None, *, purge: bool = False) -> VerifyReport
         r.objects = len(objects)
         if objects:
             items = [(h, size) for h, (_, size) in sorted(objects.items())]
-            bad = dict(store_verify_objects(root, items, None, None))
+            # In a thread the caller joins, with a cancellation token: Ctrl-C stops the
+            # Rust side at its next object.
+            bad = dict(
+                run_local(
+                    lambda: run_cancellable(
+                        lambda token: store_verify_objects(root, items, token, None)
+                    )
+                )
+            )
             r.corrupt_objects = sorted(h for h, why in bad.items() if why == "corrupt")
         broken = set(r.corrupt_objects)
         missing: set[str] = set()
