@@ -66,6 +66,32 @@ def _options(actions: list[argparse.Action], *, skip_global: bool) -> list[str]:
     return rows
 
 
+def _command(name: str, p: argparse.ArgumentParser) -> list[str]:
+    """The section of one command (``name`` may be ``cache du``)."""
+    out = ["", f"### snapdir {name}", "", "```", _usage(p), "```", ""]
+    out += [_cell(p.description or ""), ""]
+    out += _options(p._actions, skip_global=True)
+    actions = subcommands(p)
+    if actions:
+        out += ["", "| action | what it does |", "|---|---|"]
+        helps: dict[str, str] = {}
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                helps = {c.dest: c.help or "" for c in a._choices_actions}
+        anchor = name.replace(" ", "-")
+        out += [
+            f"| [`{n}`](#snapdir-{anchor}-{n}) | {_cell(helps.get(n) or '')} |" for n in actions
+        ]
+        return out
+    epilog = (p.epilog or "").split("\n\n--json prints")[0]
+    if epilog and not epilog.startswith("--json prints"):
+        out += ["", "```", epilog.strip(), "```"]
+    fields = p.get_default("json_fields") or {}
+    out += ["", "JSON fields:", "", "| field | meaning |", "|---|---|"]
+    out += [f"| `{k}` | {_cell(v)} |" for k, v in fields.items()]
+    return out
+
+
 def render() -> str:
     """The text of docs/cli.md."""
     parser = build_parser()
@@ -137,15 +163,10 @@ def render() -> str:
             helps = {c.dest: c.help or "" for c in action._choices_actions}
     out += [f"| [`{n}`](#snapdir-{n}) | {_cell(helps.get(n) or '')} |" for n in commands]
     for name, p in commands.items():
-        out += ["", f"### snapdir {name}", "", "```", _usage(p), "```", ""]
-        out += [_cell(p.description or ""), ""]
-        out += _options(p._actions, skip_global=True)
-        epilog = (p.epilog or "").split("\n\n--json prints")[0]
-        if epilog and not epilog.startswith("--json prints"):
-            out += ["", "```", epilog.strip(), "```"]
-        fields = p.get_default("json_fields") or {}
-        out += ["", "JSON fields:", "", "| field | meaning |", "|---|---|"]
-        out += [f"| `{k}` | {_cell(v)} |" for k, v in fields.items()]
+        out += _command(name, p)
+        # A command with actions of its own (`cache du`): each documented as a command.
+        for action_name, action in subcommands(p).items():
+            out += _command(f"{name} {action_name}", action)
     out += [
         "",
         "## Environment",

@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "snapdir._pull",
             "snapdir._sync",
             "snapdir._verify",
+            "snapdir.cache_admin",
             "snapdir.lifecycle",
             "snapdir.lifecycle.*",
         },

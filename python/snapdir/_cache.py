@@ -28,9 +28,24 @@ from ._types import StoreUri
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .stores.file import FileStore
 
-__all__ = ["cache_dir", "cache_store", "cache_uri", "make_private", "private_dir_problem"]
+__all__ = [
+    "LOCK_FILE",
+    "cache_dir",
+    "cache_lock",
+    "cache_store",
+    "cache_uri",
+    "make_private",
+    "private_dir_problem",
+]
+
+#: The lock file in the cache directory (docs/format.md, "The local cache"): every
+#: operation that uses the cache's objects holds a shared ``flock`` on it, ``cache prune``
+#: and ``cache clear`` an exclusive one, so they never remove what a running operation uses.
+LOCK_FILE = ".lock"
 
 
 def cache_dir() -> str:
@@ -109,13 +124,85 @@ def private_dir_problem(path: str) -> str | None:
         p = parent
 
 
+def cache_lock(directory: str, *, exclusive: bool = False, wait: bool = True) -> int | None:
+    """Open (creating it, mode 0600) the lock file of the cache at ``directory`` and
+    ``flock`` it: shared, or ``exclusive``. Returns the descriptor (closing it releases the
+    lock), or ``None`` when ``wait`` is false and another process holds a conflicting lock.
+    The file is opened with ``O_NOFOLLOW``: a symbolic link planted there is refused."""
+    import fcntl
+
+    path = os.path.join(directory, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    how = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    try:
+        fcntl.flock(fd, how if wait else how | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _cache_file_store() -> FileStore:
+    """The cache's store: a :class:`~snapdir.stores.file.FileStore` whose manifests are
+    stamped (mtime and atime set to now) whenever the cache serves or is asked for one, so
+    that ``cache prune`` removes the least recently used snapshots first (atime alone is
+    not kept on ``noatime`` mounts, is coarse under ``relatime``, and re-hashing the cache
+    would refresh it)."""
+    from .stores.file import FileStore
+
+    class CacheStore(FileStore):
+        def _used(self, snapshot_id: str) -> None:
+            # Best effort, one utime per snapshot (never per object: objects may be
+            # hard-linked into checkouts, whose files' times must not change).
+            with contextlib.suppress(OSError):
+                os.utime(self.manifest_path(snapshot_id))
+
+        async def has_manifest(self, snapshot_id: str) -> bool:
+            found = await super().has_manifest(snapshot_id)
+            if found:
+                self._used(snapshot_id)
+            return found
+
+        async def get_manifest(self, snapshot_id: str) -> Any:
+            m = await super().get_manifest(snapshot_id)
+            self._used(snapshot_id)
+            return m
+
+        async def push_tree(self, path: str, **kwargs: Any) -> Any:
+            # `stage`: a snapshot staged again is used again (a new one is written after).
+            pushed = await super().push_tree(path, **kwargs)
+            self._used(pushed.manifest.id)
+            return pushed
+
+    return CacheStore(cache_uri())
+
+
+def _hold_lock(store: FileStore, directory: str) -> FileStore:
+    """Tie a shared lock on the cache to ``store``'s life: taken now, released when the
+    store object goes (an operation's store lives as long as the operation)."""
+    import weakref
+
+    try:
+        fd = cache_lock(directory)
+    except OSError:
+        return store  # an unwritable cache: its operations report what they cannot do
+    if fd is not None:
+        weakref.finalize(store, os.close, fd)
+    return store
+
+
 def cache_store() -> FileStore:
     """The cache as a :class:`~snapdir.stores.file.FileStore`. Its directory is created here
     (mode 0700) and must pass :func:`private_dir_problem`: objects and manifests in it are
     linked into checkouts and named by their checksums without being read again, so one
-    that another user can write is refused with :class:`~snapdir.UnsafePathError`."""
+    that another user can write is refused with :class:`~snapdir.UnsafePathError`.
+
+    The store holds a shared lock on the cache (:func:`cache_lock`) for as long as it
+    exists, and stamps the manifests it serves (their times order ``cache prune``)."""
     from ._errors import UnsafePathError
-    from .stores.file import FileStore
 
     d = cache_dir()
     try:
@@ -123,16 +210,16 @@ def cache_store() -> FileStore:
     except OSError:
         # Nothing can be planted where we cannot even create a directory; the store's
         # own operations report what they cannot do there, as before.
-        return FileStore(cache_uri())
+        return _cache_file_store()
     real = os.path.realpath(d)
     if os.path.lexists(real) and not os.path.isdir(real):
         # A file where the directory should be holds nothing anyone planted for us: the
         # store's operations fail on it as the I/O error it is ("not a directory").
-        return FileStore(cache_uri())
+        return _cache_file_store()
     why = private_dir_problem(d)
     if why is not None:
         raise UnsafePathError(
             f"refusing to use the local cache {d}: {why}; another user could plant objects "
             "there (make it yours with chown/chmod go-w, or set SNAPDIR_CACHE_DIR)"
         )
-    return FileStore(cache_uri())
+    return _hold_lock(_cache_file_store(), d)

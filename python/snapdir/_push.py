@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .stores import Store
     from .stores._base import ProgressFn, TreePushStore
 
-__all__ = ["push", "push_with_stats", "stage"]
+__all__ = ["push", "push_staged_with_stats", "push_with_stats", "stage"]
 
 
 async def push_with_stats(
@@ -81,6 +81,63 @@ async def push_with_stats(
     else:
         stats.update(journal=None)
     return stats
+
+
+async def push_staged_with_stats(
+    snapshot_id: str,
+    store: str | StoreUri | Store,
+    *,
+    jobs: int = DEFAULT_JOBS,
+    progress: ProgressFn | None = None,
+    time: datetime | None = None,
+    host: str | None = None,
+    labels: Sequence[str] = (),
+) -> OpStats:
+    """Push a snapshot already in the local cache (put there by :func:`stage` or
+    ``fetch``) to ``store`` without walking any directory: the objects the store lacks are
+    copied from the cache (verified when read and when written), then the manifest, then
+    the journal entry (as :func:`push_with_stats` writes it; its path is empty, the source
+    directory being unknown). Raises :class:`~snapdir.NotFoundError` when the cache does
+    not hold the snapshot. Returns the same fields as :func:`push_with_stats`."""
+    from ._cache import cache_store
+    from ._common import transfer_objects
+    from ._types import SnapshotId
+    from .lifecycle.journal import check_labels
+    from .lifecycle.ops import record_push
+
+    labels = check_labels(labels)
+    if time is not None and (time.tzinfo is None or time.utcoffset() is None):
+        raise InvalidArgumentError(f"push time {time.isoformat()} has no time zone")
+    sid = str(SnapshotId(snapshot_id))
+    cache = cache_store()
+    src, dst = open_wrapped(cache, jobs), open_wrapped(store, jobs)
+    before = dst.request_count()
+    m = await src.get_manifest(sid)
+    objects = sorted(set(m.objects()))
+    noop = await dst.has_manifest(sid)
+    uploaded = nbytes_up = 0
+    if not noop:
+        lacking = await missing_objects(dst, [c for c, _ in objects], jobs=jobs)
+        todo = [(c, n) for c, n in objects if c in lacking]
+        uploaded = await transfer_objects(src, dst, todo, jobs=jobs, progress=progress)
+        nbytes_up = sum(n for _, n in todo)
+        await dst.put_manifest(sid, m.raw)
+    logical, _, nfiles, _ = _snapdir.manifest_size(m)
+    requests = dst.request_count() - before
+    key = await record_push(
+        dst, sid, path="", files=nfiles, nbytes=logical, time=time, host=host, labels=labels
+    )
+    return OpStats(
+        id=sid,
+        files=nfiles,
+        objects=len(objects),
+        uploaded=uploaded,
+        bytes_uploaded=nbytes_up,
+        noop=noop,
+        requests=requests,
+        bytes=logical,
+        journal=key,
+    )
 
 
 async def _push_content(

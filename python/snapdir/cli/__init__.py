@@ -5,7 +5,8 @@ Data goes to stdout, diagnostics to stderr; the exit status says which kind of f
 SDK at import) because ``snapdir id`` is often run on every CI step.
 
 Layout: one module per command group, each registering its own sub-parsers
-(:mod:`.snapshot`, :mod:`.transfer`, :mod:`.inspect`, :mod:`.lifecycle`); :mod:`._common`
+(:mod:`.snapshot`, :mod:`.transfer`, :mod:`.inspect`, :mod:`.lifecycle`, :mod:`.cache`,
+:mod:`.completion` makes the scripts of ``completion``); :mod:`._common`
 holds the parser
 and the options they share, :mod:`._output` what is printed. Only the group of the command
 being run is imported.
@@ -34,7 +35,7 @@ __all__ = ["COMMANDS", "build_parser", "main", "subcommands"]
 
 #: Each command and the module (of this package) that registers it, in the order of
 #: ``snapdir --help``. Literal here so that choosing the module to import costs nothing.
-#: ``version`` is registered here (it needs no module).
+#: ``version`` and ``completion`` (which needs the whole parser) are registered here.
 GROUPS: dict[str, str] = {
     "manifest": "snapshot",
     "id": "snapshot",
@@ -51,10 +52,15 @@ GROUPS: dict[str, str] = {
     "forget": "lifecycle",
     "adopt": "lifecycle",
     "du": "lifecycle",
+    "cache": "cache",
+    "completion": "",
     "version": "",
 }
 
 COMMANDS = frozenset(GROUPS)
+
+#: The shells ``completion`` writes scripts for.
+SHELLS = ("bash", "zsh", "fish")
 
 
 class _Subcommands:
@@ -101,6 +107,17 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    from .completion import script
+
+    text = script(args.shell, build_parser())
+    if args.json:
+        _output.emit_json({"shell": args.shell, "script": text})
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests); with ``only``, just that
     command's sub-parser is built (and just its module imported)."""
@@ -134,6 +151,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             # __import__ rather than importlib.import_module: the C import path, which
             # `python -X importtime` sees (import_module's pure-Python one it does not).
             __import__(f"{__name__}.{group}", fromlist=["register"]).register(sub, common)
+    p = add_command(
+        sub,
+        "completion",
+        common,
+        help="print a shell completion script (bash, zsh, fish)",
+        description="Print a completion script for SHELL, generated from the commands and "
+        "flags of this snapdir. bash: source <(snapdir completion bash); zsh: source "
+        "<(snapdir completion zsh) after compinit; fish: snapdir completion fish | source.",
+        json={"shell": "the shell", "script": "the completion script"},
+    )
+    p.add_argument("shell", choices=SHELLS, metavar="SHELL", help="bash, zsh or fish")
+    p.set_defaults(handler=cmd_completion)
     p = add_command(
         sub,
         "version",

@@ -99,6 +99,9 @@ def cmd_id(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from .._push import push_with_stats
 
+    if getattr(args, "id", None) is not None:
+        return _push_staged(args)
+    args.path = "." if args.path is None else args.path
     store = need_store(args) if args.command == "push" else None
     MODE.context["path"] = args.path
     rep = reporter(args, args.command)
@@ -136,6 +139,51 @@ def cmd_push(args: argparse.Namespace) -> int:
         info(
             args,
             f"{verb} {s['uploaded']} of {s['objects']} objects ({s['bytes_uploaded']} bytes)",
+        )
+    detail(args, s.fields)
+    emit(args, str(s["id"]), dict(s.fields))
+    return 0
+
+
+def _push_staged(args: argparse.Namespace) -> int:
+    """``push --id ID``: the snapshot from the local cache, no directory walked."""
+    from .._push import push_staged_with_stats
+    from .._types import SnapshotId
+    from ._common import UsageError
+
+    if args.path is not None:
+        raise UsageError(
+            f"snapdir push: give a directory or --id, not both ({args.path!r} and --id)",
+            code="INVALID_ARGUMENT",
+        )
+    if args.repair:
+        raise UsageError("snapdir push: --repair re-hashes a directory's objects; not with --id")
+    sid = SnapshotId(args.id)
+    MODE.context["id"] = sid
+    store = need_store(args)
+    rep = reporter(args, "push")
+    try:
+        s = run(
+            lambda: push_staged_with_stats(
+                sid,
+                store,
+                jobs=args.jobs,
+                progress=rep,
+                time=args.time,
+                host=args.host,
+                labels=args.label,
+            ),
+            store,
+        )
+    finally:
+        finish(rep)
+    if s["noop"]:
+        info(args, f"snapshot {s['id']} is already in {store}")
+    else:
+        info(
+            args,
+            f"uploaded {s['uploaded']} of {s['objects']} objects ({s['bytes_uploaded']} bytes) "
+            "from the local cache",
         )
     detail(args, s.fields)
     emit(args, str(s["id"]), dict(s.fields))
@@ -197,13 +245,19 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument(
             "path",
             nargs="?",
-            default=".",
+            default=None,
             metavar="PATH",
             help="directory to snapshot (default: the current one)",
         )
         walk_args(p, absolute=False)
         if name == "push":
             store_arg(p)
+            p.add_argument(
+                "--id",
+                metavar="ID",
+                help="push snapshot ID from the local cache (put there by stage or fetch) "
+                "instead of a directory: nothing is walked; not with PATH",
+            )
             p.add_argument(
                 "--time",
                 type=_time,
