@@ -26,10 +26,12 @@ from ._common import (
     transfer_objects,
     unwrap,
 )
-from ._manifest import run_cancellable, stat_cache_dir
+from ._manifest import ignore_rules, run_cancellable, stat_cache_dir
 from ._types import LINK_MODES, SnapshotId, StoreUri
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .stores import Store
     from .stores._base import ProgressFn
 
@@ -62,6 +64,8 @@ async def pull_with_stats(
     progress: ProgressFn | None = None,
     link: LinkMode = "copy",
     use_cache: bool = True,
+    ignore_file: str | os.PathLike[str] | bool = True,
+    exclude_glob: Sequence[str] | None = None,
 ) -> OpStats:
     """:func:`pull`, returning what it did."""
     from .stores import ObjectGet
@@ -89,6 +93,7 @@ async def pull_with_stats(
     # One token for the plan's life: the plan keeps the token it is made with and its fill
     # watches that one, so each later step must cancel the same token.
     cancel = _snapdir.CancelToken()
+    ig, no_ig, globs = ignore_rules(ignore_file, exclude_glob)
     plan = await run_cancellable(
         lambda token: _snapdir.plan_checkout(
             m,
@@ -101,6 +106,9 @@ async def pull_with_stats(
             None,
             link,
             stat_cache_dir(use_cache),
+            ignore_file=ig,
+            no_ignore_file=no_ig,
+            exclude_glob=globs,
         ),
         cancel,
     )
@@ -170,25 +178,30 @@ async def pull(
     progress: ProgressFn | None = None,
     link: LinkMode = "copy",
     use_cache: bool = True,
+    ignore_file: str | os.PathLike[str] | bool = True,
+    exclude_glob: Sequence[str] | None = None,
 ) -> None:
     """Materialise snapshot ``snapshot_id`` from ``store`` into ``dest`` (created if needed).
 
-    Files already right are not rewritten; local files that differ are an error listing them
-    (:class:`ConflictError`) unless ``force``; extra local files are kept unless ``delete``.
-    Nothing is written outside ``dest``; setuid/setgid/sticky bits are dropped unless
-    ``preserve_special_bits``. If any object is missing or corrupt the destination is left
-    as it was. File modification times are not restored (the manifest does not carry them).
+        Files already right are not rewritten; local files that differ are an error listing them
+        (:class:`ConflictError`) unless ``force``; extra local files are kept unless ``delete``.
+    With ``delete``, local paths that ``dest``'s own ``.snapdirignore`` ignores are kept too
+    (as a walk leaves them out); ``ignore_file`` and ``exclude_glob`` as for
+    :func:`snapdir.manifest`.
+        Nothing is written outside ``dest``; setuid/setgid/sticky bits are dropped unless
+        ``preserve_special_bits``. If any object is missing or corrupt the destination is left
+        as it was. File modification times are not restored (the manifest does not carry them).
 
-    ``link="hardlink"`` or ``"reflink"`` fetch the snapshot into the local cache, then make
-    each file a hard link to (read-only use: editing one in place edits the cache) or a
-    copy-on-write clone of the cache's object; a file system that cannot is an error, not a
-    silent copy (docs/checkout-links.md).
+        ``link="hardlink"`` or ``"reflink"`` fetch the snapshot into the local cache, then make
+        each file a hard link to (read-only use: editing one in place edits the cache) or a
+        copy-on-write clone of the cache's object; a file system that cannot is an error, not a
+        silent copy (docs/checkout-links.md).
 
-    A destination file whose size matches is read and hashed to tell whether it is right,
-    unless a previous pull or checkout into ``dest`` found it right and its stat (device,
-    inode, size, mtime, ctime, mode) has not changed since: the stat cache, as for
-    :func:`snapdir.manifest` (docs/statcache.md). ``use_cache=False`` (or
-    ``SNAPDIR_STAT_CACHE=0``) reads every such file.
+        A destination file whose size matches is read and hashed to tell whether it is right,
+        unless a previous pull or checkout into ``dest`` found it right and its stat (device,
+        inode, size, mtime, ctime, mode) has not changed since: the stat cache, as for
+        :func:`snapdir.manifest` (docs/statcache.md). ``use_cache=False`` (or
+        ``SNAPDIR_STAT_CACHE=0``) reads every such file.
     """
     await pull_with_stats(
         snapshot_id,
@@ -201,6 +214,8 @@ async def pull(
         progress=progress,
         link=link,
         use_cache=use_cache,
+        ignore_file=ignore_file,
+        exclude_glob=exclude_glob,
     )
 
 
@@ -214,6 +229,8 @@ async def checkout(
     progress: ProgressFn | None = None,
     link: LinkMode = "copy",
     use_cache: bool = True,
+    ignore_file: str | os.PathLike[str] | bool = True,
+    exclude_glob: Sequence[str] | None = None,
 ) -> None:
     """:func:`pull` from the local cache (after :func:`stage` or :func:`fetch`);
     ``link="hardlink"`` / ``"reflink"`` link or clone the cache's objects instead of copying
@@ -230,6 +247,8 @@ async def checkout(
         progress=progress,
         link=link,
         use_cache=use_cache,
+        ignore_file=ignore_file,
+        exclude_glob=exclude_glob,
     )
 
 

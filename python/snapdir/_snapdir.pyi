@@ -136,6 +136,10 @@ def walk(
     progress: Progress | None = None,
     stat_cache: str | None = None,
     rehash: bool = False,
+    *,
+    ignore_file: str | None = None,
+    no_ignore_file: bool = False,
+    exclude_glob: list[str] = ...,
 ) -> tuple[Manifest, list[str]]:
     """Walk and hash ``path``; returns the manifest and warnings (dangling links).
 
@@ -210,6 +214,10 @@ def store_push_tree(
     durable: bool = False,
     cancel: CancelToken | None = None,
     progress: Progress | None = None,
+    *,
+    ignore_file: str | None = None,
+    no_ignore_file: bool = False,
+    exclude_glob: list[str] = ...,
 ) -> tuple[Manifest, list[str], int, int, int, bool]:
     """Snapshot ``path`` into the store at ``root``, copying each file while it is hashed;
     returns ``(manifest, warnings, written, present, bytes, noop)``. The caller writes the
@@ -240,6 +248,10 @@ def plan_checkout(
     progress: Progress | None = None,
     link: str = "copy",
     stat_cache: str | None = None,
+    *,
+    ignore_file: str | None = None,
+    no_ignore_file: bool = False,
+    exclude_glob: list[str] = ...,
 ) -> CheckoutPlan:
     """Compare ``dest`` with ``manifest`` (read-only); raises ``ConflictError`` listing
     differing local files unless ``force``. ``link`` (``"copy"``, ``"hardlink"``,

@@ -73,6 +73,8 @@ pub struct CheckoutOptions {
     pub force: bool,
     /// Remove local files and directories the snapshot does not have.
     pub delete: bool,
+    /// With `delete`: local paths these rules ignore are kept (as a walk leaves them out).
+    pub keep: Option<crate::walk::Ignore>,
     /// Apply setuid, setgid and sticky bits (off by default: a store may be hostile).
     pub preserve_special_bits: bool,
     /// Copies, hard links or clones (only [`Plan::fill_from_store`] links or clones).
@@ -105,6 +107,17 @@ pub struct Needed {
     pub size: u64,
     /// Number of files that take their content from this object.
     pub uses: usize,
+}
+
+/// Whether the `keep` rules protect the extra local path `rel` (named `name` in `dir`).
+fn kept(opts: &CheckoutOptions, dir: &Dir, name: &[u8], rel: &[u8]) -> bool {
+    let Some(keep) = &opts.keep else { return false };
+    let is_dir = dir
+        .lstat(name)
+        .ok()
+        .flatten()
+        .is_some_and(|st| matches!(fsx::kind_of(&st), FsKind::Dir { .. }));
+    keep.is_ignored(&String::from_utf8_lossy(rel), is_dir)
 }
 
 /// A checked plan for one destination.
@@ -289,7 +302,7 @@ pub fn plan(manifest: &Manifest, dest: &Path, opts: &CheckoutOptions) -> Result<
                 }
                 let mut rel = prefix.clone().into_bytes();
                 rel.extend_from_slice(&n);
-                if !in_manifest(entries, &rel) {
+                if !in_manifest(entries, &rel) && !kept(opts, dir, &n, &rel) {
                     extras.push(rel);
                 }
             }
