@@ -230,7 +230,10 @@ def test_a_changed_ignore_file_never_reuses_a_cached_listing(tmp_path: Path) -> 
     # Same size, same directory mtimes: only the content of the rules changed.
     with open(root / ".snapdirignore", "r+b") as f:
         f.write(b"*.log")
+    cache_files = sorted(Path(str(stat_cache_dir(True))).iterdir())
     after, _ = walk()
+    # Other rules, another cache file (the rules are part of its key).
+    assert len(sorted(Path(str(stat_cache_dir(True))).iterdir())) == len(cache_files) + 1
     assert "./src/main.py" in after
     assert "./src/debug.log" not in after
     assert after == paths(manifest(root, use_cache=False))
