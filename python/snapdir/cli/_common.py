@@ -199,13 +199,12 @@ def ignore_args(p: argparse.ArgumentParser, *, delete: bool = False) -> None:
         metavar="GLOB",
         help=f"{what} matching GLOB, in .snapdirignore (gitignore) syntax (repeatable)",
     )
-    g = p.add_mutually_exclusive_group()
-    g.add_argument(
+    p.add_argument(
         "--ignore-file",
         metavar="FILE",
         help="read the ignore rules from FILE instead of the tree's own .snapdirignore",
     )
-    g.add_argument(
+    p.add_argument(
         "--no-ignore-file",
         action="store_true",
         help="read no ignore file (.snapdirignore is then an ordinary file)",
@@ -214,6 +213,8 @@ def ignore_args(p: argparse.ArgumentParser, *, delete: bool = False) -> None:
 
 def ignore_option(args: argparse.Namespace) -> str | bool:
     """``ignore_file=`` of the API from --ignore-file / --no-ignore-file."""
+    if args.no_ignore_file and args.ignore_file is not None:
+        raise UsageError("--ignore-file and --no-ignore-file cannot be given together")
     if args.no_ignore_file:
         return False
     return args.ignore_file if args.ignore_file is not None else True
