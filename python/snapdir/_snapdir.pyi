@@ -144,7 +144,9 @@ def walk(
     """Walk and hash ``path``; returns the manifest and warnings (dangling links).
 
     ``stat_cache`` is the directory of stat cache files (``None``: hash every file, keep no
-    cache); ``rehash`` re-reads every file but still rewrites the cache."""
+    cache); ``rehash`` re-reads every file but still rewrites the cache. The ignore rules
+    come from ``path``'s own ``.snapdirignore``, or ``ignore_file`` (which must exist), or
+    none with ``no_ignore_file``; then ``exclude_glob`` (gitignore syntax)."""
 
 def id_from_manifest(m: Manifest | str) -> str:
     """The snapshot id of a manifest or of manifest text."""
