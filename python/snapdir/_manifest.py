@@ -25,6 +25,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    #: What the Rust walker takes for ignore rules: ``(ignore_file, no_ignore_file,
+    #: exclude_glob)``.
+    IgnoreRules = tuple[str | None, bool, list[str]]
+
+#: The ignore file read at the root of a snapshotted tree (gitignore syntax).
+IGNORE_FILE = ".snapdirignore"
+
 
 def exclude_list(exclude: Sequence[str] | None) -> list[str]:
     """``exclude`` as the list the Rust walker takes (one pattern may be given as a str)."""
@@ -33,6 +40,22 @@ def exclude_list(exclude: Sequence[str] | None) -> list[str]:
     if isinstance(exclude, str):
         return [exclude]
     return list(exclude)
+
+
+def ignore_rules(
+    ignore_file: str | os.PathLike[str] | bool = True,
+    exclude_glob: Sequence[str] | None = None,
+) -> IgnoreRules:
+    """The ignore options as the Rust walker takes them. ``ignore_file``: ``True`` reads
+    ``.snapdirignore`` at the root of the tree when there is one, ``False`` reads none, a
+    path reads that file (which must exist); ``exclude_glob``: more patterns in the same
+    (gitignore) syntax, one may be given as a str."""
+    globs = exclude_list(exclude_glob)
+    if ignore_file is True:
+        return (None, False, globs)
+    if ignore_file is False:
+        return (None, True, globs)
+    return (os.fspath(ignore_file), False, globs)
 
 
 def stat_cache_dir(use_cache: bool = True) -> str | None:
@@ -71,8 +94,11 @@ def walk_sync(
     stacklevel: int = 3,
     use_cache: bool = True,
     rehash: bool = False,
+    ignore_file: str | os.PathLike[str] | bool = True,
+    exclude_glob: Sequence[str] | None = None,
 ) -> Manifest:
     """Walk ``path`` in the calling thread (the CLI uses this: no event loop needed)."""
+    ig, no_ig, globs = ignore_rules(ignore_file, exclude_glob)
     m, warnings = _snapdir.walk(
         os.fspath(path),
         no_follow,
@@ -82,6 +108,9 @@ def walk_sync(
         None,
         stat_cache_dir(use_cache),
         rehash,
+        ignore_file=ig,
+        no_ignore_file=no_ig,
+        exclude_glob=globs,
     )
     _warn(warnings, stacklevel=stacklevel)
     return m
@@ -95,6 +124,8 @@ async def manifest(
     exclude: Sequence[str] | None = None,
     use_cache: bool = True,
     rehash: bool = False,
+    ignore_file: str | os.PathLike[str] | bool = True,
+    exclude_glob: Sequence[str] | None = None,
 ) -> Manifest:
     """Walk ``path`` and return its :class:`Manifest`.
 
@@ -102,6 +133,13 @@ async def manifest(
     links are skipped with a :class:`SnapdirWarning`. ``exclude`` is a list of regular
     expressions searched in each entry's ``./``-relative path (directories end in ``/``).
     ``absolute`` renders paths from the absolute root (for display only).
+
+    A ``.snapdirignore`` file at the root of ``path`` leaves out what it matches, with
+    gitignore semantics (``#`` comments, ``!`` negation, a leading or inner ``/`` anchors to
+    the root, ``**``, a trailing ``/`` matches only directories) on ``./``-relative paths; an
+    ignored directory is not descended, and the ignore file itself stays in the snapshot.
+    ``ignore_file`` names another file instead (it must exist), ``ignore_file=False`` reads
+    none. ``exclude_glob`` adds patterns in the same syntax, after the file's.
 
     A file whose device, inode, size, mtime, ctime and mode are unchanged since it was last
     hashed is not read again: its checksum comes from the stat cache under
@@ -111,9 +149,22 @@ async def manifest(
     """
     p = os.fspath(path)
     ex = exclude_list(exclude)
+    ig, no_ig, globs = ignore_rules(ignore_file, exclude_glob)
     sc = stat_cache_dir(use_cache)
     m, warnings = await run_cancellable(
-        lambda token: _snapdir.walk(p, no_follow, absolute, ex, token, None, sc, rehash)
+        lambda token: _snapdir.walk(
+            p,
+            no_follow,
+            absolute,
+            ex,
+            token,
+            None,
+            sc,
+            rehash,
+            ignore_file=ig,
+            no_ignore_file=no_ig,
+            exclude_glob=globs,
+        )
     )
     _warn(warnings)
     return m
@@ -127,6 +178,8 @@ async def id(
     exclude: Sequence[str] | None = None,
     use_cache: bool = True,
     rehash: bool = False,
+    ignore_file: str | os.PathLike[str] | bool = True,
+    exclude_glob: Sequence[str] | None = None,
 ) -> str:
     """The snapshot id (64 lowercase hex) of ``path``; same options as :func:`manifest`."""
     m = await manifest(
@@ -136,5 +189,7 @@ async def id(
         exclude=exclude,
         use_cache=use_cache,
         rehash=rehash,
+        ignore_file=ignore_file,
+        exclude_glob=exclude_glob,
     )
     return m.id

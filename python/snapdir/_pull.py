@@ -31,10 +31,12 @@ from ._common import (
     unwrap,
 )
 from ._errors import SnapdirError
-from ._manifest import run_cancellable, stat_cache_dir
+from ._manifest import ignore_rules, run_cancellable, stat_cache_dir
 from ._types import LINK_MODES, SnapshotId, StoreUri
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .stores import Store
     from .stores._base import ProgressFn
 
@@ -68,6 +70,8 @@ async def pull_with_stats(
     link: LinkMode = "copy",
     use_cache: bool = True,
     wait: bool = True,
+    ignore_file: str | os.PathLike[str] | bool = True,
+    exclude_glob: Sequence[str] | None = None,
 ) -> OpStats:
     """:func:`pull`, returning what it did."""
     from .stores.file import FileStore
@@ -94,6 +98,7 @@ async def pull_with_stats(
     # One token for the plan's life: the plan keeps the token it is made with and its fill
     # watches that one, so each later step must cancel the same token.
     cancel = _snapdir.CancelToken()
+    ig, no_ig, globs = ignore_rules(ignore_file, exclude_glob)
     plan = await run_cancellable(
         lambda token: _snapdir.plan_checkout(
             m,
@@ -108,6 +113,9 @@ async def pull_with_stats(
             stat_cache_dir(use_cache),
             wait,
             _waiting,
+            ignore_file=ig,
+            no_ignore_file=no_ig,
+            exclude_glob=globs,
         ),
         cancel,
     )
@@ -229,19 +237,24 @@ async def pull(
     link: LinkMode = "copy",
     use_cache: bool = True,
     wait: bool = True,
+    ignore_file: str | os.PathLike[str] | bool = True,
+    exclude_glob: Sequence[str] | None = None,
 ) -> None:
     """Materialise snapshot ``snapshot_id`` from ``store`` into ``dest`` (created if needed).
 
-    Files already right are not rewritten; local files that differ are an error listing them
-    (:class:`ConflictError`) unless ``force``; extra local files are kept unless ``delete``.
-    Nothing is written outside ``dest``; setuid/setgid/sticky bits are dropped unless
-    ``preserve_special_bits``. If any object is missing or corrupt the destination is left
-    as it was. File modification times are not restored (the manifest does not carry them).
+        Files already right are not rewritten; local files that differ are an error listing them
+        (:class:`ConflictError`) unless ``force``; extra local files are kept unless ``delete``.
+    With ``delete``, local paths that ``dest``'s own ``.snapdirignore`` ignores are kept too
+    (as a walk leaves them out); ``ignore_file`` and ``exclude_glob`` as for
+    :func:`snapdir.manifest`.
+        Nothing is written outside ``dest``; setuid/setgid/sticky bits are dropped unless
+        ``preserve_special_bits``. If any object is missing or corrupt the destination is left
+        as it was. File modification times are not restored (the manifest does not carry them).
 
-    ``link="hardlink"`` or ``"reflink"`` fetch the snapshot into the local cache, then make
-    each file a hard link to (read-only use: editing one in place edits the cache) or a
-    copy-on-write clone of the cache's object; a file system that cannot is an error, not a
-    silent copy (docs/checkout-links.md).
+        ``link="hardlink"`` or ``"reflink"`` fetch the snapshot into the local cache, then make
+        each file a hard link to (read-only use: editing one in place edits the cache) or a
+        copy-on-write clone of the cache's object; a file system that cannot is an error, not a
+        silent copy (docs/checkout-links.md).
 
     A destination file whose size matches is read and hashed to tell whether it is right,
     unless a previous pull or checkout into ``dest`` found it right and its stat (device,
@@ -266,6 +279,8 @@ async def pull(
         link=link,
         use_cache=use_cache,
         wait=wait,
+        ignore_file=ignore_file,
+        exclude_glob=exclude_glob,
     )
 
 
@@ -280,6 +295,8 @@ async def checkout(
     link: LinkMode = "copy",
     use_cache: bool = True,
     wait: bool = True,
+    ignore_file: str | os.PathLike[str] | bool = True,
+    exclude_glob: Sequence[str] | None = None,
 ) -> None:
     """:func:`pull` from the local cache (after :func:`stage` or :func:`fetch`);
     ``link="hardlink"`` / ``"reflink"`` link or clone the cache's objects instead of copying
@@ -297,6 +314,8 @@ async def checkout(
         link=link,
         use_cache=use_cache,
         wait=wait,
+        ignore_file=ignore_file,
+        exclude_glob=exclude_glob,
     )
 
 

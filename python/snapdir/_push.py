@@ -39,6 +39,8 @@ async def push_with_stats(
     repair: bool = False,
     use_cache: bool = True,
     rehash: bool = False,
+    ignore_file: str | os.PathLike[str] | bool = True,
+    exclude_glob: Sequence[str] | None = None,
     journal: bool = True,
     time: datetime | None = None,
     host: str | None = None,
@@ -63,6 +65,8 @@ async def push_with_stats(
         repair=repair,
         use_cache=use_cache,
         rehash=rehash,
+        ignore_file=ignore_file,
+        exclude_glob=exclude_glob,
     )
     if journal:
         from .lifecycle.ops import record_push
@@ -151,6 +155,8 @@ async def _push_content(
     repair: bool,
     use_cache: bool,
     rehash: bool,
+    ignore_file: str | os.PathLike[str] | bool,
+    exclude_glob: Sequence[str] | None,
 ) -> OpStats:
     """Objects, then the manifest: the snapshot's content (see :func:`push`)."""
     from .stores import Capability, ObjectPut
@@ -168,9 +174,17 @@ async def _push_content(
             progress=progress,
             use_cache=use_cache,
             rehash=rehash,
+            ignore_file=ignore_file,
+            exclude_glob=exclude_glob,
         )
     m = await walk_manifest(
-        root, exclude=exclude, no_follow=no_follow, use_cache=use_cache, rehash=rehash
+        root,
+        exclude=exclude,
+        no_follow=no_follow,
+        use_cache=use_cache,
+        rehash=rehash,
+        ignore_file=ignore_file,
+        exclude_glob=exclude_glob,
     )
     sid = m.id
     stats = _new_stats(m)
@@ -223,9 +237,11 @@ async def _push_tree(
     progress: ProgressFn | None,
     use_cache: bool,
     rehash: bool,
+    ignore_file: str | os.PathLike[str] | bool,
+    exclude_glob: Sequence[str] | None,
 ) -> OpStats:
     """A push into a store that walks and stores in one pass, then the manifest, last."""
-    from ._manifest import exclude_list, stat_cache_dir
+    from ._manifest import exclude_list, ignore_rules, stat_cache_dir
 
     before = store.request_count()
     done = await store.push_tree(
@@ -235,6 +251,7 @@ async def _push_tree(
         stat_cache=stat_cache_dir(use_cache),
         rehash=rehash,
         progress=progress,
+        ignore=ignore_rules(ignore_file, exclude_glob),
     )
     _warn(done.warnings, stacklevel=4)
     m = done.manifest
@@ -261,6 +278,8 @@ async def push(
     repair: bool = False,
     use_cache: bool = True,
     rehash: bool = False,
+    ignore_file: str | os.PathLike[str] | bool = True,
+    exclude_glob: Sequence[str] | None = None,
     journal: bool = True,
     time: datetime | None = None,
     host: str | None = None,
@@ -293,6 +312,8 @@ async def push(
         repair=repair,
         use_cache=use_cache,
         rehash=rehash,
+        ignore_file=ignore_file,
+        exclude_glob=exclude_glob,
         journal=journal,
         time=time,
         host=host,
@@ -309,6 +330,8 @@ async def stage(
     progress: ProgressFn | None = None,
     use_cache: bool = True,
     rehash: bool = False,
+    ignore_file: str | os.PathLike[str] | bool = True,
+    exclude_glob: Sequence[str] | None = None,
 ) -> str:
     """Snapshot ``path`` into the local cache (see :func:`snapdir.cache_dir`); returns the id.
     ``use_cache`` and ``rehash`` control the stat cache as in :func:`snapdir.manifest`."""
@@ -322,5 +345,7 @@ async def stage(
         progress=progress,
         use_cache=use_cache,
         rehash=rehash,
+        ignore_file=ignore_file,
+        exclude_glob=exclude_glob,
         journal=False,  # the local cache is a staging area, not a store anyone lists
     )

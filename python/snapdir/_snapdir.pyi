@@ -137,11 +137,17 @@ def walk(
     progress: Progress | None = None,
     stat_cache: str | None = None,
     rehash: bool = False,
+    *,
+    ignore_file: str | None = None,
+    no_ignore_file: bool = False,
+    exclude_glob: list[str] = ...,
 ) -> tuple[Manifest, list[str]]:
     """Walk and hash ``path``; returns the manifest and warnings (dangling links).
 
     ``stat_cache`` is the directory of stat cache files (``None``: hash every file, keep no
-    cache); ``rehash`` re-reads every file but still rewrites the cache."""
+    cache); ``rehash`` re-reads every file but still rewrites the cache. The ignore rules
+    come from ``path``'s own ``.snapdirignore``, or ``ignore_file`` (which must exist), or
+    none with ``no_ignore_file``; then ``exclude_glob`` (gitignore syntax)."""
 
 def id_from_manifest(m: Manifest | str) -> str:
     """The snapshot id of a manifest or of manifest text."""
@@ -216,6 +222,10 @@ def store_push_tree(
     durable: bool = False,
     cancel: CancelToken | None = None,
     progress: Progress | None = None,
+    *,
+    ignore_file: str | None = None,
+    no_ignore_file: bool = False,
+    exclude_glob: list[str] = ...,
 ) -> tuple[Manifest, list[str], int, int, int, bool]:
     """Snapshot ``path`` into the store at ``root``, copying each file while it is hashed;
     returns ``(manifest, warnings, written, present, bytes, noop)``. The caller writes the
@@ -248,6 +258,10 @@ def plan_checkout(
     stat_cache: str | None = None,
     wait: bool = True,
     on_wait: Callable[[str], object] | None = None,
+    *,
+    ignore_file: str | None = None,
+    no_ignore_file: bool = False,
+    exclude_glob: list[str] = ...,
 ) -> CheckoutPlan:
     """Compare ``dest`` with ``manifest`` (read-only); raises ``ConflictError`` listing
     differing local files unless ``force``. ``link`` (``"copy"``, ``"hardlink"``,

@@ -175,6 +175,7 @@ def walk_args(p: argparse.ArgumentParser, *, absolute: bool = True) -> None:
         metavar="RE",
         help="leave out entries whose ./-relative path matches RE (repeatable)",
     )
+    ignore_args(p)
     p.add_argument(
         "--no-stat-cache",
         action="store_true",
@@ -185,6 +186,38 @@ def walk_args(p: argparse.ArgumentParser, *, absolute: bool = True) -> None:
         action="store_true",
         help="re-read every file (ignore the stat cache) but rewrite the cache",
     )
+
+
+def ignore_args(p: argparse.ArgumentParser, *, delete: bool = False) -> None:
+    """The ignore rules: ``.snapdirignore`` (gitignore syntax), another file, globs. With
+    ``delete`` (pull, checkout) they say which extra destination paths --delete keeps."""
+    what = "keep with --delete the destination paths" if delete else "leave out entries"
+    p.add_argument(
+        "--exclude-glob",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help=f"{what} matching GLOB, in .snapdirignore (gitignore) syntax (repeatable)",
+    )
+    p.add_argument(
+        "--ignore-file",
+        metavar="FILE",
+        help="read the ignore rules from FILE instead of the tree's own .snapdirignore",
+    )
+    p.add_argument(
+        "--no-ignore-file",
+        action="store_true",
+        help="read no ignore file (.snapdirignore is then an ordinary file)",
+    )
+
+
+def ignore_option(args: argparse.Namespace) -> str | bool:
+    """``ignore_file=`` of the API from --ignore-file / --no-ignore-file."""
+    if args.no_ignore_file and args.ignore_file is not None:
+        raise UsageError("--ignore-file and --no-ignore-file cannot be given together")
+    if args.no_ignore_file:
+        return False
+    return args.ignore_file if args.ignore_file is not None else True
 
 
 def store_arg(p: argparse.ArgumentParser, *, required: bool = True) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from ._common import need_store, run, walk_args
+from ._common import ignore_option, need_store, run, walk_args
 from ._output import MODE, detail, emit, emit_json, finish, info, out, reporter
 
 TYPE_CHECKING = False
@@ -47,6 +47,8 @@ def _walk(args: argparse.Namespace, path: str) -> Any:
         exclude=args.exclude,
         use_cache=not args.no_stat_cache,
         rehash=args.rehash,
+        ignore_file=ignore_option(args),
+        exclude_glob=args.exclude_glob,
     )
 
 
@@ -123,6 +125,8 @@ def cmd_push(args: argparse.Namespace) -> int:
                 repair=args.repair,
                 use_cache=not args.no_stat_cache,
                 rehash=args.rehash,
+                ignore_file=ignore_option(args),
+                exclude_glob=args.exclude_glob,
                 journal=store is not None,
                 time=getattr(args, "time", None),
                 host=getattr(args, "host", None),

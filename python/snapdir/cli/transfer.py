@@ -3,7 +3,16 @@ directory), ``checkout`` (local cache -> directory) and ``sync`` (store -> store
 
 from __future__ import annotations
 
-from ._common import UsageError, ids, jobs_arg, need_store, run, store_arg
+from ._common import (
+    UsageError,
+    ids,
+    ignore_args,
+    ignore_option,
+    jobs_arg,
+    need_store,
+    run,
+    store_arg,
+)
 from ._output import MODE, detail, emit, finish, info, reporter
 
 TYPE_CHECKING = False
@@ -81,6 +90,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
                 link=args.link,
                 use_cache=not args.no_stat_cache,
                 wait=not args.no_wait,
+                ignore_file=ignore_option(args),
+                exclude_glob=args.exclude_glob,
             ),
             store,
         )
@@ -172,7 +183,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--force", action="store_true", help="overwrite local files that differ (else exit 3)"
         )
-        p.add_argument("--delete", action="store_true", help="remove files not in the snapshot")
+        p.add_argument(
+            "--delete",
+            action="store_true",
+            help="remove files not in the snapshot, except those DEST's .snapdirignore ignores",
+        )
+        ignore_args(p, delete=True)
         p.add_argument(
             "--preserve-special-bits",
             action="store_true",

@@ -370,9 +370,12 @@ class TreePushStore(Store, Protocol):
         stat_cache: str | None,
         rehash: bool,
         progress: ProgressFn | None = None,
+        ignore: tuple[str | None, bool, list[str]] = (None, False, []),
     ) -> PushedTree:
         """Walk ``path`` (with the options of :func:`snapdir.manifest`; ``stat_cache`` is the
-        stat cache directory or None) and store every object of it that the store lacks,
+        stat cache directory or None; ``ignore`` the ignore rules as
+        :func:`snapdir._manifest.ignore_rules` gives them) and store every object of it that
+        the store lacks,
         verifying the bytes written as :meth:`put_object` does: a file that changes while
         it is read fails with :class:`snapdir.InFluxError` and no object with wrong content
         becomes visible. The manifest is *not* written (the caller writes it last, after

@@ -148,6 +148,7 @@ class FileStore(BaseStore):
         stat_cache: str | None,
         rehash: bool,
         progress: ProgressFn | None = None,
+        ignore: tuple[str | None, bool, list[str]] = (None, False, []),
     ) -> PushedTree:
         """Walk ``path`` and copy its files into this store in the same pass: each file is
         read once, and the bytes written are the bytes hashed (a file that changes while
@@ -164,6 +165,9 @@ class FileStore(BaseStore):
                 self.durable,
                 token,
                 prog,
+                ignore_file=ignore[0],
+                no_ignore_file=ignore[1],
+                exclude_glob=ignore[2],
             ),
             progress,
         )

@@ -100,6 +100,8 @@ pub struct CheckoutOptions {
     pub force: bool,
     /// Remove local files and directories the snapshot does not have.
     pub delete: bool,
+    /// With `delete`: local paths these rules ignore are kept (as a walk leaves them out).
+    pub keep: Option<crate::walk::Ignore>,
     /// Apply setuid, setgid and sticky bits (off by default: a store may be hostile).
     pub preserve_special_bits: bool,
     /// Copies, hard links or clones (only [`Plan::fill_from_store`] links or clones).
@@ -136,6 +138,17 @@ pub struct Needed {
     pub size: u64,
     /// Number of files that take their content from this object.
     pub uses: usize,
+}
+
+/// Whether the `keep` rules protect the extra local path `rel` (named `name` in `dir`).
+fn kept(opts: &CheckoutOptions, dir: &Dir, name: &[u8], rel: &[u8]) -> bool {
+    let Some(keep) = &opts.keep else { return false };
+    let is_dir = dir
+        .lstat(name)
+        .ok()
+        .flatten()
+        .is_some_and(|st| matches!(fsx::kind_of(&st), FsKind::Dir { .. }));
+    keep.is_ignored(&String::from_utf8_lossy(rel), is_dir)
 }
 
 /// A checked plan for one destination.
@@ -801,7 +814,8 @@ impl Plan {
                     }
                     let mut rel = prefix.clone().into_bytes();
                     rel.extend_from_slice(&n);
-                    if !in_manifest(entries, &rel) {
+                    // Paths the ignore rules leave out are not ours to delete.
+                    if !in_manifest(entries, &rel) && !kept(opts, dir, &n, &rel) {
                         extras.push(rel);
                     }
                 }

@@ -17,7 +17,7 @@ pub mod walk;
 
 pub use error::{Code, Error, Result};
 pub use manifest::{Entry, Kind, Manifest};
-pub use walk::{walk, WalkOptions, Walked};
+pub use walk::{walk, Ignore, IgnoreFile, WalkOptions, Walked};
 
 /// The version of this crate (and of the Python package built from it).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -557,7 +557,15 @@ pub fn read_cache_file(path: &Path) -> std::result::Result<Option<Vec<u8>>, Stri
 
 /// The cache file for a walk of `root` (canonical) with the options that change the walk.
 /// (The name does not depend on the format version: a new version overwrites the old file.)
-pub fn cache_file(dir: &Path, root: &Path, no_follow: bool, exclude: &[String]) -> PathBuf {
+/// `ignore`: what the walk's ignore rules were made of (empty: none, the key of a walk
+/// without them is unchanged).
+pub fn cache_file(
+    dir: &Path,
+    root: &Path,
+    no_follow: bool,
+    exclude: &[String],
+    ignore: &[u8],
+) -> PathBuf {
     let mut h = blake3::Hasher::new();
     h.update(b"snapdir statcache v1\0");
     h.update(root.as_os_str().as_bytes());
@@ -569,6 +577,11 @@ pub fn cache_file(dir: &Path, root: &Path, no_follow: bool, exclude: &[String]) 
     for p in exclude {
         h.update(&(p.len() as u64).to_le_bytes());
         h.update(p.as_bytes());
+    }
+    if !ignore.is_empty() {
+        h.update(b"\0ignore\0");
+        h.update(&(ignore.len() as u64).to_le_bytes());
+        h.update(ignore);
     }
     dir.join(h.finalize().to_hex().as_str())
 }
@@ -1064,7 +1077,7 @@ mod tests {
     fn round_trip_and_corruption() {
         let d = tempfile::tempdir().unwrap();
         let root = Path::new("/some/root");
-        let f = cache_file(d.path(), root, false, &[]);
+        let f = cache_file(d.path(), root, false, &[], &[]);
         let now = now_ns();
         let racy = (now - 1_000_000_000) as i64;
         let kids = vec![
@@ -1157,7 +1170,7 @@ mod tests {
     fn other_versions_and_unsorted_listings_are_ignored() {
         let d = tempfile::tempdir().unwrap();
         let root = Path::new("/r");
-        let f = cache_file(d.path(), root, false, &[]);
+        let f = cache_file(d.path(), root, false, &[], &[]);
         let now = now_ns();
         let kids = |a: &'static [u8], b: &'static [u8]| {
             vec![
@@ -1209,10 +1222,15 @@ mod tests {
     fn key_depends_on_options() {
         let d = Path::new("/c");
         let r = Path::new("/r");
-        let a = cache_file(d, r, false, &[]);
-        assert_ne!(a, cache_file(d, r, true, &[]));
-        assert_ne!(a, cache_file(d, r, false, &["x".to_owned()]));
-        assert_ne!(a, cache_file(d, Path::new("/r2"), false, &[]));
+        let a = cache_file(d, r, false, &[], &[]);
+        assert_ne!(a, cache_file(d, r, true, &[], &[]));
+        assert_ne!(a, cache_file(d, r, false, &["x".to_owned()], &[]));
+        assert_ne!(a, cache_file(d, Path::new("/r2"), false, &[], &[]));
+        assert_ne!(a, cache_file(d, r, false, &[], b"file\0x"));
+        assert_ne!(
+            cache_file(d, r, false, &[], b"file\0x"),
+            cache_file(d, r, false, &[], b"file\0y")
+        );
     }
 
     #[test]

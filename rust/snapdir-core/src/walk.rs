@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use rayon::prelude::*;
 use regex::RegexSet;
 
@@ -47,6 +48,10 @@ pub struct WalkOptions {
     pub absolute: bool,
     /// Entries whose `./`-relative path matches any of these are left out.
     pub exclude: Option<RegexSet>,
+    /// Where the gitignore-style rules of the walk are read from (see [`Ignore`]).
+    pub ignore_file: IgnoreFile,
+    /// More rules in the same syntax, after the ignore file's (so they take precedence).
+    pub exclude_glob: Vec<String>,
     /// Set from another thread to stop the walk early with an error.
     pub cancel: Option<Arc<AtomicBool>>,
     pub progress: Option<Arc<Progress>>,
@@ -74,16 +79,25 @@ pub trait Ingest: std::fmt::Debug + Send + Sync {
 }
 
 impl WalkOptions {
-    /// Compiles `exclude` patterns, naming the one that does not compile.
+    /// Compiles `exclude` patterns, naming the one that does not compile (and saying so when
+    /// it looks like a glob, which `exclude_glob` takes).
     pub fn compile_exclude(patterns: &[String]) -> Result<Option<RegexSet>> {
         if patterns.is_empty() {
             return Ok(None);
         }
         for p in patterns {
             regex::Regex::new(p).map_err(|e| {
+                let hint = if looks_like_glob(p) {
+                    format!(
+                        " ({p:?} looks like a glob: use --exclude-glob '{p}' \
+                         (exclude_glob= in Python); --exclude takes a regular expression)"
+                    )
+                } else {
+                    String::new()
+                };
                 Error::new(
                     Code::InvalidArgument,
-                    format!("invalid exclude pattern {p:?}: {e}"),
+                    format!("invalid exclude pattern {p:?}: {e}{hint}"),
                 )
             })?;
         }
@@ -93,6 +107,156 @@ impl WalkOptions {
                 format!("invalid exclude patterns: {e}"),
             )
         })
+    }
+}
+
+/// A pattern that is not a regular expression but reads as a glob: one starting with `*`
+/// or `?` (nothing to repeat), or holding `**`.
+fn looks_like_glob(p: &str) -> bool {
+    p.starts_with(['*', '?']) || p.contains("**") || p.contains("/*")
+}
+
+/// The name of the ignore file read at the root of a walked tree.
+pub const IGNORE_FILE: &str = ".snapdirignore";
+
+/// Where a walk reads its ignore rules from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum IgnoreFile {
+    /// [`IGNORE_FILE`] at the root of the tree, when there is one.
+    #[default]
+    Default,
+    /// This file (an error when it does not exist).
+    Path(PathBuf),
+    /// None.
+    Off,
+}
+
+/// Gitignore-style rules (negation, anchoring, `**`, directory-only patterns), matched
+/// against `./`-relative paths inside our own walk. An ignored directory is not descended.
+#[derive(Debug, Clone)]
+pub struct Ignore {
+    matcher: Gitignore,
+    /// What the rules were made of (the file's content, the globs): part of the stat
+    /// cache key, so that changed rules never reuse a listing walked with other ones.
+    key: Vec<u8>,
+    /// The rules come from the tree's own [`IGNORE_FILE`]: that file is always kept.
+    own: bool,
+}
+
+impl Ignore {
+    /// The rules of `file` (relative to `root` for [`IgnoreFile::Default`]) then `globs`;
+    /// `None` when there are none.
+    pub fn load(root: &Path, file: &IgnoreFile, globs: &[String]) -> Result<Option<Ignore>> {
+        let (path, required) = match file {
+            IgnoreFile::Default => (Some(root.join(IGNORE_FILE)), false),
+            IgnoreFile::Path(p) => (Some(p.clone()), true),
+            IgnoreFile::Off => (None, false),
+        };
+        let text = match &path {
+            None => None,
+            Some(p) => match fs::read(p) {
+                Ok(t) => Some(t),
+                Err(e)
+                    if !required
+                        && matches!(
+                            e.kind(),
+                            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                        ) =>
+                {
+                    None
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(Error::new(
+                        Code::NotFound,
+                        format!("no such ignore file: {}", display_path(p)),
+                    ))
+                }
+                Err(e) => return Err(Error::io("cannot read ignore file", p, e)),
+            },
+        };
+        Ignore::from_parts(
+            text.as_deref().zip(path.as_deref()),
+            globs,
+            *file == IgnoreFile::Default,
+        )
+    }
+
+    /// The rules of `file` (its content, and its path for messages), then `globs`.
+    pub fn from_parts(
+        file: Option<(&[u8], &Path)>,
+        globs: &[String],
+        own: bool,
+    ) -> Result<Option<Ignore>> {
+        let mut b = GitignoreBuilder::new(".");
+        let mut key = Vec::new();
+        if let Some((text, path)) = file {
+            key.extend_from_slice(b"file\0");
+            key.extend_from_slice(&(text.len() as u64).to_le_bytes());
+            key.extend_from_slice(text);
+            let text = String::from_utf8_lossy(text);
+            for (n, line) in text.split('\n').enumerate() {
+                let line = line.strip_suffix('\r').unwrap_or(line);
+                b.add_line(Some(path.to_path_buf()), line).map_err(|e| {
+                    Error::new(
+                        Code::InvalidArgument,
+                        format!(
+                            "invalid pattern on line {} of ignore file {}: {}",
+                            n + 1,
+                            display_path(path),
+                            glob_error(&e)
+                        ),
+                    )
+                })?;
+            }
+        }
+        for g in globs {
+            key.extend_from_slice(b"glob\0");
+            key.extend_from_slice(&(g.len() as u64).to_le_bytes());
+            key.extend_from_slice(g.as_bytes());
+            b.add_line(None, g).map_err(|e| {
+                Error::new(
+                    Code::InvalidArgument,
+                    format!("invalid exclude glob {g:?}: {}", glob_error(&e)),
+                )
+            })?;
+        }
+        let matcher = b.build().map_err(|e| {
+            Error::new(
+                Code::InvalidArgument,
+                format!("invalid ignore rules: {}", glob_error(&e)),
+            )
+        })?;
+        if matcher.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Ignore { matcher, key, own }))
+    }
+
+    /// Whether the rules leave out `rel` (`./`-relative, a directory's ending in `/` or not).
+    pub fn is_ignored(&self, rel: &str, is_dir: bool) -> bool {
+        let r = rel.strip_prefix("./").unwrap_or(rel).trim_end_matches('/');
+        if r.is_empty() || (self.own && r == IGNORE_FILE) {
+            return false;
+        }
+        self.matcher.matched(r, is_dir).is_ignore()
+    }
+
+    /// What the rules were made of (for cache keys).
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+}
+
+/// An `ignore` error without the file and line it already names in its own way.
+fn glob_error(e: &ignore::Error) -> String {
+    let mut e = e;
+    loop {
+        match e {
+            ignore::Error::WithPath { err, .. } | ignore::Error::WithLineNumber { err, .. } => {
+                e = err
+            }
+            _ => return e.to_string(),
+        }
     }
 }
 
@@ -135,6 +299,8 @@ const TUNING: Tuning = Tuning {
 
 struct Ctx<'a> {
     opts: &'a WalkOptions,
+    /// The ignore rules of the walk (file and globs), if any.
+    ignore: Option<Ignore>,
     /// The directory walked, as given (errors name paths below it).
     root: &'a Path,
     tuning: Tuning,
@@ -273,10 +439,12 @@ fn walk_tuned(root: &Path, opts: &WalkOptions, tuning: Tuning) -> Result<Walked>
     // The stat cache is keyed by the canonical root and the options that change the walk;
     // a root that cannot be resolved is walked without it.
     let start_ns = statcache::now_ns();
+    let ignore = Ignore::load(root, &opts.ignore_file, &opts.exclude_glob)?;
     let cache_at = opts.stat_cache.as_ref().and_then(|dir| {
         let real = fs::canonicalize(root).ok()?;
         let patterns = opts.exclude.as_ref().map(|s| s.patterns()).unwrap_or(&[]);
-        let file = statcache::cache_file(dir, &real, opts.no_follow, patterns);
+        let rules = ignore.as_ref().map_or(&[][..], |i| i.key());
+        let file = statcache::cache_file(dir, &real, opts.no_follow, patterns, rules);
         Some((file, real))
     });
     let mut warnings = Vec::new();
@@ -290,6 +458,7 @@ fn walk_tuned(root: &Path, opts: &WalkOptions, tuning: Tuning) -> Result<Walked>
     };
     let ctx = Ctx {
         opts,
+        ignore,
         root,
         tuning,
         entries: Mutex::new(Vec::new()),
@@ -946,6 +1115,11 @@ fn visit(
             return Ok(Child::Skipped);
         }
     }
+    if let Some(ignore) = &ctx.ignore {
+        if ignore.is_ignored(&rel, is_dir) {
+            return Ok(Child::Skipped);
+        }
+    }
     if let Some(kind) = special {
         ctx.warn(format!(
             "skipping {kind} {} (a snapshot holds only files and directories)",
@@ -1371,6 +1545,153 @@ mod tests {
         assert!(
             !all.contains("skipme"),
             "excluded entries are not warned about: {all}"
+        );
+    }
+
+    fn paths_of(root: &Path, opts: &WalkOptions) -> Vec<String> {
+        let w = walk(root, opts).unwrap();
+        w.manifest
+            .entries()
+            .iter()
+            .map(|e| e.path.clone())
+            .collect()
+    }
+
+    #[test]
+    fn the_ignore_file_has_gitignore_semantics_and_is_kept_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        for d in ["build/x", "src/build", "a/b/logs", "docs/build"] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in [
+            "build/x/o",
+            "src/build/o",
+            "src/m.log",
+            "src/keep.log",
+            "a/b/logs/l",
+            "a/n.tmp",
+            "docs/build/i",
+            "top.tmp",
+            "tmp",
+        ] {
+            fs::write(root.join(f), f).unwrap();
+        }
+        fs::write(
+            root.join(IGNORE_FILE),
+            "# comment\n/build/\n*.log\n!keep.log\n**/logs\ntmp/\na/*.tmp\n.snapdirignore\n",
+        )
+        .unwrap();
+        for tuning in TUNINGS {
+            let w = walk_tuned(&root, &WalkOptions::default(), tuning).unwrap();
+            let paths: Vec<_> = w
+                .manifest
+                .entries()
+                .iter()
+                .map(|e| e.path.clone())
+                .collect();
+            assert_eq!(
+                paths,
+                [
+                    "./",
+                    "./.snapdirignore",
+                    "./a/",
+                    "./a/b/",
+                    "./docs/",
+                    "./docs/build/",
+                    "./docs/build/i",
+                    "./src/",
+                    "./src/build/",
+                    "./src/build/o",
+                    "./src/keep.log",
+                    "./tmp",
+                    "./top.tmp",
+                ]
+            );
+        }
+        // Off: everything; another file: its rules (the tree's own file is just a file).
+        let off = WalkOptions {
+            ignore_file: IgnoreFile::Off,
+            ..WalkOptions::default()
+        };
+        assert_eq!(paths_of(&root, &off).len(), 20);
+        let other = dir.path().join("other");
+        fs::write(&other, "src\n").unwrap();
+        let opts = WalkOptions {
+            ignore_file: IgnoreFile::Path(other),
+            exclude_glob: vec!["a/".into(), "docs".into(), "build".into(), "*.tmp".into()],
+            ..WalkOptions::default()
+        };
+        assert_eq!(paths_of(&root, &opts), ["./", "./.snapdirignore", "./tmp"]);
+        // Globs come after the file: they may re-include.
+        let opts = WalkOptions {
+            exclude_glob: vec!["!*.log".into()],
+            ..WalkOptions::default()
+        };
+        assert!(paths_of(&root, &opts).contains(&"./src/m.log".to_owned()));
+    }
+
+    #[test]
+    fn ignore_file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = WalkOptions {
+            ignore_file: IgnoreFile::Path(dir.path().join("nope")),
+            ..WalkOptions::default()
+        };
+        let e = walk(dir.path(), &missing).unwrap_err();
+        assert_eq!(e.code, Code::NotFound);
+        assert!(e.message.contains("no such ignore file") && e.message.contains("nope"));
+        fs::write(dir.path().join(IGNORE_FILE), "ok\n[z-a]\n").unwrap();
+        let e = walk(dir.path(), &WalkOptions::default()).unwrap_err();
+        assert_eq!(e.code, Code::InvalidArgument);
+        assert!(
+            e.message.contains("line 2") && e.message.contains(IGNORE_FILE),
+            "{}",
+            e.message
+        );
+        let e = Ignore::from_parts(None, &["[z-a]".into()], false).unwrap_err();
+        assert!(
+            e.message.contains("invalid exclude glob \"[z-a]\""),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn a_glob_given_as_a_regex_says_so() {
+        let e = WalkOptions::compile_exclude(&["*.bin".to_owned()]).unwrap_err();
+        assert!(
+            e.message
+                .contains("looks like a glob: use --exclude-glob '*.bin'"),
+            "{}",
+            e.message
+        );
+        let e = WalkOptions::compile_exclude(&["(".to_owned()]).unwrap_err();
+        assert!(!e.message.contains("glob"), "{}", e.message);
+    }
+
+    #[test]
+    fn changed_ignore_rules_never_reuse_a_cached_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::write(root.join("d/a.bin"), b"a").unwrap();
+        fs::write(root.join("d/b.txt"), b"b").unwrap();
+        let opts = WalkOptions {
+            stat_cache: Some(dir.path().join("cache")),
+            ..WalkOptions::default()
+        };
+        assert_eq!(paths_of(&root, &opts).len(), 4);
+        fs::write(root.join(IGNORE_FILE), "*.bin\n").unwrap();
+        assert_eq!(
+            paths_of(&root, &opts),
+            ["./", "./.snapdirignore", "./d/", "./d/b.txt"]
+        );
+        // Same size, other rules: still not the cached walk.
+        fs::write(root.join(IGNORE_FILE), "*.txt\n").unwrap();
+        assert_eq!(
+            paths_of(&root, &opts),
+            ["./", "./.snapdirignore", "./d/", "./d/a.bin"]
         );
     }
 

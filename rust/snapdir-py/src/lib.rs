@@ -308,14 +308,28 @@ pub(crate) fn walk_options(
         stat_cache: None,
         rehash: false,
         ingest: None,
+        ..Default::default()
     })
+}
+
+/// Where the ignore rules come from: `ignore_file` (a path), none with `no_ignore_file`,
+/// else the tree's own `.snapdirignore`.
+pub(crate) fn ignore_source(
+    ignore_file: Option<PathBuf>,
+    no_ignore_file: bool,
+) -> core::IgnoreFile {
+    match (ignore_file, no_ignore_file) {
+        (_, true) => core::IgnoreFile::Off,
+        (Some(p), false) => core::IgnoreFile::Path(p),
+        (None, false) => core::IgnoreFile::Default,
+    }
 }
 
 /// Walks and hashes `path`; returns the manifest and the warnings (dangling links).
 /// `stat_cache` is the directory of stat cache files (`None`: no cache); `rehash` re-reads
 /// every file but still rewrites the cache.
 #[pyfunction]
-#[pyo3(signature = (path, no_follow=false, absolute=false, exclude=Vec::new(), cancel=None, progress=None, stat_cache=None, rehash=false))]
+#[pyo3(signature = (path, no_follow=false, absolute=false, exclude=Vec::new(), cancel=None, progress=None, stat_cache=None, rehash=false, *, ignore_file=None, no_ignore_file=false, exclude_glob=Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 fn walk(
     py: Python<'_>,
@@ -327,11 +341,16 @@ fn walk(
     progress: Option<&Progress>,
     stat_cache: Option<PathBuf>,
     rehash: bool,
+    ignore_file: Option<PathBuf>,
+    no_ignore_file: bool,
+    exclude_glob: Vec<String>,
 ) -> PyResult<(Manifest, Vec<String>)> {
     let mut opts = walk_options(no_follow, absolute, &exclude, cancel, progress)
         .map_err(|e| to_py_err(py, e))?;
     opts.stat_cache = stat_cache;
     opts.rehash = rehash;
+    opts.ignore_file = ignore_source(ignore_file, no_ignore_file);
+    opts.exclude_glob = exclude_glob;
     let walked = py
         .detach(|| core::walk(&path, &opts))
         .map_err(|e| to_py_err(py, e))?;

@@ -80,7 +80,7 @@ pub fn store_put_objects(
 /// `(manifest, warnings, written, present, bytes, noop)`; the manifest is the caller's to
 /// write, last.
 #[pyfunction]
-#[pyo3(signature = (root, path, no_follow=false, exclude=Vec::new(), stat_cache=None, rehash=false, durable=false, cancel=None, progress=None))]
+#[pyo3(signature = (root, path, no_follow=false, exclude=Vec::new(), stat_cache=None, rehash=false, durable=false, cancel=None, progress=None, *, ignore_file=None, no_ignore_file=false, exclude_glob=Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 pub fn store_push_tree(
     py: Python<'_>,
@@ -93,11 +93,16 @@ pub fn store_push_tree(
     durable: bool,
     cancel: Option<&CancelToken>,
     progress: Option<&Progress>,
+    ignore_file: Option<PathBuf>,
+    no_ignore_file: bool,
+    exclude_glob: Vec<String>,
 ) -> PyResult<(Manifest, Vec<String>, u64, u64, u64, bool)> {
     let mut wo = crate::walk_options(no_follow, false, &exclude, cancel, progress)
         .map_err(|e| to_py_err(py, e))?;
     wo.stat_cache = stat_cache;
     wo.rehash = rehash;
+    wo.ignore_file = crate::ignore_source(ignore_file, no_ignore_file);
+    wo.exclude_glob = exclude_glob;
     let opts = local_opts(durable, false, cancel, progress);
     let out = py
         .detach(|| core::store::push_tree(&root, &path, &wo, &opts))
@@ -280,9 +285,11 @@ impl CheckoutPlan {
 /// `stat_cache` (the stat cache directory, `None`: off) lets it trust destination files a
 /// previous checkout found right and that have not changed since. The plan holds the
 /// destination's lock until it is committed or aborted; if another checkout holds it,
-/// `wait` waits (calling `on_wait(message)` once) or raises `ConflictError` at once.
+/// `wait` waits (calling `on_wait(message)` once) or raises `ConflictError` at once. With
+/// `delete`, local paths the ignore rules leave out (the destination's `.snapdirignore`
+/// unless `ignore_file` or `no_ignore_file`, then `exclude_glob`) are kept.
 #[pyfunction]
-#[pyo3(signature = (manifest, dest, force=false, delete=false, preserve_special_bits=false, durable=false, cancel=None, progress=None, link="copy", stat_cache=None, wait=true, on_wait=None))]
+#[pyo3(signature = (manifest, dest, force=false, delete=false, preserve_special_bits=false, durable=false, cancel=None, progress=None, link="copy", stat_cache=None, wait=true, on_wait=None, *, ignore_file=None, no_ignore_file=false, exclude_glob=Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 pub fn plan_checkout(
     py: Python<'_>,
@@ -298,12 +305,22 @@ pub fn plan_checkout(
     stat_cache: Option<PathBuf>,
     wait: bool,
     on_wait: Option<Py<PyAny>>,
+    ignore_file: Option<PathBuf>,
+    no_ignore_file: bool,
+    exclude_glob: Vec<String>,
 ) -> PyResult<CheckoutPlan> {
     let m = manifest.inner.clone();
     let link = core::checkout::LinkMode::parse(link).map_err(|e| to_py_err(py, e))?;
+    let keep = if delete {
+        let source = crate::ignore_source(ignore_file, no_ignore_file);
+        core::Ignore::load(&dest, &source, &exclude_glob).map_err(|e| to_py_err(py, e))?
+    } else {
+        None
+    };
     let opts = core::checkout::CheckoutOptions {
         force,
         delete,
+        keep,
         preserve_special_bits,
         link,
         stat_cache,
