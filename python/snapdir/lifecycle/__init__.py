@@ -19,19 +19,24 @@ if TYPE_CHECKING:
 
     from .journal import SnapshotInfo
     from .ops import adopt, du, forget, ls
+    from .policy import PolicyEntry, get_policy, policy_log, set_policy
     from .retention import Decision, Duration, Policy, Snapshot, apply_policy
 
 __all__ = [
     "Decision",
     "Duration",
     "Policy",
+    "PolicyEntry",
     "Snapshot",
     "SnapshotInfo",
     "adopt",
     "apply_policy",
     "du",
     "forget",
+    "get_policy",
     "ls",
+    "policy_log",
+    "set_policy",
 ]
 
 _LAZY = {
@@ -45,6 +50,10 @@ _LAZY = {
     "du": ".ops",
     "forget": ".ops",
     "ls": ".ops",
+    "PolicyEntry": ".policy",
+    "get_policy": ".policy",
+    "policy_log": ".policy",
+    "set_policy": ".policy",
 }
 
 
