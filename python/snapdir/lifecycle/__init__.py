@@ -3,7 +3,8 @@ and what can be collected.
 
 Submodules, from the bottom up: :mod:`.retention` (the ``forget`` policies, pure functions
 with restic's semantics), :mod:`.journal` (the journal's keys and entries), :mod:`.ops` (the
-operations: ``ls``, ``adopt``, ``forget``, and the journal write every push makes). Nothing
+operations: ``ls``, ``adopt``, ``forget``, and the journal write every push makes),
+:mod:`.policy` (the retention policy kept in the store). Nothing
 here imports the CLI; submodules load on first use, so a push that only writes a journal
 entry does not pay for the rest.
 """
