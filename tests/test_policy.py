@@ -122,8 +122,9 @@ def test_racing_policy_changes_are_all_kept_in_order(store_uri: str, tmp_path: P
     assert [e.seq for e in log] == list(range(1, 9))
     assert sorted(e.policy.last for e in log if e.policy) == list(range(1, 9))
     current = _run(get_policy, store_uri)
-    assert current is not None and current.seq == 8
-    by_seq = {s: p for s, p in zip(seqs, policies)}
+    assert current is not None
+    assert current.seq == 8
+    by_seq = {s: p for s, p in zip(seqs, policies, strict=True)}
     assert current.policy == by_seq[8]
 
 
@@ -143,7 +144,7 @@ def test_api_forget_policy_store(tmp_path: Path) -> None:
 
     verdicts, left = anyio.run(body)
     assert [v.keep for v in verdicts] == [True, False]
-    assert [v.reasons for v in verdicts][0] == ("within 30d",)
+    assert verdicts[0].reasons == ("within 30d",)
     assert len(left) == 1
 
 
