@@ -153,6 +153,12 @@ class _Plan:
         return dict(self.ctx.internal)
 
 
+def _ensure_store(store: Store) -> None:
+    """A run creates a ``file://`` store as a push does (a cloud bucket must exist)."""
+    if store.uri.scheme == "file":
+        os.makedirs(store.uri.path, exist_ok=True)
+
+
 async def _put_file(store: Store, path: str) -> dict[str, Any] | None:
     """Upload a local file as an object; its descriptor (None when empty: nothing to
     keep, and a zero-size object costs a request)."""
@@ -348,6 +354,7 @@ async def run_command(
     tmpdir = tempfile.mkdtemp(prefix="snapdir-run-")
     try:
         _capture(plan, tmpdir, argv[0])
+        _ensure_store(plan.store)
         pushed_in = await _push_inputs(plan)
         key = cache_key(plan, argv, pushed_in)
         if reuse:
@@ -446,6 +453,7 @@ async def capture_context(
     try:
         start = started or _now()
         _capture(plan, tmpdir, None)
+        _ensure_store(plan.store)
         pushed_in = list(pushed_inputs) if pushed_inputs is not None else await _push_inputs(plan)
         byproducts = await _byproducts(plan)
         if result is not None:
