@@ -186,7 +186,8 @@ def test_cli_run_streams_live_and_passes_the_status_through(tmp_path: Path) -> N
         stderr=subprocess.DEVNULL,
     ) as proc:
         try:
-            assert proc.stdout is not None and proc.stdin is not None
+            assert proc.stdout is not None
+            assert proc.stdin is not None
             assert proc.stdout.readline() == b"first\n"  # the child is blocked on stdin here
             assert proc.poll() is None
             proc.stdin.write(b"go\n")
