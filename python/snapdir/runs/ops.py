@@ -24,7 +24,7 @@ from .capture import Context, capture, find_root
 from .config import RunConfig, load_config
 from .layout import CACHE, IN, OUT, RERUN, read_many, records_under, write_record
 from .record import RunRecord, canonical, check_rel_path, resource, statement
-from .secrets import Masker, mask_argv, record_env, secret_values
+from .secrets import Masker, flag_values, mask_argv, record_env, secret_values
 
 if TYPE_CHECKING:
     from ..stores import Store
@@ -135,6 +135,11 @@ class _Plan:
         self.masker = Masker(self.secrets)
         self.recorded_env = record_env(self.environ, self.allow, self.extra)
         self.ctx = Context()
+
+    def add_secrets(self, values: Sequence[str]) -> None:
+        if values:
+            self.secrets = sorted(set(self.secrets) | set(values), key=lambda v: (-len(v), v))
+            self.masker = Masker(self.secrets)
 
     def rel(self, path: str, what: str) -> str:
         full = os.path.normpath(os.path.abspath(path))
@@ -351,6 +356,7 @@ async def run_command(
         cwd=cwd, store=store, inputs=inputs, outputs=outputs, env=env, redact=redact,
         pre=pre, files=files, git=git, config=config, environ=environ,
     )  # fmt: skip
+    plan.add_secrets(flag_values(argv))
     tmpdir = tempfile.mkdtemp(prefix="snapdir-run-")
     try:
         _capture(plan, tmpdir, argv[0])

@@ -33,6 +33,7 @@ from .._redact import SECRET_ENV, SECRET_FILE_ENV, URL_ENV
 __all__ = [
     "MIN_SECRET",
     "Masker",
+    "flag_values",
     "is_secret_name",
     "mask_argv",
     "record_env",
@@ -158,6 +159,20 @@ class Masker:
         for secret, mask in self._pairs:
             s = s.replace(secret.decode(), mask.decode())
         return s
+
+
+def flag_values(argv: Sequence[str]) -> list[str]:
+    """The values given after credential flags: secrets by their context, masked in the
+    command's output too (a tool may echo its own command line)."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg.startswith("-") and "=" in arg:
+            flag, _, value = arg.partition("=")
+            if _FLAG.match(flag):
+                out.append(value)
+        elif _FLAG.match(arg) and i + 1 < len(argv):
+            out.append(argv[i + 1])
+    return [v for v in out if len(v.encode()) >= MIN_SECRET]
 
 
 def mask_argv(argv: Sequence[str], masker: Masker) -> list[str]:
