@@ -531,17 +531,28 @@ async def _manifest_map(store: Store, sid: str) -> dict[str, tuple[str, int, str
     return {e.path: (e.path_type.name, e.permissions, e.checksum, e.size) for e in m.entries}
 
 
+_DIRECTORY = "Directory"
+
+
 async def _differing(store: Store, rel: str, old: str | None, new: str | None) -> list[str]:
+    """The paths under output ``rel`` whose entries differ between two snapshots (a
+    directory only when its own type or permissions do: its checksum changes with any
+    file below it, which is listed itself)."""
     if old is None or new is None:
         return [rel]
     a = await _manifest_map(store, old)
     b = await _manifest_map(store, new)
     out = []
     for p in sorted(a.keys() | b.keys()):
-        if a.get(p) != b.get(p) and (p == "." or a.get(p, ("",))[0] != "DIRECTORY"
-                                     or b.get(p, ("",))[0] != "DIRECTORY"):  # fmt: skip
-            sub = p[2:] if p.startswith("./") else p
-            out.append(rel if sub in ("", ".") else f"{rel}/{sub}")
+        ea, eb = a.get(p), b.get(p)
+        if ea == eb:
+            continue
+        if ea is not None and eb is not None and ea[0] == eb[0] == _DIRECTORY:
+            if ea[1] == eb[1]:
+                continue
+        sub = p[2:] if p.startswith("./") else p
+        sub = sub.rstrip("/")
+        out.append(rel if sub in ("", ".") else f"{rel}/{sub}")
     return out or [rel]
 
 
