@@ -223,7 +223,7 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
         ["run", "--store", "{store}", "--no-git", "--", "no-such-command-x"],
         "NOT_FOUND",
         {},
-    ),  # fmt: skip
+    ),
     ("capture", 0, ["capture", "--store", "{store}", "--no-git"], None, {}),
     ("capture", 2, ["capture", "--store", "{store}", "--bogus"], "USAGE", {}),
     (
@@ -232,7 +232,7 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
         ["capture", "--store", "{store}", "--no-git", "--file", "{tmp}/none"],
         "NOT_FOUND",
         {},
-    ),  # fmt: skip
+    ),
     ("show", 0, ["show", "{sid}", "--store", "{store}"], None, {}),
     ("show", 0, ["show", "{record}", "--store", "{store}"], None, {}),
     ("show", 2, ["show", "xyz", "--store", "{store}"], "INVALID_ID", {}),
@@ -248,7 +248,7 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
         ["lineage", "{sid}", "--store", "file://{tmp}/no-store"],
         "STORE_NOT_FOUND",
         {},
-    ),  # fmt: skip
+    ),
     ("rerun", 0, ["rerun", "{record-none}", "--store", "{store}", "--yes"], None, {}),
     ("rerun", 1, ["rerun", "{record}", "--store", "{store}", "--yes"], None, {}),
     ("rerun", 2, ["rerun", "{record}", "--store", "{store}"], "INVALID_ARGUMENT", {}),
@@ -258,7 +258,7 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
         ["rerun", "{missing}", "--store", "{store}", "--yes", "--no-progress"],
         "NOT_FOUND",
         {},
-    ),  # fmt: skip
+    ),
     ("completion", 0, ["completion", "bash"], None, {}),
     ("completion", 0, ["completion", "fish"], None, {}),
     ("completion", 2, ["completion", "tcsh"], "USAGE", {}),

@@ -128,9 +128,7 @@ ENV_CASES = [
     Case("private-key-var", {"JWT_PRIVATE_KEY": "jwt-private-key-material"}),
     Case("auth-header-var", {"HTTP_AUTHORIZATION": "Bearer abc.def.ghi-jwt"}),
     Case("on-stderr", {"STDERR_TOKEN": "stderr-token-value"}, script=ON_STDERR),
-    Case(
-        "across-64k-reads", {"CHUNK_SECRET": "chunk-boundary-secret-value"}, script=ACROSS_CHUNKS
-    ),
+    Case("across-64k-reads", {"CHUNK_SECRET": "chunk-boundary-secret-value"}, script=ACROSS_CHUNKS),
     Case("many-times", {"REPEATED_TOKEN": "repeated-token-3000x"}, script=MANY_TIMES),
     Case("start-and-end", {"EDGE_SECRET": "edge-secret-value"}, script=EDGES),
     Case(

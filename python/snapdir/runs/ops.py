@@ -547,9 +547,9 @@ async def _differing(store: Store, rel: str, old: str | None, new: str | None) -
         ea, eb = a.get(p), b.get(p)
         if ea == eb:
             continue
-        if ea is not None and eb is not None and ea[0] == eb[0] == _DIRECTORY:
-            if ea[1] == eb[1]:
-                continue
+        both_dirs = ea is not None and eb is not None and ea[0] == eb[0] == _DIRECTORY
+        if both_dirs and ea is not None and eb is not None and ea[1] == eb[1]:
+            continue
         sub = p[2:] if p.startswith("./") else p
         sub = sub.rstrip("/")
         out.append(rel if sub in ("", ".") else f"{rel}/{sub}")
