@@ -261,22 +261,27 @@ def test_timeout_stops_the_command(tmp_path: Path) -> None:
 
 
 def test_64_mib_of_stdout_with_a_small_peak_rss(tmp_path: Path) -> None:
-    """The output is teed to a file while it is hashed: snapdir's peak RSS (which the
-    rusage of the process we wait for reports, with its own children's) stays far below
-    the output's size."""
+    """The output is teed to a file while it is hashed: snapdir's peak RSS stays far below
+    the output's size. Measured by a small launcher process: Linux counts a parent's RSS at
+    fork into its child's ``ru_maxrss``, so pytest (100+ MB) cannot launch it itself."""
     root = project(tmp_path)
     uri = f"file://{tmp_path / 'store'}"
     size = 64 << 20
-    proc = subprocess.Popen(
-        [PY, "-m", "snapdir", "--json", "run", "--store", uri, "--no-git", "--",
-         "head", "-c", str(size), "/dev/urandom"],
-        cwd=root, env=cli_env(), stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    launcher = (
+        "import os, subprocess, sys\n"
+        "p = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, "
+        "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "_, st, ru = os.wait4(p.pid, 0)\n"
+        "p.returncode = os.waitstatus_to_exitcode(st)\n"
+        "print(p.returncode, ru.ru_maxrss * 1024)\n"
+    )
+    proc = subprocess.run(
+        [PY, "-S", "-c", launcher, PY, "-m", "snapdir", "--json", "run", "--store", uri,
+         "--no-git", "--", "head", "-c", str(size), "/dev/urandom"],
+        cwd=root, env=cli_env(), capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
-    _, wstatus, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(wstatus)
-    assert proc.returncode == 0
-    peak = usage.ru_maxrss * 1024
+    status, peak = (int(x) for x in proc.stdout.split())
+    assert status == 0, proc.stderr
     assert peak < 64 << 20, f"peak RSS {peak >> 20} MiB"
     (rec_name,) = (p.name for p in (tmp_path / "store" / REC).iterdir())
     rec = parse_record((tmp_path / "store" / REC / rec_name).read_bytes(), rec_name)
@@ -457,3 +462,20 @@ def test_planted_records_are_refused(tmp_path: Path) -> None:
     shown = run_cli("show", "f" * 64, "--store", uri)
     assert shown.returncode == 5
     assert "does not hash" in shown.stderr
+
+
+def test_a_journal_key_with_a_bad_run_field_is_refused() -> None:
+    """The journal's optional run field: 64 hex digits, checked when a key is read."""
+    from datetime import datetime, timezone
+
+    from snapdir import InvalidArgumentError
+    from snapdir.lifecycle.journal import SnapshotInfo, entry_key, parse_key
+
+    now = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    info = SnapshotInfo("a" * 64, now, "h", "u", "/p", 1, 2, (), run="b" * 64)
+    key = entry_key(info)
+    assert parse_key(key, now).run == "b" * 64
+    assert parse_key(entry_key(SnapshotInfo("a" * 64, now)), now).run == ""
+    bad = SnapshotInfo("a" * 64, now, "h", "u", "/p", 1, 2, (), run="not-a-record")
+    with pytest.raises(InvalidArgumentError, match="bad run record name"):
+        parse_key(entry_key(bad), now)

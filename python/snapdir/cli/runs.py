@@ -390,7 +390,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Snapshot and push the inputs, run CMD with its output streamed live "
         "and stored (secrets masked), push the outputs, and write a provenance record "
         "(in-toto/SLSA) naming all of it. The exit status is the command's (128 + signal "
-        "when killed); signals are forwarded to it.",
+        "when killed); signals are forwarded to it. With --json the command's stdout is shown "
+        "on stderr: stdout carries the JSON document.",
         epilog="Configuration: snapdir.toml or [tool.snapdir] in pyproject.toml (store, env, "
         "redact, pre, files, git); see docs/format.md, Runs.",
     )

@@ -20,13 +20,15 @@ if TYPE_CHECKING:
 __all__ = ["gc_roots"]
 
 
-async def gc_roots(store: Store) -> tuple[set[str], set[str]]:
+async def gc_roots(store: str | Store) -> tuple[set[str], set[str]]:
     """``(snapshot ids, object digests)`` that run records keep alive (see the module
     docstring). An unreadable record is reported as a warning and keeps nothing (it
     cannot be believed)."""
+    from .._common import open_wrapped
     from ..lifecycle.ops import _journal
     from .layout import keystore
 
+    store = open_wrapped(store)
     ks = keystore(store)
     journalled = {e.id for e in await _journal(ks)}
     names = [d for d, _ in await list_records(store)]
