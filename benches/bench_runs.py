@@ -238,7 +238,8 @@ def render(r: Runs, machine: list[tuple[str, str]], cmd: str, version: str, cap_
     lines += [md_table(["tool", "output", "wall", "peak RSS", "≤ 64 MB"], brows, "llrrl"), ""]
     lines += [
         "Peak RSS is `wait4`'s: the largest of the tool and its children (`sh`, `yes`, `head`: a "
-        "few MB each).",
+        "few MB each), and never less than the harness's own RSS when it started the tool "
+        "(Linux carries a parent's high-water mark into its child).",
         "",
     ]
     return "\n".join(lines)

@@ -257,11 +257,15 @@ def _version() -> str:
     return version()
 
 
-async def _journal(plan: _Plan, rec: RunRecord, pushed: Sequence[tuple[str, str, int, int]]):  # type: ignore[no-untyped-def]
-    from ..lifecycle.ops import record_push
-
-    keys = []
+async def _journal(
+    plan: _Plan, rec: RunRecord, pushed: Sequence[tuple[str, str, int, int]]
+) -> list[str]:
+    """One journal entry per output, naming the run (a run without outputs has none: its
+    record's index key is what lists it)."""
+    keys: list[str] = []
     for rel, sid, files, nbytes in pushed:
+        from ..lifecycle.ops import record_push  # only when there is an output to journal
+
         k = await record_push(
             plan.store, sid, path=plan.abs(rel), files=files, nbytes=nbytes, run=rec.digest
         )
