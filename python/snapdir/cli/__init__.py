@@ -53,6 +53,7 @@ GROUPS: dict[str, str] = {
     "forget": "lifecycle",
     "adopt": "lifecycle",
     "du": "lifecycle",
+    "policy": "lifecycle",
     "cache": "cache",
     "run": "runs",
     "capture": "runs",
