@@ -1856,7 +1856,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--areas",
         default=None,
         help="comma-separated areas to run: " + ", ".join(AREAS) + " (their operations among "
-        "--ops) and lifecycle (snapshot listing and retiring on S3; only when named); "
+        "--ops), lifecycle (snapshot listing and retiring on S3) and runs (snapdir run beside "
+        "Capsula) (these two only when named); "
         "default: the operations of --ops",
     )
     p.add_argument(
@@ -1879,6 +1880,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="lifecycle report (default docs/benchmarks-extra/lifecycle.md; with --quick "
         "<workdir>/lifecycle-quick.md)",
     )
+    import bench_runs
+
+    bench_runs.add_args(p)
     args = p.parse_args(argv)
 
     args.workdir = args.workdir.resolve()
@@ -1928,17 +1932,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         return expanded
 
     args.lifecycle = False
+    args.runs = False
     if args.areas is None:
         args.op_names = op_list(args.ops) or ["id"]
     else:
         areas = [a.strip() for a in args.areas.split(",") if a.strip()]
         for a in areas:
-            if a not in (*AREAS, "lifecycle"):
-                p.error(f"unknown area {a!r}: choose from {', '.join(AREAS)}, lifecycle")
+            if a not in (*AREAS, "lifecycle", "runs"):
+                p.error(f"unknown area {a!r}: choose from {', '.join(AREAS)}, lifecycle, runs")
         area_ops = {n for a in areas for n in AREAS.get(a, ())}
         args.op_names = [n for n in op_list(args.ops) if n in area_ops]
         args.lifecycle = "lifecycle" in areas
-        if not args.op_names and not args.lifecycle:
+        args.runs = "runs" in areas
+        if not args.op_names and not args.lifecycle and not args.runs:
             p.error(f"--areas {args.areas} --ops {args.ops}: no operation left to run")
     if args.snapshots is None:
         args.snapshots = 200 if args.quick else 10_000

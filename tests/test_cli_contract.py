@@ -26,6 +26,27 @@ SID = CASE.id
 MISSING = b3(b"no such snapshot")
 
 
+def plant_run(store: Path, outputs: list[tuple[str, str]]) -> str:
+    """Write a run record of ``true`` (and its index keys) straight into a file:// store."""
+    from snapdir.runs.layout import OUT, REC
+    from snapdir.runs.record import canonical, statement
+
+    body = canonical(
+        statement(
+            kind="run", argv=["true"], cwd=".", internal={}, inputs=[], outputs=outputs,
+            dependencies=[], started="", finished="", invocation=str(len(outputs)),
+            byproducts=[{"name": "result", "annotations": {"status": 0}}], version="test",
+        )
+    )  # fmt: skip
+    name = b3(body)
+    (store / REC).mkdir(parents=True, exist_ok=True)
+    (store / REC / name).write_bytes(body)
+    for _, sid in outputs:
+        (store / OUT / sid).mkdir(parents=True, exist_ok=True)
+        (store / OUT / sid / name).write_bytes(name.encode() + b"\n")
+    return name
+
+
 class World:
     """A tree, a store holding its snapshot, the snapshot staged in the local cache, a
     pulled copy with a local change, and two damaged copies of the store."""
@@ -48,6 +69,10 @@ class World:
         self.bad_object = self.damaged("bad-object", object_rel(b3(b"hello\n")))
         self.bad_manifest = self.damaged("bad-manifest", manifest_rel(SID))
         (tmp / "a-file").write_text("not a directory\n")
+        # two run records: `true` said to have produced the build tree (a rerun cannot
+        # reproduce it), and `true` with no outputs (a rerun reproduces it)
+        self.record = plant_run(tmp / "store", [("build", SID)])
+        self.record_none = plant_run(tmp / "store", [])
 
     def damaged(self, name: str, rel: str) -> str:
         import shutil
@@ -68,6 +93,8 @@ class World:
             "{tmp}": str(self.tmp),
             "{sid}": SID,
             "{missing}": MISSING,
+            "{record}": self.record,
+            "{record-none}": self.record_none,
         }
         out = []
         for a in argv:
@@ -191,6 +218,52 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
     ("cache", 2, ["cache", "prune", "--max-size", "10XB"], "USAGE", {}),
     ("cache", 2, ["cache", "prune", "--older-than", "soon"], "USAGE", {}),
     ("cache", 5, ["cache", "du"], "IO_ERROR", {"SNAPDIR_CACHE_DIR": "{tmp}/a-file"}),
+    ("run", 0, ["run", "--store", "{store}", "--no-git", "--", "true"], None, {}),
+    ("run", 1, ["run", "--store", "{store}", "--no-git", "--", "false"], None, {}),
+    ("run", 2, ["run", "--store", "{store}", "--bogus"], "USAGE", {}),
+    ("run", 2, ["run", "--no-git", "--store", "{store}", "-q", "--"], "INVALID_ARGUMENT", {}),
+    (
+        "run",
+        4,
+        ["run", "--store", "{store}", "--no-git", "--", "no-such-command-x"],
+        "NOT_FOUND",
+        {},
+    ),
+    ("capture", 0, ["capture", "--store", "{store}", "--no-git"], None, {}),
+    ("capture", 2, ["capture", "--store", "{store}", "--bogus"], "USAGE", {}),
+    (
+        "capture",
+        4,
+        ["capture", "--store", "{store}", "--no-git", "--file", "{tmp}/none"],
+        "NOT_FOUND",
+        {},
+    ),
+    ("show", 0, ["show", "{sid}", "--store", "{store}"], None, {}),
+    ("show", 0, ["show", "{record}", "--store", "{store}"], None, {}),
+    ("show", 2, ["show", "xyz", "--store", "{store}"], "INVALID_ID", {}),
+    ("show", 4, ["show", "{missing}", "--store", "{store}"], "NOT_FOUND", {}),
+    ("runs", 0, ["runs", "--store", "{store}"], None, {}),
+    ("runs", 2, ["runs", "--store", "{store}", "--since", "yesterday"], "INVALID_ARGUMENT", {}),
+    ("runs", 4, ["runs", "--store", "file://{tmp}/no-store"], "STORE_NOT_FOUND", {}),
+    ("lineage", 0, ["lineage", "{sid}", "--store", "{store}"], None, {}),
+    ("lineage", 2, ["lineage", "xyz", "--store", "{store}"], "INVALID_ID", {}),
+    (
+        "lineage",
+        4,
+        ["lineage", "{sid}", "--store", "file://{tmp}/no-store"],
+        "STORE_NOT_FOUND",
+        {},
+    ),
+    ("rerun", 0, ["rerun", "{record-none}", "--store", "{store}", "--yes"], None, {}),
+    ("rerun", 1, ["rerun", "{record}", "--store", "{store}", "--yes"], None, {}),
+    ("rerun", 2, ["rerun", "{record}", "--store", "{store}"], "INVALID_ARGUMENT", {}),
+    (
+        "rerun",
+        4,
+        ["rerun", "{missing}", "--store", "{store}", "--yes", "--no-progress"],
+        "NOT_FOUND",
+        {},
+    ),
     ("completion", 0, ["completion", "bash"], None, {}),
     ("completion", 0, ["completion", "fish"], None, {}),
     ("completion", 2, ["completion", "tcsh"], "USAGE", {}),

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from ._push import push, stage
     from ._sync import sync
     from ._verify import size, verify
+    from .runs.api import Run, track
+    from .runs.ops import RunResult, run_command
 
 # Operations load on first use, so `import snapdir` (and every CLI start) stays cheap.
 _LAZY = {
@@ -53,6 +55,10 @@ _LAZY = {
     "sync": "._sync",
     "size": "._verify",
     "verify": "._verify",
+    "Run": ".runs.api",
+    "track": ".runs.api",
+    "RunResult": ".runs.ops",
+    "run_command": ".runs.ops",
 }
 
 
@@ -79,6 +85,8 @@ __all__ = [
     "ManifestEntry",
     "NotFoundError",
     "PathType",
+    "Run",
+    "RunResult",
     "SizeStats",
     "SnapdirError",
     "SnapdirIOError",
@@ -97,9 +105,11 @@ __all__ = [
     "manifest_size",
     "pull",
     "push",
+    "run_command",
     "size",
     "stage",
     "sync",
+    "track",
     "verify",
     "version",
 ]

@@ -6,7 +6,8 @@ SDK at import) because ``snapdir id`` is often run on every CI step.
 
 Layout: one module per command group, each registering its own sub-parsers
 (:mod:`.snapshot`, :mod:`.transfer`, :mod:`.inspect`, :mod:`.lifecycle`, :mod:`.cache`,
-:mod:`.completion` makes the scripts of ``completion``); :mod:`._common`
+:mod:`.runs` records and reruns commands, :mod:`.completion` makes the scripts of
+``completion``); :mod:`._common`
 holds the parser
 and the options they share, :mod:`._output` what is printed. Only the group of the command
 being run is imported.
@@ -54,6 +55,12 @@ GROUPS: dict[str, str] = {
     "du": "lifecycle",
     "policy": "lifecycle",
     "cache": "cache",
+    "run": "runs",
+    "capture": "runs",
+    "show": "runs",
+    "runs": "runs",
+    "lineage": "runs",
+    "rerun": "runs",
     "completion": "",
     "version": "",
 }

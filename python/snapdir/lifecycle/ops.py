@@ -48,11 +48,12 @@ async def record_push(
     time: datetime | None = None,
     host: str | None = None,
     labels: Sequence[str] = (),
+    run: str = "",
 ) -> str | None:
     """Write the journal entry of a successful push: one create-only write, whose store
     timestamp is the entry's time unless ``time`` is given. Returns the entry's key; None
     for a store without the key methods (a third-party store that does not declare them
-    keeps no journal)."""
+    keeps no journal). ``run``: the name of the run record that produced the snapshot."""
     if not has_keys(store):
         return None
     import socket
@@ -69,6 +70,7 @@ async def record_push(
         files,
         nbytes,
         check_labels(labels),
+        run=run,
     )
     explicit = time is not None  # otherwise the key's store timestamp is the entry's time
     body = entry_body(info, _tool(), explicit_time=explicit)
