@@ -452,10 +452,15 @@ def _fsync_dir(path: str) -> None:
 async def run_with_progress(
     fn: Callable[[_snapdir.CancelToken, _snapdir.Progress | None], T],
     progress: ProgressFn | None,
+    *,
+    counters: _snapdir.Progress | None = None,
+    token: _snapdir.CancelToken | None = None,
 ) -> T:
     """Run a Rust batch ``fn(token, progress_counters)`` in a worker thread, forwarding its
-    counters to ``progress`` every 100 ms (and once at the end)."""
-    counters = _snapdir.Progress() if progress is not None else None
+    counters to ``progress`` every 100 ms (and once at the end). ``counters`` and ``token``:
+    ones the Rust side was given earlier (a checkout plan keeps those it was made with)."""
+    if counters is None and progress is not None:
+        counters = _snapdir.Progress()
     sent = [0, 0]
 
     def flush() -> None:
@@ -470,11 +475,11 @@ async def run_with_progress(
         return fn(token, counters)
 
     if LOCAL_SYNC.get():
-        value = run_blocking(call, flush)
+        value = run_blocking(call, flush, token)
         flush()
         return value
     if progress is None:
-        return await run_cancellable(call)
+        return await run_cancellable(call, token)
     import anyio  # here: the local CLI path above runs without it
 
     result: list[T] = []
@@ -487,7 +492,7 @@ async def run_with_progress(
                     flush()
 
             tg.start_soon(poll)
-            result.append(await run_cancellable(call))
+            result.append(await run_cancellable(call, token))
             tg.cancel_scope.cancel()
     except BaseExceptionGroup as eg:
         # The batch's own error (NotFoundError, ...), not the task group's wrapper of it.
