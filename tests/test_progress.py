@@ -24,7 +24,7 @@ from snapdir._runtime import run_local
 from storeutil import cli_env, run_cli, uri, write
 
 #: A status line of plain mode, e.g. ``snapdir: pull [0:10] 45.0% 12/30 files, ...``.
-STATUS = re.compile(r"^snapdir: (push|pull|checkout|fetch|sync) \[\d+:\d\d\] ", re.M)
+STATUS = re.compile(r"^snapdir: (push|pull|checkout|fetch|sync|verify) \[\d+:\d\d\] ", re.M)
 
 
 @pytest.fixture(scope="module")
@@ -278,3 +278,12 @@ def test_summary_lines_use_iec_units(world: dict[str, str], tmp_path: Path) -> N
     assert " bytes)" not in pushed.stderr
     pulled = _pull(world, tmp_path, "--progress=none")
     assert "300 files written (8.6 MiB)" in pulled.stderr, pulled.stderr
+
+
+def test_verify_reports_progress_with_its_total(world: dict[str, str]) -> None:
+    argv = ["verify", "--id", world["id"], "--store", world["store"], "--progress=plain"]
+    proc = run_cli(*argv, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if STATUS.match(ln)]
+    assert lines, proc.stderr
+    assert "300/300 files, 8.6 MiB/8.6 MiB" in lines[-1], lines[-1]

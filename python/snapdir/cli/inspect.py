@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from ._common import UsageError, jobs_arg, need_store, run, store_arg
-from ._output import MODE, NO, emit, emit_json, info
+from ._output import MODE, NO, emit, emit_json, finish, info, reporter
 
 TYPE_CHECKING = False
 
@@ -79,10 +79,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from .._common import open_wrapped
 
         ids = [args.id] if args.id else await open_wrapped(store, args.jobs).list_manifests()
+        # One snapshot: a bar with its total; several: a running count of what is done.
+        progress = rep if rep is None or args.id else rep.__call__
         out: dict[str, dict[str, str]] = {}
         for sid in ids:
             try:
-                out[sid] = await verify_report(sid, store, jobs=args.jobs)
+                out[sid] = await verify_report(sid, store, jobs=args.jobs, progress=progress)
             except SnapdirError as e:
                 if args.id:
                     raise
@@ -93,7 +95,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from .._types import SnapshotId
 
         args.id = MODE.context["id"] = SnapshotId(args.id)
-    report = run(check, store)
+    rep = reporter(args, "verify")
+    try:
+        report = run(check, store)
+    finally:
+        finish(rep)
     bad = {sid: p for sid, p in report.items() if p}
     if args.json:
         emit_json(

@@ -205,12 +205,17 @@ class FileStore(BaseStore):
         os.replace(tmp, dst)
 
     async def verify_objects(
-        self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
+        self,
+        objects: Sequence[tuple[str, int]],
+        *,
+        jobs: int = 32,
+        progress: ProgressFn | None = None,
     ) -> dict[str, str]:
         self.require()
         items = list(objects)
-        bad = await run_cancellable(
-            lambda token: _snapdir.store_verify_objects(self.root, items, token, None)
+        bad = await run_with_progress(
+            lambda token, prog: _snapdir.store_verify_objects(self.root, items, token, prog),
+            progress,
         )
         return dict(bad)
 
