@@ -13,11 +13,13 @@ import pty
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from servers.seaweed import S3Server
 from snapdir._progress import PlainReporter, iec, resolve_mode
 from snapdir._pull import pull_with_stats
 from snapdir._runtime import run_local
@@ -287,3 +289,48 @@ def test_verify_reports_progress_with_its_total(world: dict[str, str]) -> None:
     lines = [ln for ln in proc.stderr.splitlines() if STATUS.match(ln)]
     assert lines, proc.stderr
     assert "300/300 files, 8.6 MiB/8.6 MiB" in lines[-1], lines[-1]
+
+
+def test_a_new_total_starts_a_new_phase() -> None:
+    rep = PlainReporter("push", interval=3600)
+    try:
+        rep(300, 9_000_000)  # the walk: no total known
+        rep.total(2, 60_000)  # the upload of what the store lacks
+        assert (rep.files, rep.bytes) == (0, 0)
+        rep(1, 30_000)
+        assert " 50.0% 1/2 files, 29.3 KiB/58.6 KiB, " in rep.status()
+    finally:
+        rep.close()
+
+
+def test_cloud_push_pull_verify_sync_report_progress(
+    world: dict[str, str], tmp_path: Path, seaweedfs: S3Server
+) -> None:
+    client = seaweedfs.client()
+    bucket = f"snapdir-progress-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    client.close()
+    store = f"s3://{bucket}/p"
+    env = _env(
+        SNAPDIR_CACHE_DIR=str(tmp_path / "cache"),
+        AWS_ACCESS_KEY_ID=seaweedfs.access_key,
+        AWS_SECRET_ACCESS_KEY=seaweedfs.secret_key,
+        AWS_DEFAULT_REGION=seaweedfs.region,
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        SNAPDIR_S3_STORE_ENDPOINT_URL=seaweedfs.endpoint_url,
+    )
+    sid = world["id"]
+    for argv in (
+        ["push", world["src"], "--store", store],
+        ["pull", sid, str(tmp_path / "d"), "--store", store],
+        ["verify", "--id", sid, "--store", store],
+        ["sync", sid, "--from", store, "--to", uri(tmp_path / "copy")],
+    ):
+        proc = run_cli(*argv, "--progress=plain", env=env)
+        assert proc.returncode == 0, (argv, proc.stderr)
+        lines = [ln for ln in proc.stderr.splitlines() if STATUS.match(ln)]
+        assert lines, (argv, proc.stderr)
+        assert lines[-1].startswith(f"snapdir: {argv[0]} ["), lines[-1]
+        assert "300/300 files, 8.6 MiB/8.6 MiB" in lines[-1], (argv, lines[-1])

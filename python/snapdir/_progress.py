@@ -125,9 +125,15 @@ class _Counts:
         self.bytes = 0
         self.total_files: int | None = None
         self.total_bytes: int | None = None
-        self.start = time.monotonic()
+        self.start = self.phase_start = time.monotonic()
 
     def total(self, files: int, nbytes: int) -> None:
+        """The amount of work from here on. What was counted before it is told belongs to
+        an earlier phase (the walk of a push before its upload, the fetch into the cache
+        before a linked checkout): the counts start again, the elapsed time does not."""
+        if self.files or self.bytes:
+            self.files = self.bytes = 0
+            self.phase_start = time.monotonic()
         self.total_files, self.total_bytes = files, nbytes
 
     def __call__(self, files: int, nbytes: int) -> None:
@@ -138,7 +144,7 @@ class _Counts:
         """One line: elapsed, percentage, files and bytes done of the total, rate, ETA."""
         now = time.monotonic() if now is None else now
         elapsed = max(now - self.start, 1e-6)
-        rate = self.bytes / elapsed
+        rate = self.bytes / max(now - self.phase_start, 1e-6)
         parts = [f"[{_clock(elapsed)}]"]
         tb, tf = self.total_bytes, self.total_files
         if tb:
@@ -215,7 +221,7 @@ class Reporter(_Counts):
     def total(self, files: int, nbytes: int) -> None:
         super().total(files, nbytes)
         if self._rich is not None:
-            self._rich.update(self._task, total=nbytes)
+            self._rich.update(self._task, total=nbytes, completed=self.bytes)
 
     def __call__(self, files: int, nbytes: int) -> None:
         super().__call__(files, nbytes)

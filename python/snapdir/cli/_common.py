@@ -127,10 +127,11 @@ def global_args(p: argparse.ArgumentParser, *, in_command: bool) -> None:
     p.add_argument(
         "--progress",
         choices=PROGRESS_MODES,
+        metavar="MODE",
         default=argparse.SUPPRESS if in_command else None,
-        help="progress on stderr: bar (redrawn in place), plain (a status line every 10 s "
-        "for logs), none; auto (default, also $SNAPDIR_PROGRESS): bar on a terminal, "
-        "else plain",
+        help="progress on stderr, MODE one of: bar (redrawn in place), plain (a status line "
+        "every 10 s, for logs), none; auto (default, also $SNAPDIR_PROGRESS): bar on a "
+        "terminal, else plain",
     )
 
 
