@@ -26,7 +26,7 @@ from snapdir._runtime import run_local
 from storeutil import cli_env, run_cli, uri, write
 
 #: A status line of plain mode, e.g. ``snapdir: pull [0:10] 45.0% 12/30 files, ...``.
-STATUS = re.compile(r"^snapdir: (push|pull|checkout|fetch|sync|verify) \[\d+:\d\d\] ", re.M)
+STATUS = re.compile(r"^snapdir: (push|pull|checkout|fetch|sync|verify|diff) \[\d+:\d\d\] ", re.M)
 
 
 @pytest.fixture(scope="module")
@@ -334,3 +334,14 @@ def test_cloud_push_pull_verify_sync_report_progress(
         assert lines, (argv, proc.stderr)
         assert lines[-1].startswith(f"snapdir: {argv[0]} ["), lines[-1]
         assert "300/300 files, 8.6 MiB/8.6 MiB" in lines[-1], (argv, lines[-1])
+
+
+def test_diff_reports_the_walk_of_a_directory_side(world: dict[str, str]) -> None:
+    ref = f"{world['store']}@{world['id']}"
+    argv = ["diff", "--from", ref, "--to", world["src"], "--progress=plain", "--exit-code"]
+    proc = run_cli(*argv, env=_env(SNAPDIR_NO_STAT_CACHE="1"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""  # no differences, and nothing of the progress on stdout
+    lines = [ln for ln in proc.stderr.splitlines() if STATUS.match(ln)]
+    assert lines, proc.stderr
+    assert "300 files, 8.6 MiB" in lines[-1], lines[-1]

@@ -48,7 +48,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
         )
     opts = DiffOptions.from_refs(args.from_, args.to)
     stores = [r.store for r in opts.from_ + opts.to if r.store is not None]
-    entries = run(lambda: diff(opts, jobs=args.jobs), *stores)
+    rep = reporter(args, "diff")
+    try:
+        entries = run(lambda: diff(opts, jobs=args.jobs, progress=rep), *stores)
+    finally:
+        finish(rep)
     # A directory whose only change is below it ("contents") is shown with --all: the
     # entries below it already say what changed.
     shown = [e for e in entries if args.all or (e.status != "=" and e.detail != "contents")]
