@@ -52,6 +52,7 @@ GROUPS: dict[str, str] = {
     "forget": "lifecycle",
     "adopt": "lifecycle",
     "du": "lifecycle",
+    "policy": "lifecycle",
     "cache": "cache",
     "completion": "",
     "version": "",
