@@ -26,7 +26,9 @@ from snapdir._runtime import run_local
 from storeutil import cli_env, run_cli, uri, write
 
 #: A status line of plain mode, e.g. ``snapdir: pull [0:10] 45.0% 12/30 files, ...``.
-STATUS = re.compile(r"^snapdir: (push|pull|checkout|fetch|sync|verify|diff) \[\d+:\d\d\] ", re.M)
+STATUS = re.compile(
+    r"^snapdir: (push|pull|checkout|fetch|sync|verify|diff|size) \[\d+:\d\d\] ", re.M
+)
 
 
 @pytest.fixture(scope="module")
@@ -345,3 +347,17 @@ def test_diff_reports_the_walk_of_a_directory_side(world: dict[str, str]) -> Non
     lines = [ln for ln in proc.stderr.splitlines() if STATUS.match(ln)]
     assert lines, proc.stderr
     assert "300 files, 8.6 MiB" in lines[-1], lines[-1]
+
+
+def test_size_of_a_store_reports_the_snapshots_read(tmp_path: Path) -> None:
+    store = uri(tmp_path / "many")
+    for i in range(3):
+        write(tmp_path / f"t{i}" / "f", "x" * (1000 * (i + 1)))
+        assert run_cli("push", str(tmp_path / f"t{i}"), "--store", store, "-q").returncode == 0
+
+    calls: list[tuple[int, int]] = []
+    from snapdir._verify import size
+
+    stats = run_local(lambda: size(store, progress=lambda f, n: calls.append((f, n))))
+    assert sorted(calls) == [(1, 1000), (1, 2000), (1, 3000)]
+    assert (stats.files, stats.logical_bytes) == (3, 6000)

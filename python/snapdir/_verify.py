@@ -72,10 +72,16 @@ async def verify(
 
 
 async def size(
-    store: str | StoreUri | Store, id: str | None = None, *, jobs: int = DEFAULT_JOBS
+    store: str | StoreUri | Store,
+    id: str | None = None,
+    *,
+    jobs: int = DEFAULT_JOBS,
+    progress: ProgressFn | None = None,
 ) -> SizeStats:
     """Sizes of snapshot ``id`` in ``store``, or of the whole store: logical bytes are every
-    file of every snapshot, physical bytes each distinct object once."""
+    file of every snapshot, physical bytes each distinct object once. ``progress(files,
+    bytes)`` is told of each snapshot's files and logical bytes once its manifest is read
+    (a store of many snapshots reads many)."""
     st = open_wrapped(store, jobs)
     ids = [str(SnapshotId(id))] if id is not None else await st.list_manifests()
     seen: dict[str, int] = {}
@@ -87,6 +93,8 @@ async def size(
         lg, _, nf, _ = _manifest_size(m)
         logical += lg
         files += nf
+        if progress is not None:
+            progress(nf, lg)
     return SizeStats(logical, sum(seen.values()), files, len(seen))
 
 

@@ -131,7 +131,11 @@ def cmd_size(args: argparse.Namespace) -> int:
         from .._types import SnapshotId
 
         args.id = MODE.context["id"] = SnapshotId(args.id)
-    s = run(lambda: size(store, args.id, jobs=args.jobs), store)
+    rep = reporter(args, "size")
+    try:
+        s = run(lambda: size(store, args.id, jobs=args.jobs, progress=rep), store)
+    finally:
+        finish(rep)
     text = (
         f"logical_bytes {s.logical_bytes}\nphysical_bytes {s.physical_bytes}\n"
         f"files {s.files}\nobjects {s.objects}"
