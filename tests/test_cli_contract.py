@@ -154,6 +154,34 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
     ("checkout", 3, ["checkout", "{sid}", "{tmp}/changed-co"], "CONFLICT", {}),
     ("checkout", 4, ["checkout", "{missing}", "{tmp}/d"], "NOT_FOUND", {}),
     ("sync", 0, ["sync", "{sid}", "--from", "{store}", "--to", "file://{tmp}/o"], None, {}),
+    # --dry-run: the same document, counting what would be done; a refused pull still exits 3
+    ("push", 0, ["push", "{build}", "--store", "file://{tmp}/dry", "--dry-run"], None, {}),
+    ("pull", 0, ["pull", "{sid}", "{tmp}/dry-d", "--store", "{store}", "-n"], None, {}),
+    ("pull", 3, ["pull", "{sid}", "{tmp}/changed", "--store", "{store}", "-n"], "CONFLICT", {}),
+    ("checkout", 0, ["checkout", "{sid}", "{tmp}/dry-co", "--dry-run"], None, {}),
+    (
+        "sync",
+        0,
+        ["sync", "{sid}", "--from", "{store}", "--to", "file://{tmp}/dry-o", "-n"],
+        None,
+        {},
+    ),
+    # --progress: any mode keeps stdout to the one document; a bad one is a usage error
+    (
+        "pull",
+        0,
+        ["pull", "{sid}", "{tmp}/pp", "--store", "{store}", "--progress", "plain"],
+        None,
+        {},
+    ),
+    ("pull", 2, ["pull", "{sid}", "{tmp}/pq", "--store", "{store}", "--progress=x"], "USAGE", {}),
+    (
+        "push",
+        2,
+        ["push", "{build}", "--store", "{store}"],
+        "INVALID_ARGUMENT",
+        {"SNAPDIR_PROGRESS": "x"},
+    ),
     ("sync", 2, ["sync", "{sid}", "--to", "file://{tmp}/o"], "INVALID_STORE", {}),
     (
         "sync",

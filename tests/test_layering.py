@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "snapdir._common",
             "snapdir._manifest",
             "snapdir._diff",
+            "snapdir._dryrun",
             "snapdir._push",
             "snapdir._pull",
             "snapdir._sync",

@@ -26,6 +26,7 @@ from ._types import DiffEntry, DiffOptions, Ref
 
 if TYPE_CHECKING:
     from ._snapdir import Manifest
+    from .stores._base import ProgressFn
 
 __all__ = ["diff"]
 
@@ -33,10 +34,10 @@ __all__ = ["diff"]
 Version = tuple[str, str, int]
 
 
-async def _manifests(ref: Ref, jobs: int) -> list[Manifest]:
+async def _manifests(ref: Ref, jobs: int, progress: ProgressFn | None = None) -> list[Manifest]:
     if ref.kind == "path":
         assert ref.path is not None
-        return [await walk_manifest(ref.path)]
+        return [await walk_manifest(ref.path, progress=progress)]
     assert ref.store is not None
     st = open_wrapped(ref.store, jobs)
     if ref.kind == "snapshot":
@@ -52,11 +53,13 @@ def _key(path: str) -> str:
     return path if path == "./" else path.rstrip("/")
 
 
-async def _side(refs: tuple[Ref, ...], jobs: int) -> tuple[dict[str, set[Version]], dict[str, str]]:
+async def _side(
+    refs: tuple[Ref, ...], jobs: int, progress: ProgressFn | None = None
+) -> tuple[dict[str, set[Version]], dict[str, str]]:
     out: dict[str, set[Version]] = {}
     shown: dict[str, str] = {}
     for ref in refs:
-        for m in await _manifests(ref, jobs):
+        for m in await _manifests(ref, jobs, progress):
             for e in m.entries:
                 is_dir = e.path_type.name == "Directory"
                 v: Version = ("D" if is_dir else "F", e.checksum, e.permissions)
@@ -85,16 +88,19 @@ def _detail(a: set[Version], b: set[Version]) -> str:
     return f"mode {fmt(f'{m:o}' for m in ma)}->{fmt(f'{m:o}' for m in mb)}"
 
 
-async def diff(opts: DiffOptions, *, jobs: int = DEFAULT_JOBS) -> list[DiffEntry]:
+async def diff(
+    opts: DiffOptions, *, jobs: int = DEFAULT_JOBS, progress: ProgressFn | None = None
+) -> list[DiffEntry]:
     """Compare ``opts.from_`` with ``opts.to``; returns one :class:`DiffEntry` per path
-    (unchanged ones with status ``=``), sorted by path."""
+    (unchanged ones with status ``=``), sorted by path. ``progress`` is told of the files
+    hashed while a directory side is walked."""
     if not isinstance(opts, DiffOptions):
         raise InvalidArgumentError(
             "diff() takes DiffOptions (use DiffOptions.from_refs(from_refs, to_refs))",
             code="INVALID_ARGUMENT",
         )
-    a, shown_a = await _side(opts.from_, jobs)
-    b, shown_b = await _side(opts.to, jobs)
+    a, shown_a = await _side(opts.from_, jobs, progress)
+    b, shown_b = await _side(opts.to, jobs, progress)
     entries: list[DiffEntry] = []
     for key in a.keys() | b.keys():
         va, vb = a.get(key), b.get(key)

@@ -173,6 +173,10 @@ class CheckoutPlan:
         """Objects still to fetch, ``[(checksum, size)]``; index ``i`` goes to
         ``staged_path(i)``."""
 
+    def preview(self) -> tuple[list[tuple[str, int]], list[str], int, int]:
+        """What a commit would do (``--dry-run``): ``(writes [(path, size)], removes
+        [path], files whose mode to fix, directories to create)``."""
+
     def counts(self) -> tuple[int, int, int]:
         """``(files to write, files kept, extra paths to remove)``."""
 
@@ -262,6 +266,7 @@ def plan_checkout(
     ignore_file: str | None = None,
     no_ignore_file: bool = False,
     exclude_glob: list[str] = ...,
+    dry_run: bool = False,
 ) -> CheckoutPlan:
     """Compare ``dest`` with ``manifest`` (read-only); raises ``ConflictError`` listing
     differing local files unless ``force``. ``link`` (``"copy"``, ``"hardlink"``,
@@ -269,4 +274,6 @@ def plan_checkout(
     (the stat cache directory; ``None``: off): files a previous checkout found right and
     whose stamp has not changed since are trusted without being read. The plan holds the
     destination's lock until committed or aborted; if another checkout holds it, ``wait``
-    waits (calling ``on_wait(message)`` once) or raises ``ConflictError`` at once."""
+    waits (calling ``on_wait(message)`` once) or raises ``ConflictError`` at once.
+    ``dry_run``: ``dest`` must exist (else ``NotFoundError``) and no lock is taken; the
+    plan is only for ``preview()``."""

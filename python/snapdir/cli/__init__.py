@@ -87,11 +87,18 @@ class _Subcommands:
 
 
 def _command_in(argv: Sequence[str]) -> str | None:
-    """The command named in ``argv``: its first word that is not a flag (the global flags
-    take no value)."""
+    """The command named in ``argv``: its first word that is not a flag or the value of
+    ``--progress`` (the one global flag that takes one)."""
+    after_progress = False
     for a in argv:
         if a == "--":
             return None
+        if after_progress:
+            after_progress = False
+            continue
+        if a == "--progress":
+            after_progress = True
+            continue
         if not a.startswith("-"):
             return a if a in COMMANDS else None
     return None

@@ -103,11 +103,35 @@ async def copy_journal(
         return [key] if key else []
     tool = _tool()
     for e in entries:
-        nonce = e.key.split("/")[2].rsplit("_", 1)[1]
-        key = entry_key(e, nonce, explicit_time=True)
+        key = _copied_key(e)
         if await kd.put_if_absent(key, entry_body(e, tool)):
             made.append(key)
     return made
+
+
+def _copied_key(e: SnapshotInfo) -> str:
+    """The key a copy of entry ``e`` gets in another store (same nonce, time written out)."""
+    nonce = e.key.split("/")[2].rsplit("_", 1)[1]
+    return entry_key(e, nonce, explicit_time=True)
+
+
+async def journal_keys_for(src: Store, dst: Store, snapshot_id: str) -> list[str]:
+    """The keys :func:`copy_journal` would create in ``dst`` for the entries ``src`` has
+    for the snapshot (for ``sync --dry-run``); empty when ``src`` has none (a new entry
+    is made then) or ``dst`` keeps no journal. Reads only."""
+    if not has_keys(dst) or not has_keys(src):
+        return []
+    sid = str(SnapshotId(snapshot_id))
+    keys = [_copied_key(e) for e in await _journal(cast("KeyStore", src)) if e.id == sid]
+    if not keys:
+        return []
+    try:
+        have = {k.key for k in await cast("KeyStore", dst).list_keys(JOURNAL)}
+    except StoreError as e:
+        if e.code != "STORE_NOT_FOUND":  # a file:// target a sync would create
+            raise
+        have = set()
+    return [k for k in keys if k not in have]
 
 
 async def _journal(store: KeyStore) -> list[SnapshotInfo]:

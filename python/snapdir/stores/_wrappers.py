@@ -50,6 +50,7 @@ from ._base import (
     ProgressFn,
     Store,
     TransientStoreError,
+    accepts_progress,
     for_each_limited,
 )
 from ._keys import KeyInfo, KeyStore, has_keys
@@ -337,16 +338,25 @@ class _StoreWrapper:
         await for_each_limited(items, one, self._batch_jobs(jobs))
 
     async def verify_objects(
-        self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
+        self,
+        objects: Sequence[tuple[str, int]],
+        *,
+        jobs: int = 32,
+        progress: ProgressFn | None = None,
     ) -> dict[str, str]:
         if self._local():
-            return await self._run(self.inner.verify_objects, objects, jobs=jobs)
+            extra: dict[str, Any] = {}
+            if progress is not None and accepts_progress(self.inner.verify_objects):
+                extra["progress"] = progress
+            return await self._run(self.inner.verify_objects, objects, jobs=jobs, **extra)
         problems: dict[str, str] = {}
 
         async def one(obj: tuple[str, int]) -> None:
             # One object per inner call: the backend keeps its own way of verifying
             # (streamed hashing for cloud stores) and the policy applies per object.
             problems.update(await self._verify_one(obj))
+            if progress is not None:
+                progress(1, obj[1])
 
         await for_each_limited(objects, one, self._batch_jobs(jobs))
         return problems

@@ -209,12 +209,17 @@ class FileStore(BaseStore):
         os.replace(tmp, dst)
 
     async def verify_objects(
-        self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
+        self,
+        objects: Sequence[tuple[str, int]],
+        *,
+        jobs: int = 32,
+        progress: ProgressFn | None = None,
     ) -> dict[str, str]:
         self.require()
         items = list(objects)
-        bad = await run_cancellable(
-            lambda token: _snapdir.store_verify_objects(self.root, items, token, None)
+        bad = await run_with_progress(
+            lambda token, prog: _snapdir.store_verify_objects(self.root, items, token, prog),
+            progress,
         )
         return dict(bad)
 
@@ -456,10 +461,15 @@ def _fsync_dir(path: str) -> None:
 async def run_with_progress(
     fn: Callable[[_snapdir.CancelToken, _snapdir.Progress | None], T],
     progress: ProgressFn | None,
+    *,
+    counters: _snapdir.Progress | None = None,
+    token: _snapdir.CancelToken | None = None,
 ) -> T:
     """Run a Rust batch ``fn(token, progress_counters)`` in a worker thread, forwarding its
-    counters to ``progress`` every 100 ms (and once at the end)."""
-    counters = _snapdir.Progress() if progress is not None else None
+    counters to ``progress`` every 100 ms (and once at the end). ``counters`` and ``token``:
+    ones the Rust side was given earlier (a checkout plan keeps those it was made with)."""
+    if counters is None and progress is not None:
+        counters = _snapdir.Progress()
     sent = [0, 0]
 
     def flush() -> None:
@@ -474,11 +484,11 @@ async def run_with_progress(
         return fn(token, counters)
 
     if LOCAL_SYNC.get():
-        value = run_blocking(call, flush)
+        value = run_blocking(call, flush, token)
         flush()
         return value
     if progress is None:
-        return await run_cancellable(call)
+        return await run_cancellable(call, token)
     import anyio  # here: the local CLI path above runs without it
 
     result: list[T] = []
@@ -491,7 +501,7 @@ async def run_with_progress(
                     flush()
 
             tg.start_soon(poll)
-            result.append(await run_cancellable(call))
+            result.append(await run_cancellable(call, token))
             tg.cancel_scope.cancel()
     except BaseExceptionGroup as eg:
         # The batch's own error (NotFoundError, ...), not the task group's wrapper of it.
