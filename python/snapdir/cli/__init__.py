@@ -53,6 +53,9 @@ GROUPS: dict[str, str] = {
     "adopt": "lifecycle",
     "du": "lifecycle",
     "cache": "cache",
+    "record": "recording",
+    "replay": "recording",
+    "recording": "recording",
     "completion": "",
     "version": "",
 }

@@ -168,6 +168,10 @@ class Recorder:
         await self.checkpoint()
         await self.flush()
 
+    def dir_name(self) -> str:
+        """The recorded directory (absolute)."""
+        return self.root
+
     def stop(self) -> None:
         """Ask :meth:`run` to return (safe from a signal handler's thread via the loop)."""
         if self._stop is not None:
@@ -198,6 +202,11 @@ class Recorder:
             if self._watch is not None:
                 wait = max(0.0, min(0.1, next_flush - now))
                 paths, overflow, _errors = await _thread(self._watch.next_batch, wait, 50_000)
+                if paths:
+                    # A rename arrives as two notifications: take its other half too.
+                    more, over2, _ = await _thread(self._watch.next_batch, 0.01, 50_000)
+                    paths += more
+                    overflow = overflow or over2
                 dirty = {r for r in (self._rel(p) for p in paths) if r is not None}
                 if overflow:
                     self.overflows += 1
