@@ -382,6 +382,7 @@ class Recorder:
                 continue
             want = "d" if kind == "dir" else "f"
             src = by_ino.get(ino)
+            src = src if src is not None and src in self.model else None
             same_thing = src is not None and (
                 self.model[src][0] == want == "d"
                 or (want == "f" and self.model[src][0] == "f" and self.model[src][3] == full)

@@ -121,26 +121,31 @@ def _prepare_target(target: str, into_existing: bool) -> None:
         )
 
 
-async def _matches(target: str, checkpoint: str, store: Store, placeholders: set[str]) -> tuple[bool, str]:
+async def _matches(
+    target: str, checkpoint: str, store: Store, placeholders: set[str], extra_ok: bool
+) -> tuple[bool, str]:
     """Whether the target equals snapshot ``checkpoint``; placeholder files are compared by
-    size and mode only (their bytes were never kept)."""
+    size and mode only (their bytes were never kept); with ``extra_ok`` (a replay into an
+    existing directory) paths the snapshot does not name are not compared."""
     from .._manifest import manifest
 
     m = await manifest(target, use_cache=False)
     from .._snapdir import id_from_manifest
 
     tid = id_from_manifest(m)
-    if tid == checkpoint or not placeholders:
+    if tid == checkpoint or not (placeholders or extra_ok):
         return tid == checkpoint, tid
     want = await store.get_manifest(checkpoint)
     a = {e.path: e for e in m.entries}
     b = {e.path: e for e in want.entries}
-    if set(a) != set(b):
+    if not set(b) <= set(a) or (set(a) != set(b) and not extra_ok):
         return False, tid
     for p, e in b.items():
         g = a[p]
         if (g.path_type, g.permissions) != (e.path_type, e.permissions):
             return False, tid
+        if str(e.path_type) == "Directory" and extra_ok:
+            continue
         if str(e.path_type) == "File":
             if p[2:] in placeholders:
                 if g.size != e.size:
@@ -240,7 +245,7 @@ async def replay(
                     on_event(json.loads(text))
             if verify == "each" and (j - 1) in cp_index:
                 t = time.monotonic()
-                ok, tid = await _matches(dest, cp_index[j - 1], st, placeholders)
+                ok, tid = await _matches(dest, cp_index[j - 1], st, placeholders, into_existing)
                 if not ok:
                     raise HashMismatchError(
                         f"replay of {_name(log)}: the target ({tid}) differs from checkpoint "
@@ -256,7 +261,7 @@ async def replay(
         # The end is verifiable when nothing was replayed after the last checkpoint.
         tail_ok = bool(checkpoints) and all(k == "checkpoint" for _, k, _ in outline[checkpoints[-1][0] : end])
         if verify != "none" and tail_ok and final is not None:
-            ok, tid = await _matches(dest, final, st, placeholders)
+            ok, tid = await _matches(dest, final, st, placeholders, into_existing)
             if not ok:
                 raise HashMismatchError(
                     f"replay of {_name(log)}: the target ({tid}) differs from the final "
