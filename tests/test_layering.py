@@ -44,6 +44,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "snapdir.cache_admin",
             "snapdir.lifecycle",
             "snapdir.lifecycle.*",
+            "snapdir.recording",
+            "snapdir.recording.*",
         },
     ),
     ("tools", {"snapdir._progress", "snapdir.testing"}),

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ._push import push, stage
     from ._sync import sync
     from ._verify import size, verify
+    from .recording import Recorder, ReplayReport, replay
 
 # Operations load on first use, so `import snapdir` (and every CLI start) stays cheap.
 _LAZY = {
@@ -53,6 +54,9 @@ _LAZY = {
     "sync": "._sync",
     "size": "._verify",
     "verify": "._verify",
+    "Recorder": ".recording",
+    "ReplayReport": ".recording",
+    "replay": ".recording",
 }
 
 
@@ -79,6 +83,8 @@ __all__ = [
     "ManifestEntry",
     "NotFoundError",
     "PathType",
+    "Recorder",
+    "ReplayReport",
     "SizeStats",
     "SnapdirError",
     "SnapdirIOError",
@@ -97,6 +103,7 @@ __all__ = [
     "manifest_size",
     "pull",
     "push",
+    "replay",
     "size",
     "stage",
     "sync",

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .._errors import InFluxError, InvalidArgumentError
+from .._errors import InFluxError, InvalidArgumentError, NotFoundError
 from .layout import check_name, head_key, keys_of, sealed_key
 
 if TYPE_CHECKING:
@@ -71,6 +71,10 @@ def parse_duration(value: str | float | None) -> float | None:
         return None
     if isinstance(value, (int, float)):
         return float(value)
+    try:
+        return float(value)
+    except ValueError:
+        pass
     secs, count = parse_every(value)
     if count is not None:
         return float(count)
@@ -108,6 +112,8 @@ class Recorder:
             raise InvalidArgumentError(f"invalid content mode {content!r}: all, text or none")
         self.root = os.path.abspath(os.fspath(path))
         if not os.path.isdir(self.root):
+            if not os.path.lexists(self.root):
+                raise NotFoundError(f"no directory {self.root!r} to record")
             raise InvalidArgumentError(f"{self.root!r} is not a directory")
         self.store = open_wrapped(store)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
