@@ -176,9 +176,8 @@ async def summary(store: Store, listed: Listed) -> dict[str, Any] | None:
 async def load(store: Store, name: str, *, jobs: int = 16) -> RecordingLog:
     """Read and verify recording ``name``: from its last head back along the chain of
     ``prev`` digests to segment 0, then verified whole (hashes, chain, every event)."""
-    import anyio
-
     from .._snapdir import RecordingLog, recording_peek_header
+    from ..stores._base import for_each_limited
 
     listed = await find(store, name)
     seq, digest = listed.last()
@@ -187,18 +186,14 @@ async def load(store: Store, name: str, *, jobs: int = 16) -> RecordingLog:
     fetched: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="snapdir-rec-") as tmp:
         wanted = [d for s, d in listed.heads.items() if s <= seq]
-        limit = anyio.Semaphore(jobs)
 
         async def one(d: str) -> None:
-            async with limit:
-                try:
-                    fetched[d] = await read_object(store, d, MAX_SEGMENT, tmp)
-                except NotFoundError:
-                    pass
+            try:
+                fetched[d] = await read_object(store, d, MAX_SEGMENT, tmp)
+            except NotFoundError:
+                pass
 
-        async with anyio.create_task_group() as tg:
-            for d in wanted:
-                tg.start_soon(one, d)
+        await for_each_limited(wanted, one, jobs)
         chain: list[tuple[str, bytes]] = []
         cur: str | None = digest
         expect = seq
