@@ -232,3 +232,92 @@ def test_links_in_the_target_are_never_followed(tmp_path: Path, events: list[Any
 
 def test_at_least_thirty_hostile_recordings() -> None:
     assert len(EVENT_CASES) + len(SEGMENT_CASES) + 5 >= 30
+
+
+# -- epuplayer archives -----------------------------------------------------------------
+
+
+def _epu_event(**kw: Any) -> dict[str, Any]:
+    base = {"timestamp": 1.0, "event_type": "created", "src_path": "a.txt", "dest_path": None,
+            "is_directory": False, "content": "hi", "size": 2, "content_hash": None,
+            "binary_chunk_id": None, "operation_data": None, "file_position": None,
+            "is_placeholder": False}  # fmt: skip
+    return base | kw
+
+
+def _archive(path: Path, members: list[tuple[str, bytes, bytes]]) -> None:
+    """members: (name, data, type) with type b"f" file, b"l" symlink, b"d" dir."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data, kind in members:
+            info = tarfile.TarInfo(name)
+            if kind == b"l":
+                info.type = tarfile.SYMTYPE
+                info.linkname = data.decode()
+                tar.addfile(info)
+            elif kind == b"d":
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def _doc(events: list[Any]) -> bytes:
+    return json.dumps({"metadata": {"watch_dir": "/x", "recorded_at": "2026-01-01"},
+                       "events": events}).encode()  # fmt: skip
+
+
+EPU_CASES: dict[str, list[tuple[str, bytes, bytes]]] = {
+    "member-dotdot": [("recording.json", _doc([]), b"f"), ("../escaped.txt", b"x", b"f")],
+    "member-absolute": [("recording.json", _doc([]), b"f"), ("/tmp/escaped-abs.txt", b"x", b"f")],
+    "member-symlink": [("recording.json", _doc([]), b"f"), ("chunks/chunk_0.bin", b"/etc/passwd", b"l")],
+    "member-unexpected": [("recording.json", _doc([]), b"f"), ("chunks/evil.sh", b"x", b"f")],
+    "no-recording-json": [("chunks/chunk_0.bin", b"x", b"f")],
+    "json-not-object": [("recording.json", b"[1, 2]", b"f")],
+    "json-garbage": [("recording.json", b"{{{", b"f")],
+    "event-dotdot": [("recording.json", _doc([_epu_event(src_path="../escaped.txt")]), b"f")],
+    "event-absolute": [("recording.json", _doc([_epu_event(src_path="/tmp/escaped-abs.txt")]), b"f")],
+    "event-nul": [("recording.json", _doc([_epu_event(src_path="a\u0000b")]), b"f")],
+    "move-out": [("recording.json", _doc([_epu_event(), _epu_event(event_type="moved", dest_path="../escaped.txt")]), b"f")],
+    "hash-mismatch": [("recording.json", _doc([_epu_event(content_hash="0" * 64)]), b"f")],
+    "missing-chunk": [("recording.json", _doc([_epu_event(content=None, binary_chunk_id="chunk_9")]), b"f")],
+    "bad-timestamp": [("recording.json", _doc([_epu_event(timestamp="now")]), b"f")],
+    "unknown-type": [("recording.json", _doc([_epu_event(event_type="exploded")]), b"f")],
+    "append-no-position": [("recording.json", _doc([_epu_event(), _epu_event(event_type="appended")]), b"f")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(EPU_CASES))
+def test_hostile_epuplayer_archives(tmp_path: Path, case: str) -> None:
+    from snapdir.recording.epuplayer import import_epuplayer
+
+    archive = tmp_path / "evil.tar.gz"
+    _archive(archive, EPU_CASES[case])
+    store = tmp_path / "store"
+    store.mkdir()
+    write(tmp_path / "outside" / "sentinel", "untouched")
+    before = _outside_state(tmp_path)
+    with pytest.raises(SnapdirError) as exc:
+        anyio.run(lambda: import_epuplayer(archive, uri(store), name="evil"))
+    assert str(exc.value)
+    assert _outside_state(tmp_path) == before
+    assert not (store / ".snapdir" / "recordings").exists()
+    for p in ("/tmp/escaped-abs.txt", str(tmp_path / "escaped.txt"), str(tmp_path.parent / "escaped.txt")):
+        assert not os.path.lexists(p)
+
+
+def test_not_a_tar_gz(tmp_path: Path) -> None:
+    from snapdir.recording.epuplayer import import_epuplayer
+
+    (tmp_path / "x.tar.gz").write_bytes(b"plain text")
+    (tmp_path / "s").mkdir()
+    with pytest.raises(SnapdirError, match="not a valid epuplayer recording"):
+        anyio.run(lambda: import_epuplayer(tmp_path / "x.tar.gz", uri(tmp_path / "s"), name="x"))
+    good = tmp_path / "good.tar.gz"
+    _archive(good, [("recording.json", _doc([_epu_event()]), b"f")])
+    (tmp_path / "torn.tar.gz").write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    with pytest.raises(SnapdirError, match="not a valid epuplayer recording"):
+        anyio.run(lambda: import_epuplayer(tmp_path / "torn.tar.gz", uri(tmp_path / "s"), name="y"))

@@ -227,6 +227,43 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+IMPORT_JSON = {k: v for k, v in RECORD_JSON.items() if k != "overflows"} | {
+    "overflows": "always 0 for an import"
+}
+EXPORT_JSON = {
+    "events": "epuplayer events written",
+    "chunks": "binary chunks written",
+    "output": "the archive written",
+}
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from ..recording.epuplayer import import_epuplayer
+
+    store = need_store(args)
+    summary = _anyio_run(lambda: import_epuplayer(args.file, store, name=args.name))
+    if args.json:
+        emit_json({k: v for k, v in summary.items() if k != "schema"})
+    else:
+        sys.stdout.write(
+            f"{summary['name']}: {summary['events']} events imported, final "
+            f"{summary['final_checkpoint']}\n"
+        )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..recording.epuplayer import export_epuplayer
+
+    store = need_store(args)
+    r = _anyio_run(lambda: export_epuplayer(args.recording, store, args.output))
+    if args.json:
+        emit_json(r)
+    else:
+        info(args, f"{r['events']} events, {r['chunks']} chunks written to {r['output']}")
+    return 0
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``record``, ``replay`` and ``recording`` to the CLI's sub-parsers."""
     from ._common import Parser, add_command
@@ -358,9 +395,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     top = sub.add_parser(
         "recording",
         parents=[common],
-        help="list and describe recordings: ls, info",
+        help="list, describe, import and export recordings: ls, info, import, export",
         description="The recordings in a store: ls lists them, info verifies one and "
-        "describes it.",
+        "describes it, import reads an epuplayer archive, export writes one.",
     )
     actions = top.add_subparsers(
         dest="recording_command", metavar="ACTION", parser_class=Parser, title="actions"
@@ -389,3 +426,31 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("recording", metavar="REC", help="the recording's name")
     store_arg(p)
     p.set_defaults(handler=cmd_info)
+    p = add_command(
+        actions,
+        "import",
+        common,
+        json=IMPORT_JSON,
+        help="import an epuplayer recording (tar.gz)",
+        description="Read an epuplayer archive member by member (no extraction: every "
+        "member, path and content hash checked) and store it as a recording, with its "
+        "final state as a checkpoint.",
+    )
+    p.add_argument("file", metavar="FILE", help="the epuplayer .tar.gz")
+    store_arg(p)
+    p.add_argument("--name", metavar="NAME", help="the recording's name")
+    p.set_defaults(handler=cmd_import)
+    p = add_command(
+        actions,
+        "export",
+        common,
+        json=EXPORT_JSON,
+        help="write a recording in epuplayer's format",
+        description="Write recording REC as an archive epuplayer replays (--format "
+        "epuplayer, the only format).",
+    )
+    p.add_argument("recording", metavar="REC", help="the recording's name")
+    store_arg(p)
+    p.add_argument("--format", choices=("epuplayer",), default="epuplayer", help="epuplayer")
+    p.add_argument("-o", "--output", required=True, metavar="F", help="the archive to write")
+    p.set_defaults(handler=cmd_export)

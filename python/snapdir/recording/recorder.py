@@ -11,7 +11,7 @@ Checkpoints are ordinary snapshots (a push without a journal entry): the recorde
 pushed manifest against its model and records the differences before the checkpoint event,
 so replaying the events up to a checkpoint gives exactly that snapshot.
 
-Events are buffered and flushed at least every ``flush_interval`` (0.5 s by default) as one
+Events are buffered and flushed at least every ``flush_interval`` (0.25 s by default) as one
 segment object plus one create-only head key: ``kill -9`` loses at most about a second.
 """
 
@@ -103,7 +103,7 @@ class Recorder:
         force_text_ext: Sequence[str] = (),
         force_binary_ext: Sequence[str] = (),
         skip_unreadable: bool = False,
-        flush_interval: float = 0.5,
+        flush_interval: float = 0.25,
         journal: bool = True,
     ) -> None:
         from .._common import open_wrapped

@@ -35,8 +35,13 @@ pub enum Op {
     Delete,
     Chmod { mode: u32 },
     Unreadable { errno: i32 },
-    /// A file whose bytes were not kept: its size and content hash only.
-    Placeholder { mode: u32, size: u64, full: Digest },
+    /// A file whose bytes were not kept: its size and content hash only (the hash is
+    /// unknown for a placeholder imported from another tool).
+    Placeholder {
+        mode: u32,
+        size: u64,
+        full: Option<Digest>,
+    },
     /// The tree equals snapshot `id` at this point.
     Checkpoint { id: Digest },
 }
@@ -191,7 +196,10 @@ impl Event {
             "placeholder" => Op::Placeholder {
                 mode: get_mode(o)?,
                 size: get_u64(o, "s", MAX_SIZE)?,
-                full: get_hash(o, "f")?,
+                full: match o.get("f") {
+                    None | Some(Value::Null) => None,
+                    Some(_) => Some(get_hash(o, "f")?),
+                },
             },
             "checkpoint" => Op::Checkpoint {
                 id: get_hash(o, "id")?,
@@ -256,7 +264,9 @@ impl Event {
             Op::Placeholder { mode, size, full } => {
                 o.insert("m".into(), (*mode).into());
                 o.insert("s".into(), (*size).into());
-                o.insert("f".into(), h(full));
+                if let Some(full) = full {
+                    o.insert("f".into(), h(full));
+                }
             }
             Op::Checkpoint { id } => {
                 o.insert("id".into(), h(id));
