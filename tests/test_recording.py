@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ async def _life(src: Path) -> None:
     pause = 0.15
     write(src / "sub" / "deep" / "x.xml", "<x/>")
     await anyio.sleep(pause)
-    with open(src / "a.txt", "a") as f:
+    with open(src / "a.txt", "a") as f:  # noqa: ASYNC230
         f.write("more\n")
     await anyio.sleep(pause)
     write(src / "rewritten.txt", "completely different")
@@ -80,10 +81,11 @@ def test_round_trip_with_real_notifications(tmp_path: Path) -> None:
     assert s["final_checkpoint"] == anyio.run(snapdir.id, src)
     # Appends store only the new bytes.
     d = anyio.run(info, "life", store)
-    assert d["sealed"] and d["final_checkpoint"] == s["final_checkpoint"]
+    assert d["sealed"]
+    assert d["final_checkpoint"] == s["final_checkpoint"]
     for mode in ("burst", "exact"):
         out = tmp_path / f"out-{mode}"
-        rep = anyio.run(lambda: replay("life", store, out, mode=mode, verify="each"))
+        rep = anyio.run(partial(replay, "life", store, out, mode=mode, verify="each"))
         assert rep.verified is True
         assert rep.target_id == s["final_checkpoint"]
         assert rep.checkpoints_verified >= 2
@@ -99,7 +101,7 @@ def test_append_stores_only_new_bytes(tmp_path: Path) -> None:
 
     async def act(p: Path) -> None:
         await anyio.sleep(0.2)
-        with open(p / "big.log", "ab") as f:
+        with open(p / "big.log", "ab") as f:  # noqa: ASYNC230
             f.write(b"tail")
         await anyio.sleep(0.3)
 
@@ -107,7 +109,8 @@ def test_append_stores_only_new_bytes(tmp_path: Path) -> None:
     log = anyio.run(snapdir.recording.load, snapdir._common.open_wrapped(store), "app")
     events = [json.loads(e) for e in log.events_json(0, len(log))]
     app = [e for e in events if e["k"] == "append"]
-    assert len(app) == 1 and (app[0]["o"], app[0]["s"]) == (200_000, 200_004)
+    assert len(app) == 1
+    assert (app[0]["o"], app[0]["s"]) == (200_000, 200_004)
     assert dict(log.objects(0, len(log)))[app[0]["h"]] == 4
 
 
@@ -122,14 +125,13 @@ def test_placeholders_are_reported_not_failures(tmp_path: Path) -> None:
         await anyio.sleep(0.3)
 
     s = anyio.run(
-        lambda: _record(
-            src, store, act, name="ph", content="text", placeholder=["*.mrc"]
-        )
+        lambda: _record(src, store, act, name="ph", content="text", placeholder=["*.mrc"])
     )
     assert s["by_kind"]["placeholder"] == 2
     for how in ("zeros", "sparse"):
-        rep = anyio.run(lambda: replay("ph", store, tmp_path / how, mode="burst", placeholder=how))
-        assert rep.placeholders == 2 and rep.verified is True
+        rep = anyio.run(partial(replay, "ph", store, tmp_path / how, mode="burst", placeholder=how))
+        assert rep.placeholders == 2
+        assert rep.verified is True
         assert (tmp_path / how / "frame.tiff").stat().st_size == 20000
         assert (tmp_path / how / "frame.tiff").read_bytes() == b"\0" * 20000
         assert (tmp_path / how / "notes.txt").read_text() == "plain"
@@ -143,14 +145,16 @@ def test_poll_mode_records_without_notifications(tmp_path: Path) -> None:
         await anyio.sleep(0.1)
         write(p / "d" / "b", "2")
         await anyio.sleep(0.4)
-        with open(p / "a", "a") as f:
+        with open(p / "a", "a") as f:  # noqa: ASYNC230
             f.write("3")
         await anyio.sleep(0.4)
 
     s = anyio.run(lambda: _record(src, store, act, name="poll", poll=0.2))
-    assert s["by_kind"]["create"] >= 2 and s["by_kind"]["append"] == 1
+    assert s["by_kind"]["create"] >= 2
+    assert s["by_kind"]["append"] == 1
     rep = anyio.run(lambda: replay("poll", store, tmp_path / "out", mode="burst"))
-    assert rep.verified and anyio.run(snapdir.id, tmp_path / "out") == anyio.run(snapdir.id, src)
+    assert rep.verified
+    assert anyio.run(snapdir.id, tmp_path / "out") == anyio.run(snapdir.id, src)
 
 
 def test_time_windows_and_modes(tmp_path: Path) -> None:
@@ -169,7 +173,8 @@ def test_time_windows_and_modes(tmp_path: Path) -> None:
     cut = (times["f1"] + times["f2"]) / 2
     at = tmp_path / "at"
     rep = anyio.run(lambda: replay("win", store, at, at=cut))
-    assert sorted(os.listdir(at)) == ["f0", "f1"] and rep.verified is None
+    assert sorted(os.listdir(at)) == ["f0", "f1"]
+    assert rep.verified is None
     until = tmp_path / "until"
     anyio.run(lambda: replay("win", store, until, mode="burst", until=cut))
     assert sorted(os.listdir(until)) == ["f0", "f1"]
@@ -177,9 +182,11 @@ def test_time_windows_and_modes(tmp_path: Path) -> None:
     t0 = time.monotonic()
     rep = anyio.run(lambda: replay("win", store, frm, mode="exact", start=times["f2"]))
     took = time.monotonic() - t0
-    assert rep.verified and sorted(os.listdir(frm)) == ["f0", "f1", "f2", "f3"]
+    assert rep.verified
+    assert sorted(os.listdir(frm)) == ["f0", "f1", "f2", "f3"]
     assert took < 1.5  # the first 0.9 s were applied at once
-    assert MODES["fast"] == (100.0, 1.0) and MODES["dev"] == (1000.0, 0.1)
+    assert MODES["fast"] == (100.0, 1.0)
+    assert MODES["dev"] == (1000.0, 0.1)
     with pytest.raises(InvalidArgumentError):
         anyio.run(lambda: replay("win", store, tmp_path / "x", mode="warp"))
 
@@ -198,7 +205,8 @@ def test_target_safety(tmp_path: Path) -> None:
     rep = anyio.run(lambda: replay("safe", store, busy, mode="burst", into_existing=True))
     assert rep.verified is True  # the recording's paths match; "other" is left alone
     assert list(outside.iterdir()) == []  # the link was replaced, never followed
-    assert (busy / "d").is_dir() and not (busy / "d").is_symlink()
+    assert (busy / "d").is_dir()
+    assert not (busy / "d").is_symlink()
     assert (busy / "other").read_text() == "keep me"
     link = tmp_path / "link"
     link.symlink_to(outside)

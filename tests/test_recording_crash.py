@@ -7,15 +7,17 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "record_kill_trials.py"
 
 
-def _script():  # type: ignore[no-untyped-def]
+def _script() -> Any:
     spec = importlib.util.spec_from_file_location("record_kill_trials", SCRIPT)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules["record_kill_trials"] = mod
     spec.loader.exec_module(mod)

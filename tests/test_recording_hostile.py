@@ -140,7 +140,11 @@ def _segments_case(kind: str, store: Path) -> None:
     elif kind == "meta-not-object":
         _plant(store, name, [_segment(_header(name, 0, None, meta=[1, 2]), [_create("a")])])
     elif kind == "not-utf8":
-        _plant(store, name, [_segment(_header(name, 0, None), []) + b'{"t":1,"k":"create","p":"\xff"}\n'])
+        _plant(
+            store,
+            name,
+            [_segment(_header(name, 0, None), []) + b'{"t":1,"k":"create","p":"\xff"}\n'],
+        )
     elif kind == "sealed-twice":
         d0 = _plant(store, name, [good0])[0]
         _head(store, name, 0, d0, area="sealed")
@@ -177,7 +181,9 @@ def _outside_state(root: Path) -> dict[str, bytes | None]:
     return state
 
 
-def _attack(tmp_path: Path, plant: Callable[[Path], None], into_existing: bool = False) -> BaseException:
+def _attack(
+    tmp_path: Path, plant: Callable[[Path], None], into_existing: bool = False
+) -> BaseException:
     store = tmp_path / "store"
     store.mkdir()
     plant(store)
@@ -222,7 +228,13 @@ def test_hostile_segments(tmp_path: Path, case: str) -> None:
         [_ev(k="chmod", p="link", m=0o777)],
         [_ev(k="append", p="link", h=H, o=0, s=6, f=H)],
     ],
-    ids=["create-through-link", "rename-into-link", "mkdir-through-link", "chmod-link", "append-link"],
+    ids=[
+        "create-through-link",
+        "rename-into-link",
+        "mkdir-through-link",
+        "chmod-link",
+        "append-link",
+    ],
 )
 def test_links_in_the_target_are_never_followed(tmp_path: Path, events: list[Any]) -> None:
     err = _attack(tmp_path, lambda s: _one(s, events), into_existing=True)
@@ -273,20 +285,35 @@ def _doc(events: list[Any]) -> bytes:
 EPU_CASES: dict[str, list[tuple[str, bytes, bytes]]] = {
     "member-dotdot": [("recording.json", _doc([]), b"f"), ("../escaped.txt", b"x", b"f")],
     "member-absolute": [("recording.json", _doc([]), b"f"), ("/tmp/escaped-abs.txt", b"x", b"f")],
-    "member-symlink": [("recording.json", _doc([]), b"f"), ("chunks/chunk_0.bin", b"/etc/passwd", b"l")],
+    "member-symlink": [
+        ("recording.json", _doc([]), b"f"),
+        ("chunks/chunk_0.bin", b"/etc/passwd", b"l"),
+    ],
     "member-unexpected": [("recording.json", _doc([]), b"f"), ("chunks/evil.sh", b"x", b"f")],
     "no-recording-json": [("chunks/chunk_0.bin", b"x", b"f")],
     "json-not-object": [("recording.json", b"[1, 2]", b"f")],
     "json-garbage": [("recording.json", b"{{{", b"f")],
     "event-dotdot": [("recording.json", _doc([_epu_event(src_path="../escaped.txt")]), b"f")],
-    "event-absolute": [("recording.json", _doc([_epu_event(src_path="/tmp/escaped-abs.txt")]), b"f")],
+    "event-absolute": [
+        ("recording.json", _doc([_epu_event(src_path="/tmp/escaped-abs.txt")]), b"f")
+    ],
     "event-nul": [("recording.json", _doc([_epu_event(src_path="a\u0000b")]), b"f")],
-    "move-out": [("recording.json", _doc([_epu_event(), _epu_event(event_type="moved", dest_path="../escaped.txt")]), b"f")],
+    "move-out": [
+        (
+            "recording.json",
+            _doc([_epu_event(), _epu_event(event_type="moved", dest_path="../escaped.txt")]),
+            b"f",
+        )
+    ],
     "hash-mismatch": [("recording.json", _doc([_epu_event(content_hash="0" * 64)]), b"f")],
-    "missing-chunk": [("recording.json", _doc([_epu_event(content=None, binary_chunk_id="chunk_9")]), b"f")],
+    "missing-chunk": [
+        ("recording.json", _doc([_epu_event(content=None, binary_chunk_id="chunk_9")]), b"f")
+    ],
     "bad-timestamp": [("recording.json", _doc([_epu_event(timestamp="now")]), b"f")],
     "unknown-type": [("recording.json", _doc([_epu_event(event_type="exploded")]), b"f")],
-    "append-no-position": [("recording.json", _doc([_epu_event(), _epu_event(event_type="appended")]), b"f")],
+    "append-no-position": [
+        ("recording.json", _doc([_epu_event(), _epu_event(event_type="appended")]), b"f")
+    ],
 }
 
 
@@ -305,7 +332,11 @@ def test_hostile_epuplayer_archives(tmp_path: Path, case: str) -> None:
     assert str(exc.value)
     assert _outside_state(tmp_path) == before
     assert not (store / ".snapdir" / "recordings").exists()
-    for p in ("/tmp/escaped-abs.txt", str(tmp_path / "escaped.txt"), str(tmp_path.parent / "escaped.txt")):
+    for p in (
+        "/tmp/escaped-abs.txt",
+        str(tmp_path / "escaped.txt"),
+        str(tmp_path.parent / "escaped.txt"),
+    ):
         assert not os.path.lexists(p)
 
 

@@ -308,8 +308,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="GLOB",
-        help="record files matching GLOB as placeholders: size and hash, no bytes "
-        "(repeatable)",
+        help="record files matching GLOB as placeholders: size and hash, no bytes (repeatable)",
     )
     p.add_argument(
         "--force-text-ext",
@@ -354,7 +353,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="TARGET", help="the directory to replay into")
     store_arg(p)
     modes = p.add_mutually_exclusive_group()
-    for flag, mode in (("--dev-mode", "dev"), ("--fast", "fast"), ("--exact", "exact"), ("--burst", "burst")):
+    for flag, mode in (
+        ("--dev-mode", "dev"),
+        ("--fast", "fast"),
+        ("--exact", "exact"),
+        ("--burst", "burst"),
+    ):
         modes.add_argument(flag, dest="mode", action="store_const", const=mode, help=f"{mode} mode")
     p.add_argument("--speed", type=_positive, metavar="X", help="recording seconds per second")
     p.add_argument(
@@ -387,9 +391,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replay a recording that has unreadable events (they are skipped)",
     )
-    p.add_argument(
-        "--into-existing", action="store_true", help="replay into a non-empty TARGET"
-    )
+    p.add_argument("--into-existing", action="store_true", help="replay into a non-empty TARGET")
     p.set_defaults(handler=cmd_replay)
 
     top = sub.add_parser(

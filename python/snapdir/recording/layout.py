@@ -16,6 +16,7 @@ before any event is used.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -188,10 +189,8 @@ async def load(store: Store, name: str, *, jobs: int = 16) -> RecordingLog:
         wanted = [d for s, d in listed.heads.items() if s <= seq]
 
         async def one(d: str) -> None:
-            try:
+            with contextlib.suppress(NotFoundError):
                 fetched[d] = await read_object(store, d, MAX_SEGMENT, tmp)
-            except NotFoundError:
-                pass
 
         await for_each_limited(wanted, one, jobs)
         chain: list[tuple[str, bytes]] = []

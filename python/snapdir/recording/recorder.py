@@ -17,6 +17,7 @@ segment object plus one create-only head key: ``kill -9`` loses at most about a 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
@@ -339,7 +340,9 @@ class Recorder:
 
     def _move(self, src: str, dst: str) -> None:
         pre = src + "/"
-        moved = {dst + k[len(src) :]: v for k, v in self.model.items() if k == src or k.startswith(pre)}
+        moved = {
+            dst + k[len(src) :]: v for k, v in self.model.items() if k == src or k.startswith(pre)
+        }
         self._forget(src)
         self.model.update(moved)
 
@@ -353,7 +356,7 @@ class Recorder:
         for rel in list(dirty):
             if rel and rel not in self.model:
                 full = os.path.join(self.root, rel)
-                if os.path.isdir(full) and not os.path.islink(full):
+                if os.path.isdir(full) and not os.path.islink(full):  # noqa: ASYNC240
                     for base, dirs, files in os.walk(full):
                         r = base[len(self.root) + 1 :]
                         dirty.update(f"{r}/{n}" for n in dirs + files)
@@ -549,10 +552,8 @@ class Recorder:
             await self.store.put_objects(puts)
             self.bytes_stored += sum(n for _, (_, n) in self.staged.items())
             for _, (p, _) in self.staged.items():
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(p)
-                except FileNotFoundError:
-                    pass
             self.staged.clear()
         meta = None
         if self.seq == 0:

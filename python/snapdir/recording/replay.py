@@ -2,8 +2,8 @@
 
 The events are applied in Rust (:class:`snapdir._snapdir.Replayer`) on an absolute
 schedule, ``start + Σ min((t_i - t_{i-1}) / speed, max_delay)``; the modes are
-epuplayer's: ``dev`` (1000×, at most 0.1 s between events), ``fast`` (100×, at most 1 s:
-the default), ``exact`` (1×) and ``burst`` (no waiting). Content objects are fetched first
+epuplayer's: ``dev`` (1000x, at most 0.1 s between events), ``fast`` (100x, at most 1 s:
+the default), ``exact`` (1x) and ``burst`` (no waiting). Content objects are fetched first
 (verified by the store), checked again against their hash before they are written, and
 written only inside the target, as a pull writes (no symbolic link followed, no setuid).
 """
@@ -114,7 +114,9 @@ def _prepare_target(target: str, into_existing: bool) -> None:
     import stat
 
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise UnsafePathError(f"replay target {target!r} is not a directory (links are not followed)")
+        raise UnsafePathError(
+            f"replay target {target!r} is not a directory (links are not followed)"
+        )
     if os.listdir(target) and not into_existing:
         raise ConflictError(
             f"replay target {target!r} is not empty: pass --into-existing to replay into it"
@@ -200,7 +202,7 @@ async def replay(
         raise InvalidArgumentError("speed must be above 0 and max delay 0 or more")
     st = open_wrapped(store, jobs)
     log = rec if not isinstance(rec, str) else await load(st, rec)
-    dest = os.path.abspath(os.fspath(target))
+    dest = os.path.abspath(os.fspath(target))  # noqa: ASYNC240 (no I/O)
     _prepare_target(dest, into_existing)
     outline = log.outline()
     n = len(outline)
@@ -245,10 +247,10 @@ async def replay(
                     on_event(json.loads(text))
             if verify == "each" and (j - 1) in cp_index:
                 t = time.monotonic()
-                ok, tid = await _matches(dest, cp_index[j - 1], st, placeholders, into_existing)
+                ok, got = await _matches(dest, cp_index[j - 1], st, placeholders, into_existing)
                 if not ok:
                     raise HashMismatchError(
-                        f"replay of {_name(log)}: the target ({tid}) differs from checkpoint "
+                        f"replay of {_name(log)}: the target ({got}) differs from checkpoint "
                         f"{cp_index[j - 1]} after event {j - 1}"
                     )
                 verified_cps += 1
@@ -259,7 +261,9 @@ async def replay(
         verified: bool | None = None
         tid: str | None = None
         # The end is verifiable when nothing was replayed after the last checkpoint.
-        tail_ok = bool(checkpoints) and all(k == "checkpoint" for _, k, _ in outline[checkpoints[-1][0] : end])
+        tail_ok = bool(checkpoints) and all(
+            k == "checkpoint" for _, k, _ in outline[checkpoints[-1][0] : end]
+        )
         if verify != "none" and tail_ok and final is not None:
             ok, tid = await _matches(dest, final, st, placeholders, into_existing)
             if not ok:

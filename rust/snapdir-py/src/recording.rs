@@ -165,9 +165,7 @@ pub fn recording_capture(
     bool,
     Option<(String, u64, PathBuf, u64)>,
 )> {
-    let prev = prev
-        .map(|(n, h)| hex(py, &h).map(|d| (n, d)))
-        .transpose()?;
+    let prev = prev.map(|(n, h)| hex(py, &h).map(|d| (n, d))).transpose()?;
     let keep = match keep {
         "all" => capture::Keep::All,
         "none" => capture::Keep::None,

@@ -122,7 +122,8 @@ impl Target {
     fn object(&self, obj: &Digest, size: u64, rel: &str) -> Result<File> {
         let p = self.objects.join(to_hex(obj));
         let mut f = File::open(&p).map_err(|e| Error::io("cannot read staged object", &p, e))?;
-        let (got, n) = hash_file(&mut f).map_err(|e| Error::io("cannot read staged object", &p, e))?;
+        let (got, n) =
+            hash_file(&mut f).map_err(|e| Error::io("cannot read staged object", &p, e))?;
         if got != *obj || n != size {
             return Err(Error::new(
                 Code::HashMismatch,
@@ -181,7 +182,10 @@ impl Target {
                 match d.kind(name).map_err(io)? {
                     Kind::Dir { .. } => {}
                     Kind::Missing => d.mkdir(name, 0o700).map_err(io)?,
-                    _ => d.remove_all(name).and_then(|_| d.mkdir(name, 0o700)).map_err(io)?,
+                    _ => d
+                        .remove_all(name)
+                        .and_then(|_| d.mkdir(name, 0o700))
+                        .map_err(io)?,
                 }
                 d.open_dir(name)
                     .and_then(|s| s.chmod(mode & MODE_MASK))
@@ -259,7 +263,11 @@ impl Target {
                     .map_err(io)?,
                 Kind::File { .. } => {
                     let f = d
-                        .open_flags(name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0)
+                        .open_flags(
+                            name,
+                            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+                            0,
+                        )
                         .map_err(io)?;
                     fchmod(&f, mode & MODE_MASK).map_err(io)?;
                 }

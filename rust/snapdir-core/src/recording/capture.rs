@@ -133,10 +133,19 @@ pub fn capture(
         for comp in dir.split('/') {
             d = match d.open_dir(comp.as_bytes()) {
                 Ok(s) => s,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)) => {
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)
+                    ) =>
+                {
                     return Ok(Found::Missing)
                 }
-                Err(e) => return Ok(Found::Unreadable { errno: errno_of(&e) }),
+                Err(e) => {
+                    return Ok(Found::Unreadable {
+                        errno: errno_of(&e),
+                    })
+                }
             };
         }
     }
@@ -144,7 +153,11 @@ pub fn capture(
     let st = match d.lstat(name) {
         Ok(Some(st)) => st,
         Ok(None) => return Ok(Found::Missing),
-        Err(e) => return Ok(Found::Unreadable { errno: errno_of(&e) }),
+        Err(e) => {
+            return Ok(Found::Unreadable {
+                errno: errno_of(&e),
+            })
+        }
     };
     #[allow(clippy::unnecessary_cast)]
     let ino = st.st_ino as u64;
@@ -157,7 +170,11 @@ pub fn capture(
         Ok(f) => f,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Found::Missing),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Found::Other),
-        Err(e) => return Ok(Found::Unreadable { errno: errno_of(&e) }),
+        Err(e) => {
+            return Ok(Found::Unreadable {
+                errno: errno_of(&e),
+            })
+        }
     };
     let read = |f: &mut File| -> io::Result<Option<Captured>> {
         let before = fstat(f)?;
@@ -202,7 +219,8 @@ pub fn capture(
             if k == 0 {
                 break;
             }
-            if got == offset && keep == Keep::Text && !appending && buf[..k.min(8192)].contains(&0) {
+            if got == offset && keep == Keep::Text && !appending && buf[..k.min(8192)].contains(&0)
+            {
                 placeholder = true;
             }
             full.update(&buf[..k]);
@@ -250,7 +268,9 @@ pub fn capture(
         }
         Ok(None) => Ok(Found::InFlux),
         Err(e) if e.raw_os_error().is_some() && !matches!(e.raw_os_error(), Some(libc::ENOSPC)) => {
-            Ok(Found::Unreadable { errno: errno_of(&e) })
+            Ok(Found::Unreadable {
+                errno: errno_of(&e),
+            })
         }
         Err(e) => Err(Error::new(Code::Io, format!("cannot stage {rel:?}: {e}"))),
     }

@@ -22,19 +22,43 @@ pub const MAX_TIME_US: u64 = 100 * 365 * 24 * 3600 * 1_000_000;
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Mkdir { mode: u32 },
+    Mkdir {
+        mode: u32,
+    },
     /// A new file with this content (object `obj` = the whole content).
-    Create { mode: u32, obj: Digest, size: u64 },
+    Create {
+        mode: u32,
+        obj: Digest,
+        size: u64,
+    },
     /// An existing file rewritten whole.
-    Write { mode: u32, obj: Digest, size: u64 },
+    Write {
+        mode: u32,
+        obj: Digest,
+        size: u64,
+    },
     /// New bytes at the end: `obj` holds only them (`size - offset` bytes); `full` is the
     /// whole file's hash afterwards.
-    Append { obj: Digest, offset: u64, size: u64, full: Digest },
-    Truncate { size: u64, full: Digest },
-    Rename { to: String },
+    Append {
+        obj: Digest,
+        offset: u64,
+        size: u64,
+        full: Digest,
+    },
+    Truncate {
+        size: u64,
+        full: Digest,
+    },
+    Rename {
+        to: String,
+    },
     Delete,
-    Chmod { mode: u32 },
-    Unreadable { errno: i32 },
+    Chmod {
+        mode: u32,
+    },
+    Unreadable {
+        errno: i32,
+    },
     /// A file whose bytes were not kept: its size and content hash only (the hash is
     /// unknown for a placeholder imported from another tool).
     Placeholder {
@@ -43,7 +67,9 @@ pub enum Op {
         full: Option<Digest>,
     },
     /// The tree equals snapshot `id` at this point.
-    Checkpoint { id: Digest },
+    Checkpoint {
+        id: Digest,
+    },
 }
 
 impl Op {
@@ -145,7 +171,9 @@ fn get_str<'a>(o: &'a Map<String, Value>, k: &str) -> Result<&'a str> {
 impl Event {
     /// Parses and validates one event object.
     pub fn from_json(v: &Value) -> Result<Event> {
-        let o = v.as_object().ok_or_else(|| bad("event is not a JSON object"))?;
+        let o = v
+            .as_object()
+            .ok_or_else(|| bad("event is not a JSON object"))?;
         let t_us = get_u64(o, "t", MAX_TIME_US)?;
         let kind = get_str(o, "k")?;
         let path = match kind {
@@ -156,7 +184,8 @@ impl Event {
         let op = match kind {
             "mkdir" => Op::Mkdir { mode: get_mode(o)? },
             "create" | "write" => {
-                let (mode, obj, size) = (get_mode(o)?, get_hash(o, "h")?, get_u64(o, "s", MAX_SIZE)?);
+                let (mode, obj, size) =
+                    (get_mode(o)?, get_hash(o, "h")?, get_u64(o, "s", MAX_SIZE)?);
                 if kind == "create" {
                     Op::Create { mode, obj, size }
                 } else {
@@ -211,7 +240,10 @@ impl Event {
                 )))
             }
         };
-        let root_ok = matches!(op, Op::Chmod { .. } | Op::Checkpoint { .. } | Op::Unreadable { .. });
+        let root_ok = matches!(
+            op,
+            Op::Chmod { .. } | Op::Checkpoint { .. } | Op::Unreadable { .. }
+        );
         if path.is_empty() && !root_ok {
             return Err(Error::new(
                 Code::UnsafePath,
@@ -287,13 +319,25 @@ mod tests {
     #[test]
     fn round_trip_and_rejections() {
         let h = "ab".repeat(32);
-        let e = ev(&format!(r#"{{"t":5,"k":"create","p":"a/b.xml","m":420,"h":"{h}","s":3}}"#)).unwrap();
+        let e = ev(&format!(
+            r#"{{"t":5,"k":"create","p":"a/b.xml","m":420,"h":"{h}","s":3}}"#
+        ))
+        .unwrap();
         assert_eq!(Event::from_json(&e.to_json()).unwrap(), e);
-        for p in ["../x", "/etc/passwd", "a//b", "a/./b", "a/\u{0}b", "a/\nb", ""] {
+        for p in [
+            "../x",
+            "/etc/passwd",
+            "a//b",
+            "a/./b",
+            "a/\u{0}b",
+            "a/\nb",
+            "",
+        ] {
             let j = serde_json::json!({"t":1,"k":"delete","p":p});
             assert!(Event::from_json(&j).is_err(), "{p:?} accepted");
         }
-        let huge = serde_json::json!({"t":1,"k":"placeholder","p":"x","m":420,"s":MAX_SIZE+1,"f":h});
+        let huge =
+            serde_json::json!({"t":1,"k":"placeholder","p":"x","m":420,"s":MAX_SIZE+1,"f":h});
         assert!(Event::from_json(&huge).is_err());
         let back = serde_json::json!({"t":1,"k":"append","p":"x","h":h,"o":5,"s":4,"f":h});
         assert!(Event::from_json(&back).is_err());

@@ -35,7 +35,10 @@ pub fn encode(
     head.insert("v".into(), 1.into());
     head.insert("rec".into(), name.into());
     head.insert("seq".into(), seq.into());
-    head.insert("prev".into(), prev.map_or(Value::Null, |d| to_hex(d).into()));
+    head.insert(
+        "prev".into(),
+        prev.map_or(Value::Null, |d| to_hex(d).into()),
+    );
     if let Some(m) = meta {
         head.insert("meta".into(), m.clone());
     }
@@ -106,7 +109,9 @@ pub fn decode_chain(name: &str, segments: &[(Digest, &[u8])]) -> Result<Recordin
             ),
         };
         if named_prev != prev {
-            return Err(bad(format!("{which} does not follow its predecessor (broken chain)")));
+            return Err(bad(format!(
+                "{which} does not follow its predecessor (broken chain)"
+            )));
         }
         if seq == 0 {
             if let Some(m) = h.get("meta") {
@@ -124,7 +129,10 @@ pub fn decode_chain(name: &str, segments: &[(Digest, &[u8])]) -> Result<Recordin
                 ..e
             })?;
             if e.t_us < last_t {
-                return Err(bad(format!("{which}, event {}: time goes backwards", i + 1)));
+                return Err(bad(format!(
+                    "{which}, event {}: time goes backwards",
+                    i + 1
+                )));
             }
             last_t = e.t_us;
             events.push(e);
@@ -142,9 +150,12 @@ pub fn decode_chain(name: &str, segments: &[(Digest, &[u8])]) -> Result<Recordin
 /// The header of one segment, unverified beyond its shape: `(seq, prev)`. Used to walk a
 /// chain backwards from its head before [`decode_chain`] verifies it whole.
 pub fn peek_header(bytes: &[u8]) -> Result<(u64, Option<Digest>)> {
-    let end = bytes.iter().position(|&b| b == b'\n').unwrap_or(bytes.len());
-    let head: Value =
-        serde_json::from_slice(&bytes[..end]).map_err(|e| bad(format!("bad segment header: {e}")))?;
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(bytes.len());
+    let head: Value = serde_json::from_slice(&bytes[..end])
+        .map_err(|e| bad(format!("bad segment header: {e}")))?;
     let seq = head
         .get("seq")
         .and_then(Value::as_u64)
