@@ -342,6 +342,7 @@ class Replayer:
         max_delay: float,
         placeholders: str,
         verify_each: bool,
+        store_layout: bool = False,
     ) -> Replayer: ...
     def run(
         self,

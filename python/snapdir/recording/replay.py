@@ -224,11 +224,20 @@ async def replay(
     objdir = tempfile.mkdtemp(prefix="snapdir-replay-")
     began = time.monotonic()
     try:
-        objects = log.objects(0, end)
-        await st.get_objects(
-            [ObjectGet(d, os.path.join(objdir, d), size) for d, size in objects], jobs=jobs
-        )
-        r = Replayer(log, dest, objdir, spd, delay, placeholder, verify == "each")
+        from .._common import unwrap
+        from ..stores.file import FileStore
+
+        inner = unwrap(st)
+        if isinstance(inner, FileStore):
+            # Read in place: every object is hashed before it is written anyway.
+            source, in_place = inner.root, True
+        else:
+            objects = log.objects(0, end)
+            await st.get_objects(
+                [ObjectGet(d, os.path.join(objdir, d), size) for d, size in objects], jobs=jobs
+            )
+            source, in_place = objdir, False
+        r = Replayer(log, dest, source, spd, delay, placeholder, verify == "each", in_place)
         ph = unread = 0
         verified_cps = 0
         i = 0

@@ -250,7 +250,8 @@ pub struct Replayer {
 #[pymethods]
 impl Replayer {
     #[new]
-    #[pyo3(signature = (log, target, objects, speed, max_delay, placeholders, verify_each))]
+    #[pyo3(signature = (log, target, objects, speed, max_delay, placeholders, verify_each, store_layout=false))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         log: &RecordingLog,
@@ -260,16 +261,17 @@ impl Replayer {
         max_delay: f64,
         placeholders: &str,
         verify_each: bool,
+        store_layout: bool,
     ) -> PyResult<Self> {
         let ph = match placeholders {
             "zeros" => apply::Placeholders::Zeros,
             "sparse" => apply::Placeholders::Sparse,
             other => return Err(invalid(py, format!("invalid placeholder mode {other:?}"))),
         };
-        if !(speed > 0.0) || !(max_delay >= 0.0) {
+        if speed.is_nan() || speed <= 0.0 || max_delay.is_nan() || max_delay < 0.0 {
             return Err(invalid(py, "speed must be > 0 and max delay >= 0".into()));
         }
-        let t = apply::Target::open(&target, &objects, ph, verify_each)
+        let t = apply::Target::open(&target, &objects, store_layout, ph, verify_each)
             .map_err(|e| to_py_err(py, e))?;
         Ok(Replayer {
             log: log.inner.clone(),

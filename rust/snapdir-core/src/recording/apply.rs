@@ -35,6 +35,7 @@ pub struct Target {
     root: Dir,
     path: PathBuf,
     objects: PathBuf,
+    store_layout: bool,
     placeholders: Placeholders,
     verify_each: bool,
 }
@@ -64,9 +65,24 @@ fn unsafe_path(target: &Path, rel: &str, e: io::Error) -> Error {
     }
 }
 
+/// An object's verified content.
+enum Content {
+    Bytes(Vec<u8>),
+    File(File),
+}
+
+impl Content {
+    fn write_to(self, out: &mut File) -> io::Result<()> {
+        match self {
+            Content::Bytes(b) => out.write_all(&b),
+            Content::File(mut f) => io::copy(&mut f, out).map(|_| ()),
+        }
+    }
+}
+
 fn hash_file(f: &mut File) -> io::Result<(Digest, u64)> {
     let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; 64 << 10];
     let mut n = 0u64;
     loop {
         let k = f.read(&mut buf)?;
@@ -80,11 +96,13 @@ fn hash_file(f: &mut File) -> io::Result<(Digest, u64)> {
 }
 
 impl Target {
-    /// Opens `path` (which must exist) as the target; staged objects are read from
-    /// `objects/<hex>`.
+    /// Opens `path` (which must exist) as the target; objects are read from
+    /// `objects/<hex>`, or with `store_layout` from a local store's own layout under
+    /// `objects` (verified all the same).
     pub fn open(
         path: &Path,
         objects: &Path,
+        store_layout: bool,
         placeholders: Placeholders,
         verify_each: bool,
     ) -> Result<Target> {
@@ -93,6 +111,7 @@ impl Target {
             root,
             path: path.to_owned(),
             objects: objects.to_owned(),
+            store_layout,
             placeholders,
             verify_each,
         })
@@ -118,25 +137,55 @@ impl Target {
         Ok((d, name.as_bytes()))
     }
 
-    /// Reads a staged object, checking it against `obj` before any byte is written.
-    fn object(&self, obj: &Digest, size: u64, rel: &str) -> Result<File> {
-        let p = self.objects.join(to_hex(obj));
-        let mut f = File::open(&p).map_err(|e| Error::io("cannot read staged object", &p, e))?;
-        let (got, n) =
-            hash_file(&mut f).map_err(|e| Error::io("cannot read staged object", &p, e))?;
-        if got != *obj || n != size {
-            return Err(Error::new(
+    /// Where object `obj` is: `objects/<hex>` (a staging directory) or, for a local store
+    /// read in place, `objects/.objects/abc/def/ghi/<rest>`.
+    fn object_path(&self, obj: &Digest) -> PathBuf {
+        let h = to_hex(obj);
+        if self.store_layout {
+            self.objects
+                .join(".objects")
+                .join(&h[0..3])
+                .join(&h[3..6])
+                .join(&h[6..9])
+                .join(&h[9..])
+        } else {
+            self.objects.join(h)
+        }
+    }
+
+    /// Reads an object, checking it against `obj` before any byte is written: small ones
+    /// whole into memory (read once), large ones hashed first and then streamed.
+    fn object(&self, obj: &Digest, size: u64, rel: &str) -> Result<Content> {
+        let p = self.object_path(obj);
+        let err = |e: io::Error| Error::io("cannot read the object for", &p, e);
+        let mut f = File::open(&p).map_err(err)?;
+        let mismatch = |got: &Digest, n: u64| {
+            Error::new(
                 Code::HashMismatch,
                 format!(
-                    "content for {} does not match its recorded hash {} ({n} bytes, {size} expected)",
+                    "content for {} does not match its recorded hash {} ({n} bytes, {size} \
+                     expected; got {})",
                     crate::error::escape_bytes(rel.as_bytes()),
-                    to_hex(obj)
+                    to_hex(obj),
+                    to_hex(got)
                 ),
-            ));
+            )
+        };
+        if size <= SMALL {
+            let mut buf = Vec::with_capacity(size as usize + 1);
+            (&mut f).take(SMALL + 1).read_to_end(&mut buf).map_err(err)?;
+            let got = *blake3::hash(&buf).as_bytes();
+            if got != *obj || buf.len() as u64 != size {
+                return Err(mismatch(&got, buf.len() as u64));
+            }
+            return Ok(Content::Bytes(buf));
         }
-        f.seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io("cannot read staged object", &p, e))?;
-        Ok(f)
+        let (got, n) = hash_file(&mut f).map_err(err)?;
+        if got != *obj || n != size {
+            return Err(mismatch(&got, n));
+        }
+        f.seek(SeekFrom::Start(0)).map_err(err)?;
+        Ok(Content::File(f))
     }
 
     fn open_write(&self, d: &Dir, name: &[u8], rel: &str, extra: libc::c_int) -> Result<File> {
@@ -192,15 +241,9 @@ impl Target {
                     .map_err(io)?;
             }
             Op::Create { mode, obj, size } | Op::Write { mode, obj, size } => {
-                let mut src = self.object(obj, *size, rel)?;
+                let src = self.object(obj, *size, rel)?;
                 let mut out = self.open_write(&d, name, rel, libc::O_CREAT | libc::O_TRUNC)?;
-                if *size <= SMALL {
-                    let mut buf = Vec::with_capacity(*size as usize);
-                    src.read_to_end(&mut buf).map_err(io)?;
-                    out.write_all(&buf).map_err(io)?;
-                } else {
-                    io::copy(&mut src, &mut out).map_err(io)?;
-                }
+                src.write_to(&mut out).map_err(io)?;
                 fchmod(&out, mode & MODE_MASK).map_err(io)?;
                 drop(out);
                 if self.verify_each {
@@ -213,7 +256,7 @@ impl Target {
                 size,
                 full,
             } => {
-                let mut src = self.object(obj, size - offset, rel)?;
+                let src = self.object(obj, size - offset, rel)?;
                 let mut out = self.open_write(&d, name, rel, libc::O_APPEND)?;
                 let have = out.metadata().map_err(io)?.len();
                 if have != *offset {
@@ -225,7 +268,7 @@ impl Target {
                         ),
                     ));
                 }
-                io::copy(&mut src, &mut out).map_err(io)?;
+                src.write_to(&mut out).map_err(io)?;
                 drop(out);
                 if self.verify_each {
                     self.check_full(&d, name, rel, full)?;
