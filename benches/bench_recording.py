@@ -38,7 +38,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-XML = '<?xml version="1.0"?>\n<MicroscopeImage><uniqueID>{i}</uniqueID><pad>{pad}</pad></MicroscopeImage>\n'
+XML = (
+    '<?xml version="1.0"?>\n'
+    "<MicroscopeImage><uniqueID>{i}</uniqueID><pad>{pad}</pad></MicroscopeImage>\n"
+)
 
 
 def epu_archive(path: Path, events: int, span: float, seed: int = 7) -> int:
@@ -138,13 +141,13 @@ def bench_exact(work: Path, epu: str | None, events: int, span: float) -> dict[s
     (work / "store").mkdir(exist_ok=True)
     check(run(ours("--json", "recording", "import", str(archive), "--store", store,
                    "--name", "exact"))[1], "import")  # fmt: skip
-    wall, proc = run(ours("--json", "replay", "exact", str(work / "ours-exact"), "--store",
+    _wall, proc = run(ours("--json", "replay", "exact", str(work / "ours-exact"), "--store",
                           store, "--exact"))  # fmt: skip
     doc = check(proc, "replay --exact")
     row: dict[str, Any] = {"events": events, "span": span, "ours": doc["lateness"],
                            "ours_duration": doc["duration"]}  # fmt: skip
     if epu:
-        ewall, eproc = run([epu, "-m", "smartem_epuplayer", "replay", str(archive),
+        _ewall, eproc = run([epu, "-m", "smartem_epuplayer", "replay", str(archive),
                             str(work / "epu-exact"), "--exact"])  # fmt: skip
         # epuplayer prints its own replay time: "Replay completed in X.Xs!"
         took = None
@@ -179,7 +182,6 @@ for i in range(n):
 
 def bench_overflow(work: Path, ops: int, poll: float | None) -> dict[str, Any]:
     import anyio
-
     import snapdir
     from snapdir.recording import Recorder
 
@@ -192,7 +194,7 @@ def bench_overflow(work: Path, ops: int, poll: float | None) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         rec = Recorder(src, store, name=f"overflow-{tag}", poll=poll, checkpoint_every="1h")
         await rec.start()
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(src), str(ops)])
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(src), str(ops)])  # noqa: ASYNC220
         t = time.perf_counter()
         await rec.run(stop_flag=lambda: writer.poll() is not None)
         took = time.perf_counter() - t
@@ -210,7 +212,6 @@ def bench_overflow(work: Path, ops: int, poll: float | None) -> dict[str, Any]:
 
 def bench_dedup(work: Path, size: int) -> dict[str, Any]:
     import anyio
-
     from snapdir.recording import Recorder
 
     src = work / "big"
