@@ -126,17 +126,19 @@ def _prepare_target(target: str, into_existing: bool) -> None:
 async def _matches(
     target: str, checkpoint: str, store: Store, placeholders: set[str], extra_ok: bool
 ) -> tuple[bool, str]:
-    """Whether the target equals snapshot ``checkpoint``; placeholder files are compared by
-    size and mode only (their bytes were never kept); with ``extra_ok`` (a replay into an
-    existing directory) paths the snapshot does not name are not compared."""
+    """Whether the target equals snapshot ``checkpoint``: the same id, or failing that the
+    same entries with these exceptions: placeholder files are compared by size and mode
+    only (their bytes were never kept), special permission bits are not compared (a replay
+    drops them), and with ``extra_ok`` (a replay into an existing directory) paths the
+    snapshot does not name are not compared."""
     from .._manifest import manifest
 
     m = await manifest(target, use_cache=False)
     from .._snapdir import id_from_manifest
 
     tid = id_from_manifest(m)
-    if tid == checkpoint or not (placeholders or extra_ok):
-        return tid == checkpoint, tid
+    if tid == checkpoint:
+        return True, tid
     want = await store.get_manifest(checkpoint)
     a = {e.path: e for e in m.entries}
     b = {e.path: e for e in want.entries}
@@ -144,7 +146,8 @@ async def _matches(
         return False, tid
     for p, e in b.items():
         g = a[p]
-        if (g.path_type, g.permissions) != (e.path_type, e.permissions):
+        # setuid, setgid and sticky bits are never replayed (as pull drops them)
+        if (g.path_type, g.permissions) != (e.path_type, e.permissions & 0o777):
             return False, tid
         if str(e.path_type) == "Directory" and extra_ok:
             continue
