@@ -330,3 +330,25 @@ def test_epuplayer_export_then_import(tmp_path: Path) -> None:
     assert got == want
     assert doc["final_checkpoint"] == rep.target_id
     assert s["events"] > 0
+
+
+def test_record_from_snapshots(tmp_path: Path) -> None:
+    store = uri(tmp_path / "store")
+    tree = tmp_path / "tree"
+    write(tree / "a.txt", "one")
+    write(tree / "d" / "b.txt", "two")
+    ids = [anyio.run(partial(snapdir.push, tree, store))]
+    write(tree / "a.txt", "one, then more")
+    (tree / "d" / "b.txt").unlink()
+    write(tree / "e" / "c.txt", "three")
+    os.chmod(tree / "a.txt", 0o600)
+    ids.append(anyio.run(partial(snapdir.push, tree, store)))
+    proc = run_cli("--json", "record", "--from-snapshots", *ids, "--store", store,
+                   "--name", "nightly")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["checkpoints"] == 2
+    rep = anyio.run(partial(replay, "nightly", store, tmp_path / "out", verify="each",
+                            mode="burst"))  # fmt: skip
+    assert rep.verified is True
+    assert rep.checkpoints_verified == 2
+    assert rep.target_id == ids[-1]

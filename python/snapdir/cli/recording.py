@@ -107,6 +107,23 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     store = need_store(args)
     parse_every(args.checkpoint_every)  # a bad interval is a usage error, before any I/O
+    if args.from_snapshots:
+        from ..recording.snapshots import record_from_snapshots
+
+        if args.dir is not None or not args.name:
+            raise UsageError(
+                "snapdir record --from-snapshots ID...: needs --name and no DIR",
+                code="INVALID_ARGUMENT",
+            )
+        s = _anyio_run(lambda: record_from_snapshots(args.from_snapshots, store, name=args.name))
+        if args.json:
+            emit_json({k: v for k, v in s.items() if k != "schema"})
+        else:
+            sys.stdout.write(f"{s['name']}: {s['events']} events from {s['checkpoints']} "
+                             "snapshots\n")  # fmt: skip
+        return 0
+    if args.dir is None:
+        raise UsageError("snapdir record: give DIR (or --from-snapshots)", code="INVALID_ARGUMENT")
     stop = {"now": False}
 
     def on_signal(signum: int, frame: object) -> None:
@@ -281,7 +298,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "SIGTERM seals the recording (final checkpoint, sealed record, journal entry "
         "labelled recording:NAME) and exits 0.",
     )
-    p.add_argument("dir", metavar="DIR", help="the directory to record")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="the directory to record")
+    p.add_argument(
+        "--from-snapshots",
+        nargs="+",
+        metavar="ID",
+        help="make the recording from these snapshots (in order) instead of watching DIR",
+    )
     store_arg(p)
     p.add_argument("--name", metavar="NAME", help="the recording's name (default: DIR-TIME)")
     p.add_argument(

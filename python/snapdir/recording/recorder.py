@@ -144,6 +144,8 @@ class Recorder:
         self.checkpoint_ids: list[str] = []
         self.since_checkpoint = 0
         self.influx: dict[str, int] = {}
+        #: Vanished paths whose delete waits a moment for the other half of a rename.
+        self.deferred: dict[str, float] = {}
         self._watch: Watch | None = None
         self._tmp = ""
         self._stop: anyio.Event | None = None
@@ -226,7 +228,7 @@ class Recorder:
                 if time.monotonic() >= next_poll:
                     await self.reconcile()
                     next_poll = time.monotonic() + (self.poll or 1.0)
-            if self.influx:
+            if self.influx or self.deferred:
                 await self.process(set(self.influx))
             now = time.monotonic()
             if len(self.events) > before:
@@ -346,10 +348,12 @@ class Recorder:
         self._forget(src)
         self.model.update(moved)
 
-    async def process(self, dirty: set[str]) -> None:
-        """Look at every dirty path and record what changed."""
+    async def process(self, dirty: set[str], *, final: bool = False) -> None:
+        """Look at every dirty path and record what changed (``final``: vanished paths are
+        deleted now, not kept a moment for the other half of a rename)."""
         from .._snapdir import recording_capture
 
+        dirty = dirty | set(self.deferred)
         if not dirty:
             return
         # New directories may have filled before their watch existed: look inside.
@@ -416,12 +420,21 @@ class Recorder:
                 continue
             self._file_event(rel, prev, mode, size, full, same, placeholder, staged)
             self.model[rel] = ("f", mode, size, full, ino)
+        now = time.monotonic()
+        for rel in list(gone):
+            # A rename may arrive as two batches: keep a vanished path for a moment.
+            if rel in self.model and not final and self.deferred.setdefault(rel, now + 0.2) > now:
+                gone.remove(rel)
+            else:
+                self.deferred.pop(rel, None)
         for rel in sorted(gone, key=lambda r: (-r.count("/"), r)):
             if rel in self.model and not any(rel.startswith(g + "/") for g in gone):
                 self._emit("delete", rel)
                 self._forget(rel)
             elif rel in self.model:
                 self._forget(rel)
+        for rel in [r for r in self.deferred if r not in self.model]:
+            del self.deferred[rel]  # renamed with an ancestor, or gone with one
 
     def _file_event(
         self,
@@ -477,7 +490,7 @@ class Recorder:
             else:
                 dirty.discard(rel)
         dirty.add("")
-        await self.process(dirty)
+        await self.process(dirty, final=True)
 
     async def checkpoint(self, *, final: bool = False) -> None:
         """Push the tree as a snapshot, record how it differs from the model (its objects

@@ -296,7 +296,7 @@ async def replay(
             duration=duration,
             lateness={"events": cnt, "p50": p50, "p99": p99, "max": mx, "last": last},
             verified=verified,
-            checkpoints_verified=verified_cps + (1 if verified else 0),
+            checkpoints_verified=verified_cps + (1 if verified and verify != "each" else 0),
             final_checkpoint=final,
             target_id=tid,
         )
