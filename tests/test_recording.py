@@ -352,3 +352,36 @@ def test_record_from_snapshots(tmp_path: Path) -> None:
     assert rep.verified is True
     assert rep.checkpoints_verified == 2
     assert rep.target_id == ids[-1]
+
+
+def test_chaos_is_reproducible_and_still_verifies(tmp_path: Path) -> None:
+    src, store = tmp_path / "src", uri(tmp_path / "store")
+    src.mkdir()
+
+    async def act(p: Path) -> None:
+        for i in range(40):
+            write(p / f"d{i % 4}" / f"f{i}", str(i))
+            if i % 5 == 0:
+                write(p / f"d{i % 4}" / f"f{i}", f"again {i}")
+        await anyio.sleep(0.3)
+
+    anyio.run(lambda: _record(src, store, act, name="ch"))
+    seen: list[list[tuple[str, str]]] = []
+    for k in range(2):
+        got: list[tuple[str, str]] = []
+
+        def note(e: dict[str, Any], got: list[tuple[str, str]] = got) -> None:
+            got.append((e["k"], e.get("p", "")))
+
+        rep = anyio.run(
+            partial(replay, "ch", store, tmp_path / f"o{k}", mode="burst", chaos=7, on_event=note)
+        )
+        assert rep.verified is True
+        seen.append(got)
+    assert seen[0] == seen[1]
+    plain: list[tuple[str, str]] = []
+    anyio.run(
+        partial(replay, "ch", store, tmp_path / "plain", mode="burst",
+                on_event=lambda e: plain.append((e["k"], e.get("p", ""))))
+    )  # fmt: skip
+    assert seen[0] != plain

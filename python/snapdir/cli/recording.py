@@ -193,6 +193,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             placeholder=args.placeholder,
             into_existing=args.into_existing,
             skip_unreadable=args.skip_unreadable,
+            chaos=args.chaos,
         )
     )
     doc = rep.to_json()
@@ -415,6 +416,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="replay a recording that has unreadable events (they are skipped)",
     )
     p.add_argument("--into-existing", action="store_true", help="replay into a non-empty TARGET")
+    p.add_argument(
+        "--chaos",
+        type=int,
+        metavar="SEED",
+        help="a reproducible perturbed replay: events reordered within windows (each "
+        "path's causality kept), some modifications duplicated",
+    )
     p.set_defaults(handler=cmd_replay)
 
     top = sub.add_parser(

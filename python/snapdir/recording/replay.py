@@ -176,6 +176,7 @@ async def replay(
     into_existing: bool = False,
     skip_unreadable: bool = False,
     on_event: Callable[[dict[str, Any]], Any] | None = None,
+    chaos: int | None = None,
     jobs: int = 16,
 ) -> ReplayReport:
     """Replay recording ``rec`` (a name in ``store``) into ``target``.
@@ -185,7 +186,8 @@ async def replay(
     to its state at that time; ``until``: stop there. ``verify``: ``end`` (the target's
     id equals the last checkpoint replayed, placeholders compared by size), ``each`` (every
     checkpoint, and every file's hash after each write) or ``none``. ``on_event`` is
-    called with each event (a dict) after it is applied."""
+    called with each event (a dict) after it is applied. ``chaos``: a seed for a
+    reproducible perturbed replay (:mod:`snapdir.recording.chaos`)."""
     from .._common import open_wrapped
     from .._snapdir import Replayer
     from ..stores._base import ObjectGet
@@ -205,6 +207,10 @@ async def replay(
         raise InvalidArgumentError("speed must be above 0 and max delay 0 or more")
     st = open_wrapped(store, jobs)
     log = rec if not isinstance(rec, str) else await load(st, rec)
+    if chaos is not None:
+        from .chaos import perturb
+
+        log = perturb(log, chaos)
     dest = os.path.abspath(os.fspath(target))  # noqa: ASYNC240 (no I/O)
     _prepare_target(dest, into_existing)
     outline = log.outline()
