@@ -385,3 +385,24 @@ def test_chaos_is_reproducible_and_still_verifies(tmp_path: Path) -> None:
                 on_event=lambda e: plain.append((e["k"], e.get("p", ""))))
     )  # fmt: skip
     assert seen[0] != plain
+
+
+def test_gc_roots_and_top_level_api(tmp_path: Path) -> None:
+    from snapdir.recording.roots import gc_roots
+
+    src, store = tmp_path / "src", uri(tmp_path / "store")
+    write(src / "a", "1")
+
+    async def act(p: Path) -> None:
+        with open(p / "a", "a") as f:  # noqa: ASYNC230
+            f.write("2")
+        await anyio.sleep(0.3)
+
+    s = anyio.run(lambda: _record(src, store, act, name="roots"))
+    snaps, objs = anyio.run(gc_roots, snapdir._common.open_wrapped(store))
+    assert s["final_checkpoint"] in snaps
+    log = anyio.run(snapdir.recording.load, snapdir._common.open_wrapped(store), "roots")
+    assert set(log.segments()) <= objs
+    assert {d for d, _ in log.objects(0, len(log))} <= objs
+    assert snapdir.Recorder is Recorder
+    assert snapdir.replay is replay
