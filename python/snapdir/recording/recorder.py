@@ -364,7 +364,7 @@ class Recorder:
                     for base, dirs, files in os.walk(full):
                         r = base[len(self.root) + 1 :]
                         dirty.update(f"{r}/{n}" for n in dirs + files)
-        found: dict[str, tuple[Any, ...]] = {}
+        todo: list[tuple[str, tuple[int, str] | None, str]] = []
         for rel in sorted(dirty, key=lambda r: (r.count("/"), r)):
             if rel == "":
                 st = os.lstat(self.root)
@@ -375,9 +375,16 @@ class Recorder:
                 continue
             prev = self.model.get(rel)
             prev_arg = (prev[2], prev[3]) if prev is not None and prev[0] == "f" else None
-            found[rel] = await _thread(
-                recording_capture, self.root, rel, prev_arg, self._tmp, self._keep(rel)
-            )
+            todo.append((rel, prev_arg, self._keep(rel)))
+
+        def capture_all() -> dict[str, tuple[Any, ...]]:
+            # One worker-thread hop for the whole batch, not one per path.
+            return {
+                rel: recording_capture(self.root, rel, prev_arg, self._tmp, keep)
+                for rel, prev_arg, keep in todo
+            }
+
+        found = await _thread(capture_all)
         gone = [r for r, f in found.items() if f[0] in ("missing", "other") and r in self.model]
         by_ino = {self.model[r][-1]: r for r in gone}
         for rel in sorted(found, key=lambda r: (r.count("/"), r)):
@@ -475,9 +482,18 @@ class Recorder:
     async def reconcile(self) -> None:
         """Walk the whole tree (through the stat cache) and record every difference from
         the model."""
+        import anyio
+
         from .._manifest import manifest
 
-        m = await manifest(self.root)
+        for attempt in range(5):
+            try:
+                m = await manifest(self.root)
+                break
+            except InFluxError:  # a busy writer: the walk saw a file go; look again
+                await anyio.sleep(0.02 * (attempt + 1))
+        else:
+            return  # still busy: the next reconciliation (or the seal's) catches up
         dirty = set(self.model) - {""}
         for e in m.entries:
             rel = e.path[2:].rstrip("/")
