@@ -173,7 +173,10 @@ impl Target {
         };
         if size <= SMALL {
             let mut buf = Vec::with_capacity(size as usize + 1);
-            (&mut f).take(SMALL + 1).read_to_end(&mut buf).map_err(err)?;
+            (&mut f)
+                .take(SMALL + 1)
+                .read_to_end(&mut buf)
+                .map_err(err)?;
             let got = *blake3::hash(&buf).as_bytes();
             if got != *obj || buf.len() as u64 != size {
                 return Err(mismatch(&got, buf.len() as u64));
