@@ -1933,18 +1933,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     args.lifecycle = False
     args.runs = False
+    args.recording = False
     if args.areas is None:
         args.op_names = op_list(args.ops) or ["id"]
     else:
         areas = [a.strip() for a in args.areas.split(",") if a.strip()]
         for a in areas:
-            if a not in (*AREAS, "lifecycle", "runs"):
-                p.error(f"unknown area {a!r}: choose from {', '.join(AREAS)}, lifecycle, runs")
+            if a not in (*AREAS, "lifecycle", "runs", "recording"):
+                p.error(
+                    f"unknown area {a!r}: choose from {', '.join(AREAS)}, lifecycle, runs, "
+                    "recording"
+                )
         area_ops = {n for a in areas for n in AREAS.get(a, ())}
         args.op_names = [n for n in op_list(args.ops) if n in area_ops]
         args.lifecycle = "lifecycle" in areas
         args.runs = "runs" in areas
-        if not args.op_names and not args.lifecycle and not args.runs:
+        args.recording = "recording" in areas
+        if not args.op_names and not (args.lifecycle or args.runs or args.recording):
             p.error(f"--areas {args.areas} --ops {args.ops}: no operation left to run")
     if args.snapshots is None:
         args.snapshots = 200 if args.quick else 10_000

@@ -84,7 +84,19 @@ class World:
         target.write_bytes(b"damaged\n")
         return uri(root)
 
+    def rec_store(self) -> str:
+        """A store holding recording ``r`` of the tree (made on first use: it takes a
+        second)."""
+        store = uri(self.tmp / "rec-store")
+        if not (self.tmp / "rec-store").exists():
+            proc = run_cli("record", str(self.build), "--store", store, "--name", "r",
+                           "--duration", "0.2")  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+        return store
+
     def subs(self, argv: list[str]) -> list[str]:
+        if any("{rec-store}" in a for a in argv):
+            argv = [a.replace("{rec-store}", self.rec_store()) for a in argv]
         table = {
             "{build}": str(self.build),
             "{store}": self.store,
@@ -292,6 +304,24 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
         "NOT_FOUND",
         {},
     ),
+    ("record", 0, ["record", "{build}", "--store", "{store}", "--duration", "0.2"], None, {}),
+    ("record", 2, ["record", "{build}"], "INVALID_STORE", {}),
+    (
+        "record",
+        2,
+        ["record", "{build}", "--store", "{store}", "--checkpoint-every", "soon"],
+        "INVALID_ARGUMENT",
+        {},
+    ),
+    ("record", 4, ["record", "{tmp}/nowhere", "--store", "{store}"], "NOT_FOUND", {}),
+    ("replay", 0, ["replay", "r", "{tmp}/out", "--store", "{rec-store}", "--burst"], None, {}),
+    ("replay", 2, ["replay", "r", "{tmp}/out", "--store", "{store}", "--speed", "0"], "USAGE", {}),
+    ("replay", 3, ["replay", "r", "{build}", "--store", "{rec-store}"], "CONFLICT", {}),
+    ("replay", 4, ["replay", "nope", "{tmp}/out", "--store", "{store}"], "NOT_FOUND", {}),
+    ("recording", 0, ["recording", "ls", "--store", "{store}"], None, {}),
+    ("recording", 0, ["recording", "info", "r", "--store", "{rec-store}"], None, {}),
+    ("recording", 2, ["recording"], "USAGE", {}),
+    ("recording", 4, ["recording", "info", "nope", "--store", "{store}"], "NOT_FOUND", {}),
     ("completion", 0, ["completion", "bash"], None, {}),
     ("completion", 0, ["completion", "fish"], None, {}),
     ("completion", 2, ["completion", "tcsh"], "USAGE", {}),

@@ -47,6 +47,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "snapdir.lifecycle.*",
             "snapdir.runs",
             "snapdir.runs.*",
+            "snapdir.recording",
+            "snapdir.recording.*",
         },
     ),
     ("tools", {"snapdir._progress", "snapdir.testing"}),

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ._push import push, stage
     from ._sync import sync
     from ._verify import size, verify
+    from .recording import Recorder, ReplayReport, replay
     from .runs.api import Run, track
     from .runs.ops import RunResult, run_command
 
@@ -59,6 +60,9 @@ _LAZY = {
     "track": ".runs.api",
     "RunResult": ".runs.ops",
     "run_command": ".runs.ops",
+    "Recorder": ".recording",
+    "ReplayReport": ".recording",
+    "replay": ".recording",
 }
 
 
@@ -85,6 +89,8 @@ __all__ = [
     "ManifestEntry",
     "NotFoundError",
     "PathType",
+    "Recorder",
+    "ReplayReport",
     "Run",
     "RunResult",
     "SizeStats",
@@ -105,6 +111,7 @@ __all__ = [
     "manifest_size",
     "pull",
     "push",
+    "replay",
     "run_command",
     "size",
     "stage",

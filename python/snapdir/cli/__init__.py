@@ -61,6 +61,9 @@ GROUPS: dict[str, str] = {
     "runs": "runs",
     "lineage": "runs",
     "rerun": "runs",
+    "record": "recording",
+    "replay": "recording",
+    "recording": "recording",
     "completion": "",
     "version": "",
 }
