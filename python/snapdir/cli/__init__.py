@@ -5,7 +5,8 @@ Data goes to stdout, diagnostics to stderr; the exit status says which kind of f
 SDK at import) because ``snapdir id`` is often run on every CI step.
 
 Layout: one module per command group, each registering its own sub-parsers
-(:mod:`.snapshot`, :mod:`.transfer`, :mod:`.inspect`, :mod:`.lifecycle`, :mod:`.cache`,
+(:mod:`.snapshot`, :mod:`.transfer`, :mod:`.inspect`, :mod:`.lifecycle`, :mod:`.names`,
+:mod:`.cache`,
 :mod:`.completion` makes the scripts of ``completion``); :mod:`._common`
 holds the parser
 and the options they share, :mod:`._output` what is printed. Only the group of the command
@@ -52,6 +53,15 @@ GROUPS: dict[str, str] = {
     "forget": "lifecycle",
     "adopt": "lifecycle",
     "du": "lifecycle",
+    "tag": "names",
+    "resolve": "names",
+    "refs": "names",
+    "yank": "names",
+    "unyank": "names",
+    "channel": "names",
+    "lock": "names",
+    "login": "names",
+    "logout": "names",
     "cache": "cache",
     "completion": "",
     "version": "",

@@ -13,6 +13,7 @@ use snapdir_core as core;
 
 mod errors;
 mod local;
+mod names;
 use errors::to_py_err;
 
 /// Kind of a manifest entry: `PathType.File` or `PathType.Directory`.
@@ -438,5 +439,6 @@ fn _snapdir(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(local::store_list, m)?)?;
     m.add_function(wrap_pyfunction!(local::plan_checkout, m)?)?;
     m.add("EMPTY_CHECKSUM", core::manifest::EMPTY_CHECKSUM)?;
+    names::register(m)?;
     Ok(())
 }
