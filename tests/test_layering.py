@@ -44,6 +44,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "snapdir.cache_admin",
             "snapdir.lifecycle",
             "snapdir.lifecycle.*",
+            "snapdir.names",
+            "snapdir.names.*",
         },
     ),
     ("tools", {"snapdir._progress", "snapdir.testing"}),

@@ -14,7 +14,8 @@ entry). The key (docs/format.md, "Journal"):
 * ``nonce`` — 16 random hex digits: two pushes of one snapshot in the same microsecond are
   two entries, and a retried create can recognise its own entry;
 * ``meta`` — base64url (no padding) of a compact JSON object ``{"h": host, "u": user,
-  "p": source path, "f": files, "b": bytes, "l": [labels]}``, cut into segments of at most
+  "p": source path, "f": files, "b": bytes, "l": [labels]}`` (and ``"t": [releases]``
+  when the push tagged one: ``cal-kit@1.3.0``), cut into segments of at most
   200 characters (a file name's limit is 255 bytes), each written with an ``m`` in front.
   A path too long for the key is shortened in the key (``…`` marks where); the entry's
   content, the same JSON with ``"schema": 1``, ``"id"``, ``"time"`` and ``"tool"`` added,
@@ -87,7 +88,7 @@ class SnapshotInfo:
     A plain class, not a dataclass: ``push`` builds one, and importing ``dataclasses``
     would add milliseconds to every CLI push."""
 
-    __slots__ = ("bytes", "files", "host", "id", "key", "labels", "path", "time", "user")
+    __slots__ = ("bytes", "files", "host", "id", "key", "labels", "path", "tags", "time", "user")
 
     id: str
     time: datetime
@@ -98,6 +99,7 @@ class SnapshotInfo:
     bytes: int
     labels: tuple[str, ...]
     key: str
+    tags: tuple[str, ...]
 
     def __init__(
         self,
@@ -110,6 +112,7 @@ class SnapshotInfo:
         bytes: int = 0,
         labels: tuple[str, ...] = (),
         key: str = "",
+        tags: tuple[str, ...] = (),
     ) -> None:
         self.id = id
         self.time = time
@@ -120,6 +123,8 @@ class SnapshotInfo:
         self.bytes = bytes
         self.labels = labels
         self.key = key
+        #: the releases (``name@version``) the push tagged, from ``push --tag``
+        self.tags = tags
 
     def _fields(self) -> tuple[object, ...]:
         return (self.id, self.time, self.host, self.user, self.path, self.files, self.bytes)
@@ -150,6 +155,7 @@ class SnapshotInfo:
             "bytes": self.bytes,
             "labels": list(self.labels),
             "key": self.key,
+            "tags": list(self.tags),
         }
 
 
@@ -171,7 +177,7 @@ def check_labels(labels: Sequence[str]) -> tuple[str, ...]:
 
 
 def _meta(info: SnapshotInfo, path: str) -> dict[str, object]:
-    return {
+    meta: dict[str, object] = {
         "h": info.host,
         "u": info.user,
         "p": path,
@@ -179,6 +185,15 @@ def _meta(info: SnapshotInfo, path: str) -> dict[str, object]:
         "b": info.bytes,
         "l": list(info.labels),
     }
+    if info.tags:
+        meta["t"] = list(info.tags)
+    return meta
+
+
+#: A release as the journal records it (checked in full by :mod:`snapdir.names.grammar`
+#: before a push writes it; here only its shape, for keys read back).
+_TAG = re.compile(r"[a-z0-9][a-z0-9._/-]{0,199}@[0-9A-Za-z.-]{1,128}")
+MAX_TAGS = 4
 
 
 def _encode(obj: dict[str, object]) -> str:
@@ -240,9 +255,17 @@ def parse_key(key: str, stored: datetime) -> SnapshotInfo:
         )
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgumentError(f"malformed journal key {key!r}") from None
-    if not isinstance(meta, dict) or set(meta) != {"h", "u", "p", "f", "b", "l"}:
+    fields = {"h", "u", "p", "f", "b", "l"}
+    if not isinstance(meta, dict) or set(meta) - {"t"} != fields:
         raise InvalidArgumentError(f"malformed journal key {key!r}: unexpected fields")
     h, u, p, f, b, lbs = (meta[k] for k in ("h", "u", "p", "f", "b", "l"))
+    tags = meta.get("t", [])
+    if not (
+        isinstance(tags, list)
+        and len(tags) <= MAX_TAGS
+        and all(isinstance(t, str) and _TAG.fullmatch(t) for t in tags)
+    ):
+        raise InvalidArgumentError(f"malformed journal key {key!r}: bad tags")
     ok = (
         isinstance(h, str)
         and len(h) <= MAX_HOST
@@ -259,4 +282,4 @@ def parse_key(key: str, stored: datetime) -> SnapshotInfo:
         labels = check_labels(lbs)
     except InvalidArgumentError:
         raise InvalidArgumentError(f"malformed journal key {key!r}: bad labels") from None
-    return SnapshotInfo(m.group(2), when, h, u, p, f, b, labels, key)
+    return SnapshotInfo(m.group(2), when, h, u, p, f, b, labels, key, tuple(tags))

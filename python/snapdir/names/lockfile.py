@@ -113,15 +113,15 @@ async def lock_check(path: str, *, pre: bool = False) -> list[dict[str, object]]
     for e in read_lock(path):
         ref, store, locked = str(e["ref"]), str(e["store"]), str(e["id"])
         base = {"ref": ref, "store": store, "locked": locked}
+        if e["name"] and e["version"]:
+            if await is_yanked(store, str(e["name"]), str(e["version"])):
+                problems.append({**base, "now": "", "problem": "yanked"})
+                continue
         try:
             now = await resolve(store, ref, pre=pre)
         except NotFoundError:
             problems.append({**base, "now": "", "problem": "gone"})
             continue
-        if e["name"] and e["version"]:
-            if await is_yanked(store, str(e["name"]), str(e["version"])):
-                problems.append({**base, "now": now.id, "problem": "yanked"})
-                continue
         if now.id != locked:
             problems.append({**base, "now": now.id, "problem": "drift"})
     return problems
