@@ -284,8 +284,13 @@ def resolve_ref(ref: str, store: object) -> SnapshotId:
     text = ref.strip()
     if len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
         return SnapshotId(text)
+    from ..names.grammar import parse_ref
     from ..names.ops import resolve_id
 
+    try:
+        parse_ref(text)
+    except InvalidArgumentError as e:
+        raise InvalidArgumentError(str(e), code="INVALID_ID") from None
     return SnapshotId(run(lambda: resolve_id(store, text), store))
 
 

@@ -1,7 +1,6 @@
 """Names and releases: ``tag`` (an immutable version), ``resolve`` (a ref to an id),
 ``refs`` (what names a store holds), ``yank``/``unyank``, ``channel set``/``channel log``,
-``lock`` (pin refs to content ids), and ``login``/``logout`` (store credentials in the OS
-keyring)."""
+and ``lock`` (pin refs to content ids)."""
 
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-COMMANDS = ("tag", "resolve", "refs", "yank", "unyank", "channel", "lock", "login", "logout")
+COMMANDS = ("tag", "resolve", "refs", "yank", "unyank", "channel", "lock")
 
 RESOLVED = (
     "id (the snapshot id), name, version (empty for an id ref), channel (for name@channel), "
@@ -50,20 +49,15 @@ YANK_JSON = {
     "version": "the version",
     "changed": "false when it already was so",
 }
-CHANNEL_JSON = {
-    "entry": "channel set: the move written (name, channel, seq, id, version, created, by, "
-    "message, key)",
-    "log": "channel log: every move, newest first, each as entry",
-}
+CHANNEL_ENTRY = "name, channel, seq (1 = the first move), id, version (when set to a release "
+CHANNEL_ENTRY += "of the same name), created, by, message, key"
+CHANNEL_SET_JSON = {"entry": f"the move written: {CHANNEL_ENTRY}"}
+CHANNEL_LOG_JSON = {"log": f"every move, newest first, each: {CHANNEL_ENTRY}"}
 LOCK_JSON = {
     "entries": "each: ref, store, id, name, version, channel, record",
     "problems": "lock --check: each ref, store, locked (id), now (id), problem (drift, "
     "yanked or gone)",
     "path": "the lockfile written or checked",
-}
-LOGIN_JSON = {
-    "store": "the store the credentials are for (scheme://bucket)",
-    "changed": "logout: false when nothing was stored",
 }
 
 
@@ -150,24 +144,25 @@ def cmd_yank(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_channel(args: argparse.Namespace) -> int:
-    from ..names.ops import channel_log, channel_set
+def cmd_channel_set(args: argparse.Namespace) -> int:
+    from ..names.ops import channel_set
 
     store = need_store(args)
-    if args.action == "set":
-        if args.ref is None:
-            raise UsageError("snapdir channel set: NAME@CHANNEL REF", code="INVALID_ARGUMENT")
-        e = run(
-            lambda: channel_set(
-                store, args.target, args.ref, expect=args.expect, message=args.message or ""
-            ),
-            store,
-        )
-        emit(args, e.id, {"entry": e.to_json()})
-        info(args, f"{e.name}@{e.channel} -> {e.id[:12]} (move #{e.seq})")
-        return 0
-    if args.ref is not None or args.expect is not None:
-        raise UsageError("snapdir channel log: only NAME@CHANNEL", code="INVALID_ARGUMENT")
+    e = run(
+        lambda: channel_set(
+            store, args.target, args.ref, expect=args.expect, message=args.message or ""
+        ),
+        store,
+    )
+    emit(args, e.id, {"entry": e.to_json()})
+    info(args, f"{e.name}@{e.channel} -> {e.id[:12]} (move #{e.seq})")
+    return 0
+
+
+def cmd_channel_log(args: argparse.Namespace) -> int:
+    from ..names.ops import channel_log
+
+    store = need_store(args)
     log = run(lambda: channel_log(store, args.target), store)
     if args.json:
         emit_json({"log": [e.to_json() for e in log]})
@@ -221,28 +216,9 @@ def _lock_stores(path: str) -> list[str]:
         return []
 
 
-def cmd_login(args: argparse.Namespace) -> int:
-    from ..names.login import login, logout
-
-    if args.command == "login":
-        secret = sys.stdin.readline().rstrip("\n") if args.secret_stdin else None
-        if secret is None:
-            import getpass
-
-            secret = getpass.getpass("secret: ")
-        store = login(args.uri, args.key_id, secret)
-        emit(args, "", {"store": store, "changed": True})
-        info(args, f"credentials for {store} kept in the OS keyring")
-    else:
-        store, changed = logout(args.uri)
-        emit(args, "", {"store": store, "changed": changed})
-        info(args, f"{'removed' if changed else 'no'} credentials for {store}")
-    return 0
-
-
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add this module's commands to the CLI's sub-parsers."""
-    from ._common import add_command
+    from ._common import Parser, add_command
 
     p = add_command(
         sub,
@@ -313,23 +289,45 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         )
         p.set_defaults(handler=cmd_yank)
 
-    p = add_command(
-        sub,
+    top = sub.add_parser(
         "channel",
-        common,
-        json=CHANNEL_JSON,
+        parents=[common],
         help="move a channel (name@stable) or print its log",
-        description="channel set NAME@CHANNEL REF [--expect REF]: point the channel at REF "
-        "(with --expect: only if it points at that now and nobody moves it meanwhile, else "
-        "exit 3). channel log NAME@CHANNEL: every move, newest first.",
+        description="A channel is a movable pointer (cal-kit@stable) whose every move is kept: "
+        "set moves it (with --expect: a compare-and-swap), log prints the moves.",
     )
-    p.add_argument("action", choices=("set", "log"), metavar="set|log", help="set or log")
+    actions = top.add_subparsers(
+        dest="channel_command", metavar="ACTION", parser_class=Parser, title="actions"
+    )
+    actions.required = True
+    p = add_command(
+        actions,
+        "set",
+        common,
+        json=CHANNEL_SET_JSON,
+        help="point a channel at a snapshot",
+        description="Point NAME@CHANNEL at REF (a create-only write of its next move). With "
+        "--expect REF: only if it points at that snapshot now and nobody moves it meanwhile, "
+        "else exit 3.",
+    )
     p.add_argument("target", metavar="NAME@CHANNEL", help="e.g. cal-kit@stable")
-    p.add_argument("ref", nargs="?", metavar="REF", help="set: the snapshot to point at")
+    p.add_argument("ref", metavar="REF", help="the snapshot to point at (id, prefix, name ref)")
     store_arg(p)
-    p.add_argument("--expect", metavar="REF", help="set: the snapshot it must point at now")
-    p.add_argument("-m", "--message", metavar="MSG", help="set: a note kept in the entry")
-    p.set_defaults(handler=cmd_channel)
+    p.add_argument("--expect", metavar="REF", help="the snapshot it must point at now")
+    p.add_argument("-m", "--message", metavar="MSG", help="a note kept in the move")
+    p.set_defaults(handler=cmd_channel_set)
+    p = add_command(
+        actions,
+        "log",
+        common,
+        json=CHANNEL_LOG_JSON,
+        help="every move of a channel, newest first",
+        description="Print every move of NAME@CHANNEL, newest first: sequence number, id, "
+        "version, time, who, message.",
+    )
+    p.add_argument("target", metavar="NAME@CHANNEL", help="e.g. cal-kit@stable")
+    store_arg(p)
+    p.set_defaults(handler=cmd_channel_log)
 
     p = add_command(
         sub,
@@ -350,29 +348,3 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="check FILE instead of writing it")
     p.add_argument("--pre", action="store_true", help="let ranges choose prereleases")
     p.set_defaults(handler=cmd_lock)
-
-    p = add_command(
-        sub,
-        "login",
-        common,
-        json=LOGIN_JSON,
-        help="keep a store's credentials in the OS keyring",
-        description="Keep the key id and secret for the store's bucket in the OS keyring "
-        "(the [keyring] extra). Used when the environment has none; never written to a "
-        "store, a record or output. The secret is read from a prompt or --secret-stdin.",
-    )
-    p.add_argument("uri", metavar="URI", help="the store (s3://bucket/..., b2://bucket/...)")
-    p.add_argument("--key-id", required=True, metavar="ID", help="access key id / key id")
-    p.add_argument("--secret-stdin", action="store_true", help="read the secret from stdin")
-    p.set_defaults(handler=cmd_login)
-
-    p = add_command(
-        sub,
-        "logout",
-        common,
-        json=LOGIN_JSON,
-        help="forget a store's credentials from the OS keyring",
-        description="Remove what login kept for the store's bucket.",
-    )
-    p.add_argument("uri", metavar="URI", help="the store")
-    p.set_defaults(handler=cmd_login)

@@ -73,7 +73,7 @@ def read_lock(path: str) -> list[dict[str, object]]:
     except FileNotFoundError:
         from .._errors import NotFoundError
 
-        raise NotFoundError(f"no lockfile {path}", path=path) from None
+        raise NotFoundError(f"no lockfile {path}") from None
     if len(data) > MAX_LOCK:
         raise InvalidArgumentError(f"{path}: lockfile larger than {MAX_LOCK} bytes")
     try:
