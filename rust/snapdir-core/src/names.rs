@@ -12,7 +12,8 @@
 //! compatible release (`~=1.2` is `>=1.2.0,<2.0.0`, `~=1.2.3` is `>=1.2.3,<1.3.0`).
 //! Prereleases match only when `pre` is asked for or when a comparator names a prerelease
 //! of the same `major.minor.patch` (Cargo's rule); an exclusive upper bound never admits the
-//! prereleases of the bound itself (`<2` does not match `2.0.0-rc.1`, as PEP 440 says).
+//! prereleases of the bound itself (`<2` does not match `2.0.0-rc.1`, as PEP 440 says),
+//! unless the spec names a prerelease of that version (`>=2.0.0-rc.1,<2.0.0`).
 
 use std::cmp::Ordering;
 
@@ -296,11 +297,14 @@ impl Spec {
                     None => true,
                     Some((h, true)) => v.cmp_precedence(h) != Ordering::Greater,
                     Some((h, false)) => {
+                        let triple = (v.major, v.minor, v.patch);
                         v.cmp_precedence(h) == Ordering::Less
-                            // `<2` keeps 2.0.0's own prereleases out, unless it names one
+                            // `<2` keeps 2.0.0's own prereleases out, unless the spec
+                            // names one of them (`>=2.0.0-rc.1,<2.0.0`)
                             && !(h.pre.is_empty()
                                 && !v.pre.is_empty()
-                                && (v.major, v.minor, v.patch) == (h.major, h.minor, h.patch))
+                                && triple == (h.major, h.minor, h.patch)
+                                && !self.named_pre.contains(&triple))
                     }
                 };
                 above && below
