@@ -1856,7 +1856,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--areas",
         default=None,
         help="comma-separated areas to run: " + ", ".join(AREAS) + " (their operations among "
-        "--ops) and lifecycle (snapshot listing and retiring on S3; only when named); "
+        "--ops), lifecycle (snapshot listing and retiring on S3; only when named) and names "
+        "(resolving a range among 500 versions on file:// and S3; only when named); "
         "default: the operations of --ops",
     )
     p.add_argument(
@@ -1871,6 +1872,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="lifecycle: snapshots in the restic repository, each a real backup (default 200; "
         "quick 5; 0: no restic)",
+    )
+    p.add_argument(
+        "--names-out",
+        type=Path,
+        default=None,
+        help="names report (default docs/benchmarks-extra/names.md; with --quick "
+        "<workdir>/names-quick.md)",
     )
     p.add_argument(
         "--lifecycle-out",
@@ -1927,18 +1935,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     expanded.append(m)
         return expanded
 
-    args.lifecycle = False
+    args.lifecycle = args.names = False
     if args.areas is None:
         args.op_names = op_list(args.ops) or ["id"]
     else:
         areas = [a.strip() for a in args.areas.split(",") if a.strip()]
         for a in areas:
-            if a not in (*AREAS, "lifecycle"):
-                p.error(f"unknown area {a!r}: choose from {', '.join(AREAS)}, lifecycle")
+            if a not in (*AREAS, "lifecycle", "names"):
+                p.error(f"unknown area {a!r}: choose from {', '.join(AREAS)}, lifecycle, names")
         area_ops = {n for a in areas for n in AREAS.get(a, ())}
         args.op_names = [n for n in op_list(args.ops) if n in area_ops]
         args.lifecycle = "lifecycle" in areas
-        if not args.op_names and not args.lifecycle:
+        args.names = "names" in areas
+        if not args.op_names and not args.lifecycle and not args.names:
             p.error(f"--areas {args.areas} --ops {args.ops}: no operation left to run")
     if args.snapshots is None:
         args.snapshots = 200 if args.quick else 10_000
@@ -1946,6 +1955,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.restic_snapshots = 5 if args.quick else 200
     if args.snapshots < 1 or args.restic_snapshots < 0:
         p.error("--snapshots must be at least 1 and --restic-snapshots at least 0")
+    if args.names_out is None:
+        args.names_out = (
+            args.workdir / "names-quick.md"
+            if args.quick
+            else REPO / "docs" / "benchmarks-extra" / "names.md"
+        )
     if args.lifecycle_out is None:
         args.lifecycle_out = (
             args.workdir / "lifecycle-quick.md"

@@ -91,6 +91,13 @@ def world(tmp_path: Path) -> World:
     return World(tmp_path)
 
 
+#: A keyring backend of the tests' own (never the OS keyring), in a file under {tmp}.
+KEYRING = {
+    "PYTHON_KEYRING_BACKEND": "keyring_backend.FileKeyring",
+    "PYTHONPATH": str(Path(__file__).parent),
+    "SNAPDIR_TEST_KEYRING_FILE": "{tmp}/keyring.json",
+}
+
 # (command, status, argv, error code for statuses >= 2, extra environment)
 CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
     ("manifest", 0, ["manifest", "{build}"], None, {}),
@@ -214,6 +221,12 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
     ("lock", 0, ["lock", "{kit}^1", "--store", "{store}", "-o", "{tmp}/a.lock"], None, {}),
     ("lock", 2, ["lock", "--store", "{store}"], "INVALID_ARGUMENT", {}),
     ("lock", 4, ["lock", "--check", "-o", "{tmp}/none.lock"], "NOT_FOUND", {}),
+    ("login", 2, ["login", "gs://b/p", "--key-id", "k", "--secret-stdin"], "INVALID_ARGUMENT",
+     {}),  # fmt: skip
+    ("login", 2, ["login", "s3://b/p", "--key-id", "k", "--secret-stdin"], "INVALID_ARGUMENT",
+     KEYRING),  # fmt: skip  (an empty secret)
+    ("logout", 0, ["logout", "s3://b/p"], None, KEYRING),
+    ("logout", 2, ["logout", "b/p"], "INVALID_STORE", KEYRING),
     ("cache", 0, ["cache", "du"], None, {}),
     ("cache", 0, ["cache", "verify"], None, {}),
     ("cache", 0, ["cache", "prune", "--max-size", "1GiB", "--older-than", "7d"], None, {}),

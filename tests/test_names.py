@@ -395,3 +395,64 @@ def test_journal_retention_and_gc_roots_see_names(tmp_path: Path) -> None:
     assert by_id[p1["id"]].keep and by_id[p1["id"]].reasons == ("holds a release name",)
     assert by_id[p2["id"]].keep
     assert by_id[p3["id"]].keep and by_id[p3["id"]].reasons == ("last snapshot",)
+
+
+def test_login_keeps_credentials_in_the_keyring_not_anywhere_else(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    s3 = request.getfixturevalue("seaweedfs")
+    bucket = f"names-{uuid.uuid4().hex[:10]}"
+    client = s3.client()
+    client.create_bucket(Bucket=bucket)
+    client.close()
+    store = f"s3://{bucket}/kr"
+    env = cli_env(
+        PYTHON_KEYRING_BACKEND="keyring_backend.FileKeyring",
+        PYTHONPATH=str(Path(__file__).parent),
+        SNAPDIR_TEST_KEYRING_FILE=str(tmp_path / "keyring.json"),
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_DEFAULT_REGION=s3.region,
+        SNAPDIR_S3_STORE_ENDPOINT_URL=s3.endpoint_url,
+        AWS_ACCESS_KEY_ID=None,
+        AWS_SECRET_ACCESS_KEY=None,
+        AWS_PROFILE=None,
+    )
+    (tree,) = _trees(tmp_path, 1)
+    # no credentials anywhere: the SDK's chain finds none
+    assert run_cli("push", str(tree), "--store", store, env=env).returncode == 5
+    login = subprocess.run(
+        [sys.executable, "-m", "snapdir", "login", store, "--key-id", s3.access_key,
+         "--secret-stdin", "--json"],  # fmt: skip
+        input=s3.secret_key + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert login.returncode == 0, login.stderr
+    assert json.loads(login.stdout)["store"] == f"s3://{bucket}"
+    pushed = run_cli("push", str(tree), "--store", store, "--tag", "kit@1.0.0", "--json", env=env)
+    assert pushed.returncode == 0, pushed.stderr
+    resolved = run_cli("resolve", "kit", "--store", store, "--json", env=env)
+    assert json.loads(resolved.stdout)["id"] == json.loads(pushed.stdout)["id"]
+    for proc in (login, pushed, resolved):
+        assert s3.secret_key not in proc.stdout + proc.stderr
+    stored = s3.client()
+    for item in stored.list_objects_v2(Bucket=bucket).get("Contents", []):
+        body = stored.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+        assert s3.secret_key.encode() not in body and s3.secret_key not in item["Key"]
+    stored.close()
+    # the environment wins over the keyring
+    wrong = dict(env, AWS_ACCESS_KEY_ID="wrong", AWS_SECRET_ACCESS_KEY="wrong-secret")
+    assert run_cli("resolve", "kit", "--store", store, env=wrong).returncode == 5
+    # SNAPDIR_KEYRING=0 turns the lookup off
+    off = dict(env, SNAPDIR_KEYRING="0")
+    assert run_cli("resolve", "kit", "--store", store, env=off).returncode == 5
+    out = run_cli("logout", store, "--json", env=env)
+    assert json.loads(out.stdout)["changed"] is True
+    assert run_cli("resolve", "kit", "--store", store, env=env).returncode == 5

@@ -60,6 +60,8 @@ GROUPS: dict[str, str] = {
     "unyank": "names",
     "channel": "names",
     "lock": "names",
+    "login": "names",
+    "logout": "names",
     "cache": "cache",
     "completion": "",
     "version": "",

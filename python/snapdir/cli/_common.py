@@ -262,6 +262,11 @@ def need_store(args: argparse.Namespace) -> StoreUri:
 
     uri = StoreUri(args.store)
     MODE.context["uri"] = uri
+    if uri.startswith(("s3://", "b2://")):
+        # the environment first, then what `snapdir login` kept, then the SDK's chain
+        from ..names.login import use_keyring
+
+        use_keyring(uri)
     return uri
 
 

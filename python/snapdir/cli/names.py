@@ -1,6 +1,7 @@
 """Names and releases: ``tag`` (an immutable version), ``resolve`` (a ref to an id),
 ``refs`` (what names a store holds), ``yank``/``unyank``, ``channel set``/``channel log``,
-and ``lock`` (pin refs to content ids)."""
+``lock`` (pin refs to content ids), and ``login``/``logout`` (store credentials in the OS
+keyring)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-COMMANDS = ("tag", "resolve", "refs", "yank", "unyank", "channel", "lock")
+COMMANDS = ("tag", "resolve", "refs", "yank", "unyank", "channel", "lock", "login", "logout")
 
 RESOLVED = (
     "id (the snapshot id), name, version (empty for an id ref), channel (for name@channel), "
@@ -216,6 +217,32 @@ def _lock_stores(path: str) -> list[str]:
         return []
 
 
+LOGIN_JSON = {
+    "store": "the account the credentials are kept under (scheme://bucket)",
+    "changed": "false when logout found nothing kept",
+}
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    from ..names.login import login, logout
+
+    if args.command == "login":
+        if args.secret_stdin:
+            secret = sys.stdin.readline().rstrip("\n")
+        else:
+            import getpass
+
+            secret = getpass.getpass(f"secret for {args.uri}: ")
+        store = login(args.uri, args.key_id, secret)
+        emit(args, "", {"store": store, "changed": True})
+        info(args, f"credentials for {store} kept in the OS keyring")
+    else:
+        store, changed = logout(args.uri)
+        emit(args, "", {"store": store, "changed": changed})
+        info(args, f"{'removed the' if changed else 'no'} credentials for {store}")
+    return 0
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add this module's commands to the CLI's sub-parsers."""
     from ._common import Parser, add_command
@@ -348,3 +375,31 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="check FILE instead of writing it")
     p.add_argument("--pre", action="store_true", help="let ranges choose prereleases")
     p.set_defaults(handler=cmd_lock)
+
+    p = add_command(
+        sub,
+        "login",
+        common,
+        json=LOGIN_JSON,
+        help="keep a store's key pair in the OS keyring",
+        description="Keep the key id and secret for the store's bucket (S3, B2) in the OS "
+        "keyring (the [keyring] extra). Commands use them when the environment has none "
+        "(order: environment > keyring > the SDK's own chain); they are never written to a "
+        "store, a record or output. The secret is read from a prompt, or from stdin with "
+        "--secret-stdin.",
+    )
+    p.add_argument("uri", metavar="URI", help="the store (s3://bucket/..., b2://bucket/...)")
+    p.add_argument("--key-id", required=True, metavar="ID", help="access key id (S3) / key id (B2)")
+    p.add_argument("--secret-stdin", action="store_true", help="read the secret from stdin")
+    p.set_defaults(handler=cmd_login)
+
+    p = add_command(
+        sub,
+        "logout",
+        common,
+        json=LOGIN_JSON,
+        help="remove a store's key pair from the OS keyring",
+        description="Remove what login kept for the store's bucket.",
+    )
+    p.add_argument("uri", metavar="URI", help="the store")
+    p.set_defaults(handler=cmd_login)

@@ -4,7 +4,8 @@ compare-and-swap move, and lockfiles that pin content ids.
 
 Submodules, from the bottom up: :mod:`.grammar` (names, versions, specs, refs),
 :mod:`.layout` (keys and records in the store), :mod:`.cache` (the local record cache),
-:mod:`.ops` (the operations), :mod:`.roots` (what the collector keeps), :mod:`.lockfile`. Nothing here imports the CLI;
+:mod:`.ops` (the operations), :mod:`.roots` (what the collector keeps), :mod:`.lockfile`,
+:mod:`.login` (store credentials in the OS keyring). Nothing here imports the CLI;
 submodules load on first use.
 """
 
