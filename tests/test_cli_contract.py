@@ -213,18 +213,38 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
     ("unyank", 2, ["unyank", "kit@1", "--store", "{store}"], "INVALID_ARGUMENT", {}),
     ("channel", 0, ["channel", "set", "kit@stable", "{sid}", "--store", "{store}"], None, {}),
     ("channel", 0, ["channel", "log", "{kit}stable", "--store", "{store}"], None, {}),
-    ("channel", 2, ["channel", "set", "kit@latest", "{sid}", "--store", "{store}"],
-     "INVALID_ARGUMENT", {}),  # fmt: skip
-    ("channel", 3, ["channel", "set", "kit@beta", "{sid}", "--expect", "{missing}",
-                    "--store", "{store}"], "CONFLICT", {}),  # fmt: skip
+    (
+        "channel",
+        2,
+        ["channel", "set", "kit@latest", "{sid}", "--store", "{store}"],
+        "INVALID_ARGUMENT",
+        {},
+    ),
+    (
+        "channel",
+        3,
+        ["channel", "set", "kit@beta", "{sid}", "--expect", "{missing}", "--store", "{store}"],
+        "CONFLICT",
+        {},
+    ),
     ("channel", 4, ["channel", "log", "kit@stable", "--store", "{store}"], "NOT_FOUND", {}),
     ("lock", 0, ["lock", "{kit}^1", "--store", "{store}", "-o", "{tmp}/a.lock"], None, {}),
     ("lock", 2, ["lock", "--store", "{store}"], "INVALID_ARGUMENT", {}),
     ("lock", 4, ["lock", "--check", "-o", "{tmp}/none.lock"], "NOT_FOUND", {}),
-    ("login", 2, ["login", "gs://b/p", "--key-id", "k", "--secret-stdin"], "INVALID_ARGUMENT",
-     {}),  # fmt: skip
-    ("login", 2, ["login", "s3://b/p", "--key-id", "k", "--secret-stdin"], "INVALID_ARGUMENT",
-     KEYRING),  # fmt: skip  (an empty secret)
+    (
+        "login",
+        2,
+        ["login", "gs://b/p", "--key-id", "k", "--secret-stdin"],
+        "INVALID_ARGUMENT",
+        {},
+    ),
+    (
+        "login",
+        2,
+        ["login", "s3://b/p", "--key-id", "k", "--secret-stdin"],
+        "INVALID_ARGUMENT",
+        KEYRING,
+    ),  # an empty secret
     ("logout", 0, ["logout", "s3://b/p"], None, KEYRING),
     ("logout", 2, ["logout", "b/p"], "INVALID_STORE", KEYRING),
     ("cache", 0, ["cache", "du"], None, {}),

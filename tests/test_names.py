@@ -157,9 +157,12 @@ def test_cli_release_flow(backend: Backend, tmp_path: Path) -> None:
                "--channel", "cal-kit@stable")  # fmt: skip
     assert (p1["tag"], p1["channel"]) == ("cal-kit@1.2.0", "cal-kit@stable#1")
     p2 = _json("push", str(t2), "--store", store, "--tag", "cal-kit@1.3.0")
-    assert _json("push", str(t2), "--store", store, "--tag", "cal-kit@1.2.0", status=3)[
-        "error"
-    ]["code"] == "CONFLICT"
+    assert (
+        _json("push", str(t2), "--store", store, "--tag", "cal-kit@1.2.0", status=3)["error"][
+            "code"
+        ]
+        == "CONFLICT"
+    )
     r = _json("resolve", "cal-kit@>=1.2,<2", "--store", store)
     assert (r["id"], r["version"]) == (p2["id"], "1.3.0")
     assert _json("resolve", "cal-kit@stable", "--store", store)["id"] == p1["id"]
@@ -191,7 +194,8 @@ def test_lock_check_sees_drift(tmp_path: Path) -> None:
     lockfile = tmp_path / "kit.lock"
     _json("lock", "kit@^1", "kit@1.0.0", "--store", store, "-o", str(lockfile))
     doc = json.loads(lockfile.read_text())
-    assert doc["schema"] == 1 and doc["entries"][0]["record"]["id"] == a
+    assert doc["schema"] == 1
+    assert doc["entries"][0]["record"]["id"] == a
     assert run(lambda: lock_check(str(lockfile))) == []
     run(lambda: ops.tag(store, "kit@1.1.0", b))
     check = _json("lock", "--check", "-o", str(lockfile), status=1)
@@ -199,7 +203,8 @@ def test_lock_check_sees_drift(tmp_path: Path) -> None:
         ("kit@^1", "drift", b)
     ]
     text = run_cli("lock", "--check", "-o", str(lockfile))
-    assert text.returncode == 1 and "drift" in text.stderr
+    assert text.returncode == 1
+    assert "drift" in text.stderr
 
 
 class _Counted:
@@ -215,7 +220,8 @@ class _Counted:
 
         async def get_bytes(key: str, *, max_size: int) -> bytes:
             self.gets += 1
-            return await inner_get(key, max_size=max_size)
+            data: bytes = await inner_get(key, max_size=max_size)
+            return data
 
         st.list_keys, st.get_bytes = list_keys, get_bytes
 
@@ -230,7 +236,7 @@ def test_resolve_among_500_versions_costs_one_list_and_one_get(
     versions = [f"{1 + i // 100}.{(i // 10) % 10}.{i % 10}" for i in range(500)]
 
     async def plant() -> None:
-        st = open_store(store)
+        st: Any = open_store(store)
         sem = anyio.Semaphore(16)
 
         async def one(v: str) -> None:
@@ -260,13 +266,16 @@ def test_resolve_among_500_versions_costs_one_list_and_one_get(
         return anyio.run(go)
 
     cold = resolve_counted()
-    assert cold[:2] == (1, 1) and cold[3] == "1.9.9", cold
+    assert cold[:2] == (1, 1), cold
+    assert cold[3] == "1.9.9"
     warm = resolve_counted()
-    assert warm[:2] == (1, 0) and warm[3] == "1.9.9", warm
+    assert warm[:2] == (1, 0), warm
+    assert warm[3] == "1.9.9"
     # HTTP requests: a list page and a GET (GCS: a GET is the object's metadata, then its
     # bytes; B2: a version listing, then a download, and the first call authorises)
     bound = {"file": (0, 0), "s3": (2, 1), "gs": (3, 1), "b2": (3 + 2, 1 + 2)}[backend.scheme]
-    assert cold[2] <= bound[0] and warm[2] <= bound[1], (cold, warm)
+    assert cold[2] <= bound[0], (cold, warm)
+    assert warm[2] <= bound[1], (cold, warm)
 
 
 def race_tags(store: str, ids: list[str], trials: int, tag_prefix: str = "race") -> None:
@@ -389,12 +398,15 @@ def test_journal_retention_and_gc_roots_see_names(tmp_path: Path) -> None:
     assert entries[p1["id"]].tags == ("kit@1.0.0",)
     assert entries[p2["id"]].tags == ()
     ids, objects = run(lambda: gc_roots(open_store(store)))
-    assert ids == {p1["id"], p2["id"]} and objects == set()
+    assert ids == {p1["id"], p2["id"]}
+    assert objects == set()
     verdicts = run(lambda: forget(store, policy=Policy(last=1, group_by=()), dry_run=True))
     by_id = {v.info.id: v for v in verdicts}
-    assert by_id[p1["id"]].keep and by_id[p1["id"]].reasons == ("holds a release name",)
+    assert by_id[p1["id"]].keep
+    assert by_id[p1["id"]].reasons == ("holds a release name",)
     assert by_id[p2["id"]].keep
-    assert by_id[p3["id"]].keep and by_id[p3["id"]].reasons == ("last snapshot",)
+    assert by_id[p3["id"]].keep
+    assert by_id[p3["id"]].reasons == ("last snapshot",)
 
 
 def test_login_keeps_credentials_in_the_keyring_not_anywhere_else(
@@ -426,8 +438,17 @@ def test_login_keeps_credentials_in_the_keyring_not_anywhere_else(
     # no credentials anywhere: the SDK's chain finds none
     assert run_cli("push", str(tree), "--store", store, env=env).returncode == 5
     login = subprocess.run(
-        [sys.executable, "-m", "snapdir", "login", store, "--key-id", s3.access_key,
-         "--secret-stdin", "--json"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "snapdir",
+            "login",
+            store,
+            "--key-id",
+            s3.access_key,
+            "--secret-stdin",
+            "--json",
+        ],
         input=s3.secret_key + "\n",
         capture_output=True,
         text=True,
@@ -445,7 +466,8 @@ def test_login_keeps_credentials_in_the_keyring_not_anywhere_else(
     stored = s3.client()
     for item in stored.list_objects_v2(Bucket=bucket).get("Contents", []):
         body = stored.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-        assert s3.secret_key.encode() not in body and s3.secret_key not in item["Key"]
+        assert s3.secret_key.encode() not in body
+        assert s3.secret_key not in item["Key"]
     stored.close()
     # the environment wins over the keyring
     wrong = dict(env, AWS_ACCESS_KEY_ID="wrong", AWS_SECRET_ACCESS_KEY="wrong-secret")

@@ -308,7 +308,9 @@ BAD_SPECS = [
 ]
 
 
-@pytest.mark.parametrize(("spec", "pre", "expected"), RESOLVE, ids=[f"{s}|{p}" for s, p, _ in RESOLVE])
+@pytest.mark.parametrize(
+    ("spec", "pre", "expected"), RESOLVE, ids=[f"{s}|{p}" for s, p, _ in RESOLVE]
+)
 def test_resolve(spec: str, pre: bool, expected: str | None) -> None:
     idx = spec_resolve(spec, VERSIONS, [False] * len(VERSIONS), pre)
     assert (None if idx is None else VERSIONS[idx]) == expected
@@ -370,7 +372,12 @@ def test_bad_specs(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "canonical"),
-    [("v1.2.3", "1.2.3"), ("1.2.3", "1.2.3"), ("v0.0.0-rc.1", "0.0.0-rc.1"), ("1.2.3-a.b", "1.2.3-a.b")],
+    [
+        ("v1.2.3", "1.2.3"),
+        ("1.2.3", "1.2.3"),
+        ("v0.0.0-rc.1", "0.0.0-rc.1"),
+        ("1.2.3-a.b", "1.2.3-a.b"),
+    ],
 )
 def test_canonical_versions(text: str, canonical: str) -> None:
     assert check_version(text) == canonical

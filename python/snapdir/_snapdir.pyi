@@ -19,12 +19,17 @@ __all__ = [
     "id_from_manifest",
     "manifest_size",
     "plan_checkout",
+    "spec_check",
+    "spec_matches",
+    "spec_resolve",
     "store_get_object",
     "store_list",
     "store_push_tree",
     "store_put_objects",
     "store_verify_objects",
     "version",
+    "version_canonical",
+    "version_order",
     "walk",
     "write_at_sparse",
 ]
@@ -270,3 +275,12 @@ def plan_checkout(
     whose stamp has not changed since are trusted without being read. The plan holds the
     destination's lock until committed or aborted; if another checkout holds it, ``wait``
     waits (calling ``on_wait(message)`` once) or raises ``ConflictError`` at once."""
+
+# names (rust/snapdir-py/src/names.rs): release versions and version specs
+def version_canonical(text: str) -> str: ...
+def version_order(versions: list[str]) -> list[int]: ...
+def spec_check(spec: str) -> str | None: ...
+def spec_matches(spec: str, version: str, pre: bool = False) -> bool: ...
+def spec_resolve(
+    spec: str, versions: list[str], yanked: list[bool], pre: bool = False
+) -> int | None: ...

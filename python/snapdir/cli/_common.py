@@ -296,7 +296,7 @@ def resolve_ref(ref: str, store: object) -> SnapshotId:
         parse_ref(text)
     except InvalidArgumentError as e:
         raise InvalidArgumentError(str(e), code="INVALID_ID") from None
-    return SnapshotId(run(lambda: resolve_id(store, text), store))
+    return SnapshotId(run(lambda: resolve_id(store, text), store))  # type: ignore[arg-type]
 
 
 def ids(

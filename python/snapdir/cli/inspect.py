@@ -215,7 +215,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "files and objects of the snapshot, or of every snapshot in the store.",
     )
     p.add_argument(
-        "--id", default=None, metavar="REF", help="the snapshot, id or ref (default: the whole store)"
+        "--id",
+        default=None,
+        metavar="REF",
+        help="the snapshot, id or ref (default: the whole store)",
     )
     store_arg(p)
     jobs_arg(p)

@@ -112,7 +112,7 @@ def cmd_refs(args: argparse.Namespace) -> int:
     from ..names.ops import refs
 
     store = need_store(args)
-    names = run(lambda: refs(store, args.name, yanked=args.yanked), store)
+    names: list[dict[str, Any]] = run(lambda: refs(store, args.name, yanked=args.yanked), store)
     if args.json:
         emit_json({"names": names})
         return 0
@@ -202,9 +202,10 @@ def cmd_lock(args: argparse.Namespace) -> int:
     store = _store(args)
     doc = run(lambda: lock(store, args.specs, pre=args.pre), *([store] if store else []))
     write_lock(doc, path)
+    entries: list[Any] = doc["entries"]  # type: ignore[assignment]
     if args.json:
-        emit_json({"path": path, "entries": doc["entries"], "problems": []})
-    info(args, f"wrote {path} ({len(doc['entries'])} entr{'y' if len(doc['entries']) == 1 else 'ies'})")  # type: ignore[arg-type]  # noqa: E501
+        emit_json({"path": path, "entries": entries, "problems": []})
+    info(args, f"wrote {path} ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'})")
     return 0
 
 

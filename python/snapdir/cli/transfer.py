@@ -189,7 +189,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Copy snapshot ID (its manifest and the objects the cache lacks) from "
         "the store into the local cache, for a later offline checkout.",
     )
-    p.add_argument("args", nargs="*", metavar="REF", help="the snapshot: id, prefix, name ref (or give --id)")
+    p.add_argument(
+        "args", nargs="*", metavar="REF", help="the snapshot: id, prefix, name ref (or give --id)"
+    )
     _id_arg(p)
     store_arg(p)
     jobs_arg(p)
@@ -271,7 +273,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Copy snapshot ID from one store to another: the objects the target "
         "lacks (each verified on the way), then the manifest, then its journal entries.",
     )
-    p.add_argument("args", nargs="*", metavar="REF", help="the snapshot: id, prefix, name ref (or give --id)")
+    p.add_argument(
+        "args", nargs="*", metavar="REF", help="the snapshot: id, prefix, name ref (or give --id)"
+    )
     _id_arg(p)
     p.add_argument("--from", dest="from_", metavar="URI", help="the store to copy from")
     p.add_argument("--to", metavar="URI", help="the store to copy into")

@@ -50,9 +50,7 @@ _YANK = re.compile(r"([0-9]{4})-(yank|unyank)")
 _CSEQ = re.compile(r"[0-9]{12}")
 
 RELEASE_FIELDS = frozenset({"schema", "id", "name", "version", "created", "by", "message"})
-YANK_FIELDS = frozenset(
-    {"schema", "name", "version", "seq", "action", "reason", "created", "by"}
-)
+YANK_FIELDS = frozenset({"schema", "name", "version", "seq", "action", "reason", "created", "by"})
 CHANNEL_FIELDS = frozenset(
     {"schema", "name", "channel", "seq", "id", "version", "created", "by", "message"}
 )
@@ -95,7 +93,7 @@ class Listing:
         self.problems: list[str] = []
 
     def yanked(self, version: str) -> bool:
-        marks = self.yanks.get(version)
+        marks = self.yanks.get(version) or []
         return bool(marks) and marks[-1][1] == "yank"
 
     def yank_seq(self, version: str) -> int:

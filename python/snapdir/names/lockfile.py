@@ -80,8 +80,10 @@ def read_lock(path: str) -> list[dict[str, object]]:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidArgumentError(f"{path}: not a lockfile (invalid JSON)") from None
-    if not isinstance(doc, dict) or doc.get("schema") != 1 or not isinstance(
-        doc.get("entries"), list
+    if (
+        not isinstance(doc, dict)
+        or doc.get("schema") != 1
+        or not isinstance(doc.get("entries"), list)
     ):
         raise InvalidArgumentError(f"{path}: not a lockfile (schema 1 with entries expected)")
     out = []
@@ -113,10 +115,9 @@ async def lock_check(path: str, *, pre: bool = False) -> list[dict[str, object]]
     for e in read_lock(path):
         ref, store, locked = str(e["ref"]), str(e["store"]), str(e["id"])
         base = {"ref": ref, "store": store, "locked": locked}
-        if e["name"] and e["version"]:
-            if await is_yanked(store, str(e["name"]), str(e["version"])):
-                problems.append({**base, "now": "", "problem": "yanked"})
-                continue
+        if e["name"] and e["version"] and await is_yanked(store, str(e["name"]), str(e["version"])):
+            problems.append({**base, "now": "", "problem": "yanked"})
+            continue
         try:
             now = await resolve(store, ref, pre=pre)
         except NotFoundError:

@@ -37,8 +37,7 @@ def account(uri: str) -> tuple[str, str]:
     scheme, rest = u.split("://", 1)
     if scheme not in ENV:
         raise InvalidArgumentError(
-            f"login keeps S3 and B2 key pairs; {scheme}:// stores use their SDK's own "
-            "credentials",
+            f"login keeps S3 and B2 key pairs; {scheme}:// stores use their SDK's own credentials",
             code="INVALID_ARGUMENT",
         )
     return scheme, f"{scheme}://{rest.split('/', 1)[0]}"

@@ -10,9 +10,10 @@ record; none when the record is in the local cache (records are immutable).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from .._errors import ConflictError, InvalidArgumentError, NotFoundError, StoreError, _warn
 from .._types import StoreUri
@@ -250,11 +251,9 @@ async def _resolve_name(names: _Names, ref: NameRef, pre: bool) -> Resolved:
     if yanked:
         marks = lst.yanks[version]
         reason = ""
-        try:
+        with contextlib.suppress(InvalidArgumentError, StoreError, NotFoundError):
             # the newest marker's reason: one more GET, only for a yanked release
             reason = str((await names.record(marks[-1][2], -1))["reason"])
-        except (InvalidArgumentError, StoreError, NotFoundError):
-            pass
         _warn([f"{ref.name}@{version} is yanked" + (f": {reason}" if reason else "")])
     return Resolved(
         str(doc["id"]), name=ref.name, version=version, record=doc, yanked=yanked, store=uri
@@ -485,7 +484,7 @@ async def channel_log(store: str | StoreUri | Store, target: str) -> list[Channe
 
 async def refs(
     store: str | StoreUri | Store, name: str | None = None, *, yanked: bool = False
-) -> list[dict[str, object]]:
+) -> list[dict[str, Any]]:
     """The names of a store (or one), each ``{"name", "versions": [{"version", "id",
     "yanked", "reason"}...] (ascending precedence), "channels": {channel: {"id", "version",
     "seq"}}}``. Yanked versions are listed only with ``yanked``."""
@@ -497,7 +496,7 @@ async def refs(
         listings = {check_name(name): await names.listing(name)}
     else:
         listings = await names.all()
-    out: list[dict[str, object]] = []
+    out: list[dict[str, Any]] = []
     for n in sorted(listings):
         lst = listings[n]
         good = [v for v, (_, size) in lst.versions.items() if size >= 0]

@@ -63,7 +63,9 @@ impl Partial {
         if parts.len() == 3 {
             // a full version (maybe with a prerelease): the crate parses it
             if wildcard {
-                return Err(bad("a wildcard needs at most major.minor before it (1.2.*)"));
+                return Err(bad(
+                    "a wildcard needs at most major.minor before it (1.2.*)",
+                ));
             }
             let v = parse_version(nums).map_err(|e| bad(e.as_str()))?;
             return Ok((
@@ -83,7 +85,8 @@ impl Partial {
             if s.len() > 1 && s.starts_with('0') {
                 return Err(bad(&format!("{s:?} has a leading zero")));
             }
-            s.parse::<u64>().map_err(|_| bad(&format!("{s:?} is too large")))
+            s.parse::<u64>()
+                .map_err(|_| bad(&format!("{s:?} is too large")))
         };
         let major = num(parts[0])?;
         let minor = match parts.get(1) {
@@ -231,7 +234,10 @@ impl Spec {
     /// Parse a spec; the error names the spec and what is wrong with it.
     pub fn parse(text: &str) -> Result<Spec, String> {
         if text.len() > 4 * MAX_TEXT {
-            return Err(format!("version spec is longer than {} characters", 4 * MAX_TEXT));
+            return Err(format!(
+                "version spec is longer than {} characters",
+                4 * MAX_TEXT
+            ));
         }
         if text.trim().is_empty() {
             return Err("an empty version spec".to_string());
@@ -260,7 +266,9 @@ impl Spec {
             cmps.push(c);
         }
         if cmps.len() > 16 {
-            return Err(format!("invalid version spec {text:?}: at most 16 comparators"));
+            return Err(format!(
+                "invalid version spec {text:?}: at most 16 comparators"
+            ));
         }
         Ok(Spec {
             cmps,
@@ -354,7 +362,10 @@ mod tests {
         assert_eq!(pick(">=1.2,<2", &vs, false).as_deref(), Some("1.9.9"));
         assert_eq!(pick("<2", &vs, true).as_deref(), Some("1.9.9"));
         assert_eq!(pick(">=2.0.0-rc.1", &vs, false).as_deref(), Some("2.0.0"));
-        assert_eq!(pick("==2.0.0-rc.1", &vs, false).as_deref(), Some("2.0.0-rc.1"));
+        assert_eq!(
+            pick("==2.0.0-rc.1", &vs, false).as_deref(),
+            Some("2.0.0-rc.1")
+        );
         assert_eq!(pick("^1", &vs, false).as_deref(), Some("1.9.9"));
         assert!(parse_version("1.0.0+build").is_err());
         assert_eq!(parse_version("v1.2.3").unwrap().to_string(), "1.2.3");
