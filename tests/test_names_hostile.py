@@ -87,6 +87,11 @@ def _plant(root: Path, rel: str, data: bytes) -> None:
     p.write_bytes(data)
 
 
+def _plant_all(root: Path, items: list[tuple[str, bytes]]) -> None:
+    for rel, data in items:
+        _plant(root, rel, data)
+
+
 Plant = Callable[[Path, str], object]
 
 # (what is planted, the ref resolved, the error expected)
@@ -177,18 +182,20 @@ LAYOUTS: list[tuple[str, Plant, str, type[BaseException]]] = [
     ),
     (
         "equal precedence v-prefix",
-        lambda r, s: (
-            _plant(r, "cal-kit/v/1.0.0", _record(s)),
-            _plant(r, "cal-kit/v/v1.0.0", _record(s, version="v1.0.0")),
+        lambda r, s: _plant_all(
+            r, [("cal-kit/v/1.0.0", _record(s)), ("cal-kit/v/v1.0.0", _record(s, version="v1.0.0"))]
         ),
         "cal-kit",
         InvalidArgumentError,
     ),
     (
         "equal precedence build",
-        lambda r, s: (
-            _plant(r, "cal-kit/v/1.0.0", _record(s)),
-            _plant(r, "cal-kit/v/1.0.0+b1", _record(s, version="1.0.0+b1")),
+        lambda r, s: _plant_all(
+            r,
+            [
+                ("cal-kit/v/1.0.0", _record(s)),
+                ("cal-kit/v/1.0.0+b1", _record(s, version="1.0.0+b1")),
+            ],
         ),
         "cal-kit",
         InvalidArgumentError,
