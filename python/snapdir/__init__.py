@@ -40,6 +40,16 @@ if TYPE_CHECKING:
     from ._push import push, stage
     from ._sync import sync
     from ._verify import size, verify
+    from .names import (
+        channel_log,
+        channel_set,
+        lock,
+        refs,
+        resolve,
+        tag,
+        unyank,
+        yank,
+    )
 
 # Operations load on first use, so `import snapdir` (and every CLI start) stays cheap.
 _LAZY = {
@@ -53,6 +63,14 @@ _LAZY = {
     "sync": "._sync",
     "size": "._verify",
     "verify": "._verify",
+    "channel_log": ".names",
+    "channel_set": ".names",
+    "lock": ".names",
+    "refs": ".names",
+    "resolve": ".names",
+    "tag": ".names",
+    "unyank": ".names",
+    "yank": ".names",
 }
 
 
@@ -88,20 +106,28 @@ __all__ = [
     "StoreUri",
     "UnsafePathError",
     "cache_dir",
+    "channel_log",
+    "channel_set",
     "checkout",
     "diff",
     "fetch",
     "id",
     "id_from_manifest",
+    "lock",
     "manifest",
     "manifest_size",
     "pull",
     "push",
+    "refs",
+    "resolve",
     "size",
     "stage",
     "sync",
+    "tag",
+    "unyank",
     "verify",
     "version",
+    "yank",
 ]
 
 __version__: str = _version()
