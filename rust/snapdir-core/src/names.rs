@@ -306,13 +306,13 @@ impl Spec {
                     Some((h, true)) => v.cmp_precedence(h) != Ordering::Greater,
                     Some((h, false)) => {
                         let triple = (v.major, v.minor, v.patch);
-                        v.cmp_precedence(h) == Ordering::Less
-                            // `<2` keeps 2.0.0's own prereleases out, unless the spec
-                            // names one of them (`>=2.0.0-rc.1,<2.0.0`)
-                            && !(h.pre.is_empty()
-                                && !v.pre.is_empty()
-                                && triple == (h.major, h.minor, h.patch)
-                                && !self.named_pre.contains(&triple))
+                        // `<2` keeps 2.0.0's own prereleases out, unless the spec names
+                        // one of them (`>=2.0.0-rc.1,<2.0.0`)
+                        let own_pre = h.pre.is_empty()
+                            && !v.pre.is_empty()
+                            && triple == (h.major, h.minor, h.patch);
+                        let admitted = !own_pre || self.named_pre.contains(&triple);
+                        admitted && v.cmp_precedence(h) == Ordering::Less
                     }
                 };
                 above && below
