@@ -478,3 +478,29 @@ def test_login_keeps_credentials_in_the_keyring_not_anywhere_else(
     out = run_cli("logout", store, "--json", env=env)
     assert json.loads(out.stdout)["changed"] is True
     assert run_cli("resolve", "kit", "--store", store, env=env).returncode == 5
+
+
+def test_a_second_b2_version_of_a_release_is_not_believed(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """B2 keeps every upload of a name: a record uploaded again (past snapdir, by a hostile
+    or buggy writer) is a second version; the oldest one — the create-only winner — is the
+    release, for every reader."""
+    from snapdir.names.layout import dump
+
+    b2 = request.getfixturevalue("b2_simulator")
+    monkeypatch.setenv("B2_APPLICATION_KEY_ID", b2.key_id)
+    monkeypatch.setenv("B2_APPLICATION_KEY", b2.app_key)
+    monkeypatch.setenv("SNAPDIR_B2_REALM", b2.realm_url)
+    prefix = f"dup-{uuid.uuid4().hex[:8]}"
+    store = f"b2://{b2.bucket_name}/{prefix}"
+    a, b = run(lambda: _push_all(store, _trees(tmp_path, 2)))
+    run(lambda: ops.tag(store, "kit@1.0.0", a))
+    forged = {"schema": 1, "id": b, "name": "kit", "version": "1.0.0", "created": "",
+              "by": "", "message": ""}  # fmt: skip
+    bucket = b2.api().get_bucket_by_name(b2.bucket_name)
+    bucket.upload_bytes(dump(forged), f"{prefix}/.snapdir/names/kit/v/1.0.0")
+    monkeypatch.setenv("SNAPDIR_CACHE_DIR", str(tmp_path / "fresh-cache"))
+    assert run(lambda: ops.resolve(store, "kit@1.0.0")).id == a
+    with pytest.raises(ConflictError):
+        run(lambda: ops.tag(store, "kit@1.0.0", b))
