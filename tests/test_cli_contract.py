@@ -245,6 +245,13 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
         "INVALID_ARGUMENT",
         KEYRING,
     ),  # an empty secret
+    (
+        "login",
+        0,
+        ["login", "s3://b/p", "--key-id", "k", "--secret-file", "{tmp}/a-file"],
+        None,
+        KEYRING,
+    ),
     ("logout", 0, ["logout", "s3://b/p"], None, KEYRING),
     ("logout", 2, ["logout", "b/p"], "INVALID_STORE", KEYRING),
     ("cache", 0, ["cache", "du"], None, {}),

@@ -228,7 +228,12 @@ def cmd_login(args: argparse.Namespace) -> int:
     from ..names.login import login, logout
 
     if args.command == "login":
-        if args.secret_stdin:
+        if args.secret_stdin and args.secret_file:
+            raise UsageError("snapdir login: --secret-stdin or --secret-file, not both")
+        if args.secret_file:
+            with open(args.secret_file) as f:
+                secret = f.readline().rstrip("\n")
+        elif args.secret_stdin:
             secret = sys.stdin.readline().rstrip("\n")
         else:
             import getpass
@@ -386,12 +391,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Keep the key id and secret for the store's bucket (S3, B2) in the OS "
         "keyring (the [keyring] extra). Commands use them when the environment has none "
         "(order: environment > keyring > the SDK's own chain); they are never written to a "
-        "store, a record or output. The secret is read from a prompt, or from stdin with "
-        "--secret-stdin.",
+        "store, a record or output. The secret is read from a prompt, from stdin "
+        "(--secret-stdin) or from a file (--secret-file).",
     )
     p.add_argument("uri", metavar="URI", help="the store (s3://bucket/..., b2://bucket/...)")
     p.add_argument("--key-id", required=True, metavar="ID", help="access key id (S3) / key id (B2)")
     p.add_argument("--secret-stdin", action="store_true", help="read the secret from stdin")
+    p.add_argument("--secret-file", metavar="FILE", help="read the secret from FILE's first line")
     p.set_defaults(handler=cmd_login)
 
     p = add_command(
