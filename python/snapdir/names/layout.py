@@ -80,7 +80,7 @@ def channel_key(name: str, channel: str, seq: int) -> str:
 
 class Listing:
     """One name as a listing shows it: ``versions`` (canonical version -> (key, size)),
-    the yank markers (version -> [(seq, action, key)], oldest first), the channels
+    the yank markers (version -> [(seq, action, key, size)], oldest first), the channels
     (channel -> [(seq, key, size)], newest first), and ``problems`` (what was left out)."""
 
     __slots__ = ("channels", "name", "problems", "versions", "yanks")
@@ -88,7 +88,7 @@ class Listing:
     def __init__(self, name: str) -> None:
         self.name = name
         self.versions: dict[str, tuple[str, int]] = {}
-        self.yanks: dict[str, list[tuple[int, str, str]]] = {}
+        self.yanks: dict[str, list[tuple[int, str, str, int]]] = {}
         self.channels: dict[str, list[tuple[int, str, int]]] = {}
         self.problems: list[str] = []
 
@@ -139,7 +139,7 @@ def parse_listing(keys: Iterable[tuple[str, int]], only: str | None = None) -> d
             if v != parts[2]:
                 lst.problems.append(f"{key}: not a canonical version")
                 continue
-            lst.yanks.setdefault(v, []).append((int(m.group(1)), m.group(2), key))
+            lst.yanks.setdefault(v, []).append((int(m.group(1)), m.group(2), key, size))
         elif kind == "c" and len(parts) == 4 and _CSEQ.fullmatch(parts[3]):
             try:
                 ch = check_channel(parts[2])

@@ -253,7 +253,7 @@ async def _resolve_name(names: _Names, ref: NameRef, pre: bool) -> Resolved:
         reason = ""
         with contextlib.suppress(InvalidArgumentError, StoreError, NotFoundError):
             # the newest marker's reason: one more GET, only for a yanked release
-            reason = str((await names.record(marks[-1][2], -1))["reason"])
+            reason = str((await names.record(marks[-1][2], marks[-1][3]))["reason"])
         _warn([f"{ref.name}@{version} is yanked" + (f": {reason}" if reason else "")])
     return Resolved(
         str(doc["id"]), name=ref.name, version=version, record=doc, yanked=yanked, store=uri
@@ -511,7 +511,7 @@ async def refs(
             entry: dict[str, object] = {"version": v, "id": doc["id"], "yanked": is_yanked}
             if is_yanked:
                 mark = lst.yanks[v][-1]
-                entry["reason"] = (await names.record(mark[2], -1))["reason"]
+                entry["reason"] = (await names.record(mark[2], mark[3]))["reason"]
             versions.append(entry)
         channels: dict[str, object] = {}
         for ch in sorted(lst.channels):
@@ -578,8 +578,8 @@ async def copy_names(src: Store, dst: Store, snapshot_ids: Sequence[str]) -> lis
                         ]
                     )
                     continue
-            for _seq, _action, mkey in lst.yanks.get(version, []):
-                mdoc = await s.record(mkey, -1)
+            for _seq, _action, mkey, msize in lst.yanks.get(version, []):
+                mdoc = await s.record(mkey, msize)
                 if await d.create(mkey, dump(mdoc)):
                     made.append(mkey)
     return made
