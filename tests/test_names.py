@@ -504,3 +504,25 @@ def test_a_second_b2_version_of_a_release_is_not_believed(
     assert run(lambda: ops.resolve(store, "kit@1.0.0")).id == a
     with pytest.raises(ConflictError):
         run(lambda: ops.tag(store, "kit@1.0.0", b))
+
+
+def test_the_api_operations_take_refs(tmp_path: Path) -> None:
+    store = uri(tmp_path / "store")
+    other = uri(tmp_path / "other")
+    (a,) = run(lambda: _push_all(store, _trees(tmp_path, 1)))
+    run(lambda: ops.tag(store, "kit@1.0.0", a))
+
+    async def body() -> None:
+        await snapdir.pull("kit@^1", store, tmp_path / "out")
+        assert (tmp_path / "out" / "data.txt").read_text() == "content 0\n"
+        await snapdir.pull(a[:12], store, tmp_path / "out2")
+        assert await snapdir.verify("kit", store)
+        assert (await snapdir.size(store, "kit@1.0.0")).files == 1
+        await snapdir.sync("kit@==1.0.0", store, other)
+        assert (await ops.resolve(other, "kit")).id == a
+        await snapdir.fetch(f"{store}#kit@1.0.0", store)
+        with pytest.raises(NotFoundError):
+            await snapdir.pull("kit@^2", store, tmp_path / "out3")
+
+    anyio.run(body)
+    assert not (tmp_path / "out3").exists()

@@ -42,13 +42,13 @@ async def sync_with_stats(
 ) -> OpStats:
     """:func:`sync`, returning what it did (objects copied, journal entries created)."""
     from .lifecycle.ops import copy_journal
+    from .names.ops import copy_names, id_of
 
     s, d = open_wrapped(src, jobs), open_wrapped(dst, jobs)
+    snapshot_id = await id_of(snapshot_id, s)
     stats = await copy_snapshot(snapshot_id, s, d, jobs=jobs, progress=progress)
     made = await copy_journal(
         s, d, snapshot_id, files=int(stats["files"]), nbytes=int(stats["bytes"])
     )
-    from .names.ops import copy_names
-
     stats.update(journal=made, names=await copy_names(s, d, [snapshot_id]))
     return stats

@@ -36,9 +36,11 @@ async def verify_report(
     snapshot_id: str, store: str | StoreUri | Store, *, jobs: int = DEFAULT_JOBS
 ) -> dict[str, str]:
     """``{checksum: "missing" | "corrupt"}`` for the snapshot (raises if the manifest itself
-    is missing or does not hash to its id)."""
-    sid = SnapshotId(snapshot_id)
+    is missing or does not hash to its id). ``snapshot_id`` may be any ref (a name)."""
+    from .names.ops import id_of
+
     st = open_wrapped(store, jobs)
+    sid = SnapshotId(await id_of(snapshot_id, st))
     m = await st.get_manifest(sid)
     return await st.verify_objects(m.objects(), jobs=jobs)
 
@@ -49,9 +51,12 @@ async def verify(
     """Re-hash every object of the snapshot (streamed). Returns ``True`` or raises:
     :class:`HashMismatchError` if an object (or the manifest) is corrupt, :class:`NotFoundError`
     if one is missing; the exception's ``.problems`` maps checksums to what is wrong."""
-    problems = await verify_report(snapshot_id, store, jobs=jobs)
+    from .names.ops import id_of
+
+    sid = str(SnapshotId(await id_of(snapshot_id, store)))
+    problems = await verify_report(sid, store, jobs=jobs)
     if problems:
-        raise verify_failed(str(SnapshotId(snapshot_id)), store, problems)
+        raise verify_failed(sid, store, problems)
     return True
 
 
@@ -60,8 +65,10 @@ async def size(
 ) -> SizeStats:
     """Sizes of snapshot ``id`` in ``store``, or of the whole store: logical bytes are every
     file of every snapshot, physical bytes each distinct object once."""
+    from .names.ops import id_of
+
     st = open_wrapped(store, jobs)
-    ids = [str(SnapshotId(id))] if id is not None else await st.list_manifests()
+    ids = [str(SnapshotId(await id_of(id, st)))] if id is not None else await st.list_manifests()
     seen: dict[str, int] = {}
     logical = files = 0
     for sid in ids:

@@ -44,6 +44,7 @@ __all__ = [
     "channel_log",
     "channel_set",
     "copy_names",
+    "id_of",
     "refs",
     "resolve",
     "resolve_id",
@@ -317,6 +318,16 @@ async def resolve_id(
         if not await st.has_manifest(r.id):
             raise NotFoundError(f"{ref} names snapshot {r.id}, whose manifest is not in {st.uri}")
     return r.id
+
+
+async def id_of(ref: str, store: str | StoreUri | Store) -> str:
+    """What the operations that take a snapshot call first: a 64-hex id as it is (no
+    request), any other ref (a prefix, ``name@SPEC``, ``name@channel``, ``URI#REF``)
+    resolved in ``store``."""
+    text = str(ref).strip()
+    if len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
+        return text
+    return await resolve_id(store, text)
 
 
 async def tag(
