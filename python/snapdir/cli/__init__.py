@@ -62,6 +62,7 @@ GROUPS: dict[str, str] = {
     "lock": "names",
     "login": "names",
     "logout": "names",
+    "policy": "lifecycle",
     "cache": "cache",
     "completion": "",
     "version": "",

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast
 
-from .._errors import InvalidArgumentError, StoreError, _warn
+from .._errors import InvalidArgumentError, NotFoundError, StoreError, _warn
 from .._types import SnapshotId, StoreUri
 from ..stores._keys import KeyStore, has_keys
+from ._util import _open, _require_keys, _tool, _user
 from .journal import JOURNAL, SnapshotInfo, check_labels, entry_body, entry_key, parse_key
 
 if TYPE_CHECKING:
@@ -35,36 +36,6 @@ __all__ = [
 MANAGED = ".snapdir/managed"
 #: A journal entry's content is small; more is a hostile store.
 MAX_ENTRY = 64 * 1024
-
-
-def _open(store: str | StoreUri | Store) -> Store:
-    from .._common import open_wrapped
-
-    return open_wrapped(store)
-
-
-def _require_keys(store: Store, what: str) -> KeyStore:
-    if not has_keys(store):
-        raise StoreError(
-            f"{store.uri}: {what} needs a store with create-only writes and listings with "
-            "store times (every built-in store has them; this one does not declare them)"
-        )
-    return cast("KeyStore", store)
-
-
-def _user() -> str:
-    try:
-        import getpass
-
-        return getpass.getuser()[:64]
-    except (KeyError, OSError, ImportError):  # no passwd entry (a bare container)
-        return ""
-
-
-def _tool() -> str:
-    from .._snapdir import version
-
-    return f"snapdir {version()}"
 
 
 async def record_push(
@@ -276,21 +247,36 @@ async def forget(
     store: str | StoreUri | Store,
     ids: Sequence[str] = (),
     *,
-    policy: Policy | None = None,
+    policy: Policy | Literal["store"] | None = None,
     dry_run: bool = False,
 ) -> list[ForgetVerdict]:
     """Remove roots (journal entries), never content (``gc`` removes what no root reaches).
 
     ``ids`` (full ids, or unique prefixes of at least 8 hex digits) forget every entry of
-    those snapshots; ``policy`` judges every entry with restic's rules. Both together: an
-    entry is removed if either removes it. With ``dry_run`` nothing is deleted. Returns a
-    verdict for every entry considered."""
+    those snapshots; ``policy`` judges every entry with restic's rules (``"store"``: the
+    policy stored in the store, see :mod:`.policy`). Both together: an entry is removed if
+    either removes it. With ``dry_run`` nothing is deleted. Returns a verdict for every
+    entry considered."""
     from .retention import Snapshot, apply_policy
 
     if not ids and policy is None:
         raise InvalidArgumentError("forget needs snapshot ids or a policy (--keep-*)")
     st = _open(store)
     ks = _require_keys(st, "forget")
+    rules: Policy | None
+    if policy == "store":
+        from .policy import get_policy
+
+        stored = await get_policy(st)
+        if stored is None or stored.policy is None:
+            raise NotFoundError(
+                f"{st.uri} has no stored retention policy"
+                f"{'' if stored is None else ' (it was unset)'}: set one with "
+                "'snapdir policy set --store URI --keep-...'"
+            )
+        rules = stored.policy
+    else:
+        rules = policy
     entries = await _journal(ks)
     by_key = {e.key: e for e in entries}
     doomed: dict[str, tuple[str, ...]] = {}
@@ -300,13 +286,13 @@ async def forget(
             if e.id == sid:
                 doomed[e.key] = ("forgotten by id",)
     verdicts: list[ForgetVerdict] = []
-    if policy is not None:
+    if rules is not None:
         from ..names.roots import gc_roots
 
         # A snapshot a release names is never forgotten by a rule (only by its id).
         named, _ = await gc_roots(st)
         snaps = [Snapshot(e.key, e.time, e.host, e.path, frozenset(e.labels)) for e in entries]
-        for d in apply_policy(snaps, policy, now=await ks.store_time()):
+        for d in apply_policy(snaps, rules, now=await ks.store_time()):
             info = by_key[d.snapshot.key]
             if d.snapshot.key in doomed:
                 verdicts.append(ForgetVerdict(info, False, doomed.pop(d.snapshot.key)))

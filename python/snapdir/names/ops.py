@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .._errors import ConflictError, InvalidArgumentError, NotFoundError, StoreError, _warn
 from .._types import StoreUri
-from ..stores._keys import KeyStore, has_keys, probe_create_only
+from ..stores._keys import KeyStore, ensure_create_only, has_keys
 from .cache import RecordCache
 from .grammar import NameRef, check_name, parse_channel, parse_ref, parse_tag
 from .layout import (
@@ -53,8 +53,6 @@ __all__ = [
     "yank",
 ]
 
-#: Stores whose create-only writes this process has probed (see ``probe_create_only``).
-_PROBED: set[str] = set()
 #: How often a writer that lost a race re-reads and tries the next sequence number.
 _RETRIES = 64
 
@@ -144,10 +142,7 @@ def _keys(store: Store, what: str) -> KeyStore:
 async def _probe(ks: KeyStore) -> None:
     """Check once per process and store that create-only writes are honoured: a name that
     two writers could both create would be silently overwritten."""
-    uri = str(ks.uri)
-    if uri not in _PROBED:
-        await probe_create_only(ks)
-        _PROBED.add(uri)
+    await ensure_create_only(ks)
 
 
 def _by() -> str:

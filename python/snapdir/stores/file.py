@@ -110,9 +110,13 @@ class FileStore(BaseStore):
     async def get_object(self, checksum: str, dest: str) -> None:
         self._check_hex(checksum, "checksum")
         self.require()
-        await run_cancellable(
-            lambda _t: _snapdir.store_get_object(self.root, checksum, os.fspath(dest))
-        )
+        try:
+            await run_cancellable(
+                lambda _t: _snapdir.store_get_object(self.root, checksum, os.fspath(dest))
+            )
+        except NotFoundError:
+            # The wording every backend uses (see stores._wrappers._missing).
+            raise NotFoundError(f"object {checksum} not found in {self.uri}") from None
 
     async def put_objects(
         self,
