@@ -64,7 +64,7 @@ LOCK_JSON = {
 
 def run(fn: Callable[[], Coroutine[Any, Any, T]], *stores: object) -> T:
     """Under anyio, also for file:// stores: the first write to a store races a few
-    create-only writers to probe it (see ``probe_create_only``), which needs a loop."""
+    create-only writers to probe it (see ``ensure_create_only``) concurrently, on a loop."""
     import anyio
 
     return anyio.run(fn)
