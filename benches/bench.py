@@ -16,6 +16,7 @@ This is the one entry point of the areas, each in its own module:
     bench_lifecycle.py  lifecycle: `ls` / `forget` on a store of 10,000 journalled snapshots
     bench_runs.py       runs: `snapdir run` overhead, first output byte, 1 GiB of output; Capsula
     bench_recording.py  recording: record / replay against epuplayer ($EPUPLAYER_PYTHON)
+    bench_names.py      names: `resolve` of a range among 500 versions, file:// and S3
     benchcore.py        trees, the measuring launcher, tools, operations, shared checks
     benchrun.py         the run of the tree areas, tables, report, self-test, options
 
@@ -26,6 +27,7 @@ This is the one entry point of the areas, each in its own module:
     python benches/bench.py --areas lifecycle    # -> docs/benchmarks-extra/lifecycle.md
     python benches/bench.py --areas runs --capsula VENV   # -> docs/benchmarks-extra/runs.md
     python benches/bench.py --areas recording    # -> docs/benchmarks-extra/recording.md
+    python benches/bench.py --areas names        # -> docs/benchmarks-extra/names.md
 
 The script never fails because something is slow: it exits non-zero only when a
 tool that is present is broken (a failed run, bad output, or - for our snapdir -
@@ -44,6 +46,7 @@ import time
 from collections.abc import Sequence
 
 import bench_lifecycle
+import bench_names
 import bench_recording
 import bench_runs
 from benchcore import (
@@ -92,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems += bench_runs.run_area(args)
     if args.recording:
         problems += bench_recording.run_area(args)
+    if args.names:
+        problems += bench_names.run_area(args)
     for msg in problems:
         print(f"ERROR: {msg}", file=sys.stderr)
     if failed_self_test:

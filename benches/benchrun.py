@@ -1856,8 +1856,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--areas",
         default=None,
         help="comma-separated areas to run: " + ", ".join(AREAS) + " (their operations among "
-        "--ops), lifecycle (snapshot listing and retiring on S3) and runs (snapdir run beside "
-        "Capsula) (these two only when named); "
+        "--ops), lifecycle (snapshot listing and retiring on S3), runs (snapdir run beside "
+        "Capsula), recording (replay beside epuplayer) and names (resolving a range among 500 "
+        "versions on file:// and S3) (these only when named); "
         "default: the operations of --ops",
     )
     p.add_argument(
@@ -1872,6 +1873,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="lifecycle: snapshots in the restic repository, each a real backup (default 200; "
         "quick 5; 0: no restic)",
+    )
+    p.add_argument(
+        "--names-out",
+        type=Path,
+        default=None,
+        help="names report (default docs/benchmarks-extra/names.md; with --quick "
+        "<workdir>/names-quick.md)",
     )
     p.add_argument(
         "--lifecycle-out",
@@ -1931,7 +1939,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     expanded.append(m)
         return expanded
 
-    args.lifecycle = False
+    args.lifecycle = args.names = False
     args.runs = False
     args.recording = False
     if args.areas is None:
@@ -1939,17 +1947,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     else:
         areas = [a.strip() for a in args.areas.split(",") if a.strip()]
         for a in areas:
-            if a not in (*AREAS, "lifecycle", "runs", "recording"):
+            if a not in (*AREAS, "lifecycle", "runs", "recording", "names"):
                 p.error(
                     f"unknown area {a!r}: choose from {', '.join(AREAS)}, lifecycle, runs, "
-                    "recording"
+                    "recording, names"
                 )
         area_ops = {n for a in areas for n in AREAS.get(a, ())}
         args.op_names = [n for n in op_list(args.ops) if n in area_ops]
         args.lifecycle = "lifecycle" in areas
         args.runs = "runs" in areas
         args.recording = "recording" in areas
-        if not args.op_names and not (args.lifecycle or args.runs or args.recording):
+        args.names = "names" in areas
+        if not args.op_names and not (args.lifecycle or args.runs or args.recording or args.names):
             p.error(f"--areas {args.areas} --ops {args.ops}: no operation left to run")
     if args.snapshots is None:
         args.snapshots = 200 if args.quick else 10_000
@@ -1957,6 +1966,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.restic_snapshots = 5 if args.quick else 200
     if args.snapshots < 1 or args.restic_snapshots < 0:
         p.error("--snapshots must be at least 1 and --restic-snapshots at least 0")
+    if args.names_out is None:
+        args.names_out = (
+            args.workdir / "names-quick.md"
+            if args.quick
+            else REPO / "docs" / "benchmarks-extra" / "names.md"
+        )
     if args.lifecycle_out is None:
         args.lifecycle_out = (
             args.workdir / "lifecycle-quick.md"

@@ -250,6 +250,7 @@ _AS_USER = r"""
 import json, os, sys
 import anyio, anyio.to_thread, snapdir
 import snapdir._pull, snapdir._push, snapdir._verify, snapdir._diff, snapdir._sync
+import snapdir.names.ops
 import snapdir.stores.file
 spec = json.loads(sys.argv[1])
 op, args, kwargs = spec["op"], spec["args"], spec["kwargs"]

@@ -97,7 +97,16 @@ class World:
     def subs(self, argv: list[str]) -> list[str]:
         if any("{rec-store}" in a for a in argv):
             argv = [a.replace("{rec-store}", self.rec_store()) for a in argv]
+        if any("{kit}" in a for a in argv):
+            # a release kit@1.0.0 of the snapshot, and kit@stable pointing at it
+            for extra in (
+                ["tag", SID, "kit@1.0.0", "--store", self.store],
+                ["channel", "set", "kit@stable", SID, "--store", self.store],
+            ):
+                proc = run_cli(*extra)
+                assert proc.returncode == 0, proc.stderr
         table = {
+            "{kit}": "kit@",
             "{build}": str(self.build),
             "{store}": self.store,
             "{bad-object}": self.bad_object,
@@ -120,6 +129,13 @@ class World:
 def world(tmp_path: Path) -> World:
     return World(tmp_path)
 
+
+#: A keyring backend of the tests' own (never the OS keyring), in a file under {tmp}.
+KEYRING = {
+    "PYTHON_KEYRING_BACKEND": "keyring_backend.FileKeyring",
+    "PYTHONPATH": str(Path(__file__).parent),
+    "SNAPDIR_TEST_KEYRING_FILE": "{tmp}/keyring.json",
+}
 
 # (command, status, argv, error code for statuses >= 2, extra environment)
 CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
@@ -146,7 +162,7 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
     ("push", 2, ["push", "--id", "abc", "--store", "{store}"], "INVALID_ID", {}),
     ("push", 4, ["push", "--id", "{missing}", "--store", "{store}"], "NOT_FOUND", {}),
     ("fetch", 0, ["fetch", "{sid}", "--store", "{store}"], None, {}),
-    ("fetch", 2, ["fetch", "abc", "--store", "{store}"], "INVALID_ID", {}),
+    ("fetch", 2, ["fetch", "ABC", "--store", "{store}"], "INVALID_ID", {}),
     ("fetch", 4, ["fetch", "{missing}", "--store", "{store}"], "NOT_FOUND", {}),
     ("fetch", 4, ["fetch", "{sid}", "--store", "file://{tmp}/no-store"], "STORE_NOT_FOUND", {}),
     (
@@ -222,11 +238,12 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
     ("diff", 5, ["diff", "--from", "{bad-manifest}@{sid}", "--to", "{build}"], "HASH_MISMATCH", {}),
     ("verify", 0, ["verify", "--id", "{sid}", "--store", "{store}"], None, {}),
     ("verify", 1, ["verify", "--id", "{sid}", "--store", "{bad-object}"], None, {}),
-    ("verify", 2, ["verify", "--id", "xyz", "--store", "{store}"], "INVALID_ID", {}),
+    ("verify", 2, ["verify", "--id", "XYZ", "--store", "{store}"], "INVALID_ID", {}),
+    ("verify", 4, ["verify", "--id", "kit@^9", "--store", "{store}"], "NOT_FOUND", {}),
     ("verify", 4, ["verify", "--id", "{missing}", "--store", "{store}"], "NOT_FOUND", {}),
     ("verify", 5, ["verify", "--id", "{sid}", "--store", "{bad-manifest}"], "HASH_MISMATCH", {}),
     ("size", 0, ["size", "--store", "{store}"], None, {}),
-    ("size", 2, ["size", "--store", "{store}", "--id", "nope"], "INVALID_ID", {}),
+    ("size", 2, ["size", "--store", "{store}", "--id", "no pe"], "INVALID_ID", {}),
     ("size", 4, ["size", "--store", "file://{tmp}/no-store"], "STORE_NOT_FOUND", {}),
     ("size", 5, ["size", "--id", "{sid}", "--store", "{bad-manifest}"], "HASH_MISMATCH", {}),
     ("ls", 0, ["ls", "--store", "{store}", "--since", "1y"], None, {}),
@@ -243,6 +260,67 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
     ("du", 2, ["du", "xyz", "--store", "{store}"], "INVALID_ARGUMENT", {}),
     ("du", 4, ["du", "{missing}", "--store", "{store}"], "NOT_FOUND", {}),
     ("du", 5, ["du", "--store", "{bad-manifest}"], "HASH_MISMATCH", {}),
+    ("tag", 0, ["tag", "{sid}", "kit@1.0.0", "--store", "{store}", "-m", "first"], None, {}),
+    ("tag", 0, ["tag", "{sid}", "{kit}1.0.0", "--store", "{store}"], None, {}),  # no-op
+    ("tag", 2, ["tag", "{sid}", "Kit@1.0.0", "--store", "{store}"], "INVALID_ARGUMENT", {}),
+    ("tag", 2, ["tag", "{sid}", "kit@1.0.0+b1", "--store", "{store}"], "INVALID_ARGUMENT", {}),
+    ("tag", 4, ["tag", "{missing}", "kit@1.0.0", "--store", "{store}"], "NOT_FOUND", {}),
+    ("resolve", 0, ["resolve", "{kit}>=1,<2", "--store", "{store}"], None, {}),
+    ("resolve", 0, ["resolve", "{sid}", "--store", "{store}"], None, {}),
+    ("resolve", 2, ["resolve", "kit@>=1 <2", "--store", "{store}"], "INVALID_ARGUMENT", {}),
+    ("resolve", 2, ["resolve", "kit@1"], "INVALID_STORE", {}),
+    ("resolve", 4, ["resolve", "kit@^2", "--store", "{store}"], "NOT_FOUND", {}),
+    ("refs", 0, ["refs", "--store", "{store}"], None, {}),
+    ("refs", 2, ["refs", "A/B", "--store", "{store}"], "INVALID_ARGUMENT", {}),
+    ("refs", 4, ["refs", "kit", "--store", "{store}"], "NOT_FOUND", {}),
+    ("yank", 0, ["yank", "{kit}1.0.0", "--reason", "bad data", "--store", "{store}"], None, {}),
+    ("yank", 2, ["yank", "kit", "--reason", "r", "--store", "{store}"], "INVALID_ARGUMENT", {}),
+    ("yank", 4, ["yank", "kit@9.9.9", "--reason", "r", "--store", "{store}"], "NOT_FOUND", {}),
+    ("unyank", 0, ["unyank", "{kit}1.0.0", "--store", "{store}"], None, {}),
+    ("unyank", 2, ["unyank", "kit@1", "--store", "{store}"], "INVALID_ARGUMENT", {}),
+    ("channel", 0, ["channel", "set", "kit@stable", "{sid}", "--store", "{store}"], None, {}),
+    ("channel", 0, ["channel", "log", "{kit}stable", "--store", "{store}"], None, {}),
+    (
+        "channel",
+        2,
+        ["channel", "set", "kit@latest", "{sid}", "--store", "{store}"],
+        "INVALID_ARGUMENT",
+        {},
+    ),
+    (
+        "channel",
+        3,
+        ["channel", "set", "kit@beta", "{sid}", "--expect", "{missing}", "--store", "{store}"],
+        "CONFLICT",
+        {},
+    ),
+    ("channel", 4, ["channel", "log", "kit@stable", "--store", "{store}"], "NOT_FOUND", {}),
+    ("lock", 0, ["lock", "{kit}^1", "--store", "{store}", "-o", "{tmp}/a.lock"], None, {}),
+    ("lock", 2, ["lock", "--store", "{store}"], "INVALID_ARGUMENT", {}),
+    ("lock", 4, ["lock", "--check", "-o", "{tmp}/none.lock"], "NOT_FOUND", {}),
+    (
+        "login",
+        2,
+        ["login", "gs://b/p", "--key-id", "k", "--secret-stdin"],
+        "INVALID_ARGUMENT",
+        {},
+    ),
+    (
+        "login",
+        2,
+        ["login", "s3://b/p", "--key-id", "k", "--secret-stdin"],
+        "INVALID_ARGUMENT",
+        KEYRING,
+    ),  # an empty secret
+    (
+        "login",
+        0,
+        ["login", "s3://b/p", "--key-id", "k", "--secret-file", "{tmp}/a-file"],
+        None,
+        KEYRING,
+    ),
+    ("logout", 0, ["logout", "s3://b/p"], None, KEYRING),
+    ("logout", 2, ["logout", "b/p"], "INVALID_STORE", KEYRING),
     ("policy", 0, ["policy", "set", "--keep-last", "3", "--store", "{store}"], None, {}),
     ("policy", 0, ["policy", "show", "--log", "--store", "{store}"], None, {}),
     ("policy", 2, ["policy", "set", "--store", "{store}"], "INVALID_ARGUMENT", {}),

@@ -49,6 +49,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "snapdir.runs.*",
             "snapdir.recording",
             "snapdir.recording.*",
+            "snapdir.names",
+            "snapdir.names.*",
         },
     ),
     ("tools", {"snapdir._progress", "snapdir.testing"}),

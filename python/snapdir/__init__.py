@@ -40,6 +40,16 @@ if TYPE_CHECKING:
     from ._push import push, stage
     from ._sync import sync
     from ._verify import size, verify
+    from .names import (
+        channel_log,
+        channel_set,
+        lock,
+        refs,
+        resolve,
+        tag,
+        unyank,
+        yank,
+    )
     from .recording import Recorder, ReplayReport, replay
     from .runs.api import Run, track
     from .runs.ops import RunResult, run_command
@@ -63,6 +73,14 @@ _LAZY = {
     "Recorder": ".recording",
     "ReplayReport": ".recording",
     "replay": ".recording",
+    "channel_log": ".names",
+    "channel_set": ".names",
+    "lock": ".names",
+    "refs": ".names",
+    "resolve": ".names",
+    "tag": ".names",
+    "unyank": ".names",
+    "yank": ".names",
 }
 
 
@@ -102,23 +120,31 @@ __all__ = [
     "StoreUri",
     "UnsafePathError",
     "cache_dir",
+    "channel_log",
+    "channel_set",
     "checkout",
     "diff",
     "fetch",
     "id",
     "id_from_manifest",
+    "lock",
     "manifest",
     "manifest_size",
     "pull",
     "push",
+    "refs",
     "replay",
+    "resolve",
     "run_command",
     "size",
     "stage",
     "sync",
+    "tag",
     "track",
+    "unyank",
     "verify",
     "version",
+    "yank",
 ]
 
 __version__: str = _version()

@@ -74,10 +74,11 @@ async def pull_with_stats(
     exclude_glob: Sequence[str] | None = None,
 ) -> OpStats:
     """:func:`pull`, returning what it did."""
+    from .names.ops import id_of
     from .stores.file import FileStore
 
     _check_link(link)
-    sid = SnapshotId(snapshot_id)
+    sid = SnapshotId(await id_of(snapshot_id, store))
     fetch_requests = 0
     if link != "copy":
         # Links and clones point into the local cache: the snapshot goes there first
@@ -337,8 +338,10 @@ async def fetch_with_stats(
     progress: ProgressFn | None = None,
 ) -> OpStats:
     from ._cache import cache_store
+    from .names.ops import id_of
 
-    return await copy_snapshot(snapshot_id, store, cache_store(), jobs=jobs, progress=progress)
+    sid = await id_of(snapshot_id, store)
+    return await copy_snapshot(sid, store, cache_store(), jobs=jobs, progress=progress)
 
 
 async def fetch(

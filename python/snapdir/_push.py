@@ -45,9 +45,11 @@ async def push_with_stats(
     time: datetime | None = None,
     host: str | None = None,
     labels: Sequence[str] = (),
+    tags: Sequence[str] = (),
 ) -> OpStats:
     """:func:`push`, returning what it did (id, objects uploaded, requests, the journal
-    entry's key)."""
+    entry's key); ``tags`` (``name@version``) are recorded in the journal entry — the
+    caller writes the release records after it (``push --tag``)."""
     from .lifecycle.journal import check_labels
 
     labels = check_labels(labels)  # a bad label is a usage error, found before any I/O
@@ -80,6 +82,7 @@ async def push_with_stats(
             time=time,
             host=host,
             labels=labels,
+            tags=tags,
         )
         stats.update(journal=key)
     else:
@@ -96,6 +99,7 @@ async def push_staged_with_stats(
     time: datetime | None = None,
     host: str | None = None,
     labels: Sequence[str] = (),
+    tags: Sequence[str] = (),
 ) -> OpStats:
     """Push a snapshot already in the local cache (put there by :func:`stage` or
     ``fetch``) to ``store`` without walking any directory: the objects the store lacks are
@@ -129,7 +133,15 @@ async def push_staged_with_stats(
     logical, _, nfiles, _ = _snapdir.manifest_size(m)
     requests = dst.request_count() - before
     key = await record_push(
-        dst, sid, path="", files=nfiles, nbytes=logical, time=time, host=host, labels=labels
+        dst,
+        sid,
+        path="",
+        files=nfiles,
+        nbytes=logical,
+        time=time,
+        host=host,
+        labels=labels,
+        tags=tags,
     )
     return OpStats(
         id=sid,

@@ -25,12 +25,17 @@ __all__ = [
     "recording_capture",
     "recording_encode_segment",
     "recording_peek_header",
+    "spec_check",
+    "spec_matches",
+    "spec_resolve",
     "store_get_object",
     "store_list",
     "store_push_tree",
     "store_put_objects",
     "store_verify_objects",
     "version",
+    "version_canonical",
+    "version_order",
     "walk",
     "write_at_sparse",
 ]
@@ -366,3 +371,12 @@ class Replayer:
         """Move every later due time by ``seconds``."""
     def lateness(self) -> tuple[int, float, float, float, float]:
         """``(events, p50, p99, max, last)`` lateness in seconds."""
+
+# names (rust/snapdir-py/src/names.rs): release versions and version specs
+def version_canonical(text: str) -> str: ...
+def version_order(versions: list[str]) -> list[int]: ...
+def spec_check(spec: str) -> str | None: ...
+def spec_matches(spec: str, version: str, pre: bool = False) -> bool: ...
+def spec_resolve(
+    spec: str, versions: list[str], yanked: list[bool], pre: bool = False
+) -> int | None: ...

@@ -27,7 +27,8 @@ async def sync(
     sent, each verified when read and when written; the manifest goes last, so ``dst`` never
     shows an incomplete snapshot. A snapshot already in ``dst`` is left as it is. Then the
     snapshot's journal entries are copied (see :func:`snapdir.lifecycle.ops.copy_journal`),
-    so ``dst`` lists it as ``src`` does and keeps it from its collector."""
+    so ``dst`` lists it as ``src`` does and keeps it from its collector, and last the
+    release records that name it (:func:`snapdir.names.ops.copy_names`, create-only)."""
     await sync_with_stats(snapshot_id, src, dst, jobs=jobs, progress=progress)
 
 
@@ -41,11 +42,13 @@ async def sync_with_stats(
 ) -> OpStats:
     """:func:`sync`, returning what it did (objects copied, journal entries created)."""
     from .lifecycle.ops import copy_journal
+    from .names.ops import copy_names, id_of
 
     s, d = open_wrapped(src, jobs), open_wrapped(dst, jobs)
+    snapshot_id = await id_of(snapshot_id, s)
     stats = await copy_snapshot(snapshot_id, s, d, jobs=jobs, progress=progress)
     made = await copy_journal(
         s, d, snapshot_id, files=int(stats["files"]), nbytes=int(stats["bytes"])
     )
-    stats.update(journal=made)
+    stats.update(journal=made, names=await copy_names(s, d, [snapshot_id]))
     return stats

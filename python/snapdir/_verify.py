@@ -41,13 +41,15 @@ async def verify_report(
     progress: ProgressFn | None = None,
 ) -> dict[str, str]:
     """``{checksum: "missing" | "corrupt"}`` for the snapshot (raises if the manifest itself
-    is missing or does not hash to its id). ``progress`` is told of each object verified,
-    when the store can say (its ``verify_objects`` takes ``progress=``)."""
+    is missing or does not hash to its id). ``snapshot_id`` may be any ref (a name).
+    ``progress`` is told of each object verified, when the store can say (its
+    ``verify_objects`` takes ``progress=``)."""
     from ._common import announce_total
+    from .names.ops import id_of
     from .stores._base import accepts_progress
 
-    sid = SnapshotId(snapshot_id)
     st = open_wrapped(store, jobs)
+    sid = SnapshotId(await id_of(snapshot_id, st))
     m = await st.get_manifest(sid)
     objects = m.objects()
     if progress is None or not accepts_progress(st.verify_objects):
@@ -65,9 +67,12 @@ async def verify(
     """Re-hash every object of the snapshot (streamed). Returns ``True`` or raises:
     :class:`HashMismatchError` if an object (or the manifest) is corrupt, :class:`NotFoundError`
     if one is missing; the exception's ``.problems`` maps checksums to what is wrong."""
-    problems = await verify_report(snapshot_id, store, jobs=jobs)
+    from .names.ops import id_of
+
+    sid = str(SnapshotId(await id_of(snapshot_id, store)))
+    problems = await verify_report(sid, store, jobs=jobs)
     if problems:
-        raise verify_failed(str(SnapshotId(snapshot_id)), store, problems)
+        raise verify_failed(sid, store, problems)
     return True
 
 
@@ -82,8 +87,10 @@ async def size(
     file of every snapshot, physical bytes each distinct object once. ``progress(files,
     bytes)`` is told of each snapshot's files and logical bytes once its manifest is read
     (a store of many snapshots reads many)."""
+    from .names.ops import id_of
+
     st = open_wrapped(store, jobs)
-    ids = [str(SnapshotId(id))] if id is not None else await st.list_manifests()
+    ids = [str(SnapshotId(await id_of(id, st)))] if id is not None else await st.list_manifests()
     seen: dict[str, int] = {}
     logical = files = 0
     for sid in ids:

@@ -5,9 +5,9 @@ Data goes to stdout, diagnostics to stderr; the exit status says which kind of f
 SDK at import) because ``snapdir id`` is often run on every CI step.
 
 Layout: one module per command group, each registering its own sub-parsers
-(:mod:`.snapshot`, :mod:`.transfer`, :mod:`.inspect`, :mod:`.lifecycle`, :mod:`.cache`,
-:mod:`.runs` records and reruns commands, :mod:`.completion` makes the scripts of
-``completion``); :mod:`._common`
+(:mod:`.snapshot`, :mod:`.transfer`, :mod:`.inspect`, :mod:`.lifecycle`, :mod:`.names`,
+:mod:`.cache`, :mod:`.runs` records and reruns commands, :mod:`.recording` records and
+replays directories, :mod:`.completion` makes the scripts of ``completion``); :mod:`._common`
 holds the parser
 and the options they share, :mod:`._output` what is printed. Only the group of the command
 being run is imported.
@@ -54,6 +54,15 @@ GROUPS: dict[str, str] = {
     "adopt": "lifecycle",
     "du": "lifecycle",
     "policy": "lifecycle",
+    "tag": "names",
+    "resolve": "names",
+    "refs": "names",
+    "yank": "names",
+    "unyank": "names",
+    "channel": "names",
+    "lock": "names",
+    "login": "names",
+    "logout": "names",
     "cache": "cache",
     "run": "runs",
     "capture": "runs",

@@ -276,11 +276,48 @@ def need_store(args: argparse.Namespace) -> StoreUri:
 
     uri = StoreUri(args.store)
     MODE.context["uri"] = uri
+    if uri.startswith(("s3://", "b2://")):
+        # the environment first, then what `snapdir login` kept, then the SDK's chain
+        from ..names.login import use_keyring
+
+        use_keyring(uri)
     return uri
 
 
-def ids(args: argparse.Namespace, positional: list[str], want_dest: bool) -> tuple[SnapshotId, str]:
-    """Resolve ``[ID] [DEST]`` positionals against ``--id``."""
+def ref_store(args: argparse.Namespace, positional: list[str]) -> StoreUri:
+    """The store of a command that takes a ref: ``--store``, else the URI of a
+    store-qualified ``URI#REF`` given as the ref."""
+    if not args.store:
+        ref = args.id if getattr(args, "id", None) is not None else next(iter(positional), "")
+        if "://" in ref and "#" in ref:
+            args.store = ref.partition("#")[0]
+    return need_store(args)
+
+
+def resolve_ref(ref: str, store: object) -> SnapshotId:
+    """A ref (a 64-hex id, a unique prefix of 8+ hex digits, name@VERSION, name@SPEC,
+    name@channel, name, or URI#REF) to the snapshot id it names in ``store``; a plain id
+    costs nothing."""
+    from .._types import SnapshotId
+
+    text = ref.strip()
+    if len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
+        return SnapshotId(text)
+    from ..names.grammar import parse_ref
+    from ..names.ops import resolve_id
+
+    try:
+        parse_ref(text)
+    except InvalidArgumentError as e:
+        raise InvalidArgumentError(str(e), code="INVALID_ID") from None
+    return SnapshotId(run(lambda: resolve_id(store, text), store))  # type: ignore[arg-type]
+
+
+def ids(
+    args: argparse.Namespace, positional: list[str], want_dest: bool, store: object = None
+) -> tuple[SnapshotId, str]:
+    """Resolve ``[REF] [DEST]`` positionals against ``--id``; a ref that is not a plain id
+    is resolved in ``store``."""
     rest = list(positional)
     sid = args.id
     if sid is None:
@@ -304,7 +341,7 @@ def ids(args: argparse.Namespace, positional: list[str], want_dest: bool) -> tup
         )
     from .._types import SnapshotId
 
-    snapshot_id = SnapshotId(sid)
+    snapshot_id = SnapshotId(sid) if store is None else resolve_ref(sid, store)
     MODE.context["id"] = snapshot_id
     if dest:
         MODE.context["path"] = dest

@@ -41,6 +41,7 @@ ENVIRONMENT: tuple[tuple[str, str], ...] = (
     ("SNAPDIR_S3_CONDITIONAL_PUT", "0: S3 creates without If-None-Match"),
     ("SNAPDIR_S3_LEAN", "0: every S3 request through botocore's client calls"),
     ("SNAPDIR_B2_REALM", "B2 API URL to authorise against (default: production)"),
+    ("SNAPDIR_KEYRING", "0: do not look up store credentials kept by login in the OS keyring"),
 )
 
 EXAMPLES = """\

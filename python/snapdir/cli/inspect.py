@@ -46,7 +46,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
         raise UsageError(
             "snapdir diff: --from REF and --to REF are required", code="INVALID_ARGUMENT"
         )
-    opts = DiffOptions.from_refs(args.from_, args.to)
+    opts = DiffOptions.from_refs(
+        [_snapshot_ref(r) for r in args.from_], [_snapshot_ref(r) for r in args.to]
+    )
     stores = [r.store for r in opts.from_ + opts.to if r.store is not None]
     rep = reporter(args, "diff")
     try:
@@ -73,6 +75,17 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return NO if (args.exit_code and changed) else 0
 
 
+def _snapshot_ref(ref: str) -> str:
+    """``URI#REF`` (a name, a prefix: any ref) as the ``URI@ID`` a diff takes."""
+    if "://" not in ref or "#" not in ref:
+        return ref
+    from .._types import StoreUri
+    from ._common import resolve_ref
+
+    uri = StoreUri(ref.partition("#")[0])
+    return f"{uri}@{resolve_ref(ref, uri)}"
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from .._errors import SnapdirError
     from .._verify import verify_failed, verify_report
@@ -96,9 +109,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return out
 
     if args.id:
-        from .._types import SnapshotId
+        from ._common import resolve_ref
 
-        args.id = MODE.context["id"] = SnapshotId(args.id)
+        args.id = MODE.context["id"] = resolve_ref(args.id, store)
     rep = reporter(args, "verify")
     try:
         report = run(check, store)
@@ -128,9 +141,9 @@ def cmd_size(args: argparse.Namespace) -> int:
 
     store = need_store(args)
     if args.id is not None:
-        from .._types import SnapshotId
+        from ._common import resolve_ref
 
-        args.id = MODE.context["id"] = SnapshotId(args.id)
+        args.id = MODE.context["id"] = resolve_ref(args.id, store)
     rep = reporter(args, "size")
     try:
         s = run(lambda: size(store, args.id, jobs=args.jobs, progress=rep), store)
@@ -147,6 +160,7 @@ def cmd_size(args: argparse.Namespace) -> int:
 REF_FORMS = """\
 A REF is one of:
   URI@ID     snapshot ID in the store at URI   (s3://bucket/ci@5e0f...)
+  URI#REF    the snapshot a ref names there    (s3://bucket/ci#cal-kit@1.3.0)
   URI        every snapshot of the store, as one tree of their union
   PATH       a local directory, snapshotted on the fly (not written anywhere)
 --from and --to may each be given several times: the refs of one side are merged.
@@ -173,14 +187,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="REF",
-        help="the old side: URI@ID, URI or PATH (repeatable)",
+        help="the old side: URI@ID, URI#REF, URI or PATH (repeatable)",
     )
     p.add_argument(
         "--to",
         action="append",
         default=[],
         metavar="REF",
-        help="the new side: URI@ID, URI or PATH (repeatable)",
+        help="the new side: URI@ID, URI#REF, URI or PATH (repeatable)",
     )
     p.add_argument("--all", action="store_true", help="also list unchanged paths (=)")
     p.add_argument(
@@ -198,7 +212,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Re-hash every object of the snapshot (default: of every snapshot in the "
         "store). Exit 1 when an object is missing or corrupt.",
     )
-    p.add_argument("--id", default=None, metavar="ID", help="snapshot to verify (default: all)")
+    p.add_argument(
+        "--id", default=None, metavar="REF", help="snapshot (id or ref) to verify (default: all)"
+    )
     store_arg(p)
     jobs_arg(p)
     p.set_defaults(handler=cmd_verify)
@@ -213,7 +229,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "files and objects of the snapshot, or of every snapshot in the store.",
     )
     p.add_argument(
-        "--id", default=None, metavar="ID", help="the snapshot (default: the whole store)"
+        "--id",
+        default=None,
+        metavar="REF",
+        help="the snapshot, id or ref (default: the whole store)",
     )
     store_arg(p)
     jobs_arg(p)

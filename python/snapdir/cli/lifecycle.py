@@ -21,7 +21,7 @@ COMMANDS = ("ls", "forget", "adopt", "du", "policy")
 
 ENTRY = (
     "id, time (ISO 8601, UTC), host, user, path (the pushed directory), files, bytes, "
-    "labels, key (the journal key; empty for an orphan)"
+    "labels, key (the journal key; empty for an orphan), tags (releases the push tagged)"
 )
 LS_JSON = {"snapshots": f"newest first, each: {ENTRY}"}
 FORGET_JSON = {

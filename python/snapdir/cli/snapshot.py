@@ -32,6 +32,8 @@ PUSH_JSON = {
     "requests": "store requests made (0 for file://)",
     "bytes": "bytes of the snapshot's files (duplicates counted)",
     "journal": "the journal key of this push (null for stage and for a store without a journal)",
+    "tag": "push --tag: the release written (name@version), else null",
+    "channel": "push --channel: the move written (name@channel#seq), else null",
 }
 
 #: push's document: stage's, and what --dry-run adds.
@@ -113,6 +115,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         return _push_staged(args)
     args.path = "." if args.path is None else args.path
     store = need_store(args) if args.command == "push" else None
+    tags = _release_args(args)
     MODE.context["path"] = args.path
     if getattr(args, "dry_run", False):
         return _push_dry_run(args, store)
@@ -141,11 +144,13 @@ def cmd_push(args: argparse.Namespace) -> int:
                 time=getattr(args, "time", None),
                 host=getattr(args, "host", None),
                 labels=getattr(args, "label", ()),
+                tags=tags,
             ),
             target,
         )
     finally:
         finish(rep)
+    _name_release(args, store, s)
     if s["noop"]:
         info(args, f"snapshot {s['id']} is already in {target.uri if store is None else store}")
     else:
@@ -200,6 +205,46 @@ def _push_dry_run(args: argparse.Namespace, store: Any) -> int:
     return 0
 
 
+def _release_args(args: argparse.Namespace) -> list[str]:
+    """``--tag NAME@VERSION`` / ``--channel NAME@CHANNEL``, checked before any I/O."""
+    from ..names.grammar import parse_channel, parse_tag
+
+    tag, channel = getattr(args, "tag", None), getattr(args, "channel", None)
+    if channel is not None and tag is None:
+        from ._common import UsageError
+
+        raise UsageError("snapdir push: --channel needs --tag (the release it points at)")
+    if channel is not None:
+        parse_channel(channel)
+    if tag is None:
+        return []
+    name, version = parse_tag(tag)
+    return [f"{name}@{version}"]
+
+
+def _name_release(args: argparse.Namespace, store: Any, s: Any) -> None:
+    """After the manifest and the journal entry: the release record, then the channel
+    move (``push --tag/--channel``); their outcome goes into the push's fields."""
+    tag, channel = getattr(args, "tag", None), getattr(args, "channel", None)
+    s.update(tag=None, channel=None)
+    if tag is None or store is None:
+        return
+    import anyio
+
+    from ..names.ops import channel_set
+    from ..names.ops import tag as name
+
+    async def go() -> None:
+        r = await name(store, tag, str(s["id"]))
+        s.update(tag=f"{r.name}@{r.version}")
+        if channel is not None:
+            e = await channel_set(store, channel, str(s["id"]))
+            s.update(channel=f"{e.name}@{e.channel}#{e.seq}")
+
+    anyio.run(go)
+    info(args, f"tagged {s['tag']}" + (f", moved {s['channel']}" if s["channel"] else ""))
+
+
 def _push_staged(args: argparse.Namespace) -> int:
     """``push --id ID``: the snapshot from the local cache, no directory walked."""
     from .._push import push_staged_with_stats
@@ -216,6 +261,7 @@ def _push_staged(args: argparse.Namespace) -> int:
     sid = SnapshotId(args.id)
     MODE.context["id"] = sid
     store = need_store(args)
+    tags = _release_args(args)
     if args.dry_run:
         return _push_dry_run(args, store)
     rep = reporter(args, "push")
@@ -229,11 +275,13 @@ def _push_staged(args: argparse.Namespace) -> int:
                 time=args.time,
                 host=args.host,
                 labels=args.label,
+                tags=tags,
             ),
             store,
         )
     finally:
         finish(rep)
+    _name_release(args, store, s)
     if s["noop"]:
         info(args, f"snapshot {s['id']} is already in {store}")
     else:
@@ -340,6 +388,17 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                 action="store_true",
                 help="print what would be uploaded (objects the store lacks, bytes, whether "
                 "the manifest would be written) and change nothing in the store",
+            )
+            p.add_argument(
+                "--tag",
+                metavar="NAME@VERSION",
+                help="then name the snapshot with this immutable release (see tag; exit 3 if "
+                "the version names another snapshot)",
+            )
+            p.add_argument(
+                "--channel",
+                metavar="NAME@CHANNEL",
+                help="then move this channel to the release (with --tag; see channel)",
             )
         p.add_argument(
             "--repair",

@@ -9,7 +9,7 @@ from ._common import (
     ignore_args,
     ignore_option,
     jobs_arg,
-    need_store,
+    ref_store,
     run,
     store_arg,
 )
@@ -40,6 +40,8 @@ SYNC_JSON = {
     "bytes_copied": "--dry-run: bytes of the objects that would be copied (null otherwise)",
     "manifest": "--dry-run: whether the manifest would be copied (null otherwise)",
     "dry_run": "true with --dry-run: the counts say what would be copied; nothing was",
+    "names": "name keys created in the target: the source's release records (and yank "
+    "markers) that name the snapshot, written last",
 }
 
 PULL_JSON = {
@@ -66,8 +68,8 @@ _PULL_PREVIEW = ("objects_fetched", "bytes_fetched", "write", "remove")
 def cmd_fetch(args: argparse.Namespace) -> int:
     from .._pull import fetch_with_stats
 
-    store = need_store(args)
-    sid, _ = ids(args, args.args, want_dest=False)
+    store = ref_store(args, args.args)
+    sid, _ = ids(args, args.args, want_dest=False, store=store)
     rep = reporter(args, "fetch")
     try:
         s = run(lambda: fetch_with_stats(sid, store, jobs=args.jobs, progress=rep), store)
@@ -86,9 +88,12 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
         store: Any = cache_store()
         MODE.context["uri"] = store.uri
+        sid, dest = ids(args, args.args, want_dest=True, store=store)
+    elif getattr(args, "locked", None):
+        store, sid, dest = _locked(args)
     else:
-        store = need_store(args)
-    sid, dest = ids(args, args.args, want_dest=True)
+        store = ref_store(args, args.args)
+        sid, dest = ids(args, args.args, want_dest=True, store=store)
     if args.dry_run:
         return _pull_dry_run(args, sid, store, dest)
     rep = reporter(args, args.command)
@@ -168,7 +173,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         raise UsageError("snapdir sync: --from URI and --to URI are required", code="INVALID_STORE")
     src, dst = StoreUri(args.from_), StoreUri(args.to)
     MODE.context["uri"] = src
-    sid, _ = ids(args, args.args, want_dest=False)
+    sid, _ = ids(args, args.args, want_dest=False, store=src)
     if args.dry_run:
         from .._dryrun import preview_sync
 
@@ -188,17 +193,51 @@ def cmd_sync(args: argparse.Namespace) -> int:
         finish(rep)
     info(args, f"copied {s['copied']} of {s['objects']} objects")
     s.update(bytes_copied=None, manifest=None, dry_run=False)
+    if s["names"]:
+        info(args, f"copied {len(s['names'])} name record(s)")
     detail(args, s.fields)
     emit(args, "", dict(s.fields))
     return 0
+
+
+def _locked(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """``pull --locked FILE [NAME] DEST``: the store and content id the lockfile pins (the
+    only entry, or NAME's)."""
+    from .._types import SnapshotId, StoreUri
+    from ..names.lockfile import read_lock
+
+    entries = read_lock(args.locked)
+    rest = list(args.args)
+    if args.id is not None or not 1 <= len(rest) <= 2:
+        raise UsageError(
+            "snapdir pull --locked FILE [NAME] DEST: the entry's name (if the lockfile has "
+            "several) and the destination",
+            code="INVALID_ARGUMENT",
+        )
+    dest = rest.pop()
+    if rest:
+        chosen = [e for e in entries if e["name"] == rest[0] or e["ref"] == rest[0]]
+    else:
+        chosen = entries if len(entries) == 1 else []
+    if len(chosen) != 1:
+        names = ", ".join(str(e["ref"]) for e in entries)
+        raise UsageError(
+            f"snapdir pull --locked: name one entry of {args.locked} ({names})",
+            code="INVALID_ARGUMENT",
+        )
+    store = StoreUri(str(chosen[0]["store"]))  # the lockfile pins the store too
+    sid = SnapshotId(str(chosen[0]["id"]))
+    MODE.context.update(uri=store, id=sid, path=dest)
+    return store, sid, dest
 
 
 def _id_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--id",
         default=None,
-        metavar="ID",
-        help="the snapshot id (64 hex digits), instead of the ID argument",
+        metavar="REF",
+        help="the snapshot (id, prefix of 8+ hex, name@VERSION, name@SPEC, name@channel, "
+        "name, URI#REF), instead of the REF argument",
     )
 
 
@@ -220,7 +259,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Copy snapshot ID (its manifest and the objects the cache lacks) from "
         "the store into the local cache, for a later offline checkout.",
     )
-    p.add_argument("args", nargs="*", metavar="ID", help="the snapshot id (or give --id)")
+    p.add_argument(
+        "args", nargs="*", metavar="REF", help="the snapshot: id, prefix, name ref (or give --id)"
+    )
     _id_arg(p)
     store_arg(p)
     jobs_arg(p)
@@ -244,12 +285,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument(
             "args",
             nargs="*",
-            metavar="ID DEST",
-            help="the snapshot id (or give --id) and the destination directory",
+            metavar="REF DEST",
+            help="the snapshot (id, prefix, name@VERSION, name@SPEC, name@channel, name, "
+            "URI#REF; or give --id) and the destination directory",
         )
         _id_arg(p)
         if name == "pull":
             store_arg(p)
+            p.add_argument(
+                "--locked",
+                metavar="FILE",
+                help="pull the content id a lockfile pins (args: [NAME] DEST; see lock)",
+            )
         p.add_argument(
             "--force", action="store_true", help="overwrite local files that differ (else exit 3)"
         )
@@ -301,7 +348,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Copy snapshot ID from one store to another: the objects the target "
         "lacks (each verified on the way), then the manifest, then its journal entries.",
     )
-    p.add_argument("args", nargs="*", metavar="ID", help="the snapshot id (or give --id)")
+    p.add_argument(
+        "args", nargs="*", metavar="REF", help="the snapshot: id, prefix, name ref (or give --id)"
+    )
     _id_arg(p)
     p.add_argument("--from", dest="from_", metavar="URI", help="the store to copy from")
     p.add_argument("--to", metavar="URI", help="the store to copy into")

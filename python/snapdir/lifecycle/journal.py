@@ -15,7 +15,8 @@ entry). The key (docs/format.md, "Journal"):
   two entries, and a retried create can recognise its own entry;
 * ``meta`` — base64url (no padding) of a compact JSON object ``{"h": host, "u": user,
   "p": source path, "f": files, "b": bytes, "l": [labels]}`` (plus ``"r": record`` when a
-  ``snapdir run`` made the snapshot: the name of its run record), cut into segments of at most
+  ``snapdir run`` made the snapshot: the name of its run record, and ``"t": [releases]``
+  when the push tagged one: ``cal-kit@1.3.0``), cut into segments of at most
   200 characters (a file name's limit is 255 bytes), each written with an ``m`` in front.
   A path too long for the key is shortened in the key (``…`` marks where); the entry's
   content, the same JSON with ``"schema": 1``, ``"id"``, ``"time"`` and ``"tool"`` added,
@@ -89,7 +90,19 @@ class SnapshotInfo:
     A plain class, not a dataclass: ``push`` builds one, and importing ``dataclasses``
     would add milliseconds to every CLI push."""
 
-    __slots__ = ("bytes", "files", "host", "id", "key", "labels", "path", "run", "time", "user")
+    __slots__ = (
+        "bytes",
+        "files",
+        "host",
+        "id",
+        "key",
+        "labels",
+        "path",
+        "run",
+        "tags",
+        "time",
+        "user",
+    )
 
     id: str
     time: datetime
@@ -102,6 +115,7 @@ class SnapshotInfo:
     key: str
     #: The run record that produced the snapshot (64 hex), or "" for a plain push.
     run: str
+    tags: tuple[str, ...]
 
     def __init__(
         self,
@@ -115,6 +129,7 @@ class SnapshotInfo:
         labels: tuple[str, ...] = (),
         key: str = "",
         run: str = "",
+        tags: tuple[str, ...] = (),
     ) -> None:
         self.id = id
         self.run = run
@@ -126,6 +141,8 @@ class SnapshotInfo:
         self.bytes = bytes
         self.labels = labels
         self.key = key
+        #: the releases (``name@version``) the push tagged, from ``push --tag``
+        self.tags = tags
 
     def _fields(self) -> tuple[object, ...]:
         return (self.id, self.time, self.host, self.user, self.path, self.files, self.bytes)
@@ -156,6 +173,7 @@ class SnapshotInfo:
             "bytes": self.bytes,
             "labels": list(self.labels),
             "key": self.key,
+            "tags": list(self.tags),
         }
 
 
@@ -187,7 +205,15 @@ def _meta(info: SnapshotInfo, path: str) -> dict[str, object]:
     }
     if info.run:
         meta["r"] = info.run
+    if info.tags:
+        meta["t"] = list(info.tags)
     return meta
+
+
+#: A release as the journal records it (checked in full by :mod:`snapdir.names.grammar`
+#: before a push writes it; here only its shape, for keys read back).
+_TAG = re.compile(r"[a-z0-9][a-z0-9._/-]{0,199}@[0-9A-Za-z.-]{1,128}")
+MAX_TAGS = 4
 
 
 def _encode(obj: dict[str, object]) -> str:
@@ -249,12 +275,20 @@ def parse_key(key: str, stored: datetime) -> SnapshotInfo:
         )
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgumentError(f"malformed journal key {key!r}") from None
-    if not isinstance(meta, dict) or set(meta) - {"r"} != {"h", "u", "p", "f", "b", "l"}:
+    fields = {"h", "u", "p", "f", "b", "l"}
+    if not isinstance(meta, dict) or set(meta) - {"r", "t"} != fields:
         raise InvalidArgumentError(f"malformed journal key {key!r}: unexpected fields")
     run = meta.get("r", "")
     if not isinstance(run, str) or (run and not _RUN.fullmatch(run)):
         raise InvalidArgumentError(f"malformed journal key {key!r}: bad run record name")
     h, u, p, f, b, lbs = (meta[k] for k in ("h", "u", "p", "f", "b", "l"))
+    tags = meta.get("t", [])
+    if not (
+        isinstance(tags, list)
+        and len(tags) <= MAX_TAGS
+        and all(isinstance(t, str) and _TAG.fullmatch(t) for t in tags)
+    ):
+        raise InvalidArgumentError(f"malformed journal key {key!r}: bad tags")
     ok = (
         isinstance(h, str)
         and len(h) <= MAX_HOST
@@ -271,4 +305,4 @@ def parse_key(key: str, stored: datetime) -> SnapshotInfo:
         labels = check_labels(lbs)
     except InvalidArgumentError:
         raise InvalidArgumentError(f"malformed journal key {key!r}: bad labels") from None
-    return SnapshotInfo(m.group(2), when, h, u, p, f, b, labels, key, run)
+    return SnapshotInfo(m.group(2), when, h, u, p, f, b, labels, key, run=run, tags=tuple(tags))

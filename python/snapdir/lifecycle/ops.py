@@ -49,9 +49,11 @@ async def record_push(
     host: str | None = None,
     labels: Sequence[str] = (),
     run: str = "",
+    tags: Sequence[str] = (),
 ) -> str | None:
     """Write the journal entry of a successful push: one create-only write, whose store
-    timestamp is the entry's time unless ``time`` is given. Returns the entry's key; None
+    timestamp is the entry's time unless ``time`` is given; ``tags`` are the releases the
+    push names (``push --tag``, written after this). Returns the entry's key; None
     for a store without the key methods (a third-party store that does not declare them
     keeps no journal). ``run``: the name of the run record that produced the snapshot."""
     if not has_keys(store):
@@ -71,6 +73,7 @@ async def record_push(
         nbytes,
         check_labels(labels),
         run=run,
+        tags=tuple(tags),
     )
     explicit = time is not None  # otherwise the key's store timestamp is the entry's time
     body = entry_body(info, _tool(), explicit_time=explicit)
@@ -310,11 +313,17 @@ async def forget(
                 doomed[e.key] = ("forgotten by id",)
     verdicts: list[ForgetVerdict] = []
     if rules is not None:
+        from ..names.roots import gc_roots
+
+        # A snapshot a release names is never forgotten by a rule (only by its id).
+        named, _ = await gc_roots(st)
         snaps = [Snapshot(e.key, e.time, e.host, e.path, frozenset(e.labels)) for e in entries]
         for d in apply_policy(snaps, rules, now=await ks.store_time()):
             info = by_key[d.snapshot.key]
             if d.snapshot.key in doomed:
                 verdicts.append(ForgetVerdict(info, False, doomed.pop(d.snapshot.key)))
+            elif not d.keep and info.id in named:
+                verdicts.append(ForgetVerdict(info, True, ("holds a release name",)))
             else:
                 verdicts.append(ForgetVerdict(info, d.keep, d.reasons))
     else:

@@ -10,6 +10,7 @@ pub mod fsx;
 pub mod hash;
 pub mod manifest;
 pub mod mapped;
+pub mod names;
 pub mod recording;
 pub mod sparse;
 pub mod statcache;

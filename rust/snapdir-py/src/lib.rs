@@ -13,6 +13,7 @@ use snapdir_core as core;
 
 mod errors;
 mod local;
+mod names;
 mod recording;
 use errors::to_py_err;
 
@@ -440,5 +441,6 @@ fn _snapdir(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(local::plan_checkout, m)?)?;
     recording::register(m)?;
     m.add("EMPTY_CHECKSUM", core::manifest::EMPTY_CHECKSUM)?;
+    names::register(m)?;
     Ok(())
 }
