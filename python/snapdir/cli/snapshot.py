@@ -32,7 +32,7 @@ PUSH_JSON = {
     "requests": "store requests made (0 for file://)",
     "bytes": "bytes of the snapshot's files (duplicates counted)",
     "journal": "the journal key of this push (null for stage and for a store without a journal)",
-    "tag": "push --tag: the release written (name@version), else null",
+    "tag": "push --tag: the release written (name@version), else null (also with --dry-run)",
     "channel": "push --channel: the move written (name@channel#seq), else null",
 }
 
@@ -200,6 +200,7 @@ def _push_dry_run(args: argparse.Namespace, store: Any) -> int:
             f"snapshot {s['id']} is already in {store}: would upload nothing, write only "
             "a journal entry"
         )
+    s.update(tag=None, channel=None)  # a dry run names nothing
     detail(args, s.fields)
     emit(args, text, dict(s.fields))
     return 0

@@ -41,7 +41,7 @@ SYNC_JSON = {
     "manifest": "--dry-run: whether the manifest would be copied (null otherwise)",
     "dry_run": "true with --dry-run: the counts say what would be copied; nothing was",
     "names": "name keys created in the target: the source's release records (and yank "
-    "markers) that name the snapshot, written last",
+    "markers) that name the snapshot, written last; null with --dry-run",
 }
 
 PULL_JSON = {
@@ -183,6 +183,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             f"would copy {s['copied']} of {s['objects']} objects ({iec(s['bytes_copied'])}) "
             f"{what}, and {len(s['journal'])} journal entries, to {dst}"
         )
+        if "names" not in s.fields:
+            s.update(names=None)  # which names would be copied is not previewed
         detail(args, s.fields)
         emit(args, text, dict(s.fields))
         return 0
