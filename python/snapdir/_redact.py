@@ -393,9 +393,17 @@ def _patterns() -> list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], s
     def pair_sub(m: re.Match[str]) -> str:
         return m.group(1) + m.group(2) + (MASK if m.group(3) else "")
 
-    _compiled.extend(
-        [(pem, pem_sub), (url, url_sub), (field, field_sub), (pair, pair_sub), (shapes, MASK)]
-    )  # the order redact_text unpacks them in
+    built: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
+        (pem, pem_sub),
+        (url, url_sub),
+        (field, field_sub),
+        (pair, pair_sub),
+        (shapes, MASK),
+    ]  # the order redact_text unpacks them in
+    # Worker threads (the cloud stores' batches) may get here at once on first use: each
+    # replaces the whole contents (one C-level slice assignment under the GIL), so the list
+    # never holds the patterns twice, as extend() from two threads would.
+    _compiled[:] = built
     return _compiled
 
 
