@@ -351,6 +351,8 @@ async def copy_snapshot(
     progress: ProgressFn | None = None,
 ) -> OpStats:
     """Copy one snapshot between stores: objects first (verified), manifest last."""
+    from .stores._base import put_manifest_of
+
     sid = SnapshotId(snapshot_id)
     s = open_wrapped(src, jobs)
     d = open_wrapped(dst, jobs)
@@ -359,7 +361,7 @@ async def copy_snapshot(
     copied = 0
     if not await d.has_manifest(sid):
         copied = await transfer_objects(s, d, m.objects(), jobs=jobs, progress=progress)
-        await d.put_manifest(sid, m.raw)
+        await put_manifest_of(d, sid, m)
     logical, _, nfiles, _ = _snapdir.manifest_size(m)
     return OpStats(
         id=str(sid),

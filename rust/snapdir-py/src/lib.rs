@@ -13,6 +13,7 @@ use snapdir_core as core;
 
 mod errors;
 mod local;
+mod manifests;
 use errors::to_py_err;
 
 /// Kind of a manifest entry: `PathType.File` or `PathType.Directory`.
@@ -102,10 +103,9 @@ impl Manifest {
         py: Python<'_>,
         text: &str,
     ) -> PyResult<Manifest> {
-        let owned;
         let text = if text.len() > 64 * 1024 {
-            owned = text.to_owned();
-            py.detach(|| core::Manifest::parse(&owned))
+            let owned = text.as_bytes().to_vec();
+            py.detach(|| core::Manifest::parse_owned(owned))
         } else {
             core::Manifest::parse(text)
         };
@@ -138,7 +138,7 @@ impl Manifest {
             .entries()
             .iter()
             .map(|e| ManifestEntry {
-                path: self.inner.display_path(e).into_owned(),
+                path: self.inner.display_path(&e).into_owned(),
                 path_type: match e.kind {
                     core::Kind::File => PathType::File,
                     core::Kind::Directory => PathType::Directory,
@@ -437,6 +437,7 @@ fn _snapdir(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(local::store_verify_objects, m)?)?;
     m.add_function(wrap_pyfunction!(local::store_list, m)?)?;
     m.add_function(wrap_pyfunction!(local::plan_checkout, m)?)?;
+    manifests::register(m)?;
     m.add("EMPTY_CHECKSUM", core::manifest::EMPTY_CHECKSUM)?;
     Ok(())
 }
