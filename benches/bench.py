@@ -14,6 +14,7 @@ This is the one entry point of the areas, each in its own module:
     bench_transfer.py   transfer: copy, push, pull, incremental pull, verify (`file://`)
     bench_s3.py         s3: push and pull on SeaweedFS (server, counter, rclone: s3bench.py)
     bench_lifecycle.py  lifecycle: `ls` / `forget` on a store of 10,000 journalled snapshots
+    bench_memory.py     memory: peak RSS per manifest entry at 1 M and 5 M entries (memgen.py)
     benchcore.py        trees, the measuring launcher, tools, operations, shared checks
     benchrun.py         the run of the tree areas, tables, report, self-test, options
 
@@ -22,6 +23,7 @@ This is the one entry point of the areas, each in its own module:
     python benches/bench.py --trees mixed --ops noop-id,walk --repeat 3
     python benches/bench.py --areas id,s3        # the operations of some areas
     python benches/bench.py --areas lifecycle    # -> docs/benchmarks-extra/lifecycle.md
+    python benches/bench.py --areas memory       # -> docs/benchmarks-extra/memory.md
 
 The script never fails because something is slow: it exits non-zero only when a
 tool that is present is broken (a failed run, bad output, or - for our snapdir -
@@ -40,6 +42,7 @@ import time
 from collections.abc import Sequence
 
 import bench_lifecycle
+import bench_memory
 from benchcore import (
     FULL_RECIPES,
     QUICK_RECIPES,
@@ -82,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     problems = run_trees(args, started, t0) if args.op_names else []
     if args.lifecycle:
         problems += bench_lifecycle.run_area(args)
+    if args.memory:
+        problems += bench_memory.run_area(args)
     for msg in problems:
         print(f"ERROR: {msg}", file=sys.stderr)
     if failed_self_test:

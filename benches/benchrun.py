@@ -1856,7 +1856,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--areas",
         default=None,
         help="comma-separated areas to run: " + ", ".join(AREAS) + " (their operations among "
-        "--ops) and lifecycle (snapshot listing and retiring on S3; only when named); "
+        "--ops), lifecycle (snapshot listing and retiring on S3) and memory (peak RSS per "
+        "manifest entry at millions of entries; bench_memory.py), these two only when named; "
         "default: the operations of --ops",
     )
     p.add_argument(
@@ -1879,6 +1880,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="lifecycle report (default docs/benchmarks-extra/lifecycle.md; with --quick "
         "<workdir>/lifecycle-quick.md)",
     )
+    import bench_memory  # (imports this module: not at the top)
+
+    bench_memory.add_options(p)
     args = p.parse_args(argv)
 
     args.workdir = args.workdir.resolve()
@@ -1928,17 +1932,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         return expanded
 
     args.lifecycle = False
+    args.memory = False
     if args.areas is None:
         args.op_names = op_list(args.ops) or ["id"]
     else:
         areas = [a.strip() for a in args.areas.split(",") if a.strip()]
         for a in areas:
-            if a not in (*AREAS, "lifecycle"):
-                p.error(f"unknown area {a!r}: choose from {', '.join(AREAS)}, lifecycle")
+            if a not in (*AREAS, "lifecycle", "memory"):
+                p.error(
+                    f"unknown area {a!r}: choose from {', '.join(AREAS)}, lifecycle, memory"
+                )
         area_ops = {n for a in areas for n in AREAS.get(a, ())}
         args.op_names = [n for n in op_list(args.ops) if n in area_ops]
         args.lifecycle = "lifecycle" in areas
-        if not args.op_names and not args.lifecycle:
+        args.memory = "memory" in areas
+        if not args.op_names and not args.lifecycle and not args.memory:
             p.error(f"--areas {args.areas} --ops {args.ops}: no operation left to run")
     if args.snapshots is None:
         args.snapshots = 200 if args.quick else 10_000
@@ -1946,6 +1954,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.restic_snapshots = 5 if args.quick else 200
     if args.snapshots < 1 or args.restic_snapshots < 0:
         p.error("--snapshots must be at least 1 and --restic-snapshots at least 0")
+    bench_memory.finish_options(args)
     if args.lifecycle_out is None:
         args.lifecycle_out = (
             args.workdir / "lifecycle-quick.md"

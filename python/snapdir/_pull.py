@@ -33,6 +33,7 @@ from ._common import (
 from ._errors import SnapdirError
 from ._manifest import ignore_rules, run_cancellable, stat_cache_dir
 from ._types import LINK_MODES, SnapshotId, StoreUri
+from .stores._base import put_manifest_of
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -351,8 +352,6 @@ async def copy_snapshot(
     progress: ProgressFn | None = None,
 ) -> OpStats:
     """Copy one snapshot between stores: objects first (verified), manifest last."""
-    from .stores._base import put_manifest_of
-
     sid = SnapshotId(snapshot_id)
     s = open_wrapped(src, jobs)
     d = open_wrapped(dst, jobs)
