@@ -21,8 +21,8 @@ it has no size or diff) and restic (`check` ~ verify, `ls` ~ size, `restore` ~ p
 `backup` ~ no-op push) into a repository of the pulled tree. A peer that fails or times out
 is reported as such, never as a number.
 
-    python benches/bench.py --areas memory --quick        # 20,000 entries, a minute
-    python benches/bench.py --areas memory                # 1 M and 5 M -> docs/benchmarks-extra/memory.md
+    python benches/bench.py --areas memory --quick   # 20,000 entries, a minute
+    python benches/bench.py --areas memory   # 1 M and 5 M -> docs/benchmarks-extra/memory.md
 """
 
 from __future__ import annotations
@@ -161,7 +161,9 @@ class MemoryBench:
                 n, "noop-push", "snapdir-1.12", [old, "-c", OLD_PUSH, str(tree), uri], entries, env
             )
             out = work / "old-pulled"
-            self._run(n, "pull", "snapdir-1.12", [old, "-c", OLD_PULL, sid, uri, str(out)], entries, env)
+            self._run(
+                n, "pull", "snapdir-1.12", [old, "-c", OLD_PULL, sid, uri, str(out)], entries, env
+            )
             shutil.rmtree(out, ignore_errors=True)
         if self.restic:
             self._restic(n, work, tree, entries, env)
@@ -212,7 +214,9 @@ def _cell(row: Row | None) -> str:
     return f"{row.per_entry:.0f} B ({row.peak_kib / 1024:.0f} MiB, {row.wall_s:.1f} s)"
 
 
-def render(mb: MemoryBench, machine: list[tuple[str, str]], version: str, started: dt.datetime) -> str:
+def render(
+    mb: MemoryBench, machine: list[tuple[str, str]], version: str, started: dt.datetime
+) -> str:
     by = {(r.entries, r.op, r.tool): r for r in mb.rows}
     lines = [
         "# Memory per manifest entry",
@@ -262,7 +266,9 @@ def run_area(args: argparse.Namespace, log: Callable[[str], None] = print) -> li
         return [f"memory: {note}"]
     old_python = None
     if not args.memory_no_peers:
-        venv = Path(args.snapdir112_venv) if args.snapdir112_venv else args.workdir / "venv-snapdir112"
+        venv = (
+            Path(args.snapdir112_venv) if args.snapdir112_venv else args.workdir / "venv-snapdir112"
+        )
         old_python, why = ensure_old_venv(venv, log)
         if old_python is None:
             log(f"memory: snapdir 1.12 left out: {why}")

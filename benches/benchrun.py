@@ -1939,9 +1939,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         areas = [a.strip() for a in args.areas.split(",") if a.strip()]
         for a in areas:
             if a not in (*AREAS, "lifecycle", "memory"):
-                p.error(
-                    f"unknown area {a!r}: choose from {', '.join(AREAS)}, lifecycle, memory"
-                )
+                p.error(f"unknown area {a!r}: choose from {', '.join(AREAS)}, lifecycle, memory")
         area_ops = {n for a in areas for n in AREAS.get(a, ())}
         args.op_names = [n for n in op_list(args.ops) if n in area_ops]
         args.lifecycle = "lifecycle" in areas

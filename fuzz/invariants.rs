@@ -38,7 +38,7 @@ pub fn manifest_parse(data: &[u8]) -> bool {
     }
     for e in entries {
         assert!(
-            check_path(&e.path, e.kind).is_ok(),
+            check_path(e.path, e.kind).is_ok(),
             "unsafe path {:?}",
             e.path
         );

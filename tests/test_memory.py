@@ -92,7 +92,9 @@ def test_stored_manifest_read_from_a_descriptor_and_written_back(tmp_path: Path)
     stored.write_bytes((m.raw + "\n").encode())
     with open(stored, "rb") as f:
         got = _snapdir.manifest_from_fd(f.fileno(), 1 << 20)
-        assert got is not None and got.id == m.id and got.raw == m.raw
+        assert got is not None
+        assert got.id == m.id
+        assert got.raw == m.raw
         f.seek(0)
         assert _snapdir.manifest_from_fd(f.fileno(), len(m.raw)) is None  # over the limit
     out = tmp_path / "out"
@@ -127,7 +129,7 @@ def _big_store(store: Path, files: int, *, variant: bool = False) -> str:
     shared contents, realistic path lengths); returns its id."""
     contents = [b"", b"one\n", b"two two\n"]
     sums = [(_snapdir.blake3_hex(c), len(c)) for c in contents]
-    for c, (h, _) in zip(contents, sums):
+    for c, (h, _) in zip(contents, sums, strict=True):
         p = store / ".objects" / h[0:3] / h[3:6] / h[6:9] / h[9:]
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(c)
