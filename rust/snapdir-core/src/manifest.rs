@@ -361,6 +361,15 @@ impl Manifest {
         }
     }
 
+    /// The canonical text when the manifest is held as its text (a stored manifest): what
+    /// [`Manifest::render`] returns, without the copy.
+    pub fn text(&self) -> Option<&str> {
+        match &self.storage {
+            Storage::Text { text, .. } => Some(as_str(text)),
+            Storage::Entries(_) => None,
+        }
+    }
+
     /// The canonical text: lines joined with `\n`, no trailing newline (`Manifest.raw`).
     pub fn render(&self) -> String {
         if let Storage::Text { text, .. } = &self.storage {

@@ -88,8 +88,13 @@ impl Manifest {
         }
     }
 
+    /// The canonical text: the manifest's own storage when it is held as text (no copy),
+    /// else rendered once and kept.
     fn raw_str(&self) -> &str {
-        self.raw.get_or_init(|| self.inner.render())
+        match self.inner.text() {
+            Some(text) => text,
+            None => self.raw.get_or_init(|| self.inner.render()),
+        }
     }
 }
 
