@@ -15,6 +15,8 @@ This is the one entry point of the areas, each in its own module:
     bench_s3.py         s3: push and pull on SeaweedFS (server, counter, rclone: s3bench.py)
     bench_lifecycle.py  lifecycle: `ls` / `forget` on a store of 10,000 journalled snapshots
     bench_memory.py     memory: peak RSS per manifest entry at 1 M and 5 M entries (memgen.py)
+    bench_runs.py       runs: `snapdir run` overhead, first output byte, 1 GiB of output; Capsula
+    bench_recording.py  recording: record / replay against epuplayer ($EPUPLAYER_PYTHON)
     benchcore.py        trees, the measuring launcher, tools, operations, shared checks
     benchrun.py         the run of the tree areas, tables, report, self-test, options
 
@@ -24,6 +26,8 @@ This is the one entry point of the areas, each in its own module:
     python benches/bench.py --areas id,s3        # the operations of some areas
     python benches/bench.py --areas lifecycle    # -> docs/benchmarks-extra/lifecycle.md
     python benches/bench.py --areas memory       # -> docs/benchmarks-extra/memory.md
+    python benches/bench.py --areas runs --capsula VENV   # -> docs/benchmarks-extra/runs.md
+    python benches/bench.py --areas recording    # -> docs/benchmarks-extra/recording.md
 
 The script never fails because something is slow: it exits non-zero only when a
 tool that is present is broken (a failed run, bad output, or - for our snapdir -
@@ -43,6 +47,8 @@ from collections.abc import Sequence
 
 import bench_lifecycle
 import bench_memory
+import bench_recording
+import bench_runs
 from benchcore import (
     FULL_RECIPES,
     QUICK_RECIPES,
@@ -87,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems += bench_lifecycle.run_area(args)
     if args.memory:
         problems += bench_memory.run_area(args)
+    if args.runs:
+        problems += bench_runs.run_area(args)
+    if args.recording:
+        problems += bench_recording.run_area(args)
     for msg in problems:
         print(f"ERROR: {msg}", file=sys.stderr)
     if failed_self_test:

@@ -1856,8 +1856,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--areas",
         default=None,
         help="comma-separated areas to run: " + ", ".join(AREAS) + " (their operations among "
-        "--ops), lifecycle (snapshot listing and retiring on S3) and memory (peak RSS per "
-        "manifest entry at millions of entries; bench_memory.py), these two only when named; "
+        "--ops), lifecycle (snapshot listing and retiring on S3), runs (snapdir run beside "
+        "Capsula), recording and memory (peak RSS per manifest entry at millions of entries; "
+        "bench_memory.py) (these only when named); "
         "default: the operations of --ops",
     )
     p.add_argument(
@@ -1881,7 +1882,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "<workdir>/lifecycle-quick.md)",
     )
     import bench_memory  # (imports this module: not at the top)
+    import bench_runs
 
+    bench_runs.add_args(p)
     bench_memory.add_options(p)
     args = p.parse_args(argv)
 
@@ -1932,19 +1935,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         return expanded
 
     args.lifecycle = False
+    args.runs = False
+    args.recording = False
     args.memory = False
     if args.areas is None:
         args.op_names = op_list(args.ops) or ["id"]
     else:
         areas = [a.strip() for a in args.areas.split(",") if a.strip()]
         for a in areas:
-            if a not in (*AREAS, "lifecycle", "memory"):
-                p.error(f"unknown area {a!r}: choose from {', '.join(AREAS)}, lifecycle, memory")
+            if a not in (*AREAS, "lifecycle", "runs", "recording", "memory"):
+                p.error(
+                    f"unknown area {a!r}: choose from {', '.join(AREAS)}, lifecycle, runs, "
+                    "recording, memory"
+                )
         area_ops = {n for a in areas for n in AREAS.get(a, ())}
         args.op_names = [n for n in op_list(args.ops) if n in area_ops]
         args.lifecycle = "lifecycle" in areas
+        args.runs = "runs" in areas
+        args.recording = "recording" in areas
         args.memory = "memory" in areas
-        if not args.op_names and not args.lifecycle and not args.memory:
+        if not args.op_names and not (args.lifecycle or args.runs or args.recording or args.memory):
             p.error(f"--areas {args.areas} --ops {args.ops}: no operation left to run")
     if args.snapshots is None:
         args.snapshots = 200 if args.quick else 10_000

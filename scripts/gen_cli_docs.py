@@ -19,7 +19,7 @@ from snapdir.cli._output import EXIT_STATUSES
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 
 #: Flags every command takes; documented once.
-GLOBAL_DESTS = frozenset({"help", "version", "json", "quiet", "verbose", "no_progress"})
+GLOBAL_DESTS = frozenset({"help", "version", "json", "quiet", "verbose", "no_progress", "progress"})
 
 WIDTH = 96
 

@@ -26,6 +26,27 @@ SID = CASE.id
 MISSING = b3(b"no such snapshot")
 
 
+def plant_run(store: Path, outputs: list[tuple[str, str]]) -> str:
+    """Write a run record of ``true`` (and its index keys) straight into a file:// store."""
+    from snapdir.runs.layout import OUT, REC
+    from snapdir.runs.record import canonical, statement
+
+    body = canonical(
+        statement(
+            kind="run", argv=["true"], cwd=".", internal={}, inputs=[], outputs=outputs,
+            dependencies=[], started="", finished="", invocation=str(len(outputs)),
+            byproducts=[{"name": "result", "annotations": {"status": 0}}], version="test",
+        )
+    )  # fmt: skip
+    name = b3(body)
+    (store / REC).mkdir(parents=True, exist_ok=True)
+    (store / REC / name).write_bytes(body)
+    for _, sid in outputs:
+        (store / OUT / sid).mkdir(parents=True, exist_ok=True)
+        (store / OUT / sid / name).write_bytes(name.encode() + b"\n")
+    return name
+
+
 class World:
     """A tree, a store holding its snapshot, the snapshot staged in the local cache, a
     pulled copy with a local change, and two damaged copies of the store."""
@@ -48,6 +69,10 @@ class World:
         self.bad_object = self.damaged("bad-object", object_rel(b3(b"hello\n")))
         self.bad_manifest = self.damaged("bad-manifest", manifest_rel(SID))
         (tmp / "a-file").write_text("not a directory\n")
+        # two run records: `true` said to have produced the build tree (a rerun cannot
+        # reproduce it), and `true` with no outputs (a rerun reproduces it)
+        self.record = plant_run(tmp / "store", [("build", SID)])
+        self.record_none = plant_run(tmp / "store", [])
 
     def damaged(self, name: str, rel: str) -> str:
         import shutil
@@ -59,7 +84,19 @@ class World:
         target.write_bytes(b"damaged\n")
         return uri(root)
 
+    def rec_store(self) -> str:
+        """A store holding recording ``r`` of the tree (made on first use: it takes a
+        second)."""
+        store = uri(self.tmp / "rec-store")
+        if not (self.tmp / "rec-store").exists():
+            proc = run_cli("record", str(self.build), "--store", store, "--name", "r",
+                           "--duration", "0.2")  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+        return store
+
     def subs(self, argv: list[str]) -> list[str]:
+        if any("{rec-store}" in a for a in argv):
+            argv = [a.replace("{rec-store}", self.rec_store()) for a in argv]
         table = {
             "{build}": str(self.build),
             "{store}": self.store,
@@ -68,6 +105,8 @@ class World:
             "{tmp}": str(self.tmp),
             "{sid}": SID,
             "{missing}": MISSING,
+            "{record}": self.record,
+            "{record-none}": self.record_none,
         }
         out = []
         for a in argv:
@@ -127,6 +166,34 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
     ("checkout", 3, ["checkout", "{sid}", "{tmp}/changed-co"], "CONFLICT", {}),
     ("checkout", 4, ["checkout", "{missing}", "{tmp}/d"], "NOT_FOUND", {}),
     ("sync", 0, ["sync", "{sid}", "--from", "{store}", "--to", "file://{tmp}/o"], None, {}),
+    # --dry-run: the same document, counting what would be done; a refused pull still exits 3
+    ("push", 0, ["push", "{build}", "--store", "file://{tmp}/dry", "--dry-run"], None, {}),
+    ("pull", 0, ["pull", "{sid}", "{tmp}/dry-d", "--store", "{store}", "-n"], None, {}),
+    ("pull", 3, ["pull", "{sid}", "{tmp}/changed", "--store", "{store}", "-n"], "CONFLICT", {}),
+    ("checkout", 0, ["checkout", "{sid}", "{tmp}/dry-co", "--dry-run"], None, {}),
+    (
+        "sync",
+        0,
+        ["sync", "{sid}", "--from", "{store}", "--to", "file://{tmp}/dry-o", "-n"],
+        None,
+        {},
+    ),
+    # --progress: any mode keeps stdout to the one document; a bad one is a usage error
+    (
+        "pull",
+        0,
+        ["pull", "{sid}", "{tmp}/pp", "--store", "{store}", "--progress", "plain"],
+        None,
+        {},
+    ),
+    ("pull", 2, ["pull", "{sid}", "{tmp}/pq", "--store", "{store}", "--progress=x"], "USAGE", {}),
+    (
+        "push",
+        2,
+        ["push", "{build}", "--store", "{store}"],
+        "INVALID_ARGUMENT",
+        {"SNAPDIR_PROGRESS": "x"},
+    ),
     ("sync", 2, ["sync", "{sid}", "--to", "file://{tmp}/o"], "INVALID_STORE", {}),
     (
         "sync",
@@ -176,6 +243,11 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
     ("du", 2, ["du", "xyz", "--store", "{store}"], "INVALID_ARGUMENT", {}),
     ("du", 4, ["du", "{missing}", "--store", "{store}"], "NOT_FOUND", {}),
     ("du", 5, ["du", "--store", "{bad-manifest}"], "HASH_MISMATCH", {}),
+    ("policy", 0, ["policy", "set", "--keep-last", "3", "--store", "{store}"], None, {}),
+    ("policy", 0, ["policy", "show", "--log", "--store", "{store}"], None, {}),
+    ("policy", 2, ["policy", "set", "--store", "{store}"], "INVALID_ARGUMENT", {}),
+    ("policy", 2, ["policy", "--store", "{store}"], "USAGE", {}),
+    ("forget", 4, ["forget", "--policy", "store", "--store", "{store}"], "NOT_FOUND", {}),
     ("cache", 0, ["cache", "du"], None, {}),
     ("cache", 0, ["cache", "verify"], None, {}),
     ("cache", 0, ["cache", "prune", "--max-size", "1GiB", "--older-than", "7d"], None, {}),
@@ -186,6 +258,70 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
     ("cache", 2, ["cache", "prune", "--max-size", "10XB"], "USAGE", {}),
     ("cache", 2, ["cache", "prune", "--older-than", "soon"], "USAGE", {}),
     ("cache", 5, ["cache", "du"], "IO_ERROR", {"SNAPDIR_CACHE_DIR": "{tmp}/a-file"}),
+    ("run", 0, ["run", "--store", "{store}", "--no-git", "--", "true"], None, {}),
+    ("run", 1, ["run", "--store", "{store}", "--no-git", "--", "false"], None, {}),
+    ("run", 2, ["run", "--store", "{store}", "--bogus"], "USAGE", {}),
+    ("run", 2, ["run", "--no-git", "--store", "{store}", "-q", "--"], "INVALID_ARGUMENT", {}),
+    (
+        "run",
+        4,
+        ["run", "--store", "{store}", "--no-git", "--", "no-such-command-x"],
+        "NOT_FOUND",
+        {},
+    ),
+    ("capture", 0, ["capture", "--store", "{store}", "--no-git"], None, {}),
+    ("capture", 2, ["capture", "--store", "{store}", "--bogus"], "USAGE", {}),
+    (
+        "capture",
+        4,
+        ["capture", "--store", "{store}", "--no-git", "--file", "{tmp}/none"],
+        "NOT_FOUND",
+        {},
+    ),
+    ("show", 0, ["show", "{sid}", "--store", "{store}"], None, {}),
+    ("show", 0, ["show", "{record}", "--store", "{store}"], None, {}),
+    ("show", 2, ["show", "xyz", "--store", "{store}"], "INVALID_ID", {}),
+    ("show", 4, ["show", "{missing}", "--store", "{store}"], "NOT_FOUND", {}),
+    ("runs", 0, ["runs", "--store", "{store}"], None, {}),
+    ("runs", 2, ["runs", "--store", "{store}", "--since", "yesterday"], "INVALID_ARGUMENT", {}),
+    ("runs", 4, ["runs", "--store", "file://{tmp}/no-store"], "STORE_NOT_FOUND", {}),
+    ("lineage", 0, ["lineage", "{sid}", "--store", "{store}"], None, {}),
+    ("lineage", 2, ["lineage", "xyz", "--store", "{store}"], "INVALID_ID", {}),
+    (
+        "lineage",
+        4,
+        ["lineage", "{sid}", "--store", "file://{tmp}/no-store"],
+        "STORE_NOT_FOUND",
+        {},
+    ),
+    ("rerun", 0, ["rerun", "{record-none}", "--store", "{store}", "--yes"], None, {}),
+    ("rerun", 1, ["rerun", "{record}", "--store", "{store}", "--yes"], None, {}),
+    ("rerun", 2, ["rerun", "{record}", "--store", "{store}"], "INVALID_ARGUMENT", {}),
+    (
+        "rerun",
+        4,
+        ["rerun", "{missing}", "--store", "{store}", "--yes", "--no-progress"],
+        "NOT_FOUND",
+        {},
+    ),
+    ("record", 0, ["record", "{build}", "--store", "{store}", "--duration", "0.2"], None, {}),
+    ("record", 2, ["record", "{build}"], "INVALID_STORE", {}),
+    (
+        "record",
+        2,
+        ["record", "{build}", "--store", "{store}", "--checkpoint-every", "soon"],
+        "INVALID_ARGUMENT",
+        {},
+    ),
+    ("record", 4, ["record", "{tmp}/nowhere", "--store", "{store}"], "NOT_FOUND", {}),
+    ("replay", 0, ["replay", "r", "{tmp}/out", "--store", "{rec-store}", "--burst"], None, {}),
+    ("replay", 2, ["replay", "r", "{tmp}/out", "--store", "{store}", "--speed", "0"], "USAGE", {}),
+    ("replay", 3, ["replay", "r", "{build}", "--store", "{rec-store}"], "CONFLICT", {}),
+    ("replay", 4, ["replay", "nope", "{tmp}/out", "--store", "{store}"], "NOT_FOUND", {}),
+    ("recording", 0, ["recording", "ls", "--store", "{store}"], None, {}),
+    ("recording", 0, ["recording", "info", "r", "--store", "{rec-store}"], None, {}),
+    ("recording", 2, ["recording"], "USAGE", {}),
+    ("recording", 4, ["recording", "info", "nope", "--store", "{store}"], "NOT_FOUND", {}),
     ("completion", 0, ["completion", "bash"], None, {}),
     ("completion", 0, ["completion", "fish"], None, {}),
     ("completion", 2, ["completion", "tcsh"], "USAGE", {}),

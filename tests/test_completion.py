@@ -65,7 +65,9 @@ def test_bash_completes_cache_actions_and_choices(tmp_path: Path) -> None:
     prune = bash_complete(tmp_path, "snapdir", "cache", "prune", "--")
     assert {"--max-size", "--older-than", "--dry-run"} <= set(prune)
     assert "--purge" not in prune
-    assert bash_complete(tmp_path, "snapdir", "cache", "verify", "--p") == ["--purge"]
+    # --p: the global --progress too
+    assert bash_complete(tmp_path, "snapdir", "cache", "verify", "--p") == ["--progress", "--purge"]
+    assert bash_complete(tmp_path, "snapdir", "pull", "--progress", "p") == ["plain"]
     assert bash_complete(tmp_path, "snapdir", "completion", "") == ["bash", "zsh", "fish"]
 
 

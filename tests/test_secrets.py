@@ -905,7 +905,8 @@ def test_cli_b2_failures_never_print_a_secret(
                 B2_APPLICATION_KEY="K001wrongApplicationKey0003",
             ),
             ("4_002secretRealmAuthTok", "K001wrongApplicationKey0003", *always),
-            ("Authorization=***",),
+            # The failure names the store; a message quoting the realm shows it masked.
+            (f"b2://{b2_simulator.bucket_name}/p",),
         ),
         (
             "wrong-key-real-server",

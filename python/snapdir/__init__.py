@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from ._push import push, stage
     from ._sync import sync
     from ._verify import size, verify
+    from .recording import Recorder, ReplayReport, replay
+    from .runs.api import Run, track
+    from .runs.ops import RunResult, run_command
 
 # Operations load on first use, so `import snapdir` (and every CLI start) stays cheap.
 _LAZY = {
@@ -53,6 +56,13 @@ _LAZY = {
     "sync": "._sync",
     "size": "._verify",
     "verify": "._verify",
+    "Run": ".runs.api",
+    "track": ".runs.api",
+    "RunResult": ".runs.ops",
+    "run_command": ".runs.ops",
+    "Recorder": ".recording",
+    "ReplayReport": ".recording",
+    "replay": ".recording",
 }
 
 
@@ -79,6 +89,10 @@ __all__ = [
     "ManifestEntry",
     "NotFoundError",
     "PathType",
+    "Recorder",
+    "ReplayReport",
+    "Run",
+    "RunResult",
     "SizeStats",
     "SnapdirError",
     "SnapdirIOError",
@@ -97,9 +111,12 @@ __all__ = [
     "manifest_size",
     "pull",
     "push",
+    "replay",
+    "run_command",
     "size",
     "stage",
     "sync",
+    "track",
     "verify",
     "version",
 ]

@@ -27,6 +27,7 @@ from ._types import DiffEntry, DiffOptions, Ref
 
 if TYPE_CHECKING:
     from ._snapdir import Manifest
+    from .stores._base import ProgressFn
 
 __all__ = ["diff", "diff_rows"]
 
@@ -34,10 +35,10 @@ __all__ = ["diff", "diff_rows"]
 Version = tuple[str, str, int]
 
 
-async def _manifests(ref: Ref, jobs: int) -> list[Manifest]:
+async def _manifests(ref: Ref, jobs: int, progress: ProgressFn | None = None) -> list[Manifest]:
     if ref.kind == "path":
         assert ref.path is not None
-        return [await walk_manifest(ref.path)]
+        return [await walk_manifest(ref.path, progress=progress)]
     assert ref.store is not None
     st = open_wrapped(ref.store, jobs)
     if ref.kind == "snapshot":
@@ -85,14 +86,21 @@ def _detail(a: set[Version], b: set[Version]) -> str:
     return f"mode {fmt(f'{m:o}' for m in ma)}->{fmt(f'{m:o}' for m in mb)}"
 
 
-async def diff(opts: DiffOptions, *, jobs: int = DEFAULT_JOBS) -> list[DiffEntry]:
+async def diff(
+    opts: DiffOptions, *, jobs: int = DEFAULT_JOBS, progress: ProgressFn | None = None
+) -> list[DiffEntry]:
     """Compare ``opts.from_`` with ``opts.to``; returns one :class:`DiffEntry` per path
-    (unchanged ones with status ``=``), sorted by path."""
-    return (await diff_rows(opts, jobs=jobs, all=True))[1]
+    (unchanged ones with status ``=``), sorted by path. ``progress`` is told of the files
+    hashed while a directory side is walked."""
+    return (await diff_rows(opts, jobs=jobs, all=True, progress=progress))[1]
 
 
 async def diff_rows(
-    opts: DiffOptions, *, jobs: int = DEFAULT_JOBS, all: bool = True
+    opts: DiffOptions,
+    *,
+    jobs: int = DEFAULT_JOBS,
+    all: bool = True,
+    progress: ProgressFn | None = None,
 ) -> tuple[bool, list[DiffEntry]]:
     """``(changed, entries)`` of :func:`diff`; with ``all=False`` only the entries the CLI
     shows by default (no ``=``, no ``contents`` directories). When each side is one
@@ -103,8 +111,8 @@ async def diff_rows(
             "diff() takes DiffOptions (use DiffOptions.from_refs(from_refs, to_refs))",
             code="INVALID_ARGUMENT",
         )
-    ma = [m for ref in opts.from_ for m in await _manifests(ref, jobs)]
-    mb = [m for ref in opts.to for m in await _manifests(ref, jobs)]
+    ma = [m for ref in opts.from_ for m in await _manifests(ref, jobs, progress)]
+    mb = [m for ref in opts.to for m in await _manifests(ref, jobs, progress)]
     if len(ma) == 1 and len(mb) == 1:
         from ._snapdir import diff_manifests
 

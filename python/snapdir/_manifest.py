@@ -25,6 +25,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from .stores._base import ProgressFn
+
     #: What the Rust walker takes for ignore rules: ``(ignore_file, no_ignore_file,
     #: exclude_glob)``.
     IgnoreRules = tuple[str | None, bool, list[str]]
@@ -126,6 +128,7 @@ async def manifest(
     rehash: bool = False,
     ignore_file: str | os.PathLike[str] | bool = True,
     exclude_glob: Sequence[str] | None = None,
+    progress: ProgressFn | None = None,
 ) -> Manifest:
     """Walk ``path`` and return its :class:`Manifest`.
 
@@ -146,26 +149,36 @@ async def manifest(
     :func:`snapdir.cache_dir` (docs/statcache.md). ``use_cache=False`` (or the environment
     variable ``SNAPDIR_NO_STAT_CACHE=1``) hashes every file and keeps no cache; ``rehash=True``
     re-reads every file but still rewrites the cache.
+
+    ``progress(files, bytes)`` is told of the files hashed (or found in the stat cache) as
+    the walk goes.
     """
     p = os.fspath(path)
     ex = exclude_list(exclude)
     ig, no_ig, globs = ignore_rules(ignore_file, exclude_glob)
     sc = stat_cache_dir(use_cache)
-    m, warnings = await run_cancellable(
-        lambda token: _snapdir.walk(
+
+    def walk(token: CancelToken, counters: _snapdir.Progress | None) -> tuple[Manifest, list[str]]:
+        return _snapdir.walk(
             p,
             no_follow,
             absolute,
             ex,
             token,
-            None,
+            counters,
             sc,
             rehash,
             ignore_file=ig,
             no_ignore_file=no_ig,
             exclude_glob=globs,
         )
-    )
+
+    if progress is None:
+        m, warnings = await run_cancellable(lambda token: walk(token, None))
+    else:
+        from .stores.file import run_with_progress
+
+        m, warnings = await run_with_progress(walk, progress)
     _warn(warnings)
     return m
 

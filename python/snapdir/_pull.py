@@ -99,6 +99,8 @@ async def pull_with_stats(
     # One token for the plan's life: the plan keeps the token it is made with and its fill
     # watches that one, so each later step must cancel the same token.
     cancel = _snapdir.CancelToken()
+    # Likewise its counters: the Rust fill of a file:// pull advances them object by object.
+    counters = _snapdir.Progress() if progress is not None else None
     ig, no_ig, globs = ignore_rules(ignore_file, exclude_glob)
     plan = await run_cancellable(
         lambda token: _snapdir.plan_checkout(
@@ -109,7 +111,7 @@ async def pull_with_stats(
             preserve_special_bits,
             durable,
             token,
-            None,
+            counters,
             link,
             stat_cache_dir(use_cache),
             wait,
@@ -125,7 +127,15 @@ async def pull_with_stats(
     try:
         if isinstance(inner, FileStore):
             inner.require()
-            await run_cancellable(lambda _t: plan.fill_from_store(inner.root), cancel)
+            from .stores.file import run_with_progress
+
+            root = inner.root
+            await run_with_progress(
+                lambda _t, _c: plan.fill_from_store(root),
+                progress,
+                counters=counters,
+                token=cancel,
+            )
         else:
             await run_cancellable(lambda _t: plan.prepare(), cancel)
             await _download_staged(plan, st, needed, jobs=jobs, progress=progress)

@@ -178,6 +178,7 @@ async def _push_content(
             ignore_file=ignore_file,
             exclude_glob=exclude_glob,
         )
+    # The walk (hashing) is reported too: on a large tree it is a long first phase.
     m = await walk_manifest(
         root,
         exclude=exclude,
@@ -186,6 +187,7 @@ async def _push_content(
         rehash=rehash,
         ignore_file=ignore_file,
         exclude_glob=exclude_glob,
+        progress=progress,
     )
     sid = m.id
     stats = _new_stats(m)

@@ -15,6 +15,9 @@ __all__ = [
     "ManifestEntry",
     "PathType",
     "Progress",
+    "RecordingLog",
+    "Replayer",
+    "Watch",
     "blake3_hex",
     "diff_manifests",
     "id_from_manifest",
@@ -22,6 +25,9 @@ __all__ = [
     "manifest_size",
     "manifest_write_fd",
     "plan_checkout",
+    "recording_capture",
+    "recording_encode_segment",
+    "recording_peek_header",
     "store_get_object",
     "store_list",
     "store_push_tree",
@@ -190,6 +196,10 @@ class CheckoutPlan:
         """Objects still to fetch, ``[(checksum, size)]``; index ``i`` goes to
         ``staged_path(i)``."""
 
+    def preview(self) -> tuple[list[tuple[str, int]], list[str], int, int]:
+        """What a commit would do (``--dry-run``): ``(writes [(path, size)], removes
+        [path], files whose mode to fix, directories to create)``."""
+
     def counts(self) -> tuple[int, int, int]:
         """``(files to write, files kept, extra paths to remove)``."""
 
@@ -279,6 +289,7 @@ def plan_checkout(
     ignore_file: str | None = None,
     no_ignore_file: bool = False,
     exclude_glob: list[str] = ...,
+    dry_run: bool = False,
 ) -> CheckoutPlan:
     """Compare ``dest`` with ``manifest`` (read-only); raises ``ConflictError`` listing
     differing local files unless ``force``. ``link`` (``"copy"``, ``"hardlink"``,
@@ -286,4 +297,89 @@ def plan_checkout(
     (the stat cache directory; ``None``: off): files a previous checkout found right and
     whose stamp has not changed since are trusted without being read. The plan holds the
     destination's lock until committed or aborted; if another checkout holds it, ``wait``
-    waits (calling ``on_wait(message)`` once) or raises ``ConflictError`` at once."""
+    waits (calling ``on_wait(message)`` once) or raises ``ConflictError`` at once.
+    ``dry_run``: ``dest`` must exist (else ``NotFoundError``) and no lock is taken; the
+    plan is only for ``preview()``."""
+
+# Recordings (rust/snapdir-py/src/recording.rs)
+
+def recording_encode_segment(
+    name: str, seq: int, prev: str | None, meta_json: str | None, events_json: list[str]
+) -> bytes:
+    """One segment of recording ``name``: a header naming segment ``seq - 1``'s digest
+    ``prev``, then the events (each a JSON object, validated first)."""
+
+def recording_peek_header(data: bytes) -> tuple[int, str | None]:
+    """``(seq, prev)`` of a segment's header (its shape only)."""
+
+def recording_capture(
+    root: str,
+    rel: str,
+    prev: tuple[int, str] | None,
+    staging: str,
+    keep: str,
+) -> tuple[str, int, int, int, str | None, bool, bool, tuple[str, int, str, int] | None]:
+    """Read ``rel`` below ``root`` once: ``(kind, mode, ino, size, full, same, placeholder,
+    staged)``; kind is ``missing``, ``dir``, ``file``, ``other``, ``unreadable`` (size is
+    then the errno) or ``influx``; ``staged`` is ``(digest, size, path, offset)`` of the
+    bytes staged in ``staging`` (offset > 0: only the bytes appended after ``prev``)."""
+
+@final
+class RecordingLog:
+    """A recording read back and verified whole (hashes, chain, every event)."""
+
+    def __new__(cls, name: str, segments: list[tuple[str, bytes]]) -> RecordingLog: ...
+    def __len__(self) -> int: ...
+    def meta_json(self) -> str:
+        """The recording's metadata, a JSON object."""
+    def segments(self) -> list[str]:
+        """Segment digests, oldest first."""
+    def events_json(self, start: int, end: int) -> list[str]:
+        """Events ``start..end`` as JSON objects."""
+    def outline(self) -> list[tuple[int, str, str]]:
+        """``(t_us, kind, path)`` of every event."""
+    def checkpoints(self) -> list[tuple[int, int, str]]:
+        """``(index, t_us, snapshot id)`` of every checkpoint."""
+    def objects(self, start: int, end: int) -> list[tuple[str, int]]:
+        """``(digest, size)`` of the content objects events ``start..end`` read."""
+
+@final
+class Watch:
+    """A recursive watch of a directory through the OS's notifications."""
+
+    def __new__(cls, root: str) -> Watch: ...
+    def next_batch(self, timeout: float, max: int) -> tuple[list[str], bool, list[str]]:
+        """``(paths, overflow, errors)`` of what arrived within ``timeout`` seconds."""
+    def close(self) -> None:
+        """Stop watching."""
+
+@final
+class Replayer:
+    """Applies a recording's events to a target on an absolute schedule."""
+
+    def __new__(
+        cls,
+        log: RecordingLog,
+        target: str,
+        objects: str,
+        speed: float,
+        max_delay: float,
+        placeholders: str,
+        verify_each: bool,
+        store_layout: bool = False,
+    ) -> Replayer: ...
+    def run(
+        self,
+        start: int,
+        end: int,
+        timed: bool,
+        stop_at_checkpoint: bool,
+        max_events: int = ...,
+    ) -> tuple[int, int, int]:
+        """Apply events from ``start``; returns ``(next, placeholders, unreadable)``."""
+    def restart(self) -> None:
+        """The next timed event is due now."""
+    def shift(self, seconds: float) -> None:
+        """Move every later due time by ``seconds``."""
+    def lateness(self) -> tuple[int, float, float, float, float]:
+        """``(events, p50, p99, max, last)`` lateness in seconds."""

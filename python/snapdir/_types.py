@@ -166,7 +166,9 @@ def _normalise_uri(value: str) -> str:
         if scheme not in registered_schemes():
             raise bad(f"unknown scheme {scheme!r}; accepted: file, s3, gs (or gcs), b2")
     authority = rest.split("/", 1)[0]
-    if "@" in authority or (redact_url(value) != value and "@" in rest):
+    # "@" first: redact_url compiles every masking pattern on first use (tens of ms of a
+    # command's start), and a URI without "@" has no userinfo to find.
+    if "@" in authority or ("@" in rest and redact_url(value) != value):
         raise bad(_no_credentials(scheme))
     if any(c in rest for c in "\0\n\r?#") or any(c.isspace() and c != " " for c in rest):
         raise bad("it contains a control character, '?' or '#'")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._common import DEFAULT_JOBS, open_wrapped
 from ._errors import HashMismatchError, NotFoundError, SnapdirError
@@ -10,6 +10,7 @@ from ._types import SizeStats, SnapshotId, StoreUri
 
 if TYPE_CHECKING:
     from .stores import Store
+    from .stores._base import ProgressFn
 
 __all__ = ["size", "verify", "verify_failed", "verify_report"]
 
@@ -33,14 +34,29 @@ def verify_failed(snapshot_id: str, store: object, problems: dict[str, str]) -> 
 
 
 async def verify_report(
-    snapshot_id: str, store: str | StoreUri | Store, *, jobs: int = DEFAULT_JOBS
+    snapshot_id: str,
+    store: str | StoreUri | Store,
+    *,
+    jobs: int = DEFAULT_JOBS,
+    progress: ProgressFn | None = None,
 ) -> dict[str, str]:
     """``{checksum: "missing" | "corrupt"}`` for the snapshot (raises if the manifest itself
-    is missing or does not hash to its id)."""
+    is missing or does not hash to its id). ``progress`` is told of each object verified,
+    when the store can say (its ``verify_objects`` takes ``progress=``)."""
+    from ._common import announce_total
+    from .stores._base import accepts_progress
+
     sid = SnapshotId(snapshot_id)
     st = open_wrapped(store, jobs)
     m = await st.get_manifest(sid)
-    return await st.verify_objects(m.objects(), jobs=jobs)
+    objects = m.objects()
+    if progress is None or not accepts_progress(st.verify_objects):
+        return await st.verify_objects(objects, jobs=jobs)
+    announce_total(progress, len(objects), sum(n for _, n in objects))
+    # ``progress=`` is optional in the Store protocol: checked above.
+    verify_objects: Any = st.verify_objects
+    problems: dict[str, str] = await verify_objects(objects, jobs=jobs, progress=progress)
+    return problems
 
 
 async def verify(
@@ -56,10 +72,16 @@ async def verify(
 
 
 async def size(
-    store: str | StoreUri | Store, id: str | None = None, *, jobs: int = DEFAULT_JOBS
+    store: str | StoreUri | Store,
+    id: str | None = None,
+    *,
+    jobs: int = DEFAULT_JOBS,
+    progress: ProgressFn | None = None,
 ) -> SizeStats:
     """Sizes of snapshot ``id`` in ``store``, or of the whole store: logical bytes are every
-    file of every snapshot, physical bytes each distinct object once."""
+    file of every snapshot, physical bytes each distinct object once. ``progress(files,
+    bytes)`` is told of each snapshot's files and logical bytes once its manifest is read
+    (a store of many snapshots reads many)."""
     st = open_wrapped(store, jobs)
     ids = [str(SnapshotId(id))] if id is not None else await st.list_manifests()
     seen: dict[str, int] = {}
@@ -71,6 +93,8 @@ async def size(
         lg, _, nf, _ = _manifest_size(m)
         logical += lg
         files += nf
+        if progress is not None:
+            progress(nf, lg)
     return SizeStats(logical, sum(seen.values()), files, len(seen))
 
 

@@ -6,7 +6,8 @@ SDK at import) because ``snapdir id`` is often run on every CI step.
 
 Layout: one module per command group, each registering its own sub-parsers
 (:mod:`.snapshot`, :mod:`.transfer`, :mod:`.inspect`, :mod:`.lifecycle`, :mod:`.cache`,
-:mod:`.completion` makes the scripts of ``completion``); :mod:`._common`
+:mod:`.runs` records and reruns commands, :mod:`.completion` makes the scripts of
+``completion``); :mod:`._common`
 holds the parser
 and the options they share, :mod:`._output` what is printed. Only the group of the command
 being run is imported.
@@ -52,7 +53,17 @@ GROUPS: dict[str, str] = {
     "forget": "lifecycle",
     "adopt": "lifecycle",
     "du": "lifecycle",
+    "policy": "lifecycle",
     "cache": "cache",
+    "run": "runs",
+    "capture": "runs",
+    "show": "runs",
+    "runs": "runs",
+    "lineage": "runs",
+    "rerun": "runs",
+    "record": "recording",
+    "replay": "recording",
+    "recording": "recording",
     "completion": "",
     "version": "",
 }
@@ -79,11 +90,18 @@ class _Subcommands:
 
 
 def _command_in(argv: Sequence[str]) -> str | None:
-    """The command named in ``argv``: its first word that is not a flag (the global flags
-    take no value)."""
+    """The command named in ``argv``: its first word that is not a flag or the value of
+    ``--progress`` (the one global flag that takes one)."""
+    after_progress = False
     for a in argv:
         if a == "--":
             return None
+        if after_progress:
+            after_progress = False
+            continue
+        if a == "--progress":
+            after_progress = True
+            continue
         if not a.startswith("-"):
             return a if a in COMMANDS else None
     return None

@@ -28,6 +28,11 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 
 
+#: The values of ``--progress`` (as :data:`snapdir._progress.MODES`, which is not imported
+#: here: most commands never report progress).
+PROGRESS_MODES = ("auto", "bar", "plain", "none")
+
+
 class UsageError(InvalidArgumentError):
     """A missing or contradictory command-line argument (exit status 2)."""
 
@@ -117,7 +122,16 @@ def global_args(p: argparse.ArgumentParser, *, in_command: bool) -> None:
         "--no-progress",
         action="store_true",
         default=default,
-        help="no progress bar (also SNAPDIR_NO_PROGRESS=1); bars are only drawn on a terminal",
+        help="no progress reports (as --progress=none; also SNAPDIR_NO_PROGRESS=1)",
+    )
+    p.add_argument(
+        "--progress",
+        choices=PROGRESS_MODES,
+        metavar="MODE",
+        default=argparse.SUPPRESS if in_command else None,
+        help="progress on stderr, MODE one of: bar (redrawn in place), plain (a status line "
+        "every 10 s, for logs), none; auto (default, also $SNAPDIR_PROGRESS): bar on a "
+        "terminal, else plain",
     )
 
 

@@ -20,7 +20,15 @@ ENVIRONMENT: tuple[tuple[str, str], ...] = (
         "SNAPDIR_MAX_MANIFEST_BYTES",
         "largest manifest read from a store (default 1 GiB); a larger one is refused",
     ),
-    ("SNAPDIR_NO_PROGRESS", "1: no progress bars (as --no-progress)"),
+    ("SNAPDIR_NO_PROGRESS", "1: no progress reports (as --no-progress)"),
+    (
+        "SNAPDIR_PROGRESS",
+        "default of --progress: auto (bar on a terminal, else plain), bar, plain or none",
+    ),
+    (
+        "SNAPDIR_PROGRESS_INTERVAL",
+        "seconds between two status lines of --progress=plain (default 10)",
+    ),
     ("SNAPDIR_DURABLE", "1: file:// stores fsync every object and manifest they write"),
     (
         "SNAPDIR_RETRY_MAX_SECONDS",
@@ -71,5 +79,5 @@ def epilog() -> str:
         + "\n\nenvironment:\n"
         + table(ENVIRONMENT, 31)
         + "\n\n'snapdir COMMAND --help' describes a command. The global flags\n"
-        "(--json, -q, -v, --no-progress) go before or after the command name."
+        "(--json, -q, -v, --no-progress, --progress) go before or after the command name."
     )

@@ -28,6 +28,7 @@ __all__ = [
     "emit",
     "emit_json",
     "error_object",
+    "iec",
     "info",
     "out",
     "report_error",
@@ -162,10 +163,21 @@ def detail(args: argparse.Namespace, fields: dict[str, Any]) -> None:
 
 
 def reporter(args: argparse.Namespace, label: str) -> Any:
-    """A progress bar on stderr, or ``None`` (``--no-progress``, ``-q``, not a terminal)."""
-    from .._progress import make_reporter
+    """A progress reporter on stderr, or ``None``: ``--progress`` / ``SNAPDIR_PROGRESS``
+    (see :func:`snapdir._progress.resolve_mode`); ``-q`` and ``--no-progress`` mean none."""
+    from .._progress import make_reporter, resolve_mode
 
-    return make_reporter(label, enabled=not (args.no_progress or args.quiet))
+    mode = resolve_mode(
+        getattr(args, "progress", None), disabled=bool(args.no_progress or args.quiet)
+    )
+    return make_reporter(label, mode=mode)
+
+
+def iec(n: float) -> str:
+    """``n`` bytes in IEC units (``1.5 MiB``), as the progress reports print them."""
+    from .._progress import iec as to_iec
+
+    return to_iec(n)
 
 
 def finish(rep: Any) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from ._common import UsageError, jobs_arg, need_store, run, store_arg
-from ._output import MODE, NO, emit, emit_json, info
+from ._output import MODE, NO, emit, emit_json, finish, info, reporter
 
 TYPE_CHECKING = False
 
@@ -50,7 +50,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
     stores = [r.store for r in opts.from_ + opts.to if r.store is not None]
     # A directory whose only change is below it ("contents") is shown with --all: the
     # entries below it already say what changed.
-    changed, shown = run(lambda: diff_rows(opts, jobs=args.jobs, all=args.all), *stores)
+    rep = reporter(args, "diff")
+    try:
+        changed, shown = run(
+            lambda: diff_rows(opts, jobs=args.jobs, all=args.all, progress=rep), *stores
+        )
+    finally:
+        finish(rep)
     if args.json:
         emit_json(
             {
@@ -77,10 +83,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from .._common import open_wrapped
 
         ids = [args.id] if args.id else await open_wrapped(store, args.jobs).list_manifests()
+        # One snapshot: a bar with its total; several: a running count of what is done.
+        progress = rep if rep is None or args.id else rep.__call__
         out: dict[str, dict[str, str]] = {}
         for sid in ids:
             try:
-                out[sid] = await verify_report(sid, store, jobs=args.jobs)
+                out[sid] = await verify_report(sid, store, jobs=args.jobs, progress=progress)
             except SnapdirError as e:
                 if args.id:
                     raise
@@ -91,7 +99,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from .._types import SnapshotId
 
         args.id = MODE.context["id"] = SnapshotId(args.id)
-    report = run(check, store)
+    rep = reporter(args, "verify")
+    try:
+        report = run(check, store)
+    finally:
+        finish(rep)
     bad = {sid: p for sid, p in report.items() if p}
     if args.json:
         emit_json(
@@ -119,7 +131,11 @@ def cmd_size(args: argparse.Namespace) -> int:
         from .._types import SnapshotId
 
         args.id = MODE.context["id"] = SnapshotId(args.id)
-    s = run(lambda: size(store, args.id, jobs=args.jobs), store)
+    rep = reporter(args, "size")
+    try:
+        s = run(lambda: size(store, args.id, jobs=args.jobs, progress=rep), store)
+    finally:
+        finish(rep)
     text = (
         f"logical_bytes {s.logical_bytes}\nphysical_bytes {s.physical_bytes}\n"
         f"files {s.files}\nobjects {s.objects}"

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from ..lifecycle.journal import SnapshotInfo
 
-COMMANDS = ("ls", "forget", "adopt", "du")
+COMMANDS = ("ls", "forget", "adopt", "du", "policy")
 
 ENTRY = (
     "id, time (ISO 8601, UTC), host, user, path (the pushed directory), files, bytes, "
@@ -38,6 +38,17 @@ DU_JSON = {
     "refs": "the snapshot ids given, in full",
     "unique_bytes": "bytes only the given snapshots name: what forgetting them would free",
     "shared_bytes": "bytes the given snapshots share with the others",
+}
+
+POLICY_ENTRY = (
+    "seq (its number in the store's policy log), time (store time, ISO 8601), by "
+    "(user@host and tool that set it), policy (null when unset; else keep: the rules that are "
+    "on, by restic's names (last, daily, within, ...); keep_labels; group_by)"
+)
+POLICY_SET_JSON = {"entry": f"the entry written: {POLICY_ENTRY}"}
+POLICY_SHOW_JSON = {
+    "entry": f"the policy in force (null when none was ever set): {POLICY_ENTRY}",
+    "log": "with --log: every entry, oldest first",
 }
 
 ADOPT_JSON = {
@@ -123,10 +134,18 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
     store = need_store(args)
     policy = _policy(args)  # a bad duration is a usage error, found before any request
+    if args.policy == "store":
+        if policy is not None:
+            raise UsageError(
+                "snapdir forget: --policy store applies the stored policy; give no --keep-* "
+                "with it",
+                code="INVALID_ARGUMENT",
+            )
+        policy = "store"
     if not args.ids and policy is None:
         raise UsageError(
             "snapdir forget: give snapshot ids or a policy (--keep-last, --keep-daily, "
-            "--keep-within, ...)",
+            "--keep-within, ..., or --policy store)",
             code="INVALID_ARGUMENT",
         )
     verdicts = run(lambda: forget(store, args.ids, policy=policy, dry_run=args.dry_run), store)
@@ -208,7 +227,7 @@ in the store."""
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add this module's commands to the CLI's sub-parsers."""
-    from ._common import add_command
+    from ._common import Parser, add_command
 
     p = add_command(
         sub,
@@ -251,34 +270,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "ids", nargs="*", metavar="ID", help="snapshot ids, or unique prefixes of 8+ hex digits"
     )
     store_arg(p)
-    for name in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
-        p.add_argument(
-            f"--keep-{name}",
-            type=_count,
-            metavar="N",
-            help=f"keep the {'N newest' if name == 'last' else 'newest of the last N ' + name}"
-            f"{'' if name == 'last' else ' periods'} snapshots",
-        )
-    p.add_argument("--keep-within", metavar="D", help="keep everything within D of the newest")
-    for name in ("hourly", "daily", "weekly", "monthly", "yearly"):
-        p.add_argument(
-            f"--keep-within-{name}",
-            metavar="D",
-            help=f"keep one {name} snapshot within D of the newest",
-        )
+    _add_keep_flags(p)
     p.add_argument(
-        "--keep-label",
-        action="append",
-        default=[],
-        metavar="L[,M...]",
-        help="keep snapshots carrying all these labels (repeatable)",
-    )
-    p.add_argument(
-        "--group-by",
-        default="host,path",
-        metavar="FIELDS",
-        help="judge snapshots per group of these fields: host, path, label (default "
-        "host,path; '' for one group)",
+        "--policy",
+        choices=("store",),
+        help="apply the policy stored in the store (see 'snapdir policy set'); not with --keep-*",
     )
     p.add_argument(
         "--dry-run", action="store_true", help="print what would be removed, remove nothing"
@@ -313,6 +309,152 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     store_arg(p)
     p.set_defaults(handler=cmd_du)
+
+    top = sub.add_parser(
+        "policy",
+        parents=[common],
+        help="the retention policy kept in the store: set, show, unset",
+        description="Keep one retention policy in the store so that every client prunes "
+        "alike: 'forget --policy store' applies it. Every change is kept, in order, in the "
+        "store's policy log (create-only writes: racing changes are both kept, in order).",
+    )
+    actions = top.add_subparsers(
+        dest="policy_command", metavar="ACTION", parser_class=Parser, title="actions"
+    )
+    actions.required = True
+    p = add_command(
+        actions,
+        "set",
+        common,
+        json=POLICY_SET_JSON,
+        help="store a retention policy (the --keep-* rules of forget)",
+        description="Store a retention policy: the same rules as forget's --keep-* flags.",
+        epilog=POLICY_HELP,
+    )
+    store_arg(p)
+    _add_keep_flags(p)
+    p.set_defaults(handler=cmd_policy_set)
+    p = add_command(
+        actions,
+        "show",
+        common,
+        json=POLICY_SHOW_JSON,
+        help="print the stored retention policy",
+        description="Print the retention policy in force (one list and one read).",
+    )
+    store_arg(p)
+    p.add_argument("--log", action="store_true", help="every change, oldest first")
+    p.set_defaults(handler=cmd_policy_show)
+    p = add_command(
+        actions,
+        "unset",
+        common,
+        json=POLICY_SET_JSON,
+        help="remove the stored retention policy (the log keeps it)",
+        description="Record that the store has no retention policy any more; "
+        "'forget --policy store' then refuses.",
+    )
+    store_arg(p)
+    p.set_defaults(handler=cmd_policy_unset)
+
+
+def _policy_text(entry: Any) -> str:
+    if entry.policy is None:
+        return f"#{entry.seq}  {entry.time:%Y-%m-%d %H:%M:%S}  unset  ({entry.by})"
+    rules = entry.to_json()["policy"]
+    keep = " ".join(f"--keep-{k.replace('_', '-')} {v}" for k, v in rules["keep"].items())
+    keep += "".join(f" --keep-label {','.join(g)}" for g in rules["keep_labels"])
+    keep += f" --group-by {','.join(rules['group_by'])}"
+    return f"#{entry.seq}  {entry.time:%Y-%m-%d %H:%M:%S}  {keep}  ({entry.by})"
+
+
+def cmd_policy_set(args: argparse.Namespace) -> int:
+    from ..lifecycle.policy import set_policy
+
+    store = need_store(args)
+    policy = _policy(args)
+    if policy is None:
+        raise UsageError(
+            "snapdir policy set: give at least one rule (--keep-last, --keep-daily, "
+            "--keep-within, ...); 'policy unset' removes the policy",
+            code="INVALID_ARGUMENT",
+        )
+    entry = run(lambda: set_policy(store, policy), store)
+    if args.json:
+        emit_json({"entry": entry.to_json()})
+    else:
+        sys.stdout.write(_policy_text(entry) + "\n")
+    info(args, f"retention policy #{entry.seq} set in {store}")
+    return 0
+
+
+def cmd_policy_unset(args: argparse.Namespace) -> int:
+    from ..lifecycle.policy import set_policy
+
+    store = need_store(args)
+    entry = run(lambda: set_policy(store, None), store)
+    if args.json:
+        emit_json({"entry": entry.to_json()})
+    info(args, f"retention policy unset in {store} (#{entry.seq})")
+    return 0
+
+
+def cmd_policy_show(args: argparse.Namespace) -> int:
+    from ..lifecycle.policy import get_policy, policy_log
+
+    store = need_store(args)
+    if args.log:
+        log = run(lambda: policy_log(store), store)
+        current = log[-1] if log else None
+    else:
+        log = []
+        current = run(lambda: get_policy(store), store)
+    if args.json:
+        out: dict[str, object] = {"entry": None if current is None else current.to_json()}
+        if args.log:
+            out["log"] = [e.to_json() for e in log]
+        emit_json(out)
+    elif args.log:
+        if log:
+            sys.stdout.write("\n".join(_policy_text(e) for e in log) + "\n")
+    elif current is not None:
+        sys.stdout.write(_policy_text(current) + "\n")
+    if current is None:
+        info(args, f"no retention policy is stored in {store}")
+    return 0
+
+
+def _add_keep_flags(p: argparse.ArgumentParser) -> None:
+    """The retention rules, shared by ``forget`` and ``policy set``."""
+    for name in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
+        p.add_argument(
+            f"--keep-{name}",
+            type=_count,
+            metavar="N",
+            help=f"keep the {'N newest' if name == 'last' else 'newest of the last N ' + name}"
+            f"{'' if name == 'last' else ' periods'} snapshots",
+        )
+    p.add_argument("--keep-within", metavar="D", help="keep everything within D of the newest")
+    for name in ("hourly", "daily", "weekly", "monthly", "yearly"):
+        p.add_argument(
+            f"--keep-within-{name}",
+            metavar="D",
+            help=f"keep one {name} snapshot within D of the newest",
+        )
+    p.add_argument(
+        "--keep-label",
+        action="append",
+        default=[],
+        metavar="L[,M...]",
+        help="keep snapshots carrying all these labels (repeatable)",
+    )
+    p.add_argument(
+        "--group-by",
+        default="host,path",
+        metavar="FIELDS",
+        help="judge snapshots per group of these fields: host, path, label (default "
+        "host,path; '' for one group)",
+    )
 
 
 def _count(value: str) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from ._common import ignore_option, need_store, run, walk_args
-from ._output import MODE, detail, emit, emit_json, finish, info, out, reporter
+from ._output import MODE, detail, emit, emit_json, finish, iec, info, out, reporter
 
 TYPE_CHECKING = False
 
@@ -32,6 +32,14 @@ PUSH_JSON = {
     "requests": "store requests made (0 for file://)",
     "bytes": "bytes of the snapshot's files (duplicates counted)",
     "journal": "the journal key of this push (null for stage and for a store without a journal)",
+}
+
+#: push's document: stage's, and what --dry-run adds.
+PUSH_ONLY_JSON = {
+    **PUSH_JSON,
+    "manifest": "whether the manifest was (with --dry-run: would be) written",
+    "dry_run": "true with --dry-run: the counts say what would be uploaded; nothing was "
+    "(journal is then null)",
 }
 
 
@@ -106,6 +114,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     args.path = "." if args.path is None else args.path
     store = need_store(args) if args.command == "push" else None
     MODE.context["path"] = args.path
+    if getattr(args, "dry_run", False):
+        return _push_dry_run(args, store)
     rep = reporter(args, args.command)
     try:
         if store is None:
@@ -142,10 +152,51 @@ def cmd_push(args: argparse.Namespace) -> int:
         verb = "uploaded" if store is not None else "stored in the local cache"
         info(
             args,
-            f"{verb} {s['uploaded']} of {s['objects']} objects ({s['bytes_uploaded']} bytes)",
+            f"{verb} {s['uploaded']} of {s['objects']} objects ({iec(s['bytes_uploaded'])})",
         )
+    if store is not None:
+        s.update(manifest=bool(args.repair or not s["noop"]), dry_run=False)
     detail(args, s.fields)
     emit(args, str(s["id"]), dict(s.fields))
+    return 0
+
+
+def _push_dry_run(args: argparse.Namespace, store: Any) -> int:
+    """``push --dry-run``: what would be uploaded, after the same existence checks."""
+    from .._dryrun import preview_push, preview_push_staged
+    from .._types import SnapshotId
+
+    if getattr(args, "id", None) is not None:
+        sid = SnapshotId(args.id)
+        s = run(lambda: preview_push_staged(sid, store, jobs=args.jobs), store)
+    else:
+        s = run(
+            lambda: preview_push(
+                args.path,
+                store,
+                exclude=args.exclude,
+                no_follow=args.no_follow,
+                jobs=args.jobs,
+                repair=args.repair,
+                use_cache=not args.no_stat_cache,
+                rehash=args.rehash,
+                ignore_file=ignore_option(args),
+                exclude_glob=args.exclude_glob,
+            ),
+            store,
+        )
+    if s["manifest"]:
+        text = (
+            f"would upload {s['uploaded']} of {s['objects']} objects "
+            f"({iec(s['bytes_uploaded'])}), then write manifest {s['id']} and a journal entry"
+        )
+    else:
+        text = (
+            f"snapshot {s['id']} is already in {store}: would upload nothing, write only "
+            "a journal entry"
+        )
+    detail(args, s.fields)
+    emit(args, text, dict(s.fields))
     return 0
 
 
@@ -165,6 +216,8 @@ def _push_staged(args: argparse.Namespace) -> int:
     sid = SnapshotId(args.id)
     MODE.context["id"] = sid
     store = need_store(args)
+    if args.dry_run:
+        return _push_dry_run(args, store)
     rep = reporter(args, "push")
     try:
         s = run(
@@ -186,9 +239,10 @@ def _push_staged(args: argparse.Namespace) -> int:
     else:
         info(
             args,
-            f"uploaded {s['uploaded']} of {s['objects']} objects ({s['bytes_uploaded']} bytes) "
+            f"uploaded {s['uploaded']} of {s['objects']} objects ({iec(s['bytes_uploaded'])}) "
             "from the local cache",
         )
+    s.update(manifest=not s["noop"], dry_run=False)
     detail(args, s.fields)
     emit(args, str(s["id"]), dict(s.fields))
     return 0
@@ -245,7 +299,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
             "snapshot is never visible before its objects). Prints only the id on stdout.",
         ),
     ):
-        p = add_command(sub, name, common, help=help_, description=desc, json=PUSH_JSON)
+        fields = PUSH_ONLY_JSON if name == "push" else PUSH_JSON
+        p = add_command(sub, name, common, help=help_, description=desc, json=fields)
         p.add_argument(
             "path",
             nargs="?",
@@ -278,6 +333,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                 default=[],
                 metavar="L",
                 help="attach label L to the journal entry (repeatable; like restic's tags)",
+            )
+            p.add_argument(
+                "--dry-run",
+                "-n",
+                action="store_true",
+                help="print what would be uploaded (objects the store lacks, bytes, whether "
+                "the manifest would be written) and change nothing in the store",
             )
         p.add_argument(
             "--repair",

@@ -13,7 +13,7 @@ from ._common import (
     run,
     store_arg,
 )
-from ._output import MODE, detail, emit, finish, info, reporter
+from ._output import MODE, detail, emit, finish, iec, info, out, reporter
 
 TYPE_CHECKING = False
 
@@ -35,7 +35,11 @@ COPY_JSON = {
 SYNC_JSON = {
     **COPY_JSON,
     "journal": "journal keys created in the target (the source's entries for the snapshot, "
-    "or one new entry; none when the target already had them)",
+    "or one new entry; none when the target already had them); with --dry-run those of "
+    "the source's entries that would be copied (a new entry is not listed)",
+    "bytes_copied": "--dry-run: bytes of the objects that would be copied (null otherwise)",
+    "manifest": "--dry-run: whether the manifest would be copied (null otherwise)",
+    "dry_run": "true with --dry-run: the counts say what would be copied; nothing was",
 }
 
 PULL_JSON = {
@@ -46,7 +50,17 @@ PULL_JSON = {
     "bytes_written": "bytes of the files written",
     "removed": "entries removed (--delete)",
     "requests": "store requests made (0 for file://)",
+    "objects_fetched": "--dry-run: distinct objects that would be read from the store "
+    "(null otherwise)",
+    "bytes_fetched": "--dry-run: bytes of those objects (null otherwise)",
+    "write": "--dry-run: paths of the files that would be written, relative to DEST "
+    "(null otherwise)",
+    "remove": "--dry-run: paths that --delete would remove, relative to DEST (null otherwise)",
+    "dry_run": "true with --dry-run: the counts say what would be written and removed; nothing was",
 }
+
+#: Fields of pull's and checkout's document that only --dry-run fills in.
+_PULL_PREVIEW = ("objects_fetched", "bytes_fetched", "write", "remove")
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -75,6 +89,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
     else:
         store = need_store(args)
     sid, dest = ids(args, args.args, want_dest=True)
+    if args.dry_run:
+        return _pull_dry_run(args, sid, store, dest)
     rep = reporter(args, args.command)
     try:
         s = run(
@@ -99,11 +115,48 @@ def cmd_pull(args: argparse.Namespace) -> int:
         finish(rep)
     info(
         args,
-        f"{s['files_written']} files written, {s['files_kept']} already right, "
-        f"{s['removed']} removed in {dest}",
+        f"{s['files_written']} files written ({iec(s['bytes_written'])}), "
+        f"{s['files_kept']} already right, {s['removed']} removed in {dest}",
     )
+    s.update(dry_run=False, **dict.fromkeys(_PULL_PREVIEW))
     detail(args, s.fields)
     emit(args, "", dict(s.fields))
+    return 0
+
+
+def _pull_dry_run(args: argparse.Namespace, sid: Any, store: Any, dest: str) -> int:
+    """``pull``/``checkout --dry-run``: what would be written and removed in DEST (paths to
+    remove always listed, paths to write with -v), changing nothing there."""
+    from .._dryrun import preview_pull
+
+    s = run(
+        lambda: preview_pull(
+            sid,
+            store,
+            dest,
+            force=args.force,
+            delete=args.delete,
+            preserve_special_bits=args.preserve_special_bits,
+            jobs=getattr(args, "jobs", 32),
+            use_cache=not args.no_stat_cache,
+            ignore_file=ignore_option(args),
+            exclude_glob=args.exclude_glob,
+        ),
+        store,
+    )
+    if args.json:
+        emit(args, "", dict(s.fields))
+        return 0
+    if args.verbose:
+        for path in s["write"]:
+            out(f"write {path}")
+    for path in s["remove"]:
+        out(f"remove {path}")
+    out(
+        f"would write {s['files_written']} files ({iec(s['bytes_written'])}), reading "
+        f"{s['objects_fetched']} objects ({iec(s['bytes_fetched'])}); keep "
+        f"{s['files_kept']}; remove {s['removed']} in {dest}"
+    )
     return 0
 
 
@@ -116,12 +169,25 @@ def cmd_sync(args: argparse.Namespace) -> int:
     src, dst = StoreUri(args.from_), StoreUri(args.to)
     MODE.context["uri"] = src
     sid, _ = ids(args, args.args, want_dest=False)
+    if args.dry_run:
+        from .._dryrun import preview_sync
+
+        s = run(lambda: preview_sync(sid, src, dst, jobs=args.jobs), src, dst)
+        what = "and the manifest" if s["manifest"] else "(the target has the manifest)"
+        text = (
+            f"would copy {s['copied']} of {s['objects']} objects ({iec(s['bytes_copied'])}) "
+            f"{what}, and {len(s['journal'])} journal entries, to {dst}"
+        )
+        detail(args, s.fields)
+        emit(args, text, dict(s.fields))
+        return 0
     rep = reporter(args, "sync")
     try:
         s = run(lambda: sync_with_stats(sid, src, dst, jobs=args.jobs, progress=rep), src, dst)
     finally:
         finish(rep)
     info(args, f"copied {s['copied']} of {s['objects']} objects")
+    s.update(bytes_copied=None, manifest=None, dry_run=False)
     detail(args, s.fields)
     emit(args, "", dict(s.fields))
     return 0
@@ -134,6 +200,10 @@ def _id_arg(p: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="the snapshot id (64 hex digits), instead of the ID argument",
     )
+
+
+def _dry_run_arg(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--dry-run", "-n", action="store_true", help=help)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -214,6 +284,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
             help="fail at once (CONFLICT) if another pull or checkout is writing into DEST, "
             "instead of waiting for it",
         )
+        _dry_run_arg(
+            p,
+            "print what would be written and removed in DEST (with counts and "
+            "bytes; -v lists every file) and change nothing there",
+        )
         jobs_arg(p)
         p.set_defaults(handler=cmd_pull)
 
@@ -230,5 +305,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     _id_arg(p)
     p.add_argument("--from", dest="from_", metavar="URI", help="the store to copy from")
     p.add_argument("--to", metavar="URI", help="the store to copy into")
+    _dry_run_arg(
+        p,
+        "print what would be copied (objects, bytes, manifest, journal "
+        "entries) and change nothing in either store",
+    )
     jobs_arg(p)
     p.set_defaults(handler=cmd_sync)

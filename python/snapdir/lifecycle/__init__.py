@@ -3,7 +3,8 @@ and what can be collected.
 
 Submodules, from the bottom up: :mod:`.retention` (the ``forget`` policies, pure functions
 with restic's semantics), :mod:`.journal` (the journal's keys and entries), :mod:`.ops` (the
-operations: ``ls``, ``adopt``, ``forget``, and the journal write every push makes). Nothing
+operations: ``ls``, ``adopt``, ``forget``, and the journal write every push makes),
+:mod:`.policy` (the retention policy kept in the store). Nothing
 here imports the CLI; submodules load on first use, so a push that only writes a journal
 entry does not pay for the rest.
 """
@@ -19,19 +20,24 @@ if TYPE_CHECKING:
 
     from .journal import SnapshotInfo
     from .ops import adopt, du, forget, ls
+    from .policy import PolicyEntry, get_policy, policy_log, set_policy
     from .retention import Decision, Duration, Policy, Snapshot, apply_policy
 
 __all__ = [
     "Decision",
     "Duration",
     "Policy",
+    "PolicyEntry",
     "Snapshot",
     "SnapshotInfo",
     "adopt",
     "apply_policy",
     "du",
     "forget",
+    "get_policy",
     "ls",
+    "policy_log",
+    "set_policy",
 ]
 
 _LAZY = {
@@ -45,6 +51,10 @@ _LAZY = {
     "du": ".ops",
     "forget": ".ops",
     "ls": ".ops",
+    "PolicyEntry": ".policy",
+    "get_policy": ".policy",
+    "policy_log": ".policy",
+    "set_policy": ".policy",
 }
 
 

@@ -14,7 +14,8 @@ entry). The key (docs/format.md, "Journal"):
 * ``nonce`` — 16 random hex digits: two pushes of one snapshot in the same microsecond are
   two entries, and a retried create can recognise its own entry;
 * ``meta`` — base64url (no padding) of a compact JSON object ``{"h": host, "u": user,
-  "p": source path, "f": files, "b": bytes, "l": [labels]}``, cut into segments of at most
+  "p": source path, "f": files, "b": bytes, "l": [labels]}`` (plus ``"r": record`` when a
+  ``snapdir run`` made the snapshot: the name of its run record), cut into segments of at most
   200 characters (a file name's limit is 255 bytes), each written with an ``m`` in front.
   A path too long for the key is shortened in the key (``…`` marks where); the entry's
   content, the same JSON with ``"schema": 1``, ``"id"``, ``"time"`` and ``"tool"`` added,
@@ -57,6 +58,7 @@ MAX_USER = 64
 MAX_LABEL = 64
 MAX_LABELS = 16
 _LABEL = re.compile(r"[^\x00-\x1f\x7f,]{1,64}")
+_RUN = re.compile(r"[0-9a-f]{64}")
 
 
 def format_time(t: datetime) -> str:
@@ -87,7 +89,7 @@ class SnapshotInfo:
     A plain class, not a dataclass: ``push`` builds one, and importing ``dataclasses``
     would add milliseconds to every CLI push."""
 
-    __slots__ = ("bytes", "files", "host", "id", "key", "labels", "path", "time", "user")
+    __slots__ = ("bytes", "files", "host", "id", "key", "labels", "path", "run", "time", "user")
 
     id: str
     time: datetime
@@ -98,6 +100,8 @@ class SnapshotInfo:
     bytes: int
     labels: tuple[str, ...]
     key: str
+    #: The run record that produced the snapshot (64 hex), or "" for a plain push.
+    run: str
 
     def __init__(
         self,
@@ -110,8 +114,10 @@ class SnapshotInfo:
         bytes: int = 0,
         labels: tuple[str, ...] = (),
         key: str = "",
+        run: str = "",
     ) -> None:
         self.id = id
+        self.run = run
         self.time = time
         self.host = host
         self.user = user
@@ -171,7 +177,7 @@ def check_labels(labels: Sequence[str]) -> tuple[str, ...]:
 
 
 def _meta(info: SnapshotInfo, path: str) -> dict[str, object]:
-    return {
+    meta: dict[str, object] = {
         "h": info.host,
         "u": info.user,
         "p": path,
@@ -179,6 +185,9 @@ def _meta(info: SnapshotInfo, path: str) -> dict[str, object]:
         "b": info.bytes,
         "l": list(info.labels),
     }
+    if info.run:
+        meta["r"] = info.run
+    return meta
 
 
 def _encode(obj: dict[str, object]) -> str:
@@ -240,8 +249,11 @@ def parse_key(key: str, stored: datetime) -> SnapshotInfo:
         )
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgumentError(f"malformed journal key {key!r}") from None
-    if not isinstance(meta, dict) or set(meta) != {"h", "u", "p", "f", "b", "l"}:
+    if not isinstance(meta, dict) or set(meta) - {"r"} != {"h", "u", "p", "f", "b", "l"}:
         raise InvalidArgumentError(f"malformed journal key {key!r}: unexpected fields")
+    run = meta.get("r", "")
+    if not isinstance(run, str) or (run and not _RUN.fullmatch(run)):
+        raise InvalidArgumentError(f"malformed journal key {key!r}: bad run record name")
     h, u, p, f, b, lbs = (meta[k] for k in ("h", "u", "p", "f", "b", "l"))
     ok = (
         isinstance(h, str)
@@ -259,4 +271,4 @@ def parse_key(key: str, stored: datetime) -> SnapshotInfo:
         labels = check_labels(lbs)
     except InvalidArgumentError:
         raise InvalidArgumentError(f"malformed journal key {key!r}: bad labels") from None
-    return SnapshotInfo(m.group(2), when, h, u, p, f, b, labels, key)
+    return SnapshotInfo(m.group(2), when, h, u, p, f, b, labels, key, run)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast
 
-from .._errors import InvalidArgumentError, StoreError, _warn
+from .._errors import InvalidArgumentError, NotFoundError, StoreError, _warn
 from .._types import SnapshotId, StoreUri
 from ..stores._keys import KeyStore, has_keys
+from ._util import _open, _require_keys, _tool, _user
 from .journal import JOURNAL, SnapshotInfo, check_labels, entry_body, entry_key, parse_key
 
 if TYPE_CHECKING:
@@ -37,36 +38,6 @@ MANAGED = ".snapdir/managed"
 MAX_ENTRY = 64 * 1024
 
 
-def _open(store: str | StoreUri | Store) -> Store:
-    from .._common import open_wrapped
-
-    return open_wrapped(store)
-
-
-def _require_keys(store: Store, what: str) -> KeyStore:
-    if not has_keys(store):
-        raise StoreError(
-            f"{store.uri}: {what} needs a store with create-only writes and listings with "
-            "store times (every built-in store has them; this one does not declare them)"
-        )
-    return cast("KeyStore", store)
-
-
-def _user() -> str:
-    try:
-        import getpass
-
-        return getpass.getuser()[:64]
-    except (KeyError, OSError, ImportError):  # no passwd entry (a bare container)
-        return ""
-
-
-def _tool() -> str:
-    from .._snapdir import version
-
-    return f"snapdir {version()}"
-
-
 async def record_push(
     store: Store,
     snapshot_id: str,
@@ -77,11 +48,12 @@ async def record_push(
     time: datetime | None = None,
     host: str | None = None,
     labels: Sequence[str] = (),
+    run: str = "",
 ) -> str | None:
     """Write the journal entry of a successful push: one create-only write, whose store
     timestamp is the entry's time unless ``time`` is given. Returns the entry's key; None
     for a store without the key methods (a third-party store that does not declare them
-    keeps no journal)."""
+    keeps no journal). ``run``: the name of the run record that produced the snapshot."""
     if not has_keys(store):
         return None
     import socket
@@ -98,6 +70,7 @@ async def record_push(
         files,
         nbytes,
         check_labels(labels),
+        run=run,
     )
     explicit = time is not None  # otherwise the key's store timestamp is the entry's time
     body = entry_body(info, _tool(), explicit_time=explicit)
@@ -130,11 +103,35 @@ async def copy_journal(
         return [key] if key else []
     tool = _tool()
     for e in entries:
-        nonce = e.key.split("/")[2].rsplit("_", 1)[1]
-        key = entry_key(e, nonce, explicit_time=True)
+        key = _copied_key(e)
         if await kd.put_if_absent(key, entry_body(e, tool)):
             made.append(key)
     return made
+
+
+def _copied_key(e: SnapshotInfo) -> str:
+    """The key a copy of entry ``e`` gets in another store (same nonce, time written out)."""
+    nonce = e.key.split("/")[2].rsplit("_", 1)[1]
+    return entry_key(e, nonce, explicit_time=True)
+
+
+async def journal_keys_for(src: Store, dst: Store, snapshot_id: str) -> list[str]:
+    """The keys :func:`copy_journal` would create in ``dst`` for the entries ``src`` has
+    for the snapshot (for ``sync --dry-run``); empty when ``src`` has none (a new entry
+    is made then) or ``dst`` keeps no journal. Reads only."""
+    if not has_keys(dst) or not has_keys(src):
+        return []
+    sid = str(SnapshotId(snapshot_id))
+    keys = [_copied_key(e) for e in await _journal(cast("KeyStore", src)) if e.id == sid]
+    if not keys:
+        return []
+    try:
+        have = {k.key for k in await cast("KeyStore", dst).list_keys(JOURNAL)}
+    except StoreError as e:
+        if e.code != "STORE_NOT_FOUND":  # a file:// target a sync would create
+            raise
+        have = set()
+    return [k for k in keys if k not in have]
 
 
 async def _journal(store: KeyStore) -> list[SnapshotInfo]:
@@ -273,21 +270,36 @@ async def forget(
     store: str | StoreUri | Store,
     ids: Sequence[str] = (),
     *,
-    policy: Policy | None = None,
+    policy: Policy | Literal["store"] | None = None,
     dry_run: bool = False,
 ) -> list[ForgetVerdict]:
     """Remove roots (journal entries), never content (``gc`` removes what no root reaches).
 
     ``ids`` (full ids, or unique prefixes of at least 8 hex digits) forget every entry of
-    those snapshots; ``policy`` judges every entry with restic's rules. Both together: an
-    entry is removed if either removes it. With ``dry_run`` nothing is deleted. Returns a
-    verdict for every entry considered."""
+    those snapshots; ``policy`` judges every entry with restic's rules (``"store"``: the
+    policy stored in the store, see :mod:`.policy`). Both together: an entry is removed if
+    either removes it. With ``dry_run`` nothing is deleted. Returns a verdict for every
+    entry considered."""
     from .retention import Snapshot, apply_policy
 
     if not ids and policy is None:
         raise InvalidArgumentError("forget needs snapshot ids or a policy (--keep-*)")
     st = _open(store)
     ks = _require_keys(st, "forget")
+    rules: Policy | None
+    if policy == "store":
+        from .policy import get_policy
+
+        stored = await get_policy(st)
+        if stored is None or stored.policy is None:
+            raise NotFoundError(
+                f"{st.uri} has no stored retention policy"
+                f"{'' if stored is None else ' (it was unset)'}: set one with "
+                "'snapdir policy set --store URI --keep-...'"
+            )
+        rules = stored.policy
+    else:
+        rules = policy
     entries = await _journal(ks)
     by_key = {e.key: e for e in entries}
     doomed: dict[str, tuple[str, ...]] = {}
@@ -297,9 +309,9 @@ async def forget(
             if e.id == sid:
                 doomed[e.key] = ("forgotten by id",)
     verdicts: list[ForgetVerdict] = []
-    if policy is not None:
+    if rules is not None:
         snaps = [Snapshot(e.key, e.time, e.host, e.path, frozenset(e.labels)) for e in entries]
-        for d in apply_policy(snaps, policy, now=await ks.store_time()):
+        for d in apply_policy(snaps, rules, now=await ks.store_time()):
             info = by_key[d.snapshot.key]
             if d.snapshot.key in doomed:
                 verdicts.append(ForgetVerdict(info, False, doomed.pop(d.snapshot.key)))

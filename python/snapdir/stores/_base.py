@@ -279,6 +279,17 @@ class Store(Protocol):
         ...
 
 
+def accepts_progress(method: Callable[..., object]) -> bool:
+    """Whether a store method takes ``progress=`` (optional in the protocol: a store
+    written before it, or without a way to report, is called without it)."""
+    import inspect
+
+    try:
+        return "progress" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 #: The largest manifest a store may hand back unless configured otherwise: 1 GiB. A manifest
 #: line is ~200 bytes for a typical path (``F 0644 <64 hex> <size> ./<path>``), so this is
 #: a snapshot of ~5 million files; past it, a manifest read from a store is far more likely
@@ -444,7 +455,11 @@ class BaseStore:
         await for_each_limited(items, one, jobs)
 
     async def verify_objects(
-        self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
+        self,
+        objects: Sequence[tuple[str, int]],
+        *,
+        jobs: int = 32,
+        progress: ProgressFn | None = None,
     ) -> dict[str, str]:
         import os
         import tempfile
@@ -468,6 +483,8 @@ class BaseStore:
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+            if progress is not None:
+                progress(1, obj[1])
 
         await for_each_limited(objects, one, jobs)
         return problems

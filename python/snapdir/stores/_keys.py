@@ -48,6 +48,7 @@ __all__ = [
     "KeyStore",
     "check_key",
     "check_prefix",
+    "ensure_create_only",
     "has_keys",
     "probe_create_only",
 ]
@@ -139,6 +140,16 @@ def has_keys(store: object) -> bool:
     return Capability.KEYS in caps and isinstance(store, KeyStore)
 
 
+def _event_loop() -> bool:
+    try:
+        import sniffio
+
+        sniffio.current_async_library()
+    except Exception:  # sniffio.AsyncLibraryNotFoundError, or sniffio missing
+        return False
+    return True
+
+
 async def probe_create_only(store: KeyStore, writers: int = 4) -> None:
     """Race ``writers`` create-only writes of one fresh key; exactly one must win and the
     key must hold the winner's bytes. Raises :class:`StoreError` naming the store otherwise
@@ -153,9 +164,16 @@ async def probe_create_only(store: KeyStore, writers: int = 4) -> None:
         won[i] = await store.put_if_absent(key, payloads[i])
 
     try:
-        async with anyio.create_task_group() as tg:
+        if _event_loop():
+            async with anyio.create_task_group() as tg:
+                for i in range(writers):
+                    tg.start_soon(write, i)
+        else:
+            # Driven without an event loop (local stores, see _manifest.run_local): nothing
+            # can interleave, so the writes go one after the other; the create-only
+            # semantics (later writers refused, first bytes kept) are still checked.
             for i in range(writers):
-                tg.start_soon(write, i)
+                await write(i)
         stored = await store.get_bytes(key, max_size=1024)
     finally:
         await store.delete_keys([key])
@@ -166,3 +184,18 @@ async def probe_create_only(store: KeyStore, writers: int = 4) -> None:
             "racing writers were told they created one key): names, journals and collection "
             "need them, and are refused on this store"
         )
+
+
+#: Stores (by URI) whose create-only writes passed the probe in this process.
+_PROBED: set[str] = set()
+
+
+async def ensure_create_only(store: KeyStore) -> None:
+    """Probe ``store`` once per process before an operation that relies on exactly one
+    create-only writer winning (a version, a channel move, a policy change). Operations
+    whose keys carry a random nonce (journal entries, intents) do not need it."""
+    uri = str(store.uri)
+    if uri in _PROBED:
+        return
+    await probe_create_only(store)
+    _PROBED.add(uri)

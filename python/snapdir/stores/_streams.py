@@ -45,6 +45,7 @@ from ._base import (
     BaseStore,
     ObjectGet,
     ObjectPut,
+    ProgressFn,
     TransientStoreError,
     first_leaf,
     for_each_limited,
@@ -554,6 +555,7 @@ async def verify_streamed(
     objects: Sequence[tuple[str, int]],
     hash_object: Callable[[str], tuple[str, int] | None],
     jobs: int,
+    progress: ProgressFn | None = None,
 ) -> dict[str, str]:
     """``verify_objects`` for a store that can hash an object as it streams, without a
     temporary file: ``hash_object(checksum)`` (run in a worker thread) gives its
@@ -569,6 +571,8 @@ async def verify_streamed(
             # The right bytes at another size than the manifest's fail every pull: as
             # corrupt here as in the file:// store.
             problems[checksum] = "corrupt"
+        if progress is not None:
+            progress(1, obj[1])
 
     await for_each_limited(objects, one, jobs)
     return problems
@@ -641,7 +645,11 @@ class StreamingStore(BaseStore):
         download_verified(dest, checksum, f"{self.uri}: object {checksum} (key {key})", stream)
 
     async def verify_objects(
-        self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
+        self,
+        objects: Sequence[tuple[str, int]],
+        *,
+        jobs: int = 32,
+        progress: ProgressFn | None = None,
     ) -> dict[str, str]:
         """Hash each object as it streams, without writing it anywhere."""
         for checksum, _ in objects:
@@ -650,7 +658,7 @@ class StreamingStore(BaseStore):
         def hash_object(checksum: str) -> tuple[str, int] | None:
             return self._hash_remote(self._key(object_key(checksum)), f"object {checksum}")
 
-        return await verify_streamed(objects, hash_object, jobs)
+        return await verify_streamed(objects, hash_object, jobs, progress)
 
     async def get_manifest(self, snapshot_id: str) -> _snapdir.Manifest:
         self._check_hex(snapshot_id, "snapshot id")

@@ -50,6 +50,7 @@ from ._base import (
     ProgressFn,
     Store,
     TransientStoreError,
+    accepts_progress,
     for_each_limited,
 )
 from ._keys import KeyInfo, KeyStore, has_keys
@@ -233,13 +234,19 @@ class _StoreWrapper:
         await self._run(self.inner.put_object, checksum, source, size, **extra)
 
     async def get_object(self, checksum: str, dest: str) -> None:
-        await self._run(self.inner.get_object, checksum, dest)
+        try:
+            await self._run(self.inner.get_object, checksum, dest)
+        except NotFoundError as exc:
+            raise _missing(exc, "object", checksum, self.uri) from exc
 
     async def has_manifest(self, snapshot_id: str) -> bool:
         return await self._run(self.inner.has_manifest, snapshot_id)
 
     async def get_manifest(self, snapshot_id: str) -> Manifest:
-        return await self._run(self.inner.get_manifest, snapshot_id)
+        try:
+            return await self._run(self.inner.get_manifest, snapshot_id)
+        except NotFoundError as exc:
+            raise _missing(exc, "snapshot", snapshot_id, self.uri) from exc
 
     async def put_manifest(self, snapshot_id: str, text: str) -> None:
         await self._run(self.inner.put_manifest, snapshot_id, text)
@@ -337,16 +344,25 @@ class _StoreWrapper:
         await for_each_limited(items, one, self._batch_jobs(jobs))
 
     async def verify_objects(
-        self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
+        self,
+        objects: Sequence[tuple[str, int]],
+        *,
+        jobs: int = 32,
+        progress: ProgressFn | None = None,
     ) -> dict[str, str]:
         if self._local():
-            return await self._run(self.inner.verify_objects, objects, jobs=jobs)
+            extra: dict[str, Any] = {}
+            if progress is not None and accepts_progress(self.inner.verify_objects):
+                extra["progress"] = progress
+            return await self._run(self.inner.verify_objects, objects, jobs=jobs, **extra)
         problems: dict[str, str] = {}
 
         async def one(obj: tuple[str, int]) -> None:
             # One object per inner call: the backend keeps its own way of verifying
             # (streamed hashing for cloud stores) and the policy applies per object.
             problems.update(await self._verify_one(obj))
+            if progress is not None:
+                progress(1, obj[1])
 
         await for_each_limited(objects, one, self._batch_jobs(jobs))
         return problems
@@ -368,6 +384,15 @@ class _StoreWrapper:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"
+
+
+def _missing(exc: NotFoundError, what: str, name: str, uri: StoreUri) -> NotFoundError:
+    """One wording for "not there" whatever the backend: each SDK says it its own way (a
+    key URL on S3, "gs://…: get …: not found" on GCS), and a script or a user comparing
+    stores should not have to care which one answered. The backend's error stays chained."""
+    if exc.problems:  # a verification's report: already says what is missing where
+        return exc
+    return NotFoundError(f"{what} {name} not found in {uri}")
 
 
 class RetryingStore(_StoreWrapper):

@@ -110,9 +110,13 @@ class FileStore(BaseStore):
     async def get_object(self, checksum: str, dest: str) -> None:
         self._check_hex(checksum, "checksum")
         self.require()
-        await run_cancellable(
-            lambda _t: _snapdir.store_get_object(self.root, checksum, os.fspath(dest))
-        )
+        try:
+            await run_cancellable(
+                lambda _t: _snapdir.store_get_object(self.root, checksum, os.fspath(dest))
+            )
+        except NotFoundError:
+            # The wording every backend uses (see stores._wrappers._missing).
+            raise NotFoundError(f"object {checksum} not found in {self.uri}") from None
 
     async def put_objects(
         self,
@@ -205,12 +209,17 @@ class FileStore(BaseStore):
         os.replace(tmp, dst)
 
     async def verify_objects(
-        self, objects: Sequence[tuple[str, int]], *, jobs: int = 32
+        self,
+        objects: Sequence[tuple[str, int]],
+        *,
+        jobs: int = 32,
+        progress: ProgressFn | None = None,
     ) -> dict[str, str]:
         self.require()
         items = list(objects)
-        bad = await run_cancellable(
-            lambda token: _snapdir.store_verify_objects(self.root, items, token, None)
+        bad = await run_with_progress(
+            lambda token, prog: _snapdir.store_verify_objects(self.root, items, token, prog),
+            progress,
         )
         return dict(bad)
 
@@ -462,10 +471,15 @@ def _fsync_dir(path: str) -> None:
 async def run_with_progress(
     fn: Callable[[_snapdir.CancelToken, _snapdir.Progress | None], T],
     progress: ProgressFn | None,
+    *,
+    counters: _snapdir.Progress | None = None,
+    token: _snapdir.CancelToken | None = None,
 ) -> T:
     """Run a Rust batch ``fn(token, progress_counters)`` in a worker thread, forwarding its
-    counters to ``progress`` every 100 ms (and once at the end)."""
-    counters = _snapdir.Progress() if progress is not None else None
+    counters to ``progress`` every 100 ms (and once at the end). ``counters`` and ``token``:
+    ones the Rust side was given earlier (a checkout plan keeps those it was made with)."""
+    if counters is None and progress is not None:
+        counters = _snapdir.Progress()
     sent = [0, 0]
 
     def flush() -> None:
@@ -480,11 +494,11 @@ async def run_with_progress(
         return fn(token, counters)
 
     if LOCAL_SYNC.get():
-        value = run_blocking(call, flush)
+        value = run_blocking(call, flush, token)
         flush()
         return value
     if progress is None:
-        return await run_cancellable(call)
+        return await run_cancellable(call, token)
     import anyio  # here: the local CLI path above runs without it
 
     result: list[T] = []
@@ -497,7 +511,7 @@ async def run_with_progress(
                     flush()
 
             tg.start_soon(poll)
-            result.append(await run_cancellable(call))
+            result.append(await run_cancellable(call, token))
             tg.cancel_scope.cancel()
     except BaseExceptionGroup as eg:
         # The batch's own error (NotFoundError, ...), not the task group's wrapper of it.

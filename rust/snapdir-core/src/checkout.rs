@@ -115,6 +115,23 @@ pub struct CheckoutOptions {
     /// `on_wait` once) or fail at once with `CONFLICT` (`false`).
     pub wait: bool,
     pub on_wait: Option<WaitNotice>,
+    /// Only compare (`--dry-run`): the destination must exist (a missing one needs no
+    /// plan: everything is to write) and no lock is taken in it, so nothing is written;
+    /// such a plan is for [`Plan::preview`] and is dropped, never filled or committed.
+    pub dry_run: bool,
+}
+
+/// What a plan would do, for `--dry-run`: from [`Plan::preview`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Preview {
+    /// Files to write: `(path relative to the destination, size)`, in manifest order.
+    pub writes: Vec<(String, u64)>,
+    /// Extra local paths to remove (with `delete`), relative to the destination.
+    pub removes: Vec<String>,
+    /// Files whose content is right but whose mode is to fix.
+    pub chmods: usize,
+    /// Directories to create.
+    pub mkdirs: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -666,6 +683,15 @@ pub fn plan_shared(
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(Error::io("cannot access destination", dest, e)),
     };
+    if opts.dry_run && !dest_exists {
+        return Err(Error::new(
+            Code::NotFound,
+            format!(
+                "destination {} does not exist (a dry run plans only an existing one)",
+                display_path(dest)
+            ),
+        ));
+    }
     // The lock lives in the destination, so a missing one is created first (as the fill
     // would have): a plan that fails leaves it removed again.
     if !dest_exists {
@@ -681,12 +707,16 @@ pub fn plan_shared(
     // The destination's own path is the caller's choice and is followed; from here on,
     // everything is reached from this descriptor.
     let root = Dir::open(dest).map_err(|e| undo(Error::io("cannot open", dest, e)))?;
-    let lock = lock_dest(&root, dest, opts).map_err(undo)?;
+    let lock = if opts.dry_run {
+        None
+    } else {
+        Some(lock_dest(&root, dest, opts).map_err(undo)?)
+    };
     let mut p = Plan {
         manifest: manifest.clone(),
         dest: dest.to_path_buf(),
         root,
-        lock: Some(lock),
+        lock,
         actions: Vec::new(),
         object_of: Vec::new(),
         needed: Vec::new(),
@@ -1264,6 +1294,25 @@ impl Plan {
             1 => (&s.dir, i.to_string()),
             n => (&s.subs[i % n], i.to_string()),
         }
+    }
+
+    /// What the checkout would write, fix and remove (`--dry-run`).
+    pub fn preview(&self) -> Preview {
+        let mut p = Preview::default();
+        for (a, e) in self.actions.iter().zip(self.manifest.entries()) {
+            match a {
+                Action::Write => p.writes.push((e.rel().to_string(), e.size)),
+                Action::Chmod => p.chmods += 1,
+                Action::Mkdir => p.mkdirs += 1,
+                Action::Keep | Action::DirOk => {}
+            }
+        }
+        p.removes = self
+            .extras
+            .iter()
+            .map(|x| String::from_utf8_lossy(x).into_owned())
+            .collect();
+        p
     }
 
     /// How many files the checkout will write, keep, and remove.
@@ -1962,6 +2011,37 @@ mod tests {
         assert_eq!(told.load(Ordering::SeqCst), 1);
         assert!(!dest.join(LOCK_NAME).exists());
         assert_eq!(fs::read(dest.join("a/x")).unwrap(), b"x\n");
+    }
+
+    #[test]
+    fn a_dry_run_plan_previews_without_locking_or_creating_anything() {
+        let t = tempfile::tempdir().unwrap();
+        let store = t.path().join("store");
+        let dest = t.path().join("dest");
+        let m = store_with(&store, &["a"], &[("a/x", b"x\n"), ("y", b"yy")]);
+        let opts = CheckoutOptions {
+            dry_run: true,
+            delete: true,
+            ..CheckoutOptions::default()
+        };
+        let err = plan(&m, &dest, &opts).unwrap_err();
+        assert_eq!(err.code, Code::NotFound);
+        assert!(!dest.exists());
+        fs::create_dir_all(dest.join("old")).unwrap();
+        fs::write(dest.join("y"), b"yy").unwrap();
+        let p = plan(&m, &dest, &opts).unwrap();
+        assert!(!dest.join(LOCK_NAME).exists());
+        let preview = p.preview();
+        assert_eq!(preview.writes, vec![("a/x".to_string(), 2)]);
+        assert_eq!(preview.removes, vec!["old".to_string()]);
+        assert_eq!(preview.mkdirs, 1);
+        drop(p);
+        let mut names: Vec<_> = fs::read_dir(&dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["old", "y"]);
     }
 
     #[test]

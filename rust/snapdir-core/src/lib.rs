@@ -11,6 +11,7 @@ pub mod fsx;
 pub mod hash;
 pub mod manifest;
 pub mod mapped;
+pub mod recording;
 pub mod sparse;
 pub mod statcache;
 pub mod store;

@@ -14,6 +14,7 @@ use snapdir_core as core;
 mod errors;
 mod local;
 mod manifests;
+mod recording;
 use errors::to_py_err;
 
 /// Kind of a manifest entry: `PathType.File` or `PathType.Directory`.
@@ -443,6 +444,7 @@ fn _snapdir(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(local::store_list, m)?)?;
     m.add_function(wrap_pyfunction!(local::plan_checkout, m)?)?;
     manifests::register(m)?;
+    recording::register(m)?;
     m.add("EMPTY_CHECKSUM", core::manifest::EMPTY_CHECKSUM)?;
     Ok(())
 }

@@ -212,6 +212,18 @@ impl CheckoutPlan {
             .collect()
     }
 
+    /// What a commit would do (`--dry-run`): `(writes [(path, size)], removes [path],
+    /// files whose mode to fix, directories to create)`.
+    #[allow(clippy::type_complexity)]
+    fn preview(&self) -> (Vec<(String, u64)>, Vec<String>, usize, usize) {
+        let p = self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .preview();
+        (p.writes, p.removes, p.chmods, p.mkdirs)
+    }
+
     /// `(files to write, files kept, extra paths to remove)`.
     fn counts(&self) -> (usize, usize, usize) {
         self.inner
@@ -289,7 +301,7 @@ impl CheckoutPlan {
 /// `delete`, local paths the ignore rules leave out (the destination's `.snapdirignore`
 /// unless `ignore_file` or `no_ignore_file`, then `exclude_glob`) are kept.
 #[pyfunction]
-#[pyo3(signature = (manifest, dest, force=false, delete=false, preserve_special_bits=false, durable=false, cancel=None, progress=None, link="copy", stat_cache=None, wait=true, on_wait=None, *, ignore_file=None, no_ignore_file=false, exclude_glob=Vec::new()))]
+#[pyo3(signature = (manifest, dest, force=false, delete=false, preserve_special_bits=false, durable=false, cancel=None, progress=None, link="copy", stat_cache=None, wait=true, on_wait=None, *, ignore_file=None, no_ignore_file=false, exclude_glob=Vec::new(), dry_run=false))]
 #[allow(clippy::too_many_arguments)]
 pub fn plan_checkout(
     py: Python<'_>,
@@ -308,6 +320,7 @@ pub fn plan_checkout(
     ignore_file: Option<PathBuf>,
     no_ignore_file: bool,
     exclude_glob: Vec<String>,
+    dry_run: bool,
 ) -> PyResult<CheckoutPlan> {
     let m = manifest.inner.clone();
     let link = core::checkout::LinkMode::parse(link).map_err(|e| to_py_err(py, e))?;
@@ -336,6 +349,7 @@ pub fn plan_checkout(
                 });
             }))
         }),
+        dry_run,
     };
     let plan = py
         .detach(|| core::checkout::plan_shared(m, &dest, &opts))

@@ -1,0 +1,780 @@
+"""The run operations: ``run_command`` (and ``capture``), ``rerun``, listing and lineage.
+
+A run, in order: the context is captured (:mod:`.capture`) and the inputs are pushed;
+with ``reuse`` the run cache is asked first; the command runs (:mod:`.child`); its
+captured stdout, stderr, git diff and pre-command outputs are uploaded as objects, the
+outputs are pushed, the record is written with its index keys (:mod:`.layout`) and every
+output's journal entry says which run made it. Paths (inputs, outputs, the working
+directory) are recorded relative to the project root and must lie inside it: a record names
+no machine's layout, and a rerun can place every path inside its scratch directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .._errors import InvalidArgumentError
+from ..stores._base import to_thread
+from .capture import Context, capture, find_root
+from .config import RunConfig, load_config
+from .layout import CACHE, IN, OUT, RERUN, read_many, records_under, write_record
+from .record import RunRecord, canonical, check_rel_path, resource, statement
+from .secrets import Masker, flag_values, mask_argv, record_env, secret_values
+
+if TYPE_CHECKING:
+    from ..stores import Store
+    from .child import ChildResult
+
+__all__ = ["RerunResult", "RunResult", "capture_context", "rerun", "run_command"]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class RunResult:
+    """What :func:`run_command` did. ``status`` is the child's exit status (128 + signal
+    when a signal killed it); ``reused`` says the run cache answered and the command did
+    not run (``record`` is then the cached run's record)."""
+
+    __slots__ = (
+        "exit_code",
+        "inputs",
+        "journal",
+        "outputs",
+        "record",
+        "reused",
+        "signal",
+        "status",
+        "stderr",
+        "stdout",
+    )  # fmt: skip
+
+    def __init__(self, rec: RunRecord, *, reused: bool = False, journal: Sequence[str] = ()):
+        self.record = rec.digest
+        self.status = rec.status if rec.status is not None else 0
+        self.exit_code = rec.exit_code
+        self.signal = rec.signal
+        self.inputs = dict(rec.inputs)
+        self.outputs = dict(rec.outputs)
+        self.stdout = rec.stdout.digest if rec.stdout else None
+        self.stderr = rec.stderr.digest if rec.stderr else None
+        self.reused = reused
+        self.journal = list(journal)
+
+    def __repr__(self) -> str:
+        return f"RunResult(record={self.record!r}, status={self.status}, reused={self.reused})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "record": self.record,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "inputs": [{"path": p, "id": i} for p, i in self.inputs.items()],
+            "outputs": [{"path": p, "id": i} for p, i in self.outputs.items()],
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "reused": self.reused,
+            "journal": self.journal,
+        }
+
+
+class _Plan:
+    """What a run or capture needs before anything runs: paths, environment, masker."""
+
+    def __init__(
+        self,
+        *,
+        cwd: str | os.PathLike[str] | None,
+        store: str | Store | None,
+        inputs: Sequence[str | os.PathLike[str]],
+        outputs: Sequence[str | os.PathLike[str]],
+        env: Sequence[str],
+        redact: Sequence[str],
+        pre: Sequence[str],
+        files: Sequence[str],
+        git: bool | None,
+        config: bool | RunConfig,
+        environ: Mapping[str, str] | None,
+    ) -> None:
+        self.cwd = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
+        self.root = find_root(self.cwd)
+        cfg = config if isinstance(config, RunConfig) else None
+        if cfg is None:
+            cfg = load_config(self.root) if config else RunConfig()
+        self.environ = dict(os.environ if environ is None else environ)
+        chosen = store if store is not None else cfg.store
+        if chosen is None:
+            raise InvalidArgumentError(
+                "no store given: pass store= (--store), set SNAPDIR_STORE, or set store in "
+                "snapdir.toml",
+                code="INVALID_STORE",
+            )
+        from .._common import open_wrapped
+
+        self.store = open_wrapped(chosen)
+        self.rel_cwd = self.rel(self.cwd, "working directory")
+        self.inputs = [self.rel(os.path.join(self.cwd, os.fspath(p)), "--in") for p in inputs]
+        self.outputs = [self.rel(os.path.join(self.cwd, os.fspath(p)), "--out") for p in outputs]
+        self.extra = [*cfg.redact, *redact]
+        self.allow = [*cfg.env, *env]
+        self.pre = [*cfg.pre, *pre]
+        self.files = [*cfg.files, *files]
+        self.git = git if git is not None else cfg.git
+        self.secrets = secret_values(self.environ, self.extra)
+        self.masker = Masker(self.secrets)
+        self.recorded_env = record_env(self.environ, self.allow, self.extra)
+        self.ctx = Context()
+
+    def add_secrets(self, values: Sequence[str]) -> None:
+        if values:
+            self.secrets = sorted(set(self.secrets) | set(values), key=lambda v: (-len(v), v))
+            self.masker = Masker(self.secrets)
+
+    def rel(self, path: str, what: str) -> str:
+        full = os.path.normpath(os.path.abspath(path))
+        rel = os.path.relpath(full, self.root)
+        if not check_rel_path(rel):
+            raise InvalidArgumentError(
+                f"{what} {path}: must lie inside the project root {self.root} (the directory "
+                "with snapdir.toml, pyproject.toml or .git)"
+            )
+        return rel
+
+    def abs(self, rel: str) -> str:
+        return os.path.normpath(os.path.join(self.root, rel))
+
+    def internal(self) -> dict[str, Any]:
+        return dict(self.ctx.internal)
+
+
+def _ensure_store(store: Store) -> None:
+    """A run creates a ``file://`` store as a push does (a cloud bucket must exist)."""
+    if store.uri.scheme == "file":
+        os.makedirs(store.uri.path, exist_ok=True)
+
+
+async def _put_file(store: Store, path: str) -> dict[str, Any] | None:
+    """Upload a local file as an object; its descriptor (None when empty: nothing to
+    keep, and a zero-size object costs a request)."""
+    from .capture import file_digest
+
+    digest, size = await to_thread(file_digest, path)
+    if size:
+        await store.put_object(digest, path, size)
+    return {"digest": {"blake3": digest}, "annotations": {"size": size}}
+
+
+async def _push_inputs(plan: _Plan) -> list[tuple[str, str]]:
+    from .._push import push_with_stats
+
+    out = []
+    for rel in plan.inputs:
+        s = await push_with_stats(plan.abs(rel), plan.store, journal=False)
+        out.append((rel, str(s["id"])))
+    return out
+
+
+async def _push_outputs(plan: _Plan, root: str | None = None) -> list[tuple[str, str, int, int]]:
+    from .._errors import _warn
+    from .._push import push_with_stats
+
+    out = []
+    base = root or plan.root
+    missing = []
+    for rel in plan.outputs:
+        path = _inside(base, rel)
+        if not _exists(path):
+            missing.append(f"output {rel} was not created by the command (not recorded)")
+            continue
+        s = await push_with_stats(path, plan.store, journal=False)
+        out.append((rel, str(s["id"]), int(s["files"]), int(s["bytes"])))
+    if missing:
+        _warn(missing)
+    return out
+
+
+def cache_key(plan: _Plan, argv: Sequence[str], inputs: Sequence[tuple[str, str]]) -> str:
+    """The run-cache key: BLAKE3 of the command line (masked), the working directory, the
+    input ids, the allowlisted environment (secret values only by length: the key is
+    public and must not let anyone test guesses of a secret) and the executable's digest."""
+    from .._snapdir import blake3_hex
+
+    return blake3_hex(
+        canonical(
+            {
+                "argv": mask_argv(argv, plan.masker),
+                "cwd": plan.rel_cwd,
+                "inputs": sorted(inputs),
+                "outputs": sorted(plan.outputs),
+                "env": plan.recorded_env,
+                "executable": plan.ctx.exe_digest,
+            }
+        )
+    )
+
+
+def _capture(plan: _Plan, tmpdir: str, argv0: str | None) -> None:
+    plan.ctx = capture(
+        cwd=plan.cwd,
+        env=plan.environ,
+        recorded_env=plan.recorded_env,
+        git=plan.git,
+        pre=plan.pre,
+        files=plan.files,
+        tmpdir=tmpdir,
+        masker=plan.masker,
+        argv0=argv0,
+    )
+
+
+async def _byproducts(plan: _Plan) -> list[dict[str, Any]]:
+    out = []
+    if plan.ctx.diff_path is not None:
+        d = await _put_file(plan.store, plan.ctx.diff_path)
+        if d is not None:
+            out.append({"name": "git-diff", **d})
+    for i, p in enumerate(plan.ctx.pre_outputs):
+        d = await _put_file(plan.store, p)
+        if d is not None:
+            out.append({"name": f"pre-{i}", **d})
+    return out
+
+
+def _version() -> str:
+    from .._snapdir import version
+
+    return version()
+
+
+async def _journal(
+    plan: _Plan, rec: RunRecord, pushed: Sequence[tuple[str, str, int, int]]
+) -> list[str]:
+    """One journal entry per output, naming the run (a run without outputs has none: its
+    record's index key is what lists it)."""
+    keys: list[str] = []
+    for rel, sid, files, nbytes in pushed:
+        from ..lifecycle.ops import record_push  # only when there is an output to journal
+
+        k = await record_push(
+            plan.store, sid, path=plan.abs(rel), files=files, nbytes=nbytes, run=rec.digest
+        )
+        if k:
+            keys.append(k)
+    return keys
+
+
+async def _replay(store: Store, rec: RunRecord, tmpdir: str, stdout: int | None) -> None:
+    """Write a cached run's stored stdout and stderr to ours (what a hit shows)."""
+    for stream, fd in ((rec.stdout, stdout), (rec.stderr, 2)):
+        if stream is None or not stream.size or fd is None:
+            continue
+        path = os.path.join(tmpdir, f"replay-{stream.digest}")
+        await store.get_object(stream.digest, path)
+        await to_thread(_copy_to_fd, path, fd)
+
+
+def _copy_to_fd(path: str, fd: int) -> None:
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+
+
+def _exists(path: str) -> bool:
+    return os.path.lexists(path)
+
+
+def _inside(root: str, rel: str) -> str:
+    """``root/rel``, refused if following symbolic links already there would lead out of
+    ``root`` (an input pulled earlier may hold a link a later path goes through)."""
+    path = os.path.normpath(os.path.join(root, rel))
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.dirname(path) if rel != "." else path)
+    if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
+        from .._errors import UnsafePathError
+
+        raise UnsafePathError(f"{rel} leads outside {root} through a symbolic link")
+    return path
+
+
+async def _reuse(plan: _Plan, key: str, tmpdir: str, stdout: int | None) -> RunRecord | None:
+    from .._pull import pull
+
+    candidates = await read_many(plan.store, await records_under(plan.store, f"{CACHE}{key}/"))
+    wanted = sorted(plan.outputs)
+    for rec in candidates:
+        if rec.status != 0 or rec.cache_key != key or sorted(p for p, _ in rec.outputs) != wanted:
+            continue
+        for rel, sid in rec.outputs:
+            await pull(sid, plan.store, plan.abs(rel), force=True, delete=True)
+        await _replay(plan.store, rec, tmpdir, stdout)
+        return rec
+    return None
+
+
+async def run_command(
+    argv: Sequence[str],
+    *,
+    store: str | Store | None = None,
+    inputs: Sequence[str | os.PathLike[str]] = (),
+    outputs: Sequence[str | os.PathLike[str]] = (),
+    env: Sequence[str] = (),
+    redact: Sequence[str] = (),
+    pre: Sequence[str] = (),
+    files: Sequence[str] = (),
+    git: bool | None = None,
+    timeout: float | None = None,
+    reuse: bool = False,
+    cwd: str | os.PathLike[str] | None = None,
+    stream: bool = True,
+    config: bool | RunConfig = True,
+    environ: Mapping[str, str] | None = None,
+    _inline: bool = False,
+    _stdout: int | None = 1,
+) -> RunResult:
+    """Run ``argv`` and record how: inputs snapshotted and pushed, stdout and stderr
+    streamed live (``stream``) and stored as objects (secrets masked), outputs pushed, a
+    provenance record written and journalled (docs/format.md, "Runs"). The child's status
+    is :attr:`RunResult.status`; a failing command is recorded like any other (no
+    exception). ``reuse``: if the run cache has this run (same command line, working
+    directory, input ids, allowlisted environment and executable), its outputs are
+    materialised and the command is not run. ``config``: read ``snapdir.toml`` /
+    ``[tool.snapdir]`` (or pass a :class:`RunConfig`)."""
+    from .child import run_child
+
+    if not argv:
+        raise InvalidArgumentError("no command given to run")
+    plan = _Plan(
+        cwd=cwd, store=store, inputs=inputs, outputs=outputs, env=env, redact=redact,
+        pre=pre, files=files, git=git, config=config, environ=environ,
+    )  # fmt: skip
+    plan.add_secrets(flag_values(argv))
+    tmpdir = tempfile.mkdtemp(prefix="snapdir-run-")
+    try:
+        _capture(plan, tmpdir, argv[0])
+        _ensure_store(plan.store)
+        pushed_in = await _push_inputs(plan)
+        key = cache_key(plan, argv, pushed_in)
+        if reuse:
+            hit = await _reuse(plan, key, tmpdir, _stdout if stream else None)
+            if hit is not None:
+                return RunResult(hit, reused=True)
+
+        def go() -> ChildResult:
+            return run_child(
+                argv,
+                cwd=plan.cwd,
+                env=plan.environ,
+                secrets=plan.secrets,
+                tmpdir=tmpdir,
+                echo_stdout=_stdout if stream else None,
+                echo_stderr=2 if stream else None,
+                forward_signals=_inline,
+                timeout=timeout,
+            )
+
+        child = go() if _inline else await to_thread(go)
+        byproducts = await _byproducts(plan)
+        assert child.stdout is not None
+        assert child.stderr is not None
+        for name, cap in (("stdout", child.stdout), ("stderr", child.stderr)):
+            if cap.size:
+                await plan.store.put_object(cap.digest, cap.path, cap.size)
+            byproducts.append(
+                {"name": name, "digest": {"blake3": cap.digest}, "annotations": {"size": cap.size}}
+            )
+        byproducts.append(_result(child))
+        pushed = await _push_outputs(plan)
+        internal = plan.internal()
+        internal["cacheKey"] = key
+        body = statement(
+            kind="run",
+            argv=mask_argv(argv, plan.masker),
+            cwd=plan.rel_cwd,
+            internal=internal,
+            inputs=pushed_in,
+            outputs=[(p, i) for p, i, _, _ in pushed],
+            dependencies=plan.ctx.dependencies,
+            started=_iso(child.started),
+            finished=_iso(child.finished),
+            invocation=os.urandom(16).hex(),
+            byproducts=byproducts,
+            version=_version(),
+        )
+        rec = await write_record(plan.store, canonical(body))
+        journal = await _journal(plan, rec, pushed)
+        return RunResult(rec, journal=journal)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _result(child: ChildResult) -> dict[str, Any]:
+    return {
+        "name": "result",
+        "annotations": {
+            "status": child.status,
+            "exitCode": child.exit_code,
+            "signal": child.signal,
+            "durationMs": child.monotonic_ns // 1_000_000,
+            "maxRssBytes": child.max_rss,
+            "cpuMs": child.cpu_ns // 1_000_000,
+            "timedOut": child.timed_out,
+        },
+    }
+
+
+async def capture_context(
+    *,
+    store: str | Store | None = None,
+    inputs: Sequence[str | os.PathLike[str]] = (),
+    env: Sequence[str] = (),
+    redact: Sequence[str] = (),
+    pre: Sequence[str] = (),
+    files: Sequence[str] = (),
+    git: bool | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    config: bool | RunConfig = True,
+    kind: str = "capture",
+    extra: Mapping[str, Any] | None = None,
+    outputs: Sequence[str | os.PathLike[str]] = (),
+    started: str | None = None,
+    result: dict[str, Any] | None = None,
+    pushed_inputs: Sequence[tuple[str, str]] | None = None,
+) -> RunResult:
+    """Record the context alone, no command (``snapdir capture``); also what
+    :class:`~.api.Run` writes when its block ends (``kind="track"``)."""
+    plan = _Plan(
+        cwd=cwd, store=store, inputs=inputs, outputs=outputs, env=env, redact=redact,
+        pre=pre, files=files, git=git, config=config, environ=None,
+    )  # fmt: skip
+    tmpdir = tempfile.mkdtemp(prefix="snapdir-capture-")
+    try:
+        start = started or _now()
+        _capture(plan, tmpdir, None)
+        _ensure_store(plan.store)
+        pushed_in = list(pushed_inputs) if pushed_inputs is not None else await _push_inputs(plan)
+        byproducts = await _byproducts(plan)
+        if result is not None:
+            byproducts.append(_mask_json(result, plan.masker))
+        pushed = await _push_outputs(plan)
+        internal = plan.internal()
+        if extra:
+            internal.update({k: _mask_json(v, plan.masker) for k, v in extra.items()})
+        body = statement(
+            kind=kind,
+            argv=[],
+            cwd=plan.rel_cwd,
+            internal=internal,
+            inputs=pushed_in,
+            outputs=[(p, i) for p, i, _, _ in pushed],
+            dependencies=plan.ctx.dependencies,
+            started=start,
+            finished=_now(),
+            invocation=os.urandom(16).hex(),
+            byproducts=byproducts,
+            version=_version(),
+        )
+        rec = await write_record(plan.store, canonical(body))
+        return RunResult(rec, journal=await _journal(plan, rec, pushed))
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _mask_json(v: Any, masker: Masker) -> Any:
+    if isinstance(v, str):
+        return masker.text(v)
+    if isinstance(v, list):
+        return [_mask_json(x, masker) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _mask_json(x, masker) for k, x in v.items()}
+    return v
+
+
+class RerunResult:
+    """A rerun's verdict: ``reproduced`` when every output has its recorded id;
+    ``differing`` lists the paths (relative to the project root) that differ;
+    ``record`` is the comparison's own record."""
+
+    __slots__ = ("differing", "of", "outputs", "record", "reproduced", "scratch", "status")
+
+    def __init__(self, rec: RunRecord, of: str, scratch: str) -> None:
+        self.record = rec.digest
+        self.of = of
+        self.reproduced = bool(rec.reproduced)
+        self.differing = list(rec.differing)
+        self.outputs = dict(rec.outputs)
+        self.status = rec.status
+        self.scratch = scratch
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "record": self.record,
+            "of": self.of,
+            "reproduced": self.reproduced,
+            "differing": self.differing,
+            "outputs": [{"path": p, "id": i} for p, i in self.outputs.items()],
+            "status": self.status,
+            "scratch": self.scratch,
+        }
+
+
+async def _manifest_map(store: Store, sid: str) -> dict[str, tuple[str, int, str, int]]:
+    m = await store.get_manifest(sid)
+    return {e.path: (e.path_type.name, e.permissions, e.checksum, e.size) for e in m.entries}
+
+
+_DIRECTORY = "Directory"
+
+
+async def _differing(store: Store, rel: str, old: str | None, new: str | None) -> list[str]:
+    """The paths under output ``rel`` whose entries differ between two snapshots (a
+    directory only when its own type or permissions do: its checksum changes with any
+    file below it, which is listed itself)."""
+    if old is None or new is None:
+        return [rel]
+    a = await _manifest_map(store, old)
+    b = await _manifest_map(store, new)
+    out = []
+    for p in sorted(a.keys() | b.keys()):
+        ea, eb = a.get(p), b.get(p)
+        if ea == eb:
+            continue
+        both_dirs = ea is not None and eb is not None and ea[0] == eb[0] == _DIRECTORY
+        if both_dirs and ea is not None and eb is not None and ea[1] == eb[1]:
+            continue
+        sub = p[2:] if p.startswith("./") else p
+        sub = sub.rstrip("/")
+        out.append(rel if sub in ("", ".") else f"{rel}/{sub}")
+    return out or [rel]
+
+
+async def rerun(
+    record: str,
+    *,
+    store: str | Store,
+    scratch: str | os.PathLike[str] | None = None,
+    confirm: Callable[[RunRecord], bool] | None = None,
+    stream: bool = True,
+    timeout: float | None = None,
+    _inline: bool = False,
+    _stdout: int | None = 1,
+) -> RerunResult:
+    """Run a recorded command again in a scratch directory and compare its outputs.
+
+    The record comes from a store and is untrusted: ``confirm(record)`` is asked before
+    anything runs (False stops with :class:`InvalidArgumentError`); every path it names
+    was checked to be relative and inside the scratch directory. Inputs are pulled by id
+    into ``scratch`` (a fresh temporary directory by default, kept afterwards so the
+    outputs can be looked at), the command runs in the recorded working directory under
+    it with this environment plus the record's non-secret allowlisted values, the outputs
+    are pushed and compared by id. The comparison is itself recorded (``kind`` rerun,
+    indexed under the original)."""
+    from .._common import open_wrapped
+    from .._pull import pull
+    from .child import run_child
+    from .layout import resolve
+
+    st = open_wrapped(store)
+    found = await resolve(st, record)
+    if len(found) != 1 or found[0].kind != "run":
+        raise InvalidArgumentError(f"{record}: not the record of one run (kind run)")
+    rec = found[0]
+    if not rec.argv:
+        raise InvalidArgumentError(f"{rec.digest}: the record has no command")
+    if confirm is not None and not confirm(rec):
+        raise InvalidArgumentError("rerun not confirmed: nothing was run", code="DECLINED")
+    if scratch is None:
+        root = tempfile.mkdtemp(prefix="snapdir-rerun-")
+    else:
+        root = os.path.abspath(os.fspath(scratch))  # noqa: ASYNC240 (no I/O)
+        os.makedirs(root, exist_ok=True)
+        if os.listdir(root):
+            raise InvalidArgumentError(f"scratch directory {root} is not empty")
+    for rel, sid in rec.inputs:
+        await pull(sid, st, _inside(root, rel))
+    cwd = _inside(root, rec.cwd)
+    os.makedirs(cwd, exist_ok=True)
+    env = dict(os.environ)
+    env.update({k: v for k, v in rec.env.items() if not v.startswith("<redacted len=")})
+    tmpdir = tempfile.mkdtemp(prefix="snapdir-rerun-tmp-")
+    try:
+        plan = _Plan(
+            cwd=cwd, store=st, inputs=[], outputs=[], env=list(rec.env), redact=(), pre=(),
+            files=(), git=False, config=RunConfig(), environ=env,
+        )  # fmt: skip
+        # Paths are relative to the scratch root, as they were to the project root.
+        plan.root = root
+        plan.rel_cwd = rec.cwd
+        plan.outputs = [p for p, _ in rec.outputs]
+
+        def go() -> ChildResult:
+            return run_child(
+                rec.argv,
+                cwd=cwd,
+                env=env,
+                secrets=plan.secrets,
+                tmpdir=tmpdir,
+                echo_stdout=_stdout if stream else None,
+                echo_stderr=2 if stream else None,
+                forward_signals=_inline,
+                timeout=timeout,
+            )
+
+        child = go() if _inline else await to_thread(go)
+        byproducts = []
+        assert child.stdout is not None
+        assert child.stderr is not None
+        for name, cap in (("stdout", child.stdout), ("stderr", child.stderr)):
+            if cap.size:
+                await st.put_object(cap.digest, cap.path, cap.size)
+            byproducts.append(
+                {"name": name, "digest": {"blake3": cap.digest}, "annotations": {"size": cap.size}}
+            )
+        byproducts.append(_result(child))
+        pushed = await _push_outputs(plan, root)
+        new = {p: i for p, i, _, _ in pushed}
+        differing: list[str] = []
+        for rel, old in rec.outputs:
+            if new.get(rel) != old:
+                differing += await _differing(st, rel, old, new.get(rel))
+        reproduced = not differing and child.status == (rec.status or 0)
+        byproducts.append(
+            {
+                "name": "rerun",
+                "annotations": {"of": rec.digest, "reproduced": reproduced, "differing": differing},
+            }
+        )
+        body = statement(
+            kind="rerun",
+            argv=rec.argv,
+            cwd=rec.cwd,
+            internal={**plan.internal(), "env": rec.env},
+            inputs=rec.inputs,
+            outputs=[(p, i) for p, i, _, _ in pushed],
+            dependencies=[resource("rerun-of", "blake3", rec.digest)],
+            started=_iso(child.started),
+            finished=_iso(child.finished),
+            invocation=os.urandom(16).hex(),
+            byproducts=byproducts,
+            version=_version(),
+        )
+        made = await write_record(st, canonical(body))
+        return RerunResult(made, rec.digest, root)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+async def list_runs(
+    store: str | Store, *, since: datetime | str | None = None
+) -> list[tuple[RunRecord, datetime]]:
+    """Every run record, newest first (by the store's time); ``since`` as for ``ls``."""
+    from .._common import open_wrapped
+    from ..lifecycle.ops import _since
+    from .layout import keystore, list_records
+
+    st = open_wrapped(store)
+    when, back = _since(since) if since is not None else (None, None)
+    names = await list_records(st)
+    if back is not None:
+        when = back.before(await keystore(st).store_time())
+    if when is not None:
+        names = [(d, t) for d, t in names if t >= when]
+    times = dict(names)
+    return [(r, times[r.digest]) for r in await read_many(st, [d for d, _ in names])]
+
+
+class Lineage:
+    """A lineage graph: trees (snapshot ids) and runs (records), and edges
+    ``input tree -> run -> output tree``."""
+
+    def __init__(self, start: str) -> None:
+        self.start = start
+        self.runs: dict[str, RunRecord] = {}
+        self.edges: set[tuple[str, str]] = set()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ref": self.start,
+            "runs": [self.runs[d].summary() for d in sorted(self.runs)],
+            "edges": [{"from": a, "to": b} for a, b in sorted(self.edges)],
+        }
+
+    def dot(self) -> str:
+        lines = ["digraph lineage {", "  rankdir=LR;"]
+        trees = {x for e in self.edges for x in e if x not in self.runs} | {self.start}
+        for t in sorted(trees):
+            style = ", style=bold" if t == self.start else ""
+            lines.append(f'  "{t}" [shape=folder, label="{t[:12]}"{style}];')
+        for d in sorted(self.runs):
+            label = _dot_escape(" ".join(self.runs[d].argv)[:60] or self.runs[d].kind)
+            lines.append(f'  "{d}" [shape=box, label="{d[:12]}\\n{label}"];')
+        for a, b in sorted(self.edges):
+            lines.append(f'  "{a}" -> "{b}";')
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+
+def _dot_escape(s: str) -> str:
+    return "".join(c if c.isprintable() and c not in '"\\' else "?" for c in s)
+
+
+async def lineage(
+    store: str | Store, ref: str, *, up: bool = True, down: bool = True, depth: int = 64
+) -> Lineage:
+    """What produced tree ``ref`` (``up``: the runs that wrote it, their inputs, and so
+    on) and what used it (``down``): one list per tree visited, one read per run."""
+    from .._common import open_wrapped
+    from .._types import SnapshotId
+
+    st = open_wrapped(store)
+    start = str(SnapshotId(ref))
+    g = Lineage(start)
+    for direction, enabled in (("up", up), ("down", down)):
+        if not enabled:
+            continue
+        frontier, seen = [start], {start}
+        for _ in range(depth):
+            nxt: list[str] = []
+            for tree in frontier:
+                prefix = f"{OUT if direction == 'up' else IN}{tree}/"
+                for rec in await read_many(st, await records_under(st, prefix)):
+                    g.runs[rec.digest] = rec
+                    for _, i in rec.inputs:
+                        g.edges.add((i, rec.digest))
+                    for _, o in rec.outputs:
+                        g.edges.add((rec.digest, o))
+                    for _, t in rec.inputs if direction == "up" else rec.outputs:
+                        if t not in seen:
+                            seen.add(t)
+                            nxt.append(t)
+            if not nxt:
+                break
+            frontier = nxt
+    return g
+
+
+async def reruns_of(store: str | Store, record: str) -> list[RunRecord]:
+    """The recorded reruns of a record, newest first."""
+    from .._common import open_wrapped
+
+    st = open_wrapped(store)
+    return await read_many(st, await records_under(st, f"{RERUN}{record}/"))
+
+
+async def used_by(store: str | Store, sid: str) -> list[RunRecord]:
+    from .._common import open_wrapped
+
+    st = open_wrapped(store)
+    return await read_many(st, await records_under(st, f"{IN}{sid}/"))
