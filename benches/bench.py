@@ -14,6 +14,7 @@ This is the one entry point of the areas, each in its own module:
     bench_transfer.py   transfer: copy, push, pull, incremental pull, verify (`file://`)
     bench_s3.py         s3: push and pull on SeaweedFS (server, counter, rclone: s3bench.py)
     bench_lifecycle.py  lifecycle: `ls` / `forget` on a store of 10,000 journalled snapshots
+    bench_memory.py     memory: peak RSS per manifest entry at 1 M and 5 M entries (memgen.py)
     bench_runs.py       runs: `snapdir run` overhead, first output byte, 1 GiB of output; Capsula
     bench_recording.py  recording: record / replay against epuplayer ($EPUPLAYER_PYTHON)
     bench_names.py      names: `resolve` of a range among 500 versions, file:// and S3
@@ -25,6 +26,7 @@ This is the one entry point of the areas, each in its own module:
     python benches/bench.py --trees mixed --ops noop-id,walk --repeat 3
     python benches/bench.py --areas id,s3        # the operations of some areas
     python benches/bench.py --areas lifecycle    # -> docs/benchmarks-extra/lifecycle.md
+    python benches/bench.py --areas memory       # -> docs/benchmarks-extra/memory.md
     python benches/bench.py --areas runs --capsula VENV   # -> docs/benchmarks-extra/runs.md
     python benches/bench.py --areas recording    # -> docs/benchmarks-extra/recording.md
     python benches/bench.py --areas names        # -> docs/benchmarks-extra/names.md
@@ -46,6 +48,7 @@ import time
 from collections.abc import Sequence
 
 import bench_lifecycle
+import bench_memory
 import bench_names
 import bench_recording
 import bench_runs
@@ -91,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     problems = run_trees(args, started, t0) if args.op_names else []
     if args.lifecycle:
         problems += bench_lifecycle.run_area(args)
+    if args.memory:
+        problems += bench_memory.run_area(args)
     if args.runs:
         problems += bench_runs.run_area(args)
     if args.recording:

@@ -1857,8 +1857,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="comma-separated areas to run: " + ", ".join(AREAS) + " (their operations among "
         "--ops), lifecycle (snapshot listing and retiring on S3), runs (snapdir run beside "
-        "Capsula), recording (replay beside epuplayer) and names (resolving a range among 500 "
-        "versions on file:// and S3) (these only when named); "
+        "Capsula), recording (replay beside epuplayer), names (resolving a range among 500 "
+        "versions on file:// and S3) and memory (peak RSS per manifest entry at millions of "
+        "entries; bench_memory.py) (these only when named); "
         "default: the operations of --ops",
     )
     p.add_argument(
@@ -1888,9 +1889,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="lifecycle report (default docs/benchmarks-extra/lifecycle.md; with --quick "
         "<workdir>/lifecycle-quick.md)",
     )
+    import bench_memory  # (imports this module: not at the top)
     import bench_runs
 
     bench_runs.add_args(p)
+    bench_memory.add_options(p)
     args = p.parse_args(argv)
 
     args.workdir = args.workdir.resolve()
@@ -1942,15 +1945,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.lifecycle = args.names = False
     args.runs = False
     args.recording = False
+    args.memory = False
     if args.areas is None:
         args.op_names = op_list(args.ops) or ["id"]
     else:
         areas = [a.strip() for a in args.areas.split(",") if a.strip()]
         for a in areas:
-            if a not in (*AREAS, "lifecycle", "runs", "recording", "names"):
+            if a not in (*AREAS, "lifecycle", "runs", "recording", "names", "memory"):
                 p.error(
                     f"unknown area {a!r}: choose from {', '.join(AREAS)}, lifecycle, runs, "
-                    "recording, names"
+                    "recording, names, memory"
                 )
         area_ops = {n for a in areas for n in AREAS.get(a, ())}
         args.op_names = [n for n in op_list(args.ops) if n in area_ops]
@@ -1958,7 +1962,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.runs = "runs" in areas
         args.recording = "recording" in areas
         args.names = "names" in areas
-        if not args.op_names and not (args.lifecycle or args.runs or args.recording or args.names):
+        args.memory = "memory" in areas
+        if not args.op_names and not (
+            args.lifecycle or args.runs or args.recording or args.names or args.memory
+        ):
             p.error(f"--areas {args.areas} --ops {args.ops}: no operation left to run")
     if args.snapshots is None:
         args.snapshots = 200 if args.quick else 10_000
@@ -1972,6 +1979,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             if args.quick
             else REPO / "docs" / "benchmarks-extra" / "names.md"
         )
+    bench_memory.finish_options(args)
     if args.lifecycle_out is None:
         args.lifecycle_out = (
             args.workdir / "lifecycle-quick.md"

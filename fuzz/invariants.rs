@@ -28,7 +28,7 @@ pub fn manifest_parse(data: &[u8]) -> bool {
     assert_eq!(again.render(), raw, "render is not stable");
     assert_eq!(again.id(), m.id(), "the id is not stable");
     assert_eq!(m.id(), id_of_text(&raw));
-    let entries = m.entries();
+    let entries: Vec<_> = m.entries().iter().collect();
     assert_eq!(entries[0].path, "./", "the root is not first");
     for w in entries.windows(2) {
         assert!(
@@ -38,7 +38,7 @@ pub fn manifest_parse(data: &[u8]) -> bool {
     }
     for e in entries {
         assert!(
-            check_path(&e.path, e.kind).is_ok(),
+            check_path(e.path, e.kind).is_ok(),
             "unsafe path {:?}",
             e.path
         );

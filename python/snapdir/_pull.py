@@ -33,6 +33,7 @@ from ._common import (
 from ._errors import SnapdirError
 from ._manifest import ignore_rules, run_cancellable, stat_cache_dir
 from ._types import LINK_MODES, SnapshotId, StoreUri
+from .stores._base import put_manifest_of
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -372,7 +373,7 @@ async def copy_snapshot(
     copied = 0
     if not await d.has_manifest(sid):
         copied = await transfer_objects(s, d, m.objects(), jobs=jobs, progress=progress)
-        await d.put_manifest(sid, m.raw)
+        await put_manifest_of(d, sid, m)
     logical, _, nfiles, _ = _snapdir.manifest_size(m)
     return OpStats(
         id=str(sid),

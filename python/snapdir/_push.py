@@ -18,6 +18,7 @@ from ._common import (
 from ._errors import InvalidArgumentError, _warn
 from ._manifest import manifest as walk_manifest
 from ._types import StoreUri
+from .stores._base import put_manifest_of
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -129,7 +130,7 @@ async def push_staged_with_stats(
         todo = [(c, n) for c, n in objects if c in lacking]
         uploaded = await transfer_objects(src, dst, todo, jobs=jobs, progress=progress)
         nbytes_up = sum(n for _, n in todo)
-        await dst.put_manifest(sid, m.raw)
+        await put_manifest_of(dst, sid, m)
     logical, _, nfiles, _ = _snapdir.manifest_size(m)
     requests = dst.request_count() - before
     key = await record_push(
@@ -223,7 +224,7 @@ async def _push_content(
         # without re-reading a large one: these are uploaded whatever is there.
         mend = [it for it in items if it.checksum in bad]
         await st.put_objects(mend, jobs=jobs, progress=progress, replace=True)
-    await st.put_manifest(sid, m.raw)
+    await put_manifest_of(st, sid, m)
     uploaded, nbytes = len(items), sum(it.size for it in items)
     stats.update(uploaded=uploaded, bytes_uploaded=nbytes, requests=st.request_count() - before)
     return stats
@@ -271,7 +272,7 @@ async def _push_tree(
     m = done.manifest
     stats = _new_stats(m)
     if not done.noop:
-        await store.put_manifest(m.id, m.raw)
+        await put_manifest_of(store, m.id, m)
     stats.update(
         uploaded=done.written,
         bytes_uploaded=done.bytes_written,

@@ -19,8 +19,11 @@ __all__ = [
     "Replayer",
     "Watch",
     "blake3_hex",
+    "diff_manifests",
     "id_from_manifest",
+    "manifest_from_fd",
     "manifest_size",
+    "manifest_write_fd",
     "plan_checkout",
     "recording_capture",
     "recording_encode_segment",
@@ -171,6 +174,20 @@ def blake3_hex(data: bytes) -> str:
 
 def version() -> str:
     """The core library version."""
+
+def manifest_from_fd(fd: int, limit: int) -> Manifest | None:
+    """Read the open regular file ``fd`` (at most ``limit`` bytes) and parse it as a stored
+    manifest, kept without a second copy; ``None`` when it holds more than ``limit`` bytes."""
+
+def manifest_write_fd(m: Manifest, fd: int) -> None:
+    """Write the stored form of ``m`` (its canonical text and one newline) to the open file
+    ``fd``, without building the text as a Python string."""
+
+def diff_manifests(
+    old: Manifest, new: Manifest, all: bool
+) -> tuple[bool, list[tuple[str, str, str]]]:
+    """``(changed, [(status, path, detail)])`` of two manifests, sorted by path; without
+    ``all`` only the rows the CLI shows by default (no ``=``, no ``contents``)."""
 
 def write_at_sparse(fd: int, offset: int, data: bytes) -> None:
     """Write ``data`` at ``offset`` of the open file ``fd``, leaving all-zero 4 KiB blocks

@@ -39,7 +39,7 @@ SIZE_JSON = {
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from .._diff import diff
+    from .._diff import diff_rows
     from .._types import DiffOptions
 
     if not args.from_ or not args.to:
@@ -50,15 +50,15 @@ def cmd_diff(args: argparse.Namespace) -> int:
         [_snapshot_ref(r) for r in args.from_], [_snapshot_ref(r) for r in args.to]
     )
     stores = [r.store for r in opts.from_ + opts.to if r.store is not None]
-    rep = reporter(args, "diff")
-    try:
-        entries = run(lambda: diff(opts, jobs=args.jobs, progress=rep), *stores)
-    finally:
-        finish(rep)
     # A directory whose only change is below it ("contents") is shown with --all: the
     # entries below it already say what changed.
-    shown = [e for e in entries if args.all or (e.status != "=" and e.detail != "contents")]
-    changed = any(e.status != "=" for e in entries)
+    rep = reporter(args, "diff")
+    try:
+        changed, shown = run(
+            lambda: diff_rows(opts, jobs=args.jobs, all=args.all, progress=rep), *stores
+        )
+    finally:
+        finish(rep)
     if args.json:
         emit_json(
             {

@@ -49,6 +49,8 @@ from .._runtime import LOCAL_SYNC
 from .._types import StoreUri, is_lower_hex
 
 if TYPE_CHECKING:
+    from typing import BinaryIO
+
     import anyio
     from anyio.lowlevel import RunVar
 
@@ -618,6 +620,41 @@ def parse_stored_manifest(data: bytes, snapshot_id: str, uri: str) -> _snapdir.M
             f"snapshot {snapshot_id} in {uri}: the stored manifest hashes to {m.id}"
         )
     return m
+
+
+def read_stored_manifest(f: BinaryIO, limit: int, snapshot_id: str, uri: str) -> _snapdir.Manifest:
+    """:func:`parse_stored_manifest` of the regular file ``f`` (at most ``limit`` bytes),
+    read in Rust straight into the buffer the manifest keeps: the text of a 5-million-entry
+    snapshot is then held once, not as bytes, str and a parsed copy side by side. A manifest
+    that does not parse, or is not UTF-8, is read again and judged by
+    :func:`parse_stored_manifest`, so its error is the same either way."""
+    try:
+        m = _snapdir.manifest_from_fd(f.fileno(), limit)
+    except SnapdirError:
+        f.seek(0)
+        data = f.read(limit + 1)
+        if len(data) > limit:  # it grew meanwhile
+            raise manifest_too_large(uri, snapshot_id, limit, None) from None
+        return parse_stored_manifest(data, snapshot_id, uri)
+    if m is None:
+        raise manifest_too_large(uri, snapshot_id, limit, None)
+    if m.id != snapshot_id:
+        raise HashMismatchError(
+            f"snapshot {snapshot_id} in {uri}: the stored manifest hashes to {m.id}"
+        )
+    return m
+
+
+async def put_manifest_of(store: object, snapshot_id: str, m: _snapdir.Manifest) -> None:
+    """Store manifest ``m`` as ``snapshot_id`` in ``store``: through the store's own
+    ``put_manifest_of`` when it has one (a ``file://`` store writes the text from Rust, never
+    as a Python string: the text of a 5-million-entry snapshot is 600 MB, and ``str`` plus
+    ``bytes`` copies of it would triple that), else ``put_manifest(snapshot_id, m.raw)``."""
+    put = getattr(store, "put_manifest_of", None)
+    if put is not None:
+        await put(snapshot_id, m)
+    else:
+        await store.put_manifest(snapshot_id, m.raw)  # type: ignore[attr-defined]
 
 
 def manifest_to_store(text: str, snapshot_id: str, where: str) -> bytes:

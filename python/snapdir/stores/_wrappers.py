@@ -251,6 +251,12 @@ class _StoreWrapper:
     async def put_manifest(self, snapshot_id: str, text: str) -> None:
         await self._run(self.inner.put_manifest, snapshot_id, text)
 
+    async def put_manifest_of(self, snapshot_id: str, m: Manifest) -> None:
+        """:func:`put_manifest_of` through the wrapper."""
+        from ._base import put_manifest_of
+
+        await self._run(put_manifest_of, self.inner, snapshot_id, m)
+
     async def list_manifests(self) -> list[str]:
         return await self._run(self.inner.list_manifests)
 

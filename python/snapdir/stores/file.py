@@ -40,7 +40,7 @@ from ._base import (
     for_each_limited,
     manifest_too_large,
     max_manifest_bytes,
-    parse_stored_manifest,
+    read_stored_manifest,
     to_thread,
 )
 from ._keys import KeyInfo, check_key, check_prefix
@@ -267,12 +267,9 @@ class FileStore(BaseStore):
                     raise manifest_too_large(self.uri, snapshot_id, limit, st.st_size)
                 # Bounded even if the file grows meanwhile: one byte past the cap is enough
                 # to know it is over.
-                data = f.read(limit + 1)
-                if len(data) > limit:
-                    raise manifest_too_large(self.uri, snapshot_id, limit, None)
+                return read_stored_manifest(f, limit, snapshot_id, self.uri)
         except OSError as e:
             raise StoreError(f"cannot read snapshot {snapshot_id} from {self.uri}: {e}") from e
-        return parse_stored_manifest(data, snapshot_id, self.uri)
 
     async def put_manifest(self, snapshot_id: str, text: str) -> None:
         self._check_hex(snapshot_id, "snapshot id")
@@ -283,14 +280,27 @@ class FileStore(BaseStore):
             )
         await to_thread(self._write_manifest, snapshot_id, data)
 
-    def _write_manifest(self, snapshot_id: str, data: bytes) -> None:
+    async def put_manifest_of(self, snapshot_id: str, m: _snapdir.Manifest) -> None:
+        """:meth:`put_manifest` of a parsed manifest: its text is written from Rust, never
+        built as a Python string."""
+        self._check_hex(snapshot_id, "snapshot id")
+        if m.id != snapshot_id:
+            raise HashMismatchError(
+                f"refusing to store a manifest that does not hash to {snapshot_id} in {self.uri}"
+            )
+        await to_thread(self._write_manifest, snapshot_id, m)
+
+    def _write_manifest(self, snapshot_id: str, data: bytes | _snapdir.Manifest) -> None:
         """Temporary name, then rename: a manifest is visible whole or not at all."""
         path = self.manifest_path(snapshot_id)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}-{id(data)}"
         try:
             with open(tmp, "wb") as f:
-                f.write(data)
+                if isinstance(data, bytes):
+                    f.write(data)
+                else:
+                    _snapdir.manifest_write_fd(data, f.fileno())
                 if self.durable:
                     f.flush()
                     os.fsync(f.fileno())

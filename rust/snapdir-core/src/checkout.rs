@@ -42,7 +42,7 @@ use rayon::prelude::*;
 use crate::error::{display_path, escape_bytes, Code, Error, Result};
 use crate::fsx::{self, Dir, FileId, Kind as FsKind};
 use crate::hash::{hash_sized, hash_whole, open_nonblocking, Stamp};
-use crate::manifest::{to_hex, Digest, Entry, Kind, Manifest, EMPTY_CHECKSUM};
+use crate::manifest::{to_hex, Digest, Entries, EntryRef, Kind, Manifest, EMPTY_CHECKSUM};
 use crate::statcache::{self, FileStamps, FsId, Rec};
 use crate::store::{object_path, LocalOptions};
 
@@ -171,7 +171,7 @@ fn kept(opts: &CheckoutOptions, dir: &Dir, name: &[u8], rel: &[u8]) -> bool {
 /// A checked plan for one destination.
 #[derive(Debug)]
 pub struct Plan {
-    manifest: Manifest,
+    manifest: std::sync::Arc<Manifest>,
     dest: PathBuf,
     /// The destination, opened once: every later step works from this descriptor.
     root: Dir,
@@ -235,11 +235,11 @@ pub struct CheckoutStats {
     pub removed: u64,
 }
 
-fn rel_bytes(e: &Entry) -> &[u8] {
+fn rel_bytes(e: EntryRef<'_>) -> &[u8] {
     e.rel().as_bytes()
 }
 
-fn mode_of(e: &Entry, opts: &CheckoutOptions) -> u32 {
+fn mode_of(e: EntryRef<'_>, opts: &CheckoutOptions) -> u32 {
     if opts.preserve_special_bits {
         e.mode & 0o7777
     } else {
@@ -653,6 +653,16 @@ fn lock_dest(root: &Dir, dest: &Path, opts: &CheckoutOptions) -> Result<DestLock
 /// Compares `dest` with `manifest` without writing anything but the destination itself when
 /// missing and its lock file (see the module docs).
 pub fn plan(manifest: &Manifest, dest: &Path, opts: &CheckoutOptions) -> Result<Plan> {
+    plan_shared(std::sync::Arc::new(manifest.clone()), dest, opts)
+}
+
+/// [`plan`] of a manifest the caller shares: the plan keeps it without a copy (a manifest
+/// of millions of entries is hundreds of megabytes).
+pub fn plan_shared(
+    manifest: std::sync::Arc<Manifest>,
+    dest: &Path,
+    opts: &CheckoutOptions,
+) -> Result<Plan> {
     if manifest.is_absolute() {
         return Err(Error::new(
             Code::InvalidArgument,
@@ -794,7 +804,7 @@ impl Plan {
                 .pending
                 .par_iter()
                 .map(|&(i, stamp)| {
-                    let e = &entries[i];
+                    let e = entries.get(i);
                     let rel = rel_bytes(e);
                     // Unchanged since a checkout found it right: no need to read it.
                     let known_right = known
@@ -811,7 +821,7 @@ impl Plan {
                 .collect();
             let mut found = found;
             for (i, stamp, same, known_right) in results {
-                let e = &entries[i];
+                let e = entries.get(i);
                 unread += usize::from(known_right);
                 if same {
                     let mode = stamp.mode & 0o7777;
@@ -829,7 +839,7 @@ impl Plan {
                 }
             }
             if opts.delete {
-                let e = &entries[f.idx];
+                let e = entries.get(f.idx);
                 let names = dir
                     .list()
                     .map_err(|err| Error::io("cannot list", &dest.join(e.rel()), err))?;
@@ -854,15 +864,15 @@ impl Plan {
         };
         let chain_err = |rel: &str, e: io::Error| dir_error("cannot open", &dest.join(rel), e);
         for i in 1..entries.len() {
-            let e = &entries[i];
+            let e = entries.get(i);
             let parent_rel = parent_of(e.rel());
-            while stack.len() > 1 && entries[stack[stack.len() - 1].idx].rel() != parent_rel {
+            while stack.len() > 1 && entries.get(stack[stack.len() - 1].idx).rel() != parent_rel {
                 let f = stack.pop().expect("non-empty");
                 let popped = if f.open {
                     Some(
                         chain
                             .pop()
-                            .map_err(|err| chain_err(entries[f.idx].rel(), err))?
+                            .map_err(|err| chain_err(entries.get(f.idx).rel(), err))?
                             .1,
                     )
                 } else {
@@ -937,7 +947,7 @@ impl Plan {
                 Some(
                     chain
                         .pop()
-                        .map_err(|err| chain_err(entries[f.idx].rel(), err))?
+                        .map_err(|err| chain_err(entries.get(f.idx).rel(), err))?
                         .1,
                 )
             } else {
@@ -962,7 +972,7 @@ impl Plan {
                 let shown: Vec<String> = conflicts
                     .iter()
                     .take(20)
-                    .map(|&i| escape_bytes(entries[i].path.as_bytes()))
+                    .map(|&i| escape_bytes(entries.get(i).path.as_bytes()))
                     .collect();
                 let more = if conflicts.len() > 20 {
                     format!(" and {} more", conflicts.len() - 20)
@@ -1040,17 +1050,13 @@ fn last_component(rel: &[u8]) -> &[u8] {
     }
 }
 
-fn in_manifest(entries: &[Entry], rel: &[u8]) -> bool {
+fn in_manifest(entries: Entries<'_>, rel: &[u8]) -> bool {
     let Ok(rel) = std::str::from_utf8(rel) else {
         return false;
     };
     let file = format!("./{rel}");
     let dir = format!("./{rel}/");
-    let find = |p: &str| {
-        entries
-            .binary_search_by(|e| e.path.as_bytes().cmp(p.as_bytes()))
-            .is_ok()
-    };
+    let find = |p: &str| entries.find(p.as_bytes()).is_some();
     find(&file) || find(&dir)
 }
 
@@ -1591,26 +1597,26 @@ impl Plan {
         let finish_dir = |idx: usize, dir: &Dir, cur: u32, opts: &CheckoutOptions| -> Result<()> {
             if durable {
                 dir.sync()
-                    .map_err(|e| io_err("cannot sync", entries[idx].rel(), e))?;
+                    .map_err(|e| io_err("cannot sync", entries.get(idx).rel(), e))?;
             }
-            let want = mode_of(&entries[idx], opts);
+            let want = mode_of(entries.get(idx), opts);
             if cur != want || current_mode(dir) != want {
                 dir.chmod(want)
-                    .map_err(|e| io_err("cannot chmod", entries[idx].rel(), e))?;
+                    .map_err(|e| io_err("cannot chmod", entries.get(idx).rel(), e))?;
             }
             Ok(())
         };
         for i in 1..entries.len() {
-            let e = &entries[i];
+            let e = entries.get(i);
             let parent_rel = parent_of(e.rel());
             while let Some(&(top, cur)) = levels.last() {
-                if entries[top].rel() == parent_rel {
+                if entries.get(top).rel() == parent_rel {
                     break;
                 }
                 levels.pop();
                 let (_, dir) = chain
                     .pop()
-                    .map_err(|err| chain_err(entries[top].rel(), err))?;
+                    .map_err(|err| chain_err(entries.get(top).rel(), err))?;
                 finish_dir(top, &dir, cur, &self.opts)?;
             }
             let name = last_component(rel_bytes(e));
@@ -1771,7 +1777,7 @@ impl Plan {
         while let Some((idx, cur)) = levels.pop() {
             let (_, dir) = chain
                 .pop()
-                .map_err(|err| chain_err(entries[idx].rel(), err))?;
+                .map_err(|err| chain_err(entries.get(idx).rel(), err))?;
             finish_dir(idx, &dir, cur, &self.opts)?;
         }
         drop(chain);

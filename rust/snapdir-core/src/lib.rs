@@ -5,6 +5,7 @@
 //! `file://` store and of materialising a snapshot. Knows nothing of Python.
 
 pub mod checkout;
+pub mod diff;
 pub mod error;
 pub mod fsx;
 pub mod hash;
@@ -18,7 +19,7 @@ pub mod store;
 pub mod walk;
 
 pub use error::{Code, Error, Result};
-pub use manifest::{Entry, Kind, Manifest};
+pub use manifest::{Entries, Entry, EntryRef, Kind, Manifest};
 pub use walk::{walk, Ignore, IgnoreFile, WalkOptions, Walked};
 
 /// The version of this crate (and of the Python package built from it).

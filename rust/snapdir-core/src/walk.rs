@@ -1356,7 +1356,7 @@ mod tests {
         let mut v: Vec<_> = m
             .entries()
             .iter()
-            .map(|e| (e.path.clone(), e.checksum, e.size))
+            .map(|e| (e.path.to_owned(), e.checksum, e.size))
             .collect();
         v.sort();
         v
@@ -1529,7 +1529,7 @@ mod tests {
             ..WalkOptions::default()
         };
         let w = walk(&root, &opts).unwrap();
-        let paths: Vec<_> = w.manifest.entries().iter().map(|e| &e.path).collect();
+        let paths: Vec<_> = w.manifest.entries().iter().map(|e| e.path).collect();
         assert_eq!(paths, ["./", "./sub/", "./sub/keep"]);
         let all = w.warnings.join("\n");
         assert_eq!(w.warnings.len(), 3, "{all}");
@@ -1553,7 +1553,7 @@ mod tests {
         w.manifest
             .entries()
             .iter()
-            .map(|e| e.path.clone())
+            .map(|e| e.path.to_owned())
             .collect()
     }
 
@@ -1588,7 +1588,7 @@ mod tests {
                 .manifest
                 .entries()
                 .iter()
-                .map(|e| e.path.clone())
+                .map(|e| e.path.to_owned())
                 .collect();
             assert_eq!(
                 paths,

@@ -13,6 +13,7 @@ use snapdir_core as core;
 
 mod errors;
 mod local;
+mod manifests;
 mod names;
 mod recording;
 use errors::to_py_err;
@@ -89,8 +90,13 @@ impl Manifest {
         }
     }
 
+    /// The canonical text: the manifest's own storage when it is held as text (no copy),
+    /// else rendered once and kept.
     fn raw_str(&self) -> &str {
-        self.raw.get_or_init(|| self.inner.render())
+        match self.inner.text() {
+            Some(text) => text,
+            None => self.raw.get_or_init(|| self.inner.render()),
+        }
     }
 }
 
@@ -104,10 +110,9 @@ impl Manifest {
         py: Python<'_>,
         text: &str,
     ) -> PyResult<Manifest> {
-        let owned;
         let text = if text.len() > 64 * 1024 {
-            owned = text.to_owned();
-            py.detach(|| core::Manifest::parse(&owned))
+            let owned = text.as_bytes().to_vec();
+            py.detach(|| core::Manifest::parse_owned(owned))
         } else {
             core::Manifest::parse(text)
         };
@@ -140,7 +145,7 @@ impl Manifest {
             .entries()
             .iter()
             .map(|e| ManifestEntry {
-                path: self.inner.display_path(e).into_owned(),
+                path: self.inner.display_path(&e).into_owned(),
                 path_type: match e.kind {
                     core::Kind::File => PathType::File,
                     core::Kind::Directory => PathType::Directory,
@@ -439,6 +444,7 @@ fn _snapdir(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(local::store_verify_objects, m)?)?;
     m.add_function(wrap_pyfunction!(local::store_list, m)?)?;
     m.add_function(wrap_pyfunction!(local::plan_checkout, m)?)?;
+    manifests::register(m)?;
     recording::register(m)?;
     m.add("EMPTY_CHECKSUM", core::manifest::EMPTY_CHECKSUM)?;
     names::register(m)?;

@@ -352,7 +352,7 @@ pub fn plan_checkout(
         dry_run,
     };
     let plan = py
-        .detach(|| core::checkout::plan(&m, &dest, &opts))
+        .detach(|| core::checkout::plan_shared(m, &dest, &opts))
         .map_err(|e| to_py_err(py, e))?;
     Ok(CheckoutPlan {
         inner: Mutex::new(plan),
