@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 LOCAL_SYNC: ContextVar[bool] = ContextVar("snapdir_local_sync", default=False)
 
 
+#: How often :func:`run_blocking` wakes to call ``on_tick`` (tests make it shorter).
+TICK_SECONDS = 0.05
+
+
 def run_blocking(
     fn: Callable[[CancelToken], T],
     on_tick: Callable[[], None] | None = None,
@@ -52,7 +56,7 @@ def run_blocking(
     worker.start()
     try:
         while worker.is_alive():
-            worker.join(0.05)
+            worker.join(TICK_SECONDS)
             if on_tick is not None:
                 on_tick()
     except BaseException:

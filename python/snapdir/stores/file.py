@@ -48,6 +48,10 @@ from ._keys import KeyInfo, check_key, check_prefix
 if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
+
+#: How often a running Rust batch's counters are forwarded to a progress callback.
+POLL_SECONDS = 0.1
+
 __all__ = ["FileStore"]
 
 T = TypeVar("T")
@@ -507,7 +511,7 @@ async def run_with_progress(
 
             async def poll() -> None:
                 while True:
-                    await anyio.sleep(0.1)
+                    await anyio.sleep(POLL_SECONDS)
                     flush()
 
             tg.start_soon(poll)
