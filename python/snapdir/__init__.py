@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ._push import push, stage
     from ._sync import sync
     from ._verify import size, verify
+    from .lifecycle.gc import gc
 
 # Operations load on first use, so `import snapdir` (and every CLI start) stays cheap.
 _LAZY = {
@@ -47,6 +48,7 @@ _LAZY = {
     "diff": "._diff",
     "checkout": "._pull",
     "fetch": "._pull",
+    "gc": ".lifecycle.gc",
     "pull": "._pull",
     "push": "._push",
     "stage": "._push",
@@ -91,6 +93,7 @@ __all__ = [
     "checkout",
     "diff",
     "fetch",
+    "gc",
     "id",
     "id_from_manifest",
     "manifest",

@@ -3,7 +3,7 @@
 Checked against the compiled module by ``python -m mypy.stubtest snapdir._snapdir``.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ClassVar, final
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "Hasher",
     "Manifest",
     "ManifestEntry",
+    "MarkSet",
     "PathType",
     "Progress",
     "blake3_hex",
@@ -270,3 +271,28 @@ def plan_checkout(
     whose stamp has not changed since are trusted without being read. The plan holds the
     destination's lock until committed or aborted; if another checkout holds it, ``wait``
     waits (calling ``on_wait(message)`` once) or raises ``ConflictError`` at once."""
+
+@final
+class MarkSet:
+    """The collector's mark set: sorted, deduplicated 32-byte digests (in Rust)."""
+
+    def __new__(cls) -> MarkSet: ...
+    def add_manifest(self, m: Manifest) -> None:
+        """Mark the objects of a manifest's files."""
+    def add_hex(self, hexes: Sequence[str]) -> None:
+        """Mark 64-hex digests; ``InvalidArgumentError`` for one that is not."""
+    def add_packed(self, data: bytes) -> None:
+        """Mark packed 32-byte digests (a length not a multiple of 32 raises)."""
+    def unmarked(self, hexes: Sequence[str]) -> list[str]:
+        """Of ``hexes``, those not in the set, in their order."""
+    def marked(self, hexes: Sequence[str]) -> list[str]:
+        """Of ``hexes``, those in the set, in their order."""
+    def to_packed(self) -> bytes:
+        """The digests, sorted, packed (32 bytes each)."""
+    def to_hex(self) -> list[str]:
+        """The digests, sorted, as 64-hex strings."""
+    @property
+    def heap_bytes(self) -> int:
+        """Bytes of memory the set holds."""
+    def __len__(self) -> int: ...
+    def __contains__(self, hex: str) -> bool: ...

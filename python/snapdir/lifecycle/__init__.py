@@ -3,7 +3,9 @@ and what can be collected.
 
 Submodules, from the bottom up: :mod:`.retention` (the ``forget`` policies, pure functions
 with restic's semantics), :mod:`.journal` (the journal's keys and entries), :mod:`.ops` (the
-operations: ``ls``, ``adopt``, ``forget``, and the journal write every push makes). Nothing
+operations: ``ls``, ``adopt``, ``forget``, and the journal write every push makes),
+:mod:`.intents` (what a writer does so that a concurrent collection cannot lose its
+content), :mod:`.roots` (every source of roots) and :mod:`.gc` (the collector). Nothing
 here imports the CLI; submodules load on first use, so a push that only writes a journal
 entry does not pay for the rest.
 """
@@ -17,20 +19,26 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from .gc import GcReport, gc
     from .journal import SnapshotInfo
+    from .roots import RootSet, collect_roots
     from .ops import adopt, du, forget, ls
     from .retention import Decision, Duration, Policy, Snapshot, apply_policy
 
 __all__ = [
     "Decision",
     "Duration",
+    "GcReport",
     "Policy",
+    "RootSet",
     "Snapshot",
     "SnapshotInfo",
     "adopt",
     "apply_policy",
+    "collect_roots",
     "du",
     "forget",
+    "gc",
     "ls",
 ]
 
@@ -41,6 +49,10 @@ _LAZY = {
     "Snapshot": ".retention",
     "apply_policy": ".retention",
     "SnapshotInfo": ".journal",
+    "GcReport": ".gc",
+    "gc": ".gc",
+    "RootSet": ".roots",
+    "collect_roots": ".roots",
     "adopt": ".ops",
     "du": ".ops",
     "forget": ".ops",

@@ -9,6 +9,7 @@ pub mod error;
 pub mod fsx;
 pub mod hash;
 pub mod manifest;
+pub mod markset;
 pub mod mapped;
 pub mod sparse;
 pub mod statcache;

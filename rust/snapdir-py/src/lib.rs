@@ -13,6 +13,7 @@ use snapdir_core as core;
 
 mod errors;
 mod local;
+mod markset;
 use errors::to_py_err;
 
 /// Kind of a manifest entry: `PathType.File` or `PathType.Directory`.
@@ -437,6 +438,7 @@ fn _snapdir(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(local::store_verify_objects, m)?)?;
     m.add_function(wrap_pyfunction!(local::store_list, m)?)?;
     m.add_function(wrap_pyfunction!(local::plan_checkout, m)?)?;
+    markset::register(m)?;
     m.add("EMPTY_CHECKSUM", core::manifest::EMPTY_CHECKSUM)?;
     Ok(())
 }
