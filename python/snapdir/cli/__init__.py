@@ -52,6 +52,7 @@ GROUPS: dict[str, str] = {
     "forget": "lifecycle",
     "adopt": "lifecycle",
     "du": "lifecycle",
+    "gc": "lifecycle",
     "cache": "cache",
     "completion": "",
     "version": "",

@@ -335,7 +335,7 @@ class Guard:
     async def _wait(self, plan: Plan) -> None:
         """Until the plan is removed (its sweep finished) or the store's clock passes its
         deadline (after which its collector deletes nothing more)."""
-        import anyio
+        from .._runtime import sleep
 
         assert self._store is not None
         start = _time.monotonic()
@@ -344,9 +344,25 @@ class Guard:
             keys = {k.key for k in await self._store.list_keys(PLANS)}
             if plan.key not in keys or await self._store.store_time() > plan.deadline:
                 break
-            await anyio.sleep(delay)
+            await sleep(delay)
             delay = min(delay * 2, 2.0)
         self.waited += _time.monotonic() - start
+
+
+def _create_local(store: Store) -> None:
+    """A push creates a ``file://`` store that does not exist yet; its intent comes first,
+    so the directory is made here (a record alone never creates a store)."""
+    from .._common import unwrap
+    from ..stores.file import FileStore
+
+    inner = unwrap(store)
+    if isinstance(inner, FileStore) and not os.path.isdir(inner.root):
+        try:
+            os.makedirs(inner.root, exist_ok=True)
+        except OSError as e:
+            from .._errors import SnapdirIOError
+
+            raise SnapdirIOError(f"cannot create the store {inner.uri}: {e}") from e
 
 
 @asynccontextmanager
@@ -367,6 +383,7 @@ async def protect(
         yield Guard(None, snapshot_id, manifest, objects, ttl, poll)
         return
     ks = cast("KeyStore", store)
+    _create_local(store)
     guard = Guard(ks, snapshot_id, manifest, objects, ttl, poll)
     await guard._write()
     ok = False
