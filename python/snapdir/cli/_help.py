@@ -33,6 +33,11 @@ ENVIRONMENT: tuple[tuple[str, str], ...] = (
     ("SNAPDIR_S3_CONDITIONAL_PUT", "0: S3 creates without If-None-Match"),
     ("SNAPDIR_S3_LEAN", "0: every S3 request through botocore's client calls"),
     ("SNAPDIR_B2_REALM", "B2 API URL to authorise against (default: production)"),
+    (
+        "SNAPDIR_GC_DELAY",
+        "seconds gc waits between publishing its plan and re-reading intents and roots "
+        "(default 2)",
+    ),
 )
 
 EXAMPLES = """\

@@ -216,9 +216,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from ..lifecycle.gc import gc
 
     store = need_store(args)
-    from ..lifecycle.gc import _grace
+    from ..lifecycle.gc import _grace, default_delay
 
     _grace(args.grace)  # a bad duration is a usage error, found before any request
+    default_delay()
     r = run(
         lambda: gc(store, dry_run=args.dry_run, grace=args.grace, max_delete=args.max_delete),
         store,

@@ -22,7 +22,7 @@ a candidate, and a manifest goes before its objects) and the next run repeats wh
 from __future__ import annotations
 
 import time as _time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -46,6 +46,26 @@ BATCH = 1000
 DEFAULT_GRACE = timedelta(hours=1)
 #: How long a collection may delete for, after its plan is published.
 DEFAULT_BUDGET = timedelta(minutes=10)
+#: Seconds between publishing the plan and re-reading intents and roots (the default of
+#: ``delay``; the environment variable overrides it for the CLI).
+DEFAULT_DELAY = 2.0
+DELAY_ENV = "SNAPDIR_GC_DELAY"
+
+
+def default_delay() -> float:
+    """``$SNAPDIR_GC_DELAY`` (seconds, 0 or more), else :data:`DEFAULT_DELAY`."""
+    import os
+
+    raw = os.environ.get(DELAY_ENV, "").strip()
+    if not raw:
+        return DEFAULT_DELAY
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value > 3600:
+        raise InvalidArgumentError(f"{DELAY_ENV} must be seconds from 0 to 3600, not {raw!r}")
+    return value
 
 
 class GcReport:
@@ -188,16 +208,17 @@ async def gc(
     dry_run: bool = False,
     grace: Duration | timedelta | str | None = None,
     max_delete: int | None = None,
-    delay: float = 2.0,
+    delay: float | None = None,
     budget: timedelta = DEFAULT_BUDGET,
     intent_ttl: timedelta = INTENT_TTL,
-    on_phase: Callable[[str], None] | None = None,
+    on_phase: Callable[[str], Awaitable[None]] | None = None,
 ) -> GcReport:
     """Delete what no root reaches (see the module docstring). ``grace``: spare content
     younger than this (store time; default 1 hour; ``timedelta(0)`` or ``"0"`` for
     none). ``max_delete``: delete at most this many keys (manifests first). ``delay``:
-    seconds between publishing the plan and re-reading the roots (a margin for stores
-    whose listings lag; the argument does not need it on a linearizable store).
+    seconds between publishing the plan and re-reading the roots (default
+    ``$SNAPDIR_GC_DELAY`` or 2; a margin for stores whose listings lag: the argument
+    does not need it on a store whose listings are linearizable).
     ``budget``: the plan's deadline, from its publication. ``on_phase`` is called with
     each phase's name (tests use it to interleave). Raises :class:`ConflictError` for a
     store that is not managed (run ``adopt``)."""
@@ -205,9 +226,14 @@ async def gc(
     from .ops import _require_keys, is_managed
 
     g = _grace(grace)  # a bad duration is a usage error, before any request
+    wait = default_delay() if delay is None else delay
     if max_delete is not None and max_delete < 0:
         raise InvalidArgumentError(f"max_delete must be 0 or more, not {max_delete}")
-    phase = on_phase or (lambda _name: None)
+
+    async def phase(name: str) -> None:
+        if on_phase is not None:
+            await on_phase(name)
+
     st = open_wrapped(store)
     ks = _require_keys(st, "gc")
     before = st.request_count()
@@ -219,20 +245,23 @@ async def gc(
         )
     now = await ks.store_time()
     marker = _Marker(st)
-    phase("mark")
+    await phase("mark")
     expired = await _read_intents(ks, marker, now, intent_ttl)
     nroots = await _read_roots(marker)
-    phase("list")
-    cutoff = _before(now, g)
+    await phase("list")
+    # An HTTP Date is floored to its second: the store's "now" is up to a second later
+    # than it says, and content from that second is as old as grace 0 asks.
+    latest = now + timedelta(seconds=1, microseconds=-1) if now.microsecond == 0 else now
+    cutoff = _before(latest, g)
     manifests: dict[str, KeyInfo] = {}
     for k in await ks.list_keys(".manifests/"):
         sid = _hex_of(k.key, ".manifests/")
-        if sid is not None and sid not in marker.snapshots and k.time < cutoff:
+        if sid is not None and sid not in marker.snapshots and k.time <= cutoff:
             manifests[sid] = k
     listed: dict[str, KeyInfo] = {}
     for k in await ks.list_keys(".objects/"):
         c = _hex_of(k.key, ".objects/")
-        if c is not None and k.time < cutoff:
+        if c is not None and k.time <= cutoff:
             listed[c] = k
     objects = {c: listed[c] for c in marker.objects.unmarked(sorted(listed))}
     stale = [
@@ -274,7 +303,7 @@ async def gc(
     # -- publish the plan, wait, mark again --------------------------------------------
     from .._snapdir import MarkSet
 
-    phase("plan")
+    await phase("plan")
     started = _time.monotonic()
     deadline = await ks.store_time() + budget
     cm, co = MarkSet(), MarkSet()
@@ -289,11 +318,11 @@ async def gc(
     # still be in flight (retried) after it.
     margin = max(budget.total_seconds() / 4, 1.0)
     stop_at = started + budget.total_seconds() - margin
-    if delay > 0:
+    if wait > 0:
         from .._runtime import sleep
 
-        await sleep(delay)
-    phase("recheck")
+        await sleep(wait)
+    await phase("recheck")
     await _read_intents(ks, marker, await ks.store_time(), intent_ttl)
     await _read_roots(marker)
     n_before = len(manifests) + len(objects)
@@ -324,14 +353,14 @@ async def gc(
         nonlocal gone_o
         gone_o += 1
 
-    phase("delete-manifests")
+    await phase("delete-manifests")
     todo_m = sorted(manifests.items())[:limit]
     on_time = await sweep(todo_m, gone_m.append)
     if on_time:
-        phase("delete-objects")
+        await phase("delete-objects")
         todo_o = sorted(objects.items())[: limit - len(todo_m)]
         on_time = await sweep(todo_o, count_object)
-    phase("finish")
+    await phase("finish")
     await ks.delete_keys([key, *cleanup])
     return report(
         manifests=gone_m,
