@@ -27,6 +27,7 @@ Exit status 1 if any trial found a problem.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -109,10 +110,8 @@ def trial(template: Path, work: Path, delay: float) -> dict[str, Any]:
         start_new_session=True,
     )
     time.sleep(delay)
-    try:
+    with contextlib.suppress(ProcessLookupError):  # it finished before the kill
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
     m1, o1 = _count(store, ".manifests"), _count(store, ".objects")
     rec["left"] = (
@@ -188,8 +187,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "trials": len(results),
         "uninterrupted_seconds": round(span, 3),
         "dry_run_seconds": round(mark, 3),
-        "left": {k: sum(1 for r in results if r["left"] == k) for k in
-                 ("none", "manifests", "objects", "all")},  # fmt: skip
+        "left": {
+            k: sum(1 for r in results if r["left"] == k)
+            for k in ("none", "manifests", "objects", "all")
+        },
         "failed": [r for r in results if r["problems"]],
     }
     if args.json:

@@ -85,7 +85,7 @@ async def soak(
                 sid = ""
             try:
                 st = await push_with_stats(tree, uri)
-            except Exception as e:  # noqa: BLE001 (counted, reported, and fails the run)
+            except Exception as e:
                 stats["push_errors"].append(f"{type(e).__name__}: {e}"[:300])
                 continue
             got = str(st["id"])
@@ -118,7 +118,7 @@ async def soak(
         while not stop.is_set():
             try:
                 rep = await gc(uri, grace="0", delay=r.uniform(0, 0.2))
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 stats["gc_errors"].append(f"{type(e).__name__}: {e}"[:300])
                 await anyio.sleep(0.5)
                 continue
@@ -161,7 +161,9 @@ async def soak(
     freed = before.unreachable_bytes - after.unreachable_bytes
     stats["unreachable_before"] = before.unreachable_bytes
     stats["unreachable_after"] = after.unreachable_bytes
-    stats["freed_fraction"] = (freed / before.unreachable_bytes) if before.unreachable_bytes else 1.0
+    stats["freed_fraction"] = (
+        (freed / before.unreachable_bytes) if before.unreachable_bytes else 1.0
+    )
     stats["final_gc"] = {"manifests": len(final.manifests), "objects": final.objects,
                          "requests": final.requests}  # fmt: skip
     stats["ok"] = (

@@ -100,13 +100,6 @@ def open_backend(
     return configure(name, server, Env(mp), tmp)
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Backend:
-    return open_backend(str(request.param), request, monkeypatch, tmp_path)
-
-
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:
     for rel, data in files.items():
         p = root / rel

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import anyio
 import pytest
 import snapdir
-from gcutil import Backend, backend, write_tree  # noqa: F401 (the fixture)
+from gcutil import BACKENDS, Backend, open_backend, write_tree
 from snapdir import ConflictError
 from snapdir._common import open_wrapped
 from snapdir._push import push_with_stats
@@ -35,6 +35,14 @@ T = TypeVar("T")
 NO_GRACE = timedelta(0)
 NOOP_GC_REQUESTS = {"file": 10, "s3": 10, "gs": 10, "b2": 12}
 GUARD_REQUESTS = {"file": 3, "s3": 3, "gs": 3, "b2": 9}
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Backend:
+    """A fresh store factory on each backend (the loopback servers)."""
+    return open_backend(str(request.param), request, monkeypatch, tmp_path)
 
 
 def arun(fn: Callable[[], Awaitable[T]]) -> T:
@@ -104,10 +112,12 @@ def test_collects_what_no_root_reaches(backend: Backend, tmp_path: Path) -> None
         assert (r.manifests, r.objects, r.complete) == ([ig], 2, True)
         assert r.bytes_freed == dry.bytes_freed
         assert len(await objects(uri)) == 3
-        assert await intact(uri, ia) and await intact(uri, ib)
+        assert await intact(uri, ia)
+        assert await intact(uri, ib)
         assert not await open_wrapped(uri).has_manifest(ig)
         await verify_all_ok(uri)
-        assert await keys(uri, PLANS) == [] and await keys(uri, INTENTS) == []
+        assert await keys(uri, PLANS) == []
+        assert await keys(uri, INTENTS) == []
 
         again = await gc(uri, grace=NO_GRACE, delay=0)
         assert (again.manifests, again.objects, again.plan) == ([], 0, None)
@@ -159,7 +169,9 @@ def test_cli_gc_and_verify_all(tmp_path: Path) -> None:
     env_delay = {"SNAPDIR_GC_DELAY": "0"}
     from storeutil import cli_env
 
-    dry = run_cli("gc", "--store", uri, "--grace", "0", "--dry-run", "--json", env=cli_env(**env_delay))
+    dry = run_cli(
+        "gc", "--store", uri, "--grace", "0", "--dry-run", "--json", env=cli_env(**env_delay)
+    )
     assert dry.returncode == 0, dry.stderr
     doc = json.loads(dry.stdout)
     assert (doc["dry_run"], len(doc["manifests"]), doc["objects"]) == (True, 1, 2)
@@ -261,7 +273,8 @@ def test_a_noop_push_during_a_sweep_puts_back_what_it_removed(
             tg.start_soon(pusher)
             r = await gc(uri, grace=NO_GRACE, delay=0, on_phase=on_phase)
         assert r.manifests == [ig]  # the sweep did remove it ...
-        assert pushed["id"] == ig and pushed["journal"]
+        assert pushed["id"] == ig
+        assert pushed["journal"]
         assert await intact(uri, ig)  # ... and the push put it back before journalling
         await verify_all_ok(uri)
         assert await keys(uri, INTENTS) == []
@@ -287,7 +300,8 @@ def test_a_stale_plan_holds_no_pusher_and_is_removed(tmp_path: Path) -> None:
         assert time.monotonic() - start < 5
         assert again["noop"] is True
         check = await check_roots(uri)
-        assert check.stale_plans == [key] and check.ok
+        assert check.stale_plans == [key]
+        assert check.ok
         r = await gc(uri, grace=NO_GRACE, delay=0)
         assert r.stale_plans == [key]
         assert await keys(uri, PLANS) == []
@@ -308,7 +322,8 @@ def test_an_expired_intent_is_reported_and_removed(tmp_path: Path) -> None:
         old = time.time() - 2 * 3600  # a writer that died two hours ago
         os.utime(root / key, (old, old))
         check = await check_roots(uri)
-        assert check.expired_intents == [key] and check.ok
+        assert check.expired_intents == [key]
+        assert check.ok
         r = await gc(uri, grace=NO_GRACE, delay=0)
         assert r.expired_intents == [key]
         assert (r.manifests, r.objects) == ([ig], 2)
@@ -340,7 +355,8 @@ def test_a_collector_stopped_between_manifests_and_objects(
         r = await gc(uri, grace=NO_GRACE, delay=0)
         assert (r.manifests, r.objects, r.complete) == ([], 2, True)
         assert len(await objects(uri)) == 3
-        assert await intact(uri, ia) and await intact(uri, ib)
+        assert await intact(uri, ia)
+        assert await intact(uri, ib)
 
     arun(body)
 
@@ -363,7 +379,8 @@ def test_push_and_sync_leave_no_intent_and_cost_three_requests(
         assert st.request_count() - n0 <= GUARD_REQUESTS[backend.name]
         sid = await snapdir.push(a, other)
         await snapdir.sync(sid, other, uri)
-        assert await keys(uri, INTENTS) == [] and await keys(other, INTENTS) == []
+        assert await keys(uri, INTENTS) == []
+        assert await keys(other, INTENTS) == []
 
     arun(body)
 
@@ -379,7 +396,8 @@ def test_mark_set_membership_in_bulk() -> None:
     assert len(ms) == 600
     assert ms.unmarked(digests) == digests[600:]
     assert ms.marked(digests) == digests[:600]
-    assert digests[0] in ms and digests[999] not in ms
+    assert digests[0] in ms
+    assert digests[999] not in ms
     packed = ms.to_packed()
     assert len(packed) == 600 * 32
     again = MarkSet()

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from .lifecycle.intents import Guard
-
     from .stores import Store
     from .stores._base import ProgressFn, TreePushStore
 
@@ -252,9 +251,7 @@ async def _push_content(
         await guard.settle(reupload)
         await st.put_manifest(sid, m.raw)
         uploaded, nbytes = len(items), sum(it.size for it in items)
-        stats.update(
-            uploaded=uploaded, bytes_uploaded=nbytes, requests=st.request_count() - before
-        )
+        stats.update(uploaded=uploaded, bytes_uploaded=nbytes, requests=st.request_count() - before)
         await finish(stats)
     return stats
 
@@ -305,8 +302,8 @@ async def _push_tree(
     The walk decides what the store lacks before the manifest (and so the intent) exists:
     the guard is written after it, and settles by checking *every* object again (a stat
     each on ``file://``), which covers a sweep that ran between the walk and the intent."""
-    from .stores import ObjectPut
     from ._manifest import exclude_list, ignore_rules, stat_cache_dir
+    from .stores import ObjectPut
 
     before = store.request_count()
     done = await store.push_tree(

@@ -106,7 +106,7 @@ async def sleep(seconds: float) -> None:
     if LOCAL_SYNC.get():
         import time
 
-        time.sleep(seconds)
+        time.sleep(seconds)  # noqa: ASYNC251 (no event loop here: run_local's mode)
         return
     import anyio
 

@@ -68,8 +68,6 @@ async def sync_with_stats(
             manifest=m,
             settle=lambda: guard.settle(reupload),
         )
-        made = await copy_journal(
-            s, d, sid, files=int(stats["files"]), nbytes=int(stats["bytes"])
-        )
+        made = await copy_journal(s, d, sid, files=int(stats["files"]), nbytes=int(stats["bytes"]))
     stats.update(journal=made)
     return stats

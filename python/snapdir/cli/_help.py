@@ -35,8 +35,7 @@ ENVIRONMENT: tuple[tuple[str, str], ...] = (
     ("SNAPDIR_B2_REALM", "B2 API URL to authorise against (default: production)"),
     (
         "SNAPDIR_GC_DELAY",
-        "seconds gc waits between publishing its plan and re-reading intents and roots "
-        "(default 2)",
+        "seconds gc waits between publishing its plan and re-reading intents and roots (default 2)",
     ),
 )
 

@@ -21,9 +21,9 @@ if TYPE_CHECKING:
 
     from .gc import GcReport, gc
     from .journal import SnapshotInfo
-    from .roots import RootSet, collect_roots
     from .ops import adopt, du, forget, ls
     from .retention import Decision, Duration, Policy, Snapshot, apply_policy
+    from .roots import RootSet, collect_roots
 
 __all__ = [
     "Decision",

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from .._errors import ConflictError, InvalidArgumentError, NotFoundError, SnapdirError
 from .._types import StoreUri
-from ..stores._keys import KeyInfo, KeyStore, has_keys
+from ..stores._keys import KeyInfo, KeyStore
 from .intents import INTENT_TTL, INTENTS, PLANS, Intent, parse_intent, plan_body, plan_deadline
 
 if TYPE_CHECKING:
@@ -370,7 +370,6 @@ async def gc(
         complete=complete and on_time,
         plan=key,
     )
-
 
 
 class RootCheck:

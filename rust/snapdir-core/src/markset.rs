@@ -61,7 +61,10 @@ impl MarkSet {
         if data.len() % 32 != 0 {
             return Err(Error::new(
                 Code::InvalidArgument,
-                format!("packed digests: {} bytes is not a multiple of 32", data.len()),
+                format!(
+                    "packed digests: {} bytes is not a multiple of 32",
+                    data.len()
+                ),
             ));
         }
         for c in data.chunks_exact(32) {
@@ -120,7 +123,7 @@ impl MarkSet {
     }
 
     /// The digests, sorted, as one packed byte string (32 bytes each).
-    pub fn to_packed(&mut self) -> Vec<u8> {
+    pub fn packed(&mut self) -> Vec<u8> {
         self.seal();
         let mut out = Vec::with_capacity(self.sorted.len() * 32);
         for d in &self.sorted {
@@ -174,15 +177,20 @@ mod tests {
     #[test]
     fn membership_unmarked_and_packing() {
         let mut s = MarkSet::new();
-        let hexes: Vec<String> = (0..10).map(|i| crate::manifest::to_hex(&digest(i))).collect();
+        let hexes: Vec<String> = (0..10)
+            .map(|i| crate::manifest::to_hex(&digest(i)))
+            .collect();
         s.add_hex(hexes.iter().map(String::as_str)).unwrap();
         s.add_hex(hexes.iter().map(String::as_str)).unwrap();
         assert_eq!(s.len(), 10);
         let keys: Vec<Digest> = (5..15).map(digest).collect();
         assert_eq!(s.unmarked(&keys), vec![5, 6, 7, 8, 9]);
-        let packed = s.to_packed();
+        let packed = s.packed();
         assert_eq!(packed.len(), 320);
-        assert!(packed.chunks(32).zip(packed.chunks(32).skip(1)).all(|(a, b)| a < b));
+        assert!(packed
+            .chunks(32)
+            .zip(packed.chunks(32).skip(1))
+            .all(|(a, b)| a < b));
         let mut t = MarkSet::new();
         t.add_packed(&packed).unwrap();
         assert_eq!(t.digests(), s.digests());

@@ -26,7 +26,10 @@ fn digests(py: Python<'_>, hexes: Vec<String>) -> PyResult<Vec<Digest>> {
                     py,
                     core::Error::new(
                         core::Code::InvalidArgument,
-                        format!("invalid digest {:?}: expected 64 lowercase hex characters", h),
+                        format!(
+                            "invalid digest {:?}: expected 64 lowercase hex characters",
+                            h
+                        ),
                     ),
                 )
             })
@@ -82,12 +85,14 @@ impl MarkSet {
     }
 
     /// The digests, sorted, packed (32 bytes each).
-    fn to_packed<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.inner.to_packed())
+    #[pyo3(name = "to_packed")]
+    fn packed<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.packed())
     }
 
     /// The digests, sorted, as 64-hex strings.
-    fn to_hex(&mut self) -> Vec<String> {
+    #[pyo3(name = "to_hex")]
+    fn hexes(&mut self) -> Vec<String> {
         self.inner.digests().iter().map(|d| to_hex(d)).collect()
     }
 
