@@ -145,6 +145,7 @@ class _Marker:
         self.snapshots: set[str] = set()
         self.intents: set[str] = set()
         self.problems: list[str] = []
+        self._cache: Store | bool | None = None
 
     def add_intent(self, it: Intent) -> None:
         self.intents.add(it.key)
@@ -153,12 +154,43 @@ class _Marker:
             self.objects.add_manifest(it.manifest)
         self.objects.add_hex(list(it.objects))
 
+    def _local_cache(self) -> Store | None:
+        """The local cache, where root manifests are kept between collections (a manifest
+        is immutable and verified against its id when read back), so that a collection
+        that finds nothing new costs the list pages and no GET per snapshot. None for a
+        ``file://`` store (reading it is as cheap) or a cache that cannot be used."""
+        if self._cache is False:
+            return None
+        if self._cache is None:
+            self._cache = False
+            if not str(self.st.uri).startswith("file://"):
+                try:
+                    from .._cache import cache_store
+
+                    self._cache = cache_store()
+                except (SnapdirError, OSError):
+                    pass
+        return self._cache if not isinstance(self._cache, bool) else None
+
+    async def _manifest(self, sid: str) -> _snapdir.Manifest:
+        import contextlib
+
+        cache = self._local_cache()
+        if cache is not None:
+            with contextlib.suppress(SnapdirError, OSError):
+                return await cache.get_manifest(sid)
+        m = await self.st.get_manifest(sid)
+        if cache is not None:
+            with contextlib.suppress(SnapdirError, OSError):
+                await cache.put_manifest(sid, m.raw)
+        return m
+
     async def add_snapshot(self, sid: str) -> None:
         if sid in self.snapshots:
             return
         self.snapshots.add(sid)
         try:
-            m = await self.st.get_manifest(sid)
+            m = await self._manifest(sid)
         except NotFoundError:
             self.problems.append(f"root {sid}: its manifest is missing")
             return
