@@ -337,7 +337,8 @@ async def gc(
 
     await phase("plan")
     started = _time.monotonic()
-    deadline = await ks.store_time() + budget
+    published = await ks.store_time()
+    deadline = published + budget
     cm, co = MarkSet(), MarkSet()
     cm.add_hex(sorted(manifests))
     co.add_hex(sorted(objects))
@@ -355,7 +356,9 @@ async def gc(
 
         await sleep(wait)
     await phase("recheck")
-    await _read_intents(ks, marker, await ks.store_time(), intent_ttl)
+    # Intents are judged against the time the plan was published: an earlier "now" lets
+    # fewer of them expire (the safe side), and costs no request.
+    await _read_intents(ks, marker, published, intent_ttl)
     await _read_roots(marker)
     n_before = len(manifests) + len(objects)
     manifests = {s: k for s, k in manifests.items() if s not in marker.snapshots}
