@@ -384,6 +384,10 @@ async def protect(
         return
     ks = cast("KeyStore", store)
     _create_local(store)
+    # A read first: a store that does not exist fails here, as a push always failed on
+    # it, before anything is written (some S3 servers, SeaweedFS among them, create a
+    # missing bucket on the first PUT). The plans must be listed again after the intent.
+    await ks.list_keys(PLANS)
     guard = Guard(ks, snapshot_id, manifest, objects, ttl, poll)
     await guard._write()
     ok = False
