@@ -33,6 +33,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -144,7 +145,7 @@ def trial(template: Path, work: Path, delay: float) -> dict[str, Any]:
 
 def calibrate(template: Path, work: Path, runs: int = 3, *, dry_run: bool = False) -> float:
     """Seconds an uninterrupted ``snapdir gc`` takes on a copy of the template (the
-    fastest of ``runs``: the first pays for cold caches)."""
+    median of ``runs``: on a loaded machine one run alone says little)."""
     took = []
     for _ in range(runs):
         store = work / "calibrate"
@@ -156,7 +157,7 @@ def calibrate(template: Path, work: Path, runs: int = 3, *, dry_run: bool = Fals
         shutil.rmtree(store)
         if out.returncode != 0:
             raise RuntimeError(out.stderr)
-    return min(took)
+    return statistics.median(took)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -179,7 +180,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             trial(
                 template,
                 root / "trial",
-                rnd.uniform(0.0, span) if i % 5 == 0 else rnd.uniform(0.9 * mark, 1.05 * span),
+                rnd.uniform(0.0, span)
+                if i % 5 == 0
+                else rnd.uniform(0.9 * min(mark, span), 1.05 * max(mark, span)),
             )
             for i in range(args.trials)
         ]
