@@ -10,6 +10,11 @@ Measured, each a new process:
   runs talk to SeaweedFS directly.  Target: one list page per 1,000 entries plus one
   (11 for 10,000).
 * `snapdir forget --keep-last 1 --dry-run --store S3 --json`: the same.
+* `snapdir gc --grace 0` of a store of G objects (default 100,000) named by 200 snapshots,
+  half of them forgotten (`--gc-objects`): its requests against the target "list pages +
+  batched deletes + one GET per root manifest + a handful" (store time, the managed marker,
+  the plan's PUT and DELETE), then a second, no-op `gc`: at most its list pages and those
+  few requests (the root manifests are in the local cache by then).
 * restic 0.14 `forget --keep-last 1 --dry-run` on a repository in the same bucket with M
   snapshots (default 200: every restic snapshot is a real `restic backup`, about half a
   second each), and our `forget` on a second store with the same M entries beside it.
@@ -95,6 +100,89 @@ def plant_journal(client: Any, bucket: str, prefix: str, infos: Sequence[Any]) -
 
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(put, infos))
+
+
+# --------------------------------------------------------------------------- gc
+
+GC_SNAPSHOTS = 200
+
+
+@dataclass
+class GcStore:
+    forgotten: list[str]
+    garbage_objects: int
+
+
+def gc_request_target(
+    objects: int, manifests: int, rooted: int, dead_manifests: int, dead_objects: int
+) -> int:
+    """List pages (intents, journal, plans: one each, twice for intents and journal when a
+    plan is published; manifests and objects: one per 1,000 keys) + one GET per root
+    manifest not yet in the local cache + one DELETE per 1,000 keys + store time, the
+    managed marker, the plan's PUT and DELETE."""
+    pages = 3 + -(-max(manifests, 1) // LIST_PAGE) + -(-max(objects, 1) // LIST_PAGE)
+    collecting = dead_manifests + dead_objects > 0
+    if collecting:
+        pages += 2  # the re-check lists intents and journal again
+    deletes = -(-dead_manifests // LIST_PAGE) + -(-dead_objects // LIST_PAGE)
+    fixed = 2 + (3 if collecting else 0)  # managed, store time (+ store time, plan PUT, DELETE)
+    return pages + (rooted if collecting else 0) + deletes + fixed
+
+
+def check_gc(manifests: int, objects: int) -> Callable[[Completed], str | None]:
+    def check(run: Completed) -> str | None:
+        try:
+            doc = json.loads(run.stdout)
+            got = (len(doc["manifests"]), doc["objects"], doc["complete"])
+        except (ValueError, KeyError, TypeError):
+            return f"no JSON gc report in {run.stdout.strip()[-200:]!r}"
+        if got != (manifests, objects, True):
+            return f"gc deleted {got[0]} manifests and {got[1]} objects, not {manifests}, {objects}"
+        return None
+
+    return check
+
+
+def plant_gc_store(client: Any, bucket: str, prefix: str, objects: int, snapshots: int) -> GcStore:
+    """``objects`` small objects; ``snapshots`` manifests, snapshot i naming a run of
+    ``objects / snapshots`` of them; journal entries for all, then every other one's
+    removed; the store marked managed. What a push writes, PUT directly."""
+    from snapdir._snapdir import Manifest, blake3_hex
+    from snapdir.lifecycle.journal import SnapshotInfo, entry_body, entry_key
+
+    def key(area: str, h: str) -> str:
+        return f"{prefix}/{area}/{h[0:3]}/{h[3:6]}/{h[6:9]}/{h[9:]}"
+
+    blobs = [f"object {i}\n".encode() for i in range(objects)]
+    sums = [blake3_hex(b) for b in blobs]
+    per = max(1, objects // snapshots)
+    pairs = zip(sums, blobs, strict=True)
+    puts: list[tuple[str, bytes]] = [(key(".objects", h), b) for h, b in pairs]
+    ids: list[str] = []
+    t0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    journal: list[tuple[str, bytes]] = []
+    for i in range(snapshots):
+        names = range(i * per, min(objects, (i + 1) * per))
+        lines = [f"D 755 {'0' * 64} 0 ./"]
+        lines += [f"F 644 {sums[j]} {len(blobs[j])} ./f{j}" for j in names]
+        m = Manifest.parse("\n".join(lines))
+        ids.append(m.id)
+        puts.append((key(".manifests", m.id), (m.raw + "\n").encode()))
+        info = SnapshotInfo(m.id, t0 + dt.timedelta(minutes=i), "h", "u", "/p", 1, 1)
+        journal.append((f"{prefix}/{entry_key(info)}", entry_body(info, "snapdir bench")))
+    forgotten = ids[::2]
+    keep = [(k, b) for (k, b), sid in zip(journal, ids, strict=True) if sid not in forgotten]
+    puts += keep
+    puts.append((f"{prefix}/.snapdir/managed", b'{"schema": 1}\n'))
+
+    def put(item: tuple[str, bytes]) -> None:
+        client.put_object(Bucket=bucket, Key=item[0], Body=item[1])
+
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(put, puts))
+    dead = sum(len(range(i * per, min(objects, (i + 1) * per))) for i in range(0, snapshots, 2))
+    dead += max(0, objects - snapshots * per)  # objects no snapshot names
+    return GcStore(forgotten, dead)
 
 
 # --------------------------------------------------------------------------- results
@@ -207,6 +295,8 @@ class Lifecycle:
     notes: list[str] = field(default_factory=list)
     seaweed_version: str = ""
     fill_s: dict[str, float] = field(default_factory=dict)
+    gc_objects: int = 0
+    gc_snapshots: int = GC_SNAPSHOTS
 
     def run(self) -> None:
         service = s3bench.S3Service(
@@ -258,6 +348,9 @@ class Lifecycle:
         for row, argv, check in plans:
             self._measure(row, argv, check, lambda ctx: ctx.env(base), service)
 
+        if self.gc_objects:
+            self._gc(service, client, base)
+
         if self.restic and self.restic_snapshots:
             self._restic(service, client, base)
 
@@ -278,6 +371,10 @@ class Lifecycle:
         run = measure(swap, timeout=self.timeout, env=env_of(counted))
         row.requests = service.requests_seen() - before
         runs = [run]
+        if not self.rounds:  # a run that changes the store is timed once, counted
+            row.walls.append(run.wall_s)
+            row.rss_kib.append(run.maxrss_kib)
+            row.cpu_s.append(run.cpu_s)
         for _ in range(self.rounds):
             run = measure(argv, timeout=self.timeout, env=env_of(direct))
             runs.append(run)
@@ -292,6 +389,38 @@ class Lifecycle:
                 row.error = error.splitlines()[0][:200] if error else ""
                 self.problems.append(f"{row.tool} {row.what} ({row.snapshots}): {error}")
                 break
+
+    def _gc(self, service: s3bench.S3Service, client: Any, base: dict[str, str]) -> None:
+        """A store of ``gc_objects`` objects and ``gc_snapshots`` snapshots, every other
+        one forgotten: the collecting ``gc`` (counted, one run: it deletes), then a no-op
+        one (counted and timed)."""
+        direct = service.context()
+        prefix = "lifecycle/gc-store"
+        self.log(f"lifecycle: planting {self.gc_objects:,} objects for gc")
+        t0 = time.perf_counter()
+        plant = plant_gc_store(client, direct.bucket, prefix, self.gc_objects, self.gc_snapshots)
+        self.fill_s["gc-store"] = time.perf_counter() - t0
+        env = {**base, "SNAPDIR_GC_DELAY": "0"}
+        argv = [self.ours, "gc", "--store", direct.uri(prefix), "--grace", "0", "--json"]
+        n, rooted = self.gc_snapshots, self.gc_snapshots - len(plant.forgotten)
+        first = Row("gc", "snapdir", n, "snapdir gc --grace 0 --json (collects)")
+        first.target = gc_request_target(
+            self.gc_objects, n, rooted, len(plant.forgotten), plant.garbage_objects
+        )
+        saved, self.rounds = self.rounds, 0
+        try:
+            self._measure(
+                first,
+                argv,
+                check_gc(len(plant.forgotten), plant.garbage_objects),
+                lambda ctx: ctx.env(env),
+                service,
+            )
+        finally:
+            self.rounds = saved
+        again = Row("gc (no-op)", "snapdir", n, "snapdir gc --grace 0 --json (again)")
+        again.target = gc_request_target(self.gc_objects - plant.garbage_objects, rooted, 0, 0, 0)
+        self._measure(again, argv, check_gc(0, 0), lambda ctx: ctx.env(env), service)
 
     def _restic(self, service: s3bench.S3Service, client: Any, base: dict[str, str]) -> None:
         direct = service.context()
@@ -396,6 +525,14 @@ def render(
         "Both group by host and path (their default), so `--keep-last 1` keeps the newest "
         "of each group: 21 groups in our stores of 21 or more, 3 in restic's. Our row with "
         "the same count is beside it.",
+        f"- gc: {lc.gc_objects:,} objects named by {lc.gc_snapshots} snapshots (a run of "
+        "objects each), every other one forgotten; planted directly (objects, manifests, "
+        "journal entries, the managed marker), `SNAPDIR_GC_DELAY=0`. The collecting run is "
+        "counted once and not repeated (it deletes): its time is the counted run's, through "
+        "the proxy. Its target counts one GET per root manifest; the no-op run finds them "
+        "in the local cache."
+        if lc.gc_objects
+        else "- gc: not run (`--gc-objects 0`).",
         f"- Filling (untimed): {fills}.",
         "",
         "## Machine",
@@ -428,6 +565,7 @@ def run_area(args: argparse.Namespace, log: Callable[[str], None] = print) -> li
         weed=args.weed,
         timeout=args.timeout,
         log=log,
+        gc_objects=getattr(args, "gc_objects", 0) or 0,
     )
     try:
         lc.run()

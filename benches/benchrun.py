@@ -1883,6 +1883,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "<workdir>/names-quick.md)",
     )
     p.add_argument(
+        "--gc-objects",
+        type=int,
+        default=None,
+        help="lifecycle: objects in the store `gc` collects, 200 snapshots naming them, half "
+        "forgotten (default 100000; quick 2000; 0: no gc rows)",
+    )
+    p.add_argument(
         "--lifecycle-out",
         type=Path,
         default=None,
@@ -1971,6 +1978,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.snapshots = 200 if args.quick else 10_000
     if args.restic_snapshots is None:
         args.restic_snapshots = 5 if args.quick else 200
+    if args.gc_objects is None:
+        args.gc_objects = 2000 if args.quick else 100_000
     if args.snapshots < 1 or args.restic_snapshots < 0:
         p.error("--snapshots must be at least 1 and --restic-snapshots at least 0")
     if args.names_out is None:

@@ -49,7 +49,7 @@ def plant_run(store: Path, outputs: list[tuple[str, str]]) -> str:
 
 class World:
     """A tree, a store holding its snapshot, the snapshot staged in the local cache, a
-    pulled copy with a local change, and two damaged copies of the store."""
+    pulled copy with a local change, two damaged copies of the store and an adopted one."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
@@ -68,6 +68,11 @@ class World:
             (tmp / d / "hello.txt").write_text("mine\n")
         self.bad_object = self.damaged("bad-object", object_rel(b3(b"hello\n")))
         self.bad_manifest = self.damaged("bad-manifest", manifest_rel(SID))
+        import shutil
+
+        shutil.copytree(tmp / "store", tmp / "managed")
+        self.managed = uri(tmp / "managed")
+        assert run_cli("adopt", "--store", self.managed).returncode == 0
         (tmp / "a-file").write_text("not a directory\n")
         # two run records: `true` said to have produced the build tree (a rerun cannot
         # reproduce it), and `true` with no outputs (a rerun reproduces it)
@@ -111,6 +116,7 @@ class World:
             "{store}": self.store,
             "{bad-object}": self.bad_object,
             "{bad-manifest}": self.bad_manifest,
+            "{managed}": self.managed,
             "{tmp}": str(self.tmp),
             "{sid}": SID,
             "{missing}": MISSING,
@@ -326,6 +332,13 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
     ("policy", 2, ["policy", "set", "--store", "{store}"], "INVALID_ARGUMENT", {}),
     ("policy", 2, ["policy", "--store", "{store}"], "USAGE", {}),
     ("forget", 4, ["forget", "--policy", "store", "--store", "{store}"], "NOT_FOUND", {}),
+    ("gc", 0, ["gc", "--store", "{managed}", "--grace", "0"], None, {}),
+    ("gc", 0, ["gc", "--store", "{managed}", "--dry-run"], None, {}),
+    ("gc", 2, ["gc", "--store", "{store}", "--grace", "soon"], "INVALID_ARGUMENT", {}),
+    ("gc", 3, ["gc", "--store", "{store}"], "NOT_MANAGED", {}),
+    ("gc", 4, ["gc", "--store", "file://{tmp}/no-store"], "STORE_NOT_FOUND", {}),
+    ("verify", 0, ["verify", "--all", "--store", "{store}"], None, {}),
+    ("verify", 1, ["verify", "--all", "--store", "{bad-object}"], None, {}),
     ("cache", 0, ["cache", "du"], None, {}),
     ("cache", 0, ["cache", "verify"], None, {}),
     ("cache", 0, ["cache", "prune", "--max-size", "1GiB", "--older-than", "7d"], None, {}),

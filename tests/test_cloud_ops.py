@@ -533,6 +533,12 @@ def test_cli(cloud: Cloud, tmp_path: Path) -> None:
         "snapshots": 1,
         "schema": 1,
         "warnings": [],
+        # (what verify --all reports; empty without it)
+        "missing_objects": [],
+        "journal_problems": [],
+        "expired_intents": [],
+        "live_intents": 0,
+        "stale_plans": [],
     }
 
     ref = f"{store}@{sid}"

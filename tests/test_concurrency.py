@@ -254,6 +254,12 @@ def assert_store(t: Target, want_ids: set[str], want_objects: set[str]) -> None:
         "problems": {},
         "schema": 1,
         "warnings": [],
+        # (what verify --all reports; empty without it)
+        "missing_objects": [],
+        "journal_problems": [],
+        "expired_intents": [],
+        "live_intents": 0,
+        "stale_plans": [],
     }
 
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ._push import push, stage
     from ._sync import sync
     from ._verify import size, verify
+    from .lifecycle.gc import gc
     from .names import (
         channel_log,
         channel_set,
@@ -60,6 +61,7 @@ _LAZY = {
     "diff": "._diff",
     "checkout": "._pull",
     "fetch": "._pull",
+    "gc": ".lifecycle.gc",
     "pull": "._pull",
     "push": "._push",
     "stage": "._push",
@@ -125,6 +127,7 @@ __all__ = [
     "checkout",
     "diff",
     "fetch",
+    "gc",
     "id",
     "id_from_manifest",
     "lock",

@@ -36,7 +36,7 @@ from ._types import LINK_MODES, SnapshotId, StoreUri
 from .stores._base import put_manifest_of
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from .stores import Store
     from .stores._base import ProgressFn
@@ -363,17 +363,25 @@ async def copy_snapshot(
     *,
     jobs: int = DEFAULT_JOBS,
     progress: ProgressFn | None = None,
+    manifest: _snapdir.Manifest | None = None,
+    settle: Callable[[], Awaitable[None]] | None = None,
 ) -> OpStats:
-    """Copy one snapshot between stores: objects first (verified), manifest last."""
+    """Copy one snapshot between stores: objects first (verified), manifest last.
+    ``manifest``: the snapshot's, already read from ``src``; ``settle``: called after the
+    objects and before the manifest (a sync's collection guard)."""
     sid = SnapshotId(snapshot_id)
     s = open_wrapped(src, jobs)
     d = open_wrapped(dst, jobs)
     before = s.request_count() + d.request_count()
-    m = await s.get_manifest(sid)
+    m = manifest if manifest is not None else await s.get_manifest(sid)
     copied = 0
     if not await d.has_manifest(sid):
         copied = await transfer_objects(s, d, m.objects(), jobs=jobs, progress=progress)
+        if settle is not None:
+            await settle()
         await put_manifest_of(d, sid, m)
+    elif settle is not None:
+        await settle()
     logical, _, nfiles, _ = _snapdir.manifest_size(m)
     return OpStats(
         id=str(sid),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, cast
 
 from . import _snapdir
@@ -23,6 +24,7 @@ from .stores._base import put_manifest_of
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from .lifecycle.intents import Guard
     from .stores import Store
     from .stores._base import ProgressFn, TreePushStore
 
@@ -58,7 +60,29 @@ async def push_with_stats(
         raise InvalidArgumentError(f"push time {time.isoformat()} has no time zone")
     st = open_wrapped(store, jobs)
     root = os.fspath(path)
-    stats = await _push_content(
+    source = os.path.abspath(root)  # noqa: ASYNC240 (one getcwd, no I/O on the tree)
+
+    async def finish(stats: OpStats) -> None:
+        """The journal entry: written inside the guard, before the intent goes."""
+        if not journal:
+            stats.update(journal=None)
+            return
+        from .lifecycle.ops import record_push
+
+        key = await record_push(
+            st,
+            str(stats["id"]),
+            path=source,
+            files=int(stats["files"]),
+            nbytes=int(stats["bytes"]),
+            time=time,
+            host=host,
+            labels=labels,
+            tags=tags,
+        )
+        stats.update(journal=key)
+
+    return await _push_content(
         st,
         root,
         exclude=exclude,
@@ -70,25 +94,9 @@ async def push_with_stats(
         rehash=rehash,
         ignore_file=ignore_file,
         exclude_glob=exclude_glob,
+        finish=finish,
+        guarded=journal,
     )
-    if journal:
-        from .lifecycle.ops import record_push
-
-        key = await record_push(
-            st,
-            str(stats["id"]),
-            path=os.path.abspath(root),  # noqa: ASYNC240 (one getcwd, no I/O on the tree)
-            files=int(stats["files"]),
-            nbytes=int(stats["bytes"]),
-            time=time,
-            host=host,
-            labels=labels,
-            tags=tags,
-        )
-        stats.update(journal=key)
-    else:
-        stats.update(journal=None)
-    return stats
 
 
 async def push_staged_with_stats(
@@ -111,6 +119,7 @@ async def push_staged_with_stats(
     from ._cache import cache_store
     from ._common import transfer_objects
     from ._types import SnapshotId
+    from .lifecycle.intents import protect
     from .lifecycle.journal import check_labels
     from .lifecycle.ops import record_push
 
@@ -120,30 +129,40 @@ async def push_staged_with_stats(
     sid = str(SnapshotId(snapshot_id))
     cache = cache_store()
     src, dst = open_wrapped(cache, jobs), open_wrapped(store, jobs)
-    before = dst.request_count()
     m = await src.get_manifest(sid)
     objects = sorted(set(m.objects()))
-    noop = await dst.has_manifest(sid)
-    uploaded = nbytes_up = 0
-    if not noop:
-        lacking = await missing_objects(dst, [c for c, _ in objects], jobs=jobs)
-        todo = [(c, n) for c, n in objects if c in lacking]
-        uploaded = await transfer_objects(src, dst, todo, jobs=jobs, progress=progress)
-        nbytes_up = sum(n for _, n in todo)
-        await put_manifest_of(dst, sid, m)
-    logical, _, nfiles, _ = _snapdir.manifest_size(m)
-    requests = dst.request_count() - before
-    key = await record_push(
-        dst,
-        sid,
-        path="",
-        files=nfiles,
-        nbytes=logical,
-        time=time,
-        host=host,
-        labels=labels,
-        tags=tags,
-    )
+    sizes = dict(objects)
+
+    async def reupload(objs: list[str], manifest: bool) -> None:
+        await transfer_objects(src, dst, [(c, sizes[c]) for c in objs], jobs=jobs)
+        if manifest:
+            await dst.put_manifest(sid, m.raw)
+
+    async with protect(dst, snapshot_id=sid, manifest=m.raw) as guard:
+        before = dst.request_count()
+        noop = await dst.has_manifest(sid)
+        uploaded = nbytes_up = 0
+        if not noop:
+            lacking = await missing_objects(dst, [c for c, _ in objects], jobs=jobs)
+            todo = [(c, n) for c, n in objects if c in lacking]
+            uploaded = await transfer_objects(src, dst, todo, jobs=jobs, progress=progress)
+            nbytes_up = sum(n for _, n in todo)
+        await guard.settle(reupload)
+        if not noop:
+            await put_manifest_of(dst, sid, m)
+        logical, _, nfiles, _ = _snapdir.manifest_size(m)
+        requests = dst.request_count() - before
+        key = await record_push(
+            dst,
+            sid,
+            path="",
+            files=nfiles,
+            nbytes=logical,
+            time=time,
+            host=host,
+            labels=labels,
+            tags=tags,
+        )
     return OpStats(
         id=sid,
         files=nfiles,
@@ -170,8 +189,14 @@ async def _push_content(
     rehash: bool,
     ignore_file: str | os.PathLike[str] | bool,
     exclude_glob: Sequence[str] | None,
+    finish: Callable[[OpStats], Awaitable[None]],
+    guarded: bool,
 ) -> OpStats:
-    """Objects, then the manifest: the snapshot's content (see :func:`push`)."""
+    """Objects, then the manifest: the snapshot's content (see :func:`push`); then
+    ``finish`` (the journal entry). With ``guarded``, all of it under an intent
+    (:func:`snapdir.lifecycle.intents.protect`), written after the walk and before the
+    store is asked what it has, so a concurrent collection can neither delete what this
+    push counts on nor leave it deleted."""
     from .stores import Capability, ObjectPut
 
     # A store that takes a whole tree in one pass (the file store: walk and copy, each
@@ -189,6 +214,8 @@ async def _push_content(
             rehash=rehash,
             ignore_file=ignore_file,
             exclude_glob=exclude_glob,
+            finish=finish,
+            guard_store=st if guarded else None,
         )
     # The walk (hashing) is reported too: on a large tree it is a long first phase.
     m = await walk_manifest(
@@ -203,31 +230,59 @@ async def _push_content(
     )
     sid = m.id
     stats = _new_stats(m)
-    before = st.request_count()
-    if not repair and await st.has_manifest(sid):
-        stats.update(noop=True, requests=st.request_count() - before)
-        return stats
     sources = m.object_sources()
-    bad: Collection[str] = ()
-    lacking = await missing_objects(st, [c for c, _, _ in sources], jobs=jobs)
-    todo = [s for s in sources if s[0] in lacking]
-    if repair:
-        bad = await st.verify_objects([(c, n) for c, _, n in sources if c not in lacking])
-        todo += [s for s in sources if s[0] in bad]
-    items = [ObjectPut(c, os.path.join(root, rel), size) for c, rel, size in todo]
-    announce_total(progress, len(items), sum(it.size for it in items))
-    await st.put_objects(
-        [it for it in items if it.checksum not in bad], jobs=jobs, progress=progress
-    )
-    if bad:
-        # A damaged object may have the right size, which an ordinary put accepts
-        # without re-reading a large one: these are uploaded whatever is there.
-        mend = [it for it in items if it.checksum in bad]
-        await st.put_objects(mend, jobs=jobs, progress=progress, replace=True)
-    await put_manifest_of(st, sid, m)
-    uploaded, nbytes = len(items), sum(it.size for it in items)
-    stats.update(uploaded=uploaded, bytes_uploaded=nbytes, requests=st.request_count() - before)
+    where = {c: (rel, size) for c, rel, size in sources}
+
+    async def reupload(objs: list[str], manifest: bool) -> None:
+        """Put back what a concurrent sweep removed (hashed again as it is read)."""
+        puts = [ObjectPut(c, os.path.join(root, where[c][0]), where[c][1]) for c in objs]
+        await st.put_objects(puts, jobs=jobs)
+        if manifest:
+            await st.put_manifest(sid, m.raw)
+
+    async with _guard(st if guarded else None, sid, m.raw) as guard:
+        before = st.request_count()
+        if not repair and await st.has_manifest(sid):
+            await guard.settle(reupload)
+            stats.update(noop=True, requests=st.request_count() - before)
+            await finish(stats)
+            return stats
+        bad: Collection[str] = ()
+        lacking = await missing_objects(st, [c for c, _, _ in sources], jobs=jobs)
+        todo = [s for s in sources if s[0] in lacking]
+        if repair:
+            bad = await st.verify_objects([(c, n) for c, _, n in sources if c not in lacking])
+            todo += [s for s in sources if s[0] in bad]
+        items = [ObjectPut(c, os.path.join(root, rel), size) for c, rel, size in todo]
+        announce_total(progress, len(items), sum(it.size for it in items))
+        await st.put_objects(
+            [it for it in items if it.checksum not in bad], jobs=jobs, progress=progress
+        )
+        if bad:
+            # A damaged object may have the right size, which an ordinary put accepts
+            # without re-reading a large one: these are uploaded whatever is there.
+            mend = [it for it in items if it.checksum in bad]
+            await st.put_objects(mend, jobs=jobs, progress=progress, replace=True)
+        await guard.settle(reupload)
+        await put_manifest_of(st, sid, m)
+        uploaded, nbytes = len(items), sum(it.size for it in items)
+        stats.update(uploaded=uploaded, bytes_uploaded=nbytes, requests=st.request_count() - before)
+        await finish(stats)
     return stats
+
+
+def _guard(
+    store: Store | None, snapshot_id: str, manifest: str
+) -> AbstractAsyncContextManager[Guard]:
+    """An intent protecting the pending snapshot, or (no store: a push into the local
+    cache, which keeps no journal and has no collector) a guard that does nothing."""
+    from .lifecycle.intents import INTENT_TTL, Guard, protect
+
+    if store is None:
+        from contextlib import nullcontext
+
+        return nullcontext(Guard(None, snapshot_id, manifest, (), INTENT_TTL, 0.2))
+    return protect(store, snapshot_id=snapshot_id, manifest=manifest)
 
 
 def _new_stats(m: _snapdir.Manifest) -> OpStats:
@@ -254,9 +309,16 @@ async def _push_tree(
     rehash: bool,
     ignore_file: str | os.PathLike[str] | bool,
     exclude_glob: Sequence[str] | None,
+    finish: Callable[[OpStats], Awaitable[None]],
+    guard_store: Store | None,
 ) -> OpStats:
-    """A push into a store that walks and stores in one pass, then the manifest, last."""
+    """A push into a store that walks and stores in one pass, then the manifest, last.
+
+    The walk decides what the store lacks before the manifest (and so the intent) exists:
+    the guard is written after it, and settles by checking *every* object again (a stat
+    each on ``file://``), which covers a sweep that ran between the walk and the intent."""
     from ._manifest import exclude_list, ignore_rules, stat_cache_dir
+    from .stores import ObjectPut
 
     before = store.request_count()
     done = await store.push_tree(
@@ -271,14 +333,25 @@ async def _push_tree(
     _warn(done.warnings, stacklevel=4)
     m = done.manifest
     stats = _new_stats(m)
-    if not done.noop:
-        await put_manifest_of(store, m.id, m)
-    stats.update(
-        uploaded=done.written,
-        bytes_uploaded=done.bytes_written,
-        noop=done.noop and done.written == 0,
-        requests=store.request_count() - before,
-    )
+    where = {c: (rel, size) for c, rel, size in m.object_sources()}
+
+    async def reupload(objs: list[str], manifest: bool) -> None:
+        puts = [ObjectPut(c, os.path.join(root, where[c][0]), where[c][1]) for c in objs]
+        await store.put_objects(puts)
+        if manifest:
+            await store.put_manifest(m.id, m.raw)
+
+    async with _guard(guard_store, m.id, m.raw) as guard:
+        await guard.settle(reupload, everything=True)
+        if not done.noop:
+            await put_manifest_of(store, m.id, m)
+        stats.update(
+            uploaded=done.written,
+            bytes_uploaded=done.bytes_written,
+            noop=done.noop and done.written == 0,
+            requests=store.request_count() - before,
+        )
+        await finish(stats)
     return stats
 
 

@@ -11,7 +11,7 @@ from contextvars import ContextVar
 
 from ._snapdir import CancelToken
 
-__all__ = ["LOCAL_SYNC", "run_blocking", "run_cancellable", "run_local"]
+__all__ = ["LOCAL_SYNC", "run_blocking", "run_cancellable", "run_local", "sleep"]
 
 # `typing` costs ~5 ms at start-up, paid by every CLI call; annotations only need it for
 # the type checker (which treats a module-level TYPE_CHECKING = False as true).
@@ -103,3 +103,15 @@ async def run_cancellable(fn: Callable[[CancelToken], T], token: CancelToken | N
     except BaseException:
         token.cancel()
         raise
+
+
+async def sleep(seconds: float) -> None:
+    """Wait: on the event loop, or (under :func:`run_local`, which has none) in place."""
+    if LOCAL_SYNC.get():
+        import time
+
+        time.sleep(seconds)  # noqa: ASYNC251 (no event loop here: run_local's mode)
+        return
+    import anyio
+
+    await anyio.sleep(seconds)

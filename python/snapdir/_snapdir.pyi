@@ -3,7 +3,7 @@
 Checked against the compiled module by ``python -m mypy.stubtest snapdir._snapdir``.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ClassVar, final
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "Hasher",
     "Manifest",
     "ManifestEntry",
+    "MarkSet",
     "PathType",
     "Progress",
     "RecordingLog",
@@ -397,3 +398,28 @@ def spec_matches(spec: str, version: str, pre: bool = False) -> bool: ...
 def spec_resolve(
     spec: str, versions: list[str], yanked: list[bool], pre: bool = False
 ) -> int | None: ...
+
+@final
+class MarkSet:
+    """The collector's mark set: sorted, deduplicated 32-byte digests (in Rust)."""
+
+    def __new__(cls) -> MarkSet: ...
+    def add_manifest(self, m: Manifest) -> None:
+        """Mark the objects of a manifest's files."""
+    def add_hex(self, hexes: Sequence[str]) -> None:
+        """Mark 64-hex digests; ``InvalidArgumentError`` for one that is not."""
+    def add_packed(self, data: bytes) -> None:
+        """Mark packed 32-byte digests (a length not a multiple of 32 raises)."""
+    def unmarked(self, hexes: Sequence[str]) -> list[str]:
+        """Of ``hexes``, those not in the set, in their order."""
+    def marked(self, hexes: Sequence[str]) -> list[str]:
+        """Of ``hexes``, those in the set, in their order."""
+    def to_packed(self) -> bytes:
+        """The digests, sorted, packed (32 bytes each)."""
+    def to_hex(self) -> list[str]:
+        """The digests, sorted, as 64-hex strings."""
+    @property
+    def heap_bytes(self) -> int:
+        """Bytes of memory the set holds."""
+    def __len__(self) -> int: ...
+    def __contains__(self, key: str, /) -> bool: ...

@@ -40,15 +40,39 @@ async def sync_with_stats(
     jobs: int = DEFAULT_JOBS,
     progress: ProgressFn | None = None,
 ) -> OpStats:
-    """:func:`sync`, returning what it did (objects copied, journal entries created)."""
+    """:func:`sync`, returning what it did (objects copied, journal entries created).
+
+    The copy and the journal entries are written under a collection guard on ``dst``
+    (:func:`snapdir.lifecycle.intents.protect`), as a push is."""
+    from ._common import transfer_objects
+    from ._types import SnapshotId
+    from .lifecycle.intents import protect
     from .lifecycle.ops import copy_journal
     from .names.ops import copy_names, id_of
+    from .stores._base import put_manifest_of
 
     s, d = open_wrapped(src, jobs), open_wrapped(dst, jobs)
-    snapshot_id = await id_of(snapshot_id, s)
-    stats = await copy_snapshot(snapshot_id, s, d, jobs=jobs, progress=progress)
-    made = await copy_journal(
-        s, d, snapshot_id, files=int(stats["files"]), nbytes=int(stats["bytes"])
-    )
-    stats.update(journal=made, names=await copy_names(s, d, [snapshot_id]))
+    sid = str(SnapshotId(await id_of(snapshot_id, s)))
+    m = await s.get_manifest(sid)
+    sizes = dict(m.objects())
+
+    async def reupload(objs: list[str], manifest: bool) -> None:
+        await transfer_objects(s, d, [(c, sizes[c]) for c in objs], jobs=jobs)
+        if manifest:
+            await put_manifest_of(d, sid, m)
+
+    async with protect(d, snapshot_id=sid, manifest=m.raw) as guard:
+        stats = await copy_snapshot(
+            sid,
+            s,
+            d,
+            jobs=jobs,
+            progress=progress,
+            manifest=m,
+            settle=lambda: guard.settle(reupload),
+        )
+        made = await copy_journal(s, d, sid, files=int(stats["files"]), nbytes=int(stats["bytes"]))
+        # Names last: a release record in the target only ever names a complete snapshot.
+        names = await copy_names(s, d, [sid])
+    stats.update(journal=made, names=names)
     return stats

@@ -53,6 +53,7 @@ GROUPS: dict[str, str] = {
     "forget": "lifecycle",
     "adopt": "lifecycle",
     "du": "lifecycle",
+    "gc": "lifecycle",
     "policy": "lifecycle",
     "tag": "names",
     "resolve": "names",

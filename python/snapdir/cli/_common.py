@@ -144,8 +144,8 @@ COMMON_JSON: dict[str, str] = {
 #: The JSON document of a failure (any command, any status but 0 and 1).
 ERROR_JSON: dict[str, str] = {
     "error.code": "stable category: USAGE, INVALID_ID, INVALID_STORE, INVALID_ARGUMENT, "
-    "CONFLICT, NOT_FOUND, STORE_NOT_FOUND, STORE_ERROR, HASH_MISMATCH, IO_ERROR, IN_FLUX, "
-    "INVALID_MANIFEST, UNSAFE_PATH, INTERRUPTED, TERMINATED, ...",
+    "CONFLICT, NOT_MANAGED, NOT_FOUND, STORE_NOT_FOUND, STORE_ERROR, HASH_MISMATCH, "
+    "IO_ERROR, IN_FLUX, INVALID_MANIFEST, UNSAFE_PATH, INTERRUPTED, TERMINATED, ...",
     "error.message": "what went wrong, for a human",
     "error.path": "the local path the command worked on (when there is one)",
     "error.uri": "the store (when there is one)",

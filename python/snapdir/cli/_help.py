@@ -42,6 +42,10 @@ ENVIRONMENT: tuple[tuple[str, str], ...] = (
     ("SNAPDIR_S3_LEAN", "0: every S3 request through botocore's client calls"),
     ("SNAPDIR_B2_REALM", "B2 API URL to authorise against (default: production)"),
     ("SNAPDIR_KEYRING", "0: do not look up store credentials kept by login in the OS keyring"),
+    (
+        "SNAPDIR_GC_DELAY",
+        "seconds gc waits between publishing its plan and re-reading intents and roots (default 2)",
+    ),
 )
 
 EXAMPLES = """\

@@ -57,7 +57,11 @@ EXIT_STATUSES: tuple[tuple[int, str], ...] = (
         "usage: unknown flag, missing or malformed argument (store URI, id, ref, "
         "pattern, number), detected before any I/O",
     ),
-    (CONFLICT, "conflict: local changes would be overwritten (pull/checkout without --force)"),
+    (
+        CONFLICT,
+        "conflict: local changes would be overwritten (pull/checkout without --force), or "
+        "the store is not managed (gc before adopt)",
+    ),
     (NOT_FOUND, "not found: snapshot, object, path, store or bucket"),
     (
         FAILURE,
@@ -75,6 +79,7 @@ _STATUS_BY_CODE = {
     "INVALID_ID": USAGE,
     "INVALID_STORE": USAGE,
     "CONFLICT": CONFLICT,
+    "NOT_MANAGED": CONFLICT,
     "NOT_FOUND": NOT_FOUND,
     "STORE_NOT_FOUND": NOT_FOUND,
 }

@@ -28,7 +28,15 @@ VERIFY_JSON = {
     "snapshots": "how many snapshots were checked",
     "problems": "snapshot id -> {checksum: missing | corrupt}, or {manifest: CODE: message} "
     "when its manifest could not be read",
+    "missing_objects": "(--all; else empty) object digests a root names that the store lacks",
+    "journal_problems": "(--all; else empty) journal keys that do not parse, roots that "
+    "name nothing",
+    "expired_intents": "(--all; else empty) intent keys past their TTL (writers that died; "
+    "gc removes them)",
+    "live_intents": "(--all; else 0) intents of writers still at work",
+    "stale_plans": "(--all; else empty) gc plan keys past their deadline (gc removes them)",
 }
+ALL_ONLY = ("missing_objects", "journal_problems", "expired_intents", "stale_plans")
 
 SIZE_JSON = {
     "logical_bytes": "sum of the sizes of every file (duplicates counted)",
@@ -108,6 +116,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 out[sid] = {"manifest": f"{e.code}: {e}"}
         return out
 
+    if args.all:
+        if args.id:
+            raise UsageError(
+                "snapdir verify: --all and --id exclude each other", code="INVALID_ARGUMENT"
+            )
+        return _verify_all(args, store)
     if args.id:
         from ._common import resolve_ref
 
@@ -124,6 +138,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 "ok": not bad,
                 "snapshots": len(report),
                 "problems": {sid: p for sid, p in bad.items()},
+                **{k: [] for k in ALL_ONLY},
+                "live_intents": 0,
             }
         )
     if bad:
@@ -133,6 +149,50 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 print(f"snapdir: error: {err if err else p['manifest']}", file=sys.stderr)
         return NO
     info(args, f"{len(report)} snapshot(s) verified in {store}")
+    return 0
+
+
+def _verify_all(args: argparse.Namespace, store: Any) -> int:
+    """Every root -> manifest -> object (see :func:`snapdir.lifecycle.gc.check_roots`)."""
+    from ..lifecycle.gc import check_roots
+
+    r = run(lambda: check_roots(store, jobs=args.jobs), store)
+    bad = {sid: p for sid, p in r.snapshots.items() if p}
+    if args.json:
+        emit_json(
+            {
+                "ok": r.ok,
+                "snapshots": len(r.snapshots),
+                "problems": bad,
+                "missing_objects": r.missing_objects,
+                "journal_problems": r.journal_problems,
+                "expired_intents": r.expired_intents,
+                "live_intents": r.live_intents,
+                "stale_plans": r.stale_plans,
+            }
+        )
+    else:
+        for sid, p in sorted(bad.items()):
+            what = p.get("manifest") or ", ".join(f"{c[:12]} {v}" for c, v in sorted(p.items()))
+            print(f"snapdir: error: snapshot {sid}: {what}", file=sys.stderr)
+        for c in r.missing_objects:
+            print(f"snapdir: error: object {c} (a root) is missing", file=sys.stderr)
+        for msg in r.journal_problems:
+            print(f"snapdir: warning: {msg}", file=sys.stderr)
+        if r.expired_intents:
+            print(
+                f"snapdir: warning: {len(r.expired_intents)} expired intent(s) "
+                "(writers that died; gc removes them)",
+                file=sys.stderr,
+            )
+        if r.stale_plans:
+            print(
+                f"snapdir: warning: {len(r.stale_plans)} stale gc plan(s) (gc removes them)",
+                file=sys.stderr,
+            )
+    if not r.ok:
+        return NO
+    info(args, f"{len(r.snapshots)} rooted snapshot(s) verified in {store}")
     return 0
 
 
@@ -210,10 +270,17 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         json=VERIFY_JSON,
         help="re-hash the objects of a snapshot (or of every snapshot of a store)",
         description="Re-hash every object of the snapshot (default: of every snapshot in the "
-        "store). Exit 1 when an object is missing or corrupt.",
+        "store; with --all: of every snapshot a root names). Exit 1 when an object is "
+        "missing or corrupt.",
     )
     p.add_argument(
         "--id", default=None, metavar="REF", help="snapshot (id or ref) to verify (default: all)"
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="verify from the roots: every journalled (or otherwise rooted) snapshot's "
+        "manifest and objects, the journal's keys; report expired intents and stale plans",
     )
     store_arg(p)
     jobs_arg(p)

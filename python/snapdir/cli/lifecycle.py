@@ -1,6 +1,7 @@
 """A store's lifecycle: ``ls`` (what the journal says the store holds), ``forget`` (retire
-snapshots by id or by a retention policy with restic's semantics) and ``adopt`` (journal
-the snapshots of a store written without one)."""
+snapshots by id or by a retention policy with restic's semantics), ``adopt`` (journal
+the snapshots of a store written without one), ``du`` and ``gc`` (delete what no root
+reaches, safely while others push)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
     from ..lifecycle.journal import SnapshotInfo
 
-COMMANDS = ("ls", "forget", "adopt", "du", "policy")
+COMMANDS = ("ls", "forget", "adopt", "du", "gc", "policy")
 
 ENTRY = (
     "id, time (ISO 8601, UTC), host, user, path (the pushed directory), files, bytes, "
@@ -49,6 +50,20 @@ POLICY_SET_JSON = {"entry": f"the entry written: {POLICY_ENTRY}"}
 POLICY_SHOW_JSON = {
     "entry": f"the policy in force (null when none was ever set): {POLICY_ENTRY}",
     "log": "with --log: every entry, oldest first",
+}
+GC_JSON = {
+    "dry_run": "true when nothing was deleted (the counts say what would be)",
+    "manifests": "ids of the manifests deleted (unreachable snapshots)",
+    "objects": "how many objects were deleted",
+    "bytes_freed": "bytes of the manifests and objects deleted",
+    "kept_by_recheck": "candidates a root or intent reached after the plan was published",
+    "expired_intents": "intent keys past their TTL (a writer that died), removed",
+    "stale_plans": "plan keys past their deadline (a collector that died), removed",
+    "roots": "snapshot ids and object digests named by roots",
+    "problems": "roots whose content could not be read (e.g. a missing manifest)",
+    "complete": "false when --max-delete or the deadline stopped the sweep early",
+    "plan": "the plan key this run published (null when there was nothing to delete)",
+    "requests": "requests sent to the store",
 }
 
 ADOPT_JSON = {
@@ -215,6 +230,47 @@ def cmd_adopt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from ..lifecycle.gc import gc
+
+    store = need_store(args)
+    from ..lifecycle.gc import _grace, default_delay
+
+    _grace(args.grace)  # a bad duration is a usage error, found before any request
+    default_delay()
+    r = run(
+        lambda: gc(store, dry_run=args.dry_run, grace=args.grace, max_delete=args.max_delete),
+        store,
+    )
+    if args.json:
+        emit_json(r.to_json())
+    else:
+        verb = "would delete" if r.dry_run else "deleted"
+        lines = [
+            f"{verb} {len(r.manifests)} manifest(s) and {r.objects} object(s), "
+            f"{_size(r.bytes_freed)}"
+            + ("" if r.complete else " (stopped early: run gc again for the rest)")
+        ]
+        if r.kept_by_recheck:
+            lines.append(f"kept {r.kept_by_recheck} candidate(s) a push named meanwhile")
+        if r.expired_intents:
+            lines.append(f"expired intents: {len(r.expired_intents)} (writers that died)")
+        if r.stale_plans:
+            lines.append(f"stale plans: {len(r.stale_plans)} (collectors that died)")
+        for p in r.problems:
+            lines.append(f"problem: {p}")
+        sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+GC_HELP = """\
+Safe while others push: every push writes an intent (its pending manifest) before it
+asks the store what it has; the collector publishes its plan, waits, re-reads intents and
+roots, and deletes only what still nothing reaches, before the plan's deadline; a push
+that finds a plan naming its content waits for it and puts back what it removed. Only a
+store marked managed (snapdir adopt) is collected. See docs/design/gc.md."""
+
+
 POLICY_HELP = """\
 A snapshot is kept if any rule keeps it (restic forget's rules): --keep-last N the N newest;
 --keep-hourly/daily/weekly/monthly/yearly N the newest of each of the last N hours/days/ISO
@@ -309,6 +365,35 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     store_arg(p)
     p.set_defaults(handler=cmd_du)
+
+    p = add_command(
+        sub,
+        "gc",
+        common,
+        json=GC_JSON,
+        help="delete the manifests and objects no root reaches (safe while others push)",
+        description="Collect a managed store: delete what no journal entry (or other root, "
+        "or live intent) reaches, and report what was deleted and the bytes freed.",
+        epilog=GC_HELP,
+    )
+    store_arg(p)
+    p.add_argument(
+        "--dry-run", action="store_true", help="report what would be deleted, delete nothing"
+    )
+    p.add_argument(
+        "--grace",
+        default=None,
+        metavar="DURATION",
+        help="spare content younger than this, in store time (default 1h; 0 for none)",
+    )
+    p.add_argument(
+        "--max-delete",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="delete at most N keys (manifests first); run again for the rest",
+    )
+    p.set_defaults(handler=cmd_gc)
 
     top = sub.add_parser(
         "policy",

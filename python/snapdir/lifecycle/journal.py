@@ -306,3 +306,24 @@ def parse_key(key: str, stored: datetime) -> SnapshotInfo:
     except InvalidArgumentError:
         raise InvalidArgumentError(f"malformed journal key {key!r}: bad labels") from None
     return SnapshotInfo(m.group(2), when, h, u, p, f, b, labels, key, run=run, tags=tuple(tags))
+
+
+_ROOT_HEAD = re.compile(r"(?:S|[0-9]{8}T[0-9]{6}\.[0-9]{6}Z)_([0-9a-f]{64})_[0-9a-f]{16}")
+
+
+async def gc_roots(store: object) -> tuple[set[str], set[str]]:
+    """The collector's roots from the journal: the snapshot id of every entry. Leniently
+    read on purpose: an entry whose metadata does not parse (a newer version's, or a
+    damaged one) still keeps its snapshot — ``ls`` reports such keys, the collector must
+    not take them for absent."""
+    from typing import cast
+
+    from ..stores._keys import KeyStore
+
+    ids: set[str] = set()
+    for k in await cast("KeyStore", store).list_keys(JOURNAL):
+        head = k.key[len(JOURNAL) :].partition("/")[0]
+        m = _ROOT_HEAD.fullmatch(head)
+        if m is not None:
+            ids.add(m.group(1))
+    return ids, set()

@@ -11,7 +11,8 @@ record; none when the record is in the local cache (records are immutable).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, cast
 
@@ -325,6 +326,28 @@ async def id_of(ref: str, store: str | StoreUri | Store) -> str:
     return await resolve_id(store, text)
 
 
+@asynccontextmanager
+async def _held(st: Store, sid: str, what: str) -> AsyncIterator[None]:
+    """Hold snapshot ``sid`` against a concurrent collection while a name for it is written
+    (docs/design/gc.md): an intent carrying its manifest, settled before the name is
+    written. A name cannot put back content a sweep removed meanwhile, so that case is an
+    error and no name is written."""
+    from ..lifecycle.intents import protect
+
+    m = await st.get_manifest(sid)
+
+    async def lost(objects: list[str], manifest: bool) -> None:
+        raise NotFoundError(
+            f"snapshot {sid} in {st.uri} was collected while {what} was being written "
+            f"({len(objects)} object(s){' and its manifest' if manifest else ''} gone): "
+            "push it again, then name it"
+        )
+
+    async with protect(st, snapshot_id=sid, manifest=m.raw) as guard:
+        await guard.settle(lost)
+        yield
+
+
 async def tag(
     store: str | StoreUri | Store, release: str, ref: str, *, message: str = ""
 ) -> Resolved:
@@ -351,7 +374,9 @@ async def tag(
         "message": message,
     }
     data = dump(doc)
-    if await names.create(key, data):
+    async with _held(st, sid, f"{name}@{version}"):
+        created = await names.create(key, data)
+    if created:
         made = Resolved(sid, name=name, version=version, record=doc, store=str(st.uri))
         made.created = True
         return made
@@ -453,7 +478,9 @@ async def channel_set(
             "message": message,
         }
         key = channel_key(name, channel, seq)
-        if await names.create(key, dump(doc)):
+        async with _held(st, r.id, f"{name}@{channel}"):
+            created = await names.create(key, dump(doc))
+        if created:
             return ChannelEntry(doc, key)
         if want is not None:
             raise ConflictError(

@@ -11,6 +11,7 @@ pub mod fsx;
 pub mod hash;
 pub mod manifest;
 pub mod mapped;
+pub mod markset;
 pub mod names;
 pub mod recording;
 pub mod sparse;

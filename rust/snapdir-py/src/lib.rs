@@ -14,6 +14,7 @@ use snapdir_core as core;
 mod errors;
 mod local;
 mod manifests;
+mod markset;
 mod names;
 mod recording;
 use errors::to_py_err;
@@ -446,6 +447,7 @@ fn _snapdir(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(local::plan_checkout, m)?)?;
     manifests::register(m)?;
     recording::register(m)?;
+    markset::register(m)?;
     m.add("EMPTY_CHECKSUM", core::manifest::EMPTY_CHECKSUM)?;
     names::register(m)?;
     Ok(())
