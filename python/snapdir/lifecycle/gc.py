@@ -255,7 +255,8 @@ async def gc(
     each phase's name (tests use it to interleave). Raises :class:`ConflictError` for a
     store that is not managed (run ``adopt``)."""
     from .._common import open_wrapped
-    from ._util import _require_keys, is_managed
+    from ._util import _require_keys
+    from .ops import is_managed
 
     g = _grace(grace)  # a bad duration is a usage error, before any request
     wait = default_delay() if delay is None else delay
@@ -446,8 +447,8 @@ async def check_roots(
     strictly, expired intents and stale plans listed (``snapdir verify --all``)."""
     from .._common import open_wrapped
     from .._verify import verify_report
-    from .journal import JOURNAL, parse_key
     from ._util import _require_keys
+    from .journal import JOURNAL, parse_key
     from .roots import collect_roots
 
     st = open_wrapped(store, jobs)
