@@ -19,7 +19,7 @@ import pytest
 from snapdir import cache_admin
 from snapdir._cache import LOCK_FILE, cache_store
 from snapdir._errors import InvalidArgumentError, SnapdirError
-from snapdir.cli.snapshot import PUSH_JSON
+from snapdir.cli.snapshot import PUSH_ONLY_JSON
 from storeutil import b3, cli_env, manifest_rel, object_rel, run_cli, uri, write
 
 DAY = 86400.0
@@ -60,7 +60,7 @@ def test_push_id_sends_a_staged_snapshot_without_its_directory(tmp_path: Path) -
     shutil.rmtree(src)  # nothing left to walk: the cache alone must do
     store = tmp_path / "store"
     doc = cli_json("push", "--id", sid, "--store", uri(store), "--label", "ci")
-    assert set(doc) == {*PUSH_JSON, "schema", "warnings"}
+    assert set(doc) == {*PUSH_ONLY_JSON, "schema", "warnings"}
     assert doc["id"] == sid
     assert (doc["files"], doc["objects"], doc["uploaded"]) == (3, 2, 2)
     assert doc["bytes_uploaded"] == 4

@@ -365,6 +365,22 @@ def _create_local(store: Store) -> None:
             raise SnapdirIOError(f"cannot create the store {inner.uri}: {e}") from e
 
 
+
+async def _remove(ks: KeyStore, key: str) -> None:
+    """Delete the intent, also when the push was cancelled (Ctrl-C, a task group's
+    cancellation): shielded, so the delete is not cancelled before it is sent, and bounded,
+    so a dead store cannot hold a cancelled caller for long (an intent left behind
+    expires after :data:`INTENT_TTL` and is removed by the next collection)."""
+    from ..stores._keys import _event_loop
+
+    if not _event_loop():
+        await ks.delete_keys([key])
+        return
+    import anyio
+
+    with anyio.move_on_after(15, shield=True):
+        await ks.delete_keys([key])
+
 @asynccontextmanager
 async def protect(
     store: Store,
@@ -397,9 +413,9 @@ async def protect(
     finally:
         if guard.key is not None:
             if ok:
-                await ks.delete_keys([guard.key])
+                await _remove(ks, guard.key)
             else:  # the error that got us here matters more than a failed cleanup
                 import contextlib
 
                 with contextlib.suppress(Exception):
-                    await ks.delete_keys([guard.key])
+                    await _remove(ks, guard.key)
