@@ -365,7 +365,6 @@ def _create_local(store: Store) -> None:
             raise SnapdirIOError(f"cannot create the store {inner.uri}: {e}") from e
 
 
-
 async def _remove(ks: KeyStore, key: str) -> None:
     """Delete the intent, also when the push was cancelled (Ctrl-C, a task group's
     cancellation): shielded, so the delete is not cancelled before it is sent, and bounded,
@@ -380,6 +379,7 @@ async def _remove(ks: KeyStore, key: str) -> None:
 
     with anyio.move_on_after(15, shield=True):
         await ks.delete_keys([key])
+
 
 @asynccontextmanager
 async def protect(
