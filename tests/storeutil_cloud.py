@@ -121,16 +121,7 @@ def fresh_store_uri(
         return f"file://{fx('tmp_path') / 'store'}"
     if scheme == "s3":
         s3: S3Server = fx("seaweedfs")
-        for name in list(os.environ):
-            if name.startswith(("AWS_", "SNAPDIR_S3_")):
-                mp.delenv(name)
-        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        mp.setenv("AWS_CONFIG_FILE", os.devnull)
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-        mp.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
-        mp.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
-        mp.setenv("AWS_DEFAULT_REGION", s3.region)
-        mp.setenv("SNAPDIR_S3_STORE_ENDPOINT_URL", s3.endpoint_url)
+        s3.use_env(mp.setenv, mp.delenv)
         client = s3.client()
         bucket = f"{bucket_prefix}-{uid()}"
         client.create_bucket(Bucket=bucket)
