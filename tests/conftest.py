@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +39,28 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ.pop("SNAPDIR_CACHE_DIR", None)
         else:
             os.environ["SNAPDIR_CACHE_DIR"] = old
+
+
+#: The loopback-server fixtures: a test using one talks to a cloud SDK.
+CLOUD_FIXTURES = frozenset({"seaweedfs", "s3_raw", "fake_gcs", "b2_simulator"})
+
+
+@pytest.fixture(autouse=True)
+def _collect_sdk_sockets(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used a cloud SDK, collect its garbage with ResourceWarning ignored.
+
+    b2sdk, google-cloud-storage and botocore drop some connections without closing them (a
+    thread's session when the thread ends, a socket reset by a fault proxy); the garbage
+    collector closes them later, with a ResourceWarning that ``filterwarnings = error`` turns
+    into a failure of whichever test happens to be running then. Collected here, they are
+    closed at the end of the test that made them, which is where they belong.
+    """
+    yield
+    if CLOUD_FIXTURES.isdisjoint(request.fixturenames):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 @pytest.hookimpl(hookwrapper=True)

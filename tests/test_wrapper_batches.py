@@ -21,7 +21,7 @@ from snapdir._snapdir import Manifest
 from snapdir._types import StoreUri
 from snapdir.stores import BaseStore, Capability, ObjectGet, ObjectPut
 from snapdir.stores._base import TransientStoreError
-from snapdir.stores._wrappers import LimitedStore, RetryingStore, RetryPolicy, wrap
+from snapdir.stores._wrappers import LimitedStore, RetryingStore, RetryPolicy, _worker, wrap
 
 FAST = RetryPolicy(base_delay=0.001, max_delay=0.002, max_elapsed=5.0)
 
@@ -47,6 +47,11 @@ class Blocking(BaseStore):
         self.missing: set[str] = set()
         self.delay = 0.0
         self.manifests: dict[str, str] = {}
+        #: after this many finished calls, each new call waits until its batch is stopped
+        #: (``reached`` is set then): a cancellation at a known point, without timing
+        self.hold_after: int | None = None
+        self.finished = 0
+        self.reached = threading.Event()
 
     def _do(self, op: str, checksum: str, path: str) -> None:
         with self.lock:
@@ -56,7 +61,13 @@ class Blocking(BaseStore):
             left = self.flaky.get(checksum, 0)
             if left:
                 self.flaky[checksum] = left - 1
+            hold = self.hold_after is not None and self.finished >= self.hold_after
         try:
+            if hold:
+                self.reached.set()
+                stop = getattr(_worker, "stop", None)
+                assert stop is not None, "not called from a batch's worker"
+                assert stop.wait(60), "the batch was never stopped"
             if self.delay:
                 time.sleep(self.delay)
             if left:
@@ -68,6 +79,8 @@ class Blocking(BaseStore):
                 obj.write_bytes(Path(path).read_bytes())
             else:
                 Path(path).write_bytes(obj.read_bytes())
+            with self.lock:
+                self.finished += 1
         finally:
             with self.lock:
                 self.in_flight -= 1
@@ -220,19 +233,29 @@ def test_the_first_failure_stops_the_batch_and_is_raised_as_itself(tmp_path: Pat
 
 def test_cancellation_stops_the_workers_after_their_current_object(tmp_path: Path) -> None:
     puts, gets = _objects(tmp_path, 400)
-    backend, store = _store(tmp_path, jobs=3)
+    jobs = 3
+    backend, store = _store(tmp_path, jobs=jobs)
     anyio.run(lambda: store.put_objects(puts))
-    backend.delay = 0.01
+    backend.finished = 0
+    backend.hold_after = 10  # from then on, calls wait for the cancellation to arrive
 
-    async def pull_briefly() -> None:
-        with anyio.move_on_after(0.1):
-            await store.get_objects(gets)
+    async def pull_until_cancelled() -> bool:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
 
-    t0 = time.monotonic()
-    anyio.run(pull_briefly)
-    assert time.monotonic() - t0 < 2.0
+                async def cancel_when_held() -> None:
+                    await anyio.to_thread.run_sync(backend.reached.wait)
+                    scope.cancel()
+
+                tg.start_soon(cancel_when_held)
+                await store.get_objects(gets)
+        return scope.cancelled_caught
+
+    assert anyio.run(pull_until_cancelled)
     done = sum(Path(g.dest).exists() for g in gets)
-    assert 0 < done < 100, done
+    # The ten before the hold, the calls already running then, and one current object per
+    # worker once the stop arrived: nothing after that.
+    assert 10 <= done <= 10 + 2 * jobs, done
     assert backend.in_flight == 0  # nothing left running behind our back
 
 

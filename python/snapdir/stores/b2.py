@@ -49,6 +49,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -161,6 +162,12 @@ class B2Store(StreamingStore):
         self._lock = threading.Lock()
         self._local = threading.local()
         self._api: Any = None
+        # Every HTTP session b2sdk makes for this store. b2sdk keeps one per worker thread
+        # and drops it when the thread ends, leaving its sockets to the garbage collector;
+        # kept here, they are closed by aclose() or, for a store never closed, when the store
+        # itself is collected.
+        self._http_sessions: list[Any] = []
+        weakref.finalize(self, _close_sessions, self._http_sessions)
         self._bucket_id = ""
         # What this store learnt about absent keys (see :meth:`_known_absent`).
         self._memo_lock = threading.Lock()
@@ -221,7 +228,14 @@ class B2Store(StreamingStore):
             realm = os.environ.get(REALM_ENV, "").strip() or "production"
             count = self._count
             local = self._local
-            config = B2HttpApiConfig(http_session_factory=lambda: _counting_session(count, local))
+            sessions = self._http_sessions
+
+            def new_session() -> Any:
+                made = _counting_session(count, local)
+                sessions.append(made)  # one append: atomic, whichever thread asks
+                return made
+
+            config = B2HttpApiConfig(http_session_factory=new_session)
             api = B2Api(
                 InMemoryAccountInfo(),
                 api_config=config,
@@ -398,6 +412,7 @@ class B2Store(StreamingStore):
         if api is not None:
             with contextlib.suppress(Exception):
                 api.session.raw_api.b2_http.session.close()
+        _close_sessions(self._http_sessions)
 
     # -- blocking implementations (worker threads) --------------------------------------------
 
@@ -937,6 +952,13 @@ class _Truncated(ConnectionError):
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _close_sessions(sessions: list[Any]) -> None:
+    """Close and forget ``sessions`` (a store's HTTP sessions, see ``B2Store.__init__``)."""
+    while sessions:
+        with contextlib.suppress(Exception):
+            sessions.pop().close()
 
 
 def _counting_session(count: Callable[[], None], local: threading.local) -> Any:
