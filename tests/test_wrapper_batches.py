@@ -291,20 +291,20 @@ def test_a_native_cancel_of_the_task_stops_the_batch(tmp_path: Path) -> None:
     import asyncio
 
     puts, gets = _objects(tmp_path, 400)
-    backend, store = _store(tmp_path, jobs=3)
+    jobs = 3
+    backend, store = _store(tmp_path, jobs=jobs)
     anyio.run(lambda: store.put_objects(puts))
-    backend.delay = 0.01
+    backend.finished = 0
+    backend.hold_after = 10  # from then on, calls wait for the cancellation to arrive
 
     async def main() -> None:
         task = asyncio.ensure_future(store.get_objects(gets))
-        await asyncio.sleep(0.1)
+        await asyncio.get_running_loop().run_in_executor(None, backend.reached.wait)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    t0 = time.monotonic()
     asyncio.run(main())
-    assert time.monotonic() - t0 < 2.0
     done = sum(Path(g.dest).exists() for g in gets)
-    assert 0 < done < 100, done
+    assert 10 <= done <= 10 + 2 * jobs, done
     assert backend.in_flight == 0
