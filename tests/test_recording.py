@@ -468,6 +468,115 @@ def test_chaos_is_reproducible_and_still_verifies(tmp_path: Path) -> None:
     assert seen[0] != plain
 
 
+def _nested_recording(tmp_path: Path, store: str) -> None:
+    """A recording (from two snapshots, so its events are fixed) that makes directories
+    with files and subdirectories inside them."""
+    from snapdir.recording.snapshots import record_from_snapshots
+
+    tree = tmp_path / "tree"
+    write(tree / "top.txt", "top")
+    ids = [anyio.run(partial(snapdir.push, tree, store))]
+    for d in range(4):
+        write(tree / f"new{d}" / "a.xml", f"<a>{d}</a>" * 40)
+        write(tree / f"new{d}" / "deep" / "b.xml", f"<b>{d}</b>")
+    write(tree / "top.txt", "top, rewritten " * 100)
+    ids.append(anyio.run(partial(snapdir.push, tree, store)))
+    anyio.run(partial(record_from_snapshots, ids, store, name="nested"))
+
+
+def _replayed(tmp_path: Path, store: str, out: str, **kw: Any) -> list[tuple[str, str]]:
+    got: list[tuple[str, str]] = []
+    rep = anyio.run(
+        partial(replay, "nested", store, tmp_path / out, mode="burst",
+                on_event=lambda e: got.append((e["k"], e.get("p", ""))), **kw)
+    )  # fmt: skip
+    assert rep.verified is True
+    return got
+
+
+def _children_before_parents(seq: list[tuple[str, str]]) -> list[str]:
+    made: set[str] = set()
+    early = []
+    for k, p in seq:
+        if k == "mkdir":
+            made.add(p)
+        parent = p.rsplit("/", 1)[0] if "/" in p else ""
+        if k in ("create", "mkdir") and parent and parent not in made:
+            early.append(p)
+    return early
+
+
+def test_chaos_children_first_is_reproducible_and_verifies(tmp_path: Path) -> None:
+    store = uri(tmp_path / "store")
+    _nested_recording(tmp_path, store)
+    plain = _replayed(tmp_path, store, "plain", chaos=3)
+    assert _children_before_parents(plain) == []
+    first = [_replayed(tmp_path, store, f"c{k}", chaos=3, chaos_children_first=True,
+                       chaos_split_writes=3) for k in range(2)]  # fmt: skip
+    assert first[0] == first[1]
+    early = _children_before_parents(first[0])
+    assert early  # children reported (and made) before their parent's mkdir
+    assert all(p.startswith("new") for p in early)
+    other = _replayed(tmp_path, store, "other", chaos=4, chaos_children_first=True)
+    assert other != first[0]
+    # a directory made on the way ends with the mode its mkdir recorded
+    assert (tmp_path / "c0" / "new0").stat().st_mode & 0o777 == (
+        tmp_path / "tree" / "new0"
+    ).stat().st_mode & 0o777
+
+
+def test_chaos_options_need_a_seed(tmp_path: Path) -> None:
+    store = uri(tmp_path / "store")
+    _nested_recording(tmp_path, store)
+    with pytest.raises(InvalidArgumentError):
+        _replayed(tmp_path, store, "x", chaos_children_first=True)
+    with pytest.raises(InvalidArgumentError):
+        _replayed(tmp_path, store, "y", chaos=1, chaos_split_writes=0)
+    proc = run_cli("replay", "nested", str(tmp_path / "z"), "--store", store,
+                   "--chaos-split-writes", "4")  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    proc = run_cli("--json", "replay", "nested", str(tmp_path / "w"), "--store", store,
+                   "--burst", "--chaos", "9", "--chaos-children-first",
+                   "--chaos-split-writes", "4")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["verified"] is True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+def test_chaos_split_write_is_seen_by_a_watcher_as_several_events(tmp_path: Path) -> None:
+    """The recorder's own notification source watches the target: a write split in N
+    chunks is N opens, modifications and closes there, not one of each."""
+    from snapdir._snapdir import Watch
+
+    store = uri(tmp_path / "store")
+    _nested_recording(tmp_path, store)
+
+    def notifications(out: str, split: int) -> int:
+        target = tmp_path / out
+        target.mkdir()
+        w = Watch(str(target))
+        try:
+            _replayed(tmp_path, store, out, chaos=2, chaos_split_writes=split)
+            (target / "sentinel").write_text("last")  # inotify keeps the order
+            seen: list[str] = []
+            deadline = time.monotonic() + 30
+            while str(target / "sentinel") not in seen:
+                assert time.monotonic() < deadline
+                paths, _overflow, _ = w.next_batch(1.0, 100_000)
+                seen += [str(p) for p in paths]
+        finally:
+            w.close()
+        return seen.count(str(target / "top.txt"))
+
+    whole, split = notifications("whole", 1), notifications("split", 4)
+    # three more chunks, each an open, a modification and a close-write (the kernel may
+    # merge the truncation's modification into the first write's in either run: one less)
+    assert split >= whole + 3 * 3 - 1, (whole, split)
+    assert (tmp_path / "split" / "top.txt").read_bytes() == (
+        tmp_path / "tree" / "top.txt"
+    ).read_bytes()
+
+
 def test_gc_roots_and_top_level_api(tmp_path: Path) -> None:
     from snapdir.recording.roots import gc_roots
 

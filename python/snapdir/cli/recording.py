@@ -194,6 +194,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             into_existing=args.into_existing,
             skip_unreadable=args.skip_unreadable,
             chaos=args.chaos,
+            chaos_children_first=args.chaos_children_first,
+            chaos_split_writes=args.chaos_split_writes,
         )
     )
     doc = rep.to_json()
@@ -422,6 +424,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="SEED",
         help="a reproducible perturbed replay: events reordered within windows (each "
         "path's causality kept), some modifications duplicated",
+    )
+    p.add_argument(
+        "--chaos-children-first",
+        action="store_true",
+        help="with --chaos: in each window, one event making something inside a new "
+        "directory is applied before that directory's mkdir (missing parents are made "
+        "on the way, mode 0700; the mkdir then sets the mode)",
+    )
+    p.add_argument(
+        "--chaos-split-writes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --chaos: write every create, write and append of at least N bytes in N "
+        "chunks, each its own open, write and close, so a watcher sees each chunk "
+        "(1 to 1024; default 1: whole)",
     )
     p.set_defaults(handler=cmd_replay)
 
