@@ -577,6 +577,73 @@ def test_chaos_split_write_is_seen_by_a_watcher_as_several_events(tmp_path: Path
     ).read_bytes()
 
 
+async def _tagged_life(src: Path) -> None:
+    write(src / "sub" / "x.xml", "<x/>")
+    await anyio.sleep(0.15)
+    with open(src / "a.txt", "a") as f:  # noqa: ASYNC230
+        f.write("more\n")
+    await anyio.sleep(0.15)
+
+
+def _check_release_replay(tmp_path: Path, store: str) -> None:
+    """Two recordings tagged as releases of one name: ranges pick the recording, and the
+    checks (a taken version, a release not made by a recording, a forged message)."""
+    from snapdir.names import tag
+
+    src = tmp_path / "src"
+    write(src / "a.txt", "hello\n")
+    s1 = anyio.run(lambda: _record(src, store, _tagged_life, name="rec-a", tag="cal@1.0.0"))
+    assert s1["tag"] == "cal@1.0.0"
+    s2 = anyio.run(lambda: _record(src, store, _tagged_life, name="rec-b", tag="cal@1.1.0"))
+    assert s2["tag"] == "cal@1.1.0"
+    rep = anyio.run(lambda: replay("cal@>=1,<1.1", store, tmp_path / "o1", mode="burst"))
+    assert rep.verified is True
+    assert (rep.name, rep.target_id) == ("rec-a", s1["final_checkpoint"])
+    rep = anyio.run(lambda: replay("cal@^1", store, tmp_path / "o2", mode="burst"))
+    assert (rep.name, rep.target_id) == ("rec-b", s2["final_checkpoint"])
+    with pytest.raises(ConflictError):  # taken: refused before recording anything
+        anyio.run(lambda: _record(src, store, _tagged_life, name="rec-c", tag="cal@1.0.0"))
+    assert "rec-c" not in {r["name"] for r in anyio.run(ls, store)}
+    anyio.run(partial(tag, store, "plain@1.0.0", s1["final_checkpoint"]))
+    with pytest.raises(snapdir.NotFoundError):
+        anyio.run(lambda: replay("plain@1", store, tmp_path / "o3", mode="burst"))
+    # a release whose message names a recording that ends elsewhere is not followed
+    anyio.run(
+        partial(tag, store, "forged@1.0.0", s2["final_checkpoint"], message="recording:rec-a")
+    )
+    with pytest.raises(ConflictError):
+        anyio.run(lambda: replay("forged@1", store, tmp_path / "o4", mode="burst"))
+
+
+def test_recording_named_as_a_release(tmp_path: Path) -> None:
+    _check_release_replay(tmp_path, uri(tmp_path / "store"))
+
+
+def test_recording_named_as_a_release_on_s3(tmp_path: Path, s3_store: str) -> None:
+    _check_release_replay(tmp_path, s3_store)
+
+
+def test_cli_record_tag_and_replay_a_range(tmp_path: Path) -> None:
+    store = uri(tmp_path / "store")
+    tree = tmp_path / "tree"
+    write(tree / "a.txt", "one")
+    ids = [anyio.run(partial(snapdir.push, tree, store))]
+    write(tree / "d" / "b.txt", "two")
+    ids.append(anyio.run(partial(snapdir.push, tree, store)))
+    proc = run_cli("--json", "record", "--from-snapshots", *ids, "--store", store,
+                   "--name", "nightly", "--tag", "nightly-rec@2.0.0")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["tag"] == "nightly-rec@2.0.0"
+    proc = run_cli("--json", "record", "--from-snapshots", *ids, "--store", store,
+                   "--name", "again", "--tag", "nightly-rec@2.0.0")  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    rep = run_cli("--json", "replay", "nightly-rec@2", str(tmp_path / "out"), "--store", store,
+                  "--burst")  # fmt: skip
+    assert rep.returncode == 0, rep.stderr
+    doc = json.loads(rep.stdout)
+    assert (doc["name"], doc["target_id"], doc["verified"]) == ("nightly", ids[-1], True)
+
+
 def test_gc_roots_and_top_level_api(tmp_path: Path) -> None:
     from snapdir.recording.roots import gc_roots
 

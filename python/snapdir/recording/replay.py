@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ConflictError, HashMismatchError, InvalidArgumentError, UnsafePathError
 from .layout import load
+from .naming import is_release_ref, load_release
 
 if TYPE_CHECKING:
     from .._snapdir import RecordingLog
@@ -184,7 +185,8 @@ async def replay(
     chaos_split_writes: int = 1,
     jobs: int = 16,
 ) -> ReplayReport:
-    """Replay recording ``rec`` (a name in ``store``) into ``target``.
+    """Replay recording ``rec`` (a name in ``store``, or a release ref such as
+    ``NAME@RANGE`` made by ``record --tag``) into ``target``.
 
     ``start`` (``--from``): apply what happened before that many seconds into the
     recording at once, then replay the rest with its timing; ``at``: only bring the target
@@ -222,7 +224,12 @@ async def replay(
     if spd <= 0 or delay < 0:
         raise InvalidArgumentError("speed must be above 0 and max delay 0 or more")
     st = open_wrapped(store, jobs)
-    log = rec if not isinstance(rec, str) else await load(st, rec)
+    if not isinstance(rec, str):
+        log = rec
+    elif is_release_ref(rec):
+        log = await load_release(st, rec)
+    else:
+        log = await load(st, rec)
     if chaos is not None:
         from .chaos import perturb
 
