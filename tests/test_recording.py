@@ -280,6 +280,87 @@ def test_burst_of_writes_overflowing_the_queue(tmp_path: Path) -> None:
     assert rep.verified is True
 
 
+def _max_queued_events() -> int:
+    with open("/proc/sys/fs/inotify/max_queued_events") as f:
+        return int(f.read())
+
+
+def _overflowing_writer(src: Path, ops: int) -> None:
+    """``ops`` operations, each naming a different file from the one before (the kernel
+    merges an event only into an identical last one, so every operation queues at least one
+    event): creates, appends round-robin over the live files, deletes; last a sentinel. The
+    directories exist already: one made while the recorder is stopped has no watch yet."""
+    live: list[Path] = []
+    for i in range(ops):
+        if i % 50 == 0 or not live:
+            p = src / f"d{i % 7}" / f"f{i}.xml"
+            p.write_text(f"<x>{i}</x>\n")
+            live.append(p)
+        elif i % 97 == 0 and len(live) > 1:
+            live.pop(0).unlink()
+        else:
+            with open(live[i % len(live)], "a") as f:
+                f.write(f"{i}\n")
+    (src / "sentinel").write_text("written last")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify's queue")
+def test_overflow_of_a_stopped_recorder_is_detected_and_reconciled(tmp_path: Path) -> None:
+    """The recorder is stopped (SIGSTOP) while a writer queues more events than inotify
+    holds, so the kernel reports IN_Q_OVERFLOW once it runs again: the recorder must count
+    it, walk the tree, and seal a final checkpoint equal to the directory's id."""
+    src, store = tmp_path / "src", uri(tmp_path / "store")
+    write(src / "a", "1")
+    for d in range(7):
+        (src / f"d{d}").mkdir()
+    ops = _max_queued_events() + 2000
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snapdir", "record", str(src), "--store", store, "--name",
+         "ovf", "--checkpoint-every", "1h", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(), text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        head = tmp_path / "store" / ".snapdir" / "recordings" / "ovf" / "head"
+        while not (head.is_dir() and any(head.iterdir())):
+            assert proc.poll() is None, proc.stderr
+            assert time.monotonic() < deadline, "the recorder did not start"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            _overflowing_writer(src, ops)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        # The sentinel's own notification was dropped with the overflow: only the walk the
+        # overflow triggers records it (the recording is read back live, chain verified).
+        from snapdir._common import open_wrapped
+        from snapdir.recording import load
+
+        wrapped = open_wrapped(store)
+        deadline = time.monotonic() + 120
+        while True:
+            log = anyio.run(load, wrapped, "ovf")
+            if any(p == "sentinel" for _, _, p in log.outline()):
+                break
+            assert proc.poll() is None, "the recorder exited"
+            assert time.monotonic() < deadline, "never reconciled"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    doc = json.loads(out)
+    assert doc["overflows"] >= 1
+    assert doc["final_checkpoint"] == anyio.run(snapdir.id, src)
+    rep = anyio.run(lambda: replay("ovf", store, tmp_path / "out", mode="burst"))
+    assert rep.verified is True
+    assert rep.final_checkpoint == doc["final_checkpoint"]
+
+
 @pytest.fixture
 def s3_store(seaweedfs: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
     client = seaweedfs.client()
@@ -385,6 +466,182 @@ def test_chaos_is_reproducible_and_still_verifies(tmp_path: Path) -> None:
                 on_event=lambda e: plain.append((e["k"], e.get("p", ""))))
     )  # fmt: skip
     assert seen[0] != plain
+
+
+def _nested_recording(tmp_path: Path, store: str) -> None:
+    """A recording (from two snapshots, so its events are fixed) that makes directories
+    with files and subdirectories inside them."""
+    from snapdir.recording.snapshots import record_from_snapshots
+
+    tree = tmp_path / "tree"
+    write(tree / "top.txt", "top")
+    ids = [anyio.run(partial(snapdir.push, tree, store))]
+    for d in range(4):
+        write(tree / f"new{d}" / "a.xml", f"<a>{d}</a>" * 40)
+        write(tree / f"new{d}" / "deep" / "b.xml", f"<b>{d}</b>")
+    write(tree / "top.txt", "top, rewritten " * 100)
+    ids.append(anyio.run(partial(snapdir.push, tree, store)))
+    anyio.run(partial(record_from_snapshots, ids, store, name="nested"))
+
+
+def _replayed(tmp_path: Path, store: str, out: str, **kw: Any) -> list[tuple[str, str]]:
+    got: list[tuple[str, str]] = []
+    rep = anyio.run(
+        partial(replay, "nested", store, tmp_path / out, mode="burst",
+                on_event=lambda e: got.append((e["k"], e.get("p", ""))), **kw)
+    )  # fmt: skip
+    assert rep.verified is True
+    return got
+
+
+def _children_before_parents(seq: list[tuple[str, str]]) -> list[str]:
+    made: set[str] = set()
+    early = []
+    for k, p in seq:
+        if k == "mkdir":
+            made.add(p)
+        parent = p.rsplit("/", 1)[0] if "/" in p else ""
+        if k in ("create", "mkdir") and parent and parent not in made:
+            early.append(p)
+    return early
+
+
+def test_chaos_children_first_is_reproducible_and_verifies(tmp_path: Path) -> None:
+    store = uri(tmp_path / "store")
+    _nested_recording(tmp_path, store)
+    plain = _replayed(tmp_path, store, "plain", chaos=3)
+    assert _children_before_parents(plain) == []
+    first = [_replayed(tmp_path, store, f"c{k}", chaos=3, chaos_children_first=True,
+                       chaos_split_writes=3) for k in range(2)]  # fmt: skip
+    assert first[0] == first[1]
+    early = _children_before_parents(first[0])
+    assert early  # children reported (and made) before their parent's mkdir
+    assert all(p.startswith("new") for p in early)
+    other = _replayed(tmp_path, store, "other", chaos=4, chaos_children_first=True)
+    assert other != first[0]
+    # a directory made on the way ends with the mode its mkdir recorded
+    assert (tmp_path / "c0" / "new0").stat().st_mode & 0o777 == (
+        tmp_path / "tree" / "new0"
+    ).stat().st_mode & 0o777
+
+
+def test_chaos_options_need_a_seed(tmp_path: Path) -> None:
+    store = uri(tmp_path / "store")
+    _nested_recording(tmp_path, store)
+    with pytest.raises(InvalidArgumentError):
+        _replayed(tmp_path, store, "x", chaos_children_first=True)
+    with pytest.raises(InvalidArgumentError):
+        _replayed(tmp_path, store, "y", chaos=1, chaos_split_writes=0)
+    proc = run_cli("replay", "nested", str(tmp_path / "z"), "--store", store,
+                   "--chaos-split-writes", "4")  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    proc = run_cli("--json", "replay", "nested", str(tmp_path / "w"), "--store", store,
+                   "--burst", "--chaos", "9", "--chaos-children-first",
+                   "--chaos-split-writes", "4")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["verified"] is True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+def test_chaos_split_write_is_seen_by_a_watcher_as_several_events(tmp_path: Path) -> None:
+    """The recorder's own notification source watches the target: a write split in N
+    chunks is N opens, modifications and closes there, not one of each."""
+    from snapdir._snapdir import Watch
+
+    store = uri(tmp_path / "store")
+    _nested_recording(tmp_path, store)
+
+    def notifications(out: str, split: int) -> int:
+        target = tmp_path / out
+        target.mkdir()
+        w = Watch(str(target))
+        try:
+            _replayed(tmp_path, store, out, chaos=2, chaos_split_writes=split)
+            (target / "sentinel").write_text("last")  # inotify keeps the order
+            seen: list[str] = []
+            deadline = time.monotonic() + 30
+            while str(target / "sentinel") not in seen:
+                assert time.monotonic() < deadline
+                paths, _overflow, _ = w.next_batch(1.0, 100_000)
+                seen += [str(p) for p in paths]
+        finally:
+            w.close()
+        return seen.count(str(target / "top.txt"))
+
+    whole, split = notifications("whole", 1), notifications("split", 4)
+    # three more chunks, each an open, a modification and a close-write (the kernel may
+    # merge the truncation's modification into the first write's in either run: one less)
+    assert split >= whole + 3 * 3 - 1, (whole, split)
+    assert (tmp_path / "split" / "top.txt").read_bytes() == (
+        tmp_path / "tree" / "top.txt"
+    ).read_bytes()
+
+
+async def _tagged_life(src: Path) -> None:
+    write(src / "sub" / "x.xml", "<x/>")
+    await anyio.sleep(0.15)
+    with open(src / "a.txt", "a") as f:  # noqa: ASYNC230
+        f.write("more\n")
+    await anyio.sleep(0.15)
+
+
+def _check_release_replay(tmp_path: Path, store: str) -> None:
+    """Two recordings tagged as releases of one name: ranges pick the recording, and the
+    checks (a taken version, a release not made by a recording, a forged message)."""
+    from snapdir.names import tag
+
+    src = tmp_path / "src"
+    write(src / "a.txt", "hello\n")
+    s1 = anyio.run(lambda: _record(src, store, _tagged_life, name="rec-a", tag="cal@1.0.0"))
+    assert s1["tag"] == "cal@1.0.0"
+    s2 = anyio.run(lambda: _record(src, store, _tagged_life, name="rec-b", tag="cal@1.1.0"))
+    assert s2["tag"] == "cal@1.1.0"
+    rep = anyio.run(lambda: replay("cal@>=1,<1.1", store, tmp_path / "o1", mode="burst"))
+    assert rep.verified is True
+    assert (rep.name, rep.target_id) == ("rec-a", s1["final_checkpoint"])
+    rep = anyio.run(lambda: replay("cal@^1", store, tmp_path / "o2", mode="burst"))
+    assert (rep.name, rep.target_id) == ("rec-b", s2["final_checkpoint"])
+    with pytest.raises(ConflictError):  # taken: refused before recording anything
+        anyio.run(lambda: _record(src, store, _tagged_life, name="rec-c", tag="cal@1.0.0"))
+    assert "rec-c" not in {r["name"] for r in anyio.run(ls, store)}
+    anyio.run(partial(tag, store, "plain@1.0.0", s1["final_checkpoint"]))
+    with pytest.raises(snapdir.NotFoundError):
+        anyio.run(lambda: replay("plain@1", store, tmp_path / "o3", mode="burst"))
+    # a release whose message names a recording that ends elsewhere is not followed
+    anyio.run(
+        partial(tag, store, "forged@1.0.0", s2["final_checkpoint"], message="recording:rec-a")
+    )
+    with pytest.raises(ConflictError):
+        anyio.run(lambda: replay("forged@1", store, tmp_path / "o4", mode="burst"))
+
+
+def test_recording_named_as_a_release(tmp_path: Path) -> None:
+    _check_release_replay(tmp_path, uri(tmp_path / "store"))
+
+
+def test_recording_named_as_a_release_on_s3(tmp_path: Path, s3_store: str) -> None:
+    _check_release_replay(tmp_path, s3_store)
+
+
+def test_cli_record_tag_and_replay_a_range(tmp_path: Path) -> None:
+    store = uri(tmp_path / "store")
+    tree = tmp_path / "tree"
+    write(tree / "a.txt", "one")
+    ids = [anyio.run(partial(snapdir.push, tree, store))]
+    write(tree / "d" / "b.txt", "two")
+    ids.append(anyio.run(partial(snapdir.push, tree, store)))
+    proc = run_cli("--json", "record", "--from-snapshots", *ids, "--store", store,
+                   "--name", "nightly", "--tag", "nightly-rec@2.0.0")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["tag"] == "nightly-rec@2.0.0"
+    proc = run_cli("--json", "record", "--from-snapshots", *ids, "--store", store,
+                   "--name", "again", "--tag", "nightly-rec@2.0.0")  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    rep = run_cli("--json", "replay", "nightly-rec@2", str(tmp_path / "out"), "--store", store,
+                  "--burst")  # fmt: skip
+    assert rep.returncode == 0, rep.stderr
+    doc = json.loads(rep.stdout)
+    assert (doc["name"], doc["target_id"], doc["verified"]) == ("nightly", ids[-1], True)
 
 
 def test_gc_roots_and_top_level_api(tmp_path: Path) -> None:

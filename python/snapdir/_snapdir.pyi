@@ -373,6 +373,8 @@ class Replayer:
         placeholders: str,
         verify_each: bool,
         store_layout: bool = False,
+        make_parents: bool = False,
+        split_writes: int = 1,
     ) -> Replayer: ...
     def run(
         self,

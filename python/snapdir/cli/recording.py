@@ -28,6 +28,7 @@ RECORD_JSON = {
     "checkpoints": "checkpoints taken (ordinary snapshots)",
     "final_checkpoint": "the last checkpoint's snapshot id: the directory when sealed",
     "overflows": "times the OS dropped notifications (each one reconciled by a walk)",
+    "tag": "the release NAME@VERSION naming the final checkpoint (--tag), or null",
 }
 REPLAY_JSON = {
     "name": "the recording replayed",
@@ -115,7 +116,19 @@ def cmd_record(args: argparse.Namespace) -> int:
                 "snapdir record --from-snapshots ID...: needs --name and no DIR",
                 code="INVALID_ARGUMENT",
             )
-        s = _anyio_run(lambda: record_from_snapshots(args.from_snapshots, store, name=args.name))
+
+        async def made() -> dict[str, Any]:
+            from .._common import open_wrapped
+            from ..recording.naming import check_tag_free, tag_final
+
+            st = open_wrapped(store)
+            release = None if args.tag is None else await check_tag_free(st, args.tag)
+            s = await record_from_snapshots(args.from_snapshots, st, name=args.name)
+            if release is not None:
+                await tag_final(st, release, s["name"], s["final_checkpoint"])
+            return {**s, "tag": release}
+
+        s = _anyio_run(made)
         if args.json:
             emit_json({k: v for k, v in s.items() if k != "schema"})
         else:
@@ -143,6 +156,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             force_text_ext=[e for v in args.force_text_ext for e in v],
             force_binary_ext=[e for v in args.force_binary_ext for e in v],
             skip_unreadable=args.skip_unreadable,
+            tag=args.tag,
         )
         await rec.start()
         info(args, f"recording {rec.dir_name()} as {rec.name!r} into {store} (Ctrl-C seals)")
@@ -194,6 +208,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             into_existing=args.into_existing,
             skip_unreadable=args.skip_unreadable,
             chaos=args.chaos,
+            chaos_children_first=args.chaos_children_first,
+            chaos_split_writes=args.chaos_split_writes,
         )
     )
     doc = rep.to_json()
@@ -309,6 +325,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     store_arg(p)
     p.add_argument("--name", metavar="NAME", help="the recording's name (default: DIR-TIME)")
     p.add_argument(
+        "--tag",
+        metavar="NAME@VERSION",
+        help="when sealed, tag the final checkpoint this release (its record's message "
+        "names the recording: replay NAME@RANGE finds it); the version must be free",
+    )
+    p.add_argument(
         "--poll",
         type=_seconds,
         metavar="INTERVAL",
@@ -373,7 +395,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "(no waiting). Content is checked against its hash before it is written; nothing is "
         "written outside TARGET, no symbolic link is followed, setuid bits are dropped.",
     )
-    p.add_argument("recording", metavar="REC", help="the recording's name")
+    p.add_argument(
+        "recording",
+        metavar="REC",
+        help="the recording's name, or a release made by record --tag (NAME@RANGE, NAME@CHANNEL)",
+    )
     p.add_argument("target", metavar="TARGET", help="the directory to replay into")
     store_arg(p)
     modes = p.add_mutually_exclusive_group()
@@ -422,6 +448,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="SEED",
         help="a reproducible perturbed replay: events reordered within windows (each "
         "path's causality kept), some modifications duplicated",
+    )
+    p.add_argument(
+        "--chaos-children-first",
+        action="store_true",
+        help="with --chaos: in each window, one event making something inside a new "
+        "directory is applied before that directory's mkdir (missing parents are made "
+        "on the way, mode 0700; the mkdir then sets the mode)",
+    )
+    p.add_argument(
+        "--chaos-split-writes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --chaos: write every create, write and append of at least N bytes in N "
+        "chunks, each its own open, write and close, so a watcher sees each chunk "
+        "(1 to 1024; default 1: whole)",
     )
     p.set_defaults(handler=cmd_replay)
 

@@ -89,7 +89,9 @@ class Recorder:
     exit; or call :meth:`start`, :meth:`run` and :meth:`seal`. ``content``: ``all`` keeps
     every file's bytes, ``text`` makes binary files placeholders, ``none`` keeps none;
     ``placeholder`` globs and ``force_binary_ext`` always make placeholders,
-    ``force_text_ext`` always keeps bytes."""
+    ``force_text_ext`` always keeps bytes. ``tag`` (``NAME@VERSION``): when sealed, the
+    final checkpoint is tagged that release, naming this recording
+    (:mod:`snapdir.recording.naming`; checked free when recording starts)."""
 
     def __init__(
         self,
@@ -106,6 +108,7 @@ class Recorder:
         skip_unreadable: bool = False,
         flush_interval: float = 0.25,
         journal: bool = True,
+        tag: str | None = None,
     ) -> None:
         from .._common import open_wrapped
 
@@ -131,6 +134,7 @@ class Recorder:
         self.skip_unreadable = skip_unreadable
         self.flush_interval = flush_interval
         self.journal = journal
+        self.tag = tag
         self.model: dict[str, _Entry] = {}
         self.events: list[dict[str, Any]] = []
         self.staged: dict[str, tuple[str, int]] = {}
@@ -168,6 +172,10 @@ class Recorder:
         from .._snapdir import Watch
 
         keys_of(self.store)  # refuse a store without create-only keys before any work
+        if self.tag is not None:
+            from .naming import check_tag_free
+
+            self.tag = await check_tag_free(self.store, self.tag)
         self._tmp = tempfile.mkdtemp(prefix="snapdir-record-")
         self._stop = anyio.Event()
         self.t0 = time.monotonic()
@@ -276,6 +284,7 @@ class Recorder:
                 "checkpoints": len(self.checkpoint_ids),
                 "final_checkpoint": final,
                 "overflows": self.overflows,
+                "tag": self.tag,
             }
             body = json.dumps(self.summary, sort_keys=True).encode() + b"\n"
             await keys_of(self.store).put_if_absent(
@@ -295,6 +304,10 @@ class Recorder:
                     nbytes=logical,
                     labels=(f"recording:{self.name}",),
                 )
+            if self.tag is not None:
+                from .naming import tag_final
+
+                await tag_final(self.store, self.tag, self.name, final)
             return self.summary
         finally:
             shutil.rmtree(self._tmp, ignore_errors=True)

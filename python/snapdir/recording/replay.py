@@ -20,12 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ConflictError, HashMismatchError, InvalidArgumentError, UnsafePathError
 from .layout import load
+from .naming import is_release_ref, load_release
 
 if TYPE_CHECKING:
     from .._snapdir import RecordingLog
     from ..stores import Store
 
-__all__ = ["MODES", "ReplayReport", "replay"]
+__all__ = ["MAX_SPLIT_WRITES", "MODES", "ReplayReport", "replay"]
+
+#: The most chunks ``--chaos-split-writes`` splits one write into (the Rust side's bound).
+MAX_SPLIT_WRITES = 1024
 
 #: mode → (speed, max delay in seconds); inf = no cap / no waiting.
 MODES: dict[str, tuple[float, float]] = {
@@ -177,9 +181,12 @@ async def replay(
     skip_unreadable: bool = False,
     on_event: Callable[[dict[str, Any]], Any] | None = None,
     chaos: int | None = None,
+    chaos_children_first: bool = False,
+    chaos_split_writes: int = 1,
     jobs: int = 16,
 ) -> ReplayReport:
-    """Replay recording ``rec`` (a name in ``store``) into ``target``.
+    """Replay recording ``rec`` (a name in ``store``, or a release ref such as
+    ``NAME@RANGE`` made by ``record --tag``) into ``target``.
 
     ``start`` (``--from``): apply what happened before that many seconds into the
     recording at once, then replay the rest with its timing; ``at``: only bring the target
@@ -187,7 +194,10 @@ async def replay(
     id equals the last checkpoint replayed, placeholders compared by size), ``each`` (every
     checkpoint, and every file's hash after each write) or ``none``. ``on_event`` is
     called with each event (a dict) after it is applied. ``chaos``: a seed for a
-    reproducible perturbed replay (:mod:`snapdir.recording.chaos`)."""
+    reproducible perturbed replay (:mod:`snapdir.recording.chaos`), with
+    ``chaos_children_first`` (some children applied before their parent's ``mkdir``) and
+    ``chaos_split_writes`` (content written in that many chunks) as further
+    perturbations."""
     from .._common import open_wrapped
     from .._snapdir import Replayer
     from ..stores._base import ObjectGet
@@ -200,17 +210,30 @@ async def replay(
         raise InvalidArgumentError(f"invalid placeholder mode {placeholder!r}: zeros or sparse")
     if start is not None and at is not None:
         raise InvalidArgumentError("give --from or --at, not both")
+    if (chaos_children_first or chaos_split_writes != 1) and chaos is None:
+        raise InvalidArgumentError(
+            "--chaos-children-first and --chaos-split-writes need --chaos SEED"
+        )
+    if not 1 <= chaos_split_writes <= MAX_SPLIT_WRITES:
+        raise InvalidArgumentError(
+            f"invalid --chaos-split-writes {chaos_split_writes}: 1 to {MAX_SPLIT_WRITES}"
+        )
     spd, delay = MODES[mode]
     spd = spd if speed is None else float(speed)
     delay = delay if max_delay is None else float(max_delay)
     if spd <= 0 or delay < 0:
         raise InvalidArgumentError("speed must be above 0 and max delay 0 or more")
     st = open_wrapped(store, jobs)
-    log = rec if not isinstance(rec, str) else await load(st, rec)
+    if not isinstance(rec, str):
+        log = rec
+    elif is_release_ref(rec):
+        log = await load_release(st, rec)
+    else:
+        log = await load(st, rec)
     if chaos is not None:
         from .chaos import perturb
 
-        log = perturb(log, chaos)
+        log = perturb(log, chaos, children_first=chaos_children_first)
     dest = os.path.abspath(os.fspath(target))  # noqa: ASYNC240 (no I/O)
     _prepare_target(dest, into_existing)
     outline = log.outline()
@@ -246,7 +269,18 @@ async def replay(
                 [ObjectGet(d, os.path.join(objdir, d), size) for d, size in objects], jobs=jobs
             )
             source, in_place = objdir, False
-        r = Replayer(log, dest, source, spd, delay, placeholder, verify == "each", in_place)
+        r = Replayer(
+            log,
+            dest,
+            source,
+            spd,
+            delay,
+            placeholder,
+            verify == "each",
+            in_place,
+            chaos_children_first,
+            chaos_split_writes,
+        )
         ph = unread = 0
         verified_cps = 0
         i = 0

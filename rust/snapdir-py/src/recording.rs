@@ -250,7 +250,7 @@ pub struct Replayer {
 #[pymethods]
 impl Replayer {
     #[new]
-    #[pyo3(signature = (log, target, objects, speed, max_delay, placeholders, verify_each, store_layout=false))]
+    #[pyo3(signature = (log, target, objects, speed, max_delay, placeholders, verify_each, store_layout=false, make_parents=false, split_writes=1))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -262,6 +262,8 @@ impl Replayer {
         placeholders: &str,
         verify_each: bool,
         store_layout: bool,
+        make_parents: bool,
+        split_writes: u64,
     ) -> PyResult<Self> {
         let ph = match placeholders {
             "zeros" => apply::Placeholders::Zeros,
@@ -271,8 +273,15 @@ impl Replayer {
         if speed.is_nan() || speed <= 0.0 || max_delay.is_nan() || max_delay < 0.0 {
             return Err(invalid(py, "speed must be > 0 and max delay >= 0".into()));
         }
-        let t = apply::Target::open(&target, &objects, store_layout, ph, verify_each)
+        if split_writes == 0 || split_writes > apply::MAX_SPLIT {
+            return Err(invalid(
+                py,
+                format!("split writes must be 1 to {}", apply::MAX_SPLIT),
+            ));
+        }
+        let mut t = apply::Target::open(&target, &objects, store_layout, ph, verify_each)
             .map_err(|e| to_py_err(py, e))?;
+        t.set_chaos(make_parents, split_writes);
         Ok(Replayer {
             log: log.inner.clone(),
             state: Mutex::new(ReplayState {

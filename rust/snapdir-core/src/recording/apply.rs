@@ -4,6 +4,12 @@
 //! opened target with `O_NOFOLLOW` (an existing symbolic link is never followed, so nothing
 //! is written outside the target), permissions are applied without setuid, setgid or sticky
 //! bits, and content is checked against its hash before it is written.
+//!
+//! Two perturbations serve `replay --chaos` (both off unless asked for, see
+//! [`Target::set_chaos`]): missing parent directories made on the way (so an event for a
+//! child can be applied before its parent's `mkdir`), and content written in chunks, each
+//! one its own open, write and close, so a watcher sees every chunk (the kernel merges a
+//! notification only into an identical one just before it).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -38,7 +44,12 @@ pub struct Target {
     store_layout: bool,
     placeholders: Placeholders,
     verify_each: bool,
+    make_parents: bool,
+    split_writes: u64,
 }
+
+/// The most chunks one write is split into.
+pub const MAX_SPLIT: u64 = 1024;
 
 const MODE_MASK: u32 = 0o777;
 const SMALL: u64 = 8 << 20;
@@ -78,6 +89,20 @@ impl Content {
             Content::File(mut f) => io::copy(&mut f, out).map(|_| ()),
         }
     }
+
+    /// Writes the first `n` bytes not written yet.
+    fn write_part(&mut self, out: &mut File, done: u64, n: u64) -> io::Result<()> {
+        match self {
+            Content::Bytes(b) => out.write_all(&b[done as usize..(done + n) as usize]),
+            Content::File(f) => {
+                let k = io::copy(&mut f.take(n), out)?;
+                if k != n {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 fn hash_file(f: &mut File) -> io::Result<(Digest, u64)> {
@@ -114,7 +139,19 @@ impl Target {
             store_layout,
             placeholders,
             verify_each,
+            make_parents: false,
+            split_writes: 1,
         })
+    }
+
+    /// `replay --chaos`: with `make_parents`, a missing parent directory of an event's path
+    /// is made (mode 0700, as `mkdir` starts; the parent's own `mkdir` event sets its mode
+    /// when it comes); with `split_writes` above 1, content of at least that many bytes is
+    /// written in that many chunks (at most [`MAX_SPLIT`]), each its own open, write and
+    /// close.
+    pub fn set_chaos(&mut self, make_parents: bool, split_writes: u64) {
+        self.make_parents = make_parents;
+        self.split_writes = split_writes.clamp(1, MAX_SPLIT);
     }
 
     /// The directory holding `rel` and its last name.
@@ -129,9 +166,14 @@ impl Target {
             .map_err(|e| unsafe_path(&self.path, rel, e))?;
         if !dir.is_empty() {
             for comp in dir.split('/') {
-                d = d
-                    .open_dir(comp.as_bytes())
-                    .map_err(|e| unsafe_path(&self.path, rel, e))?;
+                let c = comp.as_bytes();
+                d = match d.open_dir(c) {
+                    Err(e) if self.make_parents && e.raw_os_error() == Some(libc::ENOENT) => {
+                        d.mkdir(c, 0o700).and_then(|_| d.open_dir(c))
+                    }
+                    other => other,
+                }
+                .map_err(|e| unsafe_path(&self.path, rel, e))?;
             }
         }
         Ok((d, name.as_bytes()))
@@ -197,6 +239,34 @@ impl Target {
             .map_err(|e| unsafe_path(&self.path, rel, e))
     }
 
+    /// Writes `src` (`size` bytes) to `out` (`name`, opened), whole or in chunks, each
+    /// chunk after the first through a new `O_APPEND` handle. Returns the last handle.
+    fn write_content(
+        &self,
+        (d, name, rel): (&Dir, &[u8], &str),
+        mut out: File,
+        mut src: Content,
+        size: u64,
+    ) -> Result<File> {
+        let io = |err: io::Error| unsafe_path(&self.path, rel, err);
+        let n = self.split_writes;
+        if n <= 1 || size < n {
+            src.write_to(&mut out).map_err(io)?;
+            return Ok(out);
+        }
+        let mut done = 0;
+        for i in 0..n {
+            if i > 0 {
+                drop(out);
+                out = self.open_write(d, name, rel, libc::O_APPEND)?;
+            }
+            let k = if i + 1 == n { size - done } else { size / n };
+            src.write_part(&mut out, done, k).map_err(io)?;
+            done += k;
+        }
+        Ok(out)
+    }
+
     fn check_full(&self, d: &Dir, name: &[u8], rel: &str, full: &Digest) -> Result<()> {
         let mut f = d
             .open_file_at(name, false)
@@ -245,8 +315,8 @@ impl Target {
             }
             Op::Create { mode, obj, size } | Op::Write { mode, obj, size } => {
                 let src = self.object(obj, *size, rel)?;
-                let mut out = self.open_write(&d, name, rel, libc::O_CREAT | libc::O_TRUNC)?;
-                src.write_to(&mut out).map_err(io)?;
+                let out = self.open_write(&d, name, rel, libc::O_CREAT | libc::O_TRUNC)?;
+                let out = self.write_content((&d, name, rel), out, src, *size)?;
                 fchmod(&out, mode & MODE_MASK).map_err(io)?;
                 drop(out);
                 if self.verify_each {
@@ -260,7 +330,7 @@ impl Target {
                 full,
             } => {
                 let src = self.object(obj, size - offset, rel)?;
-                let mut out = self.open_write(&d, name, rel, libc::O_APPEND)?;
+                let out = self.open_write(&d, name, rel, libc::O_APPEND)?;
                 let have = out.metadata().map_err(io)?.len();
                 if have != *offset {
                     return Err(Error::new(
@@ -271,7 +341,7 @@ impl Target {
                         ),
                     ));
                 }
-                src.write_to(&mut out).map_err(io)?;
+                let out = self.write_content((&d, name, rel), out, src, size - offset)?;
                 drop(out);
                 if self.verify_each {
                     self.check_full(&d, name, rel, full)?;
