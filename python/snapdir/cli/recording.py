@@ -300,7 +300,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``record``, ``replay`` and ``recording`` to the CLI's sub-parsers."""
-    from ._common import Parser, add_command
+    from ._common import add_command, add_group
 
     p = add_command(
         sub,
@@ -467,17 +467,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(handler=cmd_replay)
 
-    top = sub.add_parser(
+    actions = add_group(
+        sub,
         "recording",
-        parents=[common],
+        common,
         help="list, describe, import and export recordings: ls, info, import, export",
         description="The recordings in a store: ls lists them, info verifies one and "
         "describes it, import reads an epuplayer archive, export writes one.",
     )
-    actions = top.add_subparsers(
-        dest="recording_command", metavar="ACTION", parser_class=Parser, title="actions"
-    )
-    actions.required = True
     p = add_command(
         actions,
         "ls",

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Sequence
@@ -80,6 +81,44 @@ def parse_duration(value: str | float | None) -> float | None:
     if count is not None:
         return float(count)
     return secs
+
+
+#: A recorder's staging directory in the system's temporary directory: its PID, then
+#: mkdtemp's random part. The PID lets a later recorder remove what a killed one left.
+STAGING_PREFIX = "snapdir-record-"
+
+
+def staging_dir() -> str:
+    """A fresh staging directory for this recorder, after removing those of recorders that
+    are gone (killed with -9, the machine lost): a recording survives its recorder's crash,
+    its scratch files must not pile up. Only a real directory of this user whose recorder
+    PID no longer exists is removed; a name that does not parse is left alone."""
+    base = tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(base):
+            rest = name[len(STAGING_PREFIX) :] if name.startswith(STAGING_PREFIX) else ""
+            pid, sep, _ = rest.partition("-")
+            if not (sep and pid.isdigit()) or _alive(int(pid)):
+                continue
+            path = os.path.join(base, name)
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+                    shutil.rmtree(path, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-")
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts: it may be a recorder)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 class Recorder:
@@ -176,7 +215,7 @@ class Recorder:
             from .naming import check_tag_free
 
             self.tag = await check_tag_free(self.store, self.tag)
-        self._tmp = tempfile.mkdtemp(prefix="snapdir-record-")
+        self._tmp = staging_dir()
         self._stop = anyio.Event()
         self.t0 = time.monotonic()
         self.started = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
