@@ -407,8 +407,10 @@ async def protect(
 ) -> AsyncIterator[Guard]:
     """Protect content from concurrent collection while it is uploaded and named (see the
     module docstring). ``manifest`` is the pending snapshot (its text, or the manifest
-    itself, which is then never rendered as a Python string; ``snapshot_id`` its id), ``objects`` raw digests uploaded outside a manifest. A store without the key
-    methods keeps no journal and has no collector: the guard does nothing there."""
+    itself, which a ``file://`` store then writes without a Python string of it;
+    ``snapshot_id`` its id), ``objects`` raw digests uploaded outside a manifest. A store
+    without the key methods keeps no journal and has no collector: the guard does nothing
+    there."""
     if not has_keys(store):
         yield Guard(None, snapshot_id, manifest, objects, ttl, poll)
         return
