@@ -320,7 +320,9 @@ impl StatCache {
     pub fn dir(&self, rel: &str) -> Option<OldDir> {
         let &idx = self.dirs.get(rel)?;
         let bytes = self.record_bytes(idx)?;
-        let rec = parse_dir(&bytes, 0).filter(|(r, _, end)| *r == rel && *end == bytes.len())?.1;
+        let rec = parse_dir(&bytes, 0)
+            .filter(|(r, _, end)| *r == rel && *end == bytes.len())?
+            .1;
         let rec = DirRec { bytes, ..rec };
         Some(OldDir {
             idx,
@@ -333,7 +335,10 @@ impl StatCache {
         use std::os::unix::fs::FileExt;
         let loc = self.locs.get(idx)?;
         let mut bytes = vec![0u8; loc.len as usize];
-        self.file.as_ref()?.read_exact_at(&mut bytes, loc.start).ok()?;
+        self.file
+            .as_ref()?
+            .read_exact_at(&mut bytes, loc.start)
+            .ok()?;
         (record_sum(&bytes) == loc.sum).then_some(bytes)
     }
 
@@ -555,9 +560,7 @@ pub fn read_cache_file(path: &Path) -> std::result::Result<Option<Vec<u8>>, Stri
 }
 
 /// As [`read_cache_file`], also returning the file, still open (to read parts back from).
-fn read_cache_file_open(
-    path: &Path,
-) -> std::result::Result<Option<(Vec<u8>, fs::File)>, String> {
+fn read_cache_file_open(path: &Path) -> std::result::Result<Option<(Vec<u8>, fs::File)>, String> {
     use std::os::unix::fs::MetadataExt;
     let shown = crate::error::display_path(path);
     let refused = |why: String| format!("ignoring the cache file {shown}: {why}");
@@ -1234,6 +1237,57 @@ mod tests {
         }
     }
 
+    /// Records are read back from the open file when a directory is reached: a file
+    /// renamed over it meanwhile (another walk's) changes nothing, and bytes changed in
+    /// place after it was validated make that directory a miss, never a wrong record.
+    #[test]
+    fn records_are_read_back_per_directory_and_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Path::new("/r");
+        let f = cache_file(d.path(), root, false, &[], &[]);
+        let now = now_ns();
+        let kid = |name: &'static [u8]| FreshChild {
+            name,
+            dtype: libc::DT_REG,
+            rec: Some(rec(1)),
+        };
+        let dirs = vec![
+            fresh("./", 1, vec![kid(b"a"), kid(b"d")]).finish(None, now),
+            fresh("./d/", 1, vec![kid(b"x")]).finish(None, now),
+        ];
+        save(&f, root, &[EXT4], &dirs, None, now).unwrap();
+        let c = StatCache::load(&f, root);
+        assert_eq!((c.len(), c.files()), (2, 3));
+        // Another walk renames a new file over it: the loaded cache still reads its own.
+        save(&f, root, &[EXT4], &dirs[..1], None, now).unwrap();
+        assert_eq!(
+            c.dir("./d/").unwrap().find(b"x").unwrap().rec(),
+            Some(rec(1))
+        );
+        // Bytes changed in place (same inode) after validation: that record is a miss.
+        let c = StatCache::load(&f, root);
+        assert_eq!(c.len(), 1);
+        let mut data = fs::read(&f).unwrap();
+        let at = data.len() - 1; // the last byte of the last checksum of the record
+        data[at] ^= 1;
+        let mut w = fs::OpenOptions::new().write(true).open(&f).unwrap();
+        w.write_all(&data).unwrap();
+        drop(w);
+        assert!(c.dir("./").is_none());
+        // Nor is it copied into the next file as an unchanged record.
+        let g = d.path().join("next");
+        save(&g, root, &[EXT4], &[Fresh::Old(0)], Some(&c), now).unwrap();
+        assert!(StatCache::load(&g, root).is_empty());
+        // A truncated file reads nothing back (no error, no panic).
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_len(10)
+            .unwrap();
+        assert!(c.dir("./").is_none());
+    }
+
     #[test]
     fn other_versions_and_unsorted_listings_are_ignored() {
         let d = tempfile::tempdir().unwrap();
@@ -1537,7 +1591,10 @@ mod tests {
             let sum = checksum(&head, &body);
             head.extend_from_slice(&sum);
             head.extend_from_slice(&body);
-            assert!(parse(&head, root, None).is_none(), "ndev {ndev} count {count}");
+            assert!(
+                parse(&head, root, None).is_none(),
+                "ndev {ndev} count {count}"
+            );
         }
     }
 }

@@ -23,9 +23,7 @@ use crate::error::{display_path, escape_bytes, Code, Error, Result};
 use crate::fsx::Dir;
 use crate::hash::{hash_opened_mapped, HashOutcome, Stamp};
 use crate::manifest::{Digest, Entry, Kind, Manifest};
-use crate::statcache::{
-    self, DirStamp, Fresh, FreshChild, FreshDir, FsId, OldDir, Rec, StatCache,
-};
+use crate::statcache::{self, DirStamp, Fresh, FreshChild, FreshDir, FsId, OldDir, Rec, StatCache};
 
 /// Counters a caller may poll from another thread to draw progress.
 #[derive(Debug, Default)]
@@ -680,11 +678,7 @@ fn close_beyond_window(ctx: &Ctx<'_>, stack: &mut [Frame<'_>]) {
 /// (device and inode), as GNU fts does; another directory there means the tree moved while
 /// it was read (`IN_FLUX`). A child entered through a link has another `..`: the parent is
 /// then reopened by name from the nearest ancestor still open, every step checked alike.
-fn reopen_parent<'c>(
-    ctx: &'c Ctx<'_>,
-    stack: &mut [Frame<'c>],
-    child: &Frame<'c>,
-) -> Result<()> {
+fn reopen_parent<'c>(ctx: &'c Ctx<'_>, stack: &mut [Frame<'c>], child: &Frame<'c>) -> Result<()> {
     let p = stack.len() - 1;
     let moved = |rel: &str| {
         Error::in_flux(
@@ -962,7 +956,9 @@ fn finish_dir(ctx: &Ctx<'_>, frame: Frame<'_>) -> Result<(Summary, String)> {
     let summary = Summary {
         checksum,
         size,
-        same: old.as_ref().is_some_and(|o| o.digest() == checksum && o.size() == size),
+        same: old
+            .as_ref()
+            .is_some_and(|o| o.digest() == checksum && o.size() == size),
     };
     Ok((summary, rel))
 }
