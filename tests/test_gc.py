@@ -336,6 +336,44 @@ def test_an_expired_intent_is_reported_and_removed(tmp_path: Path) -> None:
     arun(body)
 
 
+def test_an_intent_written_from_the_manifest_is_the_intent_of_its_text(tmp_path: Path) -> None:
+    """A guard given the walked manifest itself (no-op push of millions of files: no Python
+    string of the text) writes the same bytes as one given the text: from Rust after the
+    header on `file://`, built once elsewhere."""
+    from snapdir.stores._base import put_if_absent_of
+
+    uri = "file://" + str(tmp_path / "store")
+    root = tmp_path / "store"
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.data = b""
+
+        async def put_if_absent(self, key: str, data: bytes) -> bool:
+            self.data = data
+            return True
+
+    async def body() -> None:
+        _, _, ig = await prepare(uri, tmp_path)
+        st = open_wrapped(uri)
+        m = await st.get_manifest(ig)
+        want = intents_mod.intent_body(ig, m.raw, [])
+        head = intents_mod.intent_head(ig, True, [])
+        key = INTENTS + "1" * 32
+        assert await put_if_absent_of(st, key, head, m)
+        assert (root / key).read_bytes() == want
+        assert intents_mod.parse_intent(key, datetime.now(timezone.utc), want).manifest == m
+        assert not await put_if_absent_of(st, key, head, m)  # create-only, as put_if_absent
+        other = Recorder()
+        assert await put_if_absent_of(other, key, head, m)
+        assert other.data == want
+        async with intents_mod.protect(st, snapshot_id=ig, manifest=m) as guard:
+            assert guard.key is not None
+            assert (root / guard.key).read_bytes().endswith(want[len(head) :])
+
+    arun(body)
+
+
 def test_a_collector_stopped_between_manifests_and_objects(
     backend: Backend, tmp_path: Path
 ) -> None:

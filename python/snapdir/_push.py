@@ -240,7 +240,7 @@ async def _push_content(
         if manifest:
             await st.put_manifest(sid, m.raw)
 
-    async with _guard(st if guarded else None, sid, m.raw) as guard:
+    async with _guard(st if guarded else None, sid, m) as guard:
         before = st.request_count()
         if not repair and await st.has_manifest(sid):
             await guard.settle(reupload)
@@ -272,7 +272,7 @@ async def _push_content(
 
 
 def _guard(
-    store: Store | None, snapshot_id: str, manifest: str
+    store: Store | None, snapshot_id: str, manifest: _snapdir.Manifest
 ) -> AbstractAsyncContextManager[Guard]:
     """An intent protecting the pending snapshot, or (no store: a push into the local
     cache, which keeps no journal and has no collector) a guard that does nothing."""
@@ -341,7 +341,7 @@ async def _push_tree(
         if manifest:
             await store.put_manifest(m.id, m.raw)
 
-    async with _guard(guard_store, m.id, m.raw) as guard:
+    async with _guard(guard_store, m.id, m) as guard:
         await guard.settle(reupload, everything=True)
         if not done.noop:
             await put_manifest_of(store, m.id, m)

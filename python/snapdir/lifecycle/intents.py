@@ -108,16 +108,21 @@ class Intent:
 def intent_body(snapshot_id: str | None, manifest: str | None, objects: Sequence[str]) -> bytes:
     """One JSON header line (``schema``, ``snapshot``, ``objects``, ``tool``), then the
     manifest text, if any."""
+    body = intent_head(snapshot_id, manifest is not None, objects)
+    return body + (manifest.encode() + b"\n" if manifest is not None else b"")
+
+
+def intent_head(snapshot_id: str | None, with_manifest: bool, objects: Sequence[str]) -> bytes:
+    """The header line of :func:`intent_body` (what precedes the manifest's stored form)."""
     objs = sorted(set(objects))
     if len(objs) > MAX_INTENT_OBJECTS or any(not _HEX64.fullmatch(o) for o in objs):
         raise InvalidArgumentError(
             f"an intent names at most {MAX_INTENT_OBJECTS} objects, each 64 lowercase hex"
         )
-    if (snapshot_id is None) != (manifest is None):
+    if (snapshot_id is None) == with_manifest:
         raise InvalidArgumentError("an intent's snapshot id and manifest come together")
     head = {"schema": 1, "snapshot": snapshot_id, "objects": objs, "tool": _tool()}
-    body = json.dumps(head, separators=(",", ":"), sort_keys=True).encode() + b"\n"
-    return body + (manifest.encode() + b"\n" if manifest is not None else b"")
+    return json.dumps(head, separators=(",", ":"), sort_keys=True).encode() + b"\n"
 
 
 def parse_intent(key: str, stored: datetime, data: bytes) -> Intent:
@@ -251,7 +256,7 @@ class Guard:
         self,
         store: KeyStore | None,
         snapshot_id: str | None,
-        manifest: str | None,
+        manifest: str | _snapdir.Manifest | None,
         objects: Sequence[str],
         ttl: timedelta,
         poll: float,
@@ -272,19 +277,28 @@ class Guard:
         from .._snapdir import Manifest
 
         objs = set(self._objects)
-        if self._manifest is not None:
-            objs.update(c for c, _ in Manifest.parse(self._manifest).objects())
+        m = self._manifest
+        if m is not None:
+            objs.update(c for c, _ in (Manifest.parse(m) if isinstance(m, str) else m).objects())
         return sorted(objs)
 
     async def _write(self) -> None:
         """Write a fresh intent, then list the plans: the order the argument rests on."""
         assert self._store is not None
-        body = intent_body(self.snapshot_id, self._manifest, self._objects)
+        from ..stores._base import put_if_absent_of
+
+        m = self._manifest
+        if isinstance(m, str) or m is None:
+            body, pending = intent_body(self.snapshot_id, m, self._objects), None
+        else:
+            # The manifest's stored form follows the header: a `file://` store writes it
+            # from the manifest (never as a Python string, see `put_if_absent_of`).
+            body, pending = intent_head(self.snapshot_id, True, self._objects), m
         old = self.key
         for _ in range(3):
             key = f"{INTENTS}{os.urandom(16).hex()}"
             self._written = _time.monotonic()
-            if await self._store.put_if_absent(key, body):
+            if await put_if_absent_of(self._store, key, body, pending):
                 self.key = key
                 break
         else:  # pragma: no cover (three 128-bit nonce collisions)
@@ -386,15 +400,17 @@ async def protect(
     store: Store,
     *,
     snapshot_id: str | None = None,
-    manifest: str | None = None,
+    manifest: str | _snapdir.Manifest | None = None,
     objects: Sequence[str] = (),
     ttl: timedelta = INTENT_TTL,
     poll: float = 0.2,
 ) -> AsyncIterator[Guard]:
     """Protect content from concurrent collection while it is uploaded and named (see the
-    module docstring). ``manifest`` is the pending snapshot's text (``snapshot_id`` its
-    id), ``objects`` raw digests uploaded outside a manifest. A store without the key
-    methods keeps no journal and has no collector: the guard does nothing there."""
+    module docstring). ``manifest`` is the pending snapshot (its text, or the manifest
+    itself, which a ``file://`` store then writes without a Python string of it;
+    ``snapshot_id`` its id), ``objects`` raw digests uploaded outside a manifest. A store
+    without the key methods keeps no journal and has no collector: the guard does nothing
+    there."""
     if not has_keys(store):
         yield Guard(None, snapshot_id, manifest, objects, ttl, poll)
         return

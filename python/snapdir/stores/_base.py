@@ -657,6 +657,20 @@ async def put_manifest_of(store: object, snapshot_id: str, m: _snapdir.Manifest)
         await store.put_manifest(snapshot_id, m.raw)  # type: ignore[attr-defined]
 
 
+async def put_if_absent_of(
+    store: object, key: str, head: bytes, m: _snapdir.Manifest | None
+) -> bool:
+    """``put_if_absent(key, head + stored form of m)`` (``head`` alone without ``m``): through
+    the store's own ``put_if_absent_of`` when it has one (a ``file://`` store writes the
+    manifest from Rust after ``head``, so an intent carrying a 5-million-entry manifest costs
+    no 600 MB ``str`` and ``bytes`` copies), else with the bytes built here."""
+    put = getattr(store, "put_if_absent_of", None)
+    if m is not None and put is not None:
+        return bool(await put(key, head, m))
+    data = head if m is None else head + (m.raw + "\n").encode()
+    return bool(await store.put_if_absent(key, data))  # type: ignore[attr-defined]
+
+
 def manifest_to_store(text: str, snapshot_id: str, where: str) -> bytes:
     """The bytes to store for manifest ``text`` (without its trailing newline) under
     ``snapshot_id``: the text and one newline. A text that is not this snapshot's is

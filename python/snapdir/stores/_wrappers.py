@@ -276,6 +276,14 @@ class _StoreWrapper:
     async def put_if_absent(self, key: str, data: bytes) -> bool:
         return await self._run(self._keys().put_if_absent, key, data)
 
+    async def put_if_absent_of(self, key: str, head: bytes, m: Manifest) -> bool:
+        """:func:`put_if_absent_of` through the wrapper."""
+        from ._base import put_if_absent_of
+
+        if isinstance(self, RetryingStore):  # its put_if_absent knows a retried create
+            return await self.put_if_absent(key, head + (m.raw + "\n").encode())
+        return await self._run(put_if_absent_of, self._keys(), key, head, m)
+
     async def get_bytes(self, key: str, *, max_size: int) -> bytes:
         return await self._run(self._keys().get_bytes, key, max_size=max_size)
 

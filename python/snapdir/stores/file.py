@@ -333,7 +333,15 @@ class FileStore(BaseStore):
         path = self._key_path(key)
         return await to_thread(self._put_if_absent, key, path, bytes(data))
 
-    def _put_if_absent(self, key: str, path: str, data: bytes) -> bool:
+    async def put_if_absent_of(self, key: str, head: bytes, m: _snapdir.Manifest) -> bool:
+        """:meth:`put_if_absent` of ``head`` then the stored form of ``m``, written from
+        Rust (see :func:`snapdir.stores._base.put_if_absent_of`)."""
+        path = self._key_path(key)
+        return await to_thread(self._put_if_absent, key, path, bytes(head), m)
+
+    def _put_if_absent(
+        self, key: str, path: str, data: bytes, m: _snapdir.Manifest | None = None
+    ) -> bool:
         """Write a temporary file, then ``link()`` it to the key: the link fails with
         EEXIST if anyone created the key first, and a reader sees the key whole or not at
         all (the temporary name never matches a key: keys cannot contain ``#``)."""
@@ -347,6 +355,8 @@ class FileStore(BaseStore):
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
+                if m is not None:
+                    _snapdir.manifest_write_fd(m, fd)
                 if self.durable:
                     os.fsync(fd)
             finally:

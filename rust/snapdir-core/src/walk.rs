@@ -8,7 +8,6 @@
 // on the other.
 #![allow(clippy::unnecessary_cast)]
 
-use std::borrow::Cow;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -24,9 +23,7 @@ use crate::error::{display_path, escape_bytes, Code, Error, Result};
 use crate::fsx::Dir;
 use crate::hash::{hash_opened_mapped, HashOutcome, Stamp};
 use crate::manifest::{Digest, Entry, Kind, Manifest};
-use crate::statcache::{
-    self, DirStamp, Fresh, FreshChild, FreshDir, FsId, OldChild, OldDir, Rec, StatCache,
-};
+use crate::statcache::{self, DirStamp, Fresh, FreshChild, FreshDir, FsId, OldDir, Rec, StatCache};
 
 /// Counters a caller may poll from another thread to draw progress.
 #[derive(Debug, Default)]
@@ -552,15 +549,16 @@ enum Child {
 }
 
 /// One entry of a listing: its name, `d_type`, and what the stat cache remembers of it.
-struct Listed<'a> {
-    name: Cow<'a, [u8]>,
+struct Listed {
+    name: Vec<u8>,
     dtype: u8,
-    old: Option<OldChild<'a>>,
+    /// The stat cache's record of the file, if it had one.
+    old: Option<Rec>,
 }
 
 /// A directory on the explicit stack: listed, its files hashed, its sub-directories walked
 /// one after the other.
-struct Frame<'a, 'c> {
+struct Frame<'c> {
     /// `None` once closed to stay within the window (reopened through `..` when needed).
     dir: Option<Held<'c>>,
     /// Device and inode: what a reopened descriptor must be.
@@ -572,8 +570,8 @@ struct Frame<'a, 'c> {
     rel: String,
     mode: u32,
     stamp: DirStamp,
-    old: Option<OldDir<'a>>,
-    listed: Vec<Listed<'a>>,
+    old: Option<OldDir>,
+    listed: Vec<Listed>,
     children: Vec<Child>,
     /// Indexes into `children` of the sub-directories still to walk.
     descents: Vec<usize>,
@@ -582,7 +580,7 @@ struct Frame<'a, 'c> {
     depth: usize,
 }
 
-impl Frame<'_, '_> {
+impl Frame<'_> {
     fn dir(&self) -> &Dir {
         &self
             .dir
@@ -604,7 +602,7 @@ fn walk_dir<'a, 'c>(
     chain: &[(u64, u64)],
 ) -> Result<Summary> {
     let top = list_dir(ctx, dir, rel, st, depth, false, Vec::new(), 0, chain, &[])?;
-    let mut stack: Vec<Frame<'a, 'c>> = vec![top];
+    let mut stack: Vec<Frame<'c>> = vec![top];
     loop {
         let k = stack.len() - 1;
         if let Some(slot) = stack[k].descents.pop() {
@@ -660,7 +658,7 @@ fn walk_dir<'a, 'c>(
 /// the caller of [`walk_dir`] and stays open. The open frames are always the top of the
 /// stack (frames are closed from below and reopened only at the top), so this looks at no
 /// more than the window and the frames it closes, whatever the depth.
-fn close_beyond_window(ctx: &Ctx<'_>, stack: &mut [Frame<'_, '_>]) {
+fn close_beyond_window(ctx: &Ctx<'_>, stack: &mut [Frame<'_>]) {
     let mut open = 0;
     for f in stack[1..].iter_mut().rev() {
         if f.dir.is_none() {
@@ -680,11 +678,7 @@ fn close_beyond_window(ctx: &Ctx<'_>, stack: &mut [Frame<'_, '_>]) {
 /// (device and inode), as GNU fts does; another directory there means the tree moved while
 /// it was read (`IN_FLUX`). A child entered through a link has another `..`: the parent is
 /// then reopened by name from the nearest ancestor still open, every step checked alike.
-fn reopen_parent<'c>(
-    ctx: &'c Ctx<'_>,
-    stack: &mut [Frame<'_, 'c>],
-    child: &Frame<'_, 'c>,
-) -> Result<()> {
+fn reopen_parent<'c>(ctx: &'c Ctx<'_>, stack: &mut [Frame<'c>], child: &Frame<'c>) -> Result<()> {
     let p = stack.len() - 1;
     let moved = |rel: &str| {
         Error::in_flux(
@@ -692,7 +686,7 @@ fn reopen_parent<'c>(
             "it was moved while its sub-directories were read",
         )
     };
-    let checked = |dir: Dir, frame: &Frame<'_, 'c>| -> Result<Held<'c>> {
+    let checked = |dir: Dir, frame: &Frame<'c>| -> Result<Held<'c>> {
         let st = dir
             .stat()
             .map_err(|e| Error::io("cannot stat", &ctx.path_of(&frame.rel), e))?;
@@ -774,8 +768,8 @@ fn list_dir<'a, 'c>(
     name: Vec<u8>,
     slot: usize,
     chain: &[(u64, u64)],
-    stack: &[Frame<'a, 'c>],
-) -> Result<Frame<'a, 'c>> {
+    stack: &[Frame<'c>],
+) -> Result<Frame<'c>> {
     check_cancel(ctx, &rel)?;
     let id = (st.st_dev as u64, st.st_ino as u64);
     // A directory whose own stamp is unchanged (and was settled) has the entries the cache
@@ -787,19 +781,21 @@ fn list_dir<'a, 'c>(
     } else {
         (false, false)
     };
-    let old = ctx.cache.and_then(|c| c.dir(&rel)).filter(|_| records_ok);
-    let reuse = old.filter(|o| listing_ok && o.listing_valid_for(&stamp));
+    let old = ctx.cache.filter(|_| records_ok).and_then(|c| c.dir(&rel));
+    let reuse = old
+        .as_ref()
+        .filter(|o| listing_ok && o.listing_valid_for(&stamp));
     if let (Some(_), Some(p)) = (reuse, &ctx.opts.progress) {
         p.dirs_reused.fetch_add(1, Ordering::Relaxed);
     }
-    let listed: Vec<Listed<'a>> = match reuse {
+    let listed: Vec<Listed> = match reuse {
         Some(o) => (0..o.len())
             .map(|k| {
                 let c = o.child(k);
                 Listed {
-                    name: Cow::Borrowed(c.name()),
+                    name: c.name().to_vec(),
                     dtype: c.dtype(),
-                    old: Some(c),
+                    old: c.rec(),
                 }
             })
             .collect(),
@@ -813,9 +809,9 @@ fn list_dir<'a, 'c>(
             }
             l.into_iter()
                 .map(|(n, t)| {
-                    let old = old.and_then(|o| o.find(&n));
+                    let old = old.as_ref().and_then(|o| o.find(&n)).and_then(|c| c.rec());
                     Listed {
-                        name: Cow::Owned(n),
+                        name: n,
                         dtype: t,
                         old,
                     }
@@ -886,7 +882,7 @@ fn add_size(total: u64, more: u64, dir: &Path) -> Result<u64> {
 
 /// Combines a directory's children (all walked) into its checksum and size; queues its
 /// files' entries and its stat cache record. Returns its summary and manifest path.
-fn finish_dir(ctx: &Ctx<'_>, frame: Frame<'_, '_>) -> Result<(Summary, String)> {
+fn finish_dir(ctx: &Ctx<'_>, frame: Frame<'_>) -> Result<(Summary, String)> {
     let Frame {
         listed,
         children,
@@ -938,7 +934,7 @@ fn finish_dir(ctx: &Ctx<'_>, frame: Frame<'_, '_>) -> Result<(Summary, String)> 
     }
     // Every entry contributing what it contributed last time, and as many as then: the
     // digest is the remembered one.
-    let checksum = match old {
+    let checksum = match &old {
         Some(o) if all_same && o.n_contrib() == n_contrib && o.size() == size => o.digest(),
         _ => dir_checksum(&mut sums),
     };
@@ -951,7 +947,7 @@ fn finish_dir(ctx: &Ctx<'_>, frame: Frame<'_, '_>) -> Result<(Summary, String)> 
             n_contrib,
             children: kids,
         }
-        .finish(old, ctx.start_ns);
+        .finish(old.as_ref(), ctx.start_ns);
         ctx.fresh
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -960,7 +956,9 @@ fn finish_dir(ctx: &Ctx<'_>, frame: Frame<'_, '_>) -> Result<(Summary, String)> 
     let summary = Summary {
         checksum,
         size,
-        same: old.is_some_and(|o| o.digest() == checksum && o.size() == size),
+        same: old
+            .as_ref()
+            .is_some_and(|o| o.digest() == checksum && o.size() == size),
     };
     Ok((summary, rel))
 }
@@ -1028,7 +1026,7 @@ fn visit(
     here: &Here<'_>,
     name: &[u8],
     dtype: u8,
-    old: Option<OldChild<'_>>,
+    old_rec: Option<Rec>,
 ) -> Result<Child> {
     let opts = ctx.opts;
     let dir = here.dir;
@@ -1172,7 +1170,6 @@ fn visit(
         Ok(Child::Dir(s.checksum, s.size, s.same))
     } else {
         check_cancel(ctx, here.rel)?;
-        let old_rec = old.and_then(|c| c.rec());
         if let Some(orec) = old_rec {
             // The point of the cache: an unchanged file is only `stat`ed, never opened.
             let st = match known {
