@@ -46,6 +46,7 @@ __all__ = [
     "channel_set",
     "copy_names",
     "id_of",
+    "names_by_id",
     "refs",
     "resolve",
     "resolve_id",
@@ -211,15 +212,15 @@ class _Names:
         return created
 
 
-def _pick(lst: Listing, spec: str, pre: bool) -> str:
+def _pick(lst: Listing, spec: str, pre: bool, uri: str) -> str:
     from .._snapdir import spec_resolve
 
     versions = [v for v, (_, size) in lst.versions.items() if size >= 0]
     idx = spec_resolve(spec, versions, [lst.yanked(v) for v in versions], pre)
     if idx is None:
         if not versions:
-            raise NotFoundError(f"no release named {lst.name!r}")
-        raise NotFoundError(f"no release of {lst.name} matches {spec!r}")
+            raise NotFoundError(f"no release named {lst.name!r} in {uri}")
+        raise NotFoundError(f"no release of {lst.name} matches {spec!r} in {uri}")
     return versions[idx]
 
 
@@ -241,7 +242,7 @@ async def _resolve_name(names: _Names, ref: NameRef, pre: bool) -> Resolved:
             channel=ref.channel,
             store=uri,
         )
-    version = _pick(lst, ref.spec, pre)
+    version = _pick(lst, ref.spec, pre, uri)
     key, size = lst.versions[version]
     doc = await names.record(key, size)
     yanked = lst.yanked(version)
@@ -579,6 +580,67 @@ async def named_ids(store: Store) -> set[str]:
             for _seq, key, size in entries:
                 ids.add(str((await names.record(key, size))["id"]))
     return ids
+
+
+#: How many records ``names_by_id`` reads at once (a cold cache on a cloud store).
+_READERS = 16
+
+
+async def names_by_id(store: Store) -> dict[str, list[str]]:
+    """What ``ls --names`` shows: snapshot id -> the names that point at it now, each
+    name's releases in ascending precedence (yanked ones left out, as ``refs`` does), then
+    its channels (their heads only). One listing of the names, and one GET per record the
+    local cache lacks (records are immutable: a warm cache reads none). A record that does
+    not validate is reported and left out, so one hostile key cannot hide the others."""
+    import anyio
+
+    from .._snapdir import version_order
+    from ..stores import Capability
+
+    if not has_keys(store):
+        return {}
+    names = _Names(store, "ls --names")
+    listings = await names.all()
+    wanted: list[tuple[str, str, int]] = []  # (label, key, size) in display order
+    for n in sorted(listings):
+        lst = listings[n]
+        good = [v for v, (_, size) in lst.versions.items() if size >= 0 and not lst.yanked(v)]
+        for i in version_order(good):
+            key, size = lst.versions[good[i]]
+            wanted.append((f"{n}@{good[i]}", key, size))
+        for ch in sorted(lst.channels):
+            _seq, key, size = lst.channels[ch][0]
+            wanted.append((f"{n}@{ch}", key, size))
+    found: list[str | None] = [None] * len(wanted)
+    bad: list[str] = []
+    local = bool(store.capabilities & Capability.LOCAL)
+    limit = None if local else anyio.CapacityLimiter(_READERS)
+
+    async def read(i: int, key: str, size: int) -> None:
+        try:
+            if limit is None:
+                found[i] = str((await names.record(key, size))["id"])
+            else:
+                async with limit:
+                    found[i] = str((await names.record(key, size))["id"])
+        except (InvalidArgumentError, NotFoundError) as e:
+            bad.append(str(e))
+
+    if local:
+        # in place, one after the other: a local store is read without an event loop
+        for i, (_label, key, size) in enumerate(wanted):
+            await read(i, key, size)
+    else:
+        async with anyio.create_task_group() as tg:
+            for i, (_label, key, size) in enumerate(wanted):
+                tg.start_soon(read, i, key, size)
+    if bad:
+        _warn([f"{store.uri}: {m} (ignored)" for m in sorted(bad)[:20]])
+    out: dict[str, list[str]] = {}
+    for (label, _key, _size), sid in zip(wanted, found, strict=True):
+        if sid is not None:
+            out.setdefault(sid, []).append(label)
+    return out
 
 
 async def copy_names(src: Store, dst: Store, snapshot_ids: Sequence[str]) -> list[str]:
