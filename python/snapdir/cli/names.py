@@ -50,7 +50,8 @@ YANK_JSON = {
     "version": "the version",
     "changed": "false when it already was so",
 }
-CHANNEL_ENTRY = "name, channel, seq (1 = the first move), id, version (when set to a release "
+CHANNEL_ENTRY = "name, channel, seq (the move's number, 1 = the first: what channel set "
+CHANNEL_ENTRY += "--expect-seq takes), id, version (when set to a release "
 CHANNEL_ENTRY += "of the same name), created, by, message, key"
 CHANNEL_SET_JSON = {"entry": f"the move written: {CHANNEL_ENTRY}"}
 CHANNEL_LOG_JSON = {"log": f"every move, newest first, each: {CHANNEL_ENTRY}"}
@@ -151,13 +152,31 @@ def cmd_channel_set(args: argparse.Namespace) -> int:
     store = need_store(args)
     e = run(
         lambda: channel_set(
-            store, args.target, args.ref, expect=args.expect, message=args.message or ""
+            store,
+            args.target,
+            args.ref,
+            expect=args.expect,
+            expect_seq=args.expect_seq,
+            message=args.message or "",
         ),
         store,
     )
     emit(args, e.id, {"entry": e.to_json()})
     info(args, f"{e.name}@{e.channel} -> {e.id[:12]} (move #{e.seq})")
     return 0
+
+
+def _move_number(value: str) -> int:
+    """``--expect-seq``: a move number, refused while parsing (exit status 2)."""
+    import argparse
+
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a move number: {value!r}") from None
+    if not 0 <= n < 999_999_999_999:
+        raise argparse.ArgumentTypeError(f"a move number is 0 or more, not {n}")
+    return n
 
 
 def cmd_channel_log(args: argparse.Namespace) -> int:
@@ -341,12 +360,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="point a channel at a snapshot",
         description="Point NAME@CHANNEL at REF (a create-only write of its next move). With "
         "--expect REF: only if it points at that snapshot now and nobody moves it meanwhile, "
-        "else exit 3.",
+        "else exit 3. With --expect-seq N: only if its newest move is #N (see channel log), "
+        "a compare-and-swap on the move number that also sees a move away and back. The id "
+        "is printed; the move's number is in the JSON entry (seq) and on stderr.",
     )
     p.add_argument("target", metavar="NAME@CHANNEL", help="e.g. cal-kit@stable")
     p.add_argument("ref", metavar="REF", help="the snapshot to point at (id, prefix, name ref)")
     store_arg(p)
     p.add_argument("--expect", metavar="REF", help="the snapshot it must point at now")
+    p.add_argument(
+        "--expect-seq",
+        type=_move_number,
+        metavar="N",
+        help="the move it must be at now (its #N in channel log; 0: the channel must not "
+        "exist yet): this write becomes move N+1 or nothing (exit 3). Unlike --expect, a "
+        "channel moved A->B->A meanwhile is seen to have moved",
+    )
     p.add_argument("-m", "--message", metavar="MSG", help="a note kept in the move")
     p.set_defaults(handler=cmd_channel_set)
     p = add_command(

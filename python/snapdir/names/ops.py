@@ -24,6 +24,7 @@ from .grammar import NameRef, check_name, parse_channel, parse_ref, parse_tag
 from .layout import (
     MAX_MESSAGE,
     MAX_RECORD,
+    MAX_SEQ,
     MAX_YANKS,
     NAMES,
     Listing,
@@ -440,15 +441,31 @@ async def channel_set(
     ref: str,
     *,
     expect: str | None = None,
+    expect_seq: int | None = None,
     message: str = "",
 ) -> ChannelEntry:
     """Point channel ``target`` (``name@stable``) at ``ref``: a create-only write of the
     channel's next entry. With ``expect`` (a ref), the channel must point at that snapshot
     now, and must not move between this read and the write (the write of the next sequence
     number fails if anyone else wrote it): :class:`ConflictError` otherwise. Without it a
-    lost race is retried on the new head."""
+    lost race is retried on the new head.
+
+    ``expect`` compares snapshots, so a channel moved A -> B -> A meanwhile still reads as
+    "A" (the ABA problem). ``expect_seq`` compares the move's sequence number instead (0:
+    the channel must not exist yet): the head must be move ``expect_seq`` and this write
+    becomes move ``expect_seq + 1`` or nothing — a compare-and-swap no later move can
+    fake, since every move takes the next number. Both may be given."""
     name, channel = parse_channel(target)
     _message(message)
+    if expect_seq is not None and (
+        not isinstance(expect_seq, int)
+        or isinstance(expect_seq, bool)
+        or not 0 <= expect_seq < MAX_SEQ
+    ):
+        raise InvalidArgumentError(
+            f"expect_seq must be a move number from 0 to {MAX_SEQ - 1}, not {expect_seq!r}",
+            code="INVALID_ARGUMENT",
+        )
     st = _open(store)
     names = _Names(st, "channel set")
     parsed = parse_ref(ref)
@@ -460,7 +477,16 @@ async def channel_set(
     for _ in range(_RETRIES):
         lst = await names.listing(name)
         head = lst.head(channel)
-        current = None if head is None else str((await names.record(head[1], head[2]))["id"])
+        now_seq = 0 if head is None else head[0]
+        if expect_seq is not None and now_seq != expect_seq:
+            why = "it moved meanwhile" if now_seq > expect_seq else "there is no such move"
+            raise ConflictError(
+                f"{name}@{channel} is at move #{now_seq}, not #{expect_seq}: {why} (re-read "
+                "it with channel log and try again)"
+            )
+        current = None
+        if want is not None and head is not None:
+            current = str((await names.record(head[1], head[2]))["id"])
         if want is not None and current != want:
             raise ConflictError(
                 f"{name}@{channel} points at {current or 'nothing'}, not {want}: it moved "
@@ -483,7 +509,7 @@ async def channel_set(
             created = await names.create(key, dump(doc))
         if created:
             return ChannelEntry(doc, key)
-        if want is not None:
+        if want is not None or expect_seq is not None:
             raise ConflictError(
                 f"{name}@{channel} moved meanwhile (another writer took move #{seq})"
             )
