@@ -249,6 +249,12 @@ def cmd_login(args: argparse.Namespace) -> int:
     if args.command == "login":
         if args.secret_stdin and args.secret_file:
             raise UsageError("snapdir login: --secret-stdin or --secret-file, not both")
+        if args.uri.startswith("gs://"):
+            return _login_gcs(args)
+        if not args.key_id:
+            raise UsageError(
+                "snapdir login: an S3 or B2 login needs --key-id", code="INVALID_ARGUMENT"
+            )
         if args.secret_file:
             with open(args.secret_file) as f:
                 secret = f.readline().rstrip("\n")
@@ -265,6 +271,33 @@ def cmd_login(args: argparse.Namespace) -> int:
         store, changed = logout(args.uri)
         emit(args, "", {"store": store, "changed": changed})
         info(args, f"{'removed the' if changed else 'no'} credentials for {store}")
+    return 0
+
+
+def _login_gcs(args: argparse.Namespace) -> int:
+    """``login gs://bucket``: keep a service-account key file's content (read whole from
+    --secret-file or stdin; never from a prompt, it is many lines)."""
+    from ..names.login import MAX_SERVICE_ACCOUNT, login
+
+    if args.key_id:
+        raise UsageError(
+            "snapdir login gs://...: no --key-id (the key file names its account)",
+            code="INVALID_ARGUMENT",
+        )
+    if args.secret_file:
+        with open(args.secret_file) as f:
+            text = f.read(MAX_SERVICE_ACCOUNT + 1)
+    elif args.secret_stdin:
+        text = sys.stdin.read(MAX_SERVICE_ACCOUNT + 1)
+    else:
+        raise UsageError(
+            "snapdir login gs://...: give the service-account key file with --secret-file "
+            "FILE (or on stdin with --secret-stdin)",
+            code="INVALID_ARGUMENT",
+        )
+    store = login(args.uri, "", text)
+    emit(args, "", {"store": store, "changed": True})
+    info(args, f"service-account key for {store} kept in the OS keyring")
     return 0
 
 
@@ -416,17 +449,27 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "login",
         common,
         json=LOGIN_JSON,
-        help="keep a store's key pair in the OS keyring",
-        description="Keep the key id and secret for the store's bucket (S3, B2) in the OS "
-        "keyring (the [keyring] extra). Commands use them when the environment has none "
-        "(order: environment > keyring > the SDK's own chain); they are never written to a "
-        "store, a record or output. The secret is read from a prompt, from stdin "
-        "(--secret-stdin) or from a file (--secret-file).",
+        help="keep a store's credentials in the OS keyring",
+        description="Keep the key id and secret for the store's bucket (S3, B2), or a "
+        "service-account key file (GCS), in the OS keyring (the [keyring] extra). Commands "
+        "use them when the environment has none (order: environment "
+        "(GOOGLE_APPLICATION_CREDENTIALS for GCS) > keyring > the SDK's own chain); they "
+        "are never written to a store, a record, a file or output. The S3/B2 secret is read "
+        "from a prompt, from stdin (--secret-stdin) or from a file (--secret-file); a GCS "
+        "key file from --secret-file or stdin, checked before it is kept.",
     )
-    p.add_argument("uri", metavar="URI", help="the store (s3://bucket/..., b2://bucket/...)")
-    p.add_argument("--key-id", required=True, metavar="ID", help="access key id (S3) / key id (B2)")
+    p.add_argument(
+        "uri", metavar="URI", help="the store (s3://bucket/..., b2://bucket/..., gs://bucket/...)"
+    )
+    p.add_argument(
+        "--key-id", metavar="ID", help="access key id (S3) / key id (B2); required for them"
+    )
     p.add_argument("--secret-stdin", action="store_true", help="read the secret from stdin")
-    p.add_argument("--secret-file", metavar="FILE", help="read the secret from FILE's first line")
+    p.add_argument(
+        "--secret-file",
+        metavar="FILE",
+        help="read the secret from FILE's first line (GCS: the whole service-account key file)",
+    )
     p.set_defaults(handler=cmd_login)
 
     p = add_command(
