@@ -25,7 +25,7 @@ def race_channel_seq(store: str, ids: list[str], moves_per_writer: int) -> int:
     head's number, re-read after every conflict): the log is moves 1..N in order, each
     reported move is in it once, and each one is the move right after the one its writer
     saw (no write slipped in between). Returns N."""
-    target = "soak@stable"
+    target = "soak@seq"  # not race_channel's channel: both may run on one store
 
     async def body() -> int:
         first = await ops.channel_set(store, target, ids[0], expect_seq=0, message="start")
