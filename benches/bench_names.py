@@ -145,18 +145,7 @@ def run(n: int, repeat: int, out: Path, command: str) -> list[str]:
         results["file://"] = measure(f"file://{work}/store", n, repeat, work)
         s3 = start_seaweedfs(work / "seaweedfs")
         try:
-            for name in list(os.environ):
-                if name.startswith(("AWS_", "SNAPDIR_S3_")):
-                    del os.environ[name]
-            os.environ.update(
-                AWS_EC2_METADATA_DISABLED="true",
-                AWS_CONFIG_FILE=os.devnull,
-                AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-                AWS_ACCESS_KEY_ID=s3.access_key,
-                AWS_SECRET_ACCESS_KEY=s3.secret_key,
-                AWS_DEFAULT_REGION=s3.region,
-                SNAPDIR_S3_STORE_ENDPOINT_URL=s3.endpoint_url,
-            )
+            s3.use_env(os.environ.__setitem__, os.environ.__delitem__)
             client = s3.client()
             client.create_bucket(Bucket="bench-names")
             client.close()

@@ -16,6 +16,7 @@ from benchcore import (
     RESTIC,
     TAR,
     TAR_FILE,
+    Job,
     Operation,
     Ratio,
     Step,
@@ -46,6 +47,12 @@ from benchcore import (
 
 RESTIC_SAVED = check_output("snapshot", "saved")
 NO_DELETE = "cannot delete: leaves the files the 1 % change added"
+
+
+def _restic_restore(j: Job) -> list[str]:
+    """restic's pull: the latest snapshot of the repository into the destination."""
+    return [j.exe(RESTIC), "restore", "latest", "--repo", _store(j), "--target", _dest(j)]
+
 
 TRANSFER_OPERATIONS: tuple[Operation, ...] = (
     Operation(
@@ -217,15 +224,7 @@ TRANSFER_OPERATIONS: tuple[Operation, ...] = (
             ),
             Step(
                 RESTIC,
-                lambda j: [
-                    j.exe(RESTIC),
-                    "restore",
-                    "latest",
-                    "--repo",
-                    _store(j),
-                    "--target",
-                    _dest(j),
-                ],
+                _restic_restore,
                 check=check_copy("dest"),
                 needs_store=True,
                 uses_id=False,
@@ -272,15 +271,7 @@ TRANSFER_OPERATIONS: tuple[Operation, ...] = (
             ),
             Step(
                 RESTIC,
-                lambda j: [
-                    j.exe(RESTIC),
-                    "restore",
-                    "latest",
-                    "--repo",
-                    _store(j),
-                    "--target",
-                    _dest(j),
-                ],
+                _restic_restore,
                 setup=apply_changes,
                 check=check_incremental(exact=False),
                 needs_store=True,

@@ -235,6 +235,34 @@ def ratio_of(num: Series | None, den: Series | None) -> float | None:
 Lookup = Callable[[str, str], "Series | None"]  # (operation, tool) -> series of one tree
 
 
+def _series_rows(
+    op: Operation,
+    series: dict[str, Series],
+    tools: dict[str, Tool],
+    cells: Callable[[Step, Series, float], list[str]],
+    width: int,
+) -> list[list[str]]:
+    """One row per step of ``op``: its tool's label, then ``cells`` of its series (median
+    given), or dashes and why there is nothing, so every table says the same thing about a
+    tool that did not run."""
+    rows = []
+    for step in op.steps:
+        s = series.get(step.tool)
+        label = tools[step.tool].label if step.tool in tools else step.tool
+        if s is None or not s.runs:
+            why = (s.broken or s.skipped or "no runs") if s else "not run"
+            rows.append([label, *["-"] * (width - 3), "0", why])
+            continue
+        med = s.median
+        assert med is not None
+        rows.append([label, *cells(step, s, med)])
+    return rows
+
+
+def _times(s: Series, med: float) -> list[str]:
+    return [fmt_s(med), f"{fmt_s(min(s.times))}-{fmt_s(max(s.times))}"]
+
+
 def series_table(
     op: Operation,
     tree: Tree,
@@ -243,29 +271,20 @@ def series_table(
     rss_floor_kib: int = 0,
 ) -> str:
     """One row per tool.  Peaks within 5 % of the launcher's floor are shown as "<= floor"."""
-    rows = []
-    for step in op.steps:
-        s = series.get(step.tool)
-        label = tools[step.tool].label if step.tool in tools else step.tool
-        if s is None or not s.runs:
-            why = (s.broken or s.skipped or "no runs") if s else "not run"
-            rows.append([label, "-", "-", "-", "-", "0", why])
-            continue
-        med = s.median
-        assert med is not None
-        rows.append(
-            [
-                label,
-                fmt_s(med),
-                f"{fmt_s(min(s.times))}-{fmt_s(max(s.times))}",
-                fmt_rate(tree.total_bytes / MIB / med) if med > 0 else "-",
-                fmt_rss(s.peak_rss_bytes, rss_floor_kib),
-                str(len(s.runs)),
-                "; ".join(n for n in (step.note, _series_notes(s)) if n),
-            ]
-        )
+
+    def cells(step: Step, s: Series, med: float) -> list[str]:
+        return [
+            *_times(s, med),
+            fmt_rate(tree.total_bytes / MIB / med) if med > 0 else "-",
+            fmt_rss(s.peak_rss_bytes, rss_floor_kib),
+            str(len(s.runs)),
+            "; ".join(n for n in (step.note, _series_notes(s)) if n),
+        ]
+
     return md_table(
-        ["tool", "median s", "min-max s", "MiB/s", "peak RSS MB", "runs", "notes"], rows, "lrrrrrl"
+        ["tool", "median s", "min-max s", "MiB/s", "peak RSS MB", "runs", "notes"],
+        _series_rows(op, series, tools, cells, 7),
+        "lrrrrrl",
     )
 
 
@@ -288,36 +307,25 @@ def cloud_series_table(
     rss_floor_kib: int = 0,
 ) -> str:
     """Like series_table, plus objects/s, request counts and CPU time."""
-    rows = []
-    for step in op.steps:
-        s = series.get(step.tool)
-        label = tools[step.tool].label if step.tool in tools else step.tool
-        if s is None or not s.runs:
-            why = (s.broken or s.skipped or "no runs") if s else "not run"
-            rows.append([label, "-", "-", "-", "-", "-", "-", "-", "-", "0", why])
-            continue
-        med = s.median
-        assert med is not None
+
+    def cells(step: Step, s: Series, med: float) -> list[str]:
         own = (
             f"{statistics.median(s.own_requests):,.0f}"
             if s.own_requests
             else ("n/a" if step.requests is _no_requests else "-")
         )
-        rows.append(
-            [
-                label,
-                fmt_s(med),
-                f"{fmt_s(min(s.times))}-{fmt_s(max(s.times))}",
-                f"{tree.files / med:,.0f}" if med > 0 else "-",
-                fmt_rate(tree.total_bytes / MIB / med) if med > 0 else "-",
-                "-" if s.counted_requests is None else f"{s.counted_requests:,}",
-                own,
-                fmt_s(s.median_cpu),
-                fmt_rss(s.peak_rss_bytes, rss_floor_kib),
-                str(len(s.runs)),
-                _series_notes(s),
-            ]
-        )
+        return [
+            *_times(s, med),
+            f"{tree.files / med:,.0f}" if med > 0 else "-",
+            fmt_rate(tree.total_bytes / MIB / med) if med > 0 else "-",
+            "-" if s.counted_requests is None else f"{s.counted_requests:,}",
+            own,
+            fmt_s(s.median_cpu),
+            fmt_rss(s.peak_rss_bytes, rss_floor_kib),
+            str(len(s.runs)),
+            _series_notes(s),
+        ]
+
     return md_table(
         [
             "tool",
@@ -332,7 +340,7 @@ def cloud_series_table(
             "runs",
             "notes",
         ],
-        rows,
+        _series_rows(op, series, tools, cells, 11),
         "lrrrrrrrrrl",
     )
 

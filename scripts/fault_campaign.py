@@ -183,16 +183,8 @@ def _start_s3(workdir: Path) -> Backend:
     bucket = "campaign"
     client = server.client()
     client.create_bucket(Bucket=bucket)
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "SNAPDIR_S3_")):
-            del os.environ[name]
+    server.use_env(os.environ.__setitem__, os.environ.__delitem__, endpoint=False)
     os.environ.update(
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_ACCESS_KEY_ID=server.access_key,
-        AWS_SECRET_ACCESS_KEY=server.secret_key,
-        AWS_DEFAULT_REGION=server.region,
         SNAPDIR_S3_MULTIPART_THRESHOLD=str(LARGE_THRESHOLD),
         SNAPDIR_S3_PART_SIZE=str(PART_SIZE),
     )

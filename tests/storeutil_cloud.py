@@ -12,8 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
+from servers.b2sim import B2Server
+from servers.fakegcs import EMULATOR_ENV, GcsServer
+from servers.seaweed import S3Server
 from snapdir._snapdir import blake3_hex
 from snapdir.stores import Store
+from snapdir.stores.b2 import KEY_ENV, KEY_ID_ENV, REALM_ENV
 
 #: ``SNAPDIR_TEST_NO_SKIP=1`` (CI): a server that cannot start fails its tests.
 NO_SKIP = os.environ.get("SNAPDIR_TEST_NO_SKIP", "") not in ("", "0")
@@ -103,3 +108,37 @@ def check_repair_of_same_size_damage(
 
     anyio.run(body)
     assert read(checksum) == big
+
+
+def fresh_store_uri(
+    scheme: str, request: pytest.FixtureRequest, mp: pytest.MonkeyPatch, bucket_prefix: str
+) -> str:
+    """A fresh store URI on the loopback server for ``scheme`` (``file`` included), its
+    environment set in this process, and so in every child it starts; cloud buckets are
+    named ``<bucket_prefix>-<random>``."""
+    fx = request.getfixturevalue
+    if scheme == "file":
+        return f"file://{fx('tmp_path') / 'store'}"
+    if scheme == "s3":
+        s3: S3Server = fx("seaweedfs")
+        s3.use_env(mp.setenv, mp.delenv)
+        client = s3.client()
+        bucket = f"{bucket_prefix}-{uid()}"
+        client.create_bucket(Bucket=bucket)
+        client.close()
+        return f"s3://{bucket}/t-{uid()}/store"
+    if scheme == "gs":
+        gcs: GcsServer = fx("fake_gcs")
+        for name in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CONFIG"):
+            mp.delenv(name, raising=False)
+        mp.setenv(EMULATOR_ENV, gcs.endpoint)
+        bucket = f"{bucket_prefix}-{uid()}"
+        gcs.client().create_bucket(bucket)
+        return f"gs://{bucket}/t-{uid()}/store"
+    if scheme == "b2":
+        b2: B2Server = fx("b2_simulator")
+        mp.setenv(KEY_ID_ENV, b2.key_id)
+        mp.setenv(KEY_ENV, b2.app_key)
+        mp.setenv(REALM_ENV, b2.realm_url)
+        return f"b2://{b2.bucket_name}/t-{uid()}/store"
+    raise ValueError(scheme)

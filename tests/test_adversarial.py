@@ -182,16 +182,7 @@ def s3_env(
     s3_bucket: tuple[S3Server, Any, str], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Any, str]:
     server, client, bucket = s3_bucket
-    for var in list(os.environ):
-        if var.startswith(("AWS_", "SNAPDIR_S3_")):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", server.region)
-    monkeypatch.setenv("SNAPDIR_S3_STORE_ENDPOINT_URL", server.endpoint_url)
+    server.use_env(monkeypatch.setenv, monkeypatch.delenv)
     return client, bucket
 
 

@@ -262,16 +262,8 @@ class Clouds:
         cloud: Cloud
         if scheme == "s3":
             s3: S3Server = fx("seaweedfs")
-            for name in list(os.environ):
-                if name.startswith(("AWS_", "SNAPDIR_S3_")):
-                    mp.delenv(name)
             # Nothing from this machine: no ~/.aws files, no instance-metadata lookups.
-            mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-            mp.setenv("AWS_CONFIG_FILE", os.devnull)
-            mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-            mp.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
-            mp.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
-            mp.setenv("AWS_DEFAULT_REGION", s3.region)
+            s3.use_env(mp.setenv, mp.delenv, endpoint=False)
             mp.setenv("SNAPDIR_S3_MULTIPART_THRESHOLD", str(LOWERED_THRESHOLD))
             mp.setenv("SNAPDIR_S3_PART_SIZE", str(5 * MiB))
             cloud = Cloud("s3", s3.endpoint_url, fx("s3_raw"), mp)

@@ -14,7 +14,6 @@ instead of writing a manifest over it.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -32,17 +31,7 @@ S3_OPS = ("push", "pull", "fetch", "sync")
 
 
 def s3_env(server: S3Server) -> dict[str, str]:
-    return cli_env(
-        AWS_ACCESS_KEY_ID=server.access_key,
-        AWS_SECRET_ACCESS_KEY=server.secret_key,
-        AWS_DEFAULT_REGION=server.region,
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_PROFILE=None,
-        AWS_SESSION_TOKEN=None,
-        SNAPDIR_S3_STORE_ENDPOINT_URL=server.endpoint_url,
-    )
+    return cli_env(AWS_PROFILE=None, AWS_SESSION_TOKEN=None, **server.environ())
 
 
 def test_quick_crash_trials(seaweedfs: S3Server, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ PACKAGE_DIR = Path(snapdir.__file__).parent
 #: ``__init__`` is the package's own name (``snapdir.stores``); ``x.*`` is every module of
 #: package ``x`` not listed elsewhere.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("core", {"snapdir._snapdir", "snapdir._errors", "snapdir._redact"}),
+    ("core", {"snapdir._snapdir", "snapdir._errors", "snapdir._redact", "snapdir._lazy"}),
     ("types", {"snapdir._types", "snapdir._registry", "snapdir._runtime"}),
     ("stores", {"snapdir.stores", "snapdir.stores.*"}),
     (

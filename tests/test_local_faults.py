@@ -484,16 +484,7 @@ def s3_bucket(seaweedfs: S3Server) -> str:
 
 
 def s3_env(mp: pytest.MonkeyPatch, server: S3Server) -> None:
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "SNAPDIR_S3_")):
-            mp.delenv(name)
-    mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    mp.setenv("AWS_CONFIG_FILE", os.devnull)
-    mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    mp.setenv("AWS_ACCESS_KEY_ID", server.access_key)
-    mp.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
-    mp.setenv("AWS_DEFAULT_REGION", server.region)
-    mp.setenv("SNAPDIR_S3_STORE_ENDPOINT_URL", server.endpoint_url)
+    server.use_env(mp.setenv, mp.delenv)
     # The big file goes multipart: the check at its end guards the last part.
     mp.setenv("SNAPDIR_S3_MULTIPART_THRESHOLD", str(8 * MiB))
     mp.setenv("SNAPDIR_S3_PART_SIZE", str(5 * MiB))

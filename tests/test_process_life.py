@@ -164,16 +164,7 @@ def file_store_problems(store: Path) -> list[str]:
 
 def s3_env(server: S3Server, endpoint: str) -> dict[str, str]:
     env = {k: v for k, v in cli_env().items() if not k.startswith(("AWS_", "SNAPDIR_S3_"))}
-    env.update(
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_ACCESS_KEY_ID=server.access_key,
-        AWS_SECRET_ACCESS_KEY=server.secret_key,
-        AWS_DEFAULT_REGION=server.region,
-        SNAPDIR_S3_STORE_ENDPOINT_URL=endpoint,
-        SNAPDIR_NO_PROGRESS="1",
-    )
+    env.update(server.environ(), SNAPDIR_S3_STORE_ENDPOINT_URL=endpoint, SNAPDIR_NO_PROGRESS="1")
     return env
 
 

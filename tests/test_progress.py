@@ -320,16 +320,7 @@ def test_cloud_push_pull_verify_sync_report_progress(
     client.create_bucket(Bucket=bucket)
     client.close()
     store = f"s3://{bucket}/p"
-    env = _env(
-        SNAPDIR_CACHE_DIR=str(tmp_path / "cache"),
-        AWS_ACCESS_KEY_ID=seaweedfs.access_key,
-        AWS_SECRET_ACCESS_KEY=seaweedfs.secret_key,
-        AWS_DEFAULT_REGION=seaweedfs.region,
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        SNAPDIR_S3_STORE_ENDPOINT_URL=seaweedfs.endpoint_url,
-    )
+    env = _env(SNAPDIR_CACHE_DIR=str(tmp_path / "cache"), **seaweedfs.environ())
     sid = world["id"]
     for argv in (
         ["push", world["src"], "--store", store],

@@ -51,16 +51,7 @@ LARGE = 11 * MiB + 3  # three parts
 def _aws_env(monkeypatch: pytest.MonkeyPatch, seaweedfs: S3Server) -> None:
     """Credentials for the loopback server through the standard variables, and nothing from
     the machine: no ~/.aws files, no instance-metadata lookups (never leave 127.0.0.1)."""
-    for name in list(os.environ):
-        if name.startswith("AWS_") or name.startswith("SNAPDIR_S3_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", seaweedfs.region)
-    monkeypatch.setenv("SNAPDIR_S3_STORE_ENDPOINT_URL", seaweedfs.endpoint_url)
+    seaweedfs.use_env(monkeypatch.setenv, monkeypatch.delenv)
 
 
 @pytest.fixture(scope="module")

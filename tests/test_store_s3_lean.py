@@ -9,7 +9,6 @@ refuses connections), and answer the same (412 after a lost response is success)
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -34,16 +33,7 @@ NO_RETRIES = {"retries": {"mode": "standard", "total_max_attempts": 1}}
 @pytest.fixture(autouse=True)
 def _aws_env(monkeypatch: pytest.MonkeyPatch, seaweedfs: S3Server) -> None:
     """Credentials for the loopback server from the standard variables, nothing else."""
-    for name in list(os.environ):
-        if name.startswith("AWS_") or name.startswith("SNAPDIR_S3_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", seaweedfs.region)
-    monkeypatch.setenv("SNAPDIR_S3_STORE_ENDPOINT_URL", seaweedfs.endpoint_url)
+    seaweedfs.use_env(monkeypatch.setenv, monkeypatch.delenv)
 
 
 @pytest.fixture(scope="module")

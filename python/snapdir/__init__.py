@@ -87,14 +87,9 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'snapdir' has no attribute {name!r}")
-    import importlib
+    from ._lazy import load
 
-    value = getattr(importlib.import_module(mod, __name__), name)
-    globals()[name] = value
-    return value
+    return load(__name__, _LAZY, globals(), name)
 
 
 __all__ = [

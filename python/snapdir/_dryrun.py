@@ -110,7 +110,7 @@ async def preview_pull(
     remove (``delete``), the modes it would fix. Local changes it would refuse to
     overwrite raise :class:`ConflictError` as the pull would (unless ``force``). The
     destination is compared without its lock and is not created when missing."""
-    from ._manifest import ignore_rules, run_cancellable, stat_cache_dir
+    from ._pull import plan_checkout
 
     sid = SnapshotId(snapshot_id)
     st = open_wrapped(store, jobs)
@@ -120,24 +120,16 @@ async def preview_pull(
     kept = unread = 0
     removes: list[str] = []
     if os.path.isdir(target):  # noqa: ASYNC240 (one stat)
-        ig, no_ig, globs = ignore_rules(ignore_file, exclude_glob)
-        plan = await run_cancellable(
-            lambda token: _snapdir.plan_checkout(
-                m,
-                target,
-                force,
-                delete,
-                preserve_special_bits,
-                False,
-                token,
-                None,
-                "copy",
-                stat_cache_dir(use_cache),
-                ignore_file=ig,
-                no_ignore_file=no_ig,
-                exclude_glob=globs,
-                dry_run=True,
-            )
+        plan = await plan_checkout(
+            m,
+            target,
+            force=force,
+            delete=delete,
+            preserve_special_bits=preserve_special_bits,
+            use_cache=use_cache,
+            ignore_file=ignore_file,
+            exclude_glob=exclude_glob,
+            dry_run=True,
         )
         writes, removes, _, _ = plan.preview()
         needed = plan.needed()

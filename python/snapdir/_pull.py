@@ -58,6 +58,51 @@ def _check_link(link: str) -> None:
         )
 
 
+async def plan_checkout(
+    m: _snapdir.Manifest,
+    target: str,
+    *,
+    force: bool,
+    delete: bool,
+    preserve_special_bits: bool,
+    use_cache: bool,
+    ignore_file: str | os.PathLike[str] | bool,
+    exclude_glob: Sequence[str] | None,
+    durable: bool = False,
+    counters: _snapdir.Progress | None = None,
+    link: str = "copy",
+    wait: bool = False,
+    cancel: _snapdir.CancelToken | None = None,
+    dry_run: bool = False,
+) -> _snapdir.CheckoutPlan:
+    """The Rust checkout plan of ``m`` in ``target``, with the caller's ignore rules and the
+    stat cache: one place, so a pull and its ``--dry-run`` preview compare a destination by
+    exactly the same rules (a preview that planned differently would promise the wrong
+    thing). ``dry_run`` plans without the destination's lock."""
+    ig, no_ig, globs = ignore_rules(ignore_file, exclude_glob)
+    return await run_cancellable(
+        lambda token: _snapdir.plan_checkout(
+            m,
+            target,
+            force,
+            delete,
+            preserve_special_bits,
+            durable,
+            token,
+            counters,
+            link,
+            stat_cache_dir(use_cache),
+            wait,
+            _waiting,
+            ignore_file=ig,
+            no_ignore_file=no_ig,
+            exclude_glob=globs,
+            dry_run=dry_run,
+        ),
+        cancel,
+    )
+
+
 async def pull_with_stats(
     snapshot_id: str,
     store: str | StoreUri | Store,
@@ -102,26 +147,20 @@ async def pull_with_stats(
     cancel = _snapdir.CancelToken()
     # Likewise its counters: the Rust fill of a file:// pull advances them object by object.
     counters = _snapdir.Progress() if progress is not None else None
-    ig, no_ig, globs = ignore_rules(ignore_file, exclude_glob)
-    plan = await run_cancellable(
-        lambda token: _snapdir.plan_checkout(
-            m,
-            target,
-            force,
-            delete,
-            preserve_special_bits,
-            durable,
-            token,
-            counters,
-            link,
-            stat_cache_dir(use_cache),
-            wait,
-            _waiting,
-            ignore_file=ig,
-            no_ignore_file=no_ig,
-            exclude_glob=globs,
-        ),
-        cancel,
+    plan = await plan_checkout(
+        m,
+        target,
+        force=force,
+        delete=delete,
+        preserve_special_bits=preserve_special_bits,
+        durable=durable,
+        counters=counters,
+        link=link,
+        use_cache=use_cache,
+        wait=wait,
+        ignore_file=ignore_file,
+        exclude_glob=exclude_glob,
+        cancel=cancel,
     )
     needed = plan.needed()
     announce_total(progress, len(needed), sum(n for _, n in needed))

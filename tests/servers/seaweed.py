@@ -46,6 +46,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ from ._proc import (
 DEFAULT_ACCESS_KEY = "snapdir-test-key"
 DEFAULT_SECRET_KEY = "snapdir-test-secret-0123456789"
 DEFAULT_REGION = "us-east-1"
+#: snapdir's own endpoint variable for s3:// stores.
+ENDPOINT_ENV = "SNAPDIR_S3_STORE_ENDPOINT_URL"
 _GRPC_OFFSET = 10000  # weed's fixed HTTP->gRPC port offset (used by the admin worker)
 
 
@@ -101,6 +104,38 @@ class S3Server:
             self.region,
             **config,
         )
+
+    def environ(self) -> dict[str, str]:
+        """The variables that point a process's AWS SDK, and so snapdir, at this server and
+        nothing else: its credentials and endpoint, no ``~/.aws`` files, no
+        instance-metadata lookups (traffic stays on the loopback)."""
+        return {
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            ENDPOINT_ENV: self.endpoint_url,
+        }
+
+    def use_env(
+        self,
+        setenv: Callable[[str, str], object],
+        delenv: Callable[[str], object],
+        *,
+        endpoint: bool = True,
+    ) -> None:
+        """Apply :meth:`environ` through ``setenv``/``delenv`` (``monkeypatch``'s, or
+        ``os.environ``'s in a script) after removing every other ``AWS_*`` and
+        ``SNAPDIR_S3_*`` variable of this process; ``endpoint=False`` leaves the endpoint
+        variable out, for callers that put a proxy or a URI parameter in front."""
+        for name in list(os.environ):
+            if name.startswith(("AWS_", "SNAPDIR_S3_")):
+                delenv(name)
+        for name, value in self.environ().items():
+            if endpoint or name != ENDPOINT_ENV:
+                setenv(name, value)
 
     def log_tail(self) -> str:
         return log_tail(self.log_path)

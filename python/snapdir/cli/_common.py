@@ -175,6 +175,21 @@ def add_command(
     return p
 
 
+def add_group(
+    sub: Any, name: str, common: argparse.ArgumentParser, *, help: str, description: str
+) -> Any:
+    """A command group (``cache``, ``policy``, ``channel``, ``recording``): its parser and
+    the sub-parsers its actions are added to with :func:`add_command`. An action is
+    required, and the chosen one lands in ``<name>_command``, so every group parses and
+    reports a missing action the same way."""
+    top = sub.add_parser(name, parents=[common], help=help, description=description)
+    actions = top.add_subparsers(
+        dest=f"{name}_command", metavar="ACTION", parser_class=Parser, title="actions"
+    )
+    actions.required = True
+    return actions
+
+
 def walk_args(p: argparse.ArgumentParser, *, absolute: bool = True) -> None:
     """The options of a directory walk (manifest, id, stage, push)."""
     p.add_argument("--no-follow", action="store_true", help="leave symbolic links out")

@@ -185,20 +185,17 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``cache`` and its sub-commands to the CLI's sub-parsers."""
-    from ._common import Parser, add_command
+    from ._common import add_command, add_group
 
-    top = sub.add_parser(
+    actions = add_group(
+        sub,
         "cache",
-        parents=[common],
+        common,
         help="manage the local cache: du, verify, clear, prune",
         description="Manage the local cache ($SNAPDIR_CACHE_DIR): what it holds, whether it "
         "is intact, emptying it, keeping it small. Operations using the cache hold a shared "
         "lock on it (docs/format.md); clear and prune wait for them.",
     )
-    actions = top.add_subparsers(
-        dest="cache_command", metavar="ACTION", parser_class=Parser, title="actions"
-    )
-    actions.required = True
 
     p = add_command(
         actions,

@@ -288,7 +288,7 @@ in the store."""
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add this module's commands to the CLI's sub-parsers."""
-    from ._common import Parser, add_command
+    from ._common import add_command, add_group
 
     p = add_command(
         sub,
@@ -408,18 +408,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(handler=cmd_gc)
 
-    top = sub.add_parser(
+    actions = add_group(
+        sub,
         "policy",
-        parents=[common],
+        common,
         help="the retention policy kept in the store: set, show, unset",
         description="Keep one retention policy in the store so that every client prunes "
         "alike: 'forget --policy store' applies it. Every change is kept, in order, in the "
         "store's policy log (create-only writes: racing changes are both kept, in order).",
     )
-    actions = top.add_subparsers(
-        dest="policy_command", metavar="ACTION", parser_class=Parser, title="actions"
-    )
-    actions.required = True
     p = add_command(
         actions,
         "set",

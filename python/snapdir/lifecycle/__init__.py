@@ -13,8 +13,6 @@ entry does not pay for the rest.
 
 from __future__ import annotations
 
-import importlib
-
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
@@ -71,9 +69,6 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod, __name__), name)
-    globals()[name] = value
-    return value
+    from .._lazy import load
+
+    return load(__name__, _LAZY, globals(), name)

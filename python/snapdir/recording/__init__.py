@@ -8,8 +8,6 @@ first use.
 
 from __future__ import annotations
 
-import importlib
-
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
@@ -35,9 +33,6 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod, __name__), name)
-    globals()[name] = value
-    return value
+    from .._lazy import load
+
+    return load(__name__, _LAZY, globals(), name)
