@@ -4,10 +4,13 @@ GCS/fake-gcs-server, B2 simulator; all on loopback):
 * 8 concurrent ``tag`` of one version with different ids, 50 trials: exactly one winner,
   seven CONFLICT, the stored record is the winner's; then 8 racers with one id all succeed;
 * 8 writers making 200 ``channel set --expect`` moves (25 each), re-reading the head after
-  every conflict: one linear log 1..N, every reported move in it exactly once.
+  every conflict: one linear log 1..N, every reported move in it exactly once;
+* the same with ``--expect-seq`` (a compare-and-swap on the move number): also, each move
+  is the one right after the move its writer read.
 
-The checks are the suite's (tests/test_names.py: ``race_tags``, ``race_channel``) at full
-size. Prints one line per backend and exits 1 if any check failed.
+The checks are the suite's (tests/test_names.py: ``race_tags``, ``race_channel``;
+tests/test_names_channel_seq.py: ``race_channel_seq``) at full size. Prints one line per
+backend and exits 1 if any check failed.
 
     python scripts/names_soak.py [--backends file,s3,gs,b2] [--trials 50] [--moves 200]
 """
@@ -99,6 +102,7 @@ def main() -> int:
     import snapdir
     from storeutil import run, write
     from test_names import race_channel, race_tags
+    from test_names_channel_seq import race_channel_seq
 
     ok = True
     with tempfile.TemporaryDirectory(prefix="names-soak-") as tmp:
@@ -126,6 +130,14 @@ def main() -> int:
                 good, line = timed(
                     f"{scheme}: {args.racers} writers x {per} channel --expect moves",
                     lambda s=store, i=ids, n=per: f"log of {race_channel(s, i, n)} moves, linear",  # type: ignore[misc]
+                )
+                ok = ok and good
+                print(line, flush=True)
+                good, line = timed(
+                    f"{scheme}: {args.racers} writers x {per} channel --expect-seq moves",
+                    lambda s=store, i=ids, n=per: (  # type: ignore[misc]
+                        f"log of {race_channel_seq(s, i, n)} moves, linear"
+                    ),
                 )
                 ok = ok and good
                 print(line, flush=True)

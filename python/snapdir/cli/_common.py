@@ -291,7 +291,7 @@ def need_store(args: argparse.Namespace) -> StoreUri:
 
     uri = StoreUri(args.store)
     MODE.context["uri"] = uri
-    if uri.startswith(("s3://", "b2://")):
+    if uri.startswith(("s3://", "b2://", "gs://")):
         # the environment first, then what `snapdir login` kept, then the SDK's chain
         from ..names.login import use_keyring
 

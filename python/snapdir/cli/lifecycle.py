@@ -22,7 +22,9 @@ COMMANDS = ("ls", "forget", "adopt", "du", "gc", "policy")
 
 ENTRY = (
     "id, time (ISO 8601, UTC), host, user, path (the pushed directory), files, bytes, "
-    "labels, key (the journal key; empty for an orphan), tags (releases the push tagged)"
+    "labels, key (the journal key; empty for an orphan), tags (releases the push tagged), "
+    "names (a list: the names known for the snapshot; the push's tags, or with ls --names "
+    "every release that is not yanked and every channel head that points at it now)"
 )
 LS_JSON = {"snapshots": f"newest first, each: {ENTRY}"}
 FORGET_JSON = {
@@ -89,9 +91,11 @@ def _table(entries: list[SnapshotInfo], long: bool) -> str:
         sid = e.id if long else e.id[:12]
         labels = ",".join(e.labels)
         origin = "(orphan: no journal entry)" if not e.key else e.path
+        names = " ".join(e.names)
         rows.append(
             f"{sid}  {when}  {e.host or '-':<12} {e.files:>8} {_size(e.bytes):>10}  "
             f"{origin}{'  [' + labels + ']' if labels else ''}"
+            f"{'  (' + names + ')' if names else ''}"
         )
     return "\n".join(rows)
 
@@ -108,6 +112,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             path=args.path,
             label=args.label,
             orphans=args.orphans,
+            names=args.names,
         ),
         store,
     )
@@ -292,7 +297,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         json=LS_JSON,
         help="list what a store holds, from its journal",
         description="List the snapshots of a store, newest first: one line per push, from "
-        "the store's journal (the list pages only).",
+        "the store's journal (the list pages only), with the releases the push tagged in "
+        "parentheses; --names shows every name the store gives it now instead.",
     )
     store_arg(p)
     p.add_argument(
@@ -309,6 +315,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--orphans",
         action="store_true",
         help="also list manifests no journal entry names (snapdir 1.x pushes): see adopt",
+    )
+    p.add_argument(
+        "--names",
+        action="store_true",
+        help="show the names the store gives each snapshot now (releases, channel heads; "
+        "also those given after the push): one more listing, and a read per name record "
+        "not yet in the local cache",
     )
     p.set_defaults(handler=cmd_ls)
 

@@ -50,7 +50,8 @@ YANK_JSON = {
     "version": "the version",
     "changed": "false when it already was so",
 }
-CHANNEL_ENTRY = "name, channel, seq (1 = the first move), id, version (when set to a release "
+CHANNEL_ENTRY = "name, channel, seq (the move's number, 1 = the first: what channel set "
+CHANNEL_ENTRY += "--expect-seq takes), id, version (when set to a release "
 CHANNEL_ENTRY += "of the same name), created, by, message, key"
 CHANNEL_SET_JSON = {"entry": f"the move written: {CHANNEL_ENTRY}"}
 CHANNEL_LOG_JSON = {"log": f"every move, newest first, each: {CHANNEL_ENTRY}"}
@@ -151,13 +152,31 @@ def cmd_channel_set(args: argparse.Namespace) -> int:
     store = need_store(args)
     e = run(
         lambda: channel_set(
-            store, args.target, args.ref, expect=args.expect, message=args.message or ""
+            store,
+            args.target,
+            args.ref,
+            expect=args.expect,
+            expect_seq=args.expect_seq,
+            message=args.message or "",
         ),
         store,
     )
     emit(args, e.id, {"entry": e.to_json()})
     info(args, f"{e.name}@{e.channel} -> {e.id[:12]} (move #{e.seq})")
     return 0
+
+
+def _move_number(value: str) -> int:
+    """``--expect-seq``: a move number, refused while parsing (exit status 2)."""
+    import argparse
+
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a move number: {value!r}") from None
+    if not 0 <= n < 999_999_999_999:
+        raise argparse.ArgumentTypeError(f"a move number is 0 or more, not {n}")
+    return n
 
 
 def cmd_channel_log(args: argparse.Namespace) -> int:
@@ -230,6 +249,12 @@ def cmd_login(args: argparse.Namespace) -> int:
     if args.command == "login":
         if args.secret_stdin and args.secret_file:
             raise UsageError("snapdir login: --secret-stdin or --secret-file, not both")
+        if args.uri.startswith("gs://"):
+            return _login_gcs(args)
+        if not args.key_id:
+            raise UsageError(
+                "snapdir login: an S3 or B2 login needs --key-id", code="INVALID_ARGUMENT"
+            )
         if args.secret_file:
             with open(args.secret_file) as f:
                 secret = f.readline().rstrip("\n")
@@ -246,6 +271,33 @@ def cmd_login(args: argparse.Namespace) -> int:
         store, changed = logout(args.uri)
         emit(args, "", {"store": store, "changed": changed})
         info(args, f"{'removed the' if changed else 'no'} credentials for {store}")
+    return 0
+
+
+def _login_gcs(args: argparse.Namespace) -> int:
+    """``login gs://bucket``: keep a service-account key file's content (read whole from
+    --secret-file or stdin; never from a prompt, it is many lines)."""
+    from ..names.login import MAX_SERVICE_ACCOUNT, login
+
+    if args.key_id:
+        raise UsageError(
+            "snapdir login gs://...: no --key-id (the key file names its account)",
+            code="INVALID_ARGUMENT",
+        )
+    if args.secret_file:
+        with open(args.secret_file) as f:
+            text = f.read(MAX_SERVICE_ACCOUNT + 1)
+    elif args.secret_stdin:
+        text = sys.stdin.read(MAX_SERVICE_ACCOUNT + 1)
+    else:
+        raise UsageError(
+            "snapdir login gs://...: give the service-account key file with --secret-file "
+            "FILE (or on stdin with --secret-stdin)",
+            code="INVALID_ARGUMENT",
+        )
+    store = login(args.uri, "", text)
+    emit(args, "", {"store": store, "changed": True})
+    info(args, f"service-account key for {store} kept in the OS keyring")
     return 0
 
 
@@ -341,12 +393,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="point a channel at a snapshot",
         description="Point NAME@CHANNEL at REF (a create-only write of its next move). With "
         "--expect REF: only if it points at that snapshot now and nobody moves it meanwhile, "
-        "else exit 3.",
+        "else exit 3. With --expect-seq N: only if its newest move is #N (see channel log), "
+        "a compare-and-swap on the move number that also sees a move away and back. The id "
+        "is printed; the move's number is in the JSON entry (seq) and on stderr.",
     )
     p.add_argument("target", metavar="NAME@CHANNEL", help="e.g. cal-kit@stable")
     p.add_argument("ref", metavar="REF", help="the snapshot to point at (id, prefix, name ref)")
     store_arg(p)
     p.add_argument("--expect", metavar="REF", help="the snapshot it must point at now")
+    p.add_argument(
+        "--expect-seq",
+        type=_move_number,
+        metavar="N",
+        help="the move it must be at now (its #N in channel log; 0: the channel must not "
+        "exist yet): this write becomes move N+1 or nothing (exit 3). Unlike --expect, a "
+        "channel moved A->B->A meanwhile is seen to have moved",
+    )
     p.add_argument("-m", "--message", metavar="MSG", help="a note kept in the move")
     p.set_defaults(handler=cmd_channel_set)
     p = add_command(
@@ -387,17 +449,27 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "login",
         common,
         json=LOGIN_JSON,
-        help="keep a store's key pair in the OS keyring",
-        description="Keep the key id and secret for the store's bucket (S3, B2) in the OS "
-        "keyring (the [keyring] extra). Commands use them when the environment has none "
-        "(order: environment > keyring > the SDK's own chain); they are never written to a "
-        "store, a record or output. The secret is read from a prompt, from stdin "
-        "(--secret-stdin) or from a file (--secret-file).",
+        help="keep a store's credentials in the OS keyring",
+        description="Keep the key id and secret for the store's bucket (S3, B2), or a "
+        "service-account key file (GCS), in the OS keyring (the [keyring] extra). Commands "
+        "use them when the environment has none (order: environment "
+        "(GOOGLE_APPLICATION_CREDENTIALS for GCS) > keyring > the SDK's own chain); they "
+        "are never written to a store, a record, a file or output. The S3/B2 secret is read "
+        "from a prompt, from stdin (--secret-stdin) or from a file (--secret-file); a GCS "
+        "key file from --secret-file or stdin, checked before it is kept.",
     )
-    p.add_argument("uri", metavar="URI", help="the store (s3://bucket/..., b2://bucket/...)")
-    p.add_argument("--key-id", required=True, metavar="ID", help="access key id (S3) / key id (B2)")
+    p.add_argument(
+        "uri", metavar="URI", help="the store (s3://bucket/..., b2://bucket/..., gs://bucket/...)"
+    )
+    p.add_argument(
+        "--key-id", metavar="ID", help="access key id (S3) / key id (B2); required for them"
+    )
     p.add_argument("--secret-stdin", action="store_true", help="read the secret from stdin")
-    p.add_argument("--secret-file", metavar="FILE", help="read the secret from FILE's first line")
+    p.add_argument(
+        "--secret-file",
+        metavar="FILE",
+        help="read the secret from FILE's first line (GCS: the whole service-account key file)",
+    )
     p.set_defaults(handler=cmd_login)
 
     p = add_command(

@@ -84,11 +84,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from .._pull import pull_with_stats
 
     if args.command == "checkout":
-        from .._cache import cache_store
-
-        store: Any = cache_store()
-        MODE.context["uri"] = store.uri
-        sid, dest = ids(args, args.args, want_dest=True, store=store)
+        store, sid, dest = _checkout_ref(args)
     elif getattr(args, "locked", None):
         store, sid, dest = _locked(args)
     else:
@@ -202,6 +198,43 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkout_ref(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """``checkout REF DEST``: an id or an id prefix is looked up in the local cache, as
+    always (no store, no request); a name (``name@1.2``, ``name@^1``, ``name@stable``) is
+    resolved in ``--store`` (or the store of ``URI#REF``), since the cache keeps content,
+    not names — then the snapshot it names is checked out of the cache."""
+    from .._cache import cache_store
+    from .._errors import InvalidArgumentError, NotFoundError
+    from ..names.grammar import parse_ref
+
+    cache: Any = cache_store()
+    raw = args.id if args.id is not None else next(iter(args.args), "")
+    try:
+        ref = parse_ref(raw)
+        named = ref.store is not None or ref.is_name
+    except InvalidArgumentError:
+        named = False  # reported as a bad id by the cache path below
+    if not named:
+        MODE.context["uri"] = cache.uri
+        sid, dest = ids(args, args.args, want_dest=True, store=cache)
+        return cache, sid, dest
+    if not args.store and ref.store is None:
+        raise UsageError(
+            f"snapdir checkout: {raw!r} is a name, and the local cache keeps no names: give "
+            "--store URI (or URI#REF) to resolve it there",
+            code="INVALID_STORE",
+        )
+    where = ref_store(args, args.args)
+    sid, dest = ids(args, args.args, want_dest=True, store=where)
+    MODE.context["uri"] = cache.uri
+    if not run(lambda: cache.has_manifest(sid), cache):
+        raise NotFoundError(
+            f"{raw} names snapshot {sid} in {where}, which is not in the local cache: "
+            f"fetch it first (snapdir fetch {sid} --store {where}), or pull it"
+        )
+    return cache, sid, dest
+
+
 def _locked(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """``pull --locked FILE [NAME] DEST``: the store and content id the lockfile pins (the
     only entry, or NAME's)."""
@@ -280,7 +313,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         (
             "checkout",
             "materialise a snapshot from the local cache into a directory",
-            "As pull, from the local cache ($SNAPDIR_CACHE_DIR; see stage and fetch).",
+            "As pull, from the local cache ($SNAPDIR_CACHE_DIR; see stage and fetch). An id "
+            "or id prefix is looked up in the cache; a name (name@VERSION, name@SPEC, "
+            "name@channel, name) is resolved in --store or the store of URI#REF, and the "
+            "snapshot it names must be in the cache.",
         ),
     ):
         p = add_command(sub, name, common, help=help_, description=desc, json=PULL_JSON)
@@ -292,6 +328,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
             "URI#REF; or give --id) and the destination directory",
         )
         _id_arg(p)
+        if name == "checkout":
+            store_arg(p, required=False)
         if name == "pull":
             store_arg(p)
             p.add_argument(

@@ -97,6 +97,7 @@ class SnapshotInfo:
         "id",
         "key",
         "labels",
+        "names",
         "path",
         "run",
         "tags",
@@ -116,6 +117,7 @@ class SnapshotInfo:
     #: The run record that produced the snapshot (64 hex), or "" for a plain push.
     run: str
     tags: tuple[str, ...]
+    names: tuple[str, ...]
 
     def __init__(
         self,
@@ -130,6 +132,7 @@ class SnapshotInfo:
         key: str = "",
         run: str = "",
         tags: tuple[str, ...] = (),
+        names: tuple[str, ...] | None = None,
     ) -> None:
         self.id = id
         self.run = run
@@ -143,6 +146,10 @@ class SnapshotInfo:
         self.key = key
         #: the releases (``name@version``) the push tagged, from ``push --tag``
         self.tags = tags
+        #: the names known for the snapshot: the journal's own ``tags`` (free: they are in
+        #: the key), or, after ``ls(names=True)``, every release and channel head of the
+        #: store that names it (what the names say now, not what the push meant to write)
+        self.names = tags if names is None else names
 
     def _fields(self) -> tuple[object, ...]:
         return (self.id, self.time, self.host, self.user, self.path, self.files, self.bytes)
@@ -174,6 +181,7 @@ class SnapshotInfo:
             "labels": list(self.labels),
             "key": self.key,
             "tags": list(self.tags),
+            "names": list(self.names),
         }
 
 

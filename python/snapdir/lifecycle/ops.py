@@ -182,14 +182,21 @@ async def ls(
     path: str | None = None,
     label: str | None = None,
     orphans: bool = False,
+    names: bool = False,
 ) -> list[SnapshotInfo]:
     """What the store holds, newest first, from its journal: the list pages and nothing
-    else. Filters: ``since`` (a datetime, a date, or a duration back from the store's
-    time), ``host``, ``path`` (the source path, absolute), ``label``. ``orphans`` also
-    lists manifests no entry names (snapshots written by snapdir 1.x, or before the
-    journal), with an empty ``key`` and the manifest's store time."""
+    else. Each entry's ``names`` are the releases its push tagged (the journal key holds
+    them); with ``names``, they are instead what the store's names say now — every release
+    (not yanked) and channel head that points at the snapshot, tags given after the push
+    included — at the cost of one more listing and one GET per name record the local
+    cache lacks (none when warm: records are immutable). Filters: ``since`` (a datetime,
+    a date, or a duration back from the store's time), ``host``, ``path`` (the source
+    path, absolute), ``label``. ``orphans`` also lists manifests no entry names
+    (snapshots written by snapdir 1.x, or before the journal), with an empty ``key`` and
+    the manifest's store time."""
     when, back = _since(since) if since is not None else (None, None)
-    ks = _require_keys(_open(store), "ls")
+    st = _open(store)
+    ks = _require_keys(st, "ls")
     entries = await _journal(ks)
     if back is not None:
         when = back.before(await ks.store_time())
@@ -207,6 +214,12 @@ async def ls(
             sid = k.key[len(".manifests/") :].replace("/", "")
             if sid not in named:
                 entries.append(SnapshotInfo(sid, k.time))
+    if names:
+        from ..names.ops import names_by_id
+
+        by_id = await names_by_id(st)
+        for e in entries:
+            e.names = tuple(by_id.get(e.id, ()))
     entries.sort(key=lambda e: (e.time, e.key), reverse=True)
     return entries
 

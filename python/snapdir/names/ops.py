@@ -24,6 +24,7 @@ from .grammar import NameRef, check_name, parse_channel, parse_ref, parse_tag
 from .layout import (
     MAX_MESSAGE,
     MAX_RECORD,
+    MAX_SEQ,
     MAX_YANKS,
     NAMES,
     Listing,
@@ -46,6 +47,7 @@ __all__ = [
     "channel_set",
     "copy_names",
     "id_of",
+    "names_by_id",
     "refs",
     "resolve",
     "resolve_id",
@@ -211,15 +213,15 @@ class _Names:
         return created
 
 
-def _pick(lst: Listing, spec: str, pre: bool) -> str:
+def _pick(lst: Listing, spec: str, pre: bool, uri: str) -> str:
     from .._snapdir import spec_resolve
 
     versions = [v for v, (_, size) in lst.versions.items() if size >= 0]
     idx = spec_resolve(spec, versions, [lst.yanked(v) for v in versions], pre)
     if idx is None:
         if not versions:
-            raise NotFoundError(f"no release named {lst.name!r}")
-        raise NotFoundError(f"no release of {lst.name} matches {spec!r}")
+            raise NotFoundError(f"no release named {lst.name!r} in {uri}")
+        raise NotFoundError(f"no release of {lst.name} matches {spec!r} in {uri}")
     return versions[idx]
 
 
@@ -241,7 +243,7 @@ async def _resolve_name(names: _Names, ref: NameRef, pre: bool) -> Resolved:
             channel=ref.channel,
             store=uri,
         )
-    version = _pick(lst, ref.spec, pre)
+    version = _pick(lst, ref.spec, pre, uri)
     key, size = lst.versions[version]
     doc = await names.record(key, size)
     yanked = lst.yanked(version)
@@ -439,15 +441,31 @@ async def channel_set(
     ref: str,
     *,
     expect: str | None = None,
+    expect_seq: int | None = None,
     message: str = "",
 ) -> ChannelEntry:
     """Point channel ``target`` (``name@stable``) at ``ref``: a create-only write of the
     channel's next entry. With ``expect`` (a ref), the channel must point at that snapshot
     now, and must not move between this read and the write (the write of the next sequence
     number fails if anyone else wrote it): :class:`ConflictError` otherwise. Without it a
-    lost race is retried on the new head."""
+    lost race is retried on the new head.
+
+    ``expect`` compares snapshots, so a channel moved A -> B -> A meanwhile still reads as
+    "A" (the ABA problem). ``expect_seq`` compares the move's sequence number instead (0:
+    the channel must not exist yet): the head must be move ``expect_seq`` and this write
+    becomes move ``expect_seq + 1`` or nothing — a compare-and-swap no later move can
+    fake, since every move takes the next number. Both may be given."""
     name, channel = parse_channel(target)
     _message(message)
+    if expect_seq is not None and (
+        not isinstance(expect_seq, int)
+        or isinstance(expect_seq, bool)
+        or not 0 <= expect_seq < MAX_SEQ
+    ):
+        raise InvalidArgumentError(
+            f"expect_seq must be a move number from 0 to {MAX_SEQ - 1}, not {expect_seq!r}",
+            code="INVALID_ARGUMENT",
+        )
     st = _open(store)
     names = _Names(st, "channel set")
     parsed = parse_ref(ref)
@@ -459,7 +477,16 @@ async def channel_set(
     for _ in range(_RETRIES):
         lst = await names.listing(name)
         head = lst.head(channel)
-        current = None if head is None else str((await names.record(head[1], head[2]))["id"])
+        now_seq = 0 if head is None else head[0]
+        if expect_seq is not None and now_seq != expect_seq:
+            why = "it moved meanwhile" if now_seq > expect_seq else "there is no such move"
+            raise ConflictError(
+                f"{name}@{channel} is at move #{now_seq}, not #{expect_seq}: {why} (re-read "
+                "it with channel log and try again)"
+            )
+        current = None
+        if want is not None and head is not None:
+            current = str((await names.record(head[1], head[2]))["id"])
         if want is not None and current != want:
             raise ConflictError(
                 f"{name}@{channel} points at {current or 'nothing'}, not {want}: it moved "
@@ -482,7 +509,7 @@ async def channel_set(
             created = await names.create(key, dump(doc))
         if created:
             return ChannelEntry(doc, key)
-        if want is not None:
+        if want is not None or expect_seq is not None:
             raise ConflictError(
                 f"{name}@{channel} moved meanwhile (another writer took move #{seq})"
             )
@@ -579,6 +606,67 @@ async def named_ids(store: Store) -> set[str]:
             for _seq, key, size in entries:
                 ids.add(str((await names.record(key, size))["id"]))
     return ids
+
+
+#: How many records ``names_by_id`` reads at once (a cold cache on a cloud store).
+_READERS = 16
+
+
+async def names_by_id(store: Store) -> dict[str, list[str]]:
+    """What ``ls --names`` shows: snapshot id -> the names that point at it now, each
+    name's releases in ascending precedence (yanked ones left out, as ``refs`` does), then
+    its channels (their heads only). One listing of the names, and one GET per record the
+    local cache lacks (records are immutable: a warm cache reads none). A record that does
+    not validate is reported and left out, so one hostile key cannot hide the others."""
+    import anyio
+
+    from .._snapdir import version_order
+    from ..stores import Capability
+
+    if not has_keys(store):
+        return {}
+    names = _Names(store, "ls --names")
+    listings = await names.all()
+    wanted: list[tuple[str, str, int]] = []  # (label, key, size) in display order
+    for n in sorted(listings):
+        lst = listings[n]
+        good = [v for v, (_, size) in lst.versions.items() if size >= 0 and not lst.yanked(v)]
+        for i in version_order(good):
+            key, size = lst.versions[good[i]]
+            wanted.append((f"{n}@{good[i]}", key, size))
+        for ch in sorted(lst.channels):
+            _seq, key, size = lst.channels[ch][0]
+            wanted.append((f"{n}@{ch}", key, size))
+    found: list[str | None] = [None] * len(wanted)
+    bad: list[str] = []
+    local = bool(store.capabilities & Capability.LOCAL)
+    limit = None if local else anyio.CapacityLimiter(_READERS)
+
+    async def read(i: int, key: str, size: int) -> None:
+        try:
+            if limit is None:
+                found[i] = str((await names.record(key, size))["id"])
+            else:
+                async with limit:
+                    found[i] = str((await names.record(key, size))["id"])
+        except (InvalidArgumentError, NotFoundError) as e:
+            bad.append(str(e))
+
+    if local:
+        # in place, one after the other: a local store is read without an event loop
+        for i, (_label, key, size) in enumerate(wanted):
+            await read(i, key, size)
+    else:
+        async with anyio.create_task_group() as tg:
+            for i, (_label, key, size) in enumerate(wanted):
+                tg.start_soon(read, i, key, size)
+    if bad:
+        _warn([f"{store.uri}: {m} (ignored)" for m in sorted(bad)[:20]])
+    out: dict[str, list[str]] = {}
+    for (label, _key, _size), sid in zip(wanted, found, strict=True):
+        if sid is not None:
+            out.setdefault(sid, []).append(label)
+    return out
 
 
 async def copy_names(src: Store, dst: Store, snapshot_ids: Sequence[str]) -> list[str]:

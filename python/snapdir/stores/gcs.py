@@ -29,7 +29,9 @@ How this backend keeps them:
 
 The SDK is imported on first use (``pip install 'snapdir[gcs]'``). ``STORAGE_EMULATOR_HOST``
 (the SDK's own variable) points the store at an emulator, with anonymous credentials;
-otherwise Google Application Default Credentials are used.
+otherwise Google Application Default Credentials are used — unless a service-account key
+was handed over for the bucket (:func:`use_service_account`: what ``snapdir login``
+kept), which is then used in both cases.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ from ._streams import (
     parse_stored_manifest,
 )
 
-__all__ = ["EMULATOR_ENV", "GcsStore"]
+__all__ = ["EMULATOR_ENV", "GcsStore", "use_service_account"]
 
 _log = logging.getLogger("snapdir.stores")
 _log.addFilter(LOG_FILTER)  # no secret in a log line (see snapdir._redact)
@@ -96,6 +98,23 @@ _CREDENTIALS_HINT = (
     "set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, "
     "or run `gcloud auth application-default login`"
 )
+
+
+#: Service-account keys for buckets, by bucket name, put here by the layer that read them
+#: from the OS keyring (``snapdir login gs://bucket``): the store layer never reads a keyring
+#: itself. In memory only, for this process; never written out or printed.
+_SERVICE_ACCOUNTS: dict[str, dict[str, Any]] = {}
+
+
+def use_service_account(bucket: str, info: dict[str, Any] | None) -> None:
+    """Use the service-account key ``info`` (the parsed JSON key file) for every store of
+    ``bucket`` this process opens from now on, instead of Application Default Credentials
+    (and instead of anonymous access to an emulator, so that a kept key can be tried
+    against one); None forgets it."""
+    if info is None:
+        _SERVICE_ACCOUNTS.pop(bucket, None)
+    else:
+        _SERVICE_ACCOUNTS[bucket] = dict(info)
 
 
 class GcsStore(StreamingStore):
@@ -182,6 +201,7 @@ class GcsStore(StreamingStore):
             project: str | None
             client_options: dict[str, str] | None = None
             self._emulated = bool(endpoint)
+            kept = _SERVICE_ACCOUNTS.get(self.uri.bucket)
             if endpoint:
                 if "://" not in endpoint:
                     endpoint = "http://" + endpoint
@@ -189,6 +209,11 @@ class GcsStore(StreamingStore):
                 project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "snapdir"
                 client_options = {"api_endpoint": endpoint}
             else:
+                credentials, project = None, None
+            if kept is not None:
+                credentials = self._service_account(kept)
+                project = project or kept.get("project_id") or None
+            elif credentials is None:
                 credentials, project = self._default_credentials()
             session = _counting_session(credentials, self._count)
             _mount_pool(session, self._pool_size)
@@ -206,6 +231,21 @@ class GcsStore(StreamingStore):
             self._session = session
             self._bucket = client.bucket(self.uri.bucket)
             return self._bucket
+
+    def _service_account(self, info: dict[str, Any]) -> Any:
+        """Credentials from a kept service-account key. A key that does not load is
+        reported without the library's message, which could quote the key."""
+        from google.oauth2 import service_account
+
+        try:
+            return service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call,unused-ignore]
+                info, scopes=list(_SCOPES)
+            )
+        except Exception:
+            raise StoreError(
+                f"{self.uri}: the service-account key kept for gs://{self.uri.bucket} could "
+                "not be loaded: run `snapdir login` again with a valid key file"
+            ) from None
 
     def _default_credentials(self) -> tuple[Any, str | None]:
         import google.auth
