@@ -56,16 +56,7 @@ def configure(name: str, server: Any, env: Env, tmp: Path) -> Backend:
     if name == "file":
         return Backend(name, lambda: "file://" + str(tmp / f"store-{_uid()}"))
     if name == "s3":
-        for var in list(os.environ):
-            if var.startswith(("AWS_", "SNAPDIR_S3_")):
-                env.unset(var)
-        env.set("AWS_EC2_METADATA_DISABLED", "true")
-        env.set("AWS_CONFIG_FILE", os.devnull)
-        env.set("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-        env.set("AWS_ACCESS_KEY_ID", server.access_key)
-        env.set("AWS_SECRET_ACCESS_KEY", server.secret_key)
-        env.set("AWS_DEFAULT_REGION", server.region)
-        env.set("SNAPDIR_S3_STORE_ENDPOINT_URL", server.endpoint_url)
+        server.use_env(env.set, env.unset)
         bucket = f"snapdir-gc-{_uid()}"
         client = server.client()
         client.create_bucket(Bucket=bucket)

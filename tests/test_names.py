@@ -51,16 +51,7 @@ def backend(
         return
     if scheme == "s3":
         s3 = fx("seaweedfs")
-        for name in list(os.environ):
-            if name.startswith(("AWS_", "SNAPDIR_S3_")):
-                monkeypatch.delenv(name)
-        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
-        monkeypatch.setenv("AWS_DEFAULT_REGION", s3.region)
-        monkeypatch.setenv("SNAPDIR_S3_STORE_ENDPOINT_URL", s3.endpoint_url)
+        s3.use_env(monkeypatch.setenv, monkeypatch.delenv)
         bucket = f"names-{uuid.uuid4().hex[:10]}"
         client = s3.client()
         client.create_bucket(Bucket=bucket)

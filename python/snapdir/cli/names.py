@@ -303,7 +303,7 @@ def _login_gcs(args: argparse.Namespace) -> int:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add this module's commands to the CLI's sub-parsers."""
-    from ._common import Parser, add_command
+    from ._common import add_command, add_group
 
     p = add_command(
         sub,
@@ -374,17 +374,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         )
         p.set_defaults(handler=cmd_yank)
 
-    top = sub.add_parser(
+    actions = add_group(
+        sub,
         "channel",
-        parents=[common],
+        common,
         help="move a channel (name@stable) or print its log",
         description="A channel is a movable pointer (cal-kit@stable) whose every move is kept: "
         "set moves it (with --expect: a compare-and-swap), log prints the moves.",
     )
-    actions = top.add_subparsers(
-        dest="channel_command", metavar="ACTION", parser_class=Parser, title="actions"
-    )
-    actions.required = True
     p = add_command(
         actions,
         "set",
