@@ -136,9 +136,9 @@ async def push_staged_with_stats(
     async def reupload(objs: list[str], manifest: bool) -> None:
         await transfer_objects(src, dst, [(c, sizes[c]) for c in objs], jobs=jobs)
         if manifest:
-            await dst.put_manifest(sid, m.raw)
+            await put_manifest_of(dst, sid, m)
 
-    async with protect(dst, snapshot_id=sid, manifest=m.raw) as guard:
+    async with protect(dst, snapshot_id=sid, manifest=m) as guard:
         before = dst.request_count()
         noop = await dst.has_manifest(sid)
         uploaded = nbytes_up = 0
@@ -238,7 +238,7 @@ async def _push_content(
         puts = [ObjectPut(c, os.path.join(root, where[c][0]), where[c][1]) for c in objs]
         await st.put_objects(puts, jobs=jobs)
         if manifest:
-            await st.put_manifest(sid, m.raw)
+            await put_manifest_of(st, sid, m)
 
     async with _guard(st if guarded else None, sid, m) as guard:
         before = st.request_count()
@@ -339,7 +339,7 @@ async def _push_tree(
         puts = [ObjectPut(c, os.path.join(root, where[c][0]), where[c][1]) for c in objs]
         await store.put_objects(puts)
         if manifest:
-            await store.put_manifest(m.id, m.raw)
+            await put_manifest_of(store, m.id, m)
 
     async with _guard(guard_store, m.id, m) as guard:
         await guard.settle(reupload, everything=True)

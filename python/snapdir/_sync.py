@@ -61,7 +61,7 @@ async def sync_with_stats(
         if manifest:
             await put_manifest_of(d, sid, m)
 
-    async with protect(d, snapshot_id=sid, manifest=m.raw) as guard:
+    async with protect(d, snapshot_id=sid, manifest=m) as guard:
         stats = await copy_snapshot(
             sid,
             s,

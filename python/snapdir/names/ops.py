@@ -345,7 +345,7 @@ async def _held(st: Store, sid: str, what: str) -> AsyncIterator[None]:
             "push it again, then name it"
         )
 
-    async with protect(st, snapshot_id=sid, manifest=m.raw) as guard:
+    async with protect(st, snapshot_id=sid, manifest=m) as guard:
         await guard.settle(lost)
         yield
 
