@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             last = results[-1]
             print(f"trial {i + 1}: {last['delay']} s, left {last['left']}, "
-                  f"{len(last['problems'])} problems", file=sys.stderr, flush=True)  # fmt: skip
+                  f"{len(last['problems'])} problems {last['problems']}"[:2000],
+                  file=sys.stderr, flush=True)  # fmt: skip
     summary: dict[str, Any] = {
         "trials": len(results),
         "store": size,
