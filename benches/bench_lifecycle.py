@@ -34,6 +34,8 @@ import statistics
 import subprocess
 import tempfile
 import time
+import urllib.parse
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -116,17 +118,28 @@ class GcStore:
 def gc_request_target(
     objects: int, manifests: int, rooted: int, dead_manifests: int, dead_objects: int
 ) -> int:
-    """List pages (intents, journal, plans: one each, twice for intents and journal when a
-    plan is published; manifests and objects: one per 1,000 keys) + one GET per root
-    manifest not yet in the local cache + one DELETE per 1,000 keys + store time, the
-    managed marker, the plan's PUT and DELETE."""
-    pages = 3 + -(-max(manifests, 1) // LIST_PAGE) + -(-max(objects, 1) // LIST_PAGE)
+    """What a collection may cost on S3 (1,000 keys a list page or a DeleteObjects):
+
+    * reading the roots: the intents (a page), the journal, the names, runs and recordings
+      sources (a page each), and the journal once more (the runs' liveness rule reads it);
+      twice when a plan is published (the re-check);
+    * the plans (a page), ``.manifests/`` and ``.objects/``;
+    * a listing of n keys takes n // 1,000 + 1 pages (SeaweedFS answers a full last page as
+      truncated, so a multiple of 1,000 costs one page more);
+    * the managed marker and the store's time (one request each);
+    * when collecting: one GET per root manifest not yet in the local cache, the store's
+      time again and the plan's PUT at publication, one DeleteObjects per 1,000 keys, and
+      a last one for the plan (with stale plans and expired intents)."""
+    journal = rooted // LIST_PAGE + 1
+    roots = 1 + 2 * journal + 3
+    pages = roots + 1 + manifests // LIST_PAGE + 1 + objects // LIST_PAGE + 1
     collecting = dead_manifests + dead_objects > 0
+    fixed = 2
     if collecting:
-        pages += 2  # the re-check lists intents and journal again
+        pages += roots
+        fixed += 2 + 1 + rooted
     deletes = -(-dead_manifests // LIST_PAGE) + -(-dead_objects // LIST_PAGE)
-    fixed = 2 + (3 if collecting else 0)  # managed, store time (+ store time, plan PUT, DELETE)
-    return pages + (rooted if collecting else 0) + deletes + fixed
+    return pages + fixed + deletes
 
 
 def check_gc(manifests: int, objects: int) -> Callable[[Completed], str | None]:
@@ -185,6 +198,36 @@ def plant_gc_store(client: Any, bucket: str, prefix: str, objects: int, snapshot
     return GcStore(forgotten, dead)
 
 
+def request_kind(head: str) -> str:
+    """``"METHOD /bucket/key?query"`` (path-style S3, as the proxy logs it) -> a kind:
+    ``LIST <area>`` (ListObjectsV2, by the area of its prefix), ``DeleteObjects``, or the
+    method and the area of the key (``.objects``, ``.manifests``, ``.snapdir/<part>``)."""
+    method, _, target = head.partition(" ")
+    path, _, query = target.partition("?")
+    params = urllib.parse.parse_qs(query, keep_blank_values=True)
+    if method == "POST" and "delete" in params:
+        return "DeleteObjects"
+    parts = [p for p in urllib.parse.unquote(path).split("/") if p]
+    if method == "GET" and ("list-type" in params or len(parts) <= 1):
+        parts = [p for p in params.get("prefix", [""])[0].split("/") if p]
+        method = "LIST"
+    area = next((i for i, p in enumerate(parts) if p.startswith(".")), None)
+    if area is None:
+        return method if method == "LIST" or len(parts) <= 1 else f"{method} (other key)"
+    name = parts[area]
+    if name == ".snapdir" and area + 1 < len(parts):
+        name += "/" + parts[area + 1]
+    return f"{method} {name}"
+
+
+def request_kinds(log: Counter[str]) -> dict[str, int]:
+    """A proxy log (``"METHOD target"`` -> count) by :func:`request_kind`, largest first."""
+    kinds: Counter[str] = Counter()
+    for head, n in log.items():
+        kinds[request_kind(head)] += n
+    return dict(sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -202,6 +245,7 @@ class Row:
     requests: int | None = None
     target: int | None = None  # at most this many requests
     error: str = ""
+    kinds: dict[str, int] = field(default_factory=dict)  # of the counted run, by request_kind
 
     @property
     def verdict(self) -> str:
@@ -367,9 +411,10 @@ class Lifecycle:
         direct, counted = service.context(), service.context(counted=True)
         self.log(f"lifecycle: {row.tool} {row.what} on {row.snapshots:,} snapshots")
         swap = [a.replace(direct.endpoint_url, counted.endpoint_url) for a in argv]
-        before = service.requests_seen()
+        before, log_before = service.requests_seen(), service.requests_log()
         run = measure(swap, timeout=self.timeout, env=env_of(counted))
         row.requests = service.requests_seen() - before
+        row.kinds = request_kinds(service.requests_log() - log_before)
         runs = [run]
         if not self.rounds:  # a run that changes the store is timed once, counted
             row.walls.append(run.wall_s)
@@ -419,7 +464,9 @@ class Lifecycle:
         finally:
             self.rounds = saved
         again = Row("gc (no-op)", "snapdir", n, "snapdir gc --grace 0 --json (again)")
-        again.target = gc_request_target(self.gc_objects - plant.garbage_objects, rooted, 0, 0, 0)
+        again.target = gc_request_target(
+            self.gc_objects - plant.garbage_objects, rooted, rooted, 0, 0
+        )
         self._measure(again, argv, check_gc(0, 0), lambda ctx: ctx.env(env), service)
 
     def _restic(self, service: s3bench.S3Service, client: Any, base: dict[str, str]) -> None:
@@ -530,9 +577,16 @@ def render(
         "journal entries, the managed marker), `SNAPDIR_GC_DELAY=0`. The collecting run is "
         "counted once and not repeated (it deletes): its time is the counted run's, through "
         "the proxy. Its target counts one GET per root manifest; the no-op run finds them "
-        "in the local cache."
+        "in the local cache (see `gc_request_target` for what else each target counts)."
         if lc.gc_objects
         else "- gc: not run (`--gc-objects 0`).",
+        *(
+            f"- Requests of `{r.what}` ({r.snapshots:,} snapshots) by kind: "
+            + ", ".join(f"{k}: {n}" for k, n in r.kinds.items())
+            + "."
+            for r in lc.rows
+            if r.what.startswith("gc") and r.kinds
+        ),
         f"- Filling (untimed): {fills}.",
         "",
         "## Machine",
@@ -614,6 +668,14 @@ def self_test(workdir: Path | None = None) -> list[str]:
     check(host_path_groups(25) == 21 and host_path_groups(3) == 3, "lifecycle: groups")
     check(check_restic_forget(3, 1)(Completed(0.1, 1, 0, json.dumps(groups), "")) is None,
           "lifecycle: restic forget check")  # fmt: skip
+    kinds = request_kinds(Counter({
+        "GET /b/p?list-type=2&prefix=p%2F.objects%2F": 3, "POST /b?delete=": 2,
+        "GET /b/p/.manifests/abc/def/012/345": 1, "PUT /b/p/.snapdir/gc/1_ab": 1,
+        "HEAD /b/p/.snapdir/managed": 1, "GET /b?list-type=2&prefix=p%2F.snapdir%2Fgc%2F": 1,
+    }))  # fmt: skip
+    check(kinds == {"LIST .objects": 3, "DeleteObjects": 2, "GET .manifests": 1,
+                    "HEAD .snapdir/managed": 1, "LIST .snapdir/gc": 1, "PUT .snapdir/gc": 1},
+          f"lifecycle: request kinds ({kinds})")  # fmt: skip
 
     end_to_end = _end_to_end_ready()
     if end_to_end:

@@ -29,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,6 +199,10 @@ class S3Service:
     def requests_seen(self) -> int:
         """Request heads the proxy has received so far."""
         return int(self.proxy.stats.requests) if self.proxy is not None else 0
+
+    def requests_log(self) -> Counter[str]:
+        """``"METHOD target"`` -> how many times the proxy has received it so far."""
+        return Counter(self.proxy.stats.seen) if self.proxy is not None else Counter()
 
     def _list(self, prefix: str) -> list[str]:
         keys: list[str] = []

@@ -165,29 +165,45 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--seed", type=int, default=20261207)
     ap.add_argument("--files", type=int, default=200, help="files per snapshot")
+    ap.add_argument(
+        "--snapshots",
+        type=int,
+        default=6,
+        help="snapshots in the template store (every other one forgotten); with --files, "
+        "the store's size: about snapshots * files / 2 unreachable objects",
+    )
     ap.add_argument("--json", metavar="PATH", help="write the results here")
     args = ap.parse_args(argv)
     rnd = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="gc-kill-") as tmp:
         root = Path(tmp)
-        template = build_template(root, files=args.files, seed=args.seed)
+        template = build_template(root, snapshots=args.snapshots, files=args.files, seed=args.seed)
+        size = {"manifests": _count(template, ".manifests"),
+                "objects": _count(template, ".objects")}  # fmt: skip
         span = calibrate(template, root)
         # Most of a run is the interpreter starting and the marking; the kills that
         # matter land in the sweep, so most delays are drawn from the run's last part
         # (from when a dry run, which stops before the sweep, would have finished).
         mark = calibrate(template, root, dry_run=True)
-        results = [
-            trial(
-                template,
-                root / "trial",
-                rnd.uniform(0.0, span)
-                if i % 5 == 0
-                else rnd.uniform(0.9 * min(mark, span), 1.05 * max(mark, span)),
+        print(f"calibrated: a run {span:.2f} s, a dry run {mark:.2f} s", file=sys.stderr)
+        results = []
+        for i in range(args.trials):
+            results.append(
+                trial(
+                    template,
+                    root / "trial",
+                    rnd.uniform(0.0, span)
+                    if i % 5 == 0
+                    else rnd.uniform(0.9 * min(mark, span), 1.05 * max(mark, span)),
+                )
             )
-            for i in range(args.trials)
-        ]
+            last = results[-1]
+            print(f"trial {i + 1}: {last['delay']} s, left {last['left']}, "
+                  f"{len(last['problems'])} problems {last['problems']}"[:2000],
+                  file=sys.stderr, flush=True)  # fmt: skip
     summary: dict[str, Any] = {
         "trials": len(results),
+        "store": size,
         "uninterrupted_seconds": round(span, 3),
         "dry_run_seconds": round(mark, 3),
         "left": {

@@ -167,6 +167,41 @@ def test_grace_spares_young_content_and_max_delete_stops_early(tmp_path: Path) -
     arun(body)
 
 
+def test_grace_keeps_the_objects_of_a_manifest_it_spares(tmp_path: Path) -> None:
+    """A manifest the grace period spares keeps its objects, however old they are: a
+    snapshot pushed a minute ago reusing hour-old content, then forgotten, must not be left
+    as a manifest whose objects are gone, since a later push of the same tree finds the
+    manifest, uploads nothing and journals it (a no-op push trusts a manifest to be whole).
+    """
+    uri = "file://" + str(tmp_path / "store")
+    store = tmp_path / "store"
+
+    async def body() -> None:
+        shared = os.urandom(2000)
+        old = write_tree(tmp_path / "old", {"shared.bin": shared, "only-old.txt": b"o" * 300})
+        new = write_tree(tmp_path / "new", {"shared.bin": shared, "only-new.txt": b"n" * 400})
+        i_old = await snapdir.push(old, uri)
+        await adopt(uri)
+        two_hours_ago = time.time() - 7200
+        for p in (store / ".objects").rglob("*"):
+            os.utime(p, (two_hours_ago, two_hours_ago))
+        for p in (store / ".manifests").rglob("*"):
+            os.utime(p, (two_hours_ago, two_hours_ago))
+        i_new = await snapdir.push(new, uri)  # reuses the two-hour-old shared.bin
+        await forget(uri, [i_old, i_new])
+        r = await gc(uri, delay=0)  # default grace: an hour
+        # the old snapshot's manifest and its own object go; the young manifest stays,
+        # and so does every object it names
+        assert (r.manifests, r.objects) == ([i_old], 1)
+        assert await intact(uri, i_new)
+        again = await push_with_stats(new, uri)
+        assert (again["id"], again["noop"]) == (i_new, True)
+        assert await intact(uri, i_new)
+        await verify_all_ok(uri)
+
+    arun(body)
+
+
 def test_cli_gc_and_verify_all(tmp_path: Path) -> None:
     uri = "file://" + str(tmp_path / "store")
     arun(lambda: prepare(uri, tmp_path))

@@ -23,8 +23,9 @@ def _load_script() -> ModuleType:
 
 
 def test_ten_kills_of_gc(tmp_path: Path) -> None:
-    summary = _load_script().main(["--trials", "10", "--files", "120"])
+    summary = _load_script().main(["--trials", "10", "--files", "120", "--snapshots", "4"])
     assert summary["trials"] == 10
+    assert summary["store"]["manifests"] == 4  # the template's size follows the options
     assert summary["failed"] == [], summary["failed"]
     # The kills land on both sides of the sweep, not only before it starts.
     assert summary["left"]["none"] < 10

@@ -100,6 +100,7 @@ class FaultStats:
     eligible: int = 0  # of which matched methods/path_regex
     forwarded: int = 0  # requests whose complete body reached the upstream
     injected: Counter[str] = field(default_factory=Counter)  # FaultKind.value -> count
+    seen: Counter[str] = field(default_factory=Counter)  # "METHOD target" -> count
 
     @property
     def total_injected(self) -> int:
@@ -394,7 +395,11 @@ class FaultProxy:
     def stats(self) -> FaultStats:
         """A consistent snapshot of the counters."""
         with self._lock:
-            return dataclasses.replace(self._stats, injected=Counter(self._stats.injected))
+            return dataclasses.replace(
+                self._stats,
+                injected=Counter(self._stats.injected),
+                seen=Counter(self._stats.seen),
+            )
 
     @property
     def events(self) -> list[FaultEvent]:
@@ -423,6 +428,7 @@ class FaultProxy:
     def _decide(self, method: str, target: str) -> tuple[FaultKind | None, float]:
         with self._lock:
             self._stats.requests += 1
+            self._stats.seen[f"{method} {target}"] += 1
             if self.methods is not None and method not in self.methods:
                 return None, 0.0
             if self.path_regex is not None and not self.path_regex.search(target):

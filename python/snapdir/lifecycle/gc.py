@@ -8,7 +8,9 @@ push (the protocol and its argument: docs/design/gc.md).
    order, because a writer writes its root before it deletes its intent. Read every root
    manifest (verified) into the mark set (Rust, 32 bytes a digest).
 3. List ``.manifests/`` and ``.objects/``: the candidates are unmarked and older than the
-   grace period (store time).
+   grace period (store time). An unrooted manifest the grace period spares is read and
+   its objects marked: a manifest in the store is always whole (a push that finds it
+   uploads nothing).
 4. Publish the plan (create-only, its deadline in the key), wait ``delay``, list intents
    and roots again and unmark what they now reach.
 5. Delete manifests first, then objects, in batches, never after the deadline (less a
@@ -200,6 +202,22 @@ class _Marker:
             raise type(e)(f"root {sid}: {e}", code=e.code) from e
         self.objects.add_manifest(m)
 
+    async def add_spared(self, sid: str) -> None:
+        """Mark the objects of an unrooted manifest the grace period spares: a manifest
+        left in the store must stay whole, since a push of the same snapshot finds it and
+        uploads nothing (a young manifest may name objects older than the grace). Gone
+        meanwhile: nothing to keep whole."""
+        if sid in self.snapshots:
+            return
+        self.snapshots.add(sid)
+        try:
+            m = await self._manifest(sid)
+        except NotFoundError:
+            return
+        except SnapdirError as e:
+            raise type(e)(f"manifest {sid} (spared by the grace period): {e}", code=e.code) from e
+        self.objects.add_manifest(m)
+
 
 async def _read_intents(
     ks: KeyStore, marker: _Marker, now: datetime, ttl: timedelta
@@ -287,10 +305,16 @@ async def gc(
     latest = now + timedelta(seconds=1, microseconds=-1) if now.microsecond == 0 else now
     cutoff = _before(latest, g)
     manifests: dict[str, KeyInfo] = {}
+    spared: list[str] = []
     for k in await ks.list_keys(".manifests/"):
         sid = _hex_of(k.key, ".manifests/")
-        if sid is not None and sid not in marker.snapshots and k.time <= cutoff:
-            manifests[sid] = k
+        if sid is not None and sid not in marker.snapshots:
+            if k.time <= cutoff:
+                manifests[sid] = k
+            else:
+                spared.append(sid)
+    for sid in sorted(spared):  # whole, or not there: never a manifest without objects
+        await marker.add_spared(sid)
     listed: dict[str, KeyInfo] = {}
     for k in await ks.list_keys(".objects/"):
         c = _hex_of(k.key, ".objects/")
