@@ -633,6 +633,9 @@ def test_signals_exit_130_and_143(sig: int, status: int, word: str, as_json: boo
     try:
         _wait_for(proc, "reading a manifest from standard input")
         proc.send_signal(sig)
+        # Standard input stays open until the process has ended: closing it first (as
+        # communicate() does) would race the signal with an end of input.
+        proc.wait(timeout=60)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
