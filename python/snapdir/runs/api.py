@@ -14,7 +14,7 @@ import functools
 import inspect
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -22,7 +22,7 @@ from .._errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from ..stores import Store
-    from .ops import RunResult
+    from .ops import Inputs, RunResult
 
 __all__ = ["MAX_REPR", "Run", "track"]
 
@@ -52,7 +52,7 @@ class Run:
         self,
         store: str | Store | None = None,
         *,
-        inputs: Sequence[str | os.PathLike[str]] = (),
+        inputs: Inputs = (),
         outputs: Sequence[str | os.PathLike[str]] = (),
         env: Sequence[str] = (),
         git: bool | None = None,
@@ -72,7 +72,7 @@ class Run:
             cwd=cwd,
             config=config,
         )
-        self._inputs = list(inputs)
+        self._inputs: Inputs = dict(inputs) if isinstance(inputs, Mapping) else list(inputs)
         self._outputs = list(outputs)
         self._name = name
         self._call = call
@@ -80,6 +80,7 @@ class Run:
         self.result: RunResult | None = None
         self._started = ""
         self._pushed: list[tuple[str, str]] = []
+        self._refs: dict[str, dict[str, str]] = {}
 
     def log(self, name: str, value: float | int | str | bool) -> None:
         """Record a metric (the last value given for a name is kept)."""
@@ -107,6 +108,7 @@ class Run:
                                                           "git", "cwd", "config")},
         )  # fmt: skip
         self._pushed = await _push_inputs(plan)
+        self._refs = plan.input_refs
         return self
 
     async def __aexit__(
@@ -129,6 +131,7 @@ class Run:
             kind="track",
             inputs=(),
             pushed_inputs=self._pushed,
+            input_refs=self._refs,
             outputs=self._outputs,
             extra=extra,
             started=self._started,
@@ -150,7 +153,7 @@ def _call_info(
 def track(
     store: str | Store | None = None,
     *,
-    inputs: Sequence[str | os.PathLike[str]] = (),
+    inputs: Inputs = (),
     outputs: Sequence[str | os.PathLike[str]] = (),
     **options: Any,
 ) -> Callable[[F], F]:

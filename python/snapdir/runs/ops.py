@@ -48,6 +48,7 @@ class RunResult:
 
     __slots__ = (
         "exit_code",
+        "input_refs",
         "inputs",
         "journal",
         "outputs",
@@ -65,6 +66,7 @@ class RunResult:
         self.exit_code = rec.exit_code
         self.signal = rec.signal
         self.inputs = dict(rec.inputs)
+        self.input_refs = {p: dict(a) for p, a in rec.input_refs.items()}
         self.outputs = dict(rec.outputs)
         self.stdout = rec.stdout.digest if rec.stdout else None
         self.stderr = rec.stderr.digest if rec.stderr else None
@@ -80,7 +82,9 @@ class RunResult:
             "status": self.status,
             "exit_code": self.exit_code,
             "signal": self.signal,
-            "inputs": [{"path": p, "id": i} for p, i in self.inputs.items()],
+            "inputs": [
+                {"path": p, "id": i, **self.input_refs.get(p, {})} for p, i in self.inputs.items()
+            ],
             "outputs": [{"path": p, "id": i} for p, i in self.outputs.items()],
             "stdout": self.stdout,
             "stderr": self.stderr,
@@ -97,7 +101,7 @@ class _Plan:
         *,
         cwd: str | os.PathLike[str] | None,
         store: str | Store | None,
-        inputs: Sequence[str | os.PathLike[str]],
+        inputs: Inputs,
         outputs: Sequence[str | os.PathLike[str]],
         env: Sequence[str],
         redact: Sequence[str],
@@ -124,7 +128,18 @@ class _Plan:
 
         self.store = open_wrapped(chosen)
         self.rel_cwd = self.rel(self.cwd, "working directory")
-        self.inputs = [self.rel(os.path.join(self.cwd, os.fspath(p)), "--in") for p in inputs]
+        self.inputs: list[str] = []
+        #: input path -> the ref it is pulled from (``--in PATH=REF``)
+        self.refs: dict[str, str] = {}
+        #: input path -> what its ref resolved to (the record's input annotations)
+        self.input_refs: dict[str, dict[str, str]] = {}
+        for path, ref in _split_inputs(inputs):
+            rel = self.rel(os.path.join(self.cwd, path), "--in")
+            if rel in self.inputs:
+                raise InvalidArgumentError(f"--in {path}: given twice")
+            self.inputs.append(rel)
+            if ref is not None:
+                self.refs[rel] = ref
         self.outputs = [self.rel(os.path.join(self.cwd, os.fspath(p)), "--out") for p in outputs]
         self.extra = [*cfg.redact, *redact]
         self.allow = [*cfg.env, *env]
@@ -158,6 +173,35 @@ class _Plan:
         return dict(self.ctx.internal)
 
 
+#: What ``inputs=`` takes: paths (a string ``"PATH=REF"`` pulls ``REF`` into ``PATH``
+#: first), or a mapping ``{path: ref or None}``.
+Inputs = Sequence[str | os.PathLike[str]] | Mapping[str, str | None]
+
+
+def _split_inputs(inputs: Inputs) -> list[tuple[str, str | None]]:
+    """``(path, ref or None)`` for each input. A string is split at its first ``=``
+    (a ref may hold ``=``, as in ``tool@==1.2``; a path holding one is given as a
+    :class:`os.PathLike` or through the mapping form)."""
+    if isinstance(inputs, (str, bytes)):
+        raise InvalidArgumentError("inputs: a list of paths or a mapping, not one string")
+    out: list[tuple[str, str | None]] = []
+    if isinstance(inputs, Mapping):
+        for path, ref in inputs.items():
+            if ref is not None and (not isinstance(ref, str) or not ref.strip()):
+                raise InvalidArgumentError(f"--in {path}: the ref must be a non-empty string")
+            out.append((os.fspath(path), ref.strip() if ref is not None else None))
+        return out
+    for item in inputs:
+        if isinstance(item, str) and "=" in item:
+            path, _, ref = item.partition("=")
+            if not path or not ref.strip():
+                raise InvalidArgumentError(f"--in {item}: expected PATH or PATH=REF")
+            out.append((path, ref.strip()))
+        else:
+            out.append((os.fspath(item), None))
+    return out
+
+
 def _ensure_store(store: Store) -> None:
     """A run creates a ``file://`` store as a push does (a cloud bucket must exist)."""
     if store.uri.scheme == "file":
@@ -175,11 +219,80 @@ async def _put_file(store: Store, path: str) -> dict[str, Any] | None:
     return {"digest": {"blake3": digest}, "annotations": {"size": size}}
 
 
+async def _resolve_refs(plan: _Plan) -> dict[str, str]:
+    """Resolve every ``--in PATH=REF`` against the store before anything is pulled,
+    pushed or run: input path -> snapshot id (and ``plan.input_refs`` filled)."""
+    from .._errors import NotFoundError
+    from ..names.ops import resolve
+
+    ids: dict[str, str] = {}
+    uri = plan.store.uri
+    for rel, ref in plan.refs.items():
+        try:
+            r = await resolve(plan.store, ref)
+            if not await plan.store.has_manifest(r.id):
+                raise NotFoundError(f"{ref} names snapshot {r.id}, whose manifest is missing")
+        except NotFoundError as e:
+            raise NotFoundError(f"--in {rel}={ref}: no such snapshot in {uri}: {e}") from None
+        ids[rel] = r.id
+        ann = {"ref": plan.masker.text(ref)}
+        if r.name:
+            ann["release"] = r.name
+        if r.version:
+            ann["version"] = r.version
+        if r.channel:
+            ann["channel"] = r.channel
+        plan.input_refs[rel] = ann
+    return ids
+
+
+async def _place(plan: _Plan, rel: str, sid: str) -> None:
+    """Pull snapshot ``sid`` into input ``rel``: into a missing or empty directory, or
+    nothing at all when what is there already is that snapshot. Anything else there is
+    the user's data and is left alone (:class:`ConflictError`)."""
+    from .. import _manifest
+    from .._errors import ConflictError
+    from .._pull import pull
+
+    path = _inside(plan.root, rel)
+    there = await to_thread(_what_is_there, path)
+    if there == "other":
+        raise ConflictError(
+            f"--in {rel}={plan.refs[rel]}: {path} exists and is not a directory (not overwritten)"
+        )
+    if there == "full":
+        here = await _manifest.id(path)
+        if here == sid:
+            return
+        raise ConflictError(
+            f"--in {rel}={plan.refs[rel]}: {path} holds snapshot {here}, not {sid} "
+            "(not overwritten: move it away, or pull the ref there yourself)"
+        )
+    await pull(sid, plan.store, path)
+
+
+def _what_is_there(path: str) -> str:
+    """``"missing"``, ``"empty"`` (a directory), ``"full"`` (a directory) or ``"other"``
+    (a file, a link, anything else: never replaced)."""
+    if not os.path.lexists(path):
+        return "missing"
+    if os.path.islink(path) or not os.path.isdir(path):
+        return "other"
+    return "full" if os.listdir(path) else "empty"
+
+
 async def _push_inputs(plan: _Plan) -> list[tuple[str, str]]:
+    """Every input's snapshot id: refs resolved and pulled into place, paths pushed."""
     from .._push import push_with_stats
 
+    pulled = await _resolve_refs(plan)
+    for rel, sid in pulled.items():
+        await _place(plan, rel, sid)
     out = []
     for rel in plan.inputs:
+        if rel in pulled:
+            out.append((rel, pulled[rel]))
+            continue
         s = await push_with_stats(plan.abs(rel), plan.store, journal=False)
         out.append((rel, str(s["id"])))
     return out
@@ -328,7 +441,7 @@ async def run_command(
     argv: Sequence[str],
     *,
     store: str | Store | None = None,
-    inputs: Sequence[str | os.PathLike[str]] = (),
+    inputs: Inputs = (),
     outputs: Sequence[str | os.PathLike[str]] = (),
     env: Sequence[str] = (),
     redact: Sequence[str] = (),
@@ -405,6 +518,7 @@ async def run_command(
             cwd=plan.rel_cwd,
             internal=internal,
             inputs=pushed_in,
+            input_refs=plan.input_refs,
             outputs=[(p, i) for p, i, _, _ in pushed],
             dependencies=plan.ctx.dependencies,
             started=_iso(child.started),
@@ -438,7 +552,7 @@ def _result(child: ChildResult) -> dict[str, Any]:
 async def capture_context(
     *,
     store: str | Store | None = None,
-    inputs: Sequence[str | os.PathLike[str]] = (),
+    inputs: Inputs = (),
     env: Sequence[str] = (),
     redact: Sequence[str] = (),
     pre: Sequence[str] = (),
@@ -452,6 +566,7 @@ async def capture_context(
     started: str | None = None,
     result: dict[str, Any] | None = None,
     pushed_inputs: Sequence[tuple[str, str]] | None = None,
+    input_refs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> RunResult:
     """Record the context alone, no command (``snapdir capture``); also what
     :class:`~.api.Run` writes when its block ends (``kind="track"``)."""
@@ -465,6 +580,8 @@ async def capture_context(
         _capture(plan, tmpdir, None)
         _ensure_store(plan.store)
         pushed_in = list(pushed_inputs) if pushed_inputs is not None else await _push_inputs(plan)
+        if input_refs is not None:
+            plan.input_refs = {k: dict(v) for k, v in input_refs.items()}
         byproducts = await _byproducts(plan)
         if result is not None:
             byproducts.append(_mask_json(result, plan.masker))
@@ -478,6 +595,7 @@ async def capture_context(
             cwd=plan.rel_cwd,
             internal=internal,
             inputs=pushed_in,
+            input_refs=plan.input_refs,
             outputs=[(p, i) for p, i, _, _ in pushed],
             dependencies=plan.ctx.dependencies,
             started=start,
@@ -662,6 +780,7 @@ async def rerun(
             cwd=rec.cwd,
             internal={**plan.internal(), "env": rec.env},
             inputs=rec.inputs,
+            input_refs=rec.input_refs,
             outputs=[(p, i) for p, i, _, _ in pushed],
             dependencies=[resource("rerun-of", "blake3", rec.digest)],
             started=_iso(child.started),
