@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from .child import ChildResult
 
 __all__ = ["RerunResult", "RunResult", "capture_context", "rerun", "run_command"]
+
+
+_Settle = Callable[[], Awaitable[None]]
 
 
 def _now() -> str:
@@ -208,15 +212,46 @@ def _ensure_store(store: Store) -> None:
         os.makedirs(store.uri.path, exist_ok=True)
 
 
-async def _put_file(store: Store, path: str) -> dict[str, Any] | None:
-    """Upload a local file as an object; its descriptor (None when empty: nothing to
-    keep, and a zero-size object costs a request)."""
-    from .capture import file_digest
+#: A byproduct file to upload: (name in the record, local path, BLAKE3, size).
+Byproduct = tuple[str, str, str, int]
 
-    digest, size = await to_thread(file_digest, path)
-    if size:
-        await store.put_object(digest, path, size)
-    return {"digest": {"blake3": digest}, "annotations": {"size": size}}
+
+def _descriptor(name: str, digest: str, size: int) -> dict[str, Any]:
+    return {"name": name, "digest": {"blake3": digest}, "annotations": {"size": size}}
+
+
+@asynccontextmanager
+async def _uploading(store: Store, files: Sequence[Byproduct]) -> AsyncIterator[_Settle]:
+    """Upload the byproduct objects under a collection intent
+    (:func:`snapdir.lifecycle.intents.protect`, docs/design/gc.md) and keep it until the
+    block ends: the caller settles (``await settle()``) just before writing the record,
+    then writes it (and the journal entries that make it live) inside the block, so a
+    concurrent ``gc`` can never delete an object between its upload and the record that
+    roots it. Zero-size files are not uploaded (nothing to keep, and a request saved);
+    with nothing to upload there is no intent either."""
+    from ..lifecycle.intents import protect
+
+    src = {digest: (path, size) for _, path, digest, size in files if size}
+    if not src:
+
+        async def nothing() -> None:
+            return None
+
+        yield nothing
+        return
+
+    async def reupload(missing: list[str], _manifest: bool) -> None:
+        for digest in missing:
+            await store.put_object(digest, *src[digest])
+
+    async with protect(store, objects=sorted(src)) as guard:
+        for digest, (path, size) in src.items():
+            await store.put_object(digest, path, size)
+
+        async def settle() -> None:
+            await guard.settle(reupload)
+
+        yield settle
 
 
 async def _resolve_refs(plan: _Plan) -> dict[str, str]:
@@ -351,17 +386,24 @@ def _capture(plan: _Plan, tmpdir: str, argv0: str | None) -> None:
     )
 
 
-async def _byproducts(plan: _Plan) -> list[dict[str, Any]]:
+async def _byproducts(plan: _Plan) -> list[Byproduct]:
+    """The git diff and the pre-command outputs, hashed (uploaded by :func:`_uploading`)."""
+    from .capture import file_digest
+
+    named = [("git-diff", plan.ctx.diff_path)] if plan.ctx.diff_path is not None else []
+    named += [(f"pre-{i}", p) for i, p in enumerate(plan.ctx.pre_outputs)]
     out = []
-    if plan.ctx.diff_path is not None:
-        d = await _put_file(plan.store, plan.ctx.diff_path)
-        if d is not None:
-            out.append({"name": "git-diff", **d})
-    for i, p in enumerate(plan.ctx.pre_outputs):
-        d = await _put_file(plan.store, p)
-        if d is not None:
-            out.append({"name": f"pre-{i}", **d})
+    for name, path in named:
+        digest, size = await to_thread(file_digest, path)
+        out.append((name, path, digest, size))
     return out
+
+
+def _streams(child: ChildResult) -> list[Byproduct]:
+    assert child.stdout is not None
+    assert child.stderr is not None
+    return [(n, c.path, c.digest, c.size) for n, c in (("stdout", child.stdout),
+                                                       ("stderr", child.stderr))]  # fmt: skip
 
 
 def _version() -> str:
@@ -499,36 +541,31 @@ async def run_command(
             )
 
         child = go() if _inline else await to_thread(go)
-        byproducts = await _byproducts(plan)
-        assert child.stdout is not None
-        assert child.stderr is not None
-        for name, cap in (("stdout", child.stdout), ("stderr", child.stderr)):
-            if cap.size:
-                await plan.store.put_object(cap.digest, cap.path, cap.size)
-            byproducts.append(
-                {"name": name, "digest": {"blake3": cap.digest}, "annotations": {"size": cap.size}}
-            )
+        uploads = [*await _byproducts(plan), *_streams(child)]
+        byproducts = [_descriptor(n, d, size) for n, _, d, size in uploads]
         byproducts.append(_result(child))
-        pushed = await _push_outputs(plan)
-        internal = plan.internal()
-        internal["cacheKey"] = key
-        body = statement(
-            kind="run",
-            argv=mask_argv(argv, plan.masker),
-            cwd=plan.rel_cwd,
-            internal=internal,
-            inputs=pushed_in,
-            input_refs=plan.input_refs,
-            outputs=[(p, i) for p, i, _, _ in pushed],
-            dependencies=plan.ctx.dependencies,
-            started=_iso(child.started),
-            finished=_iso(child.finished),
-            invocation=os.urandom(16).hex(),
-            byproducts=byproducts,
-            version=_version(),
-        )
-        rec = await write_record(plan.store, canonical(body))
-        journal = await _journal(plan, rec, pushed)
+        async with _uploading(plan.store, uploads) as settle:
+            pushed = await _push_outputs(plan)
+            internal = plan.internal()
+            internal["cacheKey"] = key
+            body = statement(
+                kind="run",
+                argv=mask_argv(argv, plan.masker),
+                cwd=plan.rel_cwd,
+                internal=internal,
+                inputs=pushed_in,
+                input_refs=plan.input_refs,
+                outputs=[(p, i) for p, i, _, _ in pushed],
+                dependencies=plan.ctx.dependencies,
+                started=_iso(child.started),
+                finished=_iso(child.finished),
+                invocation=os.urandom(16).hex(),
+                byproducts=byproducts,
+                version=_version(),
+            )
+            await settle()
+            rec = await write_record(plan.store, canonical(body))
+            journal = await _journal(plan, rec, pushed)
         return RunResult(rec, journal=journal)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -582,30 +619,34 @@ async def capture_context(
         pushed_in = list(pushed_inputs) if pushed_inputs is not None else await _push_inputs(plan)
         if input_refs is not None:
             plan.input_refs = {k: dict(v) for k, v in input_refs.items()}
-        byproducts = await _byproducts(plan)
+        uploads = await _byproducts(plan)
+        byproducts = [_descriptor(n, d, size) for n, _, d, size in uploads]
         if result is not None:
             byproducts.append(_mask_json(result, plan.masker))
-        pushed = await _push_outputs(plan)
-        internal = plan.internal()
-        if extra:
-            internal.update({k: _mask_json(v, plan.masker) for k, v in extra.items()})
-        body = statement(
-            kind=kind,
-            argv=[],
-            cwd=plan.rel_cwd,
-            internal=internal,
-            inputs=pushed_in,
-            input_refs=plan.input_refs,
-            outputs=[(p, i) for p, i, _, _ in pushed],
-            dependencies=plan.ctx.dependencies,
-            started=start,
-            finished=_now(),
-            invocation=os.urandom(16).hex(),
-            byproducts=byproducts,
-            version=_version(),
-        )
-        rec = await write_record(plan.store, canonical(body))
-        return RunResult(rec, journal=await _journal(plan, rec, pushed))
+        async with _uploading(plan.store, uploads) as settle:
+            pushed = await _push_outputs(plan)
+            internal = plan.internal()
+            if extra:
+                internal.update({k: _mask_json(v, plan.masker) for k, v in extra.items()})
+            body = statement(
+                kind=kind,
+                argv=[],
+                cwd=plan.rel_cwd,
+                internal=internal,
+                inputs=pushed_in,
+                input_refs=plan.input_refs,
+                outputs=[(p, i) for p, i, _, _ in pushed],
+                dependencies=plan.ctx.dependencies,
+                started=start,
+                finished=_now(),
+                invocation=os.urandom(16).hex(),
+                byproducts=byproducts,
+                version=_version(),
+            )
+            await settle()
+            rec = await write_record(plan.store, canonical(body))
+            journal = await _journal(plan, rec, pushed)
+        return RunResult(rec, journal=journal)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
@@ -751,45 +792,42 @@ async def rerun(
             )
 
         child = go() if _inline else await to_thread(go)
-        byproducts = []
-        assert child.stdout is not None
-        assert child.stderr is not None
-        for name, cap in (("stdout", child.stdout), ("stderr", child.stderr)):
-            if cap.size:
-                await st.put_object(cap.digest, cap.path, cap.size)
-            byproducts.append(
-                {"name": name, "digest": {"blake3": cap.digest}, "annotations": {"size": cap.size}}
-            )
+        uploads = _streams(child)
+        byproducts = [_descriptor(n, d, size) for n, _, d, size in uploads]
         byproducts.append(_result(child))
-        pushed = await _push_outputs(plan, root)
-        new = {p: i for p, i, _, _ in pushed}
-        differing: list[str] = []
-        for rel, old in rec.outputs:
-            if new.get(rel) != old:
-                differing += await _differing(st, rel, old, new.get(rel))
-        reproduced = not differing and child.status == (rec.status or 0)
-        byproducts.append(
-            {
-                "name": "rerun",
-                "annotations": {"of": rec.digest, "reproduced": reproduced, "differing": differing},
-            }
-        )
-        body = statement(
-            kind="rerun",
-            argv=rec.argv,
-            cwd=rec.cwd,
-            internal={**plan.internal(), "env": rec.env},
-            inputs=rec.inputs,
-            input_refs=rec.input_refs,
-            outputs=[(p, i) for p, i, _, _ in pushed],
-            dependencies=[resource("rerun-of", "blake3", rec.digest)],
-            started=_iso(child.started),
-            finished=_iso(child.finished),
-            invocation=os.urandom(16).hex(),
-            byproducts=byproducts,
-            version=_version(),
-        )
-        made = await write_record(st, canonical(body))
+        async with _uploading(st, uploads) as settle:
+            pushed = await _push_outputs(plan, root)
+            new = {p: i for p, i, _, _ in pushed}
+            differing: list[str] = []
+            for rel, old in rec.outputs:
+                if new.get(rel) != old:
+                    differing += await _differing(st, rel, old, new.get(rel))
+            reproduced = not differing and child.status == (rec.status or 0)
+            byproducts.append(
+                {
+                    "name": "rerun",
+                    "annotations": {
+                        "of": rec.digest, "reproduced": reproduced, "differing": differing,
+                    },
+                }
+            )  # fmt: skip
+            body = statement(
+                kind="rerun",
+                argv=rec.argv,
+                cwd=rec.cwd,
+                internal={**plan.internal(), "env": rec.env},
+                inputs=rec.inputs,
+                input_refs=rec.input_refs,
+                outputs=[(p, i) for p, i, _, _ in pushed],
+                dependencies=[resource("rerun-of", "blake3", rec.digest)],
+                started=_iso(child.started),
+                finished=_iso(child.finished),
+                invocation=os.urandom(16).hex(),
+                byproducts=byproducts,
+                version=_version(),
+            )
+            await settle()
+            made = await write_record(st, canonical(body))
         return RerunResult(made, rec.digest, root)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
