@@ -17,7 +17,8 @@ import pytest
 import snapdir
 import snapdir.runs.ops as ops
 from runsutil import project, store_uri
-from snapdir.lifecycle import adopt, gc
+from snapdir.lifecycle import adopt
+from snapdir.lifecycle.gc import gc
 from snapdir.runs.layout import read_record
 from snapdir.stores import open_store
 
