@@ -46,7 +46,8 @@ class Run:
             run.log("accuracy", 0.93)
 
     After the block, :attr:`result` is the :class:`~.ops.RunResult` (its ``record`` names
-    the record in the store)."""
+    the record in the store). ``inputs`` as for :func:`~.ops.run_command`: an input given
+    as ``"path=ref"`` (or a mapping) is pulled into place when the block starts."""
 
     def __init__(
         self,

@@ -506,7 +506,11 @@ async def run_command(
     exception). ``reuse``: if the run cache has this run (same command line, working
     directory, input ids, allowlisted environment and executable), its outputs are
     materialised and the command is not run. ``config``: read ``snapdir.toml`` /
-    ``[tool.snapdir]`` (or pass a :class:`RunConfig`)."""
+    ``[tool.snapdir]`` (or pass a :class:`RunConfig`). ``inputs``: paths, ``"path=ref"``
+    strings or a mapping ``{path: ref or None}``; a ref (a release, channel, id or prefix)
+    is resolved in ``store`` before anything runs and pulled into its path (missing, empty,
+    or already that snapshot; anything else is :class:`ConflictError`), and the record
+    keeps the ref and what it resolved to (:attr:`RunResult.input_refs`)."""
     from .child import run_child
 
     if not argv:
