@@ -19,7 +19,7 @@ import snapdir.runs.ops as ops
 from runsutil import project, store_uri
 from snapdir.lifecycle import adopt
 from snapdir.lifecycle.gc import gc
-from snapdir.runs.layout import read_record
+from snapdir.runs.layout import read_record, write_record
 from snapdir.stores import open_store
 
 PY = sys.executable
@@ -54,7 +54,7 @@ def test_gc_between_upload_and_record_loses_nothing(
 
     anyio.run(_with_store, uri2, prepare)
 
-    real = ops.write_record
+    real = write_record
     collected: list[Any] = []
 
     async def collect_then_write(store: Any, data: bytes) -> Any:
