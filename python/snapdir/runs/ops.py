@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidArgumentError
@@ -28,13 +28,11 @@ from .record import RunRecord, canonical, check_rel_path, resource, statement
 from .secrets import Masker, flag_values, mask_argv, record_env, secret_values
 
 if TYPE_CHECKING:
+    from ..lifecycle.intents import Guard, Reupload
     from ..stores import Store
     from .child import ChildResult
 
 __all__ = ["RerunResult", "RunResult", "capture_context", "rerun", "run_command"]
-
-
-_Settle = Callable[[], Awaitable[None]]
 
 
 def _now() -> str:
@@ -220,38 +218,116 @@ def _descriptor(name: str, digest: str, size: int) -> dict[str, Any]:
     return {"name": name, "digest": {"blake3": digest}, "annotations": {"size": size}}
 
 
-@asynccontextmanager
-async def _uploading(store: Store, files: Sequence[Byproduct]) -> AsyncIterator[_Settle]:
-    """Upload the byproduct objects under a collection intent
-    (:func:`snapdir.lifecycle.intents.protect`, docs/design/gc.md) and keep it until the
-    block ends: the caller settles (``await settle()``) just before writing the record,
-    then writes it (and the journal entries that make it live) inside the block, so a
-    concurrent ``gc`` can never delete an object between its upload and the record that
-    roots it. Zero-size files are not uploaded (nothing to keep, and a request saved);
-    with nothing to upload there is no intent either."""
-    from ..lifecycle.intents import protect
+class _Holds:
+    """The collection intents a run holds (docs/design/gc.md): one per input and output
+    snapshot, from its push (or pull) until the record, and the outputs' journal entries,
+    are written, and one for the byproduct objects (stdout, stderr, the git diff,
+    ``--pre`` outputs) from before their upload. Pushes into a run's store skip the journal
+    (the record and the entries naming the run are written at the end), so without these a
+    ``gc --grace 0`` — or the default hour of grace, for a longer run — could collect them
+    mid-run. A snapshot's intent is written just after its push, whose own intent it
+    replaces; the gap between the two is covered by :meth:`settle`, which checks every
+    object again (``everything``) and puts back what a collection removed from the local
+    files it was pushed from — or, when they changed since, fails naming the snapshot (as
+    a push would when its files change under it). See :func:`_holding`."""
 
-    src = {digest: (path, size) for _, path, digest, size in files if size}
-    if not src:
+    def __init__(self, store: Store, stack: AsyncExitStack, ttl: timedelta) -> None:
+        self.store = store
+        self._stack = stack
+        self.ttl = ttl
+        self.guards: list[Guard] = []
+        self._reuploads: list[Reupload] = []
 
-        async def nothing() -> None:
-            return None
+    async def _protect(self, reupload: Reupload, **what: Any) -> None:
+        from ..lifecycle.intents import protect
 
-        yield nothing
-        return
+        cm = protect(self.store, ttl=self.ttl, **what)
+        self.guards.append(await self._stack.enter_async_context(cm))
+        self._reuploads.append(reupload)
 
-    async def reupload(missing: list[str], _manifest: bool) -> None:
-        for digest in missing:
-            await store.put_object(digest, *src[digest])
+    async def snapshot(self, sid: str, path: str, what: str) -> None:
+        """Hold snapshot ``sid`` (just pushed from, or pulled into, ``path``)."""
+        from .._errors import InFluxError, NotFoundError
+        from ..stores import ObjectPut
 
-    async with protect(store, objects=sorted(src)) as guard:
+        st = self.store
+        m = await st.get_manifest(sid)
+        where = {c: (rel, size) for c, rel, size in m.object_sources()}
+
+        async def reupload(objs: list[str], manifest: bool) -> None:
+            try:
+                puts = [ObjectPut(c, os.path.join(path, where[c][0]), where[c][1]) for c in objs]
+                await st.put_objects(puts)
+            except (InFluxError, OSError) as e:
+                raise NotFoundError(
+                    f"{what} snapshot {sid} in {st.uri} was collected while the run ran "
+                    f"({len(objs)} object(s) gone) and {path} has changed since, so it "
+                    f"cannot be put back ({e}): nothing was recorded, run again"
+                ) from None
+            if manifest:
+                await st.put_manifest(sid, m.raw)
+
+        await self._protect(reupload, snapshot_id=sid, manifest=m.raw)
+
+    async def upload(self, files: Sequence[Byproduct]) -> None:
+        """Upload the byproduct objects under an intent written before the first of
+        them. Zero-size files are not uploaded (nothing to keep, and a request saved);
+        with nothing to upload there is no intent either."""
+        st = self.store
+        src = {digest: (path, size) for _, path, digest, size in files if size}
+        if not src:
+            return
+
+        async def reupload(missing: list[str], _manifest: bool) -> None:
+            for digest in missing:
+                await st.put_object(digest, *src[digest])
+
+        await self._protect(reupload, objects=sorted(src))
         for digest, (path, size) in src.items():
-            await store.put_object(digest, path, size)
+            await st.put_object(digest, path, size)
 
-        async def settle() -> None:
-            await guard.settle(reupload)
+    @asynccontextmanager
+    async def kept_alive(self) -> AsyncIterator[None]:
+        """Refresh every held intent each half TTL while the block runs (the command may
+        run for longer than an intent lives): a task beside the block, stopped, and any
+        refresh in flight finished, when it ends. Without an event loop (local stores
+        driven by ``run_local``) nothing runs beside it; :meth:`settle` then replaces an
+        old intent and checks everything."""
+        from ..stores._keys import _event_loop
 
-        yield settle
+        if not _event_loop():
+            yield
+            return
+        import anyio
+
+        from ..lifecycle.intents import keep_alive
+
+        error: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(keep_alive, self.guards, self.ttl.total_seconds() / 2)
+            try:
+                yield
+            except Exception as e:  # raised as it is, not wrapped in an exception group
+                error = e
+            finally:
+                tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
+
+    async def settle(self) -> None:
+        """Just before the record is written: every intent settled, all content checked."""
+        for guard, reupload in zip(self.guards, self._reuploads, strict=True):
+            await guard.settle(reupload, everything=True)
+
+
+@asynccontextmanager
+async def _holding(store: Store, ttl: timedelta | None = None) -> AsyncIterator[_Holds]:
+    """A run's intents (:class:`_Holds`), all removed when the block ends — also on an
+    error or a cancellation (each removal shielded, as a push's)."""
+    from ..lifecycle.intents import INTENT_TTL
+
+    async with AsyncExitStack() as stack:
+        yield _Holds(store, stack, ttl if ttl is not None else INTENT_TTL)
 
 
 async def _resolve_refs(plan: _Plan) -> dict[str, str]:
@@ -316,24 +392,33 @@ def _what_is_there(path: str) -> str:
     return "full" if os.listdir(path) else "empty"
 
 
-async def _push_inputs(plan: _Plan) -> list[tuple[str, str]]:
-    """Every input's snapshot id: refs resolved and pulled into place, paths pushed."""
+async def _push_inputs(plan: _Plan, holds: _Holds | None) -> list[tuple[str, str]]:
+    """Every input's snapshot id: refs resolved and pulled into place, paths pushed; each
+    held (``holds``) from then until the record is written."""
     from .._push import push_with_stats
 
     pulled = await _resolve_refs(plan)
     for rel, sid in pulled.items():
         await _place(plan, rel, sid)
+        if holds is not None:  # a channel may move on, and its old snapshot be collected
+            await holds.snapshot(sid, plan.abs(rel), f"input {rel}")
     out = []
     for rel in plan.inputs:
         if rel in pulled:
             out.append((rel, pulled[rel]))
             continue
         s = await push_with_stats(plan.abs(rel), plan.store, journal=False)
+        if holds is not None:
+            await holds.snapshot(str(s["id"]), plan.abs(rel), f"input {rel}")
         out.append((rel, str(s["id"])))
     return out
 
 
-async def _push_outputs(plan: _Plan, root: str | None = None) -> list[tuple[str, str, int, int]]:
+async def _push_outputs(
+    plan: _Plan, holds: _Holds | None, root: str | None = None
+) -> list[tuple[str, str, int, int]]:
+    """Every output that exists, pushed; each held (``holds``) from then until its journal
+    entry is written."""
     from .._errors import _warn
     from .._push import push_with_stats
 
@@ -346,6 +431,8 @@ async def _push_outputs(plan: _Plan, root: str | None = None) -> list[tuple[str,
             missing.append(f"output {rel} was not created by the command (not recorded)")
             continue
         s = await push_with_stats(path, plan.store, journal=False)
+        if holds is not None:
+            await holds.snapshot(str(s["id"]), path, f"output {rel}")
         out.append((rel, str(s["id"]), int(s["files"]), int(s["bytes"])))
     if missing:
         _warn(missing)
@@ -387,7 +474,7 @@ def _capture(plan: _Plan, tmpdir: str, argv0: str | None) -> None:
 
 
 async def _byproducts(plan: _Plan) -> list[Byproduct]:
-    """The git diff and the pre-command outputs, hashed (uploaded by :func:`_uploading`)."""
+    """The git diff and the pre-command outputs, hashed (uploaded by :meth:`_Holds.upload`)."""
     from .capture import file_digest
 
     named = [("git-diff", plan.ctx.diff_path)] if plan.ctx.diff_path is not None else []
@@ -524,32 +611,37 @@ async def run_command(
     try:
         _capture(plan, tmpdir, argv[0])
         _ensure_store(plan.store)
-        pushed_in = await _push_inputs(plan)
-        key = cache_key(plan, argv, pushed_in)
-        if reuse:
-            hit = await _reuse(plan, key, tmpdir, _stdout if stream else None)
-            if hit is not None:
-                return RunResult(hit, reused=True)
+        async with _holding(plan.store) as holds:
+            async with holds.kept_alive():
+                pushed_in = await _push_inputs(plan, holds)
+                key = cache_key(plan, argv, pushed_in)
+                if reuse:
+                    hit = await _reuse(plan, key, tmpdir, _stdout if stream else None)
+                    if hit is not None:
+                        return RunResult(hit, reused=True)
 
-        def go() -> ChildResult:
-            return run_child(
-                argv,
-                cwd=plan.cwd,
-                env=plan.environ,
-                secrets=plan.secrets,
-                tmpdir=tmpdir,
-                echo_stdout=_stdout if stream else None,
-                echo_stderr=2 if stream else None,
-                forward_signals=_inline,
-                timeout=timeout,
-            )
+                def go() -> ChildResult:
+                    return run_child(
+                        argv,
+                        cwd=plan.cwd,
+                        env=plan.environ,
+                        secrets=plan.secrets,
+                        tmpdir=tmpdir,
+                        echo_stdout=_stdout if stream else None,
+                        echo_stderr=2 if stream else None,
+                        forward_signals=_inline,
+                        timeout=timeout,
+                    )
 
-        child = go() if _inline else await to_thread(go)
-        uploads = [*await _byproducts(plan), *_streams(child)]
-        byproducts = [_descriptor(n, d, size) for n, _, d, size in uploads]
-        byproducts.append(_result(child))
-        async with _uploading(plan.store, uploads) as settle:
-            pushed = await _push_outputs(plan)
+                # Inline (the CLI: signals forwarded from the main thread) the event loop
+                # waits with the child, and so does the keep-alive: ``settle`` then
+                # replaces the old intents and checks everything.
+                child = go() if _inline else await to_thread(go)
+                uploads = [*await _byproducts(plan), *_streams(child)]
+                await holds.upload(uploads)
+                pushed = await _push_outputs(plan, holds)
+            byproducts = [_descriptor(n, d, size) for n, _, d, size in uploads]
+            byproducts.append(_result(child))
             internal = plan.internal()
             internal["cacheKey"] = key
             body = statement(
@@ -567,7 +659,7 @@ async def run_command(
                 byproducts=byproducts,
                 version=_version(),
             )
-            await settle()
+            await holds.settle()
             rec = await write_record(plan.store, canonical(body))
             journal = await _journal(plan, rec, pushed)
         return RunResult(rec, journal=journal)
@@ -608,9 +700,11 @@ async def capture_context(
     result: dict[str, Any] | None = None,
     pushed_inputs: Sequence[tuple[str, str]] | None = None,
     input_refs: Mapping[str, Mapping[str, str]] | None = None,
+    holds: _Holds | None = None,
 ) -> RunResult:
     """Record the context alone, no command (``snapdir capture``); also what
-    :class:`~.api.Run` writes when its block ends (``kind="track"``)."""
+    :class:`~.api.Run` writes when its block ends (``kind="track"``, its inputs pushed
+    when the block started and held since in ``holds``)."""
     plan = _Plan(
         cwd=cwd, store=store, inputs=inputs, outputs=outputs, env=env, redact=redact,
         pre=pre, files=files, git=git, config=config, environ=None,
@@ -620,15 +714,21 @@ async def capture_context(
         start = started or _now()
         _capture(plan, tmpdir, None)
         _ensure_store(plan.store)
-        pushed_in = list(pushed_inputs) if pushed_inputs is not None else await _push_inputs(plan)
-        if input_refs is not None:
-            plan.input_refs = {k: dict(v) for k, v in input_refs.items()}
-        uploads = await _byproducts(plan)
-        byproducts = [_descriptor(n, d, size) for n, _, d, size in uploads]
-        if result is not None:
-            byproducts.append(_mask_json(result, plan.masker))
-        async with _uploading(plan.store, uploads) as settle:
-            pushed = await _push_outputs(plan)
+        async with AsyncExitStack() as stack:
+            if holds is None:
+                holds = await stack.enter_async_context(_holding(plan.store))
+            if pushed_inputs is not None:
+                pushed_in = list(pushed_inputs)
+            else:
+                pushed_in = await _push_inputs(plan, holds)
+            if input_refs is not None:
+                plan.input_refs = {k: dict(v) for k, v in input_refs.items()}
+            uploads = await _byproducts(plan)
+            byproducts = [_descriptor(n, d, size) for n, _, d, size in uploads]
+            if result is not None:
+                byproducts.append(_mask_json(result, plan.masker))
+            await holds.upload(uploads)
+            pushed = await _push_outputs(plan, holds)
             internal = plan.internal()
             if extra:
                 internal.update({k: _mask_json(v, plan.masker) for k, v in extra.items()})
@@ -647,7 +747,7 @@ async def capture_context(
                 byproducts=byproducts,
                 version=_version(),
             )
-            await settle()
+            await holds.settle()
             rec = await write_record(plan.store, canonical(body))
             journal = await _journal(plan, rec, pushed)
         return RunResult(rec, journal=journal)
@@ -799,8 +899,9 @@ async def rerun(
         uploads = _streams(child)
         byproducts = [_descriptor(n, d, size) for n, _, d, size in uploads]
         byproducts.append(_result(child))
-        async with _uploading(st, uploads) as settle:
-            pushed = await _push_outputs(plan, root)
+        async with _holding(st) as holds:
+            await holds.upload(uploads)
+            pushed = await _push_outputs(plan, None, root)
             new = {p: i for p, i, _, _ in pushed}
             differing: list[str] = []
             for rel, old in rec.outputs:
@@ -830,7 +931,7 @@ async def rerun(
                 byproducts=byproducts,
                 version=_version(),
             )
-            await settle()
+            await holds.settle()
             made = await write_record(st, canonical(body))
         return RerunResult(made, rec.digest, root)
     finally:
