@@ -27,6 +27,7 @@ from snapdir.lifecycle.gc import gc
 from snapdir.lifecycle.intents import INTENTS, Guard, keep_alive, parse_intent, protect
 from snapdir.runs.layout import read_record, write_record
 from snapdir.stores import open_store
+from snapdir.stores._base import hex_from_key
 
 PY = sys.executable
 PROG = "import sys; print('to stdout'); print('to stderr', file=sys.stderr)"
@@ -350,3 +351,67 @@ def test_holding_request_cost_on_s3(
     # and the byproducts' shard LISTs (stdout: one object)
     input_shards = 2  # a.txt, b.txt
     assert held - bare == (6 + input_shards) + (6 + 1) + 1, (held, bare)
+
+
+@pytest.mark.parametrize("changed", [False, True], ids=["unchanged", "changed"])
+def test_input_lost_to_a_sweep_is_put_back_or_fails_naming_it(
+    uri2: str, tmp_path: Path, changed: bool
+) -> None:
+    """What a sweep already under way removes of a held input (done here by hand while
+    the command is blocked: the input's objects and manifest deleted) is put back from the
+    local files when they are unchanged; when the command rewrote them, the run fails
+    naming the snapshot, writes no record and leaves no intent."""
+    root = project(tmp_path)
+    (root / "inp").mkdir()
+    (root / "inp" / "f.txt").write_text("the input as pushed\n")
+    started, go = _fifos(tmp_path)
+    input_id = str(anyio.run(snapdir_id, root / "inp"))
+    rewrite = "open('inp/f.txt', 'w').write('rewritten by the command\\n')\n" if changed else ""
+    box: dict[str, Any] = {}
+
+    async def main() -> None:
+        async def run() -> None:
+            try:
+                box["r"] = await ops.run_command(
+                    [PY, "-c", BLOCKING + rewrite, started, go], store=uri2, inputs=["inp"],
+                    outputs=["out"], cwd=root, stream=False, git=False, config=False,
+                )  # fmt: skip
+            except snapdir.NotFoundError as e:
+                box["error"] = e
+
+        st = open_store(uri2)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run)
+                with anyio.fail_after(60):
+                    await anyio.to_thread.run_sync(_read, started, abandon_on_cancel=True)
+                m = await st.get_manifest(input_id)
+                ours = {c for c, _ in m.objects()}
+                doomed = [k.key for k in await st.list_keys(".objects/")
+                          if hex_from_key(k.key[len(".objects/") :]) in ours]  # fmt: skip
+                doomed += [k.key for k in await st.list_keys(".manifests/")
+                           if hex_from_key(k.key[len(".manifests/") :]) == input_id]  # fmt: skip
+                assert len(doomed) == len(ours) + 1
+                await st.delete_keys(doomed)
+                assert not await st.has_manifest(input_id)
+                await anyio.to_thread.run_sync(_write, go)
+        finally:
+            _unblock(started, go)
+            await st.aclose()
+
+    anyio.run(main)
+
+    async def after(st: Any) -> tuple[set[str], list[Any]]:
+        return await _intents(st), await ops.list_runs(st)
+
+    intents, runs = anyio.run(_with_store, uri2, after)
+    assert intents == set()
+    if changed:
+        assert "r" not in box
+        assert input_id in str(box["error"])
+        assert "input inp" in str(box["error"])
+        assert runs == []
+    else:
+        assert box["r"].inputs == {"inp": input_id}
+        anyio.run(_with_store, uri2, lambda st: snapdir.verify(input_id, st))
+        assert len(runs) == 1
