@@ -223,7 +223,7 @@ def test_gc_while_the_command_runs_keeps_its_inputs_and_outputs(
     assert box["held"]
     assert box["intents"] == 1  # the input's (the byproducts come after the command)
     (after_outputs,) = late
-    assert after_outputs.manifests == [] or r.outputs["out"] not in after_outputs.manifests
+    assert r.outputs["out"] not in after_outputs.manifests
     assert r.inputs == {"inp": input_id}
 
     async def check(st: Any) -> tuple[bool, set[str]]:
@@ -267,6 +267,62 @@ def test_cancelled_run_removes_its_intents(uri2: str, tmp_path: Path) -> None:
 
     assert anyio.run(main) == set()
     assert snapdir_list_runs(uri2) == []
+
+
+def test_run_refreshes_its_intents_while_the_command_runs(
+    uri2: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a tiny TTL, the run's keep-alive replaces the input's intent while the
+    command is blocked (awaited as an event), and the run completes as usual."""
+    import snapdir.lifecycle.intents as intents
+
+    root = project(tmp_path)
+    started, go = _fifos(tmp_path)
+    monkeypatch.setattr(intents, "INTENT_TTL", timedelta(seconds=4))
+    real = intents.keep_alive
+    renewals: list[Any] = []
+    box: dict[str, Any] = {}
+
+    async def observed(guards: Any, every: float, **kw: Any) -> None:
+        def on(g: Guard) -> None:
+            renewals.append(g.key)
+            box["renewed"].set()
+
+        await real(guards, every, renewed=on)
+
+    monkeypatch.setattr(intents, "keep_alive", observed)
+
+    async def main() -> None:
+        box["renewed"] = anyio.Event()
+
+        async def run() -> None:
+            box["r"] = await ops.run_command(
+                [PY, "-c", BLOCKING, started, go], store=uri2, inputs=["data"],
+                outputs=["out"], cwd=root, stream=False, git=False, config=False,
+            )  # fmt: skip
+
+        st = open_store(uri2)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run)
+                with anyio.fail_after(60):
+                    await anyio.to_thread.run_sync(_read, started, abandon_on_cancel=True)
+                    before = await _intents(st)
+                    while not renewals or renewals[-1] in before:  # one written after it
+                        box["renewed"] = anyio.Event()
+                        await box["renewed"].wait()
+                box["after"] = await _intents(st)
+                box["before"] = before
+                await anyio.to_thread.run_sync(_write, go)
+        finally:
+            _unblock(started, go)
+            await st.aclose()
+
+    anyio.run(main)
+    assert box["r"].status == 0
+    assert renewals
+    assert len(box["after"]) == 1  # the old intent deleted
+    assert not box["after"] & box["before"]  # replaced by a fresh one
 
 
 def test_keep_alive_replaces_the_intent_before_it_expires(uri2: str) -> None:
