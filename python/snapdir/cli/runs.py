@@ -26,7 +26,9 @@ RESULT_JSON = {
     "snapdir's own",
     "exit_code": "the exit code, or null when a signal killed the command",
     "signal": "the signal that killed the command, or null",
-    "inputs": "the inputs, each: path (relative to the project root), id",
+    "inputs": "the inputs, each: path (relative to the project root), id; one pulled from "
+    "a ref (--in PATH=REF) also: ref (as given), release, version, channel (what it "
+    "resolved to, when a name)",
     "outputs": "the outputs, each: path, id",
     "stdout": "the stored stdout object (BLAKE3; secrets masked)",
     "stderr": "the stored stderr object",
@@ -79,8 +81,11 @@ def _context_args(p: argparse.ArgumentParser) -> None:
         dest="inputs",
         action="append",
         default=[],
-        metavar="PATH",
-        help="an input directory: snapshotted and pushed before the command (repeatable)",
+        metavar="PATH[=REF]",
+        help="an input directory: snapshotted and pushed before the command; PATH=REF "
+        "pulls REF (an id, a prefix, name@SPEC, name@CHANNEL) from --store into PATH first "
+        "(PATH missing, empty, or already that snapshot: never overwritten) and records the "
+        "ref and the version it resolved to (repeatable)",
     )
     p.add_argument(
         "--env",

@@ -31,7 +31,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, cast
 
-from .._errors import InvalidArgumentError, NotFoundError, StoreError
+from .._errors import InvalidArgumentError, NotFoundError, SnapdirError, StoreError
 from ..stores._keys import KeyStore, has_keys
 from .journal import format_time
 
@@ -47,6 +47,7 @@ __all__ = [
     "Intent",
     "Plan",
     "intent_body",
+    "keep_alive",
     "parse_intent",
     "parse_plan",
     "plan_body",
@@ -272,6 +273,9 @@ class Guard:
         self.plans: list[Plan] = []
         self.waited = 0.0
         self.reuploaded = 0
+        #: Intents written after the first (by :meth:`refresh` or ``settle``).
+        self.refreshed = 0
+        self._lapsed = False
 
     def _all_objects(self) -> list[str]:
         from .._snapdir import Manifest
@@ -304,8 +308,31 @@ class Guard:
         else:  # pragma: no cover (three 128-bit nonce collisions)
             raise StoreError(f"{self._store.uri}: could not create an intent")
         if old is not None:
+            self.refreshed += 1
             await self._store.delete_keys([old])
         self.plans = await read_plans(self._store)
+
+    async def refresh(self) -> None:
+        """Replace the intent by a fresh one now (W1 and W2 again, the replacement
+        ``settle`` makes half way to the TTL), for a writer that holds content longer than
+        :data:`INTENT_TTL` (a run's command): see :func:`keep_alive`. Shielded from
+        cancellation once started, so a cancelled refresh never leaves the new intent
+        untracked (it would stay a root until it expired). A refresh later than the TTL
+        makes the next ``settle`` check everything (a collector may have stopped honouring
+        the old intent)."""
+        if self._store is None:
+            return
+        if _time.monotonic() - self._written > self._ttl.total_seconds():
+            self._lapsed = True
+        from ..stores._keys import _event_loop
+
+        if not _event_loop():
+            await self._write()
+            return
+        import anyio
+
+        with anyio.CancelScope(shield=True):
+            await self._write()
 
     async def settle(self, reupload: Reupload, *, everything: bool = False) -> None:
         """Wait for every sweep plan seen since the intent was written that names some of
@@ -319,6 +346,8 @@ class Guard:
             return
         if _time.monotonic() - self._written > self._ttl.total_seconds() / 2:
             await self._write()
+            everything = True
+        if self._lapsed:
             everything = True
         objs = self._all_objects()
         need_objects: set[str] = set(objs) if everything else set()
@@ -361,6 +390,31 @@ class Guard:
             await sleep(delay)
             delay = min(delay * 2, 2.0)
         self.waited += _time.monotonic() - start
+
+
+async def keep_alive(
+    guards: Sequence[Guard], every: float, *, renewed: Callable[[Guard], None] | None = None
+) -> None:
+    """Refresh every guard in ``guards`` (a list the caller may grow meanwhile) every
+    ``every`` seconds (half the TTL) until cancelled: what keeps the intents of a writer
+    that holds content for longer than :data:`INTENT_TTL` (a run's command) from expiring.
+    Run it in a task group next to the work and cancel it before the guards settle (a
+    refresh in flight finishes first: it is shielded). A refresh that fails (the store
+    unreachable for a moment, a malformed plan) is tried again at the next tick; should the
+    intent expire meanwhile, the guard's next ``settle`` checks everything and puts back
+    what a collection removed (or raises what is wrong with the store). ``renewed(guard)``
+    is called after each refresh."""
+    from .._runtime import sleep
+
+    while True:
+        await sleep(every)
+        for guard in list(guards):
+            try:
+                await guard.refresh()
+            except (SnapdirError, OSError):
+                continue
+            if renewed is not None:
+                renewed(guard)
 
 
 def _create_local(store: Store) -> None:

@@ -324,12 +324,10 @@ async def gc_roots(store: object) -> tuple[set[str], set[str]]:
     read on purpose: an entry whose metadata does not parse (a newer version's, or a
     damaged one) still keeps its snapshot — ``ls`` reports such keys, the collector must
     not take them for absent."""
-    from typing import cast
-
-    from ..stores._keys import KeyStore
+    from .roots import shared_listing
 
     ids: set[str] = set()
-    for k in await cast("KeyStore", store).list_keys(JOURNAL):
+    for k in await shared_listing(store, JOURNAL):
         head = k.key[len(JOURNAL) :].partition("/")[0]
         m = _ROOT_HEAD.fullmatch(head)
         if m is not None:

@@ -9,6 +9,12 @@ aborts the collection — a root that could not be read must never be taken for 
 
 Each such feature writes its records under :func:`snapdir.lifecycle.intents.protect`, as
 push does, so the collector's argument (docs/design/gc.md) covers it too.
+
+A source that needs the journal too (run records are live while an output is journalled)
+reads it with :func:`shared_listing`: within one :func:`collect_roots` call the journal is
+listed once, by whichever source asks first, and shared (a context variable, so this layer
+needs to know nothing of the sources). Each call lists it afresh: the collector's second
+reading of the roots (C3) must see entries written since its first.
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from ..stores import Store
+    from ..stores._keys import KeyInfo
 
-__all__ = ["ROOT_SOURCES", "RootSet", "collect_roots"]
+__all__ = ["ROOT_SOURCES", "RootSet", "collect_roots", "shared_listing"]
 
 #: Every source of roots besides live intents, as ``"module:function"``.
 ROOT_SOURCES: tuple[str, ...] = (
@@ -32,6 +40,29 @@ ROOT_SOURCES: tuple[str, ...] = (
 )
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+
+#: The listings made during the :func:`collect_roots` call under way, by (store URI,
+#: prefix); None outside one (every caller lists for itself).
+_LISTINGS: ContextVar[dict[tuple[str, str], list[KeyInfo]] | None] = ContextVar(
+    "snapdir_root_listings", default=None
+)
+
+
+async def shared_listing(store: object, prefix: str) -> list[KeyInfo]:
+    """``store.list_keys(prefix)``, listed once per :func:`collect_roots` call however
+    many sources ask for it (the journal: its own source, and the run records' liveness
+    rule), and afresh outside one."""
+    from ..stores._keys import KeyStore
+
+    ks = cast("KeyStore", store)
+    memo = _LISTINGS.get()
+    if memo is None:
+        return await ks.list_keys(prefix)
+    key = (str(ks.uri), prefix)
+    if key not in memo:
+        memo[key] = await ks.list_keys(prefix)
+    return memo[key]
+
 
 RootFn = Callable[[object], Awaitable[tuple[set[str], set[str]]]]
 
@@ -70,15 +101,19 @@ async def collect_roots(store: Store) -> RootSet:
     snaps: set[str] = set()
     objs: set[str] = set()
     problems: list[str] = []
-    for spec in ROOT_SOURCES:
-        fn = _load(spec)
-        if fn is None:
-            continue
-        s, o = await fn(store)
-        for what, got, into in (("snapshot id", s, snaps), ("object digest", o, objs)):
-            for d in got:
-                if isinstance(d, str) and _HEX64.fullmatch(d):
-                    into.add(d)
-                else:
-                    problems.append(f"{spec}: not a {what}: {str(d)[:80]!r}")
+    token = _LISTINGS.set({})
+    try:
+        for spec in ROOT_SOURCES:
+            fn = _load(spec)
+            if fn is None:
+                continue
+            s, o = await fn(store)
+            for what, got, into in (("snapshot id", s, snaps), ("object digest", o, objs)):
+                for d in got:
+                    if isinstance(d, str) and _HEX64.fullmatch(d):
+                        into.add(d)
+                    else:
+                        problems.append(f"{spec}: not a {what}: {str(d)[:80]!r}")
+    finally:
+        _LISTINGS.reset(token)
     return RootSet(snaps, objs, problems)

@@ -14,7 +14,8 @@ import functools
 import inspect
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -22,7 +23,7 @@ from .._errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from ..stores import Store
-    from .ops import RunResult
+    from .ops import Inputs, RunResult, _Holds
 
 __all__ = ["MAX_REPR", "Run", "track"]
 
@@ -46,13 +47,14 @@ class Run:
             run.log("accuracy", 0.93)
 
     After the block, :attr:`result` is the :class:`~.ops.RunResult` (its ``record`` names
-    the record in the store)."""
+    the record in the store). ``inputs`` as for :func:`~.ops.run_command`: an input given
+    as ``"path=ref"`` (or a mapping) is pulled into place when the block starts."""
 
     def __init__(
         self,
         store: str | Store | None = None,
         *,
-        inputs: Sequence[str | os.PathLike[str]] = (),
+        inputs: Inputs = (),
         outputs: Sequence[str | os.PathLike[str]] = (),
         env: Sequence[str] = (),
         git: bool | None = None,
@@ -72,7 +74,7 @@ class Run:
             cwd=cwd,
             config=config,
         )
-        self._inputs = list(inputs)
+        self._inputs: Inputs = dict(inputs) if isinstance(inputs, Mapping) else list(inputs)
         self._outputs = list(outputs)
         self._name = name
         self._call = call
@@ -80,6 +82,10 @@ class Run:
         self.result: RunResult | None = None
         self._started = ""
         self._pushed: list[tuple[str, str]] = []
+        self._refs: dict[str, dict[str, str]] = {}
+        self._hold = True
+        self._holds: _Holds | None = None
+        self._stack = AsyncExitStack()
 
     def log(self, name: str, value: float | int | str | bool) -> None:
         """Record a metric (the last value given for a name is kept)."""
@@ -98,7 +104,7 @@ class Run:
         self.metrics[name] = value
 
     async def __aenter__(self) -> Run:
-        from .ops import _now, _Plan, _push_inputs
+        from .ops import _holding, _now, _Plan, _push_inputs
 
         self._started = _now()
         plan = _Plan(
@@ -106,7 +112,18 @@ class Run:
             **{k: v for k, v in self._kw.items() if k in ("store", "env", "pre", "files",
                                                           "git", "cwd", "config")},
         )  # fmt: skip
-        self._pushed = await _push_inputs(plan)
+        # The inputs are held against a collection until the record is written (see
+        # ops._Holds): the block may run for long. Not across the separate event loops
+        # of a sync ``track`` (a store's client belongs to the loop that opened it).
+        self._stack = AsyncExitStack()
+        try:
+            if self._hold:
+                self._holds = await self._stack.enter_async_context(_holding(plan.store))
+            self._pushed = await _push_inputs(plan, self._holds)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        self._refs = plan.input_refs
         return self
 
     async def __aexit__(
@@ -125,16 +142,19 @@ class Run:
             extra["name"] = self._name
         if self._call is not None:
             extra["call"] = self._call
-        self.result = await capture_context(
-            kind="track",
-            inputs=(),
-            pushed_inputs=self._pushed,
-            outputs=self._outputs,
-            extra=extra,
-            started=self._started,
-            result={"name": "result", "annotations": result},
-            **self._kw,
-        )
+        async with self._stack:
+            self.result = await capture_context(
+                kind="track",
+                inputs=(),
+                pushed_inputs=self._pushed,
+                input_refs=self._refs,
+                outputs=self._outputs,
+                extra=extra,
+                started=self._started,
+                result={"name": "result", "annotations": result},
+                holds=self._holds,
+                **self._kw,
+            )
 
 
 def _call_info(
@@ -150,7 +170,7 @@ def _call_info(
 def track(
     store: str | Store | None = None,
     *,
-    inputs: Sequence[str | os.PathLike[str]] = (),
+    inputs: Inputs = (),
     outputs: Sequence[str | os.PathLike[str]] = (),
     **options: Any,
 ) -> Callable[[F], F]:
@@ -176,6 +196,7 @@ def track(
 
             run = Run(store, inputs=inputs, outputs=outputs, call=_call_info(fn, args, kwargs),
                       **options)  # fmt: skip
+            run._hold = False
             anyio.run(run.__aenter__)
             try:
                 value = fn(*args, **kwargs)

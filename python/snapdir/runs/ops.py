@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidArgumentError
@@ -27,6 +28,7 @@ from .record import RunRecord, canonical, check_rel_path, resource, statement
 from .secrets import Masker, flag_values, mask_argv, record_env, secret_values
 
 if TYPE_CHECKING:
+    from ..lifecycle.intents import Guard, Reupload
     from ..stores import Store
     from .child import ChildResult
 
@@ -48,6 +50,7 @@ class RunResult:
 
     __slots__ = (
         "exit_code",
+        "input_refs",
         "inputs",
         "journal",
         "outputs",
@@ -65,6 +68,7 @@ class RunResult:
         self.exit_code = rec.exit_code
         self.signal = rec.signal
         self.inputs = dict(rec.inputs)
+        self.input_refs = {p: dict(a) for p, a in rec.input_refs.items()}
         self.outputs = dict(rec.outputs)
         self.stdout = rec.stdout.digest if rec.stdout else None
         self.stderr = rec.stderr.digest if rec.stderr else None
@@ -80,7 +84,9 @@ class RunResult:
             "status": self.status,
             "exit_code": self.exit_code,
             "signal": self.signal,
-            "inputs": [{"path": p, "id": i} for p, i in self.inputs.items()],
+            "inputs": [
+                {"path": p, "id": i, **self.input_refs.get(p, {})} for p, i in self.inputs.items()
+            ],
             "outputs": [{"path": p, "id": i} for p, i in self.outputs.items()],
             "stdout": self.stdout,
             "stderr": self.stderr,
@@ -97,7 +103,7 @@ class _Plan:
         *,
         cwd: str | os.PathLike[str] | None,
         store: str | Store | None,
-        inputs: Sequence[str | os.PathLike[str]],
+        inputs: Inputs,
         outputs: Sequence[str | os.PathLike[str]],
         env: Sequence[str],
         redact: Sequence[str],
@@ -124,7 +130,18 @@ class _Plan:
 
         self.store = open_wrapped(chosen)
         self.rel_cwd = self.rel(self.cwd, "working directory")
-        self.inputs = [self.rel(os.path.join(self.cwd, os.fspath(p)), "--in") for p in inputs]
+        self.inputs: list[str] = []
+        #: input path -> the ref it is pulled from (``--in PATH=REF``)
+        self.refs: dict[str, str] = {}
+        #: input path -> what its ref resolved to (the record's input annotations)
+        self.input_refs: dict[str, dict[str, str]] = {}
+        for path, ref in _split_inputs(inputs):
+            rel = self.rel(os.path.join(self.cwd, path), "--in")
+            if rel in self.inputs:
+                raise InvalidArgumentError(f"--in {path}: given twice")
+            self.inputs.append(rel)
+            if ref is not None:
+                self.refs[rel] = ref
         self.outputs = [self.rel(os.path.join(self.cwd, os.fspath(p)), "--out") for p in outputs]
         self.extra = [*cfg.redact, *redact]
         self.allow = [*cfg.env, *env]
@@ -158,34 +175,250 @@ class _Plan:
         return dict(self.ctx.internal)
 
 
+#: What ``inputs=`` takes: paths (a string ``"PATH=REF"`` pulls ``REF`` into ``PATH``
+#: first), or a mapping ``{path: ref or None}``.
+Inputs = Sequence[str | os.PathLike[str]] | Mapping[str, str | None]
+
+
+def _split_inputs(inputs: Inputs) -> list[tuple[str, str | None]]:
+    """``(path, ref or None)`` for each input. A string is split at its first ``=``
+    (a ref may hold ``=``, as in ``tool@==1.2``; a path holding one is given as a
+    :class:`os.PathLike` or through the mapping form)."""
+    if isinstance(inputs, (str, bytes)):
+        raise InvalidArgumentError("inputs: a list of paths or a mapping, not one string")
+    out: list[tuple[str, str | None]] = []
+    if isinstance(inputs, Mapping):
+        for path, ref in inputs.items():
+            if ref is not None and (not isinstance(ref, str) or not ref.strip()):
+                raise InvalidArgumentError(f"--in {path}: the ref must be a non-empty string")
+            out.append((os.fspath(path), ref.strip() if ref is not None else None))
+        return out
+    for item in inputs:
+        if isinstance(item, str) and "=" in item:
+            path, _, ref = item.partition("=")
+            if not path or not ref.strip():
+                raise InvalidArgumentError(f"--in {item}: expected PATH or PATH=REF")
+            out.append((path, ref.strip()))
+        else:
+            out.append((os.fspath(item), None))
+    return out
+
+
 def _ensure_store(store: Store) -> None:
     """A run creates a ``file://`` store as a push does (a cloud bucket must exist)."""
     if store.uri.scheme == "file":
         os.makedirs(store.uri.path, exist_ok=True)
 
 
-async def _put_file(store: Store, path: str) -> dict[str, Any] | None:
-    """Upload a local file as an object; its descriptor (None when empty: nothing to
-    keep, and a zero-size object costs a request)."""
-    from .capture import file_digest
-
-    digest, size = await to_thread(file_digest, path)
-    if size:
-        await store.put_object(digest, path, size)
-    return {"digest": {"blake3": digest}, "annotations": {"size": size}}
+#: A byproduct file to upload: (name in the record, local path, BLAKE3, size).
+Byproduct = tuple[str, str, str, int]
 
 
-async def _push_inputs(plan: _Plan) -> list[tuple[str, str]]:
+def _descriptor(name: str, digest: str, size: int) -> dict[str, Any]:
+    return {"name": name, "digest": {"blake3": digest}, "annotations": {"size": size}}
+
+
+class _Holds:
+    """The collection intents a run holds (docs/design/gc.md): one per input and output
+    snapshot, from its push (or pull) until the record, and the outputs' journal entries,
+    are written, and one for the byproduct objects (stdout, stderr, the git diff,
+    ``--pre`` outputs) from before their upload. Pushes into a run's store skip the journal
+    (the record and the entries naming the run are written at the end), so without these a
+    ``gc --grace 0`` — or the default hour of grace, for a longer run — could collect them
+    mid-run. A snapshot's intent is written just after its push, whose own intent it
+    replaces; the gap between the two is covered by :meth:`settle`, which checks every
+    object again (``everything``) and puts back what a collection removed from the local
+    files it was pushed from — or, when they changed since, fails naming the snapshot (as
+    a push would when its files change under it). See :func:`_holding`."""
+
+    def __init__(self, store: Store, stack: AsyncExitStack, ttl: timedelta) -> None:
+        self.store = store
+        self._stack = stack
+        self.ttl = ttl
+        self.guards: list[Guard] = []
+        self._reuploads: list[Reupload] = []
+
+    async def _protect(self, reupload: Reupload, **what: Any) -> None:
+        from ..lifecycle.intents import protect
+
+        cm = protect(self.store, ttl=self.ttl, **what)
+        self.guards.append(await self._stack.enter_async_context(cm))
+        self._reuploads.append(reupload)
+
+    async def snapshot(self, sid: str, path: str, what: str) -> None:
+        """Hold snapshot ``sid`` (just pushed from, or pulled into, ``path``)."""
+        from .._errors import InFluxError, NotFoundError
+        from ..stores import ObjectPut
+
+        st = self.store
+        m = await st.get_manifest(sid)
+        where = {c: (rel, size) for c, rel, size in m.object_sources()}
+
+        async def reupload(objs: list[str], manifest: bool) -> None:
+            try:
+                puts = [ObjectPut(c, os.path.join(path, where[c][0]), where[c][1]) for c in objs]
+                await st.put_objects(puts)
+            except (InFluxError, OSError) as e:
+                raise NotFoundError(
+                    f"{what} snapshot {sid} in {st.uri} was collected while the run ran "
+                    f"({len(objs)} object(s) gone) and {path} has changed since, so it "
+                    f"cannot be put back ({e}): nothing was recorded, run again"
+                ) from None
+            if manifest:
+                await st.put_manifest(sid, m.raw)
+
+        await self._protect(reupload, snapshot_id=sid, manifest=m.raw)
+
+    async def upload(self, files: Sequence[Byproduct]) -> None:
+        """Upload the byproduct objects under an intent written before the first of
+        them. Zero-size files are not uploaded (nothing to keep, and a request saved);
+        with nothing to upload there is no intent either."""
+        st = self.store
+        src = {digest: (path, size) for _, path, digest, size in files if size}
+        if not src:
+            return
+
+        async def reupload(missing: list[str], _manifest: bool) -> None:
+            for digest in missing:
+                await st.put_object(digest, *src[digest])
+
+        await self._protect(reupload, objects=sorted(src))
+        for digest, (path, size) in src.items():
+            await st.put_object(digest, path, size)
+
+    @asynccontextmanager
+    async def kept_alive(self) -> AsyncIterator[None]:
+        """Refresh every held intent each half TTL while the block runs (the command may
+        run for longer than an intent lives): a task beside the block, stopped, and any
+        refresh in flight finished, when it ends. Without an event loop (local stores
+        driven by ``run_local``) nothing runs beside it; :meth:`settle` then replaces an
+        old intent and checks everything."""
+        from ..stores._keys import _event_loop
+
+        if not _event_loop():
+            yield
+            return
+        import anyio
+
+        from ..lifecycle.intents import keep_alive
+
+        error: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(keep_alive, self.guards, self.ttl.total_seconds() / 2)
+            try:
+                yield
+            except Exception as e:  # raised as it is, not wrapped in an exception group
+                error = e
+            finally:
+                tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
+
+    async def settle(self) -> None:
+        """Just before the record is written: every intent settled, all content checked."""
+        for guard, reupload in zip(self.guards, self._reuploads, strict=True):
+            await guard.settle(reupload, everything=True)
+
+
+@asynccontextmanager
+async def _holding(store: Store, ttl: timedelta | None = None) -> AsyncIterator[_Holds]:
+    """A run's intents (:class:`_Holds`), all removed when the block ends — also on an
+    error or a cancellation (each removal shielded, as a push's)."""
+    from ..lifecycle.intents import INTENT_TTL
+
+    async with AsyncExitStack() as stack:
+        yield _Holds(store, stack, ttl if ttl is not None else INTENT_TTL)
+
+
+async def _resolve_refs(plan: _Plan) -> dict[str, str]:
+    """Resolve every ``--in PATH=REF`` against the store before anything is pulled,
+    pushed or run: input path -> snapshot id (and ``plan.input_refs`` filled)."""
+    from .._errors import NotFoundError
+    from ..names.ops import resolve
+
+    ids: dict[str, str] = {}
+    uri = plan.store.uri
+    for rel, ref in plan.refs.items():
+        try:
+            r = await resolve(plan.store, ref)
+            if not await plan.store.has_manifest(r.id):
+                raise NotFoundError(f"{ref} names snapshot {r.id}, whose manifest is missing")
+        except NotFoundError as e:
+            raise NotFoundError(f"--in {rel}={ref}: no such snapshot in {uri}: {e}") from None
+        ids[rel] = r.id
+        ann = {"ref": plan.masker.text(ref)}
+        if r.name:
+            ann["release"] = r.name
+        if r.version:
+            ann["version"] = r.version
+        if r.channel:
+            ann["channel"] = r.channel
+        plan.input_refs[rel] = ann
+    return ids
+
+
+async def _place(plan: _Plan, rel: str, sid: str) -> None:
+    """Pull snapshot ``sid`` into input ``rel``: into a missing or empty directory, or
+    nothing at all when what is there already is that snapshot. Anything else there is
+    the user's data and is left alone (:class:`ConflictError`)."""
+    from .. import _manifest
+    from .._errors import ConflictError
+    from .._pull import pull
+
+    path = _inside(plan.root, rel)
+    there = await to_thread(_what_is_there, path)
+    if there == "other":
+        raise ConflictError(
+            f"--in {rel}={plan.refs[rel]}: {path} exists and is not a directory (not overwritten)"
+        )
+    if there == "full":
+        here = await _manifest.id(path)
+        if here == sid:
+            return
+        raise ConflictError(
+            f"--in {rel}={plan.refs[rel]}: {path} holds snapshot {here}, not {sid} "
+            "(not overwritten: move it away, or pull the ref there yourself)"
+        )
+    await pull(sid, plan.store, path)
+
+
+def _what_is_there(path: str) -> str:
+    """``"missing"``, ``"empty"`` (a directory), ``"full"`` (a directory) or ``"other"``
+    (a file, a link, anything else: never replaced)."""
+    if not os.path.lexists(path):
+        return "missing"
+    if os.path.islink(path) or not os.path.isdir(path):
+        return "other"
+    return "full" if os.listdir(path) else "empty"
+
+
+async def _push_inputs(plan: _Plan, holds: _Holds | None) -> list[tuple[str, str]]:
+    """Every input's snapshot id: refs resolved and pulled into place, paths pushed; each
+    held (``holds``) from then until the record is written."""
     from .._push import push_with_stats
 
+    pulled = await _resolve_refs(plan)
+    for rel, sid in pulled.items():
+        await _place(plan, rel, sid)
+        if holds is not None:  # a channel may move on, and its old snapshot be collected
+            await holds.snapshot(sid, plan.abs(rel), f"input {rel}")
     out = []
     for rel in plan.inputs:
+        if rel in pulled:
+            out.append((rel, pulled[rel]))
+            continue
         s = await push_with_stats(plan.abs(rel), plan.store, journal=False)
+        if holds is not None:
+            await holds.snapshot(str(s["id"]), plan.abs(rel), f"input {rel}")
         out.append((rel, str(s["id"])))
     return out
 
 
-async def _push_outputs(plan: _Plan, root: str | None = None) -> list[tuple[str, str, int, int]]:
+async def _push_outputs(
+    plan: _Plan, holds: _Holds | None, root: str | None = None
+) -> list[tuple[str, str, int, int]]:
+    """Every output that exists, pushed; each held (``holds``) from then until its journal
+    entry is written."""
     from .._errors import _warn
     from .._push import push_with_stats
 
@@ -198,6 +431,8 @@ async def _push_outputs(plan: _Plan, root: str | None = None) -> list[tuple[str,
             missing.append(f"output {rel} was not created by the command (not recorded)")
             continue
         s = await push_with_stats(path, plan.store, journal=False)
+        if holds is not None:
+            await holds.snapshot(str(s["id"]), path, f"output {rel}")
         out.append((rel, str(s["id"]), int(s["files"]), int(s["bytes"])))
     if missing:
         _warn(missing)
@@ -238,17 +473,24 @@ def _capture(plan: _Plan, tmpdir: str, argv0: str | None) -> None:
     )
 
 
-async def _byproducts(plan: _Plan) -> list[dict[str, Any]]:
+async def _byproducts(plan: _Plan) -> list[Byproduct]:
+    """The git diff and the pre-command outputs, hashed (uploaded by :meth:`_Holds.upload`)."""
+    from .capture import file_digest
+
+    named = [("git-diff", plan.ctx.diff_path)] if plan.ctx.diff_path is not None else []
+    named += [(f"pre-{i}", p) for i, p in enumerate(plan.ctx.pre_outputs)]
     out = []
-    if plan.ctx.diff_path is not None:
-        d = await _put_file(plan.store, plan.ctx.diff_path)
-        if d is not None:
-            out.append({"name": "git-diff", **d})
-    for i, p in enumerate(plan.ctx.pre_outputs):
-        d = await _put_file(plan.store, p)
-        if d is not None:
-            out.append({"name": f"pre-{i}", **d})
+    for name, path in named:
+        digest, size = await to_thread(file_digest, path)
+        out.append((name, path, digest, size))
     return out
+
+
+def _streams(child: ChildResult) -> list[Byproduct]:
+    assert child.stdout is not None
+    assert child.stderr is not None
+    return [(n, c.path, c.digest, c.size) for n, c in (("stdout", child.stdout),
+                                                       ("stderr", child.stderr))]  # fmt: skip
 
 
 def _version() -> str:
@@ -328,7 +570,7 @@ async def run_command(
     argv: Sequence[str],
     *,
     store: str | Store | None = None,
-    inputs: Sequence[str | os.PathLike[str]] = (),
+    inputs: Inputs = (),
     outputs: Sequence[str | os.PathLike[str]] = (),
     env: Sequence[str] = (),
     redact: Sequence[str] = (),
@@ -351,7 +593,11 @@ async def run_command(
     exception). ``reuse``: if the run cache has this run (same command line, working
     directory, input ids, allowlisted environment and executable), its outputs are
     materialised and the command is not run. ``config``: read ``snapdir.toml`` /
-    ``[tool.snapdir]`` (or pass a :class:`RunConfig`)."""
+    ``[tool.snapdir]`` (or pass a :class:`RunConfig`). ``inputs``: paths, ``"path=ref"``
+    strings or a mapping ``{path: ref or None}``; a ref (a release, channel, id or prefix)
+    is resolved in ``store`` before anything runs and pulled into its path (missing, empty,
+    or already that snapshot; anything else is :class:`ConflictError`), and the record
+    keeps the ref and what it resolved to (:attr:`RunResult.input_refs`)."""
     from .child import run_child
 
     if not argv:
@@ -365,56 +611,57 @@ async def run_command(
     try:
         _capture(plan, tmpdir, argv[0])
         _ensure_store(plan.store)
-        pushed_in = await _push_inputs(plan)
-        key = cache_key(plan, argv, pushed_in)
-        if reuse:
-            hit = await _reuse(plan, key, tmpdir, _stdout if stream else None)
-            if hit is not None:
-                return RunResult(hit, reused=True)
+        async with _holding(plan.store) as holds:
+            async with holds.kept_alive():
+                pushed_in = await _push_inputs(plan, holds)
+                key = cache_key(plan, argv, pushed_in)
+                if reuse:
+                    hit = await _reuse(plan, key, tmpdir, _stdout if stream else None)
+                    if hit is not None:
+                        return RunResult(hit, reused=True)
 
-        def go() -> ChildResult:
-            return run_child(
-                argv,
-                cwd=plan.cwd,
-                env=plan.environ,
-                secrets=plan.secrets,
-                tmpdir=tmpdir,
-                echo_stdout=_stdout if stream else None,
-                echo_stderr=2 if stream else None,
-                forward_signals=_inline,
-                timeout=timeout,
-            )
+                def go() -> ChildResult:
+                    return run_child(
+                        argv,
+                        cwd=plan.cwd,
+                        env=plan.environ,
+                        secrets=plan.secrets,
+                        tmpdir=tmpdir,
+                        echo_stdout=_stdout if stream else None,
+                        echo_stderr=2 if stream else None,
+                        forward_signals=_inline,
+                        timeout=timeout,
+                    )
 
-        child = go() if _inline else await to_thread(go)
-        byproducts = await _byproducts(plan)
-        assert child.stdout is not None
-        assert child.stderr is not None
-        for name, cap in (("stdout", child.stdout), ("stderr", child.stderr)):
-            if cap.size:
-                await plan.store.put_object(cap.digest, cap.path, cap.size)
-            byproducts.append(
-                {"name": name, "digest": {"blake3": cap.digest}, "annotations": {"size": cap.size}}
+                # Inline (the CLI: signals forwarded from the main thread) the event loop
+                # waits with the child, and so does the keep-alive: ``settle`` then
+                # replaces the old intents and checks everything.
+                child = go() if _inline else await to_thread(go)
+                uploads = [*await _byproducts(plan), *_streams(child)]
+                await holds.upload(uploads)
+                pushed = await _push_outputs(plan, holds)
+            byproducts = [_descriptor(n, d, size) for n, _, d, size in uploads]
+            byproducts.append(_result(child))
+            internal = plan.internal()
+            internal["cacheKey"] = key
+            body = statement(
+                kind="run",
+                argv=mask_argv(argv, plan.masker),
+                cwd=plan.rel_cwd,
+                internal=internal,
+                inputs=pushed_in,
+                input_refs=plan.input_refs,
+                outputs=[(p, i) for p, i, _, _ in pushed],
+                dependencies=plan.ctx.dependencies,
+                started=_iso(child.started),
+                finished=_iso(child.finished),
+                invocation=os.urandom(16).hex(),
+                byproducts=byproducts,
+                version=_version(),
             )
-        byproducts.append(_result(child))
-        pushed = await _push_outputs(plan)
-        internal = plan.internal()
-        internal["cacheKey"] = key
-        body = statement(
-            kind="run",
-            argv=mask_argv(argv, plan.masker),
-            cwd=plan.rel_cwd,
-            internal=internal,
-            inputs=pushed_in,
-            outputs=[(p, i) for p, i, _, _ in pushed],
-            dependencies=plan.ctx.dependencies,
-            started=_iso(child.started),
-            finished=_iso(child.finished),
-            invocation=os.urandom(16).hex(),
-            byproducts=byproducts,
-            version=_version(),
-        )
-        rec = await write_record(plan.store, canonical(body))
-        journal = await _journal(plan, rec, pushed)
+            await holds.settle()
+            rec = await write_record(plan.store, canonical(body))
+            journal = await _journal(plan, rec, pushed)
         return RunResult(rec, journal=journal)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -438,7 +685,7 @@ def _result(child: ChildResult) -> dict[str, Any]:
 async def capture_context(
     *,
     store: str | Store | None = None,
-    inputs: Sequence[str | os.PathLike[str]] = (),
+    inputs: Inputs = (),
     env: Sequence[str] = (),
     redact: Sequence[str] = (),
     pre: Sequence[str] = (),
@@ -452,9 +699,12 @@ async def capture_context(
     started: str | None = None,
     result: dict[str, Any] | None = None,
     pushed_inputs: Sequence[tuple[str, str]] | None = None,
+    input_refs: Mapping[str, Mapping[str, str]] | None = None,
+    holds: _Holds | None = None,
 ) -> RunResult:
     """Record the context alone, no command (``snapdir capture``); also what
-    :class:`~.api.Run` writes when its block ends (``kind="track"``)."""
+    :class:`~.api.Run` writes when its block ends (``kind="track"``, its inputs pushed
+    when the block started and held since in ``holds``)."""
     plan = _Plan(
         cwd=cwd, store=store, inputs=inputs, outputs=outputs, env=env, redact=redact,
         pre=pre, files=files, git=git, config=config, environ=None,
@@ -464,30 +714,43 @@ async def capture_context(
         start = started or _now()
         _capture(plan, tmpdir, None)
         _ensure_store(plan.store)
-        pushed_in = list(pushed_inputs) if pushed_inputs is not None else await _push_inputs(plan)
-        byproducts = await _byproducts(plan)
-        if result is not None:
-            byproducts.append(_mask_json(result, plan.masker))
-        pushed = await _push_outputs(plan)
-        internal = plan.internal()
-        if extra:
-            internal.update({k: _mask_json(v, plan.masker) for k, v in extra.items()})
-        body = statement(
-            kind=kind,
-            argv=[],
-            cwd=plan.rel_cwd,
-            internal=internal,
-            inputs=pushed_in,
-            outputs=[(p, i) for p, i, _, _ in pushed],
-            dependencies=plan.ctx.dependencies,
-            started=start,
-            finished=_now(),
-            invocation=os.urandom(16).hex(),
-            byproducts=byproducts,
-            version=_version(),
-        )
-        rec = await write_record(plan.store, canonical(body))
-        return RunResult(rec, journal=await _journal(plan, rec, pushed))
+        async with AsyncExitStack() as stack:
+            if holds is None:
+                holds = await stack.enter_async_context(_holding(plan.store))
+            if pushed_inputs is not None:
+                pushed_in = list(pushed_inputs)
+            else:
+                pushed_in = await _push_inputs(plan, holds)
+            if input_refs is not None:
+                plan.input_refs = {k: dict(v) for k, v in input_refs.items()}
+            uploads = await _byproducts(plan)
+            byproducts = [_descriptor(n, d, size) for n, _, d, size in uploads]
+            if result is not None:
+                byproducts.append(_mask_json(result, plan.masker))
+            await holds.upload(uploads)
+            pushed = await _push_outputs(plan, holds)
+            internal = plan.internal()
+            if extra:
+                internal.update({k: _mask_json(v, plan.masker) for k, v in extra.items()})
+            body = statement(
+                kind=kind,
+                argv=[],
+                cwd=plan.rel_cwd,
+                internal=internal,
+                inputs=pushed_in,
+                input_refs=plan.input_refs,
+                outputs=[(p, i) for p, i, _, _ in pushed],
+                dependencies=plan.ctx.dependencies,
+                started=start,
+                finished=_now(),
+                invocation=os.urandom(16).hex(),
+                byproducts=byproducts,
+                version=_version(),
+            )
+            await holds.settle()
+            rec = await write_record(plan.store, canonical(body))
+            journal = await _journal(plan, rec, pushed)
+        return RunResult(rec, journal=journal)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
@@ -633,44 +896,43 @@ async def rerun(
             )
 
         child = go() if _inline else await to_thread(go)
-        byproducts = []
-        assert child.stdout is not None
-        assert child.stderr is not None
-        for name, cap in (("stdout", child.stdout), ("stderr", child.stderr)):
-            if cap.size:
-                await st.put_object(cap.digest, cap.path, cap.size)
-            byproducts.append(
-                {"name": name, "digest": {"blake3": cap.digest}, "annotations": {"size": cap.size}}
-            )
+        uploads = _streams(child)
+        byproducts = [_descriptor(n, d, size) for n, _, d, size in uploads]
         byproducts.append(_result(child))
-        pushed = await _push_outputs(plan, root)
-        new = {p: i for p, i, _, _ in pushed}
-        differing: list[str] = []
-        for rel, old in rec.outputs:
-            if new.get(rel) != old:
-                differing += await _differing(st, rel, old, new.get(rel))
-        reproduced = not differing and child.status == (rec.status or 0)
-        byproducts.append(
-            {
-                "name": "rerun",
-                "annotations": {"of": rec.digest, "reproduced": reproduced, "differing": differing},
-            }
-        )
-        body = statement(
-            kind="rerun",
-            argv=rec.argv,
-            cwd=rec.cwd,
-            internal={**plan.internal(), "env": rec.env},
-            inputs=rec.inputs,
-            outputs=[(p, i) for p, i, _, _ in pushed],
-            dependencies=[resource("rerun-of", "blake3", rec.digest)],
-            started=_iso(child.started),
-            finished=_iso(child.finished),
-            invocation=os.urandom(16).hex(),
-            byproducts=byproducts,
-            version=_version(),
-        )
-        made = await write_record(st, canonical(body))
+        async with _holding(st) as holds:
+            await holds.upload(uploads)
+            pushed = await _push_outputs(plan, None, root)
+            new = {p: i for p, i, _, _ in pushed}
+            differing: list[str] = []
+            for rel, old in rec.outputs:
+                if new.get(rel) != old:
+                    differing += await _differing(st, rel, old, new.get(rel))
+            reproduced = not differing and child.status == (rec.status or 0)
+            byproducts.append(
+                {
+                    "name": "rerun",
+                    "annotations": {
+                        "of": rec.digest, "reproduced": reproduced, "differing": differing,
+                    },
+                }
+            )  # fmt: skip
+            body = statement(
+                kind="rerun",
+                argv=rec.argv,
+                cwd=rec.cwd,
+                internal={**plan.internal(), "env": rec.env},
+                inputs=rec.inputs,
+                input_refs=rec.input_refs,
+                outputs=[(p, i) for p, i, _, _ in pushed],
+                dependencies=[resource("rerun-of", "blake3", rec.digest)],
+                started=_iso(child.started),
+                finished=_iso(child.finished),
+                invocation=os.urandom(16).hex(),
+                byproducts=byproducts,
+                version=_version(),
+            )
+            await holds.settle()
+            made = await write_record(st, canonical(body))
         return RerunResult(made, rec.digest, root)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)

@@ -11,7 +11,9 @@ field). In short:
 * ``predicate.buildDefinition.internalParameters`` — platform, Python, host, user, the
   allowlisted environment (secret values ``<redacted len=N>``), pre-command results, the
   run-cache key;
-* ``predicate.buildDefinition.resolvedDependencies`` — the inputs (``snapdir`` digest), the
+* ``predicate.buildDefinition.resolvedDependencies`` — the inputs (``snapdir`` digest; one
+  pulled from a ref also has the ref as given and the release, version or channel it
+  resolved to in its annotations), the
   git commit (``gitCommit``), hashed files and the executable (``blake3``);
 * ``predicate.runDetails`` — builder, start and end, and byproducts: ``stdout``,
   ``stderr`` and ``git-diff`` objects (``blake3`` digests of objects in the store) and a
@@ -100,6 +102,7 @@ class RunRecord:
         "exit_code",
         "finished",
         "host",
+        "input_refs",
         "inputs",
         "kind",
         "outputs",
@@ -120,6 +123,9 @@ class RunRecord:
         self.argv: list[str] = []
         self.cwd = "."
         self.inputs: list[tuple[str, str]] = []
+        #: input path -> its ref annotations (``ref``, ``release``, ``version``,
+        #: ``channel``) for an input pulled from a ref
+        self.input_refs: dict[str, dict[str, str]] = {}
         self.outputs: list[tuple[str, str]] = []
         self.env: dict[str, str] = {}
         self.host = ""
@@ -156,7 +162,7 @@ class RunRecord:
             "exit_code": self.exit_code,
             "signal": self.signal,
             "host": self.host,
-            "inputs": [{"path": p, "id": i} for p, i in self.inputs],
+            "inputs": [{"path": p, "id": i, **self.input_refs.get(p, {})} for p, i in self.inputs],
             "outputs": [{"path": p, "id": i} for p, i in self.outputs],
             "stdout": self.stdout.to_json() if self.stdout else None,
             "stderr": self.stderr.to_json() if self.stderr else None,
@@ -234,6 +240,21 @@ def _tree_refs(items: list[Any], what: str, digest: str) -> list[tuple[str, str]
     return out
 
 
+#: The annotations an input pulled from a ref carries besides its path.
+REF_FIELDS = ("ref", "release", "version", "channel")
+
+
+def _input_refs(items: list[Any], digest: str) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for i, it in enumerate(items):
+        ann = _dict(it.get("annotations", {}), f"input[{i}].annotations", digest)
+        found = {k: _str(ann[k], f"input[{i}].{k}", digest, 1024) for k in REF_FIELDS if k in ann}
+        if found:
+            name = str(it.get("name", ""))
+            out[name[len("in:") :]] = found
+    return out
+
+
 def parse_record(data: bytes, digest: str) -> RunRecord:
     """Validate a record read from a store (see the module docstring)."""
     from .._snapdir import blake3_hex
@@ -276,6 +297,7 @@ def parse_record(data: bytes, digest: str) -> RunRecord:
     deps = _list(bd.get("resolvedDependencies", []), "resolvedDependencies", digest)
     inputs = [d for d in deps if isinstance(d, dict) and str(d.get("name", "")).startswith("in:")]
     rec.inputs = _tree_refs(inputs, "input", digest)
+    rec.input_refs = _input_refs(inputs, digest)
     rec.outputs = _tree_refs(_list(top.get("subject", []), "subject", digest), "subject", digest)
     details = _dict(pred.get("runDetails"), "runDetails", digest)
     meta = _dict(details.get("metadata", {}), "metadata", digest)
@@ -333,9 +355,16 @@ def statement(
     invocation: str,
     byproducts: Sequence[dict[str, Any]],
     version: str,
+    input_refs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Assemble a statement (see the module docstring for the layout)."""
-    deps = [resource(f"in:{p}", "snapdir", i, annotations={"path": p}) for p, i in inputs]
+    """Assemble a statement (see the module docstring for the layout). ``input_refs``:
+    for an input pulled from a ref, the ref as given and what it resolved to (its
+    annotations besides ``path``)."""
+    refs = input_refs or {}
+    deps = [
+        resource(f"in:{p}", "snapdir", i, annotations={"path": p, **refs.get(p, {})})
+        for p, i in inputs
+    ]
     return {
         "_type": STATEMENT,
         "subject": [{"name": p, "digest": {"snapdir": i}} for p, i in outputs],

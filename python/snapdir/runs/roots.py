@@ -1,6 +1,7 @@
 """What run records keep alive, for the collector.
 
-A record is *live* while any of its subjects (output trees) is journalled, or, for a
+A record is *live* while any of its subjects (output trees) is journalled (any journal
+key naming it, read as the journal's own root source reads them), or, for a
 record without outputs (a capture, a failed run), for as long as its index key exists. A
 live record keeps alive the objects it names (captured stdout and stderr, the git diff,
 pre-command outputs) and its input trees, so that ``lineage`` and ``rerun`` still work on
@@ -25,13 +26,17 @@ async def gc_roots(store: str | Store) -> tuple[set[str], set[str]]:
     docstring). An unreadable record is reported as a warning and keeps nothing (it
     cannot be believed)."""
     from .._common import open_wrapped
-    from ..lifecycle.ops import _journal
+    from ..lifecycle.journal import gc_roots as journal_roots
     from .layout import keystore
 
     store = open_wrapped(store)
-    ks = keystore(store)
-    journalled = {e.id for e in await _journal(ks)}
     names = [d for d, _ in await list_records(store)]
+    if not names:
+        return set(), set()
+    # The journal's own root reading: leniently parsed (an entry this version cannot read
+    # still makes its run live), and inside a collection the listing the journal source
+    # already made (lifecycle.roots.shared_listing), not a second one.
+    journalled, _ = await journal_roots(keystore(store))
     snapshots: set[str] = set()
     objects: set[str] = set()
     for rec in await read_many(store, names):
