@@ -4,7 +4,7 @@ pusher must respect.
 Anything that uploads content and then names it (a push, a sync, and the other features'
 records) does so inside :func:`protect`::
 
-    async with intents.protect(store, snapshot_id=sid, manifest=m.raw) as guard:
+    async with intents.protect(store, snapshot_id=sid, manifest=m) as guard:
         ...                              # existence checks, uploads
         await guard.settle(reupload)     # before the manifest / the root is written
         ...                              # write the roots (journal entry, name, record)

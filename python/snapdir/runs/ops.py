@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidArgumentError
-from ..stores._base import to_thread
+from ..stores._base import put_manifest_of, to_thread
 from .capture import Context, capture, find_root
 from .config import RunConfig, load_config
 from .layout import CACHE, IN, OUT, RERUN, read_many, records_under, write_record
@@ -265,9 +265,9 @@ class _Holds:
                     f"cannot be put back ({e}): nothing was recorded, run again"
                 ) from None
             if manifest:
-                await st.put_manifest(sid, m.raw)
+                await put_manifest_of(st, sid, m)
 
-        await self._protect(reupload, snapshot_id=sid, manifest=m.raw)
+        await self._protect(reupload, snapshot_id=sid, manifest=m)
 
     async def upload(self, files: Sequence[Byproduct]) -> None:
         """Upload the byproduct objects under an intent written before the first of
