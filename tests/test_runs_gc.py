@@ -471,3 +471,43 @@ def test_input_lost_to_a_sweep_is_put_back_or_fails_naming_it(
         assert box["r"].inputs == {"inp": input_id}
         anyio.run(_with_store, uri2, lambda st: snapdir.verify(input_id, st))
         assert len(runs) == 1
+
+
+def test_sync_track_puts_back_what_a_collection_took_while_it_ran(
+    uri2: str, tmp_path: Path
+) -> None:
+    """A synchronous ``@track`` pushes its inputs on one event loop and records on
+    another, so nothing holds them while the function runs: a ``gc --grace 0`` then takes
+    the unjournalled input. Before the record is written the inputs are pushed and held
+    again, so the record never names content that is gone; an input whose files changed
+    meanwhile fails the record instead."""
+    root = project(tmp_path)
+    (root / "inp").mkdir()
+    (root / "inp" / "only-here.txt").write_text("an input no journal names\n")
+    _managed_with_stray(root, tmp_path, uri2)
+    input_id = str(anyio.run(snapdir_id, root / "inp"))
+    took: list[Any] = []
+
+    @snapdir.runs.track(uri2, inputs=["inp"], cwd=root, git=False, config=False)
+    def step() -> int:
+        took.append(anyio.run(_with_store, uri2, lambda st: gc(st, grace=timedelta(0))))
+        return 1
+
+    assert step() == 1
+    (collected,) = took
+    assert input_id in collected.manifests  # the function ran with its input collected
+
+    async def check(st: Any) -> list[Any]:
+        await snapdir.verify(input_id, st)
+        return await ops.list_runs(st)
+
+    runs = anyio.run(_with_store, uri2, check)
+    assert [dict(r.inputs) for r, _ in runs] == [{"inp": input_id}]
+
+    @snapdir.runs.track(uri2, inputs=["inp"], cwd=root, git=False, config=False)
+    def changes_its_input() -> None:
+        (root / "inp" / "only-here.txt").write_text("changed meanwhile\n")
+
+    with pytest.raises(snapdir.InFluxError, match="input inp changed"):
+        changes_its_input()
+    assert len(anyio.run(_with_store, uri2, ops.list_runs)) == 1

@@ -114,7 +114,8 @@ class Run:
         )  # fmt: skip
         # The inputs are held against a collection until the record is written (see
         # ops._Holds): the block may run for long. Not across the separate event loops
-        # of a sync ``track`` (a store's client belongs to the loop that opened it).
+        # of a sync ``track`` (a store's client belongs to the loop that opened it): see
+        # _hold_again.
         self._stack = AsyncExitStack()
         try:
             if self._hold:
@@ -125,6 +126,33 @@ class Run:
             raise
         self._refs = plan.input_refs
         return self
+
+    async def _hold_again(self) -> None:
+        """A synchronous ``track``: its inputs were pushed on another event loop, whose
+        store client cannot serve this one, and held by nothing while the function ran.
+        Push them again (a walk through the stat cache: no upload when nothing is missing)
+        and hold them until the record is written, whose settle checks every object again:
+        what a collection took meanwhile is put back, and an input whose files changed
+        fails the record instead of naming content that is gone."""
+        from .._errors import InFluxError
+        from .._push import push_with_stats
+        from .ops import _holding, _Plan
+
+        plan = _Plan(
+            inputs=(), outputs=(), redact=(), environ=None,
+            **{k: v for k, v in self._kw.items() if k in ("store", "env", "pre", "files",
+                                                          "git", "cwd", "config")},
+        )  # fmt: skip
+        self._holds = await self._stack.enter_async_context(_holding(plan.store))
+        for rel, sid in self._pushed:
+            path = plan.abs(rel)
+            again = str((await push_with_stats(path, plan.store, journal=False))["id"])
+            if again != sid:
+                raise InFluxError(
+                    f"input {rel} changed while the tracked function ran (snapshot {sid} "
+                    f"at the start, {again} at the end): nothing was recorded"
+                )
+            await self._holds.snapshot(sid, path, f"input {rel}")
 
     async def __aexit__(
         self,
@@ -143,6 +171,8 @@ class Run:
         if self._call is not None:
             extra["call"] = self._call
         async with self._stack:
+            if not self._hold and self._pushed:
+                await self._hold_again()
             self.result = await capture_context(
                 kind="track",
                 inputs=(),
