@@ -183,3 +183,52 @@ def test_input_forms_are_checked(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "inside the project root" in out.stderr
     assert not (tmp_path / "up").exists()
+
+
+WRITE_OUT = (
+    "import pathlib, sys; p = pathlib.Path('out'); p.mkdir(exist_ok=True); "
+    "(p / 'r.txt').write_text(sys.argv[1]); sys.exit(int(sys.argv[2]))"
+)
+
+
+def test_run_tag_releases_the_one_output_of_a_successful_run(uri2: str, tmp_path: Path) -> None:
+    """``run --tag NAME@VERSION`` releases the output (its record's message names the run);
+    a taken version exits 3 before the command runs; several outputs are a usage error; a
+    failed command's output is not released."""
+    from snapdir.names import resolve
+
+    root = project(tmp_path)
+    env = cli_env()
+
+    def run_tagged(release: str, text: str, code: int, *outs: str) -> Any:
+        outs = outs or ("out",)
+        argv = ["--json", "run", "--store", uri2, "--no-git", "--tag", release]
+        for o in outs:
+            argv += ["--out", o]
+        return run_cli(*argv, "--", PY, "-c", WRITE_OUT, text, str(code), cwd=root, env=env)
+
+    ok = run_tagged("model@1.0.0", "first", 0)
+    assert ok.returncode == 0, ok.stderr
+    doc = json.loads(ok.stdout)
+    assert doc["tag"] == "model@1.0.0"
+    got = _run(resolve, uri2, "model@1.0.0")
+    assert got.id == doc["outputs"][0]["id"]
+    assert got.record["message"] == f"run:{doc['record']}"
+
+    (root / "out" / "r.txt").unlink()
+    taken = run_tagged("model@1.0.0", "second", 0)
+    assert taken.returncode == 3, taken.stderr
+    assert "model@1.0.0 already names" in taken.stderr
+    assert not (root / "out" / "r.txt").exists()  # the command never ran
+
+    two = run_tagged("model@2.0.0", "x", 0, "out", "other")
+    assert two.returncode == 2, two.stderr
+    assert "give exactly one --out" in two.stderr
+
+    failed = run_tagged("model@3.0.0", "broken", 7)
+    assert failed.returncode == 7, failed.stderr
+    failed_doc = json.loads(failed.stdout)
+    assert failed_doc["tag"] is None
+    assert any("model@3.0.0 not tagged: the command exited 7" in w for w in failed_doc["warnings"])
+    with pytest.raises(snapdir.NotFoundError):
+        _run(resolve, uri2, "model@3.0.0")

@@ -34,6 +34,8 @@ RESULT_JSON = {
     "stderr": "the stored stderr object",
     "reused": "true when --reuse found the run in the run cache (the command did not run)",
     "journal": "the journal entries written for the outputs",
+    "tag": "the release the output was tagged (--tag NAME@VERSION), or null (not given, or "
+    "the command failed)",
 }
 SUMMARY = (
     "record, kind (run, capture, rerun, track), argv, cwd, started, finished, status, "
@@ -158,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             git=args.git,
             timeout=args.timeout,
             reuse=args.reuse,
+            tag=args.tag,
             _inline=True,
             # stdout carries exactly one JSON document with --json: the command's own
             # output goes to stderr then
@@ -170,6 +173,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         how = "reused" if result.reused else "recorded"
         info(args, f"{how} run {result.record} (status {result.status})")
+        if result.tag:
+            info(args, f"released the output as {result.tag}")
     return int(result.status) if 0 <= result.status <= 255 else 1
 
 
@@ -421,6 +426,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="if the run cache has this exact run (command, cwd, input ids, allowlisted "
         "environment, executable), materialise its outputs instead of running it",
+    )
+    p.add_argument(
+        "--tag",
+        metavar="NAME@VERSION",
+        help="release the (one) output under this name when the command succeeds; the "
+        "version is checked free before anything runs (a taken one: exit 3)",
     )
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command")
     p.set_defaults(handler=cmd_run)

@@ -45,6 +45,7 @@ __all__ = [
     "Resolved",
     "channel_log",
     "channel_set",
+    "check_version_free",
     "copy_names",
     "id_of",
     "names_by_id",
@@ -704,3 +705,20 @@ async def copy_names(src: Store, dst: Store, snapshot_ids: Sequence[str]) -> lis
                 if await d.create(mkey, dump(mdoc)):
                     made.append(mkey)
     return made
+
+
+async def check_version_free(store: Store, release: str) -> str:
+    """Checks ``release`` (``NAME@VERSION``) before the work whose result it will name
+    (a recording, a run): well formed, and the version not taken, so a taken version
+    fails before anything runs rather than at the end. Returns it canonical; a version
+    taken meanwhile still fails at :func:`tag` (create-only)."""
+    name, version = parse_tag(release)
+    try:
+        got = await resolve(store, f"{name}@=={version}", pre=True)
+    except NotFoundError:
+        return f"{name}@{version}"
+    except StoreError as e:
+        if e.code != "STORE_NOT_FOUND":  # a new local store: nothing is named in it yet
+            raise
+        return f"{name}@{version}"
+    raise ConflictError(f"{name}@{version} already names {got.id} in {store.uri}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._errors import ConflictError, InvalidArgumentError, NotFoundError, StoreError
+from .._errors import ConflictError, InvalidArgumentError, NotFoundError
 from .layout import check_name, load
 
 if TYPE_CHECKING:
@@ -37,19 +37,9 @@ async def check_tag_free(store: Store, release: str) -> str:
     """Checks ``release`` (``NAME@VERSION``) before a recording starts: well formed, and
     the version not taken (a recording's final checkpoint is new, so a taken version could
     only conflict at the end). Returns it canonical."""
-    from ..names.grammar import parse_tag
-    from ..names.ops import resolve
+    from ..names.ops import check_version_free
 
-    name, version = parse_tag(release)
-    try:
-        got = await resolve(store, f"{name}@=={version}", pre=True)
-    except NotFoundError:
-        return f"{name}@{version}"
-    except StoreError as e:
-        if e.code != "STORE_NOT_FOUND":  # a new local store: nothing is named in it yet
-            raise
-        return f"{name}@{version}"
-    raise ConflictError(f"{name}@{version} already names {got.id} in {store.uri}")
+    return await check_version_free(store, release)
 
 
 async def tag_final(store: Store, release: str, recording: str, final: str) -> Resolved:

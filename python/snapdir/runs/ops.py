@@ -60,6 +60,7 @@ class RunResult:
         "status",
         "stderr",
         "stdout",
+        "tag",
     )  # fmt: skip
 
     def __init__(self, rec: RunRecord, *, reused: bool = False, journal: Sequence[str] = ()):
@@ -74,6 +75,8 @@ class RunResult:
         self.stderr = rec.stderr.digest if rec.stderr else None
         self.reused = reused
         self.journal = list(journal)
+        #: the release the output was tagged (``run --tag``), canonical, or None
+        self.tag: str | None = None
 
     def __repr__(self) -> str:
         return f"RunResult(record={self.record!r}, status={self.status}, reused={self.reused})"
@@ -92,6 +95,7 @@ class RunResult:
             "stderr": self.stderr,
             "reused": self.reused,
             "journal": self.journal,
+            "tag": self.tag,
         }
 
 
@@ -579,6 +583,7 @@ async def run_command(
     git: bool | None = None,
     timeout: float | None = None,
     reuse: bool = False,
+    tag: str | None = None,
     cwd: str | os.PathLike[str] | None = None,
     stream: bool = True,
     config: bool | RunConfig = True,
@@ -597,7 +602,9 @@ async def run_command(
     strings or a mapping ``{path: ref or None}``; a ref (a release, channel, id or prefix)
     is resolved in ``store`` before anything runs and pulled into its path (missing, empty,
     or already that snapshot; anything else is :class:`ConflictError`), and the record
-    keeps the ref and what it resolved to (:attr:`RunResult.input_refs`)."""
+    keeps the ref and what it resolved to (:attr:`RunResult.input_refs`). ``tag``
+    (``NAME@VERSION``): the one output is released under that name when the command
+    succeeds (checked free before anything runs; :attr:`RunResult.tag`)."""
     from .child import run_child
 
     if not argv:
@@ -606,11 +613,20 @@ async def run_command(
         cwd=cwd, store=store, inputs=inputs, outputs=outputs, env=env, redact=redact,
         pre=pre, files=files, git=git, config=config, environ=environ,
     )  # fmt: skip
+    if tag is not None and len(plan.outputs) != 1:
+        raise InvalidArgumentError(
+            f"--tag {tag}: a release names one tree, and this run has "
+            f"{len(plan.outputs)} outputs (give exactly one --out)"
+        )
     plan.add_secrets(flag_values(argv))
     tmpdir = tempfile.mkdtemp(prefix="snapdir-run-")
     try:
         _capture(plan, tmpdir, argv[0])
         _ensure_store(plan.store)
+        if tag is not None:
+            from ..names.ops import check_version_free
+
+            tag = await check_version_free(plan.store, tag)
         async with _holding(plan.store) as holds:
             async with holds.kept_alive():
                 pushed_in = await _push_inputs(plan, holds)
@@ -618,7 +634,7 @@ async def run_command(
                 if reuse:
                     hit = await _reuse(plan, key, tmpdir, _stdout if stream else None)
                     if hit is not None:
-                        return RunResult(hit, reused=True)
+                        return await _release(plan, RunResult(hit, reused=True), tag)
 
                 def go() -> ChildResult:
                     return run_child(
@@ -662,9 +678,28 @@ async def run_command(
             await holds.settle()
             rec = await write_record(plan.store, canonical(body))
             journal = await _journal(plan, rec, pushed)
-        return RunResult(rec, journal=journal)
+        return await _release(plan, RunResult(rec, journal=journal), tag)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+async def _release(plan: _Plan, result: RunResult, tag: str | None) -> RunResult:
+    """Tag the run's one output ``tag`` (``run --tag``), its release message naming the
+    record, once the record and the output's journal entry exist. A failed command's
+    output is not released (a warning says so): a release is a claim the tree is good."""
+    if tag is None:
+        return result
+    from .._errors import _warn
+    from ..names.ops import tag as tag_release
+
+    if result.status != 0 or not result.outputs:
+        why = f"the command exited {result.status}" if result.status else "no output"
+        _warn([f"{tag} not tagged: {why} (run {result.record})"])
+        return result
+    (out,) = result.outputs.values()
+    r = await tag_release(plan.store, tag, out, message=f"run:{result.record}")
+    result.tag = f"{r.name}@{r.version}"
+    return result
 
 
 def _result(child: ChildResult) -> dict[str, Any]:
