@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -57,11 +59,17 @@ def start_process(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in its own session/process group, stdout+stderr appended to ``log_path``."""
+    """Start ``argv`` in its own session/process group, stdout+stderr appended to ``log_path``.
+
+    On Linux the server is also told to die with this process (``setpriv --pdeathsig``,
+    util-linux): the fixtures stop every server by its PID, but a test run killed outright
+    (a CI timeout, ``kill -9``) runs no teardown, and its servers would live on."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    prefix = [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            list(argv),
+            [*prefix, *argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
