@@ -215,6 +215,16 @@ def test_run_tag_releases_the_one_output_of_a_successful_run(uri2: str, tmp_path
     assert got.id == doc["outputs"][0]["id"]
     assert got.record["message"] == f"run:{doc['record']}"
 
+    # show and lineage take the release as a ref: the run that produced it
+    shown = run_cli("--json", "show", "model@^1", "--store", uri2, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert [r["record"] for r in json.loads(shown.stdout)["records"]] == [doc["record"]]
+    lin = run_cli("--json", "lineage", "model@1.0.0", "--store", uri2, env=env)
+    assert lin.returncode == 0, lin.stderr
+    assert doc["record"] in lin.stdout
+    unknown = run_cli("show", "nothing@1.0.0", "--store", uri2, env=env)
+    assert unknown.returncode == 4, unknown.stderr
+
     (root / "out" / "r.txt").unlink()
     taken = run_tagged("model@1.0.0", "second", 0)
     assert taken.returncode == 3, taken.stderr

@@ -262,11 +262,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     from ..runs.layout import resolve
 
     store = need_store(args)
+    ref = _record_or_snapshot(args.ref, store)
 
     async def go() -> list[RunRecord]:
         from .._common import open_wrapped
 
-        return await resolve(open_wrapped(store), args.ref)
+        return await resolve(open_wrapped(store), ref)
 
     recs = run(go, store)
     if args.json:
@@ -274,6 +275,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write("\n\n".join(_show_text(r) for r in recs) + "\n")
     return 0
+
+
+def _record_or_snapshot(ref: str, store: str) -> str:
+    """``show`` and ``lineage`` take a record or snapshot id (or a prefix of 8+ hex
+    digits) as it is, and any other ref (name@VERSION, name@SPEC, name@channel, URI#REF)
+    as the snapshot it names in ``store``."""
+    from ._common import resolve_ref
+
+    text = ref.strip()
+    if 8 <= len(text) <= 64 and all(c in "0123456789abcdefABCDEF" for c in text):
+        return text
+    return str(resolve_ref(text, store))
 
 
 def _clean(s: str) -> str:
@@ -313,7 +326,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     store = need_store(args)
     up = args.up or not args.down
     down = args.down or not args.up
-    g = run(lambda: lineage(store, args.ref, up=up, down=down), store)
+    ref = _record_or_snapshot(args.ref, store)
+    g = run(lambda: lineage(store, ref, up=up, down=down), store)
     if args.json:
         emit_json(g.to_json())
     elif args.dot:
@@ -458,7 +472,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Print a run record, readable: given a record name (or 8+ hex digits of "
         "one), that record; given a snapshot id, the records of the runs that produced it.",
     )
-    p.add_argument("ref", metavar="RECORD|ID", help="a record name or a snapshot id")
+    p.add_argument(
+        "ref",
+        metavar="RECORD|REF",
+        help="a record name, or a snapshot ref (id, prefix, name@VERSION, name@SPEC, "
+        "name@channel, URI#REF): the runs that produced or used it",
+    )
     store_arg(p)
     p.set_defaults(handler=cmd_show)
 
@@ -489,7 +508,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "their inputs, and so on) and down (the runs that used it, their outputs, ...). One "
         "listing per snapshot visited.",
     )
-    p.add_argument("ref", metavar="ID", help="a snapshot id")
+    p.add_argument(
+        "ref",
+        metavar="REF",
+        help="a snapshot ref (id, prefix, name@VERSION, name@SPEC, name@channel, URI#REF)",
+    )
     store_arg(p)
     p.add_argument("--up", action="store_true", help="only what produced it")
     p.add_argument("--down", action="store_true", help="only what used it")
