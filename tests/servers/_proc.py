@@ -61,12 +61,14 @@ def start_process(
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in its own session/process group, stdout+stderr appended to ``log_path``.
 
-    On Linux the server is also told to die with this process (``setpriv --pdeathsig``,
-    util-linux): the fixtures stop every server by its PID, but a test run killed outright
-    (a CI timeout, ``kill -9``) runs no teardown, and its servers would live on."""
+    On Linux the server is also killed when this process dies (``setpriv --pdeathsig
+    KILL``, util-linux): the fixtures stop every server by its PID, but a test run killed
+    outright (a CI timeout, ``kill -9``) runs no teardown, and its servers would live on.
+    KILL, not TERM: nobody is left to wait for a graceful stop, and a busy SeaweedFS was
+    seen to outlive a TERM by minutes."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-    prefix = [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+    prefix = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [*prefix, *argv],
