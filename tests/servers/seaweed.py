@@ -212,6 +212,12 @@ def _argv(weed: Path, data: Path, s3_config: Path, conf_dir: Path, p: dict[str, 
         f"-ip={LOOPBACK}",
         f"-ip.bind={LOOPBACK}",
         "-master.telemetry=false",
+        # Every test store is its own collection, and every collection takes at least one
+        # volume; with the default limit (up to 1 GiB a volume) the volume slots are free
+        # disk / 1 GiB (61 on a 62 GiB disk), and a whole test run exhausts them ("Not
+        # enough data nodes"). 64 MiB volumes give some 16x more slots; files are
+        # chunked, so no object needs a bigger volume.
+        "-master.volumeSizeLimitMB=64",
         f"-master.port={p['master']}",
         f"-master.port.grpc={p['master_grpc']}",
         f"-volume.port={p['volume']}",
