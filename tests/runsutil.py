@@ -4,7 +4,9 @@ directory, and reading what a store holds."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 from storeutil_cloud import fresh_store_uri
 
@@ -31,3 +33,12 @@ def stored_bytes(store_dir: Path) -> list[tuple[str, bytes]]:
         if p.is_file():
             out.append((str(p.relative_to(store_dir)), p.read_bytes()))
     return out
+
+
+def run_async(fn: Any, *args: Any, **kw: Any) -> Any:
+    """``fn(*args, **kw)`` awaited on a fresh event loop (the tests' synchronous bodies)."""
+
+    async def main() -> Any:
+        return await fn(*args, **kw)
+
+    return anyio.run(main)

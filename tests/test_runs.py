@@ -27,6 +27,7 @@ import anyio
 import pytest
 import snapdir
 from runsutil import project, store_uri
+from runsutil import run_async as _run
 from snapdir._snapdir import blake3_hex
 from snapdir.lifecycle import ls
 from snapdir.runs.layout import IN, OUT, REC, list_records, read_record, records_under
@@ -47,13 +48,6 @@ def any_uri(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.fixture(params=["file", "s3"])
 def uri2(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     return store_uri(str(request.param), request, monkeypatch)
-
-
-def _run(fn: Any, *args: Any, **kw: Any) -> Any:
-    async def main() -> Any:
-        return await fn(*args, **kw)
-
-    return anyio.run(main)
 
 
 async def _with_store(uri: str, fn: Any, *args: Any) -> Any:

@@ -21,6 +21,7 @@ import anyio
 import pytest
 import snapdir
 from runsutil import project, store_uri
+from runsutil import run_async as _run
 from snapdir.names import channel_set, tag
 from snapdir.runs.layout import read_record
 from snapdir.runs.ops import _split_inputs, capture_context, rerun, run_command
@@ -34,13 +35,6 @@ COUNT = "open({counter!r}, 'a').write('x'); print(open('vendor/a.txt').read().st
 @pytest.fixture(params=["file", "s3"])
 def uri2(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     return store_uri(str(request.param), request, monkeypatch)
-
-
-def _run(fn: Any, *args: Any, **kw: Any) -> Any:
-    async def main() -> Any:
-        return await fn(*args, **kw)
-
-    return anyio.run(main)
 
 
 async def _read(uri: str, digest: str) -> Any:
