@@ -13,8 +13,9 @@ Measured, each a new process:
 * `snapdir gc --grace 0` of a store of G objects (default 100,000) named by 200 snapshots,
   half of them forgotten (`--gc-objects`): its requests against the target "list pages +
   batched deletes + one GET per root manifest + a handful" (store time, the managed marker,
-  the plan's PUT and DELETE), then a second, no-op `gc`: at most its list pages and those
-  few requests (the root manifests are in the local cache by then).
+  the plan's PUT and DELETE), then a second, no-op `gc`: its list pages only (the root
+  manifests are in the local cache by then, and the managed marker is read only when
+  there is something to delete).
 * restic 0.14 `forget --keep-last 1 --dry-run` on a repository in the same bucket with M
   snapshots (default 200: every restic snapshot is a real `restic backup`, about half a
   second each), and our `forget` on a second store with the same M entries beside it.
@@ -120,24 +121,25 @@ def gc_request_target(
 ) -> int:
     """What a collection may cost on S3 (1,000 keys a list page or a DeleteObjects):
 
-    * reading the roots: the intents (a page), the journal, the names, runs and recordings
-      sources (a page each), and the journal once more (the runs' liveness rule reads it);
-      twice when a plan is published (the re-check);
+    * reading the roots: the intents (a page), the journal (listed once per reading and
+      shared by the runs source's liveness rule), the names, runs and recordings sources
+      (a page each); twice when a plan is published (the re-check);
     * the plans (a page), ``.manifests/`` and ``.objects/``;
     * a listing of n keys takes n // 1,000 + 1 pages (SeaweedFS answers a full last page as
       truncated, so a multiple of 1,000 costs one page more);
-    * the managed marker and the store's time (one request each);
-    * when collecting: one GET per root manifest not yet in the local cache, the store's
-      time again and the plan's PUT at publication, one DeleteObjects per 1,000 keys, and
-      a last one for the plan (with stale plans and expired intents)."""
+    * the store's time (one request);
+    * when collecting: the managed marker (read only when there is something to delete),
+      one GET per root manifest not yet in the local cache, the store's time again and
+      the plan's PUT at publication, one DeleteObjects per 1,000 keys, and a last one for
+      the plan (with stale plans and expired intents)."""
     journal = rooted // LIST_PAGE + 1
-    roots = 1 + 2 * journal + 3
+    roots = 1 + journal + 3
     pages = roots + 1 + manifests // LIST_PAGE + 1 + objects // LIST_PAGE + 1
     collecting = dead_manifests + dead_objects > 0
-    fixed = 2
+    fixed = 1
     if collecting:
         pages += roots
-        fixed += 2 + 1 + rooted
+        fixed += 1 + 2 + 1 + rooted
     deletes = -(-dead_manifests // LIST_PAGE) + -(-dead_objects // LIST_PAGE)
     return pages + fixed + deletes
 

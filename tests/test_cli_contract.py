@@ -49,7 +49,8 @@ def plant_run(store: Path, outputs: list[tuple[str, str]]) -> str:
 
 class World:
     """A tree, a store holding its snapshot, the snapshot staged in the local cache, a
-    pulled copy with a local change, two damaged copies of the store and an adopted one."""
+    pulled copy with a local change, two damaged copies of the store, an adopted one and
+    one as snapdir 1.x leaves it (no journal)."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
@@ -73,6 +74,10 @@ class World:
         shutil.copytree(tmp / "store", tmp / "managed")
         self.managed = uri(tmp / "managed")
         assert run_cli("adopt", "--store", self.managed).returncode == 0
+        # as snapdir 1.x leaves a store: the snapshot is there, no journal names it
+        shutil.copytree(tmp / "store", tmp / "v1-store")
+        shutil.rmtree(tmp / "v1-store" / ".snapdir")
+        self.v1_store = uri(tmp / "v1-store")
         (tmp / "a-file").write_text("not a directory\n")
         # two run records: `true` said to have produced the build tree (a rerun cannot
         # reproduce it), and `true` with no outputs (a rerun reproduces it)
@@ -117,6 +122,7 @@ class World:
             "{bad-object}": self.bad_object,
             "{bad-manifest}": self.bad_manifest,
             "{managed}": self.managed,
+            "{v1-store}": self.v1_store,
             "{tmp}": str(self.tmp),
             "{sid}": SID,
             "{missing}": MISSING,
@@ -335,7 +341,7 @@ CASES: list[tuple[str, int, list[str], str | None, dict[str, str]]] = [
     ("gc", 0, ["gc", "--store", "{managed}", "--grace", "0"], None, {}),
     ("gc", 0, ["gc", "--store", "{managed}", "--dry-run"], None, {}),
     ("gc", 2, ["gc", "--store", "{store}", "--grace", "soon"], "INVALID_ARGUMENT", {}),
-    ("gc", 3, ["gc", "--store", "{store}"], "NOT_MANAGED", {}),
+    ("gc", 3, ["gc", "--store", "{v1-store}", "--grace", "0"], "NOT_MANAGED", {}),
     ("gc", 4, ["gc", "--store", "file://{tmp}/no-store"], "STORE_NOT_FOUND", {}),
     ("verify", 0, ["verify", "--all", "--store", "{store}"], None, {}),
     ("verify", 1, ["verify", "--all", "--store", "{bad-object}"], None, {}),

@@ -635,6 +635,36 @@ def test_cli_record_tag_and_replay_a_range(tmp_path: Path) -> None:
     assert rep.returncode == 0, rep.stderr
     doc = json.loads(rep.stdout)
     assert (doc["name"], doc["target_id"], doc["verified"]) == ("nightly", ids[-1], True)
+    # info and export read the recording a release names, as replay does
+    by_name = run_cli("--json", "recording", "info", "nightly", "--store", store)
+    by_ref = run_cli("--json", "recording", "info", "nightly-rec@^2", "--store", store)
+    assert by_ref.returncode == 0, by_ref.stderr
+    assert json.loads(by_ref.stdout) == json.loads(by_name.stdout)
+    assert json.loads(by_ref.stdout)["final_checkpoint"] == ids[-1]
+    archives = []
+    for ref in ("nightly", "nightly-rec@2.0.0"):
+        out = tmp_path / f"{ref}.tar.gz"
+        proc = run_cli("recording", "export", ref, "--format", "epuplayer", "-o", str(out),
+                       "--store", store)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        archives.append(out)
+    assert _members(archives[0]) == _members(archives[1])
+    missing = run_cli("--json", "recording", "info", "nightly-rec@3", "--store", store)
+    assert missing.returncode == 4, missing.stderr
+    message = json.loads(missing.stdout)["error"]["message"]
+    assert "nightly-rec" in message, message
+    assert "'3'" in message, message
+
+
+def _members(archive: Path) -> dict[str, bytes]:
+    """An archive's members and their bytes (gzip's own header holds a time; this does not)."""
+    import tarfile
+
+    with tarfile.open(archive) as tf:
+        return {
+            m.name: (f.read() if (f := tf.extractfile(m)) is not None else b"")
+            for m in tf.getmembers()
+        }
 
 
 def test_gc_roots_and_top_level_api(tmp_path: Path) -> None:

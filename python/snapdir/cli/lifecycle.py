@@ -273,7 +273,9 @@ Safe while others push: every push writes an intent (its pending manifest) befor
 asks the store what it has; the collector publishes its plan, waits, re-reads intents and
 roots, and deletes only what still nothing reaches, before the plan's deadline; a push
 that finds a plan naming its content waits for it and puts back what it removed. Only a
-store marked managed (snapdir adopt) is collected. See docs/design/gc.md."""
+store marked managed (snapdir adopt) is collected: on any other, a gc that finds
+something to delete exits 3 (NOT_MANAGED) before deleting anything. See
+docs/design/gc.md."""
 
 
 POLICY_HELP = """\

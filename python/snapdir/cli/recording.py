@@ -65,6 +65,10 @@ INFO_JSON = {
 }
 
 
+#: What a REC argument is, wherever a command reads a recording back.
+REC_HELP = "the recording's name, or a release made by record --tag (NAME@RANGE, NAME@CHANNEL)"
+
+
 def _seconds(value: str) -> float:
     import argparse
 
@@ -398,7 +402,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "recording",
         metavar="REC",
-        help="the recording's name, or a release made by record --tag (NAME@RANGE, NAME@CHANNEL)",
+        help=REC_HELP,
     )
     p.add_argument("target", metavar="TARGET", help="the directory to replay into")
     store_arg(p)
@@ -495,7 +499,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Read recording REC back (every segment, the hash chain, every "
         "event verified) and print its duration, events by kind, bytes and checkpoints.",
     )
-    p.add_argument("recording", metavar="REC", help="the recording's name")
+    p.add_argument("recording", metavar="REC", help=REC_HELP)
     store_arg(p)
     p.set_defaults(handler=cmd_info)
     p = add_command(
@@ -521,7 +525,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Write recording REC as an archive epuplayer replays (--format "
         "epuplayer, the only format).",
     )
-    p.add_argument("recording", metavar="REC", help="the recording's name")
+    p.add_argument("recording", metavar="REC", help=REC_HELP)
     store_arg(p)
     p.add_argument("--format", choices=("epuplayer",), default="epuplayer", help="epuplayer")
     p.add_argument("-o", "--output", required=True, metavar="F", help="the archive to write")

@@ -1,16 +1,18 @@
 """The collector: delete the manifests and objects no root reaches, safely while others
 push (the protocol and its argument: docs/design/gc.md).
 
-1. Refuse a store that is not managed (``adopt``): only then is "not journalled" the same
-   as "not needed".
-2. Mark: list the intents (live ones are roots; expired ones are reported and removed),
+1. Mark: list the intents (live ones are roots; expired ones are reported and removed),
    *then* the roots (journal and :data:`snapdir.lifecycle.roots.ROOT_SOURCES`) — in this
    order, because a writer writes its root before it deletes its intent. Read every root
    manifest (verified) into the mark set (Rust, 32 bytes a digest).
-3. List ``.manifests/`` and ``.objects/``: the candidates are unmarked and older than the
+2. List ``.manifests/`` and ``.objects/``: the candidates are unmarked and older than the
    grace period (store time). An unrooted manifest the grace period spares is read and
    its objects marked: a manifest in the store is always whole (a push that finds it
    uploads nothing).
+3. If there are candidates, refuse a store that is not managed (``adopt``): only in a
+   managed one is "not journalled" the same as "not needed". Nothing has been deleted
+   yet, and a collection that finds nothing to delete deletes nothing either way, so it
+   does not ask (its cost: the list pages alone).
 4. Publish the plan (create-only, its deadline in the key), wait ``delay``, list intents
    and roots again and unmark what they now reach.
 5. Delete manifests first, then objects, in batches, never after the deadline (less a
@@ -271,7 +273,7 @@ async def gc(
     does not need it on a store whose listings are linearizable).
     ``budget``: the plan's deadline, from its publication. ``on_phase`` is called with
     each phase's name (tests use it to interleave). Raises :class:`ConflictError` for a
-    store that is not managed (run ``adopt``)."""
+    store that is not managed (run ``adopt``) when there is anything to collect."""
     from .._common import open_wrapped
     from ._util import _require_keys
     from .ops import is_managed
@@ -288,12 +290,6 @@ async def gc(
     st = open_wrapped(store)
     ks = _require_keys(st, "gc")
     before = st.request_count()
-    if not await is_managed(ks):
-        raise ConflictError(
-            f"{st.uri} is not managed: a collection could delete snapshots no journal "
-            "names (snapdir 1.x pushes); run `snapdir adopt` on it first",
-            code="NOT_MANAGED",
-        )
     now = await ks.store_time()
     marker = _Marker(st)
     await phase("mark")
@@ -321,6 +317,14 @@ async def gc(
         if c is not None and k.time <= cutoff:
             listed[c] = k
     objects = {c: listed[c] for c in marker.objects.unmarked(sorted(listed))}
+    # Asked only now, when there is something to delete (or to show): a collection that
+    # finds nothing costs its list pages alone, and deletes nothing whatever the answer.
+    if (manifests or objects) and not await is_managed(ks):
+        raise ConflictError(
+            f"{st.uri} is not managed: a collection could delete snapshots no journal "
+            "names (snapdir 1.x pushes); run `snapdir adopt` on it first",
+            code="NOT_MANAGED",
+        )
     stale = [
         k.key
         for k in await ks.list_keys(PLANS)

@@ -315,16 +315,17 @@ def _fill_full_hashes(
 async def export_epuplayer(
     rec: str, store: str | Store, output: str | os.PathLike[str]
 ) -> dict[str, Any]:
-    """Write recording ``rec`` as an epuplayer ``tar.gz`` at ``output`` (text contents
-    inline, binary ones as chunks, SHA-256 of every file's content after each event;
-    placeholders as epuplayer placeholders; permission changes and checkpoints have no
-    epuplayer equivalent and are left out). Returns ``{events, chunks}``."""
+    """Write recording ``rec`` (a name, or a release ref ``NAME@RANGE`` naming one) as an
+    epuplayer ``tar.gz`` at ``output`` (text contents inline, binary ones as chunks,
+    SHA-256 of every file's content after each event; placeholders as epuplayer
+    placeholders; permission changes and checkpoints have no epuplayer equivalent and are
+    left out). Returns ``{events, chunks}``."""
     from .._common import open_wrapped
     from ..stores._base import ObjectGet
-    from .layout import load
+    from .naming import load_ref
 
     st = open_wrapped(store)
-    log = await load(st, rec)
+    _, log = await load_ref(st, rec)
     meta = json.loads(log.meta_json())
     events = [json.loads(e) for e in log.events_json(0, len(log))]
     scratch = tempfile.mkdtemp(prefix="snapdir-export-")

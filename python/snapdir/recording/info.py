@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from .layout import find, list_recordings, load, summary
+from .layout import find, list_recordings, summary
 
 if TYPE_CHECKING:
     from ..stores import Store
@@ -65,10 +65,12 @@ def describe(log: Any, sealed: bool) -> dict[str, Any]:
 
 
 async def info(name: str, store: str | Store) -> dict[str, Any]:
-    """:func:`describe` of recording ``name``, read back and verified whole."""
+    """:func:`describe` of recording ``name`` (or of the one a release ref
+    ``NAME@RANGE`` names), read back and verified whole."""
     from .._common import open_wrapped
+    from .naming import load_ref
 
     st = open_wrapped(store)
+    name, log = await load_ref(st, name)
     listed = await find(st, name)
-    log = await load(st, name)
     return describe(log, listed.sealed is not None)

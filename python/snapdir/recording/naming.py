@@ -21,7 +21,15 @@ if TYPE_CHECKING:
     from ..names.ops import Resolved
     from ..stores import Store
 
-__all__ = ["MESSAGE_PREFIX", "check_tag_free", "is_release_ref", "load_release", "tag_final"]
+__all__ = [
+    "MESSAGE_PREFIX",
+    "check_tag_free",
+    "is_release_ref",
+    "load_ref",
+    "load_release",
+    "release_recording",
+    "tag_final",
+]
 
 #: The release record's message for a recording's release.
 MESSAGE_PREFIX = "recording:"
@@ -49,8 +57,23 @@ async def tag_final(store: Store, release: str, recording: str, final: str) -> R
     return await tag(store, release, final, message=f"{MESSAGE_PREFIX}{recording}")
 
 
+async def load_ref(store: Store, ref: str) -> tuple[str, RecordingLog]:
+    """``(name, recording)`` for a recording's name or a release ref naming one: the one
+    way every command that reads a recording (``replay``, ``recording info``, ``recording
+    export``) takes either."""
+    if is_release_ref(ref):
+        return await release_recording(store, ref)
+    return ref, await load(store, ref)
+
+
 async def load_release(store: Store, ref: str) -> RecordingLog:
     """The recording a release ref names (see the module's documentation)."""
+    return (await release_recording(store, ref))[1]
+
+
+async def release_recording(store: Store, ref: str) -> tuple[str, RecordingLog]:
+    """``(name, recording)`` for the recording a release ref names, read back, verified
+    whole, and checked to end at the snapshot the release names."""
     from ..names.ops import resolve
 
     r = await resolve(store, ref)
@@ -72,6 +95,6 @@ async def load_release(store: Store, ref: str) -> RecordingLog:
     if not cps or cps[-1][2] != r.id:
         raise ConflictError(
             f"{ref} names snapshot {r.id}, but recording {name!r} ends at "
-            f"{cps[-1][2] if cps else 'no checkpoint'}: not replaying it"
+            f"{cps[-1][2] if cps else 'no checkpoint'}: not using it"
         )
-    return log
+    return name, log

@@ -19,8 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConflictError, HashMismatchError, InvalidArgumentError, UnsafePathError
-from .layout import load
-from .naming import is_release_ref, load_release
+from .naming import load_ref
 
 if TYPE_CHECKING:
     from .._snapdir import RecordingLog
@@ -226,10 +225,8 @@ async def replay(
     st = open_wrapped(store, jobs)
     if not isinstance(rec, str):
         log = rec
-    elif is_release_ref(rec):
-        log = await load_release(st, rec)
     else:
-        log = await load(st, rec)
+        _, log = await load_ref(st, rec)
     if chaos is not None:
         from .chaos import perturb
 
