@@ -65,12 +65,24 @@ class Row:
     wall_s: float = 0.0
     failure: str = ""
     held: int = 0  # entries the command holds (both snapshots for diff)
+    #: Stopped at the timeout: ``peak_kib`` is its peak so far, a lower bound.
+    stopped: bool = False
 
     @property
     def per_entry(self) -> float | None:
-        if self.failure or not self.held:
+        """Bytes an entry; for a stopped run, at least this much (its peak so far)."""
+        if (self.failure and not self.stopped) or not self.held or not self.peak_kib:
             return None
         return max(0, self.peak_kib - self.base_kib) * 1024 / self.held
+
+    def judge(self, run: Completed, timeout: float) -> None:
+        """Record how ``run`` ended: stopped at ``timeout`` (its peak a lower bound), failed,
+        or fine."""
+        if run.timed_out and run.maxrss_kib:
+            self.stopped = True
+            self.failure = f"stopped after {timeout:.0f} s (its peak so far is a lower bound)"
+        elif run.timed_out or run.returncode != 0:
+            self.failure = f"{run.exit_text}: {run.stderr.strip()[-200:]}"
 
 
 @dataclass
@@ -113,12 +125,12 @@ class MemoryBench:
         t0 = time.perf_counter()
         run = measure(argv, timeout=self.timeout, env=env)
         row = Row(n, op, tool, run.maxrss_kib, self.base[tool], run.wall_s, held=held)
-        if run.timed_out or run.returncode != 0:
-            row.failure = f"{run.exit_text}: {run.stderr.strip()[-200:]}"
+        row.judge(run, self.timeout)
         self.rows.append(row)
         self.log(
             f"  {row.peak_kib / 1024:.0f} MiB peak, "
-            + (f"{row.per_entry:.0f} B/entry" if row.per_entry is not None else row.failure)
+            + (f"{row.per_entry:.0f} B/entry" if row.per_entry is not None else "")
+            + (f" {row.failure}" if row.failure else "")
             + f" ({time.perf_counter() - t0:.1f} s)"
         )
         return run
@@ -198,8 +210,7 @@ class MemoryBench:
         self.log(f"memory: {n:,} entries: {op} (restic) ...")
         run = measure([*argv], timeout=self.timeout, env=env, cwd=cwd)
         row = Row(n, op, "restic", run.maxrss_kib, self.base["restic"], run.wall_s, held=held)
-        if run.timed_out or run.returncode != 0:
-            row.failure = f"{run.exit_text}: {run.stderr.strip()[-200:]}"
+        row.judge(run, self.timeout)
         self.rows.append(row)
 
     def problems(self) -> list[str]:
@@ -215,6 +226,9 @@ def _cell(row: Row | None) -> str:
         return "-"
     if row.per_entry is None:
         return "failed"
+    if row.stopped:
+        peak = row.peak_kib / 1024
+        return f">= {row.per_entry:.0f} B (>= {peak:.0f} MiB, stopped at {row.wall_s:.0f} s)"
     return f"{row.per_entry:.0f} B ({row.peak_kib / 1024:.0f} MiB, {row.wall_s:.1f} s)"
 
 
@@ -230,7 +244,8 @@ def render(
         "Peak RSS per entry = (peak RSS - peak RSS of the tool doing nothing) / entries held "
         f"(both snapshots for diff). Target for snapdir: at most {TARGET_BYTES_PER_ENTRY} B.",
         "Cells: bytes per entry (peak RSS, wall time). Ratio: snapdir 1.12 or restic per entry "
-        "over ours.",
+        "over ours. `>=`: the run was stopped at the timeout (`--timeout`), and its peak so "
+        "far is a lower bound.",
         "",
     ]
     for n in mb.sizes:
@@ -247,7 +262,10 @@ def render(
             def ratio(peer: Row | None, ours: Row | None = ours) -> str:
                 if peer is None or ours is None or not peer.per_entry or not ours.per_entry:
                     return ""
-                return f"{peer.per_entry / ours.per_entry:.1f}x"
+                if ours.stopped:
+                    return ""
+                at_least = ">= " if peer.stopped else ""
+                return f"{at_least}{peer.per_entry / ours.per_entry:.1f}x"
 
             rows.append(
                 [op, _cell(ours), verdict, _cell(old), ratio(old), _cell(restic), ratio(restic)]

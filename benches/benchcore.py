@@ -92,6 +92,7 @@ class Completed:
     returncode: int  # negative: killed by that signal
     stdout: str
     stderr: str
+    #: Stopped at its timeout; ``maxrss_kib`` is then its peak so far (a lower bound), or 0.
     timed_out: bool = False
     cpu_s: float = 0.0  # user + system time of the child (and its waited-for descendants)
 
@@ -112,22 +113,44 @@ class Completed:
 # new program's ru_maxrss (and a fork copies the parent's resident anonymous pages), so a child
 # forked straight from this ~30 MB harness would never report less than ~30 MB.  The launcher is
 # a bare `python -S -I` (a few MB); it forks and execs the command, times fork..wait4 itself (so
-# its own start-up is not timed) and writes "wall maxrss_kib wait_status" to a file.  Since
-# ru_maxrss is a maximum, every peak above the launcher's floor is exact; see rss_floor().
+# its own start-up is not timed) and writes "wall maxrss_kib wait_status cpu stopped" to a file.
+# Since ru_maxrss is a maximum, every peak above the launcher's floor is exact; see rss_floor().
+# The launcher also enforces the timeout: it kills the command's process group (its own) when
+# the time is up and still reaps it, so a run that was stopped keeps its peak so far — a lower
+# bound on what the whole run would need (`Completed.timed_out`). The command's pid is written
+# next to the result, for the harness's own backstop.
 LAUNCHER = """\
-import os, sys, time
+import os, signal, sys, time
 t0 = time.perf_counter()
 pid = os.fork()
 if pid == 0:
+    os.setpgid(0, 0)
     try:
-        os.execvp(sys.argv[2], sys.argv[2:])
+        os.execvp(sys.argv[3], sys.argv[3:])
     except OSError as exc:
-        os.write(2, f"launcher: cannot run {sys.argv[2]!r}: {exc}\\n".encode())
+        os.write(2, f"launcher: cannot run {sys.argv[3]!r}: {exc}\\n".encode())
     os._exit(127)
+try:
+    os.setpgid(pid, pid)
+except OSError:
+    pass
+with open(sys.argv[1] + ".pid", "w") as f:
+    f.write(str(pid))
+stopped = []
+def stop(*_):
+    stopped.append(1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+signal.signal(signal.SIGALRM, stop)
+signal.setitimer(signal.ITIMER_REAL, float(sys.argv[2]))
 _, status, usage = os.wait4(pid, 0)
+signal.setitimer(signal.ITIMER_REAL, 0)
 wall = time.perf_counter() - t0
 with open(sys.argv[1], "w") as f:
-    f.write(f"{wall!r} {usage.ru_maxrss} {status} {usage.ru_utime + usage.ru_stime!r}")
+    cpu = usage.ru_utime + usage.ru_stime
+    f.write(f"{wall!r} {usage.ru_maxrss} {status} {cpu!r} {1 if stopped else 0}")
 """
 
 
@@ -152,7 +175,7 @@ def measure(
         reaped = False
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-S", "-I", "-c", LAUNCHER, str(result), *argv],
+            [sys.executable, "-S", "-I", "-c", LAUNCHER, str(result), repr(timeout), *argv],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
@@ -162,18 +185,23 @@ def measure(
         )
 
         def kill() -> None:
+            # The backstop, should the launcher itself not stop the command in time.
             with lock:
                 if not reaped:  # a zombie keeps its pid until reaped: no pid reuse race
                     timed_out.set()
+                    with contextlib.suppress(OSError, ValueError):
+                        os.killpg(int(Path(f"{result}.pid").read_text()), signal.SIGKILL)
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
 
-        timer = threading.Timer(timeout, kill)
+        timer = threading.Timer(timeout + 30, kill)
         timer.daemon = True
         timer.start()
         try:
             _pid, launcher_status, _usage = os.wait4(proc.pid, 0)
         except BaseException:  # Ctrl-C: do not leave the command running in its own session
+            with contextlib.suppress(OSError, ValueError):
+                os.killpg(int(Path(f"{result}.pid").read_text()), signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             os.wait4(proc.pid, 0)
@@ -187,17 +215,19 @@ def measure(
         err.seek(0)
         stdout = out.read().decode(errors="replace")
         stderr = err.read().decode(errors="replace")
+        stopped = False
         try:
-            wall_text, rss_text, status_text, cpu_text = result.read_text().split()
+            wall_text, rss_text, status_text, cpu_text, stop_text = result.read_text().split()
             wall, maxrss, code, cpu = (
                 float(wall_text),
                 int(rss_text),
                 os.waitstatus_to_exitcode(int(status_text)),
                 float(cpu_text),
             )
-        except (OSError, ValueError):  # killed (timeout) or the launcher itself failed
+            stopped = stop_text == "1"
+        except (OSError, ValueError):  # killed (backstop) or the launcher itself failed
             wall, maxrss, code, cpu = outer_wall, 0, proc.returncode or -signal.SIGKILL, 0.0
-        return Completed(wall, maxrss, code, stdout, stderr, timed_out.is_set(), cpu)
+        return Completed(wall, maxrss, code, stdout, stderr, stopped or timed_out.is_set(), cpu)
 
 
 def rss_floor() -> int:

@@ -1462,6 +1462,16 @@ def self_test() -> list[str]:
         check(big.maxrss_kib * 1024 >= 80_000_000, f"measure: peak RSS {big.maxrss_kib} KiB")
         slow = measure(["sleep", "30"], timeout=0.5)
         check(slow.timed_out and slow.wall_s < 10, "measure: timeout kills the child")
+        held = measure(
+            [sys.executable, "-c",
+             "import time; b = bytearray(80_000_000); b[::4096] = b'x' * len(b[::4096]); "
+             "time.sleep(30)"],
+            timeout=3,
+        )  # fmt: skip
+        check(
+            held.timed_out and held.wall_s < 15 and held.maxrss_kib * 1024 >= 80_000_000,
+            f"measure: a stopped run keeps its peak so far ({held.maxrss_kib} KiB)",
+        )
 
         tree = Tree(recipe, root, 60, 10 * MIB)
         s = {tool: Series("t", "id", tool) for tool in ALL_TOOLS}

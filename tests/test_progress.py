@@ -359,3 +359,83 @@ def test_size_of_a_store_reports_the_snapshots_read(tmp_path: Path) -> None:
     stats = run_local(lambda: size(store, progress=lambda f, n: calls.append((f, n))))
     assert sorted(calls) == [(1, 1000), (1, 2000), (1, 3000)]
     assert (stats.files, stats.logical_bytes) == (3, 6000)
+
+
+class _Recorder:
+    """A progress callback that keeps what it is told, ``found`` totals included."""
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.bytes = 0
+        self.found_calls: list[tuple[int, int, int]] = []  # (files, bytes, files done then)
+
+    def __call__(self, files: int, nbytes: int) -> None:
+        self.files += files
+        self.bytes += nbytes
+
+    def found(self, files: int, nbytes: int) -> None:
+        self.found_calls.append((files, nbytes, self.files))
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """160 files of 1 MiB: hashing and copying them takes far longer than counting them."""
+    root = tmp_path_factory.mktemp("big")
+    src = root / "src"
+    for i in range(160):
+        write(src / f"d{i % 8}" / f"{i}.bin", os.urandom(1 << 20))
+    (src / "skipped.tmp").write_bytes(b"x" * 5000)
+    (src / ".snapdirignore").write_text("*.tmp\n")
+    return {"src": str(src), "root": root, "files": 161, "bytes": 160 * (1 << 20) + 6}
+
+
+@pytest.mark.parametrize("op", ["push", "manifest"])
+def test_a_long_walk_learns_its_totals_while_it_runs(
+    big: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, op: str
+) -> None:
+    """A file:// push (walk and copy in one pass) and the walk of ``manifest`` (``id``,
+    a cloud push's first phase) get their totals
+    from a counting walk beside them, with the same rules (the ignore file), without the
+    counts so far starting again."""
+    import snapdir
+
+    monkeypatch.setenv("SNAPDIR_PROGRESS_COUNT_AFTER", "0")
+    monkeypatch.setenv("SNAPDIR_CACHE_DIR", str(tmp_path / "cache"))
+    rec = _Recorder()
+    if op == "push":
+        sid = run_local(lambda: snapdir.push(big["src"], uri(tmp_path / "s"), progress=rec))
+    else:
+        m = run_local(lambda: snapdir.manifest(big["src"], progress=rec, use_cache=False))
+        sid = m.id
+    assert len(rec.found_calls) == 1, rec.found_calls
+    files, nbytes, done_then = rec.found_calls[0]
+    # the .snapdirignore is in the snapshot, the ignored *.tmp is not
+    assert (files, nbytes) == (big["files"], big["bytes"])
+    assert (rec.files, rec.bytes) == (files, nbytes)  # nothing counted twice or lost
+    assert done_then < files  # learnt while the walk ran
+    assert sid == run_local(lambda: snapdir.id(big["src"], use_cache=False))
+
+
+def test_a_short_walk_counts_nothing_beside_it(
+    world: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import snapdir
+
+    monkeypatch.setenv("SNAPDIR_PROGRESS_COUNT_AFTER", "30")
+    rec = _Recorder()
+    run_local(lambda: snapdir.push(world["src"], uri(tmp_path / "s"), progress=rec))
+    assert rec.found_calls == []
+    assert rec.files == 300
+
+
+def test_plain_status_lines_of_a_file_push_show_its_totals(
+    big: dict[str, Any], tmp_path: Path
+) -> None:
+    env = _env(SNAPDIR_PROGRESS_COUNT_AFTER="0", SNAPDIR_PROGRESS_INTERVAL="0.05",
+               SNAPDIR_NO_STAT_CACHE="1")  # fmt: skip
+    proc = run_cli("push", big["src"], "--store", uri(tmp_path / "s"), "--progress=plain",
+                   env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if STATUS.match(ln)]
+    assert lines, proc.stderr
+    assert "161/161 files, 160.0 MiB/160.0 MiB" in lines[-1], lines[-1]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import HashMismatchError, InvalidArgumentError
 from ._types import StoreUri
+from .stores._base import announce_total
 
 if TYPE_CHECKING:
     from .stores import Store
@@ -32,13 +33,6 @@ class OpStats:
 
     def update(self, **fields: Any) -> None:
         self.fields.update(fields)
-
-
-def announce_total(progress: object, files: int, nbytes: int) -> None:
-    """Tell a progress reporter how much work there is (enables its ETA), if it listens."""
-    total = getattr(progress, "total", None)
-    if callable(total):
-        total(files, nbytes)
 
 
 def open_wrapped(uri: str | StoreUri | Store, jobs: int = DEFAULT_JOBS) -> Store:

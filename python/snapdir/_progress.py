@@ -12,6 +12,14 @@ Three ways to show it (``--progress`` / ``SNAPDIR_PROGRESS``):
 
 ``auto`` (the default) is ``bar`` on a terminal and ``plain`` otherwise. Sizes are in IEC
 units (KiB, MiB, GiB) everywhere, as in the CLI's summary lines.
+
+Where the totals come from: a transfer knows them from its manifest (announced with
+``snapdir.stores._base.announce_total``). A walk (``id``, ``manifest``, the first phase of
+a cloud push, and the whole of a ``file://`` push, which copies as it walks) does not; one
+still running after a second (``SNAPDIR_PROGRESS_COUNT_AFTER``) gets them from a second
+walk beside it that only ``stat``s, as restic's scanner does (``walk_counted`` in the Rust
+core), and its bar gains a total and an ETA (``announce_found``) without its counts
+starting again.
 """
 
 from __future__ import annotations
@@ -136,6 +144,10 @@ class _Counts:
             self.phase_start = time.monotonic()
         self.total_files, self.total_bytes = files, nbytes
 
+    def found(self, files: int, nbytes: int) -> None:
+        """The totals of the phase under way, learnt while it runs: the counts go on."""
+        self.total_files, self.total_bytes = files, nbytes
+
     def __call__(self, files: int, nbytes: int) -> None:
         self.files += files
         self.bytes += nbytes
@@ -220,6 +232,11 @@ class Reporter(_Counts):
 
     def total(self, files: int, nbytes: int) -> None:
         super().total(files, nbytes)
+        if self._rich is not None:
+            self._rich.update(self._task, total=nbytes, completed=self.bytes)
+
+    def found(self, files: int, nbytes: int) -> None:
+        super().found(files, nbytes)
         if self._rich is not None:
             self._rich.update(self._task, total=nbytes, completed=self.bytes)
 

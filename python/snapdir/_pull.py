@@ -25,7 +25,6 @@ from . import _snapdir
 from ._common import (
     DEFAULT_JOBS,
     OpStats,
-    announce_total,
     open_wrapped,
     transfer_objects,
     unwrap,
@@ -33,7 +32,7 @@ from ._common import (
 from ._errors import SnapdirError
 from ._manifest import ignore_rules, run_cancellable, stat_cache_dir
 from ._types import LINK_MODES, SnapshotId, StoreUri
-from .stores._base import put_manifest_of
+from .stores._base import announce_total, put_manifest_of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence

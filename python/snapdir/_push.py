@@ -11,7 +11,6 @@ from . import _snapdir
 from ._common import (
     DEFAULT_JOBS,
     OpStats,
-    announce_total,
     missing_objects,
     open_wrapped,
     unwrap,
@@ -19,7 +18,7 @@ from ._common import (
 from ._errors import InvalidArgumentError, _warn
 from ._manifest import manifest as walk_manifest
 from ._types import StoreUri
-from .stores._base import put_manifest_of
+from .stores._base import announce_total, put_manifest_of
 
 if TYPE_CHECKING:
     from datetime import datetime

@@ -8,6 +8,7 @@ from typing import ClassVar, final
 
 __all__ = [
     "EMPTY_CHECKSUM",
+    "ByteBuffer",
     "CancelToken",
     "CheckoutPlan",
     "Hasher",
@@ -120,6 +121,20 @@ class CancelToken:
     def cancelled(self) -> bool: ...
 
 @final
+class ByteBuffer:
+    """Bytes gathered in Rust memory as they download (a manifest from a cloud store),
+    then parsed in place: the manifest keeps them as its storage."""
+
+    def __new__(cls) -> ByteBuffer: ...
+    def extend(self, data: bytes) -> None: ...
+    def __len__(self) -> int: ...
+    def to_bytes(self) -> bytes:
+        """A copy of the bytes."""
+    def take_manifest(self) -> Manifest:
+        """Parse the bytes as a manifest (as ``Manifest.parse``), taking them: the buffer
+        is empty afterwards, whatever the outcome."""
+
+@final
 class Progress:
     """Counters a running operation updates (files and bytes done)."""
 
@@ -134,6 +149,15 @@ class Progress:
     @property
     def dirs_reused(self) -> int:
         """Directories whose listing came from the stat cache (not read again)."""
+    @property
+    def found_files(self) -> int:
+        """Files found so far by the counting walk beside a long walk."""
+    @property
+    def found_bytes(self) -> int:
+        """Their bytes."""
+    @property
+    def found_done(self) -> bool:
+        """Whether the counting walk has finished: ``found_*`` are then the totals."""
 
 @final
 class Hasher:

@@ -44,9 +44,8 @@ async def verify_report(
     is missing or does not hash to its id). ``snapshot_id`` may be any ref (a name).
     ``progress`` is told of each object verified, when the store can say (its
     ``verify_objects`` takes ``progress=``)."""
-    from ._common import announce_total
     from .names.ops import id_of
-    from .stores._base import accepts_progress
+    from .stores._base import accepts_progress, announce_total
 
     st = open_wrapped(store, jobs)
     sid = SnapshotId(await id_of(snapshot_id, st))

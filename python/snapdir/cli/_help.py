@@ -29,6 +29,10 @@ ENVIRONMENT: tuple[tuple[str, str], ...] = (
         "SNAPDIR_PROGRESS_INTERVAL",
         "seconds between two status lines of --progress=plain (default 10)",
     ),
+    (
+        "SNAPDIR_PROGRESS_COUNT_AFTER",
+        "seconds a walk reported on runs before its totals are counted beside it (default 1)",
+    ),
     ("SNAPDIR_DURABLE", "1: file:// stores fsync every object and manifest they write"),
     (
         "SNAPDIR_RETRY_MAX_SECONDS",

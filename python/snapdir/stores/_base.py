@@ -35,7 +35,7 @@ import functools
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, runtime_checkable
 
 from .. import _snapdir
 from .._errors import (
@@ -591,24 +591,59 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def parse_stored_manifest(data: bytes, snapshot_id: str, uri: str) -> _snapdir.Manifest:
+def announce_total(progress: object, files: int, nbytes: int) -> None:
+    """Tell a progress reporter how much work there is (enables its ETA), if it listens."""
+    total = getattr(progress, "total", None)
+    if callable(total):
+        total(files, nbytes)
+
+
+def announce_found(progress: object, files: int, nbytes: int) -> None:
+    """Tell a progress reporter the totals of the phase under way, learnt while it runs
+    (the counting walk beside a long walk), if it listens: unlike :func:`announce_total`,
+    what was counted so far stays counted."""
+    found = getattr(progress, "found", None)
+    if callable(found):
+        found(files, nbytes)
+
+
+#: The parser's message for bytes that are not UTF-8 (``Manifest::parse_owned``).
+NOT_UTF8 = "invalid manifest: not UTF-8 text"
+
+
+def parse_stored_manifest(
+    data: bytes | _snapdir.ByteBuffer, snapshot_id: str, uri: str, *, digest: str | None = None
+) -> _snapdir.Manifest:
     """Parse a manifest read from a store and check it hashes to ``snapshot_id``.
 
     The id is computed over the canonical text, so CRLF line ends or comments in the stored
     copy still verify. Stored bytes that do not parse are corruption
     (:class:`HashMismatchError` naming store and id) unless they hash to the id as they are:
     then they are authentic, and the parse error is the manifest's own (an unsafe path,
-    say), raised as the parser's class with store and id in the message."""
+    say), raised as the parser's class with store and id in the message.
+
+    ``data`` may be a :class:`~snapdir._snapdir.ByteBuffer` (a download kept in Rust
+    memory), which is parsed where it is and emptied; ``digest`` is then the BLAKE3 of its
+    bytes, computed while they arrived."""
+    not_utf8 = f"snapshot {snapshot_id} in {uri}: the manifest is not UTF-8 text"
+    if not isinstance(data, bytes) and digest is None:
+        raise ValueError("a ByteBuffer is parsed with the digest of its bytes")
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise HashMismatchError(
-            f"snapshot {snapshot_id} in {uri}: the manifest is not UTF-8 text"
-        ) from None
-    try:
-        m = _snapdir.Manifest.parse(text)
+        if isinstance(data, bytes):
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise HashMismatchError(not_utf8) from None
+            m = _snapdir.Manifest.parse(text)
+        else:
+            m = data.take_manifest()
+    except HashMismatchError:
+        raise
     except SnapdirError as e:
-        if _snapdir.blake3_hex(data) != snapshot_id:
+        if str(e) == NOT_UTF8:  # the bytes the buffer held (decoded above otherwise)
+            raise HashMismatchError(not_utf8) from None
+        raw = digest if digest is not None else _snapdir.blake3_hex(cast("bytes", data))
+        if raw != snapshot_id:
             raise HashMismatchError(
                 f"snapshot {snapshot_id} in {uri}: the stored manifest is damaged "
                 f"(it does not hash to its id): {e}"

@@ -411,7 +411,7 @@ class DownloadSink:
         self._pending = bytearray()
         self._written = 0  # bytes of ``dest`` placed on disk (holes included)
         self._hasher = _snapdir.Hasher()
-        self._kept: list[bytes] | None = [] if keep else None
+        self._kept: _snapdir.ByteBuffer | None = _snapdir.ByteBuffer() if keep else None
         self._limit = limit
         self._too_large = too_large
         #: Bytes received so far.
@@ -457,7 +457,7 @@ class DownloadSink:
                     self._write_out(bytes(self._pending))
                     self._pending.clear()
         if self._kept is not None:
-            self._kept.append(chunk)
+            self._kept.extend(chunk)
         self._hasher.update(chunk)
         self.count += len(chunk)
         return len(chunk)
@@ -497,8 +497,14 @@ class DownloadSink:
         return self._hasher.hexdigest()
 
     def data(self) -> bytes:
-        """What was kept (``keep=True``)."""
-        return b"".join(self._kept or [])
+        """A copy of what was kept (``keep=True``)."""
+        return self._kept.to_bytes() if self._kept is not None else b""
+
+    def kept(self) -> _snapdir.ByteBuffer:
+        """What was kept (``keep=True``), in Rust memory, to be parsed where it is."""
+        if self._kept is None:
+            raise ValueError("nothing is kept: not a keep=True sink")
+        return self._kept
 
 
 def download_verified(
@@ -546,9 +552,19 @@ def read_streamed(
 ) -> bytes:
     """Everything ``stream(sink)`` downloads, in memory (a manifest); more than ``limit``
     bytes raise ``too_large()`` as soon as the stream passes it."""
+    return read_streamed_sink(stream, limit, too_large).data()
+
+
+def read_streamed_sink(
+    stream: Callable[[DownloadSink], None],
+    limit: int | None = None,
+    too_large: Callable[[], SnapdirError] | None = None,
+) -> DownloadSink:
+    """:func:`read_streamed`, the bytes left in the sink (:meth:`DownloadSink.kept`, with
+    their BLAKE3 in :meth:`DownloadSink.hexdigest`) to be parsed without a copy."""
     sink = DownloadSink(keep=True, limit=limit, too_large=too_large)
     stream(sink)
-    return sink.data()
+    return sink
 
 
 async def verify_streamed(
@@ -667,9 +683,12 @@ class StreamingStore(BaseStore):
     def _read_manifest(self, key: str, what: str, snapshot_id: str = "") -> bytes:
         """The stored manifest under ``key``, refused (``INVALID_MANIFEST``) once it
         passes :func:`max_manifest_bytes` while it streams."""
+        return self._read_manifest_sink(key, what, snapshot_id).data()
+
+    def _read_manifest_sink(self, key: str, what: str, snapshot_id: str = "") -> DownloadSink:
         limit = max_manifest_bytes(self)
         sid = snapshot_id or hex_from_key(key.rsplit(".manifests/", 1)[-1]) or key
-        return read_streamed(
+        return read_streamed_sink(
             functools.partial(self._stream, key, what),
             limit,
             lambda: manifest_too_large(self.uri, sid, limit, None),
@@ -677,5 +696,8 @@ class StreamingStore(BaseStore):
 
     def _get_manifest(self, snapshot_id: str) -> _snapdir.Manifest:
         key = self._key(manifest_key(snapshot_id))
-        data = self._read_manifest(key, f"manifest {snapshot_id}", snapshot_id)
-        return parse_stored_manifest(data, snapshot_id, str(self.uri))
+        sink = self._read_manifest_sink(key, f"manifest {snapshot_id}", snapshot_id)
+        # Parsed where it downloaded (Rust memory), its BLAKE3 already computed on the way.
+        return parse_stored_manifest(
+            sink.kept(), snapshot_id, str(self.uri), digest=sink.hexdigest()
+        )

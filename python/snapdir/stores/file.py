@@ -35,6 +35,7 @@ from ._base import (
     ObjectPut,
     ProgressFn,
     PushedTree,
+    announce_found,
     check_shard,
     first_leaf,
     for_each_limited,
@@ -495,10 +496,15 @@ async def run_with_progress(
     if counters is None and progress is not None:
         counters = _snapdir.Progress()
     sent = [0, 0]
+    totals = [False]
 
     def flush() -> None:
         if progress is None or counters is None:
             return
+        if not totals[0] and counters.found_done:
+            # A long walk's totals, from the counting walk beside it (walk_counted).
+            totals[0] = True
+            announce_found(progress, counters.found_files, counters.found_bytes)
         f, b = counters.files, counters.bytes
         if f != sent[0] or b != sent[1]:
             progress(f - sent[0], b - sent[1])

@@ -21,7 +21,7 @@ pub mod walk;
 
 pub use error::{Code, Error, Result};
 pub use manifest::{Entries, Entry, EntryRef, Kind, Manifest};
-pub use walk::{walk, Ignore, IgnoreFile, WalkOptions, Walked};
+pub use walk::{walk, walk_counted, Ignore, IgnoreFile, WalkOptions, Walked};
 
 /// The version of this crate (and of the Python package built from it).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

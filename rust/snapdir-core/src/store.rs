@@ -19,7 +19,7 @@ use crate::fsx;
 use crate::hash::{hash_opened_pieces, hash_sized, open_nonblocking, HashOutcome};
 use crate::manifest::{to_hex, Digest, Kind};
 use crate::sparse::{HoleWriter, Piece};
-use crate::walk::{walk, Ingest, Progress, WalkOptions, Walked};
+use crate::walk::{walk_counted, Ingest, Progress, WalkOptions, Walked};
 
 /// `abc/def/ghi/<rest>` of a hex digest.
 pub fn shard(hex: &str) -> String {
@@ -943,7 +943,7 @@ pub fn push_tree(
     let ingestor = Arc::new(Ingestor::new(root, opts.durable));
     let mut wo = walk_opts.clone();
     wo.ingest = Some(ingestor.clone());
-    let walked = walk(tree, &wo)?;
+    let walked = walk_counted(tree, &wo)?;
     let mut stats = ingestor.stats();
     let id = walked.manifest.id();
     if manifest_path(root, &id).is_file() {
@@ -1026,7 +1026,7 @@ mod tests {
         let store = dir.path().join("store");
         let out = push(&store, &t).unwrap();
         assert!(!out.noop);
-        let plain = walk(&t, &WalkOptions::default()).unwrap();
+        let plain = crate::walk::walk(&t, &WalkOptions::default()).unwrap();
         assert_eq!(out.walked.manifest.id(), plain.manifest.id());
         // small.txt and a/same.txt share one object; the empty file is an object too.
         assert_eq!(out.stats.written, 3, "{:?}", out.stats);

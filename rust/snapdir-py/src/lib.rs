@@ -258,6 +258,24 @@ impl Progress {
         self.inner.reused.load(Ordering::Relaxed)
     }
 
+    /// Files found so far by the counting walk beside a long walk.
+    #[getter]
+    fn found_files(&self) -> u64 {
+        self.inner.found_files.load(Ordering::Relaxed)
+    }
+
+    /// Their bytes.
+    #[getter]
+    fn found_bytes(&self) -> u64 {
+        self.inner.found_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the counting walk has finished: `found_*` are then the walk's totals.
+    #[getter]
+    fn found_done(&self) -> bool {
+        self.inner.found_done.load(Ordering::Relaxed)
+    }
+
     /// Directories whose listing came from the stat cache (not read again).
     #[getter]
     fn dirs_reused(&self) -> u64 {
@@ -360,7 +378,7 @@ fn walk(
     opts.ignore_file = ignore_source(ignore_file, no_ignore_file);
     opts.exclude_glob = exclude_glob;
     let walked = py
-        .detach(|| core::walk(&path, &opts))
+        .detach(|| core::walk_counted(&path, &opts))
         .map_err(|e| to_py_err(py, e))?;
     Ok((Manifest::wrap(walked.manifest), walked.warnings))
 }

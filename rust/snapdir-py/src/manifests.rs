@@ -42,6 +42,53 @@ fn manifest_from_fd(py: Python<'_>, fd: i32, limit: u64) -> PyResult<Option<Mani
     }
 }
 
+/// Bytes gathered in Rust memory as they download (a manifest from a cloud store), then
+/// handed to the parser as they are: the manifest keeps this buffer as its storage, so a
+/// stored manifest is held once while it is read and parsed, not as chunks, then joined
+/// bytes, then text, then the parser's copy.
+#[pyclass(frozen, module = "snapdir._snapdir")]
+#[derive(Default)]
+pub struct ByteBuffer {
+    data: std::sync::Mutex<Vec<u8>>,
+}
+
+impl ByteBuffer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.data.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[pymethods]
+impl ByteBuffer {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `data`.
+    fn extend(&self, data: &[u8]) {
+        self.lock().extend_from_slice(data);
+    }
+
+    fn __len__(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// A copy of the bytes.
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
+        pyo3::types::PyBytes::new(py, &self.lock())
+    }
+
+    /// Parses the bytes as a manifest (as `Manifest.parse`), taking them: the buffer is
+    /// empty afterwards, whatever the outcome.
+    fn take_manifest(&self, py: Python<'_>) -> PyResult<Manifest> {
+        let data = std::mem::take(&mut *self.lock());
+        py.detach(|| core::Manifest::parse_owned(data))
+            .map(Manifest::wrap)
+            .map_err(|e| to_py_err(py, e))
+    }
+}
+
 /// Compares two manifests, `old` -> `new`: `(changed, [(status, path, detail)])` sorted by path (see
 /// `snapdir.diff`). With `all` false only what the CLI shows by default is returned: no
 /// unchanged paths (`=`) and no directories whose only change is below them (`contents`).
@@ -95,6 +142,7 @@ fn manifest_write_fd(py: Python<'_>, m: &Manifest, fd: i32) -> PyResult<()> {
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<ByteBuffer>()?;
     m.add_function(wrap_pyfunction!(manifest_from_fd, m)?)?;
     m.add_function(wrap_pyfunction!(diff_manifests, m)?)?;
     m.add_function(wrap_pyfunction!(manifest_write_fd, m)?)?;
