@@ -439,3 +439,45 @@ def test_plain_status_lines_of_a_file_push_show_its_totals(
     lines = [ln for ln in proc.stderr.splitlines() if STATUS.match(ln)]
     assert lines, proc.stderr
     assert "161/161 files, 160.0 MiB/160.0 MiB" in lines[-1], lines[-1]
+
+
+def test_size_of_one_snapshot_reports_its_manifest_download(
+    world: dict[str, str], tmp_path: Path, seaweedfs: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one long wait of ``size`` of a big snapshot in a cloud store is its manifest's
+    download: its bytes are reported as they arrive, then the snapshot's totals as a new
+    phase (so a bar shows the download's rate, then 100 %)."""
+    from snapdir._verify import size
+
+    client = seaweedfs.client()
+    bucket = f"snapdir-size-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    client.close()
+    store = f"s3://{bucket}/p"
+    env = _env(SNAPDIR_CACHE_DIR=str(tmp_path / "cache"), **seaweedfs.environ())
+    sid = world["id"]
+    proc = run_cli("sync", sid, "--from", world["store"], "--to", store, "-q", env=env)
+    assert proc.returncode == 0, proc.stderr
+    seaweedfs.use_env(monkeypatch.setenv, monkeypatch.delenv)
+    stored = Path(world["root"], "store", ".manifests", sid[0:3], sid[3:6], sid[6:9], sid[9:])
+
+    events: list[tuple[str, int, int]] = []
+
+    class Rec:
+        def __call__(self, files: int, nbytes: int) -> None:
+            events.append(("done", files, nbytes))
+
+        def total(self, files: int, nbytes: int) -> None:
+            events.append(("total", files, nbytes))
+
+    stats = anyio.run(lambda: size(store, sid, progress=Rec()))
+    phase = events.index(("total", stats.files, stats.logical_bytes))
+    downloaded = events[:phase]
+    assert downloaded, events
+    assert all(kind == "done" and files == 0 for kind, files, _ in downloaded)
+    assert sum(n for _, _, n in downloaded) == stored.stat().st_size
+    assert events[phase + 1 :] == [("done", stats.files, stats.logical_bytes)]
+    # a store of many snapshots reports each snapshot, not the manifests' bytes
+    events.clear()
+    anyio.run(lambda: size(store, progress=Rec()))
+    assert events == [("done", stats.files, stats.logical_bytes)]

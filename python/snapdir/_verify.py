@@ -85,21 +85,28 @@ async def size(
     """Sizes of snapshot ``id`` in ``store``, or of the whole store: logical bytes are every
     file of every snapshot, physical bytes each distinct object once. ``progress(files,
     bytes)`` is told of each snapshot's files and logical bytes once its manifest is read
-    (a store of many snapshots reads many)."""
+    (a store of many snapshots reads many). For one snapshot, whose manifest is the whole
+    wait, it is first told the manifest's bytes as they download (a cloud store's), then
+    the snapshot's totals as a new phase."""
     from .names.ops import id_of
+    from .stores._base import announce_total, manifest_read_progress
 
     st = open_wrapped(store, jobs)
     ids = [str(SnapshotId(await id_of(id, st)))] if id is not None else await st.list_manifests()
     seen: dict[str, int] = {}
     logical = files = 0
+    one = id is not None
     for sid in ids:
-        m = await st.get_manifest(sid)
+        with manifest_read_progress(progress if one else None):
+            m = await st.get_manifest(sid)
         for c, s in m.objects():
             seen[c] = s
         lg, _, nf, _ = _manifest_size(m)
         logical += lg
         files += nf
         if progress is not None:
+            if one:
+                announce_total(progress, nf, lg)
             progress(nf, lg)
     return SizeStats(logical, sum(seen.values()), files, len(seen))
 

@@ -34,7 +34,8 @@ import enum
 import functools
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, runtime_checkable
 
 from .. import _snapdir
@@ -589,6 +590,22 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+#: While set, a manifest a store downloads (a cloud store's) reports its bytes as they
+#: arrive, as ``progress(0, nbytes)``: the one long wait of ``size`` of a big snapshot is
+#: the download of its manifest. Set for the call only (:func:`manifest_read_progress`).
+MANIFEST_READ: ContextVar[ProgressFn | None] = ContextVar("snapdir_manifest_read", default=None)
+
+
+@contextlib.contextmanager
+def manifest_read_progress(progress: ProgressFn | None) -> Iterator[None]:
+    """Report the bytes of the manifests read inside the block to ``progress``."""
+    token = MANIFEST_READ.set(progress)
+    try:
+        yield
+    finally:
+        MANIFEST_READ.reset(token)
 
 
 def announce_total(progress: object, files: int, nbytes: int) -> None:

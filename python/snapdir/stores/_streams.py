@@ -42,6 +42,7 @@ from .._errors import (
 )
 from .._types import StoreUri
 from ._base import (
+    MANIFEST_READ,
     BaseStore,
     ObjectGet,
     ObjectPut,
@@ -405,8 +406,10 @@ class DownloadSink:
         keep: bool = False,
         limit: int | None = None,
         too_large: Callable[[], SnapdirError] | None = None,
+        progress: ProgressFn | None = None,
     ) -> None:
         self.dest = dest
+        self._progress = progress
         self._fd: int | None = None
         self._pending = bytearray()
         self._written = 0  # bytes of ``dest`` placed on disk (holes included)
@@ -460,6 +463,8 @@ class DownloadSink:
             self._kept.extend(chunk)
         self._hasher.update(chunk)
         self.count += len(chunk)
+        if self._progress is not None:
+            self._progress(0, len(chunk))
         return len(chunk)
 
     def _write_out(self, data: bytes) -> None:
@@ -562,7 +567,7 @@ def read_streamed_sink(
 ) -> DownloadSink:
     """:func:`read_streamed`, the bytes left in the sink (:meth:`DownloadSink.kept`, with
     their BLAKE3 in :meth:`DownloadSink.hexdigest`) to be parsed without a copy."""
-    sink = DownloadSink(keep=True, limit=limit, too_large=too_large)
+    sink = DownloadSink(keep=True, limit=limit, too_large=too_large, progress=MANIFEST_READ.get())
     stream(sink)
     return sink
 
