@@ -312,15 +312,20 @@ def test_a_new_total_starts_a_new_phase() -> None:
         rep.close()
 
 
-def test_cloud_push_pull_verify_sync_report_progress(
-    world: dict[str, str], tmp_path: Path, seaweedfs: S3Server
-) -> None:
+def _s3_store(seaweedfs: S3Server, tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """A store in a new bucket of the loopback SeaweedFS, and the CLI's environment for it."""
     client = seaweedfs.client()
     bucket = f"snapdir-progress-{uuid.uuid4().hex[:10]}"
     client.create_bucket(Bucket=bucket)
     client.close()
-    store = f"s3://{bucket}/p"
     env = _env(SNAPDIR_CACHE_DIR=str(tmp_path / "cache"), **seaweedfs.environ())
+    return f"s3://{bucket}/p", env
+
+
+def test_cloud_push_pull_verify_sync_report_progress(
+    world: dict[str, str], tmp_path: Path, seaweedfs: S3Server
+) -> None:
+    store, env = _s3_store(seaweedfs, tmp_path)
     sid = world["id"]
     for argv in (
         ["push", world["src"], "--store", store],
@@ -449,12 +454,7 @@ def test_size_of_one_snapshot_reports_its_manifest_download(
     phase (so a bar shows the download's rate, then 100 %)."""
     from snapdir._verify import size
 
-    client = seaweedfs.client()
-    bucket = f"snapdir-size-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=bucket)
-    client.close()
-    store = f"s3://{bucket}/p"
-    env = _env(SNAPDIR_CACHE_DIR=str(tmp_path / "cache"), **seaweedfs.environ())
+    store, env = _s3_store(seaweedfs, tmp_path)
     sid = world["id"]
     proc = run_cli("sync", sid, "--from", world["store"], "--to", store, "-q", env=env)
     assert proc.returncode == 0, proc.stderr
