@@ -1927,6 +1927,9 @@ mod tests {
 
     #[test]
     fn remove_tree_removes_deep_trees_without_following_links() {
+        let _deep = crate::DEEP_TREE_TESTS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let t = tempfile::tempdir().unwrap();
         let outside = t.path().join("outside");
         fs::create_dir(&outside).unwrap();
@@ -2129,6 +2132,9 @@ mod tests {
 
     #[test]
     fn deep_and_long_trees_check_out() {
+        let _deep = crate::DEEP_TREE_TESTS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let t = tempfile::tempdir().unwrap();
         let store = t.path().join("store");
         let dest = t.path().join("dest");

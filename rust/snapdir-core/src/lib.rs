@@ -25,3 +25,8 @@ pub use walk::{walk, walk_counted, Ignore, IgnoreFile, WalkOptions, Walked};
 
 /// The version of this crate (and of the Python package built from it).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Held by the tests that open a descriptor per level of a deep tree, and by the one that
+/// counts the process's descriptors: the count would otherwise see theirs.
+#[cfg(test)]
+pub(crate) static DEEP_TREE_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -1499,6 +1499,9 @@ mod tests {
 
     #[test]
     fn a_chain_deeper_than_the_stack_and_path_max_is_walked() {
+        let _deep = crate::DEEP_TREE_TESTS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         // 3,000 levels: the recursive walk this replaced overflowed a test thread's stack
         // well before, and the deepest paths (6,000 bytes) exceed PATH_MAX.
         let dir = tempfile::tempdir().unwrap();
@@ -1612,6 +1615,9 @@ mod tests {
 
     #[test]
     fn the_walk_holds_a_bounded_number_of_directory_descriptors() {
+        let _deep = crate::DEEP_TREE_TESTS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().unwrap();
         chain(dir.path(), 1000, b"d");
         let count = || {
@@ -1637,10 +1643,11 @@ mod tests {
         );
         // The root and the four of the window, at every one of the 1,000 levels.
         assert_eq!(held, 5);
-        // The process as a whole (other tests, and the counting walks beside their long
-        // walks, open and close theirs meanwhile): below one per level.
+        // The process as a whole (other tests open and close theirs meanwhile; those with
+        // a descriptor per level of a deep tree wait: DEEP_TREE_TESTS): far below one per
+        // level.
         assert!(
-            in_process < before + 600,
+            in_process < before + 300,
             "{in_process} descriptors open (before: {before})"
         );
     }
