@@ -125,15 +125,23 @@ class _Counts:
     and ``total(files, bytes)`` when the amount of work becomes known (enables the ETA)."""
 
     def __init__(self, label: str) -> None:
-        from ._redact import redact_text
-
-        # The label is printed: masked like every other line snapdir prints.
-        self.label = redact_text(label)
+        self._raw_label = label
+        self._label: str | None = None
         self.files = 0
         self.bytes = 0
         self.total_files: int | None = None
         self.total_bytes: int | None = None
         self.start = self.phase_start = time.monotonic()
+
+    @property
+    def label(self) -> str:
+        """The label as printed: masked like every other line snapdir prints. Masked when
+        first printed, not before (compiling the masks costs more than a short command)."""
+        if self._label is None:
+            from ._redact import redact_text
+
+            self._label = redact_text(self._raw_label)
+        return self._label
 
     def total(self, files: int, nbytes: int) -> None:
         """The amount of work from here on. What was counted before it is told belongs to

@@ -332,9 +332,10 @@ async def _push_tree(
     _warn(done.warnings, stacklevel=4)
     m = done.manifest
     stats = _new_stats(m)
-    where = {c: (rel, size) for c, rel, size in m.object_sources()}
 
     async def reupload(objs: list[str], manifest: bool) -> None:
+        # Built only when needed: a push nothing was taken from never asks.
+        where = {c: (rel, size) for c, rel, size in m.object_sources()}
         puts = [ObjectPut(c, os.path.join(root, where[c][0]), where[c][1]) for c in objs]
         await store.put_objects(puts)
         if manifest:

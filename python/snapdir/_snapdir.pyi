@@ -35,6 +35,7 @@ __all__ = [
     "spec_resolve",
     "store_get_object",
     "store_list",
+    "store_missing_objects",
     "store_push_tree",
     "store_put_objects",
     "store_verify_objects",
@@ -298,6 +299,9 @@ def store_verify_objects(
     progress: Progress | None = None,
 ) -> list[tuple[str, str]]:
     """Re-hash objects; returns ``[(checksum, "missing" | "corrupt")]``."""
+
+def store_missing_objects(root: str, checksums: list[str]) -> list[str]:
+    """The checksums the store at ``root`` has no object file for."""
 
 def store_list(root: str, kind: str) -> list[str]:
     """Keys under ``.objects`` (``kind="objects"``) or ``.manifests``, sorted."""

@@ -462,6 +462,7 @@ fn _snapdir(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(local::store_get_object, m)?)?;
     m.add_function(wrap_pyfunction!(local::store_verify_objects, m)?)?;
     m.add_function(wrap_pyfunction!(local::store_list, m)?)?;
+    m.add_function(wrap_pyfunction!(local::store_missing_objects, m)?)?;
     m.add_function(wrap_pyfunction!(local::plan_checkout, m)?)?;
     manifests::register(m)?;
     recording::register(m)?;

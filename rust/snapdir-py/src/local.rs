@@ -163,6 +163,21 @@ pub fn store_verify_objects(
         .collect())
 }
 
+/// The checksums of `checksums` the store at `root` has no object file for.
+#[pyfunction]
+pub fn store_missing_objects(
+    py: Python<'_>,
+    root: PathBuf,
+    checksums: Vec<String>,
+) -> PyResult<Vec<String>> {
+    let digests = checksums
+        .iter()
+        .map(|h| digest(py, h))
+        .collect::<PyResult<Vec<_>>>()?;
+    let missing = py.detach(|| core::store::missing_objects(&root, &digests));
+    Ok(missing.iter().map(|d| to_hex(d)).collect())
+}
+
 /// The keys under `.objects` or `.manifests` of the store at `root`, sorted.
 #[pyfunction]
 pub fn store_list(py: Python<'_>, root: PathBuf, kind: &str) -> PyResult<Vec<String>> {
